@@ -1,0 +1,306 @@
+//! RFC 5322 address lists, IDN, De-Mail detection and validation.
+//!
+//! Parsing is mail-parser's; this module adds normalisation (IDN, case) and the
+//! De-Mail rules on top.
+
+use crate::message::{quote, Reason};
+use mail_parser::{parsers::MessageStream, Address, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+/// Longest address-list input we parse (a header of 500 recipients fits easily).
+pub const MAX_LIST_LEN: usize = 256 * 1024;
+
+/// One mailbox from an address list, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    /// Display name, if any (comments folded in by mail-parser).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `local@domain` with the domain in lower-case ASCII (punycode).
+    pub address: String,
+    /// The domain in Unicode, for display.
+    pub domain_unicode: String,
+    /// The group this mailbox was listed in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Mailbox {
+    pub fn local(&self) -> &str {
+        self.address.rsplit_once('@').map(|(l, _)| l).unwrap_or("")
+    }
+    pub fn domain(&self) -> &str {
+        self.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+}
+
+fn crlf_error(input: &str) -> Reason {
+    Reason::new(
+        "address.crlf",
+        format!("Die Adressangabe enthält einen Zeilenumbruch: „{}“.", quote(input)),
+        format!("The address contains a line break: \"{}\".", quote(input)),
+    )
+}
+
+fn invalid(input: &str) -> Reason {
+    Reason::new(
+        "address.invalid",
+        format!("„{}“ ist keine gültige E-Mail-Adresse.", quote(input)),
+        format!("\"{}\" is not a valid e-mail address.", quote(input)),
+    )
+    .about(input)
+}
+
+/// Normalise a domain to lower-case ASCII (punycode); `None` if it is not a valid host name.
+pub fn domain_to_ascii(domain: &str) -> Option<String> {
+    let d = domain.trim().trim_end_matches('.');
+    if d.is_empty() || d.len() > 253 {
+        return None;
+    }
+    // Address literals ([1.2.3.4]) are valid RFC 5322 but never De-Mail; keep them as they are.
+    if d.starts_with('[') && d.ends_with(']') {
+        return Some(d.to_ascii_lowercase());
+    }
+    let ascii = idna::domain_to_ascii_strict(d).ok()?;
+    if ascii.is_empty() || ascii.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return None;
+    }
+    Some(ascii)
+}
+
+/// The Unicode form of an ASCII domain, for display.
+pub fn domain_to_unicode(ascii: &str) -> String {
+    let (u, r) = idna::domain_to_unicode(ascii);
+    if r.is_ok() {
+        u
+    } else {
+        ascii.to_string()
+    }
+}
+
+/// Normalise one addr-spec (`local@domain`): trims, lower-cases and punycodes the domain.
+pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
+    if spec.contains(['\r', '\n']) {
+        return Err(crlf_error(spec));
+    }
+    let s = spec.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return Err(invalid(spec));
+    };
+    if local.is_empty() || local.chars().any(|c| c.is_control() || c == ' ' && !local.starts_with('"')) {
+        return Err(invalid(spec));
+    }
+    let domain = domain_to_ascii(domain).ok_or_else(|| invalid(spec))?;
+    Ok(format!("{local}@{domain}"))
+}
+
+/// Parse an RFC 5322 address list (display names, quoted local parts, groups,
+/// comments, encoded words, IDN). Groups are flattened; empty groups vanish.
+pub fn parse_address_list(input: &str) -> Result<Vec<Mailbox>, Reason> {
+    if input.contains(['\r', '\n']) {
+        return Err(crlf_error(input));
+    }
+    if input.len() > MAX_LIST_LEN {
+        return Err(Reason::new(
+            "address.too_long",
+            format!("Die Adressliste ist zu lang (mehr als {MAX_LIST_LEN} Bytes)."),
+            format!("The address list is too long (more than {MAX_LIST_LEN} bytes)."),
+        ));
+    }
+    if input.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut buf = Vec::with_capacity(input.len() + 2);
+    buf.extend_from_slice(input.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    let parsed = MessageStream::new(&buf).parse_address();
+    let mut out = Vec::new();
+    let mut push = |name: Option<&str>, addr: Option<&str>, group: Option<&str>| -> Result<(), Reason> {
+        let Some(addr) = addr else {
+            // A display name without an address ("Peter Müller") is an error the user must see.
+            return Err(invalid(name.unwrap_or(input)));
+        };
+        let address = normalize_addr_spec(addr)?;
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        out.push(Mailbox {
+            name: name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
+            domain_unicode: domain_to_unicode(domain),
+            address,
+            group: group.map(str::to_string),
+        });
+        Ok(())
+    };
+    match parsed {
+        HeaderValue::Address(Address::List(list)) => {
+            for a in &list {
+                push(a.name.as_deref(), a.address.as_deref(), None)?;
+            }
+        }
+        HeaderValue::Address(Address::Group(groups)) => {
+            for g in &groups {
+                for a in &g.addresses {
+                    push(a.name.as_deref(), a.address.as_deref(), g.name.as_deref())?;
+                }
+            }
+        }
+        _ => return Err(invalid(input)),
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Domain patterns
+// ---------------------------------------------------------------------------
+
+/// A domain or `*.suffix` pattern, stored in lower-case ASCII.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainPattern {
+    /// Without the `*.`.
+    base: String,
+    wildcard: bool,
+}
+
+impl DomainPattern {
+    pub fn parse(s: &str) -> Result<Self, Reason> {
+        let t = s.trim();
+        let (wildcard, rest) = match t.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, t),
+        };
+        let base = domain_to_ascii(rest).filter(|d| !d.starts_with('[')).ok_or_else(|| {
+            Reason::new(
+                "policy.domain_invalid",
+                format!("„{}“ ist kein gültiger Domainname oder Muster (z. B. „*.de-mail.de“).", quote(s)),
+                format!("\"{}\" is not a valid domain name or pattern (e.g. \"*.de-mail.de\").", quote(s)),
+            )
+        })?;
+        Ok(DomainPattern { base, wildcard })
+    }
+
+    /// `*.x.de` matches strict subdomains of `x.de`; a plain domain matches itself only.
+    pub fn matches(&self, ascii_domain: &str) -> bool {
+        if self.wildcard {
+            ascii_domain.len() > self.base.len() + 1
+                && ascii_domain.ends_with(&self.base)
+                && ascii_domain.as_bytes()[ascii_domain.len() - self.base.len() - 1] == b'.'
+        } else {
+            ascii_domain == self.base
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        if self.wildcard {
+            format!("*.{}", self.base)
+        } else {
+            self.base.clone()
+        }
+    }
+}
+
+impl Serialize for DomainPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DomainPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DomainPattern::parse(&s).map_err(|r| serde::de::Error::custom(crate::policy::encode_reason(&r)))
+    }
+}
+
+/// True when any pattern matches.
+pub fn matches_any(patterns: &[DomainPattern], ascii_domain: &str) -> bool {
+    patterns.iter().any(|p| p.matches(ascii_domain))
+}
+
+// ---------------------------------------------------------------------------
+// De-Mail address rules (ACM-FU §2.1)
+// ---------------------------------------------------------------------------
+
+/// What validation found out about a De-Mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeMailAddressInfo {
+    pub address: String,
+    pub pseudonym: bool,
+    pub problems: Vec<Reason>,
+}
+
+/// Validate a De-Mail address by the TR rules: lower case, local part ≤ 64,
+/// domain ≤ 189, whole ≤ 253 characters; `pn_` marks a pseudonym.
+pub fn validate_demail_address(addr: &str) -> DeMailAddressInfo {
+    let mut problems = Vec::new();
+    let (local, domain) = addr.rsplit_once('@').unwrap_or((addr, ""));
+    let mk = |code: &str, de: String, en: String| Reason::new(code, de, en).about(addr);
+    if addr.chars().any(|c| c.is_uppercase()) {
+        problems.push(mk(
+            "demail_address.case",
+            format!("De-Mail-Adressen werden klein geschrieben: {}.", quote(addr)),
+            format!("De-Mail addresses are lower case: {}.", quote(addr)),
+        ));
+    }
+    let (l, d, w) = (local.chars().count(), domain.chars().count(), addr.chars().count());
+    if l == 0 || l > 64 {
+        problems.push(mk(
+            "demail_address.local_length",
+            format!("Der lokale Teil einer De-Mail-Adresse muss 1 bis 64 Zeichen haben ({l}): {}.", quote(addr)),
+            format!("The local part of a De-Mail address must have 1 to 64 characters ({l}): {}.", quote(addr)),
+        ));
+    }
+    if d == 0 || d > 189 {
+        problems.push(mk(
+            "demail_address.domain_length",
+            format!("Die Domain einer De-Mail-Adresse darf höchstens 189 Zeichen haben ({d}): {}.", quote(addr)),
+            format!("The domain of a De-Mail address may have at most 189 characters ({d}): {}.", quote(addr)),
+        ));
+    }
+    if w > 253 {
+        problems.push(mk(
+            "demail_address.length",
+            format!("Eine De-Mail-Adresse darf höchstens 253 Zeichen haben ({w})."),
+            format!("A De-Mail address may have at most 253 characters ({w})."),
+        ));
+    }
+    DeMailAddressInfo {
+        address: addr.to_string(),
+        pseudonym: crate::options::is_pseudonym(local),
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_groups_and_idn() {
+        let l = parse_address_list(
+            r#""Müller, Peter" <Peter@Beispiel.DE-Mail.de>, Amt: a@xn--mnchen-3ya.de, b@münchen.de;, (Kommentar) c@x.de"#,
+        )
+        .unwrap();
+        let addrs: Vec<_> = l.iter().map(|m| m.address.as_str()).collect();
+        assert_eq!(
+            addrs,
+            ["Peter@beispiel.de-mail.de", "a@xn--mnchen-3ya.de", "b@xn--mnchen-3ya.de", "c@x.de"]
+        );
+        assert_eq!(l[0].name.as_deref(), Some("Müller, Peter"));
+        assert_eq!(l[1].group.as_deref(), Some("Amt"));
+        assert_eq!(l[2].domain_unicode, "münchen.de");
+    }
+
+    #[test]
+    fn rejects_crlf_and_garbage() {
+        assert_eq!(parse_address_list("a@b.de\r\nBcc: x@y.de").unwrap_err().code, "address.crlf");
+        assert_eq!(parse_address_list("Peter Müller").unwrap_err().code, "address.invalid");
+    }
+
+    #[test]
+    fn patterns() {
+        let p = DomainPattern::parse("*.De-Mail.de").unwrap();
+        assert!(p.matches("stadt.de-mail.de"));
+        assert!(!p.matches("de-mail.de"));
+        assert!(!p.matches("evilde-mail.de"));
+        assert!(DomainPattern::parse("not a domain").is_err());
+    }
+}

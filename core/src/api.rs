@@ -1,0 +1,256 @@
+//! The JSON boundary: one entry point, [`call`], used by the admin CLI, the wasm
+//! module and the helper. Same input, same output, byte for byte.
+//!
+//! Operations (`op`), their input and output shapes are documented in `docs/core-api.md`.
+
+use crate::check::{check, CheckInput};
+use crate::classify::{classify_headers, classify_raw, HeaderList};
+use crate::message::Reason;
+use crate::options::{apply_rules, generate_private_id, option_headers, validate_private_id, OptionSet};
+use crate::policy::{Policy, PolicyError};
+use crate::subject;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// What the caller provides that the core may not fetch itself.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub now_millis: u64,
+    /// At least 8 random bytes, for generated private-ids.
+    pub entropy: Vec<u8>,
+}
+
+/// An error at the boundary: stable code, German and English text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiError {
+    #[serde(flatten)]
+    pub reason: Reason,
+    /// Position details for policy errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyError>,
+}
+
+impl From<Reason> for ApiError {
+    fn from(reason: Reason) -> Self {
+        ApiError { reason, policy: None }
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        ApiError { reason: e.reason.clone(), policy: Some(e) }
+    }
+}
+
+/// All operations, in the order they were added.
+pub const OPS: [&str; 9] = [
+    "version",
+    "policy.check",
+    "subject.parse",
+    "subject.format",
+    "check",
+    "classify",
+    "classify.headers",
+    "headers",
+    "map",
+];
+
+fn bad_input(e: impl std::fmt::Display) -> ApiError {
+    let msg = crate::message::quote(&e.to_string());
+    Reason::new(
+        "input.invalid",
+        format!("Ungültige Eingabe: {msg}"),
+        format!("Invalid input: {msg}"),
+    )
+    .into()
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, ApiError> {
+    T::deserialize(input).map_err(bad_input)
+}
+
+/// Load a policy from TOML or JSON text; `None` or blank text gives the built-in default.
+pub fn load_policy(src: Option<&str>) -> Result<Policy, ApiError> {
+    match src {
+        Some(s) if !s.trim().is_empty() => Policy::parse(s).map_err(ApiError::from),
+        _ => Ok(Policy::default()),
+    }
+}
+
+/// Validate a policy; never fails, the verdict is data.
+pub fn policy_check(src: &str) -> Value {
+    match Policy::parse(src) {
+        Ok(p) => json!({ "valid": true, "errors": [], "policy": p }),
+        Err(e) => json!({ "valid": false, "errors": [e], "policy": null }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectIn {
+    subject: String,
+    #[serde(default)]
+    options: OptionSet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeadersIn {
+    #[serde(default)]
+    options: OptionSet,
+    #[serde(default)]
+    private_id: Option<String>,
+    /// The sender's De-Mail or e-mail address, for the pseudonym rule.
+    #[serde(default)]
+    sender: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeadersShape {
+    /// `[["Subject", "x"], …]` in message order.
+    Pairs(Vec<(String, String)>),
+    /// `{"subject": ["x"], …}` as Thunderbird's `messages.getFull` gives it.
+    Map(std::collections::BTreeMap<String, Vec<String>>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyHeadersIn {
+    headers: HeadersShape,
+    #[serde(default)]
+    xml: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MapIn {
+    address: String,
+    /// `to-demail` (outbound) or `to-email` (inbound).
+    direction: String,
+}
+
+/// Generate the header lines for options and a private-id (generated when absent).
+pub fn headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: Option<&str>, env: &Env) -> Result<Value, ApiError> {
+    let sender_demail = sender.map(|s| {
+        let s = s.trim();
+        let dom = s.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if policy.is_demail_domain(dom) {
+            s.to_lowercase()
+        } else {
+            policy.email_to_demail(s).map(|m| m.address).unwrap_or_else(|| s.to_string())
+        }
+    });
+    let (opts, problems) = apply_rules(options, OptionSet::EMPTY, sender_demail.as_deref());
+    if let Some(p) = problems.into_iter().next() {
+        return Err(p.into());
+    }
+    let (id, generated) = match private_id.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => {
+            validate_private_id(id)?;
+            (id.to_string(), false)
+        }
+        None => (generate_private_id(env.now_millis, &env.entropy), true),
+    };
+    let lines: Vec<Value> = option_headers(opts, Some(&id))
+        .into_iter()
+        .map(|(n, v)| json!({ "name": n, "value": v }))
+        .collect();
+    Ok(json!({ "headers": lines, "options": opts, "private_id": id, "private_id_generated": generated }))
+}
+
+/// Run one operation.
+pub fn call(op: &str, policy: &Policy, input: &Value, env: &Env) -> Result<Value, ApiError> {
+    match op {
+        "version" => Ok(json!({ "version": crate::VERSION, "ops": OPS })),
+        "policy.check" => {
+            let src = input.as_str().ok_or_else(|| bad_input("policy.check expects the policy text as a string"))?;
+            Ok(policy_check(src))
+        }
+        "subject.parse" => {
+            let subject = match input {
+                Value::String(s) => s.clone(),
+                other => parse::<SubjectIn>(other)?.subject,
+            };
+            Ok(serde_json::to_value(subject::parse(&subject, &policy.subject)).map_err(bad_input)?)
+        }
+        "subject.format" => {
+            let i: SubjectIn = parse(input)?;
+            let s = subject::format(&i.subject, i.options, &policy.subject)?;
+            Ok(json!({ "subject": s }))
+        }
+        "check" => {
+            let i: CheckInput = parse(input)?;
+            Ok(serde_json::to_value(check(&i, policy)).map_err(bad_input)?)
+        }
+        "classify" => {
+            let raw = input.as_str().ok_or_else(|| bad_input("classify expects the raw message as a string"))?;
+            Ok(serde_json::to_value(classify_raw(raw.as_bytes(), policy)).map_err(bad_input)?)
+        }
+        "classify.headers" => {
+            let i: ClassifyHeadersIn = parse(input)?;
+            let list: HeaderList = match i.headers {
+                HeadersShape::Pairs(p) => p,
+                HeadersShape::Map(m) => m
+                    .into_iter()
+                    .flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v)))
+                    .collect(),
+            };
+            Ok(serde_json::to_value(classify_headers(&list, i.xml.as_deref(), policy)).map_err(bad_input)?)
+        }
+        "headers" => {
+            let i: HeadersIn = parse(input)?;
+            headers(policy, i.options, i.private_id.as_deref(), i.sender.as_deref(), env)
+        }
+        "map" => {
+            let i: MapIn = parse(input)?;
+            let addr = crate::address::normalize_addr_spec(&i.address)?;
+            let m = match i.direction.as_str() {
+                "to-demail" => policy.email_to_demail(&addr),
+                "to-email" => policy.demail_to_email(&addr),
+                other => return Err(bad_input(format!("unknown direction {other:?}; use to-demail or to-email"))),
+            };
+            Ok(json!({ "address": addr, "mapped": m }))
+        }
+        other => Err(Reason::new(
+            "input.unknown_op",
+            format!("Unbekannte Operation „{}“.", crate::message::quote(other)),
+            format!("Unknown operation \"{}\".", crate::message::quote(other)),
+        )
+        .into()),
+    }
+}
+
+/// Parse a JSON input text; blank means `null`.
+pub fn parse_input(input_json: &str) -> Result<Value, ApiError> {
+    if input_json.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(input_json).map_err(|e| {
+        ApiError::from(Reason::new(
+            "input.json",
+            format!("Die Eingabe ist kein gültiges JSON: {}", crate::message::quote(&e.to_string())),
+            format!("The input is not valid JSON: {}", crate::message::quote(&e.to_string())),
+        ))
+    })
+}
+
+/// The wire envelope for callers that pass strings (wasm):
+/// `{"ok":true,"result":…}` or `{"ok":false,"error":{code,message,message_en}}`.
+pub fn envelope(out: Result<Value, ApiError>) -> String {
+    match out {
+        Ok(result) => json!({ "ok": true, "result": result }),
+        Err(error) => json!({ "ok": false, "error": error }),
+    }
+    .to_string()
+}
+
+/// [`call`] with text in and the envelope out.
+pub fn call_json(op: &str, policy_src: Option<&str>, input_json: &str, env: &Env) -> String {
+    envelope(load_policy(policy_src).and_then(|p| call(op, &p, &parse_input(input_json)?, env)))
+}
+
+/// Re-export so callers need one import for the option list parser.
+pub fn parse_option_ids(list: &str) -> Result<OptionSet, ApiError> {
+    OptionSet::parse_ids(list.split(',')).map_err(ApiError::from)
+}

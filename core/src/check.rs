@@ -1,0 +1,393 @@
+//! The send check: e-mail, De-Mail, blocked, or confirm, with reasons.
+//!
+//! The add-in runs it before Send, the helper before accepting, the gateway before
+//! relaying; all three get the same answer because all three call this.
+
+use crate::address::{parse_address_list, Mailbox};
+use crate::message::{quote, Reason, Severity};
+use crate::options::{apply_rules, validate_private_id, OptionSet};
+use crate::policy::{option_list_de, option_list_en, Action, MixedAddressing, Policy, RecipientKind};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckInput {
+    /// The sender's e-mail address (may carry a display name).
+    pub from: String,
+    /// Address lists; each entry may hold one address or a whole list.
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    /// Chosen shipping options.
+    pub options: OptionSet,
+    /// The user marked the message as De-Mail explicitly (compose toggle, `[De-Mail]` tag).
+    pub marked: bool,
+    /// Message size in bytes, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The message replies to or forwards a received De-Mail.
+    pub forwarded_demail: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Email,
+    Demail,
+    Blocked,
+    Confirm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    To,
+    Cc,
+    Bcc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recipient {
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub field: Field,
+    pub kind: RecipientKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub demail_recipients: Vec<String>,
+    /// Internal and external e-mail recipients.
+    pub email_recipients: Vec<String>,
+    pub internal_recipients: Vec<String>,
+    pub external_recipients: Vec<String>,
+    pub recipients: Vec<Recipient>,
+    /// Options after the TR rules (Abholbestätigung adds Persönlich).
+    pub options: OptionSet,
+    /// The De-Mail address the sender sends as, when the mapping knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_demail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_unit: Option<String>,
+}
+
+fn size_de(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1_048_576.0).replace('.', ",")
+}
+fn size_en(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1_048_576.0)
+}
+
+fn list(v: &[String]) -> String {
+    const SHOW: usize = 5;
+    let mut s = v.iter().take(SHOW).map(|a| quote(a)).collect::<Vec<_>>().join(", ");
+    if v.len() > SHOW {
+        s.push_str(&format!(" … (+{})", v.len() - SHOW));
+    }
+    s
+}
+
+fn block(code: &str, de: String, en: String) -> Reason {
+    Reason::new(code, de, en).with_severity(Severity::Block)
+}
+fn confirm(code: &str, de: String, en: String) -> Reason {
+    Reason::new(code, de, en).with_severity(Severity::Confirm)
+}
+fn info(code: &str, de: String, en: String) -> Reason {
+    Reason::new(code, de, en).with_severity(Severity::Info)
+}
+
+fn by_action(action: Action, code: &str, de: String, en: String) -> Option<Reason> {
+    match action {
+        Action::Allow => None,
+        Action::Confirm => Some(confirm(code, de, en)),
+        Action::Block => Some(block(code, de, en)),
+    }
+}
+
+/// Decide how a message may go out.
+pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
+    let mut reasons: Vec<Reason> = Vec::new();
+
+    // Sender.
+    let sender: Option<Mailbox> = match parse_address_list(&input.from) {
+        Ok(mut v) if v.len() == 1 => v.pop(),
+        Ok(_) => {
+            reasons.push(block(
+                "sender.invalid",
+                format!("Der Absender „{}“ ist keine einzelne gültige Adresse.", quote(&input.from)),
+                format!("The sender \"{}\" is not a single valid address.", quote(&input.from)),
+            ));
+            None
+        }
+        Err(r) => {
+            reasons.push(block("sender.invalid", r.message, r.message_en).about(&input.from));
+            None
+        }
+    };
+
+    // Recipients, deduplicated by address (first field wins).
+    let mut recipients: Vec<Recipient> = Vec::new();
+    for (field, entries) in [(Field::To, &input.to), (Field::Cc, &input.cc), (Field::Bcc, &input.bcc)] {
+        for entry in entries {
+            match parse_address_list(entry) {
+                Ok(list) => {
+                    for m in list {
+                        if recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&m.address)) {
+                            continue;
+                        }
+                        let kind = policy.recipient_kind(&m.address);
+                        recipients.push(Recipient { address: m.address, name: m.name, field, kind });
+                    }
+                }
+                Err(mut r) => {
+                    r.severity = Some(Severity::Block);
+                    reasons.push(r);
+                }
+            }
+        }
+    }
+    let of = |k: RecipientKind| -> Vec<String> {
+        recipients.iter().filter(|r| r.kind == k).map(|r| r.address.clone()).collect()
+    };
+    let demail = of(RecipientKind::Demail);
+    let internal = of(RecipientKind::Internal);
+    let external = of(RecipientKind::External);
+    let email: Vec<String> = recipients
+        .iter()
+        .filter(|r| r.kind != RecipientKind::Demail)
+        .map(|r| r.address.clone())
+        .collect();
+
+    let sender_addr = sender.as_ref().map(|m| m.address.clone()).unwrap_or_default();
+    let sender_demail = if policy.is_demail_domain(sender.as_ref().map(|m| m.domain()).unwrap_or("")) {
+        Some(sender_addr.to_lowercase())
+    } else {
+        policy.email_to_demail(&sender_addr).map(|m| m.address)
+    };
+    let grant = policy.grant(&sender_addr);
+    let mut options = input.options;
+    let wants_demail = !input.options.is_empty() || input.marked;
+
+    // Intent without a De-Mail recipient.
+    if demail.is_empty() && wants_demail {
+        if !input.options.is_empty() {
+            reasons.push(block(
+                "options.no_demail_recipient",
+                format!(
+                    "Sie haben De-Mail-Optionen gewählt ({}), aber kein Empfänger hat eine De-Mail-Adresse. Entfernen Sie die Optionen oder tragen Sie eine De-Mail-Adresse ein.",
+                    option_list_de(input.options)
+                ),
+                format!(
+                    "You chose De-Mail options ({}), but no recipient has a De-Mail address. Remove the options or add a De-Mail address.",
+                    option_list_en(input.options)
+                ),
+            ));
+        } else {
+            reasons.push(block(
+                "demail.no_demail_recipient",
+                "Die Nachricht ist als De-Mail gekennzeichnet, aber kein Empfänger hat eine De-Mail-Adresse.".into(),
+                "The message is marked as De-Mail, but no recipient has a De-Mail address.".into(),
+            ));
+        }
+    }
+
+    if !demail.is_empty() {
+        // Mixed addressing.
+        if !email.is_empty() {
+            let r = match policy.rules.mixed_addressing {
+                MixedAddressing::Reject => Some(block(
+                    "mixed.rejected",
+                    format!(
+                        "Diese Nachricht hat De-Mail-Empfänger ({}) und E-Mail-Empfänger ({}) zugleich. Eine De-Mail darf nicht zusammen mit einer normalen E-Mail verschickt werden. Entfernen Sie entweder die E-Mail-Empfänger oder die De-Mail-Empfänger und senden Sie getrennt.",
+                        list(&demail),
+                        list(&email)
+                    ),
+                    format!(
+                        "This message has De-Mail recipients ({}) and e-mail recipients ({}) at once. A De-Mail must not travel together with an ordinary e-mail. Remove either the e-mail recipients or the De-Mail recipients and send separately.",
+                        list(&demail),
+                        list(&email)
+                    ),
+                )),
+                MixedAddressing::AllowInternal if !external.is_empty() => Some(block(
+                    "mixed.external",
+                    format!(
+                        "De-Mail-Empfänger dürfen nur zusammen mit internen E-Mail-Empfängern adressiert werden. Diese Empfänger sind extern: {}. Entfernen Sie sie oder senden Sie getrennt.",
+                        list(&external)
+                    ),
+                    format!(
+                        "De-Mail recipients may only be combined with internal e-mail recipients. These recipients are external: {}. Remove them or send separately.",
+                        list(&external)
+                    ),
+                )),
+                MixedAddressing::AllowInternal => Some(info(
+                    "mixed.internal_allowed",
+                    format!("Die internen Empfänger ({}) erhalten eine Kopie als normale E-Mail.", list(&internal)),
+                    format!("The internal recipients ({}) receive a copy as ordinary e-mail.", list(&internal)),
+                )),
+                MixedAddressing::Warn => Some(confirm(
+                    "mixed.confirm",
+                    format!(
+                        "Diese Nachricht hat De-Mail- und E-Mail-Empfänger. Die E-Mail-Empfänger ({}) erhalten sie als normale, ungesicherte E-Mail. Wirklich so senden?",
+                        list(&email)
+                    ),
+                    format!(
+                        "This message has De-Mail and e-mail recipients. The e-mail recipients ({}) receive it as ordinary, unsecured e-mail. Send anyway?",
+                        list(&email)
+                    ),
+                )),
+                MixedAddressing::Allow => Some(info(
+                    "mixed.allowed",
+                    format!("Die E-Mail-Empfänger ({}) erhalten die Nachricht als normale E-Mail.", list(&email)),
+                    format!("The e-mail recipients ({}) receive the message as ordinary e-mail.", list(&email)),
+                )),
+            };
+            reasons.extend(r);
+        }
+
+        if !wants_demail {
+            reasons.extend(by_action(
+                policy.rules.require_marking,
+                "demail.not_marked",
+                format!(
+                    "{} ist eine De-Mail-Adresse, aber die Nachricht ist nicht als De-Mail gekennzeichnet. Bitte bestätigen Sie, dass sie als De-Mail verschickt werden soll.",
+                    list(&demail)
+                ),
+                format!(
+                    "{} is a De-Mail address, but the message is not marked as De-Mail. Please confirm that it should be sent as De-Mail.",
+                    list(&demail)
+                ),
+            ));
+        }
+
+        if let Some(size) = input.size {
+            let max = policy.rules.max_size.0;
+            if size > max {
+                reasons.push(block(
+                    "size.exceeded",
+                    format!(
+                        "Die Nachricht ist {} groß; eine De-Mail darf höchstens {} groß sein. Verkleinern oder teilen Sie die Anhänge.",
+                        size_de(size),
+                        size_de(max)
+                    ),
+                    format!(
+                        "The message is {} large; a De-Mail may be at most {}. Reduce or split the attachments.",
+                        size_en(size),
+                        size_en(max)
+                    ),
+                ));
+            }
+        }
+
+        if sender.is_some() {
+            if !grant.allowed {
+                reasons.push(block(
+                    "sender.not_authorized",
+                    format!(
+                        "Der Absender {} ist nicht für den De-Mail-Versand freigeschaltet. Wenden Sie sich an Ihre IT oder die Poststelle.",
+                        quote(&sender_addr)
+                    ),
+                    format!(
+                        "The sender {} is not authorised to send De-Mail. Contact your IT department or the mail room.",
+                        quote(&sender_addr)
+                    ),
+                ));
+            } else {
+                let denied = input.options.minus(grant.options);
+                if !denied.is_empty() {
+                    reasons.push(
+                        block(
+                            "sender.option_not_authorized",
+                            format!(
+                                "Sie dürfen diese kostenpflichtige Option nicht verwenden: {}. Entfernen Sie sie oder wenden Sie sich an Ihre IT.",
+                                option_list_de(denied)
+                            ),
+                            format!(
+                                "You are not authorised to use this chargeable option: {}. Remove it or contact your IT department.",
+                                option_list_en(denied)
+                            ),
+                        )
+                        .about(denied.ids().join(",")),
+                    );
+                }
+            }
+            let has_mapping = !policy.mapping.domains.is_empty() || !policy.mapping.overrides.is_empty();
+            if has_mapping && sender_demail.is_none() {
+                reasons.push(block(
+                    "sender.no_demail_address",
+                    format!(
+                        "Für den Absender {} ist keine De-Mail-Adresse eingerichtet.",
+                        quote(&sender_addr)
+                    ),
+                    format!("No De-Mail address is set up for the sender {}.", quote(&sender_addr)),
+                ));
+            }
+        }
+
+        let (normalized, problems) = apply_rules(options, OptionSet::EMPTY, sender_demail.as_deref());
+        options = normalized;
+        reasons.extend(problems.into_iter().map(|r| r.with_severity(Severity::Block)));
+
+        if let Some(id) = &input.private_id {
+            if let Err(r) = validate_private_id(id) {
+                reasons.push(r.with_severity(Severity::Block));
+            }
+        }
+    }
+
+    if input.forwarded_demail && !email.is_empty() {
+        reasons.extend(by_action(
+            policy.rules.forwarded_demail_to_email,
+            "forward.demail_to_email",
+            format!(
+                "Sie leiten eine empfangene De-Mail an E-Mail-Empfänger weiter ({}). Deren Inhalt verlässt damit den gesicherten De-Mail-Weg.",
+                list(&email)
+            ),
+            format!(
+                "You are forwarding a received De-Mail to e-mail recipients ({}). Its content leaves the secured De-Mail channel.",
+                list(&email)
+            ),
+        ));
+    }
+
+    let verdict = if reasons.iter().any(|r| r.severity == Some(Severity::Block)) {
+        Verdict::Blocked
+    } else if reasons.iter().any(|r| r.severity == Some(Severity::Confirm)) {
+        Verdict::Confirm
+    } else if !demail.is_empty() {
+        Verdict::Demail
+    } else {
+        Verdict::Email
+    };
+
+    if verdict == Verdict::Demail {
+        let opts_de = if options.is_empty() { String::new() } else { format!(" mit {}", option_list_de(options)) };
+        let opts_en = if options.is_empty() { String::new() } else { format!(" with {}", option_list_en(options)) };
+        reasons.insert(
+            0,
+            info(
+                "demail.summary",
+                format!("Diese Nachricht geht als De-Mail{opts_de} an {}.", list(&demail)),
+                format!("This message goes as De-Mail{opts_en} to {}.", list(&demail)),
+            ),
+        );
+    }
+
+    CheckResult {
+        verdict,
+        reasons,
+        demail_recipients: demail,
+        email_recipients: email,
+        internal_recipients: internal,
+        external_recipients: external,
+        recipients,
+        options,
+        sender_demail,
+        cost_unit: if grant.allowed { grant.cost_unit } else { None },
+    }
+}

@@ -1,0 +1,52 @@
+//! Thin wasm-bindgen layer over `demail_core::api`: strings in, JSON envelopes out.
+//!
+//! Every export returns `{"ok":true,"result":…}` or `{"ok":false,"error":{…}}`;
+//! errors never cross the boundary as exceptions. Clock and entropy come from
+//! the JS caller, because the core does no I/O.
+
+use demail_core::api::{self, ApiError, Env};
+use demail_core::Policy;
+use std::cell::RefCell;
+use wasm_bindgen::prelude::*;
+
+thread_local! {
+    // The add-in passes the same policy text on every call; parse it once.
+    static POLICY: RefCell<Option<(String, Policy)>> = const { RefCell::new(None) };
+}
+
+fn with_policy<T>(src: &str, f: impl FnOnce(&Policy) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    POLICY.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(s, _)| s.as_str()) != Some(src) {
+            let p = api::load_policy(Some(src))?;
+            *slot = Some((src.to_string(), p));
+        }
+        match slot.as_ref() {
+            Some((_, p)) => f(p),
+            None => Err(demail_core::Reason::new("internal", "Interner Fehler.", "Internal error.").into()),
+        }
+    })
+}
+
+/// Core version.
+#[wasm_bindgen]
+pub fn version() -> String {
+    demail_core::VERSION.to_string()
+}
+
+/// Run a core operation (see docs/core-api.md). `policy` is TOML or JSON text; empty means built-in defaults.
+#[wasm_bindgen]
+pub fn call(op: &str, policy: &str, input_json: &str, now_millis: f64, entropy: &[u8]) -> String {
+    let env = Env { now_millis: now_millis.max(0.0) as u64, entropy: entropy.to_vec() };
+    api::envelope(with_policy(policy, |p| api::call(op, p, &api::parse_input(input_json)?, &env)))
+}
+
+/// Classify raw message bytes (which need not be UTF-8).
+#[wasm_bindgen]
+pub fn classify_raw(policy: &str, raw: &[u8]) -> String {
+    api::envelope(with_policy(policy, |p| {
+        serde_json::to_value(demail_core::classify::classify_raw(raw, p)).map_err(|e| {
+            demail_core::Reason::new("internal", format!("Interner Fehler: {e}"), format!("Internal error: {e}")).into()
+        })
+    }))
+}
