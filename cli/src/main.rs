@@ -57,6 +57,12 @@ enum Cmd {
         #[arg(default_value = "null")]
         input: String,
     },
+    /// Print native results for every case file and corpus message, for the wasm parity test.
+    #[command(hide = true)]
+    ParityDump {
+        cases_dir: PathBuf,
+        corpus_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,14 +174,15 @@ fn run(cli: Cli) -> Result<Value, Fail> {
     if let Cmd::Policy(PolicyCmd::Check { file }) = &cli.cmd {
         let bytes = read_file(&file.to_string_lossy())?;
         let src = String::from_utf8_lossy(&bytes);
-        let mut v = api::policy_check(&src);
-        if let Some(errs) = v.get_mut("errors").and_then(Value::as_array_mut) {
-            for e in errs.iter_mut() {
-                e["file"] = json!(file.display().to_string());
-            }
-        }
-        v["file"] = json!(file.display().to_string());
+        let name = file.display().to_string();
+        let v = match Policy::parse(&src) {
+            Ok(p) => json!({ "valid": true, "file": name, "errors": [], "policy": p }),
+            Err(e) => json!({ "valid": false, "file": name, "errors": [e.with_file(name.clone())], "policy": null }),
+        };
         return if v["valid"] == json!(true) { Ok(v) } else { Err(Fail::Invalid(v)) };
+    }
+    if let Cmd::ParityDump { cases_dir, corpus_dir } = &cli.cmd {
+        return parity_dump(cases_dir, corpus_dir);
     }
     let policy = load_policy(&cli.policy)?;
     let call = |op: &str, input: Value| api::call(op, &policy, &input, &env).map_err(Fail::Input);
@@ -203,7 +210,7 @@ fn run(cli: Cli) -> Result<Value, Fail> {
             call("headers", json!({ "options": options(&o)?, "private_id": private_id, "sender": sender }))
         }
         Cmd::Policy(PolicyCmd::Show) => Ok(serde_json::to_value(&policy).unwrap_or(Value::Null)),
-        Cmd::Policy(PolicyCmd::Check { .. }) => unreachable!("handled above"),
+        Cmd::Policy(PolicyCmd::Check { .. }) | Cmd::ParityDump { .. } => unreachable!("handled above"),
         Cmd::Map { address, direction } => call("map", json!({ "address": address, "direction": direction })),
         Cmd::Call { op, input } => {
             let text = if input == "-" { String::from_utf8_lossy(&read_file("-")?).into_owned() } else { input };
@@ -213,6 +220,66 @@ fn run(cli: Cli) -> Result<Value, Fail> {
             call(&op, v)
         }
     }
+}
+
+/// Fixed clock and entropy, so generated private-ids are comparable across runs.
+fn fixed_env() -> Env {
+    Env { now_millis: 1_795_775_532_000, entropy: vec![7; 16] }
+}
+
+fn files_with(dir: &std::path::Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_with(&p, ext, out);
+        } else if p.extension().is_some_and(|x| x == ext) {
+            out.push(p);
+        }
+    }
+}
+
+fn parity_dump(cases_dir: &std::path::Path, corpus_dir: &std::path::Path) -> Result<Value, Fail> {
+    let env = fixed_env();
+    let mut cases = serde_json::Map::new();
+    let mut policies = serde_json::Map::new();
+    let mut files = Vec::new();
+    files_with(cases_dir, "json", &mut files);
+    files.sort();
+    for f in files {
+        let text = String::from_utf8_lossy(&read_file(&f.to_string_lossy())?).into_owned();
+        let doc: Value = serde_json::from_str(&text).map_err(|e| {
+            input_error("input.json", format!("{}: kein gültiges JSON: {e}", f.display()), format!("{}: invalid JSON: {e}", f.display()))
+        })?;
+        let policy = doc["policy"].as_str();
+        // The wasm build reads JSON policies only; hand the Node side the same policy as JSON.
+        let policy_json = api::load_policy(policy).ok().and_then(|p| serde_json::to_string(&p).ok());
+        policies.insert(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), json!(policy_json));
+        let outs: Vec<Value> = doc["cases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| json!(api::call_json(c["op"].as_str().unwrap_or(""), policy, &c["input"].to_string(), &env)))
+            .collect();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        cases.insert(name, Value::Array(outs));
+    }
+    let mut corpus = serde_json::Map::new();
+    let policy_src = std::fs::read_to_string(corpus_dir.join("policy.toml")).ok();
+    let policy = api::load_policy(policy_src.as_deref()).map_err(Fail::Input)?;
+    let mut emls = Vec::new();
+    files_with(corpus_dir, "eml", &mut emls);
+    emls.sort();
+    for f in emls {
+        let raw = read_file(&f.to_string_lossy())?;
+        let rel = f.strip_prefix(corpus_dir).unwrap_or(&f).to_string_lossy().into_owned();
+        let out = api::envelope(
+            serde_json::to_value(demail_core::classify::classify_raw(&raw, &policy))
+                .map_err(|e| demail_core::Reason::new("internal", e.to_string(), e.to_string()).into()),
+        );
+        corpus.insert(rel, json!(out));
+    }
+    let corpus_policy = serde_json::to_string(&policy).ok();
+    Ok(json!({ "cases": cases, "policies": policies, "corpus": corpus, "corpus_policy": corpus_policy }))
 }
 
 fn main() -> ExitCode {

@@ -87,9 +87,23 @@ pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return Err(invalid(spec));
     };
-    if local.is_empty() || local.chars().any(|c| c.is_control() || c == ' ' && !local.starts_with('"')) {
+    let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+    let special = |c: char| c == ' ' || "@\"(),:;<>[]\\".contains(c);
+    if local.is_empty() || local.chars().any(|c| c.is_control() || !quoted && special(c)) {
         return Err(invalid(spec));
     }
+    // `"peter.meier"@x.de` is `peter.meier@x.de` (RFC 5321 §4.1.2): drop needless quotes.
+    let is_dot_atom = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && !s.ends_with('.')
+            && !s.contains("..")
+            && s.chars().all(|c| c == '.' || !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c))
+    };
+    let local = match local.get(1..local.len() - 1) {
+        Some(inner) if quoted && is_dot_atom(inner) => inner,
+        _ => local,
+    };
     let domain = domain_to_ascii(domain).ok_or_else(|| invalid(spec))?;
     Ok(format!("{local}@{domain}"))
 }
@@ -116,6 +130,19 @@ pub fn parse_address_list(input: &str) -> Result<Vec<Mailbox>, Reason> {
     let parsed = MessageStream::new(&buf).parse_address();
     let mut out = Vec::new();
     let mut push = |name: Option<&str>, addr: Option<&str>, group: Option<&str>| -> Result<(), Reason> {
+        // mail-parser reads a bare quoted local part (`"peter.meier"@x.de`) as a display
+        // name followed by `@x.de`; rebuild the addr-spec when the input really says so.
+        let rebuilt = match (name, addr) {
+            (Some(n), Some(a)) if a.starts_with('@') => {
+                let spec = format!("\"{}\"{a}", n.replace('\\', "\\\\").replace('"', "\\\""));
+                input.contains(&spec).then_some(spec)
+            }
+            _ => None,
+        };
+        let (name, addr) = match &rebuilt {
+            Some(spec) => (None, Some(spec.as_str())),
+            None => (name, addr),
+        };
         let Some(addr) = addr else {
             // A display name without an address ("Peter Müller") is an error the user must see.
             return Err(invalid(name.unwrap_or(input)));

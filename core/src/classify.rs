@@ -87,7 +87,8 @@ fn unfold(raw: &str) -> String {
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\r' => {}
+            // CR of a CRLF line end; a bare CR is kept so validation can see it.
+            '\r' if chars.peek() == Some(&'\n') => {}
             '\n' => {
                 if !matches!(chars.peek(), Some(' ') | Some('\t')) {
                     s.push(' ');
@@ -120,6 +121,15 @@ pub fn classify_raw(raw: &[u8], policy: &Policy) -> Classification {
             "mime.nul",
             "Die Nachricht enthält NUL-Bytes.".into(),
             "The message contains NUL bytes.".into(),
+        ));
+    }
+    // RFC 5322 field names are printable ASCII without ':'; binary junk parses as one long "name".
+    let valid_name = |n: &str| !n.is_empty() && n.len() <= 998 && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+    if !msg.headers().iter().any(|h| valid_name(h.name.as_str())) {
+        warnings.push(w(
+            "mime.unparseable",
+            "Die Nachricht hat keinen lesbaren Kopfbereich.".into(),
+            "The message has no readable header section.".into(),
         ));
     }
     let mut headers: HeaderList = Vec::new();
@@ -227,8 +237,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     let from_domain = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase());
     let from_local = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(l, _)| l.to_string());
     let demail_evidence = has_demail_headers
-        || from_domain.as_deref().is_some_and(|d| policy.is_demail_domain(d))
-        || xml.is_some();
+        || from_domain.as_deref().is_some_and(|d| policy.is_demail_domain(d));
 
     let private_id = v.get(options::PRIVATE_ID).map(str::to_string);
     if let Some(id) = &private_id {

@@ -56,7 +56,13 @@ impl Reason {
 
 /// Shorten untrusted text before quoting it back in a message.
 pub(crate) fn quote(s: &str) -> String {
-    const MAX: usize = 80;
+    quote_max(s, 80)
+}
+
+/// [`quote`] with a custom length limit.
+pub(crate) fn quote_max(s: &str, max: usize) -> String {
+    #[allow(non_snake_case)]
+    let MAX = max;
     let clean: String = s
         .chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })

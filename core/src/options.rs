@@ -212,6 +212,7 @@ pub struct HeaderOptions {
 pub fn options_from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> HeaderOptions {
     let mut out = HeaderOptions::default();
     let mut seen = OptionSet::EMPTY;
+    let mut reported = OptionSet::EMPTY;
     for (name, value) in headers {
         let Some(opt) = DeMailOption::ALL
             .into_iter()
@@ -220,6 +221,10 @@ pub fn options_from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a 
             continue;
         };
         if seen.contains(opt) {
+            if reported.contains(opt) {
+                continue;
+            }
+            reported.insert(opt);
             out.problems.push(
                 Reason::new(
                     "header.duplicate",

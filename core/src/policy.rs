@@ -381,6 +381,7 @@ impl Policy {
     }
 
     /// Parse and validate a TOML policy.
+    #[cfg(feature = "toml")]
     pub fn from_toml(src: &str) -> Result<Policy, PolicyError> {
         let p: Policy = toml::from_str(src).map_err(|e| PolicyError::from_toml(src, &e))?;
         p.validate().map_err(|r| PolicyError::semantic(src, r))?;
@@ -397,10 +398,21 @@ impl Policy {
     /// TOML or JSON, told apart by the first non-blank character.
     pub fn parse(src: &str) -> Result<Policy, PolicyError> {
         if src.trim_start().starts_with('{') {
-            Policy::from_json(src)
-        } else {
-            Policy::from_toml(src)
+            return Policy::from_json(src);
         }
+        #[cfg(feature = "toml")]
+        return Policy::from_toml(src);
+        #[cfg(not(feature = "toml"))]
+        Err(PolicyError::located(
+            Reason::new(
+                "policy.toml_unsupported",
+                "Diese Ausgabe des De-Mail-Moduls liest Richtlinien nur als JSON.",
+                "This build of the De-Mail module reads policies as JSON only.",
+            ),
+            src,
+            None,
+            None,
+        ))
     }
 
     /// Cross-field rules that a single value cannot check.
@@ -544,7 +556,10 @@ pub struct PolicyError {
 
 impl PolicyError {
     pub fn with_file(mut self, file: impl Into<String>) -> Self {
-        self.file = Some(file.into());
+        let file = file.into();
+        self.reason.message = format!("{file}: {}", self.reason.message);
+        self.reason.message_en = format!("{file}: {}", self.reason.message_en);
+        self.file = Some(file);
         self
     }
 
@@ -577,6 +592,7 @@ impl PolicyError {
         PolicyError { reason, file: None, line, column, field }
     }
 
+    #[cfg(feature = "toml")]
     fn from_toml(src: &str, e: &toml::de::Error) -> Self {
         let msg = e.message().trim().to_string();
         let reason = decode_reason(&msg).unwrap_or_else(|| generic(&msg));
@@ -622,9 +638,11 @@ fn generic(msg: &str) -> Reason {
         "policy.duplicate_key" => "Doppelter Schlüssel in der Richtlinie",
         _ => "Die Richtlinie ist kein gültiges TOML/JSON",
     };
-    Reason::new(code, format!("{de}: {}", quote(msg)), format!("Invalid policy: {}", quote(msg)))
+    let msg = crate::message::quote_max(msg, 400);
+    Reason::new(code, format!("{de}: {msg}"), format!("Invalid policy: {msg}"))
 }
 
+#[cfg(feature = "toml")]
 /// The dotted key path of the value at `offset` in a TOML source: the nearest table
 /// header above plus the key on that line. Good enough for pointing a person at it.
 fn key_path_at(src: &str, offset: usize) -> Option<String> {
@@ -662,7 +680,7 @@ pub(crate) fn option_list_en(opts: OptionSet) -> String {
     opts.iter().map(DeMailOption::label_en).collect::<Vec<_>>().join(", ")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "toml"))]
 mod tests {
     use super::*;
 

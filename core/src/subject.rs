@@ -279,75 +279,75 @@ pub fn parse(subject: &str, vocab: &Vocabulary) -> ParsedSubject {
     let mut options = OptionSet::EMPTY;
     let mut stripped_any = false;
     let mut blocked_strip = false;
-    let mut kept: Vec<&str> = Vec::new();
+    // Byte ranges of `subject` to cut out: stripped brackets plus the blanks that
+    // separated them. Everything else is kept exactly as written, so that
+    // `parse(format(s))` gives back what `parse(s)` gave.
+    let mut cut: Vec<(usize, usize)> = Vec::new();
+    let blanks = |s: &str| s.len() - s.trim_start().len();
 
     // Leading run: prefixes, De-Mail brackets and foreign brackets in any order.
-    let mut rest = subject;
+    let mut pos = 0;
     loop {
-        let t = rest.trim_start();
+        let start = pos + blanks(&subject[pos..]);
+        let t = &subject[start..];
         if let Some(n) = prefix_len(t) {
-            kept.push(&t[..n]);
-            rest = &t[n..];
+            pos = start + n;
         } else if let Some((n, content)) = leading_bracket(t) {
-            match classify_bracket(content, vocab) {
-                Bracket::DeMail { options: o, unknown } => {
-                    demail = true;
-                    options = options.union(o);
-                    if unknown.is_empty() {
-                        stripped_any = true;
-                    } else {
-                        blocked_strip = true;
-                        errors.extend(unknown.iter().map(|u| unknown_tag(u)));
-                        kept.push(&t[..n]);
-                    }
+            if let Bracket::DeMail { options: o, unknown } = classify_bracket(content, vocab) {
+                demail = true;
+                options = options.union(o);
+                if unknown.is_empty() {
+                    stripped_any = true;
+                    let end = start + n;
+                    cut.push((start, end + blanks(&subject[end..])));
+                } else {
+                    blocked_strip = true;
+                    errors.extend(unknown.iter().map(|u| unknown_tag(u)));
                 }
-                Bracket::Foreign => kept.push(&t[..n]),
             }
-            rest = &t[n..];
+            pos = start + n;
         } else {
-            rest = t;
             break;
         }
     }
 
     // Trailing run: De-Mail brackets only; a foreign bracket ends the scan.
-    let mut middle = rest;
-    let mut tail_kept: Vec<&str> = Vec::new();
+    let mut end = subject.len();
     loop {
-        let t = middle.trim_end();
-        let Some((start, content)) = trailing_bracket(t) else {
-            middle = t;
+        let t = subject[pos..end].trim_end();
+        let Some((open, content)) = trailing_bracket(t) else {
             break;
         };
-        match classify_bracket(content, vocab) {
-            Bracket::DeMail { options: o, unknown } => {
-                demail = true;
-                options = options.union(o);
-                if unknown.is_empty() {
-                    stripped_any = true;
-                } else {
-                    blocked_strip = true;
-                    errors.extend(unknown.iter().map(|u| unknown_tag(u)));
-                    tail_kept.push(&t[start..]);
-                }
-                middle = &t[..start];
-            }
-            Bracket::Foreign => {
-                middle = t;
-                break;
-            }
+        let Bracket::DeMail { options: o, unknown } = classify_bracket(content, vocab) else {
+            break;
+        };
+        demail = true;
+        options = options.union(o);
+        let open = pos + open;
+        if unknown.is_empty() {
+            stripped_any = true;
+            cut.push((pos + subject[pos..open].trim_end().len(), pos + t.len()));
+        } else {
+            blocked_strip = true;
+            errors.extend(unknown.iter().map(|u| unknown_tag(u)));
         }
+        end = open;
     }
 
     let out = if !stripped_any || blocked_strip {
         subject.to_string()
     } else {
-        let mut parts: Vec<&str> = kept;
-        if !middle.is_empty() {
-            parts.push(middle);
+        cut.sort_unstable();
+        let mut out = String::with_capacity(subject.len());
+        let mut at = 0;
+        for (from, to) in cut {
+            if from > at {
+                out.push_str(&subject[at..from]);
+            }
+            at = at.max(to);
         }
-        parts.extend(tail_kept.iter().rev());
-        parts.join(" ")
+        out.push_str(&subject[at..]);
+        out.trim().to_string()
     };
     ParsedSubject { demail, options, subject: out, errors }
 }
@@ -376,11 +376,8 @@ pub fn format(subject: &str, options: OptionSet, vocab: &Vocabulary) -> Result<S
             .collect()
     };
     let tag = format!("[{}]", words.join(", "));
-    Ok(if parsed.subject.is_empty() {
-        tag
-    } else {
-        format!("{tag} {}", parsed.subject)
-    })
+    let rest = parsed.subject.trim();
+    Ok(if rest.is_empty() { tag } else { format!("{tag} {rest}") })
 }
 
 #[cfg(test)]

@@ -1,0 +1,53 @@
+// Thin wrapper over the wasm core for the add-ins: JSON in, JSON out.
+// It adds only what the core may not do itself: clock, entropy, and turning a
+// wasm trap into the stable error code "internal".
+import init, { initSync, call as wasmCall, classify_raw as wasmClassifyRaw, version as wasmVersion } from "../wasm/demail_wasm.js";
+
+const INTERNAL = {
+  code: "internal",
+  message: "Interner Fehler im De-Mail-Modul. Bitte wenden Sie sich an Ihre IT.",
+  message_en: "Internal error in the De-Mail module. Please contact your IT department.",
+};
+
+function guard(fn) {
+  try {
+    return JSON.parse(fn());
+  } catch (e) {
+    return { ok: false, error: { ...INTERNAL, detail: String(e && e.message || e) } };
+  }
+}
+
+export class DemailCore {
+  /** @param {string} policy TOML or JSON policy text; "" means built-in defaults. */
+  constructor(policy = "") {
+    this.policy = policy;
+  }
+  /** Run an operation; returns {ok, result} or {ok:false, error:{code,message,message_en}}. */
+  call(op, input = null) {
+    const entropy = globalThis.crypto.getRandomValues(new Uint8Array(16));
+    return guard(() => wasmCall(op, this.policy, JSON.stringify(input), Date.now(), entropy));
+  }
+  /** Classify raw message bytes (Uint8Array) or text. */
+  classifyRaw(raw) {
+    const bytes = typeof raw === "string" ? new TextEncoder().encode(raw) : raw;
+    return guard(() => wasmClassifyRaw(this.policy, bytes));
+  }
+  check(input) { return this.call("check", input); }
+  parseSubject(subject) { return this.call("subject.parse", subject); }
+  formatSubject(subject, options) { return this.call("subject.format", { subject, options }); }
+  headers(options, privateId, sender) { return this.call("headers", { options, private_id: privateId ?? null, sender: sender ?? null }); }
+  classifyHeaders(headers, xml) { return this.call("classify.headers", { headers, xml: xml ?? null }); }
+}
+
+/** Load the module: in an extension from its URL, in Node from bytes. */
+export async function loadCore(policy = "", wasmBytes = undefined) {
+  if (wasmBytes) initSync({ module: wasmBytes });
+  else await init();
+  return new DemailCore(policy);
+}
+
+export function coreVersion() {
+  return wasmVersion();
+}
+
+export { wasmCall as rawCall, wasmClassifyRaw as rawClassify };

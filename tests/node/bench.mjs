@@ -1,0 +1,44 @@
+// Benchmark (not a test): classification throughput and a 500-recipient send check
+// in wasm, against the native core run by examples/throughput.rs on the same corpus.
+// Run: node tests/node/bench.mjs   (after scripts/build-wasm)
+import { readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { call, classify_raw } from "../../addin/wasm/demail_wasm.js";
+import { ROOT, loadWasm, walk, demailBin } from "./env.mjs";
+
+loadWasm();
+const corpus = join(ROOT, "tests/corpus");
+const policy = readFileSync(join(corpus, "policy.toml"), "utf8");
+const msgs = walk(corpus, ".eml").map((p) => readFileSync(p));
+
+function timed(seconds, fn) {
+  const t0 = performance.now();
+  let n = 0;
+  while (performance.now() - t0 < seconds * 1000) n += fn();
+  return { n, ms: performance.now() - t0 };
+}
+
+// Warm up, then measure.
+timed(0.5, () => { for (const m of msgs) classify_raw(policy, m); return msgs.length; });
+const c = timed(2, () => { for (const m of msgs) classify_raw(policy, m); return msgs.length; });
+const wasmPerS = (c.n / c.ms) * 1000;
+
+const to = Array.from({ length: 500 }, (_, i) =>
+  i % 3 === 0 ? `Bürger ${i} <buerger${i}@buerger.de-mail.de>` : i % 3 === 1 ? `kollege${i}@musterstadt.de` : `"Extern, Nr. ${i}" <extern${i}@example.org>`);
+const input = JSON.stringify({ from: "peter.meier@musterstadt.de", to, options: ["private", "confirmation-of-dispatch"], size: 50000 });
+const entropy = new Uint8Array(16);
+timed(0.3, () => { call("check", policy, input, 0, entropy); return 1; });
+const k = timed(2, () => { call("check", policy, input, 0, entropy); return 1; });
+const check500 = k.ms / k.n;
+
+const native = JSON.parse(execFileSync("cargo", ["run", "--quiet", "--release", "-p", "demail-core", "--example", "throughput", "--", corpus], { cwd: ROOT }).toString());
+const wasmSize = statSync(join(ROOT, "addin/wasm/demail_wasm_bg.wasm")).size;
+
+console.log(`corpus messages:            ${msgs.length}`);
+console.log(`classify native:            ${native.classify_per_s.toFixed(0)} msg/s`);
+console.log(`classify wasm (Node):       ${wasmPerS.toFixed(0)} msg/s`);
+console.log(`ratio native/wasm:          ${(native.classify_per_s / wasmPerS).toFixed(2)}x (goal <= 2)`);
+console.log(`check 500 recipients wasm:  ${check500.toFixed(3)} ms (goal < 1 ms; includes JSON in/out)`);
+console.log(`check 500 recipients native:${native.check500_ms.toFixed(3)} ms`);
+console.log(`wasm size:                  ${wasmSize} bytes (${(wasmSize / 1024).toFixed(0)} KiB, goal <= 300 KB)`);
