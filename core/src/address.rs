@@ -98,7 +98,9 @@ pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
             && !s.starts_with('.')
             && !s.ends_with('.')
             && !s.contains("..")
-            && s.chars().all(|c| c == '.' || !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c))
+            && s.chars().all(|c| {
+                c == '.' || !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+            })
     };
     let local = match local.get(1..local.len() - 1) {
         Some(inner) if quoted && is_dot_atom(inner) => inner,

@@ -66,7 +66,11 @@ fn bad_input(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, ApiError> {
-    T::deserialize(input).map_err(bad_input)
+    // Field validators (option ids) carry their own code through serde's string errors.
+    T::deserialize(input).map_err(|e| match crate::policy::decode_reason(&e.to_string()) {
+        Some(r) => r.into(),
+        None => bad_input(e),
+    })
 }
 
 /// Load a policy from TOML or JSON text; `None` or blank text gives the built-in default.

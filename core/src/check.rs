@@ -142,7 +142,9 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
                             continue;
                         }
                         let kind = policy.recipient_kind(&m.address);
-                        recipients.push(Recipient { address: m.address, name: m.name, field, kind });
+                        // De-Mail addresses are lower case by definition (ACM-FU §2.1).
+                        let address = if kind == RecipientKind::Demail { m.address.to_lowercase() } else { m.address };
+                        recipients.push(Recipient { address, name: m.name, field, kind });
                     }
                 }
                 Err(mut r) => {
@@ -333,7 +335,8 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
         options = normalized;
         reasons.extend(problems.into_iter().map(|r| r.with_severity(Severity::Block)));
 
-        if let Some(id) = &input.private_id {
+        // A blank reference means "none"; the helper or gateway generates one.
+        if let Some(id) = input.private_id.as_deref().filter(|s| !s.trim().is_empty()) {
             if let Err(r) = validate_private_id(id) {
                 reasons.push(r.with_severity(Severity::Block));
             }

@@ -528,7 +528,7 @@ pub(crate) fn encode_reason(r: &Reason) -> String {
     format!("{}{SEP}{}{SEP}{}", r.code, r.message, r.message_en)
 }
 
-fn decode_reason(msg: &str) -> Option<Reason> {
+pub(crate) fn decode_reason(msg: &str) -> Option<Reason> {
     let mut it = msg.splitn(3, SEP);
     let code = it.next()?;
     let de = it.next()?;

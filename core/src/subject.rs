@@ -1,7 +1,7 @@
 //! Subject tags: the fallback for clients without the add-in (`[P, VB] Betreff`).
 //!
 //! Tags may stand at the start (after reply/forward prefixes) or at the end of the
-//! subject; case, spaces, hyphens and umlaut spellings are ignored. A bracket is a
+//! subject, among other brackets; case, spaces, hyphens and umlaut spellings are ignored. A bracket is a
 //! De-Mail bracket when at least one of its comma-separated tokens is known; then
 //! every unknown token is an error, never silently dropped. Other brackets
 //! (`[Ticket#123]`) are left alone.
@@ -311,7 +311,7 @@ pub fn parse(subject: &str, vocab: &Vocabulary) -> ParsedSubject {
         }
     }
 
-    // Trailing run: De-Mail brackets only; a foreign bracket ends the scan.
+    // Trailing run: De-Mail and foreign brackets, as at the start.
     let mut end = subject.len();
     loop {
         let t = subject[pos..end].trim_end();
@@ -319,7 +319,8 @@ pub fn parse(subject: &str, vocab: &Vocabulary) -> ParsedSubject {
             break;
         };
         let Bracket::DeMail { options: o, unknown } = classify_bracket(content, vocab) else {
-            break;
+            end = pos + open;
+            continue;
         };
         demail = true;
         options = options.union(o);

@@ -105,7 +105,8 @@ const BODY_PIECES: &[&str] = &[
     "--b\r\n", "--b--\r\n", "Content-Type: text/xml\r\n\r\n", "Content-Type: application/pdf\r\n\r\n",
     "<?xml version=\"1.0\"?>", "<Acknowledge-Message xmlns=\"urn:de-mail\">", "</Acknowledge-Message>",
     "<Notification-Message xmlns=\"urn:de-mail\">", "<Sender>", "</Sender>", "<Hash>", "</Hash>",
-    "<Time>2026-11-27T10:32:12Z</Time>", "<Metadata><Metadate><Name>X-de-mail-private</Name><Value>yes</Value></Metadate></Metadata>",
+    "<Time>2026-11-27T10:32:12Z</Time>",
+    "<Metadata><Metadate><Name>X-de-mail-private</Name><Value>yes</Value></Metadate></Metadata>",
     "<Subject>", "</Subject>", "<", ">", "&", "&#0;", "]]>", "\r\n", "\n", "text", "=C3=A4", "QUJD",
 ];
 
@@ -248,7 +249,12 @@ proptest! {
     }
 
     #[test]
-    fn subject_format_refuses_crlf(a in "[^\r\n]{0,20}", b in "[^\r\n]{0,20}", brk in select(&["\r\n", "\n", "\r"][..]), opts in option_set()) {
+    fn subject_format_refuses_crlf(
+        a in "[^\r\n]{0,20}",
+        b in "[^\r\n]{0,20}",
+        brk in select(&["\r\n", "\n", "\r"][..]),
+        opts in option_set(),
+    ) {
         let e = subject::format(&format!("{a}{brk}{b}"), opts, &Vocabulary::default()).unwrap_err();
         prop_assert_eq!(e.code.as_str(), "subject.crlf");
     }

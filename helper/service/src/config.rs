@@ -1,0 +1,632 @@
+//! Configuration: a machine-wide TOML file written by IT (`/etc/demail/helper.toml`) and a
+//! per-user TOML file. The user file overrides the machine file, except for keys the
+//! machine file locks in `[lock] keys = [...]`. Every error names the file, the line and
+//! the key.
+
+use demail_core::policy::Size;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// TLS towards the gateway. There is no plaintext mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// SMTP submission with STARTTLS (usually port 587). STARTTLS is required, never optional.
+    Starttls,
+    /// TLS from the first byte (usually port 465, 1465).
+    Implicit,
+}
+
+/// How De-Mail options travel to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// `X-de-mail-*` header fields (default).
+    Headers,
+    /// Subject tags such as `[P, VB] Betreff`, written with the core's formatter.
+    SubjectTags,
+}
+
+/// Where gateway credentials are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretBackend {
+    /// Linux: Secret Service, then kernel keyutils; Windows: Credential Manager.
+    Auto,
+    SecretService,
+    Keyutils,
+    Windows,
+}
+
+/// A declared config value: key name, type, default. Generates the effective section
+/// (`$Sec`), the per-file section with optional values (`$File`) and the merge.
+macro_rules! sections {
+    ($( $sec:ident : $Sec:ident / $File:ident { $( $(#[doc = $doc:expr])* $key:ident : $ty:ty = $def:expr ),* $(,)? } )*) => {
+        $(
+            #[derive(Debug, Clone, PartialEq, Serialize)]
+            pub struct $Sec { $( $(#[doc = $doc])* pub $key: $ty, )* }
+
+            impl Default for $Sec {
+                fn default() -> Self { $Sec { $( $key: $def, )* } }
+            }
+
+            #[derive(Debug, Clone, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $File { $( #[serde(default)] $key: Option<$ty>, )* }
+
+            impl $File {
+                fn apply(&self, into: &mut $Sec, src: &Source, locked: &[String], warnings: &mut Vec<ConfigIssue>) {
+                    $(
+                        if let Some(v) = &self.$key {
+                            let path = concat!(stringify!($sec), ".", stringify!($key));
+                            if src.user && locked.iter().any(|l| l == path || l == stringify!($sec)) {
+                                warnings.push(ConfigIssue::locked(src, path));
+                            } else {
+                                into.$key = v.clone();
+                            }
+                        }
+                    )*
+                }
+            }
+        )*
+
+        /// The effective configuration.
+        #[derive(Debug, Clone, PartialEq, Serialize, Default)]
+        pub struct Config {
+            $( pub $sec: $Sec, )*
+            /// Keys the machine file locks (`section.key` or a whole `section`).
+            pub locked: Vec<String>,
+            /// The files that were read, machine file first.
+            pub files: Vec<PathBuf>,
+            /// Problems that did not stop loading (locked keys set by the user).
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            pub warnings: Vec<ConfigIssue>,
+        }
+
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileConfig {
+            $( #[serde(default)] $sec: $File, )*
+            #[serde(default)]
+            lock: LockFile,
+        }
+
+        impl FileConfig {
+            fn apply(&self, cfg: &mut Config, src: &Source) {
+                let locked = cfg.locked.clone();
+                $( self.$sec.apply(&mut cfg.$sec, src, &locked, &mut cfg.warnings); )*
+            }
+        }
+
+        /// Every settable key, `section.key`.
+        pub const KEYS: &[&str] = &[ $( $( concat!(stringify!($sec), ".", stringify!($key)), )* )* ];
+    };
+}
+
+sections! {
+    api: Api / ApiFile {
+        /// Port on 127.0.0.1; 0 picks a free port (published through the discovery file).
+        port: u16 = 0,
+        /// Largest request body accepted.
+        max_body: Size = Size(64 * 1024 * 1024),
+        /// Seconds a request may take.
+        request_timeout: u64 = 60,
+        /// Accept `Origin: moz-extension://…` (Thunderbird add-ins).
+        allow_moz_extension: bool = true,
+        /// Further exact origins, e.g. the Outlook add-in's `https://addin.stadt.de`.
+        allowed_origins: Vec<String> = Vec::new(),
+    }
+    gateway: Gateway / GatewayFile {
+        /// Host name of the De-Mail gateway; also the name its certificate must carry.
+        host: String = String::new(),
+        port: u16 = 587,
+        tls: TlsMode = TlsMode::Starttls,
+        /// PEM file with the internal CA that issued the gateway's certificate.
+        ca_file: String = String::new(),
+        /// Trust only `ca_file`, not the system's certificate store.
+        ca_only: bool = false,
+        /// SMTP AUTH user; empty: no AUTH. The password lives in the OS keyring.
+        username: String = String::new(),
+        dialect: Dialect = Dialect::Headers,
+        /// Seconds for connecting and for each SMTP command.
+        timeout: u64 = 60,
+        /// EHLO name; empty: the machine's host name.
+        hello_name: String = String::new(),
+    }
+    relay: Relay / RelayFile {
+        /// First retry after a transient failure, in seconds; doubles up to `retry_max`.
+        retry_initial: u64 = 30,
+        retry_max: u64 = 1800,
+        /// After this many seconds without success a message is marked failed.
+        give_up_after: u64 = 48 * 3600,
+        /// Seconds between looks at the outbox when nothing wakes the worker.
+        poll_interval: u64 = 30,
+        /// Start the relay worker (off only for diagnostics).
+        enabled: bool = true,
+    }
+    policy: PolicyCfg / PolicyFile {
+        /// The IT policy (docs/policy.md); empty or missing: built-in rules.
+        file: String = String::from(DEFAULT_POLICY),
+        /// Seconds a loaded policy is used before the file is looked at again.
+        cache_ttl: u64 = 60,
+    }
+    storage: Storage / StorageFile {
+        /// Outbox, journal and pairings; empty: the per-user data directory.
+        dir: String = String::new(),
+    }
+    secrets: Secrets / SecretsFile {
+        backend: SecretBackend = SecretBackend::Auto,
+    }
+    pairing: Pairing / PairingFile {
+        /// Pending pairing requests allowed at once.
+        pending_max: u32 = 5,
+        /// Seconds a pairing request waits for approval.
+        pending_ttl: u64 = 600,
+        /// The native-messaging host may pair the add-in without asking (IT pre-provisioning).
+        native_auto_approve: bool = false,
+    }
+    log: Log / LogFile {
+        /// tracing filter, e.g. `info` or `demail_helper=debug`.
+        level: String = String::from("info"),
+        /// Log directory; empty: `<storage>/logs`.
+        dir: String = String::new(),
+        /// Daily files kept.
+        max_files: u32 = 14,
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockFile {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+#[cfg(not(windows))]
+const DEFAULT_POLICY: &str = "/etc/demail/policy.toml";
+#[cfg(windows)]
+const DEFAULT_POLICY: &str = "C:\\ProgramData\\demail\\policy.toml";
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+    user: bool,
+}
+
+/// A configuration problem with its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigIssue {
+    pub code: String,
+    pub message: String,
+    pub message_en: String,
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} / {}", self.message, self.message_en)
+    }
+}
+
+impl ConfigIssue {
+    fn at(code: &str, file: &Path, line: Option<usize>, key: Option<String>, de: &str, en: &str) -> Self {
+        let f = file.display().to_string();
+        let (loc_de, loc_en) = match (line, &key) {
+            (Some(l), Some(k)) => (format!("{f}, Zeile {l}, Schlüssel „{k}“"), format!("{f}, line {l}, key \"{k}\"")),
+            (Some(l), None) => (format!("{f}, Zeile {l}"), format!("{f}, line {l}")),
+            (None, Some(k)) => (format!("{f}, Schlüssel „{k}“"), format!("{f}, key \"{k}\"")),
+            (None, None) => (f.clone(), f.clone()),
+        };
+        ConfigIssue {
+            code: code.into(),
+            message: format!("{loc_de}: {de}"),
+            message_en: format!("{loc_en}: {en}"),
+            file: f,
+            line,
+            key,
+        }
+    }
+
+    fn locked(src: &Source, key: &str) -> Self {
+        let line = key_line(src.text, key);
+        Self::at(
+            "config.locked",
+            src.path,
+            line,
+            Some(key.into()),
+            "Dieser Wert ist von der IT festgelegt und wird hier ignoriert.",
+            "This value is locked by IT and is ignored here.",
+        )
+    }
+}
+
+/// Where the files live. Tests and installers override them through the environment.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub machine: PathBuf,
+    pub user: PathBuf,
+}
+
+impl Paths {
+    /// `DEMAIL_HELPER_SYSTEM_CONFIG` (else the platform default) and `--config`
+    /// (else `DEMAIL_HELPER_CONFIG`, else the per-user default).
+    pub fn resolve(user_override: Option<&Path>) -> Paths {
+        let machine = std::env::var_os("DEMAIL_HELPER_SYSTEM_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_machine_config);
+        let user = user_override
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("DEMAIL_HELPER_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| config_home().join("demail").join("helper.toml"));
+        Paths { machine, user }
+    }
+}
+
+fn default_machine_config() -> PathBuf {
+    if cfg!(windows) {
+        PathBuf::from(std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into()))
+            .join("demail")
+            .join("helper.toml")
+    } else {
+        PathBuf::from("/etc/demail/helper.toml")
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os(if cfg!(windows) { "USERPROFILE" } else { "HOME" })
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `$XDG_CONFIG_HOME` or `~/.config`; `%APPDATA%` on Windows.
+pub fn config_home() -> PathBuf {
+    if cfg!(windows) {
+        return std::env::var_os("APPDATA").map(PathBuf::from).unwrap_or_else(home);
+    }
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(".config"))
+}
+
+/// `$XDG_DATA_HOME/demail` or `~/.local/share/demail`; `%LOCALAPPDATA%\demail` on Windows.
+pub fn default_data_dir() -> PathBuf {
+    if cfg!(windows) {
+        return std::env::var_os("LOCALAPPDATA").map(PathBuf::from).unwrap_or_else(home).join("demail");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(".local").join("share"))
+        .join("demail")
+}
+
+impl Config {
+    /// Read the machine file, then the user file. Missing files are fine; unreadable or
+    /// invalid ones are errors.
+    pub fn load(paths: &Paths) -> Result<Config, ConfigIssue> {
+        let mut cfg = Config::default();
+        if let Some(text) = read_optional(&paths.machine)? {
+            let src = Source { path: &paths.machine, text: &text, user: false };
+            let f = parse_file(&src)?;
+            for k in &f.lock.keys {
+                if !KEYS.contains(&k.as_str()) && !KEYS.iter().any(|x| x.split('.').next() == Some(k.as_str())) {
+                    return Err(ConfigIssue::at(
+                        "config.unknown_key",
+                        &paths.machine,
+                        key_line(&text, "lock.keys"),
+                        Some(k.clone()),
+                        "Unbekannter Schlüssel in lock.keys.",
+                        "Unknown key in lock.keys.",
+                    ));
+                }
+            }
+            cfg.locked = f.lock.keys.clone();
+            f.apply(&mut cfg, &src);
+            cfg.files.push(paths.machine.clone());
+        }
+        if let Some(text) = read_optional(&paths.user)? {
+            let src = Source { path: &paths.user, text: &text, user: true };
+            let f = parse_file(&src)?;
+            if !f.lock.keys.is_empty() {
+                return Err(ConfigIssue::at(
+                    "config.lock_in_user_file",
+                    &paths.user,
+                    key_line(&text, "lock.keys"),
+                    Some("lock.keys".into()),
+                    "Sperren darf nur die IT in der Maschinen-Konfiguration setzen.",
+                    "Only IT may set locks, in the machine configuration.",
+                ));
+            }
+            f.apply(&mut cfg, &src);
+            cfg.files.push(paths.user.clone());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigIssue> {
+        let file = self.files.last().cloned().unwrap_or_default();
+        let bad = |key: &str, de: &str, en: &str| ConfigIssue::at("config.invalid_value", &file, None, Some(key.into()), de, en);
+        if self.gateway.port == 0 {
+            return Err(bad("gateway.port", "Der Port darf nicht 0 sein.", "The port must not be 0."));
+        }
+        if self.gateway.host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+            return Err(bad("gateway.host", "Ungültiger Host-Name.", "Invalid host name."));
+        }
+        if self.gateway.username.chars().any(|c| c.is_control()) {
+            return Err(bad("gateway.username", "Der Benutzername enthält Steuerzeichen.", "The user name contains control characters."));
+        }
+        if self.relay.retry_initial == 0 || self.relay.retry_max < self.relay.retry_initial {
+            return Err(bad(
+                "relay.retry_max",
+                "retry_initial muss größer als 0 und retry_max mindestens so groß sein.",
+                "retry_initial must be greater than 0 and retry_max at least as large.",
+            ));
+        }
+        for o in &self.api.allowed_origins {
+            if !(o.starts_with("https://") || o.starts_with("http://localhost") || o.starts_with("moz-extension://"))
+                || o.ends_with('/')
+                || o.contains('*')
+            {
+                return Err(bad(
+                    "api.allowed_origins",
+                    "Ursprünge müssen exakt angegeben werden, z. B. „https://addin.stadt.de“ (ohne / am Ende, ohne *).",
+                    "Origins must be exact, e.g. \"https://addin.stadt.de\" (no trailing /, no *).",
+                ));
+            }
+        }
+        if self.api.max_body.0 < 1024 {
+            return Err(bad("api.max_body", "api.max_body ist zu klein (mindestens 1 KiB).", "api.max_body is too small (at least 1 KiB)."));
+        }
+        Ok(())
+    }
+
+    /// The outbox/journal/pairing directory.
+    pub fn data_dir(&self) -> PathBuf {
+        if self.storage.dir.trim().is_empty() {
+            default_data_dir()
+        } else {
+            PathBuf::from(&self.storage.dir)
+        }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        if self.log.dir.trim().is_empty() {
+            self.data_dir().join("logs")
+        } else {
+            PathBuf::from(&self.log.dir)
+        }
+    }
+
+    pub fn is_locked(&self, key: &str) -> bool {
+        let section = key.split('.').next().unwrap_or(key);
+        self.locked.iter().any(|l| l == key || l == section)
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigIssue> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+            ConfigIssue::at("config.encoding", path, None, None, "Die Datei ist nicht UTF-8-kodiert.", "The file is not UTF-8 encoded.")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigIssue::at(
+            "config.read",
+            path,
+            None,
+            None,
+            &format!("Die Datei kann nicht gelesen werden ({e})."),
+            &format!("The file cannot be read ({e})."),
+        )),
+    }
+}
+
+fn parse_file(src: &Source) -> Result<FileConfig, ConfigIssue> {
+    toml::from_str::<FileConfig>(src.text).map_err(|e| {
+        let off = e.span().map(|s| s.start);
+        let line = off.map(|o| line_of(src.text, o));
+        let key = off.and_then(|o| key_path_at(src.text, o));
+        let msg = e.message().trim().to_string();
+        let (code, de) = if msg.contains("unknown field") {
+            ("config.unknown_key", "Unbekannter Schlüssel")
+        } else if msg.contains("unknown variant") || msg.contains("invalid type") || msg.contains("invalid value") {
+            ("config.invalid_value", "Ungültiger Wert")
+        } else if msg.contains("duplicate") {
+            ("config.duplicate_key", "Doppelter Schlüssel")
+        } else {
+            ("config.syntax", "Kein gültiges TOML")
+        };
+        // Size errors from the core carry their own bilingual text, separated by U+001F.
+        let mut parts = msg.split('\u{1f}');
+        let (code, de, en) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(c), Some(d), Some(en)) => (c.trim().to_string(), d.to_string(), en.to_string()),
+            _ => (code.to_string(), format!("{de}: {msg}"), msg.clone()),
+        };
+        ConfigIssue::at(&code, src.path, line, key, &de, &en)
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let off = offset.min(text.len());
+    text.as_bytes()[..off].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// Dotted key of the value at `offset`: nearest `[table]` above plus the key on that line.
+fn key_path_at(src: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(src.len());
+    let line_start = src.get(..offset)?.rfind('\n').map(|p| p + 1).unwrap_or(0);
+    let line_end = src[line_start..].find('\n').map(|p| line_start + p).unwrap_or(src.len());
+    let line = src[line_start..line_end].trim();
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let table = src[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .unwrap_or_default();
+    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string());
+    match (table.is_empty(), key) {
+        (true, None) => None,
+        (false, None) => Some(table),
+        (true, Some(k)) => Some(k),
+        (false, Some(k)) => Some(format!("{table}.{k}")),
+    }
+}
+
+/// Line of `section.key` in a TOML text (first match), for messages.
+fn key_line(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.split_once('.')?;
+    let mut in_section = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_section = t.trim_matches(|c| c == '[' || c == ']').trim() == section;
+            continue;
+        }
+        let k = t.split_once('=').map(|(k, _)| k.trim());
+        if in_section && k == Some(key) || k == Some(dotted) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Change one key in the user file (the CLI's `config set`). Locked keys are refused;
+/// the result is loaded once more so an invalid value never lands on disk.
+pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, ConfigIssue> {
+    let current = Config::load(paths)?;
+    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    if !KEYS.contains(&key) {
+        return Err(ConfigIssue::at(
+            "config.unknown_key",
+            &paths.user,
+            None,
+            Some(key.into()),
+            &format!("Unbekannter Schlüssel. Bekannt sind: {}.", KEYS.join(", ")),
+            &format!("Unknown key. Known keys: {}.", KEYS.join(", ")),
+        ));
+    }
+    if current.is_locked(key) {
+        return Err(ConfigIssue::at(
+            "config.locked",
+            &paths.machine,
+            key_line(&std::fs::read_to_string(&paths.machine).unwrap_or_default(), "lock.keys"),
+            Some(key.into()),
+            "Dieser Wert ist von der IT festgelegt und kann nicht geändert werden.",
+            "This value is locked by IT and cannot be changed.",
+        ));
+    }
+    let text = read_optional(&paths.user)?.unwrap_or_default();
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        ConfigIssue::at("config.syntax", &paths.user, line, None, "Kein gültiges TOML.", "Not valid TOML.")
+    })?;
+    // A value that is not TOML syntax is taken as a string (`config set gateway.host gw.stadt.de`).
+    let v: toml_edit::Value = value.parse().unwrap_or_else(|_| toml_edit::Value::from(value));
+    let table = doc
+        .entry(section)
+        .or_insert(toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| {
+            ConfigIssue::at("config.syntax", &paths.user, None, Some(section.into()), "Ist keine Tabelle.", "Is not a table.")
+        })?;
+    table[name] = toml_edit::Item::Value(v);
+    let new_text = doc.to_string();
+    let src = Source { path: &paths.user, text: &new_text, user: true };
+    parse_file(&src)?;
+    if let Some(dir) = paths.user.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_issue(&paths.user, e))?;
+    }
+    crate::store::write_atomic(&paths.user, new_text.as_bytes()).map_err(|e| io_issue(&paths.user, e))?;
+    Config::load(paths)
+}
+
+fn io_issue(path: &Path, e: std::io::Error) -> ConfigIssue {
+    ConfigIssue::at(
+        "config.write",
+        path,
+        None,
+        None,
+        &format!("Die Datei kann nicht geschrieben werden ({e})."),
+        &format!("The file cannot be written ({e})."),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp() -> PathBuf {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let d = std::env::temp_dir().join(format!("demail-cfg-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn user_overrides_machine_except_locked() {
+        let d = tmp();
+        let machine = write(&d, "m.toml", "[gateway]\nhost = \"gw.stadt.de\"\nport = 465\ntls = \"implicit\"\n\n[lock]\nkeys = [\"gateway.host\"]\n");
+        let user = write(&d, "u.toml", "[gateway]\nhost = \"evil.example\"\nport = 587\n");
+        let c = Config::load(&Paths { machine, user }).unwrap();
+        assert_eq!(c.gateway.host, "gw.stadt.de");
+        assert_eq!(c.gateway.port, 587);
+        assert_eq!(c.gateway.tls, TlsMode::Implicit);
+        assert_eq!(c.warnings[0].code, "config.locked");
+        assert_eq!(c.warnings[0].line, Some(2));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn errors_name_file_line_key() {
+        let d = tmp();
+        let machine = write(&d, "m.toml", "[gateway]\nhost = \"gw\"\ntls = \"plain\"\n");
+        let e = Config::load(&Paths { machine: machine.clone(), user: d.join("none.toml") }).unwrap_err();
+        assert_eq!(e.code, "config.invalid_value");
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("gateway.tls"));
+        assert!(e.message.contains("m.toml"), "{}", e.message);
+
+        let machine = write(&d, "m.toml", "[relay]\nretry_inital = 3\n");
+        let e = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap_err();
+        assert_eq!(e.code, "config.unknown_key");
+        assert_eq!(e.line, Some(2));
+
+        let machine = write(&d, "m.toml", "[api]\nmax_body = \"viel\"\n");
+        let e = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap_err();
+        assert_eq!(e.code, "policy.size_invalid");
+        assert_eq!(e.key.as_deref(), Some("api.max_body"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn set_refuses_locked_and_keeps_comments() {
+        let d = tmp();
+        let machine = write(&d, "m.toml", "[lock]\nkeys = [\"gateway\"]\n");
+        let user = write(&d, "u.toml", "# mine\n[log]\nlevel = \"debug\"\n");
+        let paths = Paths { machine, user: user.clone() };
+        let e = set_user_value(&paths, "gateway.host", "x.example").unwrap_err();
+        assert_eq!(e.code, "config.locked");
+        let c = set_user_value(&paths, "relay.poll_interval", "5").unwrap();
+        assert_eq!(c.relay.poll_interval, 5);
+        assert!(std::fs::read_to_string(&user).unwrap().starts_with("# mine"));
+        let e = set_user_value(&paths, "relay.poll_interval", "\"oft\"").unwrap_err();
+        assert_eq!(e.code, "config.invalid_value");
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

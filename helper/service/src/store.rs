@@ -1,0 +1,570 @@
+//! Durable state in one SQLite file per user: outbox, journal (receipts) and pairings.
+//!
+//! `journal_mode=WAL` with `synchronous=FULL`: a commit has reached the disk when it
+//! returns, so the API may answer 202 right after storing a message. The CLI opens the
+//! same file (pairing approval, outbox commands) while the service runs.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const DB_FILE: &str = "helper.sqlite3";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages (
+    id              TEXT PRIMARY KEY,
+    message_id      TEXT NOT NULL UNIQUE,
+    private_id      TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    recipients      TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    options         TEXT NOT NULL,
+    dialect         TEXT NOT NULL,
+    mime            BLOB NOT NULL,
+    size            INTEGER NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('queued','sending','sent','failed','cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    error_code      TEXT,
+    error           TEXT,
+    error_en        TEXT,
+    gateway_reply   TEXT,
+    client          TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    sent_at         INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS messages_private_id ON messages(private_id);
+
+CREATE TABLE IF NOT EXISTS receipts (
+    id                 INTEGER PRIMARY KEY,
+    private_id         TEXT NOT NULL,
+    type               TEXT NOT NULL CHECK (type IN ('dispatch','receipt','retrieve')),
+    time               TEXT,
+    receipt_message_id TEXT NOT NULL DEFAULT '',
+    reported_at        INTEGER NOT NULL,
+    UNIQUE (private_id, type, receipt_message_id)
+);
+
+CREATE TABLE IF NOT EXISTS pairings (
+    id           TEXT PRIMARY KEY,
+    client       TEXT NOT NULL,
+    code         TEXT,
+    token_hash   BLOB NOT NULL UNIQUE,
+    status       TEXT NOT NULL CHECK (status IN ('pending','approved','denied','revoked')),
+    source       TEXT NOT NULL,
+    origin       TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    decided_at   INTEGER,
+    last_used_at INTEGER
+);
+"#;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
+}
+
+/// A store error: the text never contains message content or secrets.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Create a directory readable only by its owner.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Write a file via a temporary file, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Random lower-case hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    // getrandom fails only without an OS random source; then the process cannot work safely.
+    getrandom::fill(&mut b).expect("operating system random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub struct Store {
+    conn: Connection,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub message_id: String,
+    pub private_id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub options: Vec<String>,
+    pub dialect: String,
+    pub size: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub error: Option<ErrorInfo>,
+    pub gateway_reply: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+    pub message_en: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: Option<String>,
+    pub message_id: Option<String>,
+    pub reported_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pairing {
+    pub id: String,
+    pub client: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub status: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+}
+
+/// A new outbox message.
+pub struct NewMessage<'a> {
+    pub message_id: &'a str,
+    pub private_id: &'a str,
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    pub subject: &'a str,
+    pub options: &'a [String],
+    pub dialect: &'a str,
+    pub mime: &'a [u8],
+    pub client: Option<&'a str>,
+}
+
+/// The result of [`Store::enqueue`].
+pub enum Enqueued {
+    New(OutboxEntry),
+    /// The Message-ID was already in the outbox: the earlier entry, nothing stored twice.
+    Existing(OutboxEntry),
+}
+
+const OUTBOX_COLS: &str = "id, message_id, private_id, sender, recipients, subject, options, dialect, size, status, attempts, next_attempt_at, error_code, error, error_en, gateway_reply, created_at, updated_at, sent_at";
+
+fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxEntry> {
+    let recipients: String = r.get(4)?;
+    let options: String = r.get(6)?;
+    let status: String = r.get(9)?;
+    let code: Option<String> = r.get(12)?;
+    let error = match code {
+        Some(code) => Some(ErrorInfo { code, message: r.get::<_, Option<String>>(13)?.unwrap_or_default(), message_en: r.get::<_, Option<String>>(14)?.unwrap_or_default() }),
+        None => None,
+    };
+    let next: i64 = r.get(11)?;
+    Ok(OutboxEntry {
+        id: r.get(0)?,
+        message_id: r.get(1)?,
+        private_id: r.get(2)?,
+        sender: r.get(3)?,
+        recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+        subject: r.get(5)?,
+        options: serde_json::from_str(&options).unwrap_or_default(),
+        dialect: r.get(7)?,
+        size: r.get(8)?,
+        next_attempt_at: (status == "queued").then_some(next),
+        status,
+        attempts: r.get(10)?,
+        error,
+        gateway_reply: r.get(15)?,
+        created_at: r.get(16)?,
+        updated_at: r.get(17)?,
+        sent_at: r.get(18)?,
+    })
+}
+
+const PAIRING_COLS: &str = "id, client, code, status, source, origin, created_at, expires_at, decided_at, last_used_at";
+
+fn pairing_row(r: &rusqlite::Row) -> rusqlite::Result<Pairing> {
+    let status: String = r.get(3)?;
+    Ok(Pairing {
+        id: r.get(0)?,
+        client: r.get(1)?,
+        code: if status == "pending" { r.get(2)? } else { None },
+        status,
+        source: r.get(4)?,
+        origin: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        decided_at: r.get(8)?,
+        last_used_at: r.get(9)?,
+    })
+}
+
+impl Store {
+    /// Open (and create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        private_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn, path })
+    }
+
+    // ---------------------------------------------------------------- outbox
+
+    /// Store a message durably. Same Message-ID twice → the existing entry.
+    pub fn enqueue(&mut self, m: &NewMessage) -> Result<Enqueued> {
+        let tx = self.conn.transaction()?;
+        if let Some(e) = tx
+            .query_row(&format!("SELECT {OUTBOX_COLS} FROM messages WHERE message_id = ?1"), [m.message_id], outbox_row)
+            .optional()?
+        {
+            return Ok(Enqueued::Existing(e));
+        }
+        let id = format!("m_{}", random_hex(10));
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO messages (id, message_id, private_id, sender, recipients, subject, options, dialect, mime, size, status, attempts, next_attempt_at, client, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?11, ?11)",
+            params![
+                id,
+                m.message_id,
+                m.private_id,
+                m.sender,
+                serde_json::to_string(m.recipients).unwrap_or_else(|_| "[]".into()),
+                m.subject,
+                serde_json::to_string(m.options).unwrap_or_else(|_| "[]".into()),
+                m.dialect,
+                m.mime,
+                m.mime.len() as i64,
+                now,
+                m.client,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Enqueued::New(self.get(&id)?.ok_or_else(|| StoreError("stored message vanished".into()))?))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<OutboxEntry>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {OUTBOX_COLS} FROM messages WHERE id = ?1"), [id], outbox_row)
+            .optional()?)
+    }
+
+    pub fn mime(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.conn.query_row("SELECT mime FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+    }
+
+    /// Newest first; `status` filters.
+    pub fn list(&self, status: Option<&str>, limit: u32) -> Result<Vec<OutboxEntry>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {OUTBOX_COLS} FROM messages WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![status, limit], outbox_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Counts per status.
+    pub fn counts(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self.conn.prepare("SELECT status, COUNT(*) FROM messages GROUP BY status ORDER BY status")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// After a crash, messages left in `sending` go back to `queued`. The gateway sees
+    /// the same Message-ID again and can drop the duplicate (see docs/protocol.md).
+    pub fn recover(&mut self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE messages SET status = 'queued', updated_at = ?1 WHERE status = 'sending'",
+            [now_ms()],
+        )?)
+    }
+
+    /// Claim the next due message: `queued` → `sending`, attempts + 1.
+    pub fn claim_due(&mut self, now: i64) -> Result<Option<(OutboxEntry, Vec<u8>)>> {
+        let tx = self.conn.transaction()?;
+        let row: Option<String> = tx
+            .query_row(
+                "SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT 1",
+                [now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = row else { return Ok(None) };
+        tx.execute(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        let entry = tx.query_row(&format!("SELECT {OUTBOX_COLS} FROM messages WHERE id = ?1"), [&id], outbox_row)?;
+        let mime: Vec<u8> = tx.query_row("SELECT mime FROM messages WHERE id = ?1", [&id], |r| r.get(0))?;
+        tx.commit()?;
+        Ok(Some((entry, mime)))
+    }
+
+    /// When the next queued message is due (ms), if any.
+    pub fn next_due(&self) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(next_attempt_at) FROM messages WHERE status = 'queued'", [], |r| r.get(0))?)
+    }
+
+    pub fn mark_sent(&mut self, id: &str, reply: &str) -> Result<()> {
+        let now = now_ms();
+        self.conn.execute(
+            "UPDATE messages SET status = 'sent', gateway_reply = ?2, sent_at = ?3, updated_at = ?3, error_code = NULL, error = NULL, error_en = NULL WHERE id = ?1",
+            params![id, reply, now],
+        )?;
+        Ok(())
+    }
+
+    /// Transient failure: back to `queued`, due again at `next`.
+    pub fn mark_retry(&mut self, id: &str, next: i64, err: &ErrorInfo, reply: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE messages SET status = 'queued', next_attempt_at = ?2, error_code = ?3, error = ?4, error_en = ?5, gateway_reply = ?6, updated_at = ?7 WHERE id = ?1 AND status = 'sending'",
+            params![id, next, err.code, err.message, err.message_en, reply, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_failed(&mut self, id: &str, err: &ErrorInfo, reply: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE messages SET status = 'failed', error_code = ?2, error = ?3, error_en = ?4, gateway_reply = ?5, updated_at = ?6 WHERE id = ?1",
+            params![id, err.code, err.message, err.message_en, reply, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// `failed` or `queued` → `queued`, due now. Returns the new entry, or the current one
+    /// unchanged when the state does not allow it.
+    pub fn retry(&mut self, id: &str) -> Result<Option<(bool, OutboxEntry)>> {
+        let now = now_ms();
+        let n = self.conn.execute(
+            "UPDATE messages SET status = 'queued', next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1 AND status IN ('failed','queued')",
+            params![id, now],
+        )?;
+        Ok(self.get(id)?.map(|e| (n == 1, e)))
+    }
+
+    /// `queued` or `failed` → `cancelled`. A message being sent or sent cannot be cancelled.
+    pub fn cancel(&mut self, id: &str) -> Result<Option<(bool, OutboxEntry)>> {
+        let n = self.conn.execute(
+            "UPDATE messages SET status = 'cancelled', updated_at = ?2 WHERE id = ?1 AND status IN ('queued','failed')",
+            params![id, now_ms()],
+        )?;
+        Ok(self.get(id)?.map(|e| (n == 1, e)))
+    }
+
+    // ---------------------------------------------------------------- journal
+
+    /// Record a receipt. Returns false when it was known already.
+    pub fn add_receipt(&mut self, private_id: &str, kind: &str, time: Option<&str>, receipt_message_id: Option<&str>) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO receipts (private_id, type, time, receipt_message_id, reported_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![private_id, kind, time, receipt_message_id.unwrap_or(""), now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn receipts(&self, private_id: &str) -> Result<Vec<Receipt>> {
+        let mut st = self.conn.prepare(
+            "SELECT type, time, receipt_message_id, reported_at FROM receipts WHERE private_id = ?1 ORDER BY reported_at, id",
+        )?;
+        let rows = st.query_map([private_id], |r| {
+            let mid: String = r.get(2)?;
+            Ok(Receipt { kind: r.get(0)?, time: r.get(1)?, message_id: (!mid.is_empty()).then_some(mid), reported_at: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Sent messages, newest first, optionally one private-id.
+    pub fn journal(&self, private_id: Option<&str>, limit: u32) -> Result<Vec<OutboxEntry>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {OUTBOX_COLS} FROM messages WHERE status = 'sent' AND (?1 IS NULL OR private_id = ?1) ORDER BY sent_at DESC, id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![private_id, limit], outbox_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // ---------------------------------------------------------------- pairings
+
+    pub fn pending_count(&self, now: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM pairings WHERE status = 'pending' AND (expires_at IS NULL OR expires_at > ?1)",
+            [now],
+            |r| r.get(0),
+        )?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_pairing(
+        &mut self,
+        client: &str,
+        code: Option<&str>,
+        token_hash: &[u8],
+        status: &str,
+        source: &str,
+        origin: Option<&str>,
+        expires_at: Option<i64>,
+    ) -> Result<Pairing> {
+        let id = format!("p_{}", random_hex(8));
+        let now = now_ms();
+        let decided = (status != "pending").then_some(now);
+        self.conn.execute(
+            "INSERT INTO pairings (id, client, code, token_hash, status, source, origin, created_at, expires_at, decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![id, client, code, token_hash, status, source, origin, now, expires_at, decided],
+        )?;
+        self.pairing(&id)?.ok_or_else(|| StoreError("stored pairing vanished".into()))
+    }
+
+    pub fn pairing(&self, id: &str) -> Result<Option<Pairing>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {PAIRING_COLS} FROM pairings WHERE id = ?1"), [id], pairing_row)
+            .optional()?)
+    }
+
+    pub fn pairings(&self) -> Result<Vec<Pairing>> {
+        let mut st = self.conn.prepare(&format!("SELECT {PAIRING_COLS} FROM pairings ORDER BY created_at, id"))?;
+        let rows = st.query_map([], pairing_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Every (id, token hash, status, expires_at) that could still authenticate.
+    pub fn live_token_hashes(&self) -> Result<Vec<(String, Vec<u8>, String, Option<i64>)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, token_hash, status, expires_at FROM pairings WHERE status IN ('pending','approved')")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn touch_pairing(&mut self, id: &str) -> Result<()> {
+        self.conn.execute("UPDATE pairings SET last_used_at = ?2 WHERE id = ?1", params![id, now_ms()])?;
+        Ok(())
+    }
+
+    /// Approve or deny a pending, unexpired request by its code.
+    pub fn decide_by_code(&mut self, code: &str, approve: bool) -> Result<Option<Pairing>> {
+        let now = now_ms();
+        let norm = normalize_code(code);
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT id FROM pairings WHERE status = 'pending' AND code = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![norm, now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        self.conn.execute(
+            "UPDATE pairings SET status = ?2, decided_at = ?3, expires_at = NULL WHERE id = ?1",
+            params![id, if approve { "approved" } else { "denied" }, now],
+        )?;
+        self.pairing(&id)
+    }
+
+    /// Revoke by id (or by `all`). Returns how many were revoked.
+    pub fn revoke(&mut self, id: &str) -> Result<usize> {
+        let now = now_ms();
+        let n = if id == "all" {
+            self.conn.execute(
+                "UPDATE pairings SET status = 'revoked', decided_at = ?1 WHERE status IN ('pending','approved')",
+                [now],
+            )?
+        } else {
+            self.conn.execute(
+                "UPDATE pairings SET status = 'revoked', decided_at = ?2 WHERE id = ?1 AND status IN ('pending','approved')",
+                params![id, now],
+            )?
+        };
+        Ok(n)
+    }
+}
+
+/// Codes are shown as `ABCD-EFGH`; accept any case, with or without the dash or blanks.
+pub fn normalize_code(code: &str) -> String {
+    let c: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
+    if c.len() == 8 {
+        format!("{}-{}", &c[..4], &c[4..])
+    } else {
+        c
+    }
+}

@@ -1,0 +1,428 @@
+//! Test helpers shared by the gateway and helper test suites (dev-dependency only).
+//!
+//! - [`Pki`]: a CA, a server certificate for `localhost`/`127.0.0.1` and a client
+//!   certificate, generated at test time and written as PEM files.
+//! - [`free_port`], [`wait_for_port`]: loopback ports.
+//! - [`ChildGuard`]: a child process that is killed when the guard drops.
+//! - [`Dovecot`]: an unprivileged Dovecot (IMAP + LMTP, maildir, static passdb) from Debian.
+//! - [`SmtpSink`]: Postfix's `smtp-sink`, dumping every message to a directory.
+//!
+//! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks).
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// A fresh temporary directory, removed on drop.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new().prefix("demail-test-").tempdir().expect("create temp dir")
+}
+
+/// PEM files of a test PKI. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    /// CA certificate as PEM text.
+    pub ca_pem: String,
+    /// Server certificate for `localhost` and `127.0.0.1`.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// Client certificate (for mutual TLS), CN `demail-test-client`.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Generate a CA and certificates into `dir` (file names prefixed with `name`).
+    pub fn generate(dir: &Path, name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.distinguished_name.push(DnType::CommonName, format!("demail test CA {name}"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf = |sans: Vec<String>, cn: &str, eku: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(sans).expect("leaf params");
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = vec![eku];
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = p.signed_by(&key, &issuer).expect("sign leaf");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_pem, server_key_pem) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_pem, client_key_pem) =
+            leaf(vec!["demail-test-client".into()], "demail-test-client", ExtendedKeyUsagePurpose::ClientAuth);
+
+        let write = |file: &str, text: &str| {
+            let p = dir.join(format!("{name}-{file}"));
+            fs::write(&p, text).expect("write pem");
+            p
+        };
+        let ca_pem = ca_cert.pem();
+        Pki {
+            ca_cert: write("ca.pem", &ca_pem),
+            ca_pem,
+            server_cert: write("server.pem", &server_pem),
+            server_key: write("server-key.pem", &server_key_pem),
+            client_cert: write("client.pem", &client_pem),
+            client_key: write("client-key.pem", &client_key_pem),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Wait until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Poll `f` until it returns `Some` or the timeout passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+    pub name: String,
+}
+
+impl ChildGuard {
+    /// Start `cmd`; stdout and stderr go to `log` when given, else are discarded.
+    pub fn spawn(name: &str, mut cmd: Command, log: Option<&Path>) -> std::io::Result<ChildGuard> {
+        match log {
+            Some(p) => {
+                let f = fs::OpenOptions::new().create(true).append(true).open(p)?;
+                cmd.stdout(f.try_clone()?).stderr(f);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        cmd.stdin(Stdio::null());
+        let child = cmd.spawn()?;
+        Ok(ChildGuard { child: Some(child), name: name.to_string() })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL now (a crash, not a shutdown) and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Polite stop: SIGTERM, then SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let end = Instant::now() + grace;
+            while Instant::now() < end {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+
+    /// Has the process exited? Returns its status if so.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Is `program` on PATH (or an existing absolute path)?
+pub fn have(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// As root, the services below drop to `nobody`, which must reach `dir`: open it for traversal.
+fn open_for_nobody(dir: &Path, writable: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if whoami().1 == 0 {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+        let _ = fs::set_permissions(writable, fs::Permissions::from_mode(0o777));
+    }
+}
+
+fn whoami() -> (String, u32, u32, String) {
+    let out = |args: &[&str]| {
+        Command::new("id").args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
+    let user = out(&["-un"]);
+    let uid = out(&["-u"]).parse().unwrap_or(0);
+    let gid = out(&["-g"]).parse().unwrap_or(0);
+    let group = out(&["-gn"]);
+    (user, uid, gid, group)
+}
+
+/// An unprivileged Dovecot on loopback: IMAP and LMTP without TLS, any user,
+/// password `test`, mail in `<dir>/mail/<full address>/` (maildir).
+pub struct Dovecot {
+    pub imap_port: u16,
+    pub lmtp_port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    _guard: ChildGuard,
+}
+
+impl Dovecot {
+    /// Start Dovecot from a private config under `dir`; waits until both ports answer.
+    pub fn start(dir: &Path) -> Result<Dovecot, String> {
+        let bin = "/usr/sbin/dovecot";
+        if !have(bin) {
+            return Err("dovecot fehlt / missing: run scripts/setup test (dovecot-imapd dovecot-lmtpd)".into());
+        }
+        let dir = dir.join("dovecot");
+        for sub in ["run", "state", "mail"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+        }
+        let (imap_port, lmtp_port) = (free_port(), free_port());
+        let (user, uid, gid, group) = whoami();
+        // Dovecot refuses to store mail as root: deliver as nobody then.
+        let (uid, gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
+        open_for_nobody(dir.parent().unwrap_or(&dir), &dir.join("mail"));
+        open_for_nobody(&dir, &dir.join("mail"));
+        // As root, Dovecot wants unprivileged accounts for its login and internal processes.
+        let (login_user, internal_user) = if uid == 0 { ("dovenull".to_string(), "dovecot".to_string()) } else { (user.clone(), user.clone()) };
+        let log = dir.join("dovecot.log");
+        let d = dir.display();
+        let conf = format!(
+            r#"# Private test instance; nothing here touches the system Dovecot.
+base_dir = {d}/run
+state_dir = {d}/state
+instance_name = demail-test-{imap_port}
+listen = 127.0.0.1
+protocols = imap lmtp
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+default_internal_group = {group}
+first_valid_uid = 0
+first_valid_gid = 0
+mail_location = maildir:{d}/mail/%u
+lmtp_save_to_detail_mailbox = no
+passdb {{
+  driver = static
+  args = password=test
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={d}/mail/%u allow_all_users=yes
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+"#
+        );
+        let conf_path = dir.join("dovecot.conf");
+        fs::File::create(&conf_path).and_then(|mut f| f.write_all(conf.as_bytes())).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-F").arg("-c").arg(&conf_path);
+        let guard = ChildGuard::spawn("dovecot", cmd, Some(&dir.join("dovecot.stderr"))).map_err(|e| e.to_string())?;
+        let ok = wait_for_port(imap_port, Duration::from_secs(15)) && wait_for_port(lmtp_port, Duration::from_secs(15));
+        if !ok {
+            let err = fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default() + &fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("dovecot did not start: {err}"));
+        }
+        Ok(Dovecot { imap_port, lmtp_port, dir, log, _guard: guard })
+    }
+
+    /// Messages delivered to `address` (maildir `new/` and `cur/`), oldest first.
+    pub fn messages(&self, address: &str) -> Vec<Vec<u8>> {
+        let base = self.dir.join("mail").join(address);
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = fs::read_dir(base.join(sub)) {
+                for e in rd.flatten() {
+                    let t = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                    files.push((t, e.path()));
+                }
+            }
+        }
+        files.sort();
+        files.into_iter().filter_map(|(_, p)| fs::read(p).ok()).collect()
+    }
+
+    /// Wait until `address` holds at least `n` messages; returns them.
+    pub fn wait_for_messages(&self, address: &str, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        wait_until(timeout, || {
+            let m = self.messages(address);
+            (m.len() >= n).then_some(m)
+        })
+        .unwrap_or_else(|| self.messages(address))
+    }
+}
+
+/// Postfix's `smtp-sink` on loopback (plain SMTP, no TLS), saving each message
+/// as a file in `dump_dir`.
+pub struct SmtpSink {
+    pub port: u16,
+    pub dump_dir: PathBuf,
+    _guard: ChildGuard,
+}
+
+impl SmtpSink {
+    pub fn start(dir: &Path) -> Result<SmtpSink, String> {
+        let bin = "/usr/sbin/smtp-sink";
+        if !have(bin) {
+            return Err("smtp-sink fehlt / missing: run scripts/setup test (postfix)".into());
+        }
+        let dump_dir = dir.join("smtp-sink");
+        fs::create_dir_all(&dump_dir).map_err(|e| e.to_string())?;
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        // -d: one file per message (strftime template + unique suffix); -u: needed as root.
+        cmd.arg("-d").arg(format!("{}/%M.", dump_dir.display()));
+        if whoami().1 == 0 {
+            // smtp-sink drops to nobody before writing.
+            cmd.arg("-u").arg("nobody");
+            open_for_nobody(dir, &dump_dir);
+        }
+        cmd.arg(format!("127.0.0.1:{port}")).arg("100");
+        let guard = ChildGuard::spawn("smtp-sink", cmd, Some(&dir.join("smtp-sink.log"))).map_err(|e| e.to_string())?;
+        if !wait_for_port(port, Duration::from_secs(10)) {
+            return Err("smtp-sink did not start".into());
+        }
+        Ok(SmtpSink { port, dump_dir, _guard: guard })
+    }
+
+    /// All dumped messages (smtp-sink's dump format: `X-Rcpt-Args:` and other
+    /// envelope lines, then the message). A file may still be growing: poll.
+    pub fn dumps(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dump_dir.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(b) = fs::read(&p) {
+                        out.push(b);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pki_files_exist() {
+        let d = temp_dir();
+        let p = Pki::generate(d.path(), "t");
+        assert!(p.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        for f in [&p.ca_cert, &p.server_cert, &p.server_key, &p.client_cert, &p.client_key] {
+            assert!(f.is_file());
+        }
+    }
+
+    #[test]
+    fn guard_kills_child() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let mut g = ChildGuard::spawn("sleep", cmd, None).unwrap();
+        assert!(g.try_wait().is_none());
+        g.kill();
+        assert!(g.id() == 0);
+    }
+
+    #[test]
+    fn dovecot_accepts_lmtp() {
+        let d = temp_dir();
+        let dc = Dovecot::start(d.path()).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", dc.lmtp_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let script = "LHLO test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<box@stadt.de>\r\nDATA\r\n";
+        s.write_all(script.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n").unwrap();
+        let got = dc.wait_for_messages("box@stadt.de", 1, Duration::from_secs(10));
+        assert_eq!(got.len(), 1, "log: {}", fs::read_to_string(&dc.log).unwrap_or_default());
+    }
+
+    #[test]
+    fn smtp_sink_dumps() {
+        let d = temp_dir();
+        let sink = SmtpSink::start(d.path()).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", sink.port)).unwrap();
+        s.write_all(b"EHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(b"Subject: x\r\n\r\nhello-sink\r\n.\r\nQUIT\r\n").unwrap();
+        // A dump file appears before smtp-sink has finished writing it.
+        let got = wait_until(Duration::from_secs(10), || {
+            sink.dumps().into_iter().find(|d| String::from_utf8_lossy(d).contains("hello-sink"))
+        });
+        assert!(got.is_some());
+    }
+}
