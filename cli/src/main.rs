@@ -1,6 +1,9 @@
 //! `demail`: the admin CLI. JSON on stdout; exit 0 when the command ran (a
-//! `blocked` verdict is data), 1 when `policy check` finds the policy invalid,
-//! 2 for bad input with a German and English message on stderr.
+//! `blocked` verdict is data), 1 when `policy check` finds the policy invalid (or
+//! `doctor` finds an error), 2 for bad input with a German and English message on stderr.
+//!
+//! The helper commands (`serve`, `pair`, `credentials`, `outbox`, `doctor`, `config`)
+//! live in the `demail-helper` crate; this file only parses their arguments.
 
 use clap::{Args, Parser, Subcommand};
 use demail_core::api::{self, ApiError, Env};
@@ -16,6 +19,11 @@ struct Cli {
     /// Policy file (TOML or JSON). Default: $DEMAIL_POLICY, then /etc/demail/policy.toml, then built-in rules.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Helper commands: the per-user helper configuration to use instead of
+    /// $DEMAIL_HELPER_CONFIG or ~/.config/demail/helper.toml (the machine file
+    /// /etc/demail/helper.toml and its locks always apply).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -49,6 +57,39 @@ enum Cmd {
         #[arg(long, default_value = "to-demail")]
         direction: String,
     },
+    /// Run the local helper in the foreground (loopback API, outbox, relay).
+    Serve {
+        /// Port on 127.0.0.1; 0 picks a free one (printed as JSON on stdout).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Pairings between add-ins and this user's helper.
+    #[command(subcommand)]
+    Pair(PairCmd),
+    /// The gateway password in the OS keyring.
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+    /// The helper's De-Mail outbox.
+    #[command(subcommand)]
+    Outbox(OutboxCmd),
+    /// Check configuration, policy, keyring, gateway, TLS and pairings; explain each finding.
+    Doctor {
+        /// Skip the network checks (gateway reachability, TLS, login).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// The helper configuration (machine file plus per-user file).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print the native-messaging host manifest for the add-in (discovery).
+    NativeManifest {
+        /// The add-in's id, e.g. demail@example.invalid.
+        #[arg(long)]
+        extension_id: String,
+        /// Path of demail-native-host; default: next to this binary.
+        #[arg(long)]
+        host_path: Option<PathBuf>,
+    },
     /// Run a core operation with JSON input (for scripts and parity tests).
     #[command(hide = true)]
     Call {
@@ -75,6 +116,61 @@ enum SubjectCmd {
         options: Vec<String>,
         subject: String,
     },
+}
+
+#[derive(Subcommand)]
+enum PairCmd {
+    /// All pairings and open requests.
+    List,
+    /// Approve the request whose code the add-in shows.
+    Approve { code: String },
+    /// Deny a request.
+    Deny { code: String },
+    /// Revoke a pairing by id (p_…), or `all`.
+    Revoke { id: String },
+    /// IT pre-provisioning: create an approved pairing and print its token once.
+    Provision {
+        #[arg(long, default_value = "provisioned add-in")]
+        client: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialsCmd {
+    /// Store the gateway password (prompted without echo).
+    Set {
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Connect to the gateway with TLS and log in; sends nothing.
+    Test,
+    /// Remove the password from the keyring.
+    Delete,
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// Messages with their state, newest first.
+    List {
+        /// queued, sending, sent, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Send a failed message again.
+    Retry { id: String },
+    /// Hold back a queued or failed message.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// The effective configuration, with the files read and the locked keys.
+    Show,
+    /// Change a key in the per-user file (refused for keys IT locked).
+    Set { key: String, value: String },
+    /// Every key.
+    Keys,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +210,8 @@ struct CheckArgs {
 enum Fail {
     Input(ApiError),
     Invalid(Value),
+    /// `doctor` found errors: the findings go to stdout, exit 1.
+    Findings(Value),
 }
 
 fn input_error(code: &str, de: String, en: String) -> Fail {
@@ -184,6 +282,9 @@ fn run(cli: Cli) -> Result<Value, Fail> {
     if let Cmd::ParityDump { cases_dir, corpus_dir } = &cli.cmd {
         return parity_dump(cases_dir, corpus_dir);
     }
+    if let Some(r) = helper_command(&cli) {
+        return r;
+    }
     let policy = load_policy(&cli.policy)?;
     let call = |op: &str, input: Value| api::call(op, &policy, &input, &env).map_err(Fail::Input);
     match cli.cmd {
@@ -211,6 +312,13 @@ fn run(cli: Cli) -> Result<Value, Fail> {
         }
         Cmd::Policy(PolicyCmd::Show) => Ok(serde_json::to_value(&policy).unwrap_or(Value::Null)),
         Cmd::Policy(PolicyCmd::Check { .. }) | Cmd::ParityDump { .. } => unreachable!("handled above"),
+        Cmd::Serve { .. }
+        | Cmd::Pair(_)
+        | Cmd::Credentials(_)
+        | Cmd::Outbox(_)
+        | Cmd::Doctor { .. }
+        | Cmd::Config(_)
+        | Cmd::NativeManifest { .. } => unreachable!("handled by helper_command"),
         Cmd::Map { address, direction } => call("map", json!({ "address": address, "direction": direction })),
         Cmd::Call { op, input } => {
             let text = if input == "-" { String::from_utf8_lossy(&read_file("-")?).into_owned() } else { input };
@@ -220,6 +328,93 @@ fn run(cli: Cli) -> Result<Value, Fail> {
             call(&op, v)
         }
     }
+}
+
+fn admin_fail(e: demail_helper::admin::AdminError) -> Fail {
+    input_error(&e.code, e.message, e.message_en)
+}
+
+fn helper_config(cli: &Cli) -> Result<(demail_helper::config::Config, demail_helper::config::Paths), Fail> {
+    demail_helper::server::load_config(cli.config.as_deref()).map_err(|e| input_error(&e.code, e.message, e.message_en))
+}
+
+fn read_password(from_stdin: bool) -> Result<String, Fail> {
+    let fail = |e: std::io::Error| {
+        input_error("io.read", format!("Das Kennwort kann nicht gelesen werden: {e}"), format!("Cannot read the password: {e}"))
+    };
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(fail)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        rpassword::prompt_password("Kennwort für das Gateway / gateway password: ").map_err(fail)?
+    };
+    Ok(pw)
+}
+
+/// The helper's commands; `None` for every other command.
+fn helper_command(cli: &Cli) -> Option<Result<Value, Fail>> {
+    use demail_helper::admin;
+    let r = match &cli.cmd {
+        Cmd::Pair(c) => helper_config(cli).and_then(|(cfg, _)| {
+            match c {
+                PairCmd::List => admin::pair_list(&cfg),
+                PairCmd::Approve { code } => admin::pair_decide(&cfg, code, true),
+                PairCmd::Deny { code } => admin::pair_decide(&cfg, code, false),
+                PairCmd::Revoke { id } => admin::pair_revoke(&cfg, id),
+                PairCmd::Provision { client } => admin::pair_provision(&cfg, client),
+            }
+            .map_err(admin_fail)
+        }),
+        Cmd::Credentials(c) => helper_config(cli).and_then(|(cfg, _)| match c {
+            CredentialsCmd::Set { password_stdin } => {
+                let pw = read_password(*password_stdin)?;
+                admin::credentials_set(&cfg, &pw).map_err(admin_fail)
+            }
+            CredentialsCmd::Test => admin::credentials_test(&cfg).map_err(admin_fail),
+            CredentialsCmd::Delete => admin::credentials_delete(&cfg).map_err(admin_fail),
+        }),
+        Cmd::Outbox(c) => helper_config(cli).and_then(|(cfg, _)| {
+            match c {
+                OutboxCmd::List { status } => admin::outbox_list(&cfg, status.as_deref()),
+                OutboxCmd::Retry { id } => admin::outbox_retry(&cfg, id),
+                OutboxCmd::Cancel { id } => admin::outbox_cancel(&cfg, id),
+            }
+            .map_err(admin_fail)
+        }),
+        Cmd::Doctor { offline } => {
+            let paths = demail_helper::config::Paths::resolve(cli.config.as_deref());
+            let v = admin::doctor(&paths, !offline);
+            if v["ok"] == json!(true) {
+                Ok(v)
+            } else {
+                Err(Fail::Findings(v))
+            }
+        }
+        Cmd::Config(c) => {
+            let paths = demail_helper::config::Paths::resolve(cli.config.as_deref());
+            match c {
+                ConfigCmd::Show => demail_helper::config::Config::load(&paths)
+                    .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+                    .map_err(|e| input_error(&e.code, e.message, e.message_en)),
+                ConfigCmd::Set { key, value } => demail_helper::config::set_user_value(&paths, key, value)
+                    .map(|c| json!({ "file": paths.user, "config": c }))
+                    .map_err(|e| input_error(&e.code, e.message, e.message_en)),
+                ConfigCmd::Keys => Ok(json!(demail_helper::config::KEYS)),
+            }
+        }
+        Cmd::NativeManifest { extension_id, host_path } => {
+            let path = host_path.clone().unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("demail-native-host")))
+                    .unwrap_or_else(|| PathBuf::from("/usr/bin/demail-native-host"))
+            });
+            Ok(demail_helper::discovery::native_manifest(&path, extension_id))
+        }
+        _ => return None,
+    };
+    Some(r)
 }
 
 /// Fixed clock and entropy, so generated private-ids are comparable across runs.
@@ -272,10 +467,7 @@ fn parity_dump(cases_dir: &std::path::Path, corpus_dir: &std::path::Path) -> Res
     for f in emls {
         let raw = read_file(&f.to_string_lossy())?;
         let rel = f.strip_prefix(corpus_dir).unwrap_or(&f).to_string_lossy().into_owned();
-        let out = api::envelope(
-            serde_json::to_value(demail_core::classify::classify_raw(&raw, &policy))
-                .map_err(|e| demail_core::Reason::new("internal", e.to_string(), e.to_string()).into()),
-        );
+        let out = api::envelope(Ok(api::Output::Classification(demail_core::classify::classify_raw(&raw, &policy))));
         corpus.insert(rel, json!(out));
     }
     let corpus_policy = serde_json::to_string(&policy).ok();
@@ -291,6 +483,17 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Cmd::Serve { port } = &cli.cmd {
+        let opts = demail_helper::server::ServeOptions { port: *port, config: cli.config.clone() };
+        return match demail_helper::server::serve(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Fehler [{}]: {}", e.code, e.message);
+                eprintln!("Error [{}]: {}", e.code, e.message_en);
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli) {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -301,6 +504,14 @@ fn main() -> ExitCode {
             for e in v["errors"].as_array().into_iter().flatten() {
                 eprintln!("Fehler [{}]: {}", e["code"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
                 eprintln!("Error [{}]: {}", e["code"].as_str().unwrap_or(""), e["message_en"].as_str().unwrap_or(""));
+            }
+            ExitCode::from(1)
+        }
+        Err(Fail::Findings(v)) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            for f in v["findings"].as_array().into_iter().flatten().filter(|f| f["status"] == "error") {
+                eprintln!("Fehler [{}]: {}", f["check"].as_str().unwrap_or(""), f["message"].as_str().unwrap_or(""));
+                eprintln!("Error [{}]: {}", f["check"].as_str().unwrap_or(""), f["message_en"].as_str().unwrap_or(""));
             }
             ExitCode::from(1)
         }

@@ -61,6 +61,11 @@ pub fn domain_to_ascii(domain: &str) -> Option<String> {
     if d.starts_with('[') && d.ends_with(']') {
         return Some(d.to_ascii_lowercase());
     }
+    // Fast path: a plain letters-digits-hyphen ASCII name maps to its lower case under
+    // UTS 46, so the table-driven IDNA machinery is only needed for Unicode and xn--.
+    if let Some(fast) = ldh_lowercase(d) {
+        return Some(fast);
+    }
     let ascii = idna::domain_to_ascii_strict(d).ok()?;
     if ascii.is_empty() || ascii.split('.').any(|l| l.is_empty() || l.len() > 63) {
         return None;
@@ -68,8 +73,28 @@ pub fn domain_to_ascii(domain: &str) -> Option<String> {
     Some(ascii)
 }
 
+/// `Some(lower case)` for an LDH host name without punycode labels; `None` otherwise.
+fn ldh_lowercase(d: &str) -> Option<String> {
+    let ok = d.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && !(l.len() >= 4 && &l.as_bytes()[2..4] == b"--")
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    ok.then(|| d.to_ascii_lowercase())
+}
+
+fn has_punycode_label(d: &str) -> bool {
+    d.split('.').any(|l| l.len() >= 4 && l.as_bytes()[..4].eq_ignore_ascii_case(b"xn--"))
+}
+
 /// The Unicode form of an ASCII domain, for display.
 pub fn domain_to_unicode(ascii: &str) -> String {
+    if !has_punycode_label(ascii) {
+        return ascii.to_string();
+    }
     let (u, r) = idna::domain_to_unicode(ascii);
     if r.is_ok() {
         u
@@ -88,7 +113,7 @@ pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
         return Err(invalid(spec));
     };
     let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
-    let special = |c: char| c == ' ' || "@\"(),:;<>[]\\".contains(c);
+    let special = |c: char| matches!(c, ' ' | '@' | '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\');
     if local.is_empty() || local.chars().any(|c| c.is_control() || !quoted && special(c)) {
         return Err(invalid(spec));
     }
@@ -107,7 +132,11 @@ pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
         _ => local,
     };
     let domain = domain_to_ascii(domain).ok_or_else(|| invalid(spec))?;
-    Ok(format!("{local}@{domain}"))
+    let mut out = String::with_capacity(local.len() + 1 + domain.len());
+    out.push_str(local);
+    out.push('@');
+    out.push_str(&domain);
+    Ok(out)
 }
 
 /// Parse an RFC 5322 address list (display names, quoted local parts, groups,
@@ -322,6 +351,14 @@ mod tests {
     fn rejects_crlf_and_garbage() {
         assert_eq!(parse_address_list("a@b.de\r\nBcc: x@y.de").unwrap_err().code, "address.crlf");
         assert_eq!(parse_address_list("Peter Müller").unwrap_err().code, "address.invalid");
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_idna() {
+        for d in ["Stadt.DE-Mail.de", "a-b.c1.de", "x.de", "UPPER.EXAMPLE.ORG", "-bad.de", "bad-.de", "a..b", "a_b.de", "xn--mnchen-3ya.de", "ab--cd.de"] {
+            let idna = idna::domain_to_ascii_strict(d).ok().filter(|a| !a.split('.').any(|l| l.is_empty() || l.len() > 63));
+            assert_eq!(domain_to_ascii(d), idna, "{d}");
+        }
     }
 
     #[test]

@@ -65,12 +65,62 @@ fn bad_input(e: impl std::fmt::Display) -> ApiError {
     .into()
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, ApiError> {
-    // Field validators (option ids) carry their own code through serde's string errors.
-    T::deserialize(input).map_err(|e| match crate::policy::decode_reason(&e.to_string()) {
-        Some(r) => r.into(),
-        None => bad_input(e),
-    })
+/// An operation's input: already-parsed JSON (Rust callers) or JSON text (wasm, CLI),
+/// which is deserialised straight into the operation's type without a `Value` tree.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    Value(&'a Value),
+    Json(&'a str),
+}
+
+impl Input<'_> {
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
+        // Field validators (option ids) carry their own code through serde's string errors.
+        let data_error = |e: serde_json::Error| match crate::policy::decode_reason(&e.to_string()) {
+            Some(r) => ApiError::from(r),
+            None => bad_input(e),
+        };
+        match self {
+            Input::Value(v) => T::deserialize(v).map_err(data_error),
+            Input::Json(s) => {
+                let s = if s.trim().is_empty() { "null" } else { s };
+                serde_json::from_str(s).map_err(|e| {
+                    if e.is_syntax() || e.is_eof() {
+                        json_error(&e)
+                    } else {
+                        data_error(e)
+                    }
+                })
+            }
+        }
+    }
+}
+
+fn json_error(e: &serde_json::Error) -> ApiError {
+    ApiError::from(Reason::new(
+        "input.json",
+        format!("Die Eingabe ist kein gültiges JSON: {}", crate::message::quote(&e.to_string())),
+        format!("The input is not valid JSON: {}", crate::message::quote(&e.to_string())),
+    ))
+}
+
+/// An operation's result, serialised directly (no intermediate `Value`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Value(Value),
+    Check(crate::check::CheckResult),
+    Classification(crate::classify::Classification),
+    Subject(subject::ParsedSubject),
+}
+
+impl Output {
+    pub fn into_value(self) -> Value {
+        match self {
+            Output::Value(v) => v,
+            other => serde_json::to_value(other).unwrap_or(Value::Null),
+        }
+    }
 }
 
 /// Load a policy from TOML or JSON text; `None` or blank text gives the built-in default.
@@ -165,34 +215,40 @@ pub fn headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, se
 
 /// Run one operation.
 pub fn call(op: &str, policy: &Policy, input: &Value, env: &Env) -> Result<Value, ApiError> {
-    match op {
-        "version" => Ok(json!({ "version": crate::VERSION, "ops": OPS })),
-        "policy.check" => {
-            let src = input.as_str().ok_or_else(|| bad_input("policy.check expects the policy text as a string"))?;
-            Ok(policy_check(src))
-        }
+    dispatch(op, policy, Input::Value(input), env).map(Output::into_value)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SubjectParseIn {
+    Text(String),
+    Object(SubjectIn),
+}
+
+/// Run one operation on typed input and output.
+pub fn dispatch(op: &str, policy: &Policy, input: Input<'_>, env: &Env) -> Result<Output, ApiError> {
+    let text = |what: &str| -> Result<String, ApiError> {
+        input.parse::<String>().map_err(|_| bad_input(format!("{op} expects {what} as a JSON string")))
+    };
+    Ok(match op {
+        "version" => Output::Value(json!({ "version": crate::VERSION, "ops": OPS })),
+        "policy.check" => Output::Value(policy_check(&text("the policy text")?)),
         "subject.parse" => {
-            let subject = match input {
-                Value::String(s) => s.clone(),
-                other => parse::<SubjectIn>(other)?.subject,
+            let subject = match input.parse::<SubjectParseIn>()? {
+                SubjectParseIn::Text(s) => s,
+                SubjectParseIn::Object(o) => o.subject,
             };
-            Ok(serde_json::to_value(subject::parse(&subject, &policy.subject)).map_err(bad_input)?)
+            Output::Subject(subject::parse(&subject, &policy.subject))
         }
         "subject.format" => {
-            let i: SubjectIn = parse(input)?;
+            let i: SubjectIn = input.parse()?;
             let s = subject::format(&i.subject, i.options, &policy.subject)?;
-            Ok(json!({ "subject": s }))
+            Output::Value(json!({ "subject": s }))
         }
-        "check" => {
-            let i: CheckInput = parse(input)?;
-            Ok(serde_json::to_value(check(&i, policy)).map_err(bad_input)?)
-        }
-        "classify" => {
-            let raw = input.as_str().ok_or_else(|| bad_input("classify expects the raw message as a string"))?;
-            Ok(serde_json::to_value(classify_raw(raw.as_bytes(), policy)).map_err(bad_input)?)
-        }
+        "check" => Output::Check(check(&input.parse::<CheckInput>()?, policy)),
+        "classify" => Output::Classification(classify_raw(text("the raw message")?.as_bytes(), policy)),
         "classify.headers" => {
-            let i: ClassifyHeadersIn = parse(input)?;
+            let i: ClassifyHeadersIn = input.parse()?;
             let list: HeaderList = match i.headers {
                 HeadersShape::Pairs(p) => p,
                 HeadersShape::Map(m) => m
@@ -200,58 +256,70 @@ pub fn call(op: &str, policy: &Policy, input: &Value, env: &Env) -> Result<Value
                     .flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v)))
                     .collect(),
             };
-            Ok(serde_json::to_value(classify_headers(&list, i.xml.as_deref(), policy)).map_err(bad_input)?)
+            Output::Classification(classify_headers(&list, i.xml.as_deref(), policy))
         }
         "headers" => {
-            let i: HeadersIn = parse(input)?;
-            headers(policy, i.options, i.private_id.as_deref(), i.sender.as_deref(), env)
+            let i: HeadersIn = input.parse()?;
+            Output::Value(headers(policy, i.options, i.private_id.as_deref(), i.sender.as_deref(), env)?)
         }
         "map" => {
-            let i: MapIn = parse(input)?;
+            let i: MapIn = input.parse()?;
             let addr = crate::address::normalize_addr_spec(&i.address)?;
             let m = match i.direction.as_str() {
                 "to-demail" => policy.email_to_demail(&addr),
                 "to-email" => policy.demail_to_email(&addr),
                 other => return Err(bad_input(format!("unknown direction {other:?}; use to-demail or to-email"))),
             };
-            Ok(json!({ "address": addr, "mapped": m }))
+            Output::Value(json!({ "address": addr, "mapped": m }))
         }
-        other => Err(Reason::new(
-            "input.unknown_op",
-            format!("Unbekannte Operation „{}“.", crate::message::quote(other)),
-            format!("Unknown operation \"{}\".", crate::message::quote(other)),
-        )
-        .into()),
-    }
+        other => {
+            return Err(Reason::new(
+                "input.unknown_op",
+                format!("Unbekannte Operation „{}“.", crate::message::quote(other)),
+                format!("Unknown operation \"{}\".", crate::message::quote(other)),
+            )
+            .into())
+        }
+    })
 }
 
 /// Parse a JSON input text; blank means `null`.
 pub fn parse_input(input_json: &str) -> Result<Value, ApiError> {
-    if input_json.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(input_json).map_err(|e| {
-        ApiError::from(Reason::new(
-            "input.json",
-            format!("Die Eingabe ist kein gültiges JSON: {}", crate::message::quote(&e.to_string())),
-            format!("The input is not valid JSON: {}", crate::message::quote(&e.to_string())),
-        ))
-    })
+    Input::Json(input_json).parse()
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Output>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ApiError>,
 }
 
 /// The wire envelope for callers that pass strings (wasm):
 /// `{"ok":true,"result":…}` or `{"ok":false,"error":{code,message,message_en}}`.
-pub fn envelope(out: Result<Value, ApiError>) -> String {
-    match out {
-        Ok(result) => json!({ "ok": true, "result": result }),
-        Err(error) => json!({ "ok": false, "error": error }),
-    }
-    .to_string()
+pub fn envelope(out: Result<Output, ApiError>) -> String {
+    let env = match &out {
+        Ok(r) => Envelope { ok: true, result: Some(r), error: None },
+        Err(e) => Envelope { ok: false, result: None, error: Some(e) },
+    };
+    serde_json::to_string(&env).unwrap_or_else(|_| {
+        r#"{"ok":false,"error":{"code":"internal","message":"Interner Fehler.","message_en":"Internal error."}}"#.to_string()
+    })
 }
 
-/// [`call`] with text in and the envelope out.
+/// Run `op` on JSON text against a parsed policy; returns the envelope.
+pub fn call_str(op: &str, policy: &Policy, input_json: &str, env: &Env) -> String {
+    envelope(dispatch(op, policy, Input::Json(input_json), env))
+}
+
+/// [`call`] with policy text and JSON text in, the envelope out.
 pub fn call_json(op: &str, policy_src: Option<&str>, input_json: &str, env: &Env) -> String {
-    envelope(load_policy(policy_src).and_then(|p| call(op, &p, &parse_input(input_json)?, env)))
+    match load_policy(policy_src) {
+        Ok(p) => call_str(op, &p, input_json, env),
+        Err(e) => envelope(Err(e)),
+    }
 }
 
 /// Re-export so callers need one import for the option list parser.

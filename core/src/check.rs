@@ -133,12 +133,13 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
 
     // Recipients, deduplicated by address (first field wins).
     let mut recipients: Vec<Recipient> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (field, entries) in [(Field::To, &input.to), (Field::Cc, &input.cc), (Field::Bcc, &input.bcc)] {
         for entry in entries {
             match parse_address_list(entry) {
                 Ok(list) => {
                     for m in list {
-                        if recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&m.address)) {
+                        if !seen.insert(m.address.to_ascii_lowercase()) {
                             continue;
                         }
                         let kind = policy.recipient_kind(&m.address);

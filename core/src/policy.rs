@@ -291,6 +291,15 @@ impl Default for Policy {
     }
 }
 
+/// Normalised addresses are already lower case; only allocate when needed.
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// What a sender may do, and who pays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SenderGrant {
@@ -314,14 +323,14 @@ pub enum RecipientKind {
 impl Policy {
     /// Is this (lower-case ASCII) domain a De-Mail domain?
     pub fn is_demail_domain(&self, ascii_domain: &str) -> bool {
-        let d = ascii_domain.to_ascii_lowercase();
+        let d = lower(ascii_domain);
         let hit = crate::address::matches_any(&self.demail.domain_patterns, &d)
             || crate::address::matches_any(&self.demail.extra_domains, &d);
         hit && !crate::address::matches_any(&self.demail.excluded_domains, &d)
     }
 
     pub fn is_internal_domain(&self, ascii_domain: &str) -> bool {
-        crate::address::matches_any(&self.organisation.internal_domains, &ascii_domain.to_ascii_lowercase())
+        crate::address::matches_any(&self.organisation.internal_domains, &lower(ascii_domain))
     }
 
     /// Classify a normalised address.

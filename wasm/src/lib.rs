@@ -14,16 +14,22 @@ thread_local! {
     static POLICY: RefCell<Option<(String, Policy)>> = const { RefCell::new(None) };
 }
 
-fn with_policy<T>(src: &str, f: impl FnOnce(&Policy) -> Result<T, ApiError>) -> Result<T, ApiError> {
+fn with_policy(src: &str, f: impl FnOnce(&Policy) -> String) -> String {
     POLICY.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(s, _)| s.as_str()) != Some(src) {
-            let p = api::load_policy(Some(src))?;
-            *slot = Some((src.to_string(), p));
+            match api::load_policy(Some(src)) {
+                Ok(p) => *slot = Some((src.to_string(), p)),
+                Err(e) => return api::envelope(Err(e)),
+            }
         }
         match slot.as_ref() {
             Some((_, p)) => f(p),
-            None => Err(demail_core::Reason::new("internal", "Interner Fehler.", "Internal error.").into()),
+            None => api::envelope(Err(ApiError::from(demail_core::Reason::new(
+                "internal",
+                "Interner Fehler.",
+                "Internal error.",
+            )))),
         }
     })
 }
@@ -38,15 +44,11 @@ pub fn version() -> String {
 #[wasm_bindgen]
 pub fn call(op: &str, policy: &str, input_json: &str, now_millis: f64, entropy: &[u8]) -> String {
     let env = Env { now_millis: now_millis.max(0.0) as u64, entropy: entropy.to_vec() };
-    api::envelope(with_policy(policy, |p| api::call(op, p, &api::parse_input(input_json)?, &env)))
+    with_policy(policy, |p| api::call_str(op, p, input_json, &env))
 }
 
 /// Classify raw message bytes (which need not be UTF-8).
 #[wasm_bindgen]
 pub fn classify_raw(policy: &str, raw: &[u8]) -> String {
-    api::envelope(with_policy(policy, |p| {
-        serde_json::to_value(demail_core::classify::classify_raw(raw, p)).map_err(|e| {
-            demail_core::Reason::new("internal", format!("Interner Fehler: {e}"), format!("Internal error: {e}")).into()
-        })
-    }))
+    with_policy(policy, |p| api::envelope(Ok(api::Output::Classification(demail_core::classify::classify_raw(raw, p)))))
 }
