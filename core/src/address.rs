@@ -18,8 +18,6 @@ pub struct Mailbox {
     pub name: Option<String>,
     /// `local@domain` with the domain in lower-case ASCII (punycode).
     pub address: String,
-    /// The domain in Unicode, for display.
-    pub domain_unicode: String,
     /// The group this mailbox was listed in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -31,6 +29,10 @@ impl Mailbox {
     }
     pub fn domain(&self) -> &str {
         self.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+    /// The domain in Unicode, for display (computed on demand: the send check never needs it).
+    pub fn domain_unicode(&self) -> String {
+        domain_to_unicode(self.domain())
     }
 }
 
@@ -179,10 +181,8 @@ pub fn parse_address_list(input: &str) -> Result<Vec<Mailbox>, Reason> {
             return Err(invalid(name.unwrap_or(input)));
         };
         let address = normalize_addr_spec(addr)?;
-        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         out.push(Mailbox {
             name: name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
-            domain_unicode: domain_to_unicode(domain),
             address,
             group: group.map(str::to_string),
         });
@@ -344,7 +344,7 @@ mod tests {
         );
         assert_eq!(l[0].name.as_deref(), Some("Müller, Peter"));
         assert_eq!(l[1].group.as_deref(), Some("Amt"));
-        assert_eq!(l[2].domain_unicode, "münchen.de");
+        assert_eq!(l[2].domain_unicode(), "münchen.de");
     }
 
     #[test]

@@ -19,16 +19,17 @@ function timed(seconds, fn) {
   return { n, ms: performance.now() - t0 };
 }
 
-// Warm up, then measure.
-timed(0.5, () => { for (const m of msgs) classify_raw(policy, m); return msgs.length; });
-const c = timed(2, () => { for (const m of msgs) classify_raw(policy, m); return msgs.length; });
-const wasmPerS = (c.n / c.ms) * 1000;
-
 const to = Array.from({ length: 500 }, (_, i) =>
   i % 3 === 0 ? `Bürger ${i} <buerger${i}@buerger.de-mail.de>` : i % 3 === 1 ? `kollege${i}@musterstadt.de` : `"Extern, Nr. ${i}" <extern${i}@example.org>`);
 const input = JSON.stringify({ from: "peter.meier@musterstadt.de", to, options: ["private", "confirmation-of-dispatch"], size: 50000 });
 const entropy = new Uint8Array(16);
-timed(0.3, () => { call("check", policy, input, 0, entropy); return 1; });
+
+// V8 compiles wasm lazily and tiers up hot functions; warm both workloads for a few
+// seconds so the numbers describe steady state, as in a long-running add-in.
+timed(4, () => { for (const m of msgs) classify_raw(policy, m); call("check", policy, input, 0, entropy); return 1; });
+const c = timed(2, () => { for (const m of msgs) classify_raw(policy, m); return msgs.length; });
+const wasmPerS = (c.n / c.ms) * 1000;
+
 const k = timed(2, () => { call("check", policy, input, 0, entropy); return 1; });
 const check500 = k.ms / k.n;
 
@@ -39,6 +40,6 @@ console.log(`corpus messages:            ${msgs.length}`);
 console.log(`classify native:            ${native.classify_per_s.toFixed(0)} msg/s`);
 console.log(`classify wasm (Node):       ${wasmPerS.toFixed(0)} msg/s`);
 console.log(`ratio native/wasm:          ${(native.classify_per_s / wasmPerS).toFixed(2)}x (goal <= 2)`);
-console.log(`check 500 recipients wasm:  ${check500.toFixed(3)} ms (goal < 1 ms; includes JSON in/out)`);
-console.log(`check 500 recipients native:${native.check500_ms.toFixed(3)} ms`);
+console.log(`check 500 recipients wasm:   ${check500.toFixed(3)} ms (goal < 1 ms; JSON in and out)`);
+console.log(`check 500 recipients native: ${native.check500_json_ms.toFixed(3)} ms (same JSON boundary)`);
 console.log(`wasm size:                  ${wasmSize} bytes (${(wasmSize / 1024).toFixed(0)} KiB, goal <= 300 KB)`);
