@@ -82,7 +82,7 @@ fn ldh_lowercase(d: &str) -> Option<String> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && !(l.len() >= 4 && &l.as_bytes()[2..4] == b"--")
+            && (l.len() < 4 || &l.as_bytes()[2..4] != b"--")
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     ok.then(|| d.to_ascii_lowercase())

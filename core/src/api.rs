@@ -27,7 +27,7 @@ pub struct ApiError {
     pub reason: Reason,
     /// Position details for policy errors.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyError>,
+    pub policy: Option<Box<PolicyError>>,
 }
 
 impl From<Reason> for ApiError {
@@ -38,7 +38,7 @@ impl From<Reason> for ApiError {
 
 impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
-        ApiError { reason: e.reason.clone(), policy: Some(e) }
+        ApiError { reason: e.reason.clone(), policy: Some(Box::new(e)) }
     }
 }
 

@@ -116,7 +116,7 @@ pub fn classify_raw(raw: &[u8], policy: &Policy) -> Classification {
         );
         return c;
     };
-    if raw.iter().any(|b| *b == 0) {
+    if raw.contains(&0) {
         warnings.push(w(
             "mime.nul",
             "Die Nachricht enthält NUL-Bytes.".into(),
@@ -232,7 +232,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     warnings.extend(ho.problems);
 
     let subject = v.get("subject").map(str::to_string);
-    let from = v.get("from").map(|f| extract_addr(f));
+    let from = v.get("from").map(extract_addr);
     let sender = v.get(options::SENDER).map(extract_addr).or_else(|| from.clone());
     let from_domain = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase());
     let from_local = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(l, _)| l.to_string());
