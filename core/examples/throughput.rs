@@ -2,31 +2,18 @@
 //! timed the same way, printed as JSON so the script can compute the ratio.
 //! Run: cargo run --release -p demail-core --example throughput -- tests/corpus
 
-use demail_core::check::{check, CheckInput};
+use demail_core::check::check;
 use demail_core::classify::classify_raw;
-use demail_core::{OptionSet, Policy};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-fn walk(d: &Path, out: &mut Vec<Vec<u8>>) {
-    let mut entries: Vec<_> = std::fs::read_dir(d).expect("corpus dir").flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)
-        } else if p.extension().is_some_and(|x| x == "eml") {
-            out.push(std::fs::read(&p).expect("read eml"))
-        }
-    }
-}
+#[path = "../benches/workload.rs"]
+mod workload;
 
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "tests/corpus".into());
-    let root = Path::new(&dir);
-    let policy = Policy::from_toml(&std::fs::read_to_string(root.join("policy.toml")).expect("policy")).expect("valid");
-    let mut msgs = Vec::new();
-    walk(root, &mut msgs);
+    let (policy, msgs) = workload::corpus(Path::new(&dir));
 
     // Classification: repeat the corpus for at least 2 s.
     let start = Instant::now();
@@ -40,20 +27,7 @@ fn main() {
     let classify_per_s = n as f64 / start.elapsed().as_secs_f64();
 
     // Send check with 500 recipients.
-    let to: Vec<String> = (0..500)
-        .map(|i| match i % 3 {
-            0 => format!("Bürger {i} <buerger{i}@buerger.de-mail.de>"),
-            1 => format!("kollege{i}@musterstadt.de"),
-            _ => format!("\"Extern, Nr. {i}\" <extern{i}@example.org>"),
-        })
-        .collect();
-    let input = CheckInput {
-        from: "peter.meier@musterstadt.de".into(),
-        to,
-        options: OptionSet::parse_ids(["private", "confirmation-of-dispatch"]).expect("ids"),
-        size: Some(50_000),
-        ..Default::default()
-    };
+    let input = workload::recipients(500);
     let start = Instant::now();
     let mut k = 0u64;
     while start.elapsed().as_secs_f64() < 2.0 {
