@@ -3,7 +3,9 @@
 use crate::reply::{bilingual, Accepted, Reject};
 use base64::Engine;
 use ipnet::IpNet;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, LineReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{
+    DataReceiver, DummyDataReceiver, LineReceiver, RequestReceiver,
+};
 use smtp_proto::{EhloResponse, Error as ProtoError, Request};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,7 +70,7 @@ impl Default for Config {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             session_timeout: Duration::from_secs(1800),
-            max_errors: 10,
+            max_errors: 20,
             max_connections: 200,
         }
     }
@@ -113,11 +115,19 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Take responsibility for a message. Return `Ok` only once it is durably
     /// stored (fsynced): the client gets 250 and forgets the message.
-    fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> impl Future<Output = Result<Accepted, Reject>> + Send;
+    fn deliver(
+        &self,
+        envelope: &Envelope,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Result<Accepted, Reject>> + Send;
 }
 
 /// Accept connections until the listener fails; each connection runs in its own task.
-pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handler: Arc<H>) -> std::io::Result<()> {
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    config: Arc<Config>,
+    handler: Arc<H>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -138,24 +148,50 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
     }
 }
 
-async fn handle<H: Handler>(mut stream: TcpStream, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, have_slot: bool) {
+async fn handle<H: Handler>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<Config>,
+    handler: Arc<H>,
+    have_slot: bool,
+) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + config.session_timeout;
     let write_timeout = config.command_timeout;
     let early = |code, esc, de: &str, en: &str| bilingual(code, esc, de, en);
     if !have_slot {
-        let msg = early(421, "4.3.2", "Zu viele Verbindungen, bitte später erneut versuchen.", "Too many connections, try again later.");
+        let msg = early(
+            421,
+            "4.3.2",
+            "Zu viele Verbindungen, bitte später erneut versuchen.",
+            "Too many connections, try again later.",
+        );
         let _ = tokio::time::timeout(write_timeout, stream.write_all(&msg)).await;
         return;
     }
-    if !config.allowed_clients.is_empty() && !config.allowed_clients.iter().any(|n| n.contains(&peer.ip())) {
+    if !config.allowed_clients.is_empty()
+        && !config
+            .allowed_clients
+            .iter()
+            .any(|n| n.contains(&peer.ip()))
+    {
         info!(client = %peer, "client not on allow-list");
-        let msg = early(554, "5.7.1", "Ihre Adresse darf diesen Server nicht benutzen.", "Your address may not use this server.");
+        let msg = early(
+            554,
+            "5.7.1",
+            "Ihre Adresse darf diesen Server nicht benutzen.",
+            "Your address may not use this server.",
+        );
         let _ = tokio::time::timeout(write_timeout, stream.write_all(&msg)).await;
         return;
     }
     debug!(client = %peer, "connected");
-    let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None };
+    let info = SessionInfo {
+        client: peer,
+        helo: String::new(),
+        tls: false,
+        auth_user: None,
+    };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     if config.implicit_tls {
         let Some(acc) = tls else {
@@ -164,7 +200,12 @@ async fn handle<H: Handler>(mut stream: TcpStream, peer: SocketAddr, config: Arc
         };
         match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
-                let mut st = Session::new(config.clone(), handler, SessionInfo { tls: true, ..info }, deadline);
+                let mut st = Session::new(
+                    config.clone(),
+                    handler,
+                    SessionInfo { tls: true, ..info },
+                    deadline,
+                );
                 let _ = st.run(s, true).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "TLS handshake failed"),
@@ -178,7 +219,8 @@ async fn handle<H: Handler>(mut stream: TcpStream, peer: SocketAddr, config: Arc
         match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 // RFC 3207: forget everything learned before the handshake.
-                let mut st = Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
+                let mut st =
+                    Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
                 let _ = st.run(s, false).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "STARTTLS handshake failed"),
@@ -189,11 +231,21 @@ async fn handle<H: Handler>(mut stream: TcpStream, peer: SocketAddr, config: Arc
 
 enum Mode {
     Command,
-    Data { rx: DataReceiver, msg: Vec<u8> },
+    Data {
+        rx: DataReceiver,
+        msg: Vec<u8>,
+    },
     /// Oversize message: read to the end, keep nothing, then 552.
-    Discard { rx: DummyDataReceiver },
-    AuthPlain { line: LineReceiver<()> },
-    AuthLogin { line: LineReceiver<()>, user: Option<String> },
+    Discard {
+        rx: DummyDataReceiver,
+    },
+    AuthPlain {
+        line: LineReceiver<()>,
+    },
+    AuthLogin {
+        line: LineReceiver<()>,
+        user: Option<String>,
+    },
 }
 
 enum Step {
@@ -222,7 +274,9 @@ fn b64(s: &str) -> Option<Vec<u8>> {
     if s == "=" {
         return Some(Vec::new());
     }
-    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
 }
 
 /// A credential part must be text without line breaks or NUL (which would smuggle fields).
@@ -236,12 +290,23 @@ fn data_problem(msg: &[u8]) -> Option<(&'static str, &'static str)> {
     let mut prev = 0u8;
     for (i, &b) in msg.iter().enumerate() {
         match b {
-            0 => return Some(("Die Nachricht enthält NUL-Bytes.", "The message contains NUL bytes.")),
+            0 => {
+                return Some((
+                    "Die Nachricht enthält NUL-Bytes.",
+                    "The message contains NUL bytes.",
+                ))
+            }
             b'\n' if prev != b'\r' => {
-                return Some(("Die Nachricht enthält ein Zeilenende ohne CR (bare LF).", "The message contains a bare LF line ending."))
+                return Some((
+                    "Die Nachricht enthält ein Zeilenende ohne CR (bare LF).",
+                    "The message contains a bare LF line ending.",
+                ))
             }
             b'\r' if msg.get(i + 1) != Some(&b'\n') => {
-                return Some(("Die Nachricht enthält ein CR ohne LF (bare CR).", "The message contains a bare CR."))
+                return Some((
+                    "Die Nachricht enthält ein CR ohne LF (bare CR).",
+                    "The message contains a bare CR.",
+                ))
             }
             _ => {}
         }
@@ -276,7 +341,28 @@ impl<H: Handler> Session<H> {
         self.say(code, esc, de, en);
         self.errors += 1;
         if self.errors >= self.cfg.max_errors {
-            self.say(421, "4.7.0", "Zu viele Fehler, Verbindung wird getrennt.", "Too many errors, closing connection.");
+            self.say(
+                421,
+                "4.7.0",
+                "Zu viele Fehler, Verbindung wird getrennt.",
+                "Too many errors, closing connection.",
+            );
+            return Step::Close;
+        }
+        Step::Continue
+    }
+
+    /// A handler refused MAIL or RCPT: counts toward the error limit (address harvesting).
+    fn refused(&mut self, r: Reject) -> Step {
+        self.out.extend(r.to_wire());
+        self.errors += 1;
+        if self.errors >= self.cfg.max_errors {
+            self.say(
+                421,
+                "4.7.0",
+                "Zu viele Fehler, Verbindung wird getrennt.",
+                "Too many errors, closing connection.",
+            );
             return Step::Close;
         }
         Step::Continue
@@ -307,15 +393,28 @@ impl<H: Handler> Session<H> {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timeout",
+            )),
         }
     }
 
     /// Run until QUIT, error or STARTTLS; on STARTTLS hand the stream back for the handshake.
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut s: S, greet: bool) -> std::io::Result<Option<S>> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut s: S,
+        greet: bool,
+    ) -> std::io::Result<Option<S>> {
         if greet {
             let name = if self.cfg.lmtp { "LMTP" } else { "ESMTP" };
-            self.out.extend(format!("220 {} {name} De-Mail-Gateway bereit / ready\r\n", self.cfg.hostname).as_bytes());
+            self.out.extend(
+                format!(
+                    "220 {} {name} De-Mail-Gateway bereit / ready\r\n",
+                    self.cfg.hostname
+                )
+                .as_bytes(),
+            );
         }
         let mut mode = Mode::Command;
         let mut receiver = RequestReceiver::default();
@@ -328,7 +427,12 @@ impl<H: Handler> Session<H> {
             };
             let now = Instant::now();
             if now >= self.deadline {
-                self.say(421, "4.4.2", "Sitzungsdauer überschritten.", "Session time limit exceeded.");
+                self.say(
+                    421,
+                    "4.4.2",
+                    "Sitzungsdauer überschritten.",
+                    "Session time limit exceeded.",
+                );
                 let _ = self.flush(&mut s).await;
                 return Ok(None);
             }
@@ -339,7 +443,12 @@ impl<H: Handler> Session<H> {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     debug!(client = %self.info.client, "timeout");
-                    self.say(421, "4.4.2", "Zeitüberschreitung, Verbindung wird getrennt.", "Timeout, closing connection.");
+                    self.say(
+                        421,
+                        "4.4.2",
+                        "Zeitüberschreitung, Verbindung wird getrennt.",
+                        "Timeout, closing connection.",
+                    );
                     let _ = self.flush(&mut s).await;
                     return Ok(None);
                 }
@@ -352,7 +461,10 @@ impl<H: Handler> Session<H> {
                         let parsed = receiver.ingest(&mut iter);
                         let consumed = &before[..before.len() - iter.len()];
                         for &b in consumed {
-                            if b == 0 || (b == b'\n' && self.line_prev != b'\r') || (self.line_prev == b'\r' && b != b'\n') {
+                            if b == 0
+                                || (b == b'\n' && self.line_prev != b'\r')
+                                || (self.line_prev == b'\r' && b != b'\n')
+                            {
                                 self.line_bad = true;
                             }
                             self.line_prev = b;
@@ -361,7 +473,12 @@ impl<H: Handler> Session<H> {
                             Err(ProtoError::NeedsMoreData { .. }) => break,
                             _ if std::mem::take(&mut self.line_bad) => {
                                 self.line_prev = b'\n';
-                                self.error(500, "5.5.2", "Ungültiges Zeilenende oder NUL im Befehl.", "Invalid line ending or NUL in command.")
+                                self.error(
+                                    500,
+                                    "5.5.2",
+                                    "Ungültiges Zeilenende oder NUL im Befehl.",
+                                    "Invalid line ending or NUL in command.",
+                                )
                             }
                             Ok(req) => {
                                 let req = req.into_owned();
@@ -378,7 +495,9 @@ impl<H: Handler> Session<H> {
                                 mode = Mode::Command;
                                 self.too_big()
                             } else {
-                                mode = Mode::Discard { rx: DummyDataReceiver::new_data(rx) };
+                                mode = Mode::Discard {
+                                    rx: DummyDataReceiver::new_data(rx),
+                                };
                                 Step::Continue
                             }
                         } else if done {
@@ -458,21 +577,45 @@ impl<H: Handler> Session<H> {
 
     fn proto_error(&mut self, e: ProtoError) -> Step {
         match e {
-            ProtoError::UnknownCommand => self.error(500, "5.5.1", "Unbekannter Befehl.", "Unknown command."),
-            ProtoError::InvalidSenderAddress => self.error(501, "5.1.7", "Ungültige Absenderadresse.", "Invalid sender address."),
-            ProtoError::InvalidRecipientAddress => {
-                self.error(501, "5.1.3", "Ungültige Empfängeradresse.", "Invalid recipient address.")
+            ProtoError::UnknownCommand => {
+                self.error(500, "5.5.1", "Unbekannter Befehl.", "Unknown command.")
             }
-            ProtoError::SyntaxError { syntax } => {
-                self.error(501, "5.5.4", &format!("Syntaxfehler, erwartet: {syntax}"), &format!("Syntax error, expected: {syntax}"))
-            }
-            ProtoError::InvalidParameter { param } => {
-                self.error(501, "5.5.4", &format!("Ungültiger Parameter {param}."), &format!("Invalid parameter {param}."))
-            }
-            ProtoError::UnsupportedParameter { .. } => {
-                self.error(555, "5.5.4", "Parameter nicht unterstützt.", "Unsupported parameter.")
-            }
-            ProtoError::ResponseTooLong => self.error(500, "5.5.6", "Befehlszeile zu lang.", "Command line too long."),
+            ProtoError::InvalidSenderAddress => self.error(
+                501,
+                "5.1.7",
+                "Ungültige Absenderadresse.",
+                "Invalid sender address.",
+            ),
+            ProtoError::InvalidRecipientAddress => self.error(
+                501,
+                "5.1.3",
+                "Ungültige Empfängeradresse.",
+                "Invalid recipient address.",
+            ),
+            ProtoError::SyntaxError { syntax } => self.error(
+                501,
+                "5.5.4",
+                &format!("Syntaxfehler, erwartet: {syntax}"),
+                &format!("Syntax error, expected: {syntax}"),
+            ),
+            ProtoError::InvalidParameter { param } => self.error(
+                501,
+                "5.5.4",
+                &format!("Ungültiger Parameter {param}."),
+                &format!("Invalid parameter {param}."),
+            ),
+            ProtoError::UnsupportedParameter { .. } => self.error(
+                555,
+                "5.5.4",
+                "Parameter nicht unterstützt.",
+                "Unsupported parameter.",
+            ),
+            ProtoError::ResponseTooLong => self.error(
+                500,
+                "5.5.6",
+                "Befehlszeile zu lang.",
+                "Command line too long.",
+            ),
             ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
                 self.error(500, "5.5.2", "Ungültige Eingabe.", "Invalid input.")
             }
@@ -484,7 +627,8 @@ impl<H: Handler> Session<H> {
         self.greeted = true;
         self.info.helo = host.chars().filter(|c| !c.is_control()).take(255).collect();
         if !extended {
-            self.out.extend(format!("250 {} Hallo / hello\r\n", self.cfg.hostname).as_bytes());
+            self.out
+                .extend(format!("250 {} Hallo / hello\r\n", self.cfg.hostname).as_bytes());
             return;
         }
         let mut r = EhloResponse::new(self.cfg.hostname.as_str());
@@ -525,7 +669,10 @@ impl<H: Handler> Session<H> {
             }
             Request::Ehlo { .. } | Request::Helo { .. } | Request::Lhlo { .. } => {
                 let (de, en) = if lmtp {
-                    ("Dies ist ein LMTP-Server; bitte LHLO.", "This is an LMTP server; use LHLO.")
+                    (
+                        "Dies ist ein LMTP-Server; bitte LHLO.",
+                        "This is an LMTP server; use LHLO.",
+                    )
                 } else {
                     ("Bitte EHLO oder HELO.", "Use EHLO or HELO.")
                 };
@@ -533,25 +680,48 @@ impl<H: Handler> Session<H> {
             }
             Request::StartTls => {
                 if self.cfg.tls.is_none() || self.info.tls {
-                    self.error(502, "5.5.1", "STARTTLS ist hier nicht verfügbar.", "STARTTLS not available.")
+                    self.error(
+                        502,
+                        "5.5.1",
+                        "STARTTLS ist hier nicht verfügbar.",
+                        "STARTTLS not available.",
+                    )
                 } else {
                     self.say(220, "2.0.0", "Bereit für TLS.", "Ready to start TLS.");
                     Step::StartTls
                 }
             }
-            Request::Auth { mechanism, initial_response } => self.auth_start(mechanism, initial_response, mode).await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_start(mechanism, initial_response, mode).await,
             Request::Mail { from } => {
                 if !self.greeted {
                     return self.error(503, "5.5.1", "Bitte zuerst EHLO.", "Send EHLO first.");
                 }
                 if self.cfg.require_tls && !self.info.tls {
-                    return self.error(530, "5.7.0", "Bitte zuerst STARTTLS.", "Must issue a STARTTLS command first.");
+                    return self.error(
+                        530,
+                        "5.7.0",
+                        "Bitte zuerst STARTTLS.",
+                        "Must issue a STARTTLS command first.",
+                    );
                 }
                 if self.cfg.require_auth && self.info.auth_user.is_none() {
-                    return self.error(530, "5.7.0", "Anmeldung erforderlich.", "Authentication required.");
+                    return self.error(
+                        530,
+                        "5.7.0",
+                        "Anmeldung erforderlich.",
+                        "Authentication required.",
+                    );
                 }
                 if self.mail_from.is_some() {
-                    return self.error(503, "5.5.1", "Absender bereits angegeben.", "Sender already specified.");
+                    return self.error(
+                        503,
+                        "5.5.1",
+                        "Absender bereits angegeben.",
+                        "Sender already specified.",
+                    );
                 }
                 if from.size > self.cfg.max_message_size {
                     let max = self.cfg.max_message_size;
@@ -568,20 +738,30 @@ impl<H: Handler> Session<H> {
                         self.mail_from = Some(from.address);
                         self.say(250, "2.1.0", "Absender in Ordnung.", "Sender OK.");
                     }
-                    Err(r) => self.out.extend(r.to_wire()),
+                    Err(r) => return self.refused(r),
                 }
                 Step::Continue
             }
             Request::Rcpt { to } => {
                 if self.mail_from.is_none() {
-                    return self.error(503, "5.5.1", "Bitte zuerst MAIL FROM.", "Send MAIL FROM first.");
+                    return self.error(
+                        503,
+                        "5.5.1",
+                        "Bitte zuerst MAIL FROM.",
+                        "Send MAIL FROM first.",
+                    );
                 }
                 if self.rcpts.len() >= self.cfg.max_recipients {
                     self.say(452, "4.5.3", "Zu viele Empfänger.", "Too many recipients.");
                     return Step::Continue;
                 }
                 if to.address.is_empty() {
-                    return self.error(501, "5.1.3", "Leere Empfängeradresse.", "Empty recipient address.");
+                    return self.error(
+                        501,
+                        "5.1.3",
+                        "Leere Empfängeradresse.",
+                        "Empty recipient address.",
+                    );
                 }
                 let env = self.envelope();
                 match self.handler.rcpt_to(&env, &to.address) {
@@ -589,16 +769,24 @@ impl<H: Handler> Session<H> {
                         self.rcpts.push(to.address);
                         self.say(250, "2.1.5", "Empfänger in Ordnung.", "Recipient OK.");
                     }
-                    Err(r) => self.out.extend(r.to_wire()),
+                    Err(r) => return self.refused(r),
                 }
                 Step::Continue
             }
             Request::Data => {
                 if self.mail_from.is_none() || self.rcpts.is_empty() {
-                    return self.error(503, "5.5.1", "Bitte zuerst MAIL FROM und RCPT TO.", "Send MAIL FROM and RCPT TO first.");
+                    return self.error(
+                        503,
+                        "5.5.1",
+                        "Bitte zuerst MAIL FROM und RCPT TO.",
+                        "Send MAIL FROM and RCPT TO first.",
+                    );
                 }
                 self.out.extend_from_slice(b"354 Nachricht senden, Ende mit <CRLF>.<CRLF> / End data with <CRLF>.<CRLF>\r\n");
-                *mode = Mode::Data { rx: DataReceiver::new(), msg: Vec::with_capacity(64 * 1024) };
+                *mode = Mode::Data {
+                    rx: DataReceiver::new(),
+                    msg: Vec::with_capacity(64 * 1024),
+                };
                 Step::Continue
             }
             Request::Rset => {
@@ -615,16 +803,27 @@ impl<H: Handler> Session<H> {
                 Step::Close
             }
             Request::Vrfy { .. } | Request::Expn { .. } => {
-                self.say(502, "5.5.1", "VRFY/EXPN ist abgeschaltet.", "VRFY/EXPN is disabled.");
+                self.say(
+                    502,
+                    "5.5.1",
+                    "VRFY/EXPN ist abgeschaltet.",
+                    "VRFY/EXPN is disabled.",
+                );
                 Step::Continue
             }
             Request::Help { .. } => {
                 self.say(214, "2.0.0", "Siehe RFC 5321.", "See RFC 5321.");
                 Step::Continue
             }
-            Request::Bdat { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
-                self.error(502, "5.5.1", "Befehl nicht unterstützt.", "Command not implemented.")
-            }
+            Request::Bdat { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error(
+                502,
+                "5.5.1",
+                "Befehl nicht unterstützt.",
+                "Command not implemented.",
+            ),
         }
     }
 
@@ -640,7 +839,12 @@ impl<H: Handler> Session<H> {
             Ok(a) => {
                 info!(client = %self.info.client, id = %a.id, rcpts = env.rcpt_to.len(), "accepted");
                 let id: String = a.id.chars().filter(|c| !c.is_control()).collect();
-                bilingual(250, "2.0.0", &format!("Angenommen, Kennung {id}."), &format!("Accepted, queued as {id}."))
+                bilingual(
+                    250,
+                    "2.0.0",
+                    &format!("Angenommen, Kennung {id}."),
+                    &format!("Accepted, queued as {id}."),
+                )
             }
             Err(r) => {
                 info!(client = %self.info.client, code = r.code, esc = %r.enhanced, "refused");
@@ -655,18 +859,35 @@ impl<H: Handler> Session<H> {
 
     async fn auth_start(&mut self, mechanism: u64, initial: String, mode: &mut Mode) -> Step {
         if !self.cfg.offer_auth {
-            return self.error(502, "5.5.1", "AUTH wird nicht angeboten.", "AUTH not offered.");
+            return self.error(
+                502,
+                "5.5.1",
+                "AUTH wird nicht angeboten.",
+                "AUTH not offered.",
+            );
         }
         if !self.auth_possible() {
-            return self.error(538, "5.7.11", "Anmeldung nur über TLS.", "Encryption required for authentication.");
+            return self.error(
+                538,
+                "5.7.11",
+                "Anmeldung nur über TLS.",
+                "Encryption required for authentication.",
+            );
         }
         if self.info.auth_user.is_some() || self.mail_from.is_some() {
-            return self.error(503, "5.5.1", "AUTH ist jetzt nicht erlaubt.", "AUTH not allowed now.");
+            return self.error(
+                503,
+                "5.5.1",
+                "AUTH ist jetzt nicht erlaubt.",
+                "AUTH not allowed now.",
+            );
         }
         if mechanism == smtp_proto::AUTH_PLAIN {
             if initial.is_empty() {
                 self.out.extend_from_slice(b"334 \r\n");
-                *mode = Mode::AuthPlain { line: LineReceiver::new(()) };
+                *mode = Mode::AuthPlain {
+                    line: LineReceiver::new(()),
+                };
                 Step::Continue
             } else {
                 self.auth_plain(&initial).await
@@ -674,13 +895,21 @@ impl<H: Handler> Session<H> {
         } else if mechanism == smtp_proto::AUTH_LOGIN {
             if initial.is_empty() {
                 self.out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
-                *mode = Mode::AuthLogin { line: LineReceiver::new(()), user: None };
+                *mode = Mode::AuthLogin {
+                    line: LineReceiver::new(()),
+                    user: None,
+                };
                 Step::Continue
             } else {
                 self.auth_login(&initial, None, mode).await
             }
         } else {
-            self.error(504, "5.5.4", "Anmeldeverfahren nicht unterstützt.", "Authentication mechanism not supported.")
+            self.error(
+                504,
+                "5.5.4",
+                "Anmeldeverfahren nicht unterstützt.",
+                "Authentication mechanism not supported.",
+            )
         }
     }
 
@@ -689,19 +918,33 @@ impl<H: Handler> Session<H> {
     }
 
     fn auth_malformed(&mut self) -> Step {
-        self.error(501, "5.5.2", "Ungültige Anmeldedaten (Format).", "Malformed authentication data.")
+        self.error(
+            501,
+            "5.5.2",
+            "Ungültige Anmeldedaten (Format).",
+            "Malformed authentication data.",
+        )
     }
 
     async fn auth_plain(&mut self, line: &str) -> Step {
         if Self::auth_cancelled(line) {
-            return self.error(501, "5.0.0", "Anmeldung abgebrochen.", "Authentication cancelled.");
+            return self.error(
+                501,
+                "5.0.0",
+                "Anmeldung abgebrochen.",
+                "Authentication cancelled.",
+            );
         }
-        let Some(raw) = b64(line) else { return self.auth_malformed() };
+        let Some(raw) = b64(line) else {
+            return self.auth_malformed();
+        };
         let parts: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
         if parts.len() != 3 {
             return self.auth_malformed();
         }
-        let (Some(authz), Some(user), Some(pass)) = (cred(parts[0]), cred(parts[1]), cred(parts[2])) else {
+        let (Some(authz), Some(user), Some(pass)) =
+            (cred(parts[0]), cred(parts[1]), cred(parts[2]))
+        else {
             return self.auth_malformed();
         };
         if !authz.is_empty() && authz != user {
@@ -712,13 +955,23 @@ impl<H: Handler> Session<H> {
 
     async fn auth_login(&mut self, line: &str, user: Option<String>, mode: &mut Mode) -> Step {
         if Self::auth_cancelled(line) {
-            return self.error(501, "5.0.0", "Anmeldung abgebrochen.", "Authentication cancelled.");
+            return self.error(
+                501,
+                "5.0.0",
+                "Anmeldung abgebrochen.",
+                "Authentication cancelled.",
+            );
         }
-        let Some(v) = b64(line).and_then(|r| cred(&r)) else { return self.auth_malformed() };
+        let Some(v) = b64(line).and_then(|r| cred(&r)) else {
+            return self.auth_malformed();
+        };
         match user {
             None => {
                 self.out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
-                *mode = Mode::AuthLogin { line: LineReceiver::new(()), user: Some(v) };
+                *mode = Mode::AuthLogin {
+                    line: LineReceiver::new(()),
+                    user: Some(v),
+                };
                 Step::Continue
             }
             Some(u) => self.auth_check(u, v).await,
@@ -729,7 +982,12 @@ impl<H: Handler> Session<H> {
         if !user.is_empty() && self.handler.authenticate(&user, &pass).await {
             info!(client = %self.info.client, user = %user, "authenticated");
             self.info.auth_user = Some(user);
-            self.say(235, "2.7.0", "Anmeldung erfolgreich.", "Authentication successful.");
+            self.say(
+                235,
+                "2.7.0",
+                "Anmeldung erfolgreich.",
+                "Authentication successful.",
+            );
             Step::Continue
         } else {
             info!(client = %self.info.client, "authentication failed");
@@ -742,11 +1000,26 @@ impl<H: Handler> Session<H> {
         // Slow down guessing.
         tokio::time::sleep(Duration::from_millis(250)).await;
         if self.auth_failures >= 3 {
-            self.say(535, "5.7.8", "Anmeldedaten ungültig.", "Authentication credentials invalid.");
-            self.say(421, "4.7.0", "Zu viele Fehlversuche.", "Too many failed attempts.");
+            self.say(
+                535,
+                "5.7.8",
+                "Anmeldedaten ungültig.",
+                "Authentication credentials invalid.",
+            );
+            self.say(
+                421,
+                "4.7.0",
+                "Zu viele Fehlversuche.",
+                "Too many failed attempts.",
+            );
             return Step::Close;
         }
-        self.error(535, "5.7.8", "Anmeldedaten ungültig.", "Authentication credentials invalid.")
+        self.error(
+            535,
+            "5.7.8",
+            "Anmeldedaten ungültig.",
+            "Authentication credentials invalid.",
+        )
     }
 }
 

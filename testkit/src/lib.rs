@@ -6,6 +6,8 @@
 //! - [`ChildGuard`]: a child process that is killed when the guard drops.
 //! - [`Dovecot`]: an unprivileged Dovecot (IMAP + LMTP, maildir, static passdb) from Debian.
 //! - [`SmtpSink`]: Postfix's `smtp-sink`, dumping every message to a directory.
+//! - [`Postfix`]: a private Postfix instance (root only) with extra `main.cf` lines,
+//!   e.g. as a relay in front of the system under test.
 //!
 //! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks).
 
@@ -20,7 +22,10 @@ pub use tempfile::TempDir;
 
 /// A fresh temporary directory, removed on drop.
 pub fn temp_dir() -> TempDir {
-    tempfile::Builder::new().prefix("demail-test-").tempdir().expect("create temp dir")
+    tempfile::Builder::new()
+        .prefix("demail-test-")
+        .tempdir()
+        .expect("create temp dir")
 }
 
 /// PEM files of a test PKI. Paths are absolute.
@@ -40,11 +45,20 @@ pub struct Pki {
 impl Pki {
     /// Generate a CA and certificates into `dir` (file names prefixed with `name`).
     pub fn generate(dir: &Path, name: &str) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.distinguished_name.push(DnType::CommonName, format!("demail test CA {name}"));
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("demail test CA {name}"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_key = KeyPair::generate().expect("ca key");
         let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
         let issuer = Issuer::new(ca_params, ca_key);
@@ -53,15 +67,24 @@ impl Pki {
             let mut p = CertificateParams::new(sans).expect("leaf params");
             p.distinguished_name.push(DnType::CommonName, cn);
             p.extended_key_usages = vec![eku];
-            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            p.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
             let key = KeyPair::generate().expect("leaf key");
             let cert = p.signed_by(&key, &issuer).expect("sign leaf");
             (cert.pem(), key.serialize_pem())
         };
-        let (server_pem, server_key_pem) =
-            leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost", ExtendedKeyUsagePurpose::ServerAuth);
-        let (client_pem, client_key_pem) =
-            leaf(vec!["demail-test-client".into()], "demail-test-client", ExtendedKeyUsagePurpose::ClientAuth);
+        let (server_pem, server_key_pem) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_pem, client_key_pem) = leaf(
+            vec!["demail-test-client".into()],
+            "demail-test-client",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
 
         let write = |file: &str, text: &str| {
             let p = dir.join(format!("{name}-{file}"));
@@ -82,7 +105,10 @@ impl Pki {
 
 /// A free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Wait until something accepts connections on 127.0.0.1:`port`.
@@ -132,7 +158,10 @@ impl ChildGuard {
         }
         cmd.stdin(Stdio::null());
         let child = cmd.spawn()?;
-        Ok(ChildGuard { child: Some(child), name: name.to_string() })
+        Ok(ChildGuard {
+            child: Some(child),
+            name: name.to_string(),
+        })
     }
 
     pub fn id(&self) -> u32 {
@@ -150,7 +179,10 @@ impl ChildGuard {
     /// Polite stop: SIGTERM, then SIGKILL after `grace`.
     pub fn terminate(&mut self, grace: Duration) {
         if let Some(c) = self.child.as_mut() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let end = Instant::now() + grace;
             while Instant::now() < end {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -165,7 +197,9 @@ impl ChildGuard {
 
     /// Has the process exited? Returns its status if so.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -196,7 +230,12 @@ fn open_for_nobody(dir: &Path, writable: &Path) {
 
 fn whoami() -> (String, u32, u32, String) {
     let out = |args: &[&str]| {
-        Command::new("id").args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        Command::new("id")
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     };
     let user = out(&["-un"]);
     let uid = out(&["-u"]).parse().unwrap_or(0);
@@ -220,7 +259,10 @@ impl Dovecot {
     pub fn start(dir: &Path) -> Result<Dovecot, String> {
         let bin = "/usr/sbin/dovecot";
         if !have(bin) {
-            return Err("dovecot fehlt / missing: run scripts/setup test (dovecot-imapd dovecot-lmtpd)".into());
+            return Err(
+                "dovecot fehlt / missing: run scripts/setup test (dovecot-imapd dovecot-lmtpd)"
+                    .into(),
+            );
         }
         let dir = dir.join("dovecot");
         for sub in ["run", "state", "mail"] {
@@ -233,7 +275,11 @@ impl Dovecot {
         open_for_nobody(dir.parent().unwrap_or(&dir), &dir.join("mail"));
         open_for_nobody(&dir, &dir.join("mail"));
         // As root, Dovecot wants unprivileged accounts for its login and internal processes.
-        let (login_user, internal_user) = if uid == 0 { ("dovenull".to_string(), "dovecot".to_string()) } else { (user.clone(), user.clone()) };
+        let (login_user, internal_user) = if uid == 0 {
+            ("dovenull".to_string(), "dovecot".to_string())
+        } else {
+            (user.clone(), user.clone())
+        };
         let log = dir.join("dovecot.log");
         let d = dir.display();
         let conf = format!(
@@ -281,32 +327,50 @@ service lmtp {{
 "#
         );
         let conf_path = dir.join("dovecot.conf");
-        fs::File::create(&conf_path).and_then(|mut f| f.write_all(conf.as_bytes())).map_err(|e| e.to_string())?;
+        fs::File::create(&conf_path)
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.arg("-F").arg("-c").arg(&conf_path);
-        let guard = ChildGuard::spawn("dovecot", cmd, Some(&dir.join("dovecot.stderr"))).map_err(|e| e.to_string())?;
-        let ok = wait_for_port(imap_port, Duration::from_secs(15)) && wait_for_port(lmtp_port, Duration::from_secs(15));
+        let guard = ChildGuard::spawn("dovecot", cmd, Some(&dir.join("dovecot.stderr")))
+            .map_err(|e| e.to_string())?;
+        let ok = wait_for_port(imap_port, Duration::from_secs(15))
+            && wait_for_port(lmtp_port, Duration::from_secs(15));
         if !ok {
-            let err = fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default() + &fs::read_to_string(&log).unwrap_or_default();
+            let err = fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default()
+                + &fs::read_to_string(&log).unwrap_or_default();
             return Err(format!("dovecot did not start: {err}"));
         }
-        Ok(Dovecot { imap_port, lmtp_port, dir, log, _guard: guard })
+        Ok(Dovecot {
+            imap_port,
+            lmtp_port,
+            dir,
+            log,
+            _guard: guard,
+        })
     }
 
     /// Messages delivered to `address` (maildir `new/` and `cur/`), oldest first.
+    /// Maildir stores LF line ends, and Dovecot prepends Return-Path, Delivered-To and Received.
     pub fn messages(&self, address: &str) -> Vec<Vec<u8>> {
         let base = self.dir.join("mail").join(address);
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
         for sub in ["new", "cur"] {
             if let Ok(rd) = fs::read_dir(base.join(sub)) {
                 for e in rd.flatten() {
-                    let t = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                    let t = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
                     files.push((t, e.path()));
                 }
             }
         }
         files.sort();
-        files.into_iter().filter_map(|(_, p)| fs::read(p).ok()).collect()
+        files
+            .into_iter()
+            .filter_map(|(_, p)| fs::read(p).ok())
+            .collect()
     }
 
     /// Wait until `address` holds at least `n` messages; returns them.
@@ -345,11 +409,16 @@ impl SmtpSink {
             open_for_nobody(dir, &dump_dir);
         }
         cmd.arg(format!("127.0.0.1:{port}")).arg("100");
-        let guard = ChildGuard::spawn("smtp-sink", cmd, Some(&dir.join("smtp-sink.log"))).map_err(|e| e.to_string())?;
+        let guard = ChildGuard::spawn("smtp-sink", cmd, Some(&dir.join("smtp-sink.log")))
+            .map_err(|e| e.to_string())?;
         if !wait_for_port(port, Duration::from_secs(10)) {
             return Err("smtp-sink did not start".into());
         }
-        Ok(SmtpSink { port, dump_dir, _guard: guard })
+        Ok(SmtpSink {
+            port,
+            dump_dir,
+            _guard: guard,
+        })
     }
 
     /// All dumped messages (smtp-sink's dump format: `X-Rcpt-Args:` and other
@@ -373,6 +442,110 @@ impl SmtpSink {
     }
 }
 
+/// A private Postfix instance (needs root: Postfix's master starts as root and
+/// drops to the `postfix` user). Listens for SMTP on 127.0.0.1:`port`; `main_cf`
+/// adds or overrides settings (e.g. `relayhost`). Stopped on drop.
+pub struct Postfix {
+    pub port: u16,
+    pub dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Postfix {
+    pub fn start(dir: &Path, main_cf: &str) -> Result<Postfix, String> {
+        if !have("/usr/sbin/postfix") {
+            return Err("postfix fehlt / missing: run scripts/setup test".into());
+        }
+        if whoami().1 != 0 {
+            return Err(
+                "a private Postfix needs root / eine eigene Postfix-Instanz braucht root".into(),
+            );
+        }
+        let dir = dir.join("postfix");
+        let conf = dir.join("conf");
+        for sub in ["conf", "queue", "data"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+        }
+        open_for_nobody(dir.parent().unwrap_or(&dir), &dir.join("data"));
+        let _ = Command::new("chown")
+            .arg("postfix")
+            .arg(dir.join("data"))
+            .status();
+        let port = free_port();
+        let d = dir.display();
+        let main = format!(
+            "compatibility_level = 3.6\nqueue_directory = {d}/queue\ndata_directory = {d}/data\nmail_owner = postfix\nsetgid_group = postdrop\n\
+             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = postfix-test.localdomain\nmydestination =\nmynetworks = 127.0.0.0/8\n\
+             maillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\nsmtputf8_enable = no\nalias_maps =\nalias_database =\n{main_cf}\n"
+        );
+        fs::write(conf.join("main.cf"), main).map_err(|e| e.to_string())?;
+        let services = [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "tlsmgr unix - - n 1000? 1 tlsmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "local unix - n n - - local",
+            "lmtp unix - - n - - lmtp",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ];
+        let master = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n{}\n",
+            services.join("\n")
+        );
+        fs::write(conf.join("master.cf"), master).map_err(|e| e.to_string())?;
+        let out = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("start")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let pf = Postfix {
+            port,
+            dir: dir.clone(),
+            conf,
+        };
+        if !out.status.success() || !wait_for_port(port, Duration::from_secs(15)) {
+            return Err(format!(
+                "postfix did not start: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(dir.join("maillog")).unwrap_or_default()
+            ));
+        }
+        Ok(pf)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,7 +555,13 @@ mod tests {
         let d = temp_dir();
         let p = Pki::generate(d.path(), "t");
         assert!(p.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        for f in [&p.ca_cert, &p.server_cert, &p.server_key, &p.client_cert, &p.client_key] {
+        for f in [
+            &p.ca_cert,
+            &p.server_cert,
+            &p.server_key,
+            &p.client_cert,
+            &p.client_key,
+        ] {
             assert!(f.is_file());
         }
     }
@@ -406,9 +585,15 @@ mod tests {
         let script = "LHLO test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<box@stadt.de>\r\nDATA\r\n";
         s.write_all(script.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        s.write_all(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n").unwrap();
+        s.write_all(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+            .unwrap();
         let got = dc.wait_for_messages("box@stadt.de", 1, Duration::from_secs(10));
-        assert_eq!(got.len(), 1, "log: {}", fs::read_to_string(&dc.log).unwrap_or_default());
+        assert_eq!(
+            got.len(),
+            1,
+            "log: {}",
+            fs::read_to_string(&dc.log).unwrap_or_default()
+        );
     }
 
     #[test]
@@ -416,12 +601,16 @@ mod tests {
         let d = temp_dir();
         let sink = SmtpSink::start(d.path()).unwrap();
         let mut s = TcpStream::connect(("127.0.0.1", sink.port)).unwrap();
-        s.write_all(b"EHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n").unwrap();
+        s.write_all(b"EHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n")
+            .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        s.write_all(b"Subject: x\r\n\r\nhello-sink\r\n.\r\nQUIT\r\n").unwrap();
+        s.write_all(b"Subject: x\r\n\r\nhello-sink\r\n.\r\nQUIT\r\n")
+            .unwrap();
         // A dump file appears before smtp-sink has finished writing it.
         let got = wait_until(Duration::from_secs(10), || {
-            sink.dumps().into_iter().find(|d| String::from_utf8_lossy(d).contains("hello-sink"))
+            sink.dumps()
+                .into_iter()
+                .find(|d| String::from_utf8_lossy(d).contains("hello-sink"))
         });
         assert!(got.is_some());
     }

@@ -143,12 +143,20 @@ sections! {
         poll_interval: u64 = 30,
         /// Start the relay worker (off only for diagnostics).
         enabled: bool = true,
+        /// Parallel sessions to the gateway (1 to 16).
+        connections: u32 = 2,
     }
     policy: PolicyCfg / PolicyFile {
         /// The IT policy (docs/policy.md); empty or missing: built-in rules.
         file: String = String::from(DEFAULT_POLICY),
         /// Seconds a loaded policy is used before the file is looked at again.
         cache_ttl: u64 = 60,
+    }
+    submission: Submission / SubmissionFile {
+        /// Local SMTP submission for mail programs without the add-in (loopback only).
+        enabled: bool = false,
+        /// Port on 127.0.0.1; 0 picks a free one (published in helper.json).
+        port: u16 = 0,
     }
     storage: Storage / StorageFile {
         /// Outbox, journal and pairings; empty: the per-user data directory.
@@ -213,7 +221,7 @@ impl std::fmt::Display for ConfigIssue {
 }
 
 impl ConfigIssue {
-    fn at(code: &str, file: &Path, line: Option<usize>, key: Option<String>, de: &str, en: &str) -> Self {
+    fn at(code: &str, file: &Path, line: Option<usize>, key: Option<String>, de: &str, en: &str) -> Box<Self> {
         let f = file.display().to_string();
         let (loc_de, loc_en) = match (line, &key) {
             (Some(l), Some(k)) => (format!("{f}, Zeile {l}, Schlüssel „{k}“"), format!("{f}, line {l}, key \"{k}\"")),
@@ -221,19 +229,19 @@ impl ConfigIssue {
             (None, Some(k)) => (format!("{f}, Schlüssel „{k}“"), format!("{f}, key \"{k}\"")),
             (None, None) => (f.clone(), f.clone()),
         };
-        ConfigIssue {
+        Box::new(ConfigIssue {
             code: code.into(),
             message: format!("{loc_de}: {de}"),
             message_en: format!("{loc_en}: {en}"),
             file: f,
             line,
             key,
-        }
+        })
     }
 
     fn locked(src: &Source, key: &str) -> Self {
         let line = key_line(src.text, key);
-        Self::at(
+        *Self::at(
             "config.locked",
             src.path,
             line,
@@ -308,7 +316,7 @@ pub fn default_data_dir() -> PathBuf {
 impl Config {
     /// Read the machine file, then the user file. Missing files are fine; unreadable or
     /// invalid ones are errors.
-    pub fn load(paths: &Paths) -> Result<Config, ConfigIssue> {
+    pub fn load(paths: &Paths) -> Result<Config, Box<ConfigIssue>> {
         let mut cfg = Config::default();
         if let Some(text) = read_optional(&paths.machine)? {
             let src = Source { path: &paths.machine, text: &text, user: false };
@@ -349,7 +357,7 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigIssue> {
+    fn validate(&self) -> Result<(), Box<ConfigIssue>> {
         let file = self.files.last().cloned().unwrap_or_default();
         let bad = |key: &str, de: &str, en: &str| ConfigIssue::at("config.invalid_value", &file, None, Some(key.into()), de, en);
         if self.gateway.port == 0 {
@@ -409,7 +417,7 @@ impl Config {
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, ConfigIssue> {
+fn read_optional(path: &Path) -> Result<Option<String>, Box<ConfigIssue>> {
     match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
             ConfigIssue::at("config.encoding", path, None, None, "Die Datei ist nicht UTF-8-kodiert.", "The file is not UTF-8 encoded.")
@@ -426,7 +434,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, ConfigIssue> {
     }
 }
 
-fn parse_file(src: &Source) -> Result<FileConfig, ConfigIssue> {
+fn parse_file(src: &Source) -> Result<FileConfig, Box<ConfigIssue>> {
     toml::from_str::<FileConfig>(src.text).map_err(|e| {
         let off = e.span().map(|s| s.start);
         let line = off.map(|o| line_of(src.text, o));
@@ -501,7 +509,7 @@ fn key_line(text: &str, dotted: &str) -> Option<usize> {
 
 /// Change one key in the user file (the CLI's `config set`). Locked keys are refused;
 /// the result is loaded once more so an invalid value never lands on disk.
-pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, ConfigIssue> {
+pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, Box<ConfigIssue>> {
     let current = Config::load(paths)?;
     let (section, name) = key.split_once('.').unwrap_or(("", key));
     if !KEYS.contains(&key) {
@@ -549,7 +557,7 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, C
     Config::load(paths)
 }
 
-fn io_issue(path: &Path, e: std::io::Error) -> ConfigIssue {
+fn io_issue(path: &Path, e: std::io::Error) -> Box<ConfigIssue> {
     ConfigIssue::at(
         "config.write",
         path,

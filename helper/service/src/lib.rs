@@ -1,1 +1,24 @@
-pub fn x(){}
+//! demail-helper: the local De-Mail helper (headless).
+//!
+//! - [`api`]: the loopback HTTP API for the add-in (`/v1/…`, docs/protocol.md)
+//! - [`store`]: durable outbox, journal and pairings (SQLite, synchronous=FULL)
+//! - [`relay`]: the worker that submits to the gateway over verified TLS
+//! - [`mime`]: submit requests → MIME, with every De-Mail rule from `demail-core`
+//! - [`config`]: machine + user TOML with IT locks; [`secrets`]: the OS keyring
+//! - [`discovery`]: per-user runtime file and the native-messaging host
+//! - [`admin`]: the `demail` CLI's helper commands (pair, outbox, credentials, doctor)
+//! - [`submission`]: optional local SMTP submission for programs without the add-in
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod mime;
+pub mod pairing;
+pub mod relay;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod submission;

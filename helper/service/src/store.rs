@@ -197,6 +197,9 @@ pub struct Pairing {
     pub last_used_at: Option<i64>,
 }
 
+/// (pairing id, token hash, status, expires_at) of a pairing that may authenticate.
+pub type LiveToken = (String, Vec<u8>, String, Option<i64>);
+
 /// A new outbox message.
 pub struct NewMessage<'a> {
     pub message_id: &'a str,
@@ -206,7 +209,9 @@ pub struct NewMessage<'a> {
     pub subject: &'a str,
     pub options: &'a [String],
     pub dialect: &'a str,
-    pub mime: &'a [u8],
+    /// The message as header block and body; stored as one blob without joining them.
+    pub mime_head: &'a [u8],
+    pub mime_body: &'a [u8],
     pub client: Option<&'a str>,
 }
 
@@ -287,6 +292,19 @@ impl Store {
         Ok(Store { conn, path })
     }
 
+    /// Run `f` with `synchronous=NORMAL`: still atomic and safe against a crash of the
+    /// process (the WAL is in the OS cache), only a power cut may lose the last updates.
+    /// Used for relay bookkeeping, where a lost update means at most one resend with the
+    /// same Message-ID; accepting a message (the 202) always uses FULL.
+    fn relaxed<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = f(self);
+        let restore = self.conn.pragma_update(None, "synchronous", "FULL");
+        let v = r?;
+        restore?;
+        Ok(v)
+    }
+
     // ---------------------------------------------------------------- outbox
 
     /// Store a message durably. Same Message-ID twice → the existing entry.
@@ -300,9 +318,10 @@ impl Store {
         }
         let id = format!("m_{}", random_hex(10));
         let now = now_ms();
+        let size = m.mime_head.len() + m.mime_body.len();
         tx.execute(
             "INSERT INTO messages (id, message_id, private_id, sender, recipients, subject, options, dialect, mime, size, status, attempts, next_attempt_at, client, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?11, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, zeroblob(?9), ?9, 'queued', 0, ?10, ?11, ?10, ?10)",
             params![
                 id,
                 m.message_id,
@@ -312,12 +331,17 @@ impl Store {
                 m.subject,
                 serde_json::to_string(m.options).unwrap_or_else(|_| "[]".into()),
                 m.dialect,
-                m.mime,
-                m.mime.len() as i64,
+                size as i64,
                 now,
                 m.client,
             ],
         )?;
+        {
+            let rowid = tx.last_insert_rowid();
+            let mut blob = tx.blob_open("main", "messages", "mime", rowid, false)?;
+            blob.write_at(m.mime_head, 0)?;
+            blob.write_at(m.mime_body, m.mime_head.len())?;
+        }
         tx.commit()?;
         Ok(Enqueued::New(self.get(&id)?.ok_or_else(|| StoreError("stored message vanished".into()))?))
     }
@@ -330,7 +354,11 @@ impl Store {
     }
 
     pub fn mime(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.conn.query_row("SELECT mime FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+        let exists: Option<i64> = self.conn.query_row("SELECT 1 FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match exists {
+            Some(_) => Ok(Some(read_mime(&self.conn, id)?)),
+            None => Ok(None),
+        }
     }
 
     /// Newest first; `status` filters.
@@ -360,6 +388,10 @@ impl Store {
 
     /// Claim the next due message: `queued` → `sending`, attempts + 1.
     pub fn claim_due(&mut self, now: i64) -> Result<Option<(OutboxEntry, Vec<u8>)>> {
+        self.relaxed(|s| s.claim_due_inner(now))
+    }
+
+    fn claim_due_inner(&mut self, now: i64) -> Result<Option<(OutboxEntry, Vec<u8>)>> {
         let tx = self.conn.transaction()?;
         let row: Option<String> = tx
             .query_row(
@@ -374,7 +406,7 @@ impl Store {
             params![id, now],
         )?;
         let entry = tx.query_row(&format!("SELECT {OUTBOX_COLS} FROM messages WHERE id = ?1"), [&id], outbox_row)?;
-        let mime: Vec<u8> = tx.query_row("SELECT mime FROM messages WHERE id = ?1", [&id], |r| r.get(0))?;
+        let mime = read_mime(&tx, &id)?;
         tx.commit()?;
         Ok(Some((entry, mime)))
     }
@@ -388,19 +420,19 @@ impl Store {
 
     pub fn mark_sent(&mut self, id: &str, reply: &str) -> Result<()> {
         let now = now_ms();
-        self.conn.execute(
+        self.relaxed(|s| Ok(s.conn.execute(
             "UPDATE messages SET status = 'sent', gateway_reply = ?2, sent_at = ?3, updated_at = ?3, error_code = NULL, error = NULL, error_en = NULL WHERE id = ?1",
             params![id, reply, now],
-        )?;
+        )?))?;
         Ok(())
     }
 
     /// Transient failure: back to `queued`, due again at `next`.
     pub fn mark_retry(&mut self, id: &str, next: i64, err: &ErrorInfo, reply: Option<&str>) -> Result<()> {
-        self.conn.execute(
+        self.relaxed(|s| Ok(s.conn.execute(
             "UPDATE messages SET status = 'queued', next_attempt_at = ?2, error_code = ?3, error = ?4, error_en = ?5, gateway_reply = ?6, updated_at = ?7 WHERE id = ?1 AND status = 'sending'",
             params![id, next, err.code, err.message, err.message_en, reply, now_ms()],
-        )?;
+        )?))?;
         Ok(())
     }
 
@@ -508,7 +540,7 @@ impl Store {
     }
 
     /// Every (id, token hash, status, expires_at) that could still authenticate.
-    pub fn live_token_hashes(&self) -> Result<Vec<(String, Vec<u8>, String, Option<i64>)>> {
+    pub fn live_token_hashes(&self) -> Result<Vec<LiveToken>> {
         let mut st = self
             .conn
             .prepare("SELECT id, token_hash, status, expires_at FROM pairings WHERE status IN ('pending','approved')")?;
@@ -516,9 +548,17 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Note the use of a pairing (for `pair list`), at most once a minute and without
+    /// waiting for the disk: it is information, not state.
     pub fn touch_pairing(&mut self, id: &str) -> Result<()> {
-        self.conn.execute("UPDATE pairings SET last_used_at = ?2 WHERE id = ?1", params![id, now_ms()])?;
-        Ok(())
+        let now = now_ms();
+        self.relaxed(|s| {
+            s.conn.execute(
+                "UPDATE pairings SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?3)",
+                params![id, now, now - 60_000],
+            )?;
+            Ok(())
+        })
     }
 
     /// Approve or deny a pending, unexpired request by its code.
@@ -557,6 +597,16 @@ impl Store {
         };
         Ok(n)
     }
+}
+
+/// Read a stored message through SQLite's blob API straight into one buffer of the right
+/// size (a plain `SELECT` would hold it twice: SQLite's copy and ours).
+fn read_mime(conn: &Connection, id: &str) -> Result<Vec<u8>> {
+    let rowid: i64 = conn.query_row("SELECT rowid FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
+    let blob = conn.blob_open("main", "messages", "mime", rowid, true)?;
+    let mut buf = vec![0u8; blob.len()];
+    blob.read_at_exact(&mut buf, 0)?;
+    Ok(buf)
 }
 
 /// Codes are shown as `ABCD-EFGH`; accept any case, with or without the dash or blanks.

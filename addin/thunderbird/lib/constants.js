@@ -1,0 +1,57 @@
+// Vocabulary shared by the add-in's pages. No De-Mail rule lives here: these are the
+// core's API ids (docs/core-api.md) and the add-in's own UI constants.
+
+export const ADDON_ID = "demail-addin@open-demail.de";
+
+/** The five shipping options, as the core names them, in the order the UI shows them. */
+export const OPTION_IDS = [
+  "private",
+  "confirmation-of-dispatch",
+  "confirmation-of-receipt",
+  "confirmation-of-retrieve",
+  "authoritative",
+];
+
+/** i18n message name of each option's label (_locales/<lang>/messages.json). */
+export const OPTION_LABEL_KEYS = {
+  "private": "optPrivate",
+  "confirmation-of-dispatch": "optDispatch",
+  "confirmation-of-receipt": "optReceipt",
+  "confirmation-of-retrieve": "optRetrieve",
+  "authoritative": "optAuthoritative",
+};
+
+/**
+ * Message tags, stored by Thunderbird as IMAP keywords (so they survive across clients).
+ * Keys are lower case (Thunderbird lowers them anyway). The colours are unlike
+ * Thunderbird's five default tags so a De-Mail stands out in the list.
+ */
+export const TAGS = {
+  demail: { key: "$demail", labelKey: "tagDemail", color: "#C2185B" },
+  receipt: { key: "$demail-receipt", labelKey: "tagReceipt", color: "#00796B" },
+  notification: { key: "$demail-notification", labelKey: "tagNotification", color: "#5D4037" },
+};
+
+/** Which tag a classification `kind` (core `classify`) gets; e-mail gets none. */
+export const TAG_FOR_KIND = {
+  demail: "demail",
+  receipt: "receipt",
+  notification: "notification",
+  malware: "notification",
+};
+
+/** Message types between the add-in's pages and its background (one dispatcher). */
+export const MSG = {
+  composeState: "compose.state",
+  composeSet: "compose.set",
+  composeFix: "compose.fix",
+  dialogGet: "dialog.get",
+  dialogAnswer: "dialog.answer",
+  displayInfo: "display.info",
+  displayOpen: "display.open",
+  settingsGet: "settings.get",
+  settingsSet: "settings.set",
+  helperStatus: "helper.status",
+  helperPair: "helper.pair",
+  ping: "ping",
+};

@@ -1,0 +1,376 @@
+// The background dispatcher and event handlers with a stubbed messenger API and the
+// real wasm core.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createMessenger, loadCore, corpus, corpusFiles, quietLog } from "./support.mjs";
+import { createAddin } from "../lib/addin.js";
+import { MSG, TAGS } from "../lib/constants.js";
+
+const POLICY = {
+  version: 1,
+  organisation: { name: "Stadt Musterstadt", internal_domains: ["musterstadt.de"] },
+};
+
+function fakeHelper({ reachable = true, reject = null } = {}) {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, init, body: init.body ? JSON.parse(init.body) : null });
+    if (!reachable) throw new TypeError("NetworkError when attempting to fetch resource.");
+    if (reject) return new Response(JSON.stringify({ ok: false, error: reject }), { status: reject.status || 422 });
+    if (url.endsWith("/raw")) {
+      return new Response("From: peter.meier@musterstadt.de\r\nTo: erika.schmidt@buerger.de-mail.de\r\nSubject: Bescheid\r\nMessage-ID: <m1@musterstadt.de>\r\nX-de-mail-private: yes\r\nX-de-mail-confirmation-of-dispatch: yes\r\nX-de-mail-private-id: AZ-1\r\n\r\nText\r\n", { status: 200, headers: { "Content-Type": "message/rfc822" } });
+    }
+    return new Response(JSON.stringify({ ok: true, result: { id: "msg-1", status: "accepted", private_id: "DM-1" } }), { status: 202 });
+  };
+  return { fetch, calls };
+}
+
+async function setup({ managed = { policy: POLICY }, helper = fakeHelper({ reachable: false }), lang = "de", token = null } = {}) {
+  const messenger = createMessenger({ managed, lang });
+  if (token) await messenger.storage.local.set({ helperToken: token });
+  const addin = createAddin({ messenger, loadCore, fetch: helper.fetch, log: quietLog });
+  addin.register();
+  await addin.start();
+  await addin.started;
+  return { messenger, addin, helper };
+}
+
+const send = (addin, type, data = {}, sender = {}) => addin.handleMessage({ type, ...data }, sender);
+
+test("plain e-mail: onBeforeSend returns nothing to change and opens no dialog", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["kollege@musterstadt.de", "x@example.org"], subject: "Termin" });
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, {});
+  assert.equal(messenger._windows.length, 0);
+  assert.equal(messenger._composeTabs.get(tab.id).details.subject, "Termin");
+});
+
+test("mixed addressing: send cancelled, compose intact, German explanation and working fixes in the dialog", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], cc: ["Max <max@example.org>"], subject: "Bescheid" });
+  const before = structuredClone(messenger._composeTabs.get(tab.id).details);
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { cancel: true });
+  assert.deepEqual(messenger._composeTabs.get(tab.id).details, before);
+  await new Promise((res) => setTimeout(res, 10));
+  assert.equal(messenger._windows.length, 1);
+  const url = messenger._windows[0].url;
+  assert.match(url, /^dialog\/dialog\.html\?id=\d+$/);
+  const id = Number(url.split("=")[1]);
+  const d = await send(addin, MSG.dialogGet, { id });
+  assert.equal(d.result.kind, "blocked");
+  assert.match(d.result.view.explanation[0].text, /Eine De-Mail darf nicht zusammen mit einer normalen E-Mail verschickt werden/);
+  assert.deepEqual(d.result.view.fixes.map((f) => f.label), ["E-Mail-Empfänger entfernen", "De-Mail-Empfänger entfernen"]);
+  assert.equal(messenger._actions.get(tab.id).label, "De-Mail: Konflikt");
+  // One click: remove the e-mail recipients.
+  const fixed = await send(addin, MSG.composeFix, { tabId: tab.id, fix: "remove-email", dialogId: id });
+  assert.equal(fixed.result.mode, "demail");
+  assert.deepEqual(messenger._composeTabs.get(tab.id).details.cc, []);
+  assert.deepEqual(messenger._composeTabs.get(tab.id).details.to, ["erika.schmidt@buerger.de-mail.de"]);
+});
+
+test("the other fix removes the De-Mail recipients", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de", "x@example.org"] });
+  const fixed = await send(addin, MSG.composeFix, { tabId: tab.id, fix: "remove-demail" });
+  assert.equal(fixed.result.mode, "none");
+  assert.deepEqual(messenger._composeTabs.get(tab.id).details.to, ["x@example.org"]);
+});
+
+test("options with only e-mail recipients: blocked", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["x@example.org"], subject: "Frage" });
+  await send(addin, MSG.composeSet, { tabId: tab.id, changes: { options: ["private"] } });
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { cancel: true });
+  const d = await send(addin, MSG.dialogGet, { id: 1 });
+  assert.equal(d.result.view.explanation[0].code, "options.no_demail_recipient");
+});
+
+test("popup view: options, groups, explanation; Abholbestätigung locks Persönlich", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de", "kollege@musterstadt.de"], cc: ["x@example.org"] });
+  let v = (await send(addin, MSG.composeState, { tabId: tab.id })).result;
+  assert.equal(v.mode, "conflict");
+  assert.deepEqual(v.groups.demail.map((r) => r.address), ["erika.schmidt@buerger.de-mail.de"]);
+  assert.deepEqual(v.groups.internal.map((r) => r.address), ["kollege@musterstadt.de"]);
+  assert.deepEqual(v.groups.external.map((r) => r.address), ["x@example.org"]);
+  assert.deepEqual(v.options.map((o) => o.label), ["Persönlich", "Versandbestätigung", "Eingangsbestätigung", "Abholbestätigung", "Absenderbestätigt"]);
+  await messenger.compose.setComposeDetails(tab.id, { to: ["erika.schmidt@buerger.de-mail.de"], cc: [] });
+  v = (await send(addin, MSG.composeSet, { tabId: tab.id, changes: { options: ["confirmation-of-retrieve"], privateId: "AZ 66.2-0412" } })).result;
+  assert.equal(v.mode, "demail");
+  const priv = v.options.find((o) => o.id === "private");
+  assert.equal(priv.checked && priv.locked, true);
+  assert.equal(priv.reason, "Mit „Abholbestätigung“ ist „Persönlich“ immer eingeschlossen.");
+  assert.equal(v.privateId, "AZ 66.2-0412");
+  assert.match(v.explanation[0].text, /^Diese Nachricht geht als De-Mail mit Abholbestätigung, Persönlich an erika\.schmidt@buerger\.de-mail\.de\.$/);
+  assert.equal(messenger._actions.get(tab.id).label, "De-Mail");
+});
+
+test("English UI uses the core's English texts", async () => {
+  const { messenger, addin } = await setup({ lang: "en" });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de", "x@example.org"] });
+  const v = (await send(addin, MSG.composeState, { tabId: tab.id })).result;
+  assert.match(v.explanation[0].text, /A De-Mail must not travel together with an ordinary e-mail/);
+  assert.equal(v.fixes[0].label, "Remove e-mail recipients");
+});
+
+test("allowed De-Mail, helper unreachable, policy block: cancelled with the helper explanation", async () => {
+  const { messenger, addin } = await setup({ token: "t0k" });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  await send(addin, MSG.composeSet, { tabId: tab.id, changes: { options: ["private"] } });
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { cancel: true });
+  const d = await send(addin, MSG.dialogGet, { id: 1 });
+  assert.equal(d.result.kind, "helper");
+  assert.match(d.result.view.explanation[0].text, /Helfer .* nicht erreichbar/);
+  assert.equal(messenger._composeTabs.get(tab.id).details.subject, "Bescheid");
+});
+
+test("allowed De-Mail, helper unreachable, policy subject-tags: sent with [P, VB] in the subject", async () => {
+  const { messenger, addin } = await setup({ managed: { policy: POLICY, unreachable_helper: "subject-tags", locked: ["unreachable_helper"] } });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  await send(addin, MSG.composeSet, { tabId: tab.id, changes: { options: ["private", "confirmation-of-dispatch"] } });
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { details: { subject: "[P, VB] Bescheid" } });
+  assert.equal(messenger._windows.length, 0);
+});
+
+test("helper reachable: the De-Mail is handed over and the compose window closes", async () => {
+  const helper = fakeHelper();
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, helper_discovery: "url", helper_url: "http://127.0.0.1:8741" } });
+  messenger.addFolder("sent", ["sent"]);
+  const tab = messenger.openCompose({ to: ["Erika <erika.schmidt@buerger.de-mail.de>"], subject: "[VB] Bescheid", body: "<p>Text</p>" }, [{ name: "a.pdf", type: "application/pdf", data: new Uint8Array([1, 2, 3]) }]);
+  await send(addin, MSG.composeSet, { tabId: tab.id, changes: { options: ["private"], privateId: "AZ-1" } });
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { cancel: true });
+  const call = helper.calls.find((c) => c.url.endsWith("/v1/messages"));
+  assert.ok(call, "POST /v1/messages");
+  assert.equal(call.init.headers.Authorization, "Bearer t0k");
+  assert.equal(call.body.subject, "Bescheid");
+  assert.deepEqual(call.body.options, ["confirmation-of-dispatch", "private"]);
+  assert.equal(call.body.private_id, "AZ-1");
+  assert.deepEqual(call.body.to, ["Erika <erika.schmidt@buerger.de-mail.de>"]);
+  assert.equal(call.body.attachments[0].data, "AQID");
+  assert.ok(messenger._windows.some((w) => w.id === tab.windowId && w.removed), "compose window closed");
+  // The copy in the Sent folder is the helper's message, with its De-Mail headers, tagged.
+  let copy = null;
+  for (let i = 0; i < 50 && !copy; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    copy = [...messenger._messages.values()].find((x) => x.header.folder.id === "sent");
+  }
+  assert.ok(copy, "Sent copy filed");
+  assert.match(Buffer.from(copy.raw).toString(), /X-de-mail-private: yes/);
+  assert.deepEqual(copy.header.tags, ["$demail"]);
+});
+
+test("helper refuses with the core's check: the dialog shows the core's reasons", async () => {
+  const check = { verdict: "blocked", reasons: [{ code: "sender.not_authorized", severity: "block", message: "Der Absender ist nicht freigeschaltet.", message_en: "Not authorised." }] };
+  const helper = fakeHelper({ reject: { code: "submit.blocked", message: "Abgelehnt.", message_en: "Refused.", details: { check } } });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, helper_discovery: "url" } });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { cancel: true });
+  const d = await send(addin, MSG.dialogGet, { id: 1 });
+  assert.equal(d.result.view.explanation[0].text, "Der Absender ist nicht freigeschaltet.");
+});
+
+test("helper store unavailable (503) counts as unreachable: subject-tag fallback applies", async () => {
+  const helper = fakeHelper({ reject: { code: "store.unavailable", message: "Speicher nicht verfügbar.", message_en: "Store unavailable.", status: 503 } });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, helper_discovery: "url", unreachable_helper: "subject-tags" } });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { details: { subject: "[De-Mail] Bescheid" } });
+});
+
+test("a token provisioned by IT (managed `token`) is used without pairing", async () => {
+  const helper = fakeHelper();
+  const { messenger, addin } = await setup({ helper, managed: { policy: POLICY, helper_discovery: "url", token: "dmh1_it" } });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { cancel: true });
+  assert.equal(helper.calls.find((c) => c.url.endsWith("/v1/messages")).init.headers.Authorization, "Bearer dmh1_it");
+});
+
+test("helper refuses the message: blocked with the helper's reason, window stays", async () => {
+  const helper = fakeHelper({ reject: { code: "check.blocked", message: "Abgelehnt vom Helfer.", message_en: "Refused." } });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, helper_discovery: "url" } });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { cancel: true });
+  assert.ok(!messenger._windows.some((w) => w.removed));
+  const d = await send(addin, MSG.dialogGet, { id: 1 });
+  assert.equal(d.result.view.explanation[0].text, "Abgelehnt vom Helfer.");
+});
+
+test("forwarding a received De-Mail to e-mail: confirm dialog decides", async () => {
+  const { messenger, addin } = await setup();
+  messenger.addFolder("inbox", ["inbox"]);
+  const orig = messenger.deliver("inbox", corpus("demail/04-persoenlich-abholung-base64.eml"));
+  const tab = messenger.openCompose({ type: "forward", relatedMessageId: orig.id, to: ["x@example.org"], subject: "WG: Bescheid" });
+  const pending = addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  await new Promise((res) => setTimeout(res, 20));
+  const d = await send(addin, MSG.dialogGet, { id: 1 });
+  assert.equal(d.result.kind, "confirm");
+  assert.equal(d.result.view.explanation[0].code, "forward.demail_to_email");
+  await send(addin, MSG.dialogAnswer, { id: 1, answer: "cancel" });
+  assert.deepEqual(await pending, { cancel: true });
+  const again = addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  await new Promise((res) => setTimeout(res, 20));
+  await send(addin, MSG.dialogAnswer, { id: 2, answer: "send" });
+  assert.deepEqual(await again, {});
+});
+
+test("a reply to a Persönlich De-Mail starts in De-Mail mode with Persönlich", async () => {
+  const { messenger, addin } = await setup();
+  messenger.addFolder("inbox", ["inbox"]);
+  const orig = messenger.deliver("inbox", corpus("demail/04-persoenlich-abholung-base64.eml"));
+  const tab = messenger.openCompose({ type: "reply", relatedMessageId: orig.id, to: [orig.author], subject: "AW: x" });
+  const v = (await send(addin, MSG.composeState, { tabId: tab.id })).result;
+  assert.equal(v.marked, true);
+  assert.equal(v.options.find((o) => o.id === "private").checked, true);
+  assert.equal(v.mode, "demail");
+});
+
+test("new mail: De-Mails, receipts and notifications get their tags, e-mail none", async () => {
+  const { messenger, addin } = await setup();
+  messenger.addFolder("inbox", ["inbox"]);
+  const expect = {};
+  for (const f of [...corpusFiles("demail"), ...corpusFiles("receipt"), ...corpusFiles("notification"), ...corpusFiles("email")]) {
+    const h = messenger.deliver("inbox", corpus(f));
+    const kind = JSON.parse(corpus(f.replace(/\.eml$/, ".json"))).kind;
+    expect[h.id] = { demail: TAGS.demail.key, receipt: TAGS.receipt.key, notification: TAGS.notification.key, malware: TAGS.notification.key }[kind] || null;
+  }
+  // Tags exist with their colours.
+  assert.deepEqual(messenger._tags.map((t) => [t.key, t.tag, t.color]), [
+    ["$demail", "De-Mail", "#C2185B"], ["$demail-receipt", "De-Mail-Bestätigung", "#00796B"], ["$demail-notification", "De-Mail-Meldung", "#5D4037"],
+  ]);
+  const list = await messenger.messages.list("inbox");
+  // scan_existing is on by default; run new-mail handling explicitly as well (idempotent).
+  await addin.onNewMail({ id: "inbox" }, list);
+  for (const [id, tag] of Object.entries(expect)) {
+    const tags = messenger._messages.get(Number(id)).header.tags;
+    assert.deepEqual(tags, tag ? [tag] : [], `message ${id}: ${messenger._messages.get(Number(id)).header.subject}`);
+  }
+});
+
+test("first sync tags existing folders once and skips trash", async () => {
+  const messenger = createMessenger({ managed: { policy: POLICY } });
+  messenger.addFolder("inbox", ["inbox"]);
+  messenger.addFolder("trash", ["trash"]);
+  const a = messenger.deliver("inbox", corpus("demail/01-buerger-anfrage-normal.eml"));
+  const b = messenger.deliver("trash", corpus("demail/01-buerger-anfrage-normal.eml"));
+  const addin = createAddin({ messenger, loadCore, fetch: fakeHelper().fetch, log: quietLog });
+  await addin.start();
+  await addin.firstSync();
+  assert.deepEqual(messenger._messages.get(a.id).header.tags, ["$demail"]);
+  assert.deepEqual(messenger._messages.get(b.id).header.tags, []);
+  assert.ok((await messenger.storage.local.get("scannedFolders")).scannedFolders.inbox);
+});
+
+test("banner data: options, auth level hoch, private-id; receipt links to the original", async () => {
+  const { messenger, addin } = await setup();
+  messenger.addFolder("inbox", ["inbox"]);
+  const orig = messenger.deliver("inbox", corpus("demail/02-versand-eingang-private-id-qp.eml"));
+  const rcpt = messenger.deliver("inbox", corpus("receipt/01-versand-stern.eml"));
+  messenger.messageDisplay._shown.set(7, orig.id);
+  let b = (await send(addin, MSG.displayInfo, {}, { tab: { id: 7 } })).result;
+  assert.equal(b.kind, "demail");
+  assert.deepEqual(b.labels.options, ["Versandbestätigung", "Eingangsbestätigung"]);
+  assert.equal(b.labels.authLevel, "hoch");
+  assert.equal(b.privateId, "DM-20261127-110540-9F3A0C1B7E22D4A5");
+  messenger.messageDisplay._shown.set(7, rcpt.id);
+  b = (await send(addin, MSG.displayInfo, {}, { tab: { id: 7 } })).result;
+  assert.equal(b.kind, "receipt");
+  assert.equal(b.labels.title, "De-Mail-Bestätigung");
+  assert.equal(b.labels.receiptType, "Versandbestätigung");
+  assert.equal(b.receipt.originalSubject, "Ihr Antrag auf Sondernutzungserlaubnis, Az. 66.2-2026/0412");
+  assert.equal(b.original.id, orig.id);
+  // Plain e-mail: no banner.
+  const mail = messenger.deliver("inbox", corpus("email/03-intern-kollegen.eml"));
+  messenger.messageDisplay._shown.set(7, mail.id);
+  assert.equal((await send(addin, MSG.displayInfo, {}, { tab: { id: 7 } })).result, null);
+});
+
+test("an invalid IT policy falls back to the strict defaults and says so", async () => {
+  const { messenger, addin } = await setup({ managed: { policy: { version: 2 } } });
+  const s = (await send(addin, MSG.settingsGet)).result;
+  assert.match(s.policyProblem, /Richtlinien-Version 2/);
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de", "x@example.org"] });
+  const v = (await send(addin, MSG.composeState, { tabId: tab.id })).result;
+  assert.equal(v.verdict, "blocked");
+  assert.match(v.policyProblem, /Richtlinien-Version 2/);
+});
+
+test("settings: locked keys cannot be changed, others can", async () => {
+  const { addin } = await setup({ managed: { policy: POLICY, unreachable_helper: "subject-tags", locked: ["unreachable_helper"] } });
+  const r = (await send(addin, MSG.settingsSet, { changes: { unreachable_helper: "block", show_banner: false } })).result;
+  assert.deepEqual(r.refused, ["unreachable_helper"]);
+  assert.equal(r.values.unreachable_helper, "subject-tags");
+  assert.equal(r.values.show_banner, false);
+  assert.deepEqual(r.locked, ["unreachable_helper"]);
+});
+
+test("the button follows recipient changes (poll/refresh)", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["x@example.org"] });
+  await addin.refresh(tab.id);
+  assert.equal(messenger._actions.get(tab.id).label, "Keine De-Mail");
+  await messenger.compose.setComposeDetails(tab.id, { to: ["erika.schmidt@buerger.de-mail.de"] });
+  await addin.refresh(tab.id);
+  assert.equal(messenger._actions.get(tab.id).label, "De-Mail");
+  assert.equal(messenger._actions.get(tab.id).icon, "icons/demail.svg");
+  await messenger.compose.setComposeDetails(tab.id, { cc: ["x@example.org"] });
+  await addin.refresh(tab.id);
+  assert.equal(messenger._actions.get(tab.id).label, "De-Mail: Konflikt");
+  assert.equal(messenger._actions.get(tab.id).badge, "!");
+});
+
+test("mailing lists are expanded before the check", async () => {
+  const { messenger, addin } = await setup();
+  const tab = messenger.openCompose({ to: ["Ratsmitglieder <Ratsmitglieder>"] });
+  const v = (await send(addin, MSG.composeState, { tabId: tab.id })).result;
+  assert.equal(v.verdict, "blocked");
+  assert.deepEqual(v.groups.demail.map((r) => r.address), ["bernd@buerger.de-mail.de"]);
+  assert.deepEqual(v.groups.internal.map((r) => r.address), ["anna.rat@musterstadt.de"]);
+});
+
+test("onBeforeSend for a 20-recipient e-mail stays well under 20 ms", async () => {
+  const { messenger, addin } = await setup();
+  const to = Array.from({ length: 20 }, (_, i) => `Person ${i} <p${i}@example.org>`);
+  const tab = messenger.openCompose({ to, subject: "Rundschreiben" });
+  const details = await messenger.compose.getComposeDetails(tab.id);
+  await addin.onBeforeSend(tab, details); // warm-up
+  const t0 = performance.now();
+  for (let i = 0; i < 20; i++) assert.deepEqual(await addin.onBeforeSend(tab, details), {});
+  const per = (performance.now() - t0) / 20;
+  assert.ok(per < 20, `${per.toFixed(2)} ms per onBeforeSend`);
+});
+
+test("a De-Mail with attachments over the size limit is blocked on Send", async () => {
+  const { messenger, addin } = await setup({ managed: { policy: { ...POLICY, rules: { max_size: "1 MiB" } } } });
+  const big = new Uint8Array(2 * 1024 * 1024);
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Pläne" }, [{ name: "plan.pdf", data: big }]);
+  const r = await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id));
+  assert.deepEqual(r, { cancel: true });
+  const d = await send(addin, MSG.dialogGet, { id: 1 });
+  assert.equal(d.result.view.explanation[0].code, "size.exceeded");
+  // The same attachment on a plain e-mail is none of the add-in's business.
+  const mail = messenger.openCompose({ to: ["x@example.org"], subject: "Pläne" }, [{ name: "plan.pdf", data: big }]);
+  assert.deepEqual(await addin.onBeforeSend(mail, await messenger.compose.getComposeDetails(mail.id)), {});
+});
+
+test("first run: pairs through the native host when IT allows auto-approval", async () => {
+  const calls = [];
+  const messenger = createMessenger({
+    managed: { policy: POLICY },
+    nativeHost: (host, msg) => {
+      calls.push([host, msg.action]);
+      return msg.action === "pair" ? { ok: true, result: { pairing_id: "p_1", token: "dmh1_native", status: "approved" } } : { ok: false, error: { code: "helper.not_running" } };
+    },
+  });
+  const addin = createAddin({ messenger, loadCore, fetch: fakeHelper().fetch, log: quietLog });
+  await addin.start();
+  await addin.started;
+  for (let i = 0; i < 50 && !(await messenger.storage.local.get("helperToken")).helperToken; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal((await messenger.storage.local.get("helperToken")).helperToken, "dmh1_native");
+  assert.deepEqual(calls, [["de.demail.helper", "pair"]]);
+});

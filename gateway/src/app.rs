@@ -1,0 +1,576 @@
+//! The running gateway: SMTP handlers for both directions and the queue runner.
+
+use crate::archive::{Archive, NewEntry, SqliteArchive};
+use crate::config::{parse_net, Config, TlsMode};
+use crate::relay::{self, Failure};
+use crate::spool::{self, Kind, Meta, Spool, State};
+use crate::{billing, dsn, pipeline};
+use demail_core::classify::{classify_raw, Kind as MsgKind};
+use demail_core::Policy;
+use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+pub struct App {
+    pub cfg: Config,
+    pub policy: Policy,
+    pub spool: Spool,
+    pub archive: SqliteArchive,
+    wake: Notify,
+    inflight: Mutex<HashSet<String>>,
+    /// Outbound listener users and their secrets, read once at start.
+    users: Vec<(String, String)>,
+}
+
+fn local_error(e: impl std::fmt::Display) -> Reject {
+    error!(error = %e, "local failure; message not accepted");
+    Reject::temporary(
+        "Vorübergehender Fehler im Gateway; bitte später erneut senden.",
+        "Temporary gateway failure; please send again later.",
+    )
+}
+
+/// Constant-time comparison, so response times do not reveal a password prefix.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+impl App {
+    pub fn new(cfg: Config, policy: Policy) -> Result<Arc<App>, String> {
+        let spool = Spool::open(&cfg.gateway.spool_dir)
+            .map_err(|e| format!("{}: {e}", cfg.gateway.spool_dir.display()))?;
+        let archive = SqliteArchive::open(&cfg.gateway.archive_db)?;
+        let mut users = Vec::new();
+        for u in &cfg.outbound.users {
+            users.push((
+                u.name.clone(),
+                u.password()
+                    .read()
+                    .map_err(|e| format!("outbound.users {}: {e}", u.name))?,
+            ));
+        }
+        Ok(Arc::new(App {
+            cfg,
+            policy,
+            spool,
+            archive,
+            wake: Notify::new(),
+            inflight: Mutex::new(HashSet::new()),
+            users,
+        }))
+    }
+
+    fn smtp_config(
+        &self,
+        tls: TlsMode,
+        nets: &[String],
+        max: usize,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<demail_smtp::Config, String> {
+        let tls_cfg = match (tls, &self.cfg.tls) {
+            (TlsMode::None, _) => None,
+            (_, Some(t)) => Some(demail_smtp::tls::server_config(&t.cert, &t.key, client_ca)?),
+            (_, None) => return Err("[tls] fehlt / missing".into()),
+        };
+        Ok(demail_smtp::Config {
+            hostname: self.cfg.gateway.hostname.clone(),
+            tls: tls_cfg,
+            implicit_tls: tls == TlsMode::Implicit,
+            require_tls: tls != TlsMode::None,
+            allowed_clients: nets.iter().filter_map(|n| parse_net(n)).collect(),
+            max_message_size: max,
+            command_timeout: Duration::from_secs(self.cfg.outbound.command_timeout_secs),
+            ..demail_smtp::Config::default()
+        })
+    }
+
+    pub fn outbound_smtp(&self) -> Result<demail_smtp::Config, String> {
+        let o = &self.cfg.outbound;
+        let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None)?;
+        c.offer_auth = !self.users.is_empty();
+        c.require_auth = o.require_auth;
+        Ok(c)
+    }
+
+    pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, String> {
+        let i = &self.cfg.inbound;
+        self.smtp_config(
+            i.tls,
+            &i.allowed_clients,
+            i.max_message_size,
+            i.client_ca.as_deref(),
+        )
+    }
+
+    fn meta(
+        kind: Kind,
+        from: &str,
+        rcpts: Vec<String>,
+        private_id: Option<String>,
+        provider: Option<String>,
+        bounce_to: Option<String>,
+    ) -> Meta {
+        Meta {
+            id: spool::new_id(),
+            kind,
+            mail_from: from.to_string(),
+            rcpt_to: rcpts,
+            created: spool::now(),
+            private_id,
+            provider,
+            bounce_to,
+            message_id: None,
+            cost_unit: None,
+            options: Vec::new(),
+        }
+    }
+
+    /// Archive entry, billing row and duplicate mark for a spooled outbound message.
+    fn record(&self, m: &Meta, message: &[u8]) -> Result<(), String> {
+        let unit = m
+            .cost_unit
+            .clone()
+            .unwrap_or_else(|| billing::UNASSIGNED.to_string());
+        self.archive
+            .record_outbound(
+                &NewEntry {
+                    direction: "out",
+                    private_id: m.private_id.as_deref(),
+                    message_id: m.message_id.as_deref(),
+                    sender: &m.mail_from,
+                    recipients: &m.rcpt_to,
+                    data: message,
+                },
+                &crate::archive::Bill {
+                    queue_id: &m.id,
+                    sender: m.bounce_to.as_deref().unwrap_or(&m.mail_from),
+                    cost_unit: &unit,
+                    recipients: m.rcpt_to.len(),
+                    options: &m.options.join(","),
+                },
+            )
+            .map(|_| ())
+    }
+
+    /// After a crash: record every spooled outbound message that was not recorded yet,
+    /// before the listeners open (so a client's retry is recognised as a duplicate).
+    pub fn recover(&self) -> Result<usize, String> {
+        let mut n = 0;
+        for (m, _) in self.spool.list().map_err(|e| e.to_string())? {
+            if m.kind == Kind::Provider && !self.archive.is_recorded(&m.id)? {
+                let (_, body) = self.spool.load(&m.id).map_err(|e| e.to_string())?;
+                self.record(&m, &body)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Queue ids the runner must not touch yet (still being accepted).
+struct Inflight {
+    app: Arc<App>,
+    ids: Vec<String>,
+}
+
+impl Inflight {
+    fn new(app: &Arc<App>, ids: Vec<String>) -> Inflight {
+        let mut set = app.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        set.extend(ids.iter().cloned());
+        Inflight {
+            app: app.clone(),
+            ids,
+        }
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        let mut set = self.app.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
+/// The organisation side: helpers and the internal mail server submit here.
+pub struct Outbound(pub Arc<App>);
+
+impl Handler for Outbound {
+    async fn authenticate(&self, user: &str, password: &str) -> bool {
+        let mut ok = false;
+        for (u, p) in &self.0.users {
+            ok |= same(u, user) & same(p, password);
+        }
+        ok
+    }
+
+    async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
+        let app = &self.0;
+        let entropy = spool::random_bytes::<8>();
+        let p = pipeline::prepare(
+            &app.policy,
+            &env.mail_from,
+            &env.rcpt_to,
+            message,
+            spool::now_millis(),
+            &entropy,
+        )?;
+        let domain = p
+            .sender_demail
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("");
+        let provider = app.cfg.provider_for(domain).ok_or_else(|| {
+            warn!(domain, "no provider configured for sender domain");
+            Reject::new(
+                451,
+                "4.3.5",
+                format!("[gateway.no_provider] Für die De-Mail-Domain {domain} ist kein Anbieter eingerichtet; die IT ist informiert."),
+                format!("[gateway.no_provider] No provider is configured for the De-Mail domain {domain}; IT has been notified."),
+            )
+        })?;
+        let mut meta_out = App::meta(
+            Kind::Provider,
+            &p.sender_demail,
+            p.demail_rcpts.clone(),
+            Some(p.private_id.clone()),
+            Some(provider.name.clone()),
+            Some(p.sender_email.clone()),
+        );
+        meta_out.message_id = p.message_id.clone();
+        meta_out.cost_unit = p.cost_unit.clone();
+        meta_out.options = p.options.ids().into_iter().map(str::to_string).collect();
+        let prov_name = provider.name.clone();
+        let id = meta_out.id.clone();
+        let mut metas = vec![meta_out];
+        if !p.email_rcpts.is_empty() {
+            // Allowed mixed addressing: internal recipients get their copy as e-mail.
+            metas.push(App::meta(
+                Kind::Internal,
+                &p.sender_email,
+                p.email_rcpts.clone(),
+                Some(p.private_id.clone()),
+                None,
+                None,
+            ));
+        }
+        let rcpt_count = p.demail_rcpts.len();
+        let generated = p.private_id_generated;
+        // The spool is the commit point; the record (archive, billing, duplicate mark)
+        // follows. Should recording fail, the runner records before sending, and a
+        // restart records everything spooled: no message leaves unrecorded.
+        let app2 = app.clone();
+        let (mid, sender_email) = (p.message_id.clone(), p.sender_email.clone());
+        // The runner leaves these alone until they are recorded.
+        let guard = Inflight::new(app, metas.iter().map(|m| m.id.clone()).collect());
+        let res = tokio::task::spawn_blocking(move || -> Result<Option<String>, String> {
+            // A client retrying after a lost 250 gets the earlier acceptance, not a second De-Mail.
+            if let Some(mid) = &mid {
+                if let Some(q) = app2.archive.accepted_as(mid, &sender_email)? {
+                    return Ok(Some(q));
+                }
+            }
+            for m in &metas {
+                app2.spool.put(m, &p.message).map_err(|e| format!("spool: {e}"))?;
+            }
+            if let Err(e) = app2.record(&metas[0], &p.message) {
+                error!(id = %metas[0].id, error = %e, "spooled but not yet recorded; recorded before sending");
+            }
+            Ok(None)
+        })
+        .await;
+        drop(guard);
+        if let Some(earlier) = res.map_err(local_error)?.map_err(local_error)? {
+            info!(id = %earlier, "duplicate submission (same Message-ID and sender); not queued again");
+            return Ok(Accepted { id: earlier });
+        }
+        app.wake.notify_one();
+        info!(id = %id, provider = %prov_name, rcpts = rcpt_count, generated_private_id = generated, "De-Mail queued");
+        Ok(Accepted { id })
+    }
+}
+/// The provider side: De-Mails, receipts and notifications arrive here.
+pub struct Inbound(pub Arc<App>);
+
+impl Handler for Inbound {
+    fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
+        // Unmapped addresses go to the Sammelpostfach; refuse only when there is none,
+        // so the provider returns the De-Mail instead of it vanishing here.
+        match self.0.policy.demail_to_email(rcpt) {
+            Some(_) => Ok(()),
+            None => Err(Reject::new(
+                550,
+                "5.1.1",
+                "Empfänger unbekannt und kein Sammelpostfach eingerichtet.",
+                "Recipient unknown and no catch-all mailbox configured.",
+            )),
+        }
+    }
+
+    async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
+        let app = &self.0;
+        let c = classify_raw(&message, &app.policy);
+        let direction = match c.kind {
+            MsgKind::Receipt => "receipt",
+            MsgKind::Notification => "notification",
+            MsgKind::Malware => "malware",
+            MsgKind::Demail | MsgKind::Email => "in",
+        };
+        let mut internal: Vec<String> = Vec::new();
+        for r in &env.rcpt_to {
+            if let Some(m) = app.policy.demail_to_email(r) {
+                if !internal.contains(&m.address) {
+                    internal.push(m.address);
+                }
+            }
+        }
+        let meta = App::meta(
+            Kind::Internal,
+            &env.mail_from,
+            internal.clone(),
+            c.private_id.clone(),
+            None,
+            None,
+        );
+        let id = meta.id.clone();
+        let app2 = app.clone();
+        let rcpts = env.rcpt_to.clone();
+        let from = env.mail_from.clone();
+        let (pid, mid) = (c.private_id.clone(), c.message_id.clone());
+        let res = tokio::task::spawn_blocking(move || -> Result<Option<i64>, String> {
+            let e = app2.archive.append(&NewEntry {
+                direction,
+                private_id: pid.as_deref(),
+                message_id: mid.as_deref(),
+                sender: &from,
+                recipients: &rcpts,
+                data: &message,
+            })?;
+            app2.spool
+                .put(&meta, &message)
+                .map_err(|e| format!("spool: {e}"))?;
+            Ok(e.link)
+        })
+        .await;
+        let link = res.map_err(local_error)?.map_err(local_error)?;
+        app.wake.notify_one();
+        info!(id = %id, kind = direction, linked_to = ?link, rcpts = internal.len(), "inbound queued");
+        Ok(Accepted { id })
+    }
+}
+
+fn backoff(cfg: &crate::config::Queue, attempts: u32) -> u64 {
+    let exp = cfg
+        .retry_initial_secs
+        .saturating_mul(1u64 << attempts.min(20).saturating_sub(1));
+    exp.min(cfg.retry_max_secs).max(1)
+}
+
+impl App {
+    /// Deliver due messages until the process ends.
+    pub async fn run_queue(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.cfg.queue.scan_interval_ms.max(10));
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            self.cfg.queue.concurrency.max(1),
+        ));
+        loop {
+            let now = spool::now();
+            let list = {
+                let app = self.clone();
+                tokio::task::spawn_blocking(move || app.spool.list()).await
+            };
+            match list {
+                Ok(Ok(list)) => {
+                    for (meta, st) in list {
+                        if st.held || st.next_try > now {
+                            continue;
+                        }
+                        {
+                            let mut inflight =
+                                self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                            if !inflight.insert(meta.id.clone()) {
+                                continue;
+                            }
+                        }
+                        let Ok(permit) = limit.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let app = self.clone();
+                        tokio::spawn(async move {
+                            let id = meta.id.clone();
+                            app.attempt(meta, st).await;
+                            app.inflight
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&id);
+                            drop(permit);
+                        });
+                    }
+                }
+                Ok(Err(e)) => error!(error = %e, "cannot read spool"),
+                Err(e) => error!(error = %e, "spool scan task failed"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    async fn attempt(self: &Arc<Self>, meta: Meta, mut st: State) {
+        let id = meta.id.clone();
+        let message = match self.spool.load(&id) {
+            Ok((_, m)) => m,
+            Err(e) => {
+                // Dropped by an administrator meanwhile, or unreadable: leave it alone.
+                warn!(id = %id, error = %e, "cannot load queued message");
+                return;
+            }
+        };
+        let helo = self.cfg.gateway.hostname.clone();
+        if meta.kind == Kind::Provider {
+            let recorded = self.archive.is_recorded(&id).and_then(|r| {
+                if r {
+                    Ok(())
+                } else {
+                    self.record(&meta, &message)
+                }
+            });
+            if let Err(e) = recorded {
+                // A De-Mail must not leave without its archive record: wait.
+                st.attempts += 1;
+                st.last_error = Some(format!("archive: {e}"));
+                st.next_try = spool::now() + backoff(&self.cfg.queue, st.attempts);
+                let _ = self.spool.set_state(&id, &st);
+                error!(id = %id, error = %e, "cannot record; not sending yet");
+                return;
+            }
+        }
+        let result: Result<(), Failure> = match meta.kind {
+            Kind::Provider => match meta
+                .provider
+                .as_deref()
+                .and_then(|n| self.cfg.providers.iter().find(|p| p.name == n))
+            {
+                Some(p) => {
+                    relay::to_provider(p, &helo, &meta.mail_from, &meta.rcpt_to, &message).await
+                }
+                None => Err(Failure::Transient(format!(
+                    "provider {:?} not configured / Anbieter nicht konfiguriert",
+                    meta.provider
+                ))),
+            },
+            Kind::Internal => {
+                let todo: Vec<String> = meta
+                    .rcpt_to
+                    .iter()
+                    .filter(|r| !st.done_rcpts.contains(r))
+                    .cloned()
+                    .collect();
+                let (done, fail) = relay::to_internal(
+                    &self.cfg.inbound.deliver,
+                    &helo,
+                    &meta.mail_from,
+                    &todo,
+                    &message,
+                )
+                .await;
+                st.done_rcpts.extend(done);
+                fail.map_or(Ok(()), Err)
+            }
+        };
+        match result {
+            Ok(()) => {
+                info!(id = %id, kind = ?meta.kind, "delivered");
+                if let Err(e) = self.spool.remove(&id) {
+                    error!(id = %id, error = %e, "delivered but cannot remove from spool (may be sent again)");
+                }
+            }
+            Err(f) => {
+                st.attempts += 1;
+                st.last_error = Some(f.text().chars().take(500).collect());
+                let expired =
+                    spool::now().saturating_sub(meta.created) > self.cfg.queue.give_up_after_secs;
+                let permanent = matches!(f, Failure::Permanent(_));
+                match (&f, meta.kind) {
+                    (_, Kind::Provider) if permanent || expired => {
+                        self.bounce(&meta, f.text(), &message).await;
+                    }
+                    (Failure::Permanent(_), Kind::Internal) => {
+                        // Never drop mail for the organisation: park it for an administrator.
+                        st.held = true;
+                        error!(id = %id, error = %f.text(), "internal delivery refused; message held (queue list / queue retry)");
+                        let _ = self.spool.set_state(&id, &st);
+                    }
+                    _ => {
+                        st.held = expired;
+                        st.next_try = spool::now() + backoff(&self.cfg.queue, st.attempts);
+                        warn!(id = %id, attempts = st.attempts, next_try = st.next_try, error = %f.text(), "delivery deferred");
+                        if let Err(e) = self.spool.set_state(&id, &st) {
+                            error!(id = %id, error = %e, "cannot update queue state");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn bounce(self: &Arc<Self>, meta: &Meta, reason: &str, message: &[u8]) {
+        let id = &meta.id;
+        let Some(to) = meta.bounce_to.clone().filter(|s| !s.is_empty()) else {
+            warn!(id = %id, "permanent failure without a bounce address; message held");
+            let st = State {
+                held: true,
+                last_error: Some(reason.to_string()),
+                ..self.spool.state(id)
+            };
+            let _ = self.spool.set_state(id, &st);
+            return;
+        };
+        let d = dsn::build(
+            &self.cfg.gateway.postmaster,
+            &self.cfg.gateway.hostname,
+            &to,
+            &meta.rcpt_to,
+            reason,
+            message,
+        );
+        let m = App::meta(
+            Kind::Internal,
+            "",
+            vec![to],
+            meta.private_id.clone(),
+            None,
+            None,
+        );
+        match self.spool.put(&m, &d) {
+            Ok(()) => {
+                info!(id = %id, dsn = %m.id, "bounced to sender");
+                if let Err(e) = self.spool.remove(id) {
+                    error!(id = %id, error = %e, "cannot remove bounced message");
+                }
+                self.wake.notify_one();
+            }
+            Err(e) => error!(id = %id, error = %e, "cannot queue DSN; message stays queued"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_compare() {
+        assert!(super::same("abc", "abc"));
+        assert!(!super::same("abc", "abd"));
+        assert!(!super::same("abc", "abcd"));
+    }
+}

@@ -1,0 +1,556 @@
+//! Audit-proof archive: append-only entries in a hash chain, SQLite by default.
+//!
+//! Each entry stores the exact message bytes, their SHA-256, and the hash of the
+//! previous entry; the newest (seq, hash) is also written to `<db>.head` so that
+//! removing the last entries is detected too. Triggers refuse UPDATE and DELETE;
+//! `verify` catches what someone does around them.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What the gateway records.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    /// `out` (to the provider), `in` (De-Mail received), `receipt`, `notification`, `malware`.
+    pub direction: &'a str,
+    pub private_id: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    /// The exact bytes relayed or received.
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub direction: String,
+    pub private_id: Option<String>,
+    pub message_id: Option<String>,
+    pub sender: String,
+    pub recipients: String,
+    pub sha256: String,
+    pub size: i64,
+    /// Seq of the sent De-Mail a receipt or notification belongs to.
+    pub link: Option<i64>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub seq: Option<i64>,
+    pub code: &'static str,
+    pub message: String,
+    pub message_en: String,
+}
+
+/// Storage behind the archive. SQLite here; PostgreSQL can implement the same.
+pub trait Archive: Send + Sync {
+    fn append(&self, e: &NewEntry<'_>) -> Result<Entry, String>;
+    /// All entries without their data, in order.
+    fn entries(&self) -> Result<Vec<Entry>, String>;
+    fn data(&self, seq: i64) -> Result<Vec<u8>, String>;
+    /// Empty when intact.
+    fn verify(&self) -> Result<Vec<Problem>, String>;
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Hash of one entry: JSON of every field in a fixed order, so no separator is ambiguous.
+fn entry_hash(e: &Entry) -> String {
+    let canon = serde_json::json!([
+        e.prev_hash,
+        e.seq,
+        e.time,
+        e.direction,
+        e.private_id,
+        e.message_id,
+        e.sender,
+        e.recipients,
+        e.sha256,
+        e.size,
+        e.link
+    ]);
+    sha256_hex(canon.to_string().as_bytes())
+}
+
+pub struct SqliteArchive {
+    conn: Mutex<Connection>,
+    head: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    direction TEXT NOT NULL,
+    private_id TEXT,
+    message_id TEXT,
+    sender TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    link INTEGER,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_private_id ON entries(private_id);
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'archive is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'archive is append-only'); END;
+CREATE TABLE IF NOT EXISTS billing (
+    id INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    queue_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    cost_unit TEXT NOT NULL,
+    recipients INTEGER NOT NULL,
+    options TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS billing_time ON billing(time);
+CREATE TABLE IF NOT EXISTS accepted (
+    queue_id TEXT PRIMARY KEY,
+    message_id TEXT,
+    sender TEXT NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accepted_message_id ON accepted(message_id, sender);
+";
+
+fn db_err(e: rusqlite::Error) -> String {
+    format!("Archiv-Datenbank / archive database: {e}")
+}
+
+fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        direction: r.get(2)?,
+        private_id: r.get(3)?,
+        message_id: r.get(4)?,
+        sender: r.get(5)?,
+        recipients: r.get(6)?,
+        sha256: r.get(7)?,
+        size: r.get(8)?,
+        link: r.get(9)?,
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    })
+}
+
+const COLS: &str = "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash";
+
+impl SqliteArchive {
+    pub fn open(path: &Path) -> Result<SqliteArchive, String> {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        let conn = Connection::open(path).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        // FULL: a committed entry survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        let mut head = path.as_os_str().to_owned();
+        head.push(".head");
+        Ok(SqliteArchive {
+            conn: Mutex::new(conn),
+            head: PathBuf::from(head),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_head(&self, seq: i64, hash: &str) -> Result<(), String> {
+        let tmp = self.head.with_extension("head.tmp");
+        let res = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{seq} {hash}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.head)?;
+            if let Some(d) = self.head.parent() {
+                std::fs::File::open(d)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        res.map_err(|e| format!("{}: {e}", self.head.display()))
+    }
+
+    /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
+    pub fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, String> {
+        let c = self.lock();
+        let mut st = c.prepare("SELECT cost_unit, recipients, options FROM billing WHERE time >= ?1 AND time < ?2 ORDER BY id").map_err(db_err)?;
+        let rows = st
+            .query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+}
+
+/// Billing facts of one outbound De-Mail.
+pub struct Bill<'a> {
+    pub queue_id: &'a str,
+    pub sender: &'a str,
+    pub cost_unit: &'a str,
+    pub recipients: usize,
+    pub options: &'a str,
+}
+
+impl SqliteArchive {
+    /// Archive entry, billing row and the "accepted" mark of a spooled outbound
+    /// message, all or nothing.
+    pub fn record_outbound(&self, e: &NewEntry<'_>, bill: &Bill<'_>) -> Result<Entry, String> {
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(db_err)?;
+        let entry = append_tx(&tx, e)?;
+        let now = crate::spool::now() as i64;
+        tx.execute(
+            "INSERT INTO billing (time, queue_id, sender, cost_unit, recipients, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now, bill.queue_id, bill.sender, bill.cost_unit, bill.recipients as i64, bill.options],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES (?1, ?2, ?3, ?4)",
+            params![bill.queue_id, e.message_id, bill.sender, now],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        self.write_head(entry.seq, &entry.hash)?;
+        Ok(entry)
+    }
+
+    /// Is this queued message recorded (archive, billing)?
+    pub fn is_recorded(&self, queue_id: &str) -> Result<bool, String> {
+        self.lock()
+            .query_row(
+                "SELECT 1 FROM accepted WHERE queue_id = ?1",
+                [queue_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(db_err)
+    }
+
+    /// The queue id under which this sender's message with this Message-ID was accepted.
+    pub fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, String> {
+        self.lock()
+            .query_row(
+                "SELECT queue_id FROM accepted WHERE message_id = ?1 AND sender = ?2 LIMIT 1",
+                [message_id, sender],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+}
+
+fn append_tx(tx: &rusqlite::Transaction<'_>, e: &NewEntry<'_>) -> Result<Entry, String> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+    // Receipts and notifications point at the De-Mail they are about.
+    let link: Option<i64> = match (e.direction, e.private_id) {
+            ("receipt" | "notification" | "malware", Some(pid)) => tx
+                .query_row("SELECT seq FROM entries WHERE direction = 'out' AND private_id = ?1 ORDER BY seq DESC LIMIT 1", [pid], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?,
+            _ => None,
+        };
+    let mut entry = Entry {
+        seq: prev_seq + 1,
+        time: crate::spool::now_millis() as i64,
+        direction: e.direction.to_string(),
+        private_id: e.private_id.map(str::to_string),
+        message_id: e.message_id.map(str::to_string),
+        sender: e.sender.to_string(),
+        recipients: e.recipients.join(","),
+        sha256: sha256_hex(e.data),
+        size: e.data.len() as i64,
+        link,
+        prev_hash,
+        hash: String::new(),
+    };
+    entry.hash = entry_hash(&entry);
+    // The message goes in through incremental blob I/O: a 25 MB message is not copied
+    // into SQLite's bind buffer in one piece.
+    tx.execute(
+            &format!("INSERT INTO entries ({COLS}, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, zeroblob(?13))"),
+            params![
+                entry.seq,
+                entry.time,
+                entry.direction,
+                entry.private_id,
+                entry.message_id,
+                entry.sender,
+                entry.recipients,
+                entry.sha256,
+                entry.size,
+                entry.link,
+                entry.prev_hash,
+                entry.hash,
+                e.data.len() as i64
+            ],
+        )
+        .map_err(db_err)?;
+    {
+        use std::io::Write;
+        let mut blob = tx
+            .blob_open("main", "entries", "data", entry.seq, false)
+            .map_err(db_err)?;
+        for chunk in e.data.chunks(1 << 20) {
+            blob.write_all(chunk)
+                .map_err(|er| format!("Archiv-Datenbank / archive database: {er}"))?;
+        }
+    }
+    Ok(entry)
+}
+
+impl Archive for SqliteArchive {
+    fn append(&self, e: &NewEntry<'_>) -> Result<Entry, String> {
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(db_err)?;
+        let entry = append_tx(&tx, e)?;
+        tx.commit().map_err(db_err)?;
+        self.write_head(entry.seq, &entry.hash)?;
+        Ok(entry)
+    }
+
+    fn entries(&self) -> Result<Vec<Entry>, String> {
+        let c = self.lock();
+        let mut st = c
+            .prepare(&format!("SELECT {COLS} FROM entries ORDER BY seq"))
+            .map_err(db_err)?;
+        let rows = st.query_map([], row_entry).map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
+    fn data(&self, seq: i64) -> Result<Vec<u8>, String> {
+        self.lock()
+            .query_row("SELECT data FROM entries WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .map_err(db_err)
+    }
+
+    fn verify(&self) -> Result<Vec<Problem>, String> {
+        let mut problems = Vec::new();
+        let mut p = |seq: Option<i64>, code: &'static str, de: String, en: String| {
+            problems.push(Problem {
+                seq,
+                code,
+                message: de,
+                message_en: en,
+            })
+        };
+        let c = self.lock();
+        let mut st = c
+            .prepare(&format!("SELECT {COLS}, data FROM entries ORDER BY seq"))
+            .map_err(db_err)?;
+        let mut rows = st.query([]).map_err(db_err)?;
+        let mut expect_seq = 1i64;
+        let mut prev = GENESIS.to_string();
+        let mut last: Option<(i64, String)> = None;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let e = row_entry(r).map_err(db_err)?;
+            let data: Vec<u8> = r.get(12).map_err(db_err)?;
+            let s = e.seq;
+            if s != expect_seq {
+                p(
+                    Some(s),
+                    "archive.gap",
+                    format!("Einträge {expect_seq} bis {} fehlen (gelöscht).", s - 1),
+                    format!("Entries {expect_seq} to {} are missing (deleted).", s - 1),
+                );
+            }
+            if sha256_hex(&data) != e.sha256 || data.len() as i64 != e.size {
+                p(
+                    Some(s),
+                    "archive.data_altered",
+                    format!("Eintrag {s}: Nachrichteninhalt wurde verändert."),
+                    format!("Entry {s}: message content was altered."),
+                );
+            }
+            if e.prev_hash != prev {
+                p(
+                    Some(s),
+                    "archive.chain_broken",
+                    format!("Eintrag {s}: Verkettung zum Vorgänger stimmt nicht."),
+                    format!("Entry {s}: link to the previous entry does not match."),
+                );
+            }
+            if entry_hash(&e) != e.hash {
+                p(
+                    Some(s),
+                    "archive.entry_altered",
+                    format!("Eintrag {s}: Metadaten wurden verändert."),
+                    format!("Entry {s}: metadata was altered."),
+                );
+            }
+            prev = e.hash.clone();
+            expect_seq = s + 1;
+            last = Some((s, e.hash));
+        }
+        let head = std::fs::read_to_string(&self.head).ok();
+        let head = head
+            .as_deref()
+            .and_then(|h| h.trim().split_once(' '))
+            .map(|(s, h)| (s.parse::<i64>().unwrap_or(-1), h.to_string()));
+        match (head, last) {
+            (None, None) => {}
+            (Some((hs, hh)), Some((ls, lh))) if hs == ls && hh == lh => {}
+            (Some((hs, _)), Some((ls, _))) if hs > ls => p(
+                None,
+                "archive.truncated",
+                format!("Die letzten Einträge ({} bis {hs}) fehlen.", ls + 1),
+                format!("The newest entries ({} to {hs}) are missing.", ls + 1),
+            ),
+            (None, Some(_)) => p(
+                None,
+                "archive.head_missing",
+                "Die Kopfdatei (.head) fehlt.".into(),
+                "The head file (.head) is missing.".into(),
+            ),
+            _ => p(
+                None,
+                "archive.head_mismatch",
+                "Der letzte Eintrag passt nicht zur Kopfdatei (.head).".into(),
+                "The newest entry does not match the head file (.head).".into(),
+            ),
+        }
+        Ok(problems)
+    }
+}
+
+/// Write every entry as `<seq>-<direction>.eml` plus `manifest.json` with hashes.
+pub fn export(a: &dyn Archive, dir: &Path) -> Result<usize, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = a.entries()?;
+    let mut manifest = Vec::new();
+    for e in &entries {
+        let file = format!("{:08}-{}.eml", e.seq, e.direction);
+        let data = a.data(e.seq)?;
+        std::fs::write(dir.join(&file), &data).map_err(|er| format!("{file}: {er}"))?;
+        let mut v = serde_json::to_value(e).map_err(|er| er.to_string())?;
+        v["file"] = serde_json::Value::String(file);
+        manifest.push(v);
+    }
+    let m = serde_json::json!({ "format": "demail-archive-export/1", "entries": manifest });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("manifest.json: {e}"))?;
+    Ok(entries.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(a: &SqliteArchive, dir: &str, pid: &str, data: &[u8]) -> Entry {
+        a.append(&NewEntry {
+            direction: dir,
+            private_id: Some(pid),
+            message_id: None,
+            sender: "a@x.de-mail.de",
+            recipients: &["b@y.de-mail.de".into()],
+            data,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn record_outbound_marks_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let a = SqliteArchive::open(&d.path().join("a.sqlite")).unwrap();
+        let e = NewEntry {
+            direction: "out",
+            private_id: Some("P"),
+            message_id: Some("<m@x>"),
+            sender: "a@x.de-mail.de",
+            recipients: &[],
+            data: b"m",
+        };
+        let b = Bill {
+            queue_id: "q1",
+            sender: "a@x.de",
+            cost_unit: "K",
+            recipients: 1,
+            options: "private",
+        };
+        a.record_outbound(&e, &b).unwrap();
+        assert!(a.is_recorded("q1").unwrap());
+        assert_eq!(
+            a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(),
+            Some("q1")
+        );
+        assert_eq!(a.accepted_as("<m@x>", "b@x.de").unwrap(), None);
+        assert_eq!(a.billing_rows(0, i64::MAX).unwrap().len(), 1);
+        // The same queue id twice is refused as a whole: no half records.
+        assert!(a.record_outbound(&e, &b).is_err());
+        assert_eq!(a.entries().unwrap().len(), 1);
+        assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn chain_links_and_tamper_detection() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.sqlite");
+        let a = SqliteArchive::open(&path).unwrap();
+        let out = add(&a, "out", "AZ-1", b"m1");
+        let r = add(&a, "receipt", "AZ-1", b"r1");
+        add(&a, "in", "X", b"m2");
+        assert_eq!(r.link, Some(out.seq));
+        assert!(a.verify().unwrap().is_empty());
+        // The triggers refuse changes.
+        assert!(a
+            .lock()
+            .execute("UPDATE entries SET data = x'00' WHERE seq = 1", [])
+            .is_err());
+        // Around the triggers: alter data of entry 2.
+        a.lock()
+            .execute_batch(
+                "DROP TRIGGER entries_no_update; UPDATE entries SET data = x'00' WHERE seq = 2;",
+            )
+            .unwrap();
+        let p = a.verify().unwrap();
+        assert_eq!(p[0].code, "archive.data_altered");
+        // Delete the newest entry: the head file notices.
+        let d2 = tempfile::tempdir().unwrap();
+        let a2 = SqliteArchive::open(&d2.path().join("b.sqlite")).unwrap();
+        add(&a2, "out", "1", b"x");
+        add(&a2, "out", "2", b"y");
+        a2.lock()
+            .execute_batch("DROP TRIGGER entries_no_delete; DELETE FROM entries WHERE seq = 2;")
+            .unwrap();
+        assert_eq!(a2.verify().unwrap()[0].code, "archive.truncated");
+    }
+}

@@ -1,0 +1,189 @@
+//! Sending: to the provider (SMTP submission over verified TLS with AUTH) and to the
+//! internal mail server (LMTP or SMTP), both with mail-send.
+
+use crate::config::{Protocol, Provider, Target, TlsMode};
+use mail_send::smtp::message::{Address, Message};
+use mail_send::SmtpClientBuilder;
+use std::borrow::Cow;
+use std::time::Duration;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Try again later (connection, TLS, 4xx, authentication or configuration problems).
+    Transient(String),
+    /// The peer refused for good (5xx): bounce.
+    Permanent(String),
+}
+
+impl Failure {
+    pub fn text(&self) -> &str {
+        match self {
+            Failure::Transient(s) | Failure::Permanent(s) => s,
+        }
+    }
+}
+
+fn classify(e: mail_send::Error) -> Failure {
+    match e {
+        mail_send::Error::UnexpectedReply(r) if r.code() >= 500 => {
+            Failure::Permanent(format!("{} {}", r.code(), r.message()))
+        }
+        mail_send::Error::UnexpectedReply(r) => {
+            Failure::Transient(format!("{} {}", r.code(), r.message()))
+        }
+        // A refused login is a configuration problem of ours, not the sender's: retry, don't bounce.
+        mail_send::Error::AuthenticationFailed(r) => {
+            Failure::Transient(format!("AUTH {} {}", r.code(), r.message()))
+        }
+        other => Failure::Transient(other.to_string()),
+    }
+}
+
+/// mail-send always writes CRLF before the final dot; drop ours so the peer stores the exact bytes.
+fn body(message: &[u8]) -> &[u8] {
+    message.strip_suffix(b"\r\n").unwrap_or(message)
+}
+
+fn addr(a: &str) -> Address<'_> {
+    Address {
+        email: Cow::Borrowed(a),
+        parameters: Default::default(),
+    }
+}
+
+fn connector(
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<TlsConnector, Failure> {
+    demail_smtp::tls::client_config(ca, client)
+        .map(TlsConnector::from)
+        .map_err(Failure::Transient)
+}
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Submit one message to a provider.
+pub async fn to_provider(
+    p: &Provider,
+    helo: &str,
+    from: &str,
+    rcpts: &[String],
+    message: &[u8],
+) -> Result<(), Failure> {
+    let secret = p.secret().read().map_err(Failure::Transient)?;
+    let client = match (&p.client_cert, &p.client_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    let mut b = SmtpClientBuilder::new_with_tls_connector(
+        p.host.clone(),
+        p.port,
+        connector(&p.ca, client)?,
+    )
+    .implicit_tls(p.tls == TlsMode::Implicit)
+    .helo_host(helo)
+    .timeout(TIMEOUT)
+    .credentials((p.username.clone(), secret));
+    if let Some(name) = &p.tls_name {
+        b.tls_hostname = name.clone();
+    }
+    if p.tls == TlsMode::None {
+        return Err(Failure::Transient(format!(
+            "provider {}: TLS is mandatory / TLS ist Pflicht",
+            p.name
+        )));
+    }
+    let mut c = b.connect().await.map_err(classify)?;
+    let msg = Message {
+        mail_from: addr(from),
+        rcpt_to: rcpts.iter().map(|r| addr(r)).collect(),
+        body: Cow::Borrowed(body(message)),
+    };
+    c.send(msg).await.map_err(classify)?;
+    // QUIT in the background: the caller removes the message from the spool at once,
+    // which keeps the window for a duplicate after a crash as small as possible.
+    tokio::spawn(async move {
+        let _ = c.quit().await;
+    });
+    Ok(())
+}
+
+/// Deliver to the internal server, one transaction per recipient (LMTP answers per
+/// recipient anyway). Returns the recipients delivered and the first failure.
+pub async fn to_internal(
+    t: &Target,
+    helo: &str,
+    from: &str,
+    rcpts: &[String],
+    message: &[u8],
+) -> (Vec<String>, Option<Failure>) {
+    let mut done = Vec::new();
+    let tls = match (&t.tls, &t.ca) {
+        (TlsMode::None, _) => None,
+        (_, Some(ca)) => match connector(ca, None) {
+            Ok(c) => Some(c),
+            Err(f) => return (done, Some(f)),
+        },
+        (_, None) => {
+            return (
+                done,
+                Some(Failure::Transient(
+                    "deliver.ca missing for TLS / deliver.ca fehlt für TLS".into(),
+                )),
+            )
+        }
+    };
+    // mail-send wants a connector even for plain connections; an empty one trusts nothing.
+    let conn = match &tls {
+        Some(c) => c.clone(),
+        None => match rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        {
+            Ok(b) => TlsConnector::from(std::sync::Arc::new(
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )),
+            Err(e) => return (done, Some(Failure::Transient(e.to_string()))),
+        },
+    };
+    let mut b = SmtpClientBuilder::new_with_tls_connector(t.host.clone(), t.port, conn)
+        .implicit_tls(t.tls == TlsMode::Implicit)
+        .lmtp(t.protocol == Protocol::Lmtp)
+        .helo_host(helo)
+        .timeout(TIMEOUT);
+    b.say_ehlo = true;
+    for r in rcpts {
+        let msg = Message {
+            mail_from: addr(from),
+            rcpt_to: vec![addr(r)],
+            body: Cow::Borrowed(body(message)),
+        };
+        let res = if tls.is_some() {
+            match b.connect().await {
+                Ok(mut c) => {
+                    let x = c.send(msg).await;
+                    let _ = c.quit().await;
+                    x
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            match b.connect_plain().await {
+                Ok(mut c) => {
+                    let x = c.send(msg).await;
+                    let _ = c.quit().await;
+                    x
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match res {
+            Ok(_) => done.push(r.clone()),
+            Err(e) => return (done, Some(classify(e))),
+        }
+    }
+    (done, None)
+}

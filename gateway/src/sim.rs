@@ -1,0 +1,663 @@
+//! Provider simulator (DMDA) for tests and the demo. Not a De-Mail provider.
+//!
+//! It accepts submissions over TLS with AUTH, checks the TR headers with the core,
+//! stamps the provider headers (message id, originator, auth level, message type,
+//! version, a SHA-256 `X-de-mail-integrity` over the `h=` list), stores the message,
+//! and sends receipts and notifications back to the organisation's gateway:
+//! Versandbestätigung on acceptance, Eingangsbestätigung on "delivery",
+//! Abholbestätigung on command (`retrieve`), `unknown-recipient` notifications for
+//! recipients whose local part starts with a configured prefix. `inject` sends a
+//! De-Mail "from a citizen" to the gateway.
+
+use crate::config::{Secret, TlsFiles};
+use base64::Engine;
+use demail_core::options::{self, options_from_headers, validate_private_id, DeMailOption};
+use demail_core::OptionSet;
+use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
+use mail_builder::mime::MimePart;
+use mail_builder::MessageBuilder;
+use mail_send::smtp::message::{Address, Message};
+use mail_send::SmtpClientBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Provider FQDN; receipts come from `Versandbestaetigung@<hostname>` etc.
+    pub hostname: String,
+    pub listen: String,
+    pub tls: TlsFiles,
+    /// Require a client certificate from this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    pub store_dir: PathBuf,
+    pub username: String,
+    pub secret_env: String,
+    /// Recipients whose local part starts with one of these do not exist.
+    #[serde(default)]
+    pub unknown_local_prefixes: Vec<String>,
+    pub gateway: GatewayPeer,
+}
+
+/// The organisation's gateway, where receipts and inbound De-Mail go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayPeer {
+    pub host: String,
+    pub port: u16,
+    pub ca: PathBuf,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// De-Mail domains served by the gateway: messages to them are delivered there.
+    pub domains: Vec<String>,
+}
+
+impl SimConfig {
+    pub fn load(path: &Path) -> Result<SimConfig, String> {
+        let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&src).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// What the simulator remembers about a submitted De-Mail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub id: String,
+    pub from: String,
+    pub rcpts: Vec<String>,
+    pub subject: String,
+    pub private_id: Option<String>,
+    pub options: OptionSet,
+    pub message_id: Option<String>,
+    pub integrity: String,
+    pub time: u64,
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn xml_escape(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || *c == '\t')
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A one-page PDF with ASCII text: enough to be a valid rendering of the receipt.
+pub fn tiny_pdf(lines: &[String]) -> Vec<u8> {
+    let esc = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c {
+                'ä' => "ae".into(),
+                'ö' => "oe".into(),
+                'ü' => "ue".into(),
+                'Ä' => "Ae".into(),
+                'Ö' => "Oe".into(),
+                'Ü' => "Ue".into(),
+                'ß' => "ss".into(),
+                '(' | ')' | '\\' => format!("\\{c}"),
+                c if c.is_ascii() && !c.is_control() => c.to_string(),
+                _ => "?".into(),
+            })
+            .collect()
+    };
+    let mut content = String::from("BT /F1 11 Tf 60 780 Td 14 TL\n");
+    for l in lines {
+        content.push_str(&format!("({}) '\n", esc(l)));
+    }
+    content.push_str("ET\n");
+    let objs = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>".to_string(),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+        format!("<< /Length {} >>\nstream\n{content}endstream", content.len()),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objs.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).as_bytes());
+    for off in offsets {
+        out.extend(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objs.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// Headers of `raw` as (name, exact field bytes) for the `h=` list.
+fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    match mail_parser::MessageParser::default().parse(raw) {
+        Some(m) => m
+            .headers()
+            .iter()
+            .map(|h| {
+                (
+                    h.name.as_str().to_string(),
+                    raw.get(h.offset_field as usize..h.offset_end as usize)
+                        .unwrap_or(b"")
+                        .to_vec(),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// `X-de-mail-integrity` in DKIM form: SHA-256 over the topmost occurrence of each
+/// listed header, simple canonicalisation (exact bytes).
+pub fn integrity(raw: &[u8], names: &[&str]) -> String {
+    let f = fields(raw);
+    let mut h = Sha256::new();
+    let mut used = Vec::new();
+    for n in names {
+        if let Some((name, bytes)) = f.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)) {
+            h.update(bytes);
+            used.push(name.clone());
+        }
+    }
+    let b = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+    format!("c=simple/simple; a=sha256; h={}; b={b}", used.join(":"))
+}
+
+const SIGNED: [&str; 9] = [
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "X-de-mail-private-id",
+    "X-de-mail-message-type",
+    "X-de-mail-message-id",
+];
+
+/// Prepend provider headers to a submitted message and add the integrity value.
+fn stamp(raw: &[u8], host: &str, msg_id: &str, sender: &str) -> (Vec<u8>, String) {
+    let mut head = format!(
+        "X-de-mail-message-id: <{msg_id}@{host}>\r\nX-de-mail-originator-provider: {host}\r\nX-de-mail-auth-level: high\r\nX-de-mail-message-type: normal\r\nX-de-mail-version: 1.8\r\nX-de-mail-sender: {sender}\r\n"
+    )
+    .into_bytes();
+    head.extend_from_slice(raw);
+    let integ = integrity(&head, &SIGNED);
+    let mut out = format!("X-de-mail-integrity: {integ}\r\n").into_bytes();
+    out.extend(head);
+    (out, integ)
+}
+
+fn new_id() -> String {
+    crate::spool::new_id()
+}
+
+pub struct Sim {
+    pub cfg: SimConfig,
+    secret: String,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Result<Arc<Sim>, String> {
+        let secret = Secret {
+            secret_env: Some(cfg.secret_env.clone()),
+            secret_keyring: None,
+        }
+        .read()?;
+        std::fs::create_dir_all(&cfg.store_dir)
+            .map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
+        Ok(Arc::new(Sim { cfg, secret }))
+    }
+
+    fn unknown(&self, rcpt: &str) -> bool {
+        let local = rcpt.split('@').next().unwrap_or("");
+        self.cfg.unknown_local_prefixes.iter().any(|p| {
+            local
+                .to_ascii_lowercase()
+                .starts_with(&p.to_ascii_lowercase())
+        })
+    }
+
+    fn is_org(&self, rcpt: &str) -> bool {
+        let dom = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.cfg
+            .gateway
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(dom))
+    }
+
+    fn store(&self, s: &Stored, raw: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        for (ext, data) in [
+            ("eml", raw.to_vec()),
+            (
+                "json",
+                serde_json::to_vec(s).map_err(std::io::Error::other)?,
+            ),
+        ] {
+            let p = self.cfg.store_dir.join(format!("{}.{ext}", s.id));
+            let mut f = std::fs::File::create(&p)?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+        }
+        std::fs::File::open(&self.cfg.store_dir)?.sync_all()
+    }
+
+    pub fn stored(&self) -> Vec<Stored> {
+        let mut v: Vec<Stored> = std::fs::read_dir(&self.cfg.store_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Send a message to the gateway's inbound listener (implicit TLS, client certificate).
+    pub async fn to_gateway(&self, from: &str, rcpts: &[String], raw: &[u8]) -> Result<(), String> {
+        let g = &self.cfg.gateway;
+        let client = match (&g.client_cert, &g.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let tls = demail_smtp::tls::client_config(&g.ca, client)?;
+        let b = SmtpClientBuilder::new_with_tls_connector(
+            g.host.clone(),
+            g.port,
+            tokio_rustls::TlsConnector::from(tls),
+        )
+        .implicit_tls(true)
+        .helo_host(self.cfg.hostname.clone())
+        .timeout(Duration::from_secs(60));
+        let mut c = b.connect().await.map_err(|e| e.to_string())?;
+        let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+        let msg = Message {
+            mail_from: Address {
+                email: Cow::Borrowed(from),
+                parameters: Default::default(),
+            },
+            rcpt_to: rcpts
+                .iter()
+                .map(|r| Address {
+                    email: Cow::Borrowed(r.as_str()),
+                    parameters: Default::default(),
+                })
+                .collect(),
+            body: Cow::Borrowed(body),
+        };
+        c.send(msg).await.map_err(|e| e.to_string())?;
+        let _ = c.quit().await;
+        Ok(())
+    }
+
+    /// A receipt as reference §2 describes it.
+    pub fn receipt(&self, kind: DeMailOption, orig: &Stored, rcpt: &str) -> (String, Vec<u8>) {
+        let (label, local, mtype, text_de) = match kind {
+            DeMailOption::ConfirmationOfReceipt => (
+                "Eingangsbestätigung",
+                "Eingangsbestaetigung",
+                "confirmation of receipt",
+                "Ihre De-Mail ist im Postfach des Empfängers eingegangen.",
+            ),
+            DeMailOption::ConfirmationOfRetrieve => (
+                "Abholbestätigung",
+                "Abholbestaetigung",
+                "confirmation of retrieve",
+                "Der Empfänger hat sich angemeldet; Ihre De-Mail gilt als abgeholt.",
+            ),
+            _ => (
+                "Versandbestätigung",
+                "Versandbestaetigung",
+                "confirmation of dispatch",
+                "Ihre De-Mail wurde versandt.",
+            ),
+        };
+        let from = format!("{local}@{}", self.cfg.hostname);
+        let now = crate::spool::now();
+        let mut meta = String::new();
+        let mut md = |n: &str, v: &str| {
+            meta.push_str(&format!(
+                "    <Metadate>\n      <Name>{}</Name>\n      <Value>{}</Value>\n      <OriginalHeader>{}: {}</OriginalHeader>\n    </Metadate>\n",
+                xml_escape(n),
+                xml_escape(v),
+                xml_escape(n),
+                xml_escape(v)
+            ))
+        };
+        md("From", &orig.from);
+        md("To", rcpt);
+        if let Some(m) = &orig.message_id {
+            md("Message-ID", &format!("<{m}>"));
+        }
+        if let Some(p) = &orig.private_id {
+            md("X-de-mail-private-id", p);
+        }
+        let delivery = if kind == DeMailOption::ConfirmationOfRetrieve {
+            format!("  <DeliveryTime>{}</DeliveryTime>\n", rfc3339(orig.time))
+        } else {
+            String::new()
+        };
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Acknowledge-Message xmlns=\"urn:de-mail\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">\n  <Sender>{}</Sender>\n  <Metadata>\n{meta}  </Metadata>\n  <Subject>{}</Subject>\n  <Text>{}</Text>\n  <Hash>{}</Hash>\n  <Time>{}</Time>\n{delivery}  <ds:Signature>\n    <ds:SignatureValue>U0lNVUxBVE9S</ds:SignatureValue>\n  </ds:Signature>\n</Acknowledge-Message>\n",
+            xml_escape(&orig.from),
+            xml_escape(&orig.subject),
+            xml_escape(text_de),
+            xml_escape(&orig.integrity),
+            rfc3339(now)
+        );
+        let pdf = tiny_pdf(&[
+            label.to_string(),
+            format!("Betreff: {}", orig.subject),
+            format!("Empfaenger: {rcpt}"),
+            rfc3339(now),
+            "(Simulator - keine qualifizierte Signatur)".into(),
+        ]);
+        let mut b = MessageBuilder::new()
+            .from(from.as_str())
+            .to(orig.from.as_str())
+            .subject(format!("*{label}* {}", orig.subject))
+            .header("Auto-Submitted", Raw::new("auto-generated"))
+            .header("X-de-mail-message-type", Raw::new(mtype))
+            .header("X-de-mail-version", Raw::new("1.8"))
+            .header(
+                "X-de-mail-originator-provider",
+                Raw::new(self.cfg.hostname.clone()),
+            )
+            .header(
+                "X-de-mail-message-id",
+                Raw::new(format!("<{}@{}>", new_id(), self.cfg.hostname)),
+            );
+        if kind != DeMailOption::ConfirmationOfDispatch {
+            b = b.cc(rcpt);
+        }
+        if let Some(p) = &orig.private_id {
+            b = b.header(options::PRIVATE_ID, Text::new(p.clone()));
+        }
+        // Only Persönlich is copied onto receipts; an Abholbestätigung always carries it.
+        if orig.options.contains(DeMailOption::Private)
+            || kind == DeMailOption::ConfirmationOfRetrieve
+        {
+            b = b.header("X-de-mail-private", Raw::new("yes"));
+        }
+        if let Some(m) = &orig.message_id {
+            b = b.in_reply_to(m.as_str());
+        }
+        let body = MimePart::new(
+            "multipart/mixed",
+            vec![
+                MimePart::new("text/plain", format!("{text_de}\r\n")),
+                MimePart::new("application/xml", xml).attachment("Bestaetigung.xml"),
+                MimePart::new("application/pdf", pdf).attachment("Bestaetigung.pdf"),
+            ],
+        );
+        let raw = b.body(body).write_to_vec().unwrap_or_default();
+        let (raw, _) = stamp_receipt(raw);
+        (from, raw)
+    }
+
+    /// A notification (unknown recipient and the like).
+    pub fn notification(&self, ntype: &str, orig: &Stored, rcpt: &str) -> (String, Vec<u8>) {
+        let from = format!("Meldung@{}", self.cfg.hostname);
+        let subject = format!("Meldung: Empfänger unbekannt – {}", orig.subject);
+        let text = format!("Die De-Mail-Adresse {rcpt} existiert nicht. Ihre Nachricht wurde nicht zugestellt. / The De-Mail address {rcpt} does not exist. Your message was not delivered.");
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Notification-Message xmlns=\"urn:de-mail\">\n  <Subject>{}</Subject>\n  <Text>{}</Text>\n  <Time>{}</Time>\n  <Sender>{}</Sender>\n</Notification-Message>\n",
+            xml_escape(&subject),
+            xml_escape(&text),
+            rfc3339(crate::spool::now()),
+            xml_escape(&orig.from)
+        );
+        let mut b = MessageBuilder::new()
+            .from(from.as_str())
+            .to(orig.from.as_str())
+            .subject(subject)
+            .header("Auto-Submitted", Raw::new("auto-generated"))
+            .header("X-de-mail-message-type", Raw::new("notification"))
+            .header("X-de-mail-notification-type", Raw::new(ntype.to_string()))
+            .header("X-de-mail-version", Raw::new("1.8"));
+        if let Some(p) = &orig.private_id {
+            b = b.header(options::PRIVATE_ID, Text::new(p.clone()));
+        }
+        let body = MimePart::new(
+            "multipart/mixed",
+            vec![
+                MimePart::new("text/plain", format!("{text}\r\n")),
+                MimePart::new("application/xml", xml),
+            ],
+        );
+        let raw = b.body(body).write_to_vec().unwrap_or_default();
+        (from, raw)
+    }
+
+    /// After acceptance: Versandbestätigung, "delivery", Eingangsbestätigung, notifications.
+    async fn follow_up(self: Arc<Self>, s: Stored, raw: Vec<u8>) {
+        let send = |from: String, to: Vec<String>, msg: Vec<u8>, what: &'static str| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.to_gateway(&from, &to, &msg).await {
+                    warn!(what, error = %e, "cannot send to the gateway");
+                }
+            }
+        };
+        for rcpt in &s.rcpts {
+            if self.unknown(rcpt) {
+                let (from, m) = self.notification("unknown-recipient", &s, rcpt);
+                send(from, vec![s.from.clone()], m, "notification").await;
+                continue;
+            }
+            if s.options.contains(DeMailOption::ConfirmationOfDispatch) {
+                let (from, m) = self.receipt(DeMailOption::ConfirmationOfDispatch, &s, rcpt);
+                send(from, vec![s.from.clone()], m, "Versandbestätigung").await;
+            }
+            if self.is_org(rcpt) {
+                send(s.from.clone(), vec![rcpt.clone()], raw.clone(), "delivery").await;
+            }
+            if s.options.contains(DeMailOption::ConfirmationOfReceipt) {
+                let (from, m) = self.receipt(DeMailOption::ConfirmationOfReceipt, &s, rcpt);
+                send(from, vec![s.from.clone()], m, "Eingangsbestätigung").await;
+            }
+        }
+    }
+
+    /// A simulated recipient logs in: Abholbestätigung for every stored De-Mail with this private-id.
+    pub async fn retrieve(&self, private_id: &str) -> Result<usize, String> {
+        let mut n = 0;
+        for s in self
+            .stored()
+            .into_iter()
+            .filter(|s| s.private_id.as_deref() == Some(private_id))
+        {
+            if !s.options.contains(DeMailOption::ConfirmationOfRetrieve) {
+                continue;
+            }
+            for rcpt in s.rcpts.iter().filter(|r| !self.unknown(r)) {
+                let (from, m) = self.receipt(DeMailOption::ConfirmationOfRetrieve, &s, rcpt);
+                self.to_gateway(&from, std::slice::from_ref(&s.from), &m)
+                    .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A De-Mail "from a citizen" to the organisation.
+    pub async fn inject(
+        &self,
+        from: &str,
+        to: &str,
+        subject: &str,
+        body: &str,
+        opts: OptionSet,
+        private_id: Option<&str>,
+    ) -> Result<String, String> {
+        let mut b = MessageBuilder::new()
+            .from(from)
+            .to(to)
+            .subject(subject)
+            .text_body(body.to_string());
+        for (n, v) in options::option_headers(opts, private_id) {
+            b = b.header(n, Text::new(v));
+        }
+        let raw = b.write_to_vec().map_err(|e| e.to_string())?;
+        let id = new_id();
+        let (stamped, _) = stamp(&raw, &self.cfg.hostname, &id, from);
+        self.to_gateway(from, &[to.to_string()], &stamped).await?;
+        Ok(id)
+    }
+}
+
+/// Receipts carry an integrity value over their own headers too.
+fn stamp_receipt(raw: Vec<u8>) -> (Vec<u8>, String) {
+    let integ = integrity(&raw, &SIGNED);
+    let mut out = format!("X-de-mail-integrity: {integ}\r\n").into_bytes();
+    out.extend(raw);
+    (out, integ)
+}
+
+fn refuse(r: &demail_core::Reason) -> Reject {
+    Reject::new(
+        554,
+        "5.6.0",
+        format!("[{}] {}", r.code, r.message),
+        format!("[{}] {}", r.code, r.message_en),
+    )
+}
+
+pub struct SimHandler(pub Arc<Sim>);
+
+impl Handler for SimHandler {
+    async fn authenticate(&self, user: &str, password: &str) -> bool {
+        user == self.0.cfg.username && password == self.0.secret
+    }
+
+    async fn deliver(&self, env: &Envelope, raw: Vec<u8>) -> Result<Accepted, Reject> {
+        let sim = &self.0;
+        let Some(msg) = mail_parser::MessageParser::default().parse(&raw) else {
+            return Err(Reject::new(
+                554,
+                "5.6.0",
+                "Keine lesbare Nachricht.",
+                "Not a readable message.",
+            ));
+        };
+        let heads: Vec<(String, String)> = fields(&raw)
+            .into_iter()
+            .map(|(n, b)| {
+                let v = String::from_utf8_lossy(&b).to_string();
+                let v = v
+                    .split_once(':')
+                    .map(|(_, v)| v)
+                    .unwrap_or("")
+                    .replace("\r\n", "")
+                    .trim()
+                    .to_string();
+                (n, v)
+            })
+            .collect();
+        let ho = options_from_headers(heads.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        if let Some(p) = ho
+            .problems
+            .iter()
+            .find(|p| p.code == "header.invalid_value")
+        {
+            return Err(refuse(p));
+        }
+        let private_id = heads
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID))
+            .map(|(_, v)| v.clone());
+        if let Some(p) = &private_id {
+            validate_private_id(p).map_err(|r| refuse(&r))?;
+        }
+        let id = new_id();
+        let (stamped, integ) = stamp(&raw, &sim.cfg.hostname, &id, &env.mail_from);
+        let s = Stored {
+            id: id.clone(),
+            from: env.mail_from.clone(),
+            rcpts: env.rcpt_to.clone(),
+            subject: msg.subject().unwrap_or("").to_string(),
+            private_id,
+            options: ho.options,
+            message_id: msg.message_id().map(str::to_string),
+            integrity: integ,
+            time: crate::spool::now(),
+        };
+        sim.store(&s, &stamped).map_err(|e| {
+            warn!(error = %e, "cannot store");
+            Reject::temporary("Speicherfehler beim Anbieter.", "Provider storage failure.")
+        })?;
+        info!(id = %id, rcpts = s.rcpts.len(), options = ?s.options.ids(), "accepted");
+        tokio::spawn(sim.clone().follow_up(s, stamped));
+        Ok(Accepted { id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pdf_and_time_and_integrity() {
+        let pdf = tiny_pdf(&["Versandbestätigung (x)".into()]);
+        assert!(pdf.starts_with(b"%PDF-1.4") && pdf.ends_with(b"%%EOF\n"));
+        let text = String::from_utf8_lossy(&pdf);
+        let xref: usize = text
+            .rsplit("startxref\n")
+            .next()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(text[xref..].starts_with("xref"));
+        assert_eq!(rfc3339(1_795_775_532), "2026-11-27T10:32:12Z");
+        let i = integrity(b"From: a@b.de\r\nSubject: x\r\n\r\nbody", &SIGNED);
+        assert!(
+            i.starts_with("c=simple/simple; a=sha256; h=From:Subject; b="),
+            "{i}"
+        );
+    }
+}

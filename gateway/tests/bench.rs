@@ -1,0 +1,220 @@
+//! The issue's numbers. Ignored in the normal run; `scripts/bench-gateway` runs them in release mode:
+//! `cargo test --release -p demail-gateway --test bench -- --ignored --nocapture --test-threads=1`
+
+mod common;
+
+use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn msg(i: usize, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: [VB] Nr {i}\r\nMessage-ID: <bench-{i}-{}@musterstadt.de>\r\n\r\n",
+        std::process::id()
+    )
+    .into_bytes();
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n";
+    while m.len() < size {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m
+}
+
+fn mid(raw: &[u8]) -> String {
+    header(raw, "Message-ID").unwrap_or_default()
+}
+
+#[test]
+#[ignore]
+fn crash_safety_kill_9_during_1000_messages() {
+    const N: usize = 1000;
+    let mut h = Harness::new();
+    h.start_provider();
+    let acked = AtomicUsize::new(0);
+    let pid = h.gateway.as_ref().unwrap().id();
+    let failed: Vec<usize> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (h, acked) = (&h, &acked);
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for i in (w..N).step_by(4) {
+                        match h.submit(
+                            "peter.meier@musterstadt.de",
+                            &["anna@buerger.de-mail.de"],
+                            &msg(i, 2000),
+                        ) {
+                            Ok(_) => {
+                                acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(_) => failed.push(i),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        // kill -9 in the middle of the run.
+        while acked.load(Ordering::SeqCst) < N / 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let acked_before = acked.load(Ordering::SeqCst);
+    h.gateway.as_mut().unwrap().kill();
+    h.start_gateway();
+    // The client retries what was not acknowledged (a lost 250 must not become a duplicate).
+    for i in &failed {
+        h.submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg(*i, 2000),
+        )
+        .unwrap();
+    }
+    let got = h.wait_provider(N, 300);
+    std::thread::sleep(Duration::from_secs(2));
+    let got = if h.provider_msgs().len() > got.len() {
+        h.provider_msgs()
+    } else {
+        got
+    };
+    let mut ids: Vec<String> = got.iter().map(|(_, r)| mid(r)).collect();
+    ids.sort();
+    let total = ids.len();
+    let dups: Vec<String> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].clone())
+        .collect();
+    // A duplicate of a message the client retried would be the gateway's fault; one of a
+    // message in flight to the provider at the kill is SMTP's at-least-once window.
+    let retried: Vec<String> = failed.iter().map(|i| mid(&msg(*i, 100))).collect();
+    let dup_retried = dups.iter().filter(|d| retried.contains(d)).count();
+    println!(
+        "CRASH duplicates: {} of retried submissions, {} in flight to the provider at the kill",
+        dup_retried,
+        dups.len() - dup_retried
+    );
+    ids.dedup();
+    println!(
+        "CRASH: messages={N} acknowledged_before_kill={acked_before} retried_after_restart={} sink_total={total} unique={} duplicates={}",
+        failed.len(),
+        ids.len(),
+        total - ids.len()
+    );
+    assert_eq!(ids.len(), N);
+}
+
+#[test]
+#[ignore]
+fn a_25_mb_message_peak_rss() {
+    let policy = POLICY.replace("max_size = \"10 MiB\"", "max_size = \"30 MiB\"");
+    let mut h = Harness::custom(&policy, |c| {
+        c.replace("max_message_size = 12000000", "max_message_size = 40000000")
+    });
+    h.start_provider();
+    let pid = h.gateway.as_ref().unwrap().id();
+    let rss = |field: &str| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = rss("VmRSS:");
+    let m = msg(1, 25 * 1024 * 1024);
+    let t = Instant::now();
+    h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &m,
+    )
+    .unwrap();
+    let got = h.wait_provider(1, 120);
+    let secs = t.elapsed().as_secs_f64();
+    assert!(got[0].1.len() >= m.len());
+    let peak_kib = rss("VmHWM:");
+    let ratio = (peak_kib * 1024) as f64 / m.len() as f64;
+    println!("RSS: message={} bytes idle_rss={before} KiB peak_rss={peak_kib} KiB ratio={ratio:.2} (goal < 4) end_to_end={secs:.2}s", m.len());
+    assert!(ratio < 4.0);
+}
+
+fn count_from(h: &Harness, start: usize) -> usize {
+    h.provider_msgs().len() - start
+}
+
+#[test]
+#[ignore]
+fn relay_throughput_against_postfix() {
+    const N: usize = 1000;
+    const SIZE: usize = 10 * 1024;
+    // smtp-source speaks plain SMTP without AUTH: open the outbound listener for loopback only.
+    let mut h = Harness::custom(POLICY, |c| {
+        c.replace(
+            "tls = \"starttls\"\nrequire_auth = true",
+            "tls = \"none\"\nrequire_auth = false",
+        )
+    });
+    h.start_provider();
+    let source = |port: u16| {
+        std::process::Command::new("/usr/sbin/smtp-source")
+            .args([
+                "-s",
+                "10",
+                "-m",
+                &N.to_string(),
+                "-l",
+                &SIZE.to_string(),
+                "-f",
+                "peter.meier@musterstadt.de",
+                "-t",
+                "anna@buerger.de-mail.de",
+                "-S",
+                "[VB] Last",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .status()
+            .unwrap()
+    };
+    let run = |h: &Harness, port: u16, what: &str| -> f64 {
+        let start = h.provider_msgs().len();
+        let t = Instant::now();
+        assert!(source(port).success());
+        let accepted = t.elapsed().as_secs_f64();
+        demail_testkit::wait_until(Duration::from_secs(600), || {
+            (count_from(h, start) >= N).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: only {} of {N}", count_from(h, start)));
+        let total = t.elapsed().as_secs_f64();
+        println!("THROUGHPUT {what}: {N} x {SIZE} B accepted in {accepted:.2}s, relayed in {total:.2}s = {:.0} msg/s", N as f64 / total);
+        total
+    };
+    let gw = run(&h, h.out_port, "gateway");
+    // Postfix with its durable queue, relaying to the same TLS+AUTH+mTLS provider sink.
+    let p = &h.provider_pki;
+    let main_cf = format!(
+        "relayhost = [localhost]:{}\nsmtp_host_lookup = native\nsmtp_tls_wrappermode = yes\nsmtp_tls_security_level = secure\nsmtp_tls_secure_cert_match = nexthop\n\
+         smtp_tls_CAfile = {}\nsmtp_tls_cert_file = {}\nsmtp_tls_key_file = {}\nsmtp_sasl_auth_enable = yes\n\
+         smtp_sasl_password_maps = static:{PROVIDER_USER}:{PROVIDER_SECRET}\nsmtp_sasl_security_options = noanonymous\nsmtp_sasl_tls_security_options = noanonymous\n\
+         default_destination_concurrency_limit = 8\n",
+        h.provider_port,
+        p.ca_cert.display(),
+        p.client_cert.display(),
+        p.client_key.display()
+    );
+    let pf = demail_testkit::Postfix::start(h.path(), &main_cf).expect("postfix");
+    let px = run(&h, pf.port, "postfix");
+    println!(
+        "THROUGHPUT ratio gateway/postfix = {:.2} (goal >= 1.0)",
+        px / gw
+    );
+    drop(pf);
+}

@@ -1,0 +1,457 @@
+//! Harness: the real gateway binary as a child process, a test CA, Dovecot LMTP as
+//! the internal mail server, and a TLS+AUTH SMTP sink standing in for the provider.
+#![allow(dead_code)]
+
+use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_testkit::{
+    free_port, temp_dir, wait_for_port, wait_until, ChildGuard, Dovecot, Pki, TempDir,
+};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, Identity, Tls, TlsParameters,
+};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const HELPER_USER: &str = "helper";
+pub const HELPER_PASSWORD: &str = "helper-pw-123";
+pub const PROVIDER_USER: &str = "musterstadt-gw";
+pub const PROVIDER_SECRET: &str = "token+pin-456";
+
+pub const POLICY: &str = r#"
+version = 1
+[organisation]
+name = "Stadt Musterstadt"
+internal_domains = ["musterstadt.de", "*.musterstadt.de"]
+[rules]
+mixed_addressing = "reject"
+max_size = "10 MiB"
+[authorization]
+default = "deny"
+default_options = ["confirmation-of-dispatch", "private"]
+[[authorization.groups]]
+name = "Bürgerbüro"
+members = ["*@buergerbuero.musterstadt.de"]
+options = ["confirmation-of-dispatch", "confirmation-of-receipt", "private"]
+cost_unit = "KST-3210"
+[[authorization.senders]]
+address = "peter.meier@musterstadt.de"
+options = ["confirmation-of-dispatch", "private"]
+cost_unit = "KST-3210"
+[[authorization.senders]]
+address = "recht@musterstadt.de"
+options = ["confirmation-of-dispatch", "confirmation-of-receipt", "confirmation-of-retrieve", "authoritative", "private"]
+cost_unit = "KST-3000"
+[mapping]
+catch_all = "sammelpostfach@musterstadt.de"
+domains = [{ demail = "musterstadt.de-mail.de", email = "musterstadt.de" }]
+overrides = [{ demail = "poststelle@musterstadt.de-mail.de", email = "buergerbuero@musterstadt.de" }]
+"#;
+
+/// What the provider sink received.
+#[derive(Default)]
+pub struct Received {
+    pub msgs: Mutex<Vec<(Envelope, Vec<u8>)>>,
+}
+
+struct ProviderSink(Arc<Received>);
+
+impl Handler for ProviderSink {
+    async fn authenticate(&self, user: &str, password: &str) -> bool {
+        user == PROVIDER_USER && password == PROVIDER_SECRET
+    }
+    fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
+        if rcpt.starts_with("unbekannt@") {
+            return Err(Reject::new(
+                550,
+                "5.1.1",
+                "Empfänger unbekannt.",
+                "Recipient unknown.",
+            ));
+        }
+        Ok(())
+    }
+    async fn deliver(&self, env: &Envelope, msg: Vec<u8>) -> Result<Accepted, Reject> {
+        let mut g = self.0.msgs.lock().unwrap();
+        g.push((env.clone(), msg));
+        Ok(Accepted {
+            id: format!("P{}", g.len()),
+        })
+    }
+}
+
+pub struct Harness {
+    pub dir: TempDir,
+    pub gw_pki: Pki,
+    pub provider_pki: Pki,
+    pub dovecot: Dovecot,
+    pub out_port: u16,
+    pub in_port: u16,
+    pub provider_port: u16,
+    pub config: PathBuf,
+    pub gateway: Option<ChildGuard>,
+    pub provider: Arc<Received>,
+    pub rt: tokio::runtime::Runtime,
+    sink_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Everything set up; the gateway is started, the provider sink is not.
+    pub fn new() -> Harness {
+        Harness::with_policy(POLICY)
+    }
+
+    pub fn with_policy(policy: &str) -> Harness {
+        Harness::custom(policy, |c| c)
+    }
+
+    /// A policy and an edit applied to the generated gateway configuration text.
+    pub fn custom(policy: &str, edit: impl FnOnce(String) -> String) -> Harness {
+        let dir = temp_dir();
+        let gw_pki = Pki::generate(dir.path(), "gw");
+        let provider_pki = Pki::generate(dir.path(), "provider");
+        let dovecot = Dovecot::start(dir.path()).expect("dovecot");
+        let (out_port, in_port, provider_port) = (free_port(), free_port(), free_port());
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let config = dir.path().join("gateway.toml");
+        let d = dir.path().display();
+        std::fs::write(
+            &config,
+            edit(format!(
+                r#"
+[gateway]
+hostname = "gw.musterstadt.de"
+spool_dir = "{d}/spool"
+archive_db = "{d}/archive/archive.sqlite"
+policy = "policy.toml"
+postmaster = "postmaster@musterstadt.de"
+
+[tls]
+cert = "{gcert}"
+key = "{gkey}"
+
+[outbound]
+listen = "127.0.0.1:{out_port}"
+tls = "starttls"
+require_auth = true
+allowed_clients = ["127.0.0.0/8"]
+max_message_size = 12000000
+users = [{{ name = "{HELPER_USER}", password_env = "TEST_GW_HELPER_PASSWORD" }}]
+
+[inbound]
+listen = "127.0.0.1:{in_port}"
+tls = "implicit"
+client_ca = "{pca}"
+allowed_clients = ["127.0.0.1"]
+deliver = {{ protocol = "lmtp", host = "127.0.0.1", port = {lmtp}, tls = "none" }}
+
+[[providers]]
+name = "test-dmda"
+domains = ["musterstadt.de-mail.de"]
+host = "127.0.0.1"
+port = {provider_port}
+tls = "implicit"
+ca = "{pca}"
+client_cert = "{pcert}"
+client_key = "{pkey}"
+username = "{PROVIDER_USER}"
+secret_env = "TEST_PROVIDER_SECRET"
+
+[queue]
+retry_initial_secs = 1
+retry_max_secs = 2
+give_up_after_secs = 3600
+scan_interval_ms = 100
+"#,
+                gcert = gw_pki.server_cert.display(),
+                gkey = gw_pki.server_key.display(),
+                pca = provider_pki.ca_cert.display(),
+                pcert = provider_pki.client_cert.display(),
+                pkey = provider_pki.client_key.display(),
+                lmtp = dovecot.lmtp_port,
+            )),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut h = Harness {
+            dir,
+            gw_pki,
+            provider_pki,
+            dovecot,
+            out_port,
+            in_port,
+            provider_port,
+            config,
+            gateway: None,
+            provider: Arc::new(Received::default()),
+            rt,
+            sink_task: None,
+        };
+        h.start_gateway();
+        h
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_demail-gateway"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .output()
+            .unwrap()
+    }
+
+    pub fn start_gateway(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-gateway"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("RUST_LOG", "info");
+        let g = ChildGuard::spawn(
+            "demail-gateway",
+            cmd,
+            Some(&self.dir.path().join("gateway.log")),
+        )
+        .unwrap();
+        assert!(
+            wait_for_port(self.out_port, Duration::from_secs(20)),
+            "gateway did not start: {}",
+            self.log()
+        );
+        assert!(wait_for_port(self.in_port, Duration::from_secs(5)));
+        self.gateway = Some(g);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// The provider: implicit TLS, mutual TLS, AUTH, on its fixed port.
+    pub fn start_provider(&mut self) {
+        let pki = &self.provider_pki;
+        let cfg = demail_smtp::Config {
+            tls: Some(
+                demail_smtp::tls::server_config(
+                    &pki.server_cert,
+                    &pki.server_key,
+                    Some(&pki.ca_cert),
+                )
+                .unwrap(),
+            ),
+            implicit_tls: true,
+            require_tls: true,
+            offer_auth: true,
+            require_auth: true,
+            max_message_size: 64 * 1024 * 1024,
+            ..demail_smtp::Config::default()
+        };
+        let port = self.provider_port;
+        let recv = self.provider.clone();
+        let task = self.rt.spawn(async move {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let _ = demail_smtp::serve(l, Arc::new(cfg), Arc::new(ProviderSink(recv))).await;
+        });
+        self.sink_task = Some(task);
+        assert!(wait_for_port(port, Duration::from_secs(5)));
+    }
+
+    /// The provider simulator binary instead of the in-test sink.
+    pub fn start_sim(&mut self) -> ChildGuard {
+        let d = self.dir.path();
+        let cfg = d.join("sim.toml");
+        let p = &self.provider_pki;
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+hostname = "dmda-sim.de-mail.de"
+listen = "127.0.0.1:{port}"
+tls = {{ cert = "{cert}", key = "{key}" }}
+client_ca = "{ca}"
+store_dir = "{store}"
+username = "{PROVIDER_USER}"
+secret_env = "TEST_PROVIDER_SECRET"
+unknown_local_prefixes = ["unbekannt"]
+[gateway]
+host = "127.0.0.1"
+port = {inp}
+ca = "{gwca}"
+client_cert = "{cc}"
+client_key = "{ck}"
+domains = ["musterstadt.de-mail.de"]
+"#,
+                port = self.provider_port,
+                cert = p.server_cert.display(),
+                key = p.server_key.display(),
+                ca = p.ca_cert.display(),
+                store = d.join("sim-store").display(),
+                inp = self.in_port,
+                gwca = self.gw_pki.ca_cert.display(),
+                cc = p.client_cert.display(),
+                ck = p.client_key.display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"));
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        let g = ChildGuard::spawn("provider-sim", cmd, Some(&d.join("sim.log"))).unwrap();
+        assert!(
+            wait_for_port(self.provider_port, Duration::from_secs(20)),
+            "sim did not start"
+        );
+        g
+    }
+
+    pub fn sim_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"))
+            .arg("--config")
+            .arg(self.dir.path().join("sim.toml"))
+            .args(args)
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .output()
+            .unwrap()
+    }
+
+    pub fn sim_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sim.log")).unwrap_or_default()
+    }
+
+    /// Archive entries as exported (manifest.json).
+    pub fn archive_entries(&self) -> Vec<serde_json::Value> {
+        let out = self.dir.path().join(format!("export-{}", free_port()));
+        let o = self.cli(&["archive", "export", "--out", out.to_str().unwrap()]);
+        assert!(o.status.success());
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        m["entries"].as_array().unwrap().clone()
+    }
+
+    pub fn provider_msgs(&self) -> Vec<(Envelope, Vec<u8>)> {
+        self.provider.msgs.lock().unwrap().clone()
+    }
+
+    pub fn wait_provider(&self, n: usize, secs: u64) -> Vec<(Envelope, Vec<u8>)> {
+        wait_until(Duration::from_secs(secs), || {
+            let m = self.provider_msgs();
+            (m.len() >= n).then_some(m)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "provider got {} of {n}; log:\n{}",
+                self.provider_msgs().len(),
+                self.log()
+            )
+        })
+    }
+
+    fn tls_params(&self, ca_pem: &str, client: Option<(&Path, &Path)>) -> TlsParameters {
+        let mut b = TlsParameters::builder("localhost".into())
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+        if let Some((c, k)) = client {
+            b = b.identify_with(identity(c, k));
+        }
+        b.build_rustls().unwrap()
+    }
+
+    /// Submit like a helper: STARTTLS (verified against the gateway CA) and AUTH.
+    pub fn submit(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
+        let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.out_port)
+            .tls(Tls::Required(self.tls_params(&self.gw_pki.ca_pem, None)))
+            .credentials(Credentials::new(HELPER_USER.into(), HELPER_PASSWORD.into()))
+            .authentication(vec![Mechanism::Plain])
+            .timeout(Some(Duration::from_secs(30)))
+            .build();
+        let env = lettre::address::Envelope::new(
+            Some(from.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        self.rt
+            .block_on(t.send_raw(&env, raw))
+            .map(|r| format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")))
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Deliver like the provider: implicit TLS with its client certificate.
+    pub fn inject(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
+        let pki = &self.provider_pki;
+        let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.in_port)
+            .tls(Tls::Wrapper(self.tls_params(
+                &self.gw_pki.ca_pem,
+                Some((&pki.client_cert, &pki.client_key)),
+            )))
+            .timeout(Some(Duration::from_secs(30)))
+            .build();
+        let env = lettre::address::Envelope::new(
+            Some(from.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        self.rt
+            .block_on(t.send_raw(&env, raw))
+            .map(|r| r.code().to_string())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    pub fn queue_len(&self) -> usize {
+        let out = self.cli(&["queue", "list"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(t) = self.sink_task.take() {
+            t.abort();
+        }
+        if let Some(mut g) = self.gateway.take() {
+            g.terminate(Duration::from_secs(3));
+        }
+    }
+}
+
+/// lettre's rustls backend takes the certificate as DER despite the name `from_pem`.
+pub fn identity(cert: &Path, key: &Path) -> Identity {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(cert).unwrap();
+    Identity::from_pem(der.as_ref(), &std::fs::read(key).unwrap()).unwrap()
+}
+
+/// The value of a header (first occurrence, unfolded) in raw bytes, via mail-parser.
+pub fn header(raw: &[u8], name: &str) -> Option<String> {
+    let m = mail_parser::MessageParser::default().parse(raw)?;
+    m.headers()
+        .iter()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .map(|h| {
+            String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize])
+                .replace("\r\n", "")
+                .trim()
+                .to_string()
+        })
+}

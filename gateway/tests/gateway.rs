@@ -1,0 +1,713 @@
+//! The real `demail-gateway` binary between lettre/swaks, a TLS provider sink and Dovecot LMTP.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: Peter Meier <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n{extra}\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n",
+        demail_testkit::free_port()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn subject_tags_become_headers_and_sender_is_mapped() {
+    let mut h = Harness::new();
+    h.start_provider();
+    let r = h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            "[P, VB] Frage zur KFZ-Zulassung",
+            "",
+        ),
+    );
+    assert!(
+        r.as_ref().is_ok_and(|s| s.starts_with("250")),
+        "{r:?}\n{}",
+        h.log()
+    );
+    let got = h.wait_provider(1, 20);
+    let (env, raw) = &got[0];
+    assert_eq!(env.mail_from, "peter.meier@musterstadt.de-mail.de");
+    assert_eq!(env.rcpt_to, ["anna@buerger.de-mail.de"]);
+    assert_eq!(env.session.auth_user.as_deref(), Some(PROVIDER_USER));
+    assert_eq!(
+        header(raw, "Subject").as_deref(),
+        Some("Frage zur KFZ-Zulassung")
+    );
+    assert_eq!(header(raw, "X-de-mail-private").as_deref(), Some("yes"));
+    assert_eq!(
+        header(raw, "X-de-mail-confirmation-of-dispatch").as_deref(),
+        Some("yes")
+    );
+    assert!(header(raw, "X-de-mail-private-id").is_some_and(|v| v.starts_with("DM-")));
+    assert!(header(raw, "From").is_some_and(|v| v.contains("<peter.meier@musterstadt.de-mail.de>")));
+    // The body is untouched (lettre adds one CRLF of its own before the final dot).
+    assert!(String::from_utf8_lossy(raw)
+        .ends_with("\r\n\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n\r\n"));
+
+    // Archive and billing saw it.
+    let v = h.cli(&["archive", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let b = h.cli(&[
+        "billing",
+        "report",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2999-12-31",
+    ]);
+    let csv = String::from_utf8_lossy(&b.stdout);
+    assert!(csv.contains("\"KST-3210\",1,1,0,1,0,0,1,0"), "{csv}");
+    let j = h.cli(&[
+        "billing",
+        "report",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2999-12-31",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(v["cost_units"][0]["private"], 1);
+}
+
+#[test]
+fn swaks_submits_through_the_gateway() {
+    assert!(
+        demail_testkit::have("swaks"),
+        "swaks missing: scripts/setup test"
+    );
+    let mut h = Harness::new();
+    h.start_provider();
+    let out = std::process::Command::new("swaks")
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &h.out_port.to_string(),
+            "--tls",
+            "--tls-verify",
+            "--tls-sni",
+            "localhost",
+        ])
+        .arg("--tls-ca-path")
+        .arg(&h.gw_pki.ca_cert)
+        .args([
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            HELPER_USER,
+            "--auth-password",
+            HELPER_PASSWORD,
+        ])
+        .args([
+            "--from",
+            "peter.meier@musterstadt.de",
+            "--to",
+            "amt@stadt.de-mail.de",
+        ])
+        .args([
+            "--header",
+            "From: peter.meier@musterstadt.de",
+            "--header",
+            "Subject: [VB] Antrag per swaks",
+            "--body",
+            "Text",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let got = h.wait_provider(1, 20);
+    assert_eq!(
+        header(&got[0].1, "Subject").as_deref(),
+        Some("Antrag per swaks")
+    );
+    assert_eq!(
+        header(&got[0].1, "X-de-mail-confirmation-of-dispatch").as_deref(),
+        Some("yes")
+    );
+}
+
+#[test]
+fn mixed_addressing_and_unauthorised_senders_get_5xx() {
+    let mut h = Harness::new();
+    h.start_provider();
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de", "x@example.org"],
+            &msg(
+                "peter.meier@musterstadt.de",
+                "anna@buerger.de-mail.de, x@example.org",
+                "Antrag",
+                "",
+            ),
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("Permanent")
+            && e.contains("5.7.1 [mixed.rejected]")
+            && e.contains("De-Mail-Empfänger")
+            && e.contains("This message has"),
+        "{e}"
+    );
+    let e = h
+        .submit(
+            "eve@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg(
+                "eve@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                "Antrag",
+                "",
+            ),
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("Permanent") && e.contains("sender.not_authorized"),
+        "{e}"
+    );
+    // Peter may not order an Abholbestätigung.
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg(
+                "peter.meier@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                "[AB] Bescheid",
+                "",
+            ),
+        )
+        .unwrap_err();
+    assert!(e.contains("sender.option_not_authorized"), "{e}");
+    // Unknown tag: refused, nothing silently dropped.
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg(
+                "peter.meier@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                "[P, XYZ] Bescheid",
+                "",
+            ),
+        )
+        .unwrap_err();
+    assert!(e.contains("subject.unknown_tag"), "{e}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(h.provider_msgs().is_empty());
+    assert_eq!(h.queue_len(), 0);
+}
+
+#[test]
+fn inbound_goes_to_mapped_mailboxes_and_catch_all_with_headers_intact() {
+    let h = Harness::new();
+    let raw = b"From: buerger@web.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de\r\nSubject: Widerspruch\r\nX-de-mail-message-type: normal\r\nX-de-mail-private: yes\r\nX-de-mail-auth-level: high\r\nX-de-mail-message-id: <abc@provider>\r\n\r\nText\r\n";
+    let r = h.inject(
+        "buerger@web.de-mail.de",
+        &[
+            "peter.meier@musterstadt.de-mail.de",
+            "poststelle@musterstadt.de-mail.de",
+            "wer@anderswo.de-mail.de",
+        ],
+        raw,
+    );
+    assert_eq!(r.as_deref(), Ok("250"), "{}", h.log());
+    let peter =
+        h.dovecot
+            .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+    let post =
+        h.dovecot
+            .wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(20));
+    let sammel =
+        h.dovecot
+            .wait_for_messages("sammelpostfach@musterstadt.de", 1, Duration::from_secs(20));
+    assert_eq!(
+        (peter.len(), post.len(), sammel.len()),
+        (1, 1, 1),
+        "{}",
+        h.log()
+    );
+    let got = String::from_utf8_lossy(&sammel[0]);
+    // Dovecot adds its trace headers on top and stores LF line ends; the rest is
+    // unchanged (plus the line end lettre adds before the final dot).
+    let want = format!(
+        "{}\n",
+        std::str::from_utf8(raw).unwrap().replace("\r\n", "\n")
+    );
+    assert!(got.replace("\r\n", "\n").ends_with(&want), "{got}");
+    assert_eq!(h.queue_len(), 0);
+}
+
+#[test]
+fn inbound_needs_the_provider_certificate() {
+    let h = Harness::new();
+    // A client certificate from another CA is refused during the handshake.
+    let other = demail_testkit::Pki::generate(h.path(), "stranger");
+    let t = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(h.in_port)
+        .tls(lettre::transport::smtp::client::Tls::Wrapper(
+            lettre::transport::smtp::client::TlsParameters::builder("localhost".into())
+                .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
+                .add_root_certificate(
+                    lettre::transport::smtp::client::Certificate::from_pem(
+                        h.gw_pki.ca_pem.as_bytes(),
+                    )
+                    .unwrap(),
+                )
+                .identify_with(identity(&other.client_cert, &other.client_key))
+                .build_rustls()
+                .unwrap(),
+        ))
+        .build();
+    let env = lettre::address::Envelope::new(
+        Some("a@b.de-mail.de".parse().unwrap()),
+        vec!["x@musterstadt.de-mail.de".parse().unwrap()],
+    )
+    .unwrap();
+    use lettre::AsyncTransport;
+    assert!(h
+        .rt
+        .block_on(t.send_raw(&env, b"Subject: x\r\n\r\nx\r\n"))
+        .is_err());
+}
+
+#[test]
+fn provider_outage_then_delivery_from_the_queue() {
+    let mut h = Harness::new();
+    let r = h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            "[P] Ausfall",
+            "",
+        ),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    // Nobody listens at the provider: the message waits with its error.
+    let waiting = demail_testkit::wait_until(Duration::from_secs(10), || {
+        let out = h.cli(&["queue", "list"]);
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        s.contains("last_error").then_some(s)
+    })
+    .expect("queued with an error");
+    assert!(!waiting.contains("\"attempts\":0"), "{waiting}");
+    h.start_provider();
+    let got = h.wait_provider(1, 20);
+    assert_eq!(header(&got[0].1, "Subject").as_deref(), Some("Ausfall"));
+    assert!(
+        demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0)
+            .then_some(()))
+        .is_some()
+    );
+}
+
+#[test]
+fn kill_9_and_restart_keep_the_queue() {
+    let mut h = Harness::new();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let m = msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            &format!("[VB] Nr {i}"),
+            "",
+        );
+        ids.push(header(&m, "Message-ID").unwrap());
+        h.submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &m,
+        )
+        .unwrap();
+    }
+    h.gateway.as_mut().unwrap().kill();
+    assert_eq!(h.queue_len(), 5);
+    h.start_gateway();
+    h.start_provider();
+    let got = h.wait_provider(5, 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen: Vec<String> = h
+        .provider_msgs()
+        .iter()
+        .map(|(_, r)| header(r, "Message-ID").unwrap())
+        .collect();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids, "each exactly once");
+    assert_eq!(got.len(), 5);
+}
+
+#[test]
+fn permanent_failure_is_bounced_to_the_sender_in_german_and_english() {
+    let mut h = Harness::new();
+    h.start_provider();
+    let r = h.submit(
+        "peter.meier@musterstadt.de",
+        &["unbekannt@buerger.de-mail.de"],
+        &msg(
+            "peter.meier@musterstadt.de",
+            "unbekannt@buerger.de-mail.de",
+            "Antrag",
+            "",
+        ),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    let dsn = h
+        .dovecot
+        .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+    assert_eq!(dsn.len(), 1, "{}", h.log());
+    let text = String::from_utf8_lossy(&dsn[0]);
+    assert!(
+        text.contains("Unzustellbar / Undeliverable: Antrag"),
+        "{text}"
+    );
+    assert!(text.contains("multipart/report"));
+    assert!(
+        demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0)
+            .then_some(()))
+        .is_some()
+    );
+}
+
+#[test]
+fn archive_links_receipts_and_verify_catches_tampering() {
+    let mut h = Harness::new();
+    h.start_provider();
+    let m = msg(
+        "peter.meier@musterstadt.de",
+        "anna@buerger.de-mail.de",
+        "Bescheid",
+        "X-de-mail-private-id: AZ-2026-0815\r\nX-de-mail-confirmation-of-dispatch: yes\r\n",
+    );
+    h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &m,
+    )
+    .unwrap();
+    h.wait_provider(1, 20);
+    let receipt = b"From: Versandbestaetigung@provider.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de\r\nSubject: *Versandbest\xc3\xa4tigung* Bescheid\r\nX-de-mail-message-type: confirmation of dispatch\r\nX-de-mail-private-id: AZ-2026-0815\r\n\r\nBest\xc3\xa4tigung\r\n";
+    assert_eq!(
+        h.inject(
+            "versandbestaetigung@provider.de-mail.de",
+            &["peter.meier@musterstadt.de-mail.de"],
+            receipt
+        )
+        .as_deref(),
+        Ok("250")
+    );
+    h.dovecot
+        .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+
+    let out = h.path().join("export");
+    let e = h.cli(&["archive", "export", "--out", out.to_str().unwrap()]);
+    assert!(e.status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let entries = manifest["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["direction"], "out");
+    assert_eq!(entries[1]["direction"], "receipt");
+    assert_eq!(entries[1]["link"], entries[0]["seq"]);
+    assert!(out.join(entries[0]["file"].as_str().unwrap()).is_file());
+
+    assert!(h.cli(&["archive", "verify"]).status.success());
+    let db = h.path().join("archive/archive.sqlite");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("DROP TRIGGER entries_no_update; UPDATE entries SET recipients = 'x@evil.de-mail.de' WHERE seq = 1;").unwrap();
+    drop(c);
+    let v = h.cli(&["archive", "verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("archive.entry_altered"));
+}
+
+#[test]
+fn config_check_names_file_line_and_field() {
+    let h = Harness::new();
+    assert!(h.cli(&["config", "check"]).status.success());
+    let bad = h.path().join("bad.toml");
+    let src = std::fs::read_to_string(&h.config)
+        .unwrap()
+        .replace("tls = \"starttls\"", "tls = \"sometimes\"");
+    std::fs::write(&bad, src).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_demail-gateway"))
+        .arg("--config")
+        .arg(&bad)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("Zeile")
+            && err.contains("line")
+            && err.contains("tls"),
+        "{err}"
+    );
+}
+
+#[test]
+fn postfix_relays_through_the_gateway() {
+    let mut h = Harness::new();
+    h.start_provider();
+    // Postfix as the organisation's mail server: STARTTLS verified against our CA, SASL PLAIN.
+    let main_cf = format!(
+        "relayhost = [localhost]:{}\nsmtp_host_lookup = native\nsmtp_tls_security_level = secure\nsmtp_tls_secure_cert_match = nexthop\n\
+         smtp_tls_CAfile = {}\nsmtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = static:{HELPER_USER}:{HELPER_PASSWORD}\n\
+         smtp_sasl_security_options = noanonymous\nsmtp_sasl_tls_security_options = noanonymous\n",
+        h.out_port,
+        h.gw_pki.ca_cert.display()
+    );
+    let pf = demail_testkit::Postfix::start(h.path(), &main_cf).expect("postfix");
+    let out = std::process::Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &pf.port.to_string()])
+        .args([
+            "--from",
+            "peter.meier@musterstadt.de",
+            "--to",
+            "anna@buerger.de-mail.de",
+        ])
+        .args([
+            "--header",
+            "From: Peter Meier <peter.meier@musterstadt.de>",
+            "--header",
+            "Subject: [P] Über Postfix",
+            "--body",
+            "Text",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let got = demail_testkit::wait_until(Duration::from_secs(30), || {
+        let m = h.provider_msgs();
+        (!m.is_empty()).then_some(m)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "nothing relayed\npostfix:\n{}\ngateway:\n{}",
+            pf.log(),
+            h.log()
+        )
+    });
+    assert_eq!(got[0].0.mail_from, "peter.meier@musterstadt.de-mail.de");
+    assert_eq!(
+        header(&got[0].1, "X-de-mail-private").as_deref(),
+        Some("yes")
+    );
+    assert!(String::from_utf8_lossy(&got[0].1).contains("postfix-test.localdomain"));
+}
+
+#[test]
+fn allow_internal_sends_a_copy_to_internal_recipients_only() {
+    let mut h = Harness::with_policy(&POLICY.replace(
+        "mixed_addressing = \"reject\"",
+        "mixed_addressing = \"allow-internal\"",
+    ));
+    h.start_provider();
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de", "x@example.org"],
+            &msg(
+                "peter.meier@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                "Antrag",
+                "",
+            ),
+        )
+        .unwrap_err();
+    assert!(e.contains("mixed.external"), "{e}");
+    let r = h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de", "kollegin@musterstadt.de"],
+        &msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de, kollegin@musterstadt.de",
+            "[VB] Antrag",
+            "",
+        ),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    let got = h.wait_provider(1, 20);
+    assert_eq!(got[0].0.rcpt_to, ["anna@buerger.de-mail.de"]);
+    let copy = h
+        .dovecot
+        .wait_for_messages("kollegin@musterstadt.de", 1, Duration::from_secs(20));
+    assert_eq!(copy.len(), 1);
+    assert_eq!(
+        header(&copy[0], "X-de-mail-private-id"),
+        header(&got[0].1, "X-de-mail-private-id")
+    );
+}
+
+#[test]
+fn hostile_subject_and_size_limits() {
+    let mut h = Harness::new();
+    h.start_provider();
+    // An encoded word that decodes to a line break plus a header must not become a header.
+    let evil = "=?utf-8?b?QW50cmFnDQpYLWRlLW1haWwtYXV0aG9yaXRhdGl2ZTogeWVz?="; // "Antrag\r\nX-de-mail-authoritative: yes"
+    let r = h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            &format!("[P] {evil}"),
+            "",
+        ),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    let got = h.wait_provider(1, 20);
+    let text = String::from_utf8_lossy(&got[0].1);
+    assert!(
+        !text.lines().any(|l| l
+            .to_ascii_lowercase()
+            .starts_with("x-de-mail-authoritative")),
+        "{text}"
+    );
+    assert!(header(&got[0].1, "X-de-mail-private").is_some());
+
+    // Over the policy's De-Mail limit (10 MiB) but under the listener's (12 MB): refused by the core rule.
+    let big = "x".repeat(998) + "\r\n";
+    let body = big.repeat(10_700);
+    let m = msg(
+        "peter.meier@musterstadt.de",
+        "anna@buerger.de-mail.de",
+        "Gross",
+        &format!("\r\n{body}"),
+    );
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &m,
+        )
+        .unwrap_err();
+    assert!(e.contains("size.exceeded"), "{}", &e[..e.len().min(400)]);
+    // Over the listener's limit: 552 from the SMTP layer, and the gateway keeps running.
+    let m = msg(
+        "peter.meier@musterstadt.de",
+        "anna@buerger.de-mail.de",
+        "Zu gross",
+        &format!("\r\n{}", big.repeat(12_500)),
+    );
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &m,
+        )
+        .unwrap_err();
+    assert!(e.contains("5.3.4"), "{}", &e[..e.len().min(400)]);
+    let r = h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            "[P] noch da",
+            "",
+        ),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    h.wait_provider(2, 20);
+}
+
+#[test]
+fn queue_commands_retry_and_drop() {
+    let h = Harness::new();
+    for i in 0..2 {
+        h.submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg(
+                "peter.meier@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                &format!("[P] q{i}"),
+                "",
+            ),
+        )
+        .unwrap();
+    }
+    let list = String::from_utf8(h.cli(&["queue", "list"]).stdout).unwrap();
+    let ids: Vec<String> = list
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["meta"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(h.cli(&["queue", "retry", &ids[0]]).status.success());
+    assert!(h.cli(&["queue", "drop", &ids[1]]).status.success());
+    assert_eq!(
+        h.cli(&["queue", "drop", "ffff-0000"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(h.queue_len(), 1);
+}
+
+#[test]
+fn a_retried_submission_is_not_sent_twice() {
+    let mut h = Harness::new();
+    h.start_provider();
+    let m = msg(
+        "peter.meier@musterstadt.de",
+        "anna@buerger.de-mail.de",
+        "[P] Einmal",
+        "",
+    );
+    let a = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &m,
+        )
+        .unwrap();
+    let b = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &m,
+        )
+        .unwrap();
+    assert_eq!(a, b, "same queue id in both replies");
+    h.wait_provider(1, 20);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(h.provider_msgs().len(), 1);
+}
+
+#[test]
+fn without_a_catch_all_unmapped_recipients_are_refused_not_dropped() {
+    let h = Harness::with_policy(&POLICY.replace("catch_all = \"sammelpostfach@musterstadt.de\"\n", ""));
+    let raw = b"From: buerger@web.de-mail.de\r\nSubject: x\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
+    // The provider learns at once that this address cannot be delivered here.
+    let e = h.inject("buerger@web.de-mail.de", &["wer@anderswo.de-mail.de"], raw).unwrap_err();
+    assert!(e.contains("Recipient unknown and no catch-all"), "{e}");
+    // A mapped recipient still works.
+    assert_eq!(h.inject("buerger@web.de-mail.de", &["peter.meier@musterstadt.de-mail.de"], raw).as_deref(), Ok("250"));
+    assert_eq!(h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20)).len(), 1);
+}

@@ -1,0 +1,356 @@
+//! The `demail` CLI's helper commands: pairing, outbox, credentials, doctor, config.
+//! They work on the same per-user store as the running service (SQLite in WAL mode
+//! allows both at once), so they also work while the service is stopped.
+
+use crate::config::{Config, Paths};
+use crate::relay;
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A failed admin command: stable code, German and English text.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminError {
+    pub code: String,
+    pub message: String,
+    pub message_en: String,
+}
+
+impl AdminError {
+    pub fn new(code: &str, de: impl Into<String>, en: impl Into<String>) -> Self {
+        AdminError { code: code.into(), message: de.into(), message_en: en.into() }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::new("store.unavailable", format!("Der Speicher des Helfers ist nicht verfügbar: {e}"), format!("The helper's storage is not available: {e}"))
+    }
+}
+
+impl From<Box<crate::config::ConfigIssue>> for AdminError {
+    fn from(i: Box<crate::config::ConfigIssue>) -> Self {
+        let i = *i;
+        AdminError { code: i.code, message: i.message, message_en: i.message_en }
+    }
+}
+
+impl From<crate::secrets::SecretError> for AdminError {
+    fn from(e: crate::secrets::SecretError) -> Self {
+        AdminError { code: e.code, message: e.message, message_en: e.message_en }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AdminError>;
+
+fn store(cfg: &Config) -> Result<Store> {
+    Ok(Store::open(&cfg.data_dir())?)
+}
+
+// ------------------------------------------------------------------ pairing
+
+pub fn pair_list(cfg: &Config) -> Result<Value> {
+    let s = store(cfg)?;
+    let now = crate::store::now_ms();
+    let list: Vec<Value> = s
+        .pairings()?
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p).unwrap_or(Value::Null);
+            if p.status == "pending" && p.expires_at.is_some_and(|e| e <= now) {
+                v["status"] = json!("expired");
+                v.as_object_mut().map(|o| o.remove("code"));
+            }
+            v
+        })
+        .collect();
+    Ok(json!({ "pairings": list }))
+}
+
+fn no_request(code: &str) -> AdminError {
+    AdminError::new(
+        "pairing.unknown",
+        format!("Keine offene Kopplungsanfrage mit dem Code „{code}“ (abgelaufen oder schon entschieden?)."),
+        format!("No open pairing request with the code \"{code}\" (expired or already decided?)."),
+    )
+}
+
+pub fn pair_decide(cfg: &Config, code: &str, approve: bool) -> Result<Value> {
+    let mut s = store(cfg)?;
+    let p = s.decide_by_code(code, approve)?.ok_or_else(|| no_request(code))?;
+    Ok(json!({ "pairing": p }))
+}
+
+pub fn pair_revoke(cfg: &Config, id: &str) -> Result<Value> {
+    let mut s = store(cfg)?;
+    let n = s.revoke(id)?;
+    if n == 0 {
+        return Err(AdminError::new(
+            "pairing.unknown",
+            format!("Keine aktive Kopplung „{id}“."),
+            format!("No active pairing \"{id}\"."),
+        ));
+    }
+    Ok(json!({ "revoked": n }))
+}
+
+/// IT pre-provisioning: an approved pairing whose token is printed once.
+pub fn pair_provision(cfg: &Config, client: &str) -> Result<Value> {
+    let mut s = store(cfg)?;
+    let (p, token) = crate::pairing::provision(&mut s, client, "provisioned")?;
+    Ok(json!({ "pairing": p, "token": token }))
+}
+
+// ------------------------------------------------------------------ outbox
+
+pub fn outbox_list(cfg: &Config, status: Option<&str>) -> Result<Value> {
+    let s = store(cfg)?;
+    let counts: serde_json::Map<String, Value> = s.counts()?.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    Ok(json!({ "messages": s.list(status, 1000)?, "counts": counts }))
+}
+
+fn outbox_missing(id: &str) -> AdminError {
+    AdminError::new("outbox.not_found", format!("Die Nachricht „{id}“ ist nicht im Postausgang."), format!("The message \"{id}\" is not in the outbox."))
+}
+
+pub fn outbox_retry(cfg: &Config, id: &str) -> Result<Value> {
+    let mut s = store(cfg)?;
+    let (changed, e) = s.retry(id)?.ok_or_else(|| outbox_missing(id))?;
+    if !changed {
+        return Err(AdminError::new(
+            "outbox.state",
+            format!("Im Zustand „{}“ kann die Nachricht nicht erneut gesendet werden.", e.status),
+            format!("The message cannot be retried in state \"{}\".", e.status),
+        ));
+    }
+    Ok(json!({ "message": e }))
+}
+
+pub fn outbox_cancel(cfg: &Config, id: &str) -> Result<Value> {
+    let mut s = store(cfg)?;
+    let (changed, e) = s.cancel(id)?.ok_or_else(|| outbox_missing(id))?;
+    if !changed {
+        return Err(AdminError::new(
+            "outbox.state",
+            format!("Im Zustand „{}“ kann die Nachricht nicht mehr zurückgehalten werden.", e.status),
+            format!("The message can no longer be cancelled in state \"{}\".", e.status),
+        ));
+    }
+    Ok(json!({ "message": e }))
+}
+
+// ------------------------------------------------------------------ credentials
+
+pub fn credentials_set(cfg: &Config, password: &str) -> Result<Value> {
+    let backend = crate::secrets::set(cfg, password)?;
+    let mut v = json!({ "stored": true, "backend": backend, "account": crate::secrets::account(cfg) });
+    if backend == "keyutils" {
+        v["note"] = json!("Kernel-Schlüsselbund: nur bis zum Abmelden/Neustart gespeichert. / Kernel keyring: kept only until logout/reboot.");
+    }
+    Ok(v)
+}
+
+pub fn credentials_delete(cfg: &Config) -> Result<Value> {
+    Ok(json!({ "deleted": crate::secrets::delete(cfg)? }))
+}
+
+/// Connect to the gateway with TLS and AUTH, send nothing.
+pub fn credentials_test(cfg: &Config) -> Result<Value> {
+    let password = crate::secrets::get(cfg)?.map(|(p, _)| p);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AdminError::new("internal", e.to_string(), e.to_string()))?;
+    let authenticated = password.is_some();
+    let r = rt.block_on(async {
+        let mut c = relay::open_session(cfg, password).await?;
+        let _ = c.quit().await;
+        Ok::<_, crate::store::ErrorInfo>(())
+    });
+    match r {
+        Ok(()) => Ok(json!({
+            "ok": true, "host": cfg.gateway.host, "port": cfg.gateway.port, "tls": cfg.gateway.tls, "authenticated": authenticated,
+            "message": "Verbindung, TLS-Prüfung und Anmeldung am Gateway sind in Ordnung.",
+            "message_en": "Connection, TLS verification and authentication at the gateway are fine.",
+        })),
+        Err(e) => Err(AdminError { code: e.code, message: e.message, message_en: e.message_en }),
+    }
+}
+
+// ------------------------------------------------------------------ doctor
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    /// `ok`, `warn` or `error`.
+    pub status: &'static str,
+    pub message: String,
+    pub message_en: String,
+}
+
+fn finding(check: &'static str, status: &'static str, de: impl Into<String>, en: impl Into<String>) -> Finding {
+    Finding { check, status, message: de.into(), message_en: en.into() }
+}
+
+/// Check configuration, policy, storage, keyring, gateway reachability and TLS, the
+/// running service and the pairings. `online = false` skips the network checks.
+pub fn doctor(paths: &Paths, online: bool) -> Value {
+    let mut f: Vec<Finding> = Vec::new();
+    let cfg = match Config::load(paths) {
+        Ok(c) => {
+            let files: Vec<String> = c.files.iter().map(|p| p.display().to_string()).collect();
+            if files.is_empty() {
+                f.push(finding(
+                    "config",
+                    "warn",
+                    format!("Keine Konfigurationsdatei gefunden ({} / {}); es gelten die Voreinstellungen.", paths.machine.display(), paths.user.display()),
+                    format!("No configuration file found ({} / {}); defaults apply.", paths.machine.display(), paths.user.display()),
+                ));
+            } else {
+                f.push(finding("config", "ok", format!("Konfiguration gelesen: {}.", files.join(", ")), format!("Configuration read: {}.", files.join(", "))));
+            }
+            for w in &c.warnings {
+                f.push(finding("config", "warn", w.message.clone(), w.message_en.clone()));
+            }
+            c
+        }
+        Err(e) => {
+            f.push(finding("config", "error", e.message, e.message_en));
+            return json!({ "ok": false, "findings": f });
+        }
+    };
+
+    match crate::state::load_policy(std::path::Path::new(cfg.policy.file.trim())) {
+        Ok((_, src)) if src == "built-in" => f.push(finding(
+            "policy",
+            "warn",
+            format!("Keine Richtlinie unter {}; es gelten die eingebauten Regeln (*.de-mail.de, gemischte Adressierung wird abgelehnt).", cfg.policy.file),
+            format!("No policy at {}; the built-in rules apply (*.de-mail.de, mixed addressing is rejected).", cfg.policy.file),
+        )),
+        Ok((_, src)) => f.push(finding("policy", "ok", format!("Richtlinie gültig: {src}."), format!("Policy valid: {src}."))),
+        Err(e) => f.push(finding("policy", "error", e.message, e.message_en)),
+    }
+
+    match store(&cfg) {
+        Ok(s) => {
+            let counts = s.counts().unwrap_or_default();
+            let get = |k: &str| counts.iter().find(|(s, _)| s == k).map(|(_, n)| *n).unwrap_or(0);
+            f.push(finding(
+                "storage",
+                "ok",
+                format!("Postausgang {}: {} wartend, {} gesendet, {} fehlgeschlagen.", s.path.display(), get("queued") + get("sending"), get("sent"), get("failed")),
+                format!("Outbox {}: {} waiting, {} sent, {} failed.", s.path.display(), get("queued") + get("sending"), get("sent"), get("failed")),
+            ));
+            if get("failed") > 0 {
+                f.push(finding(
+                    "outbox",
+                    "warn",
+                    format!("{} De-Mail(s) sind fehlgeschlagen; siehe „demail outbox list --status failed“.", get("failed")),
+                    format!("{} De-Mail(s) failed; see \"demail outbox list --status failed\".", get("failed")),
+                ));
+            }
+            let pairings = s.pairings().unwrap_or_default();
+            let approved = pairings.iter().filter(|p| p.status == "approved").count();
+            let now = crate::store::now_ms();
+            let pending = pairings.iter().filter(|p| p.status == "pending" && p.expires_at.is_none_or(|e| e > now)).count();
+            let (st, de, en) = if approved == 0 {
+                ("warn", "Noch kein Add-in gekoppelt.".to_string(), "No add-in paired yet.".to_string())
+            } else {
+                ("ok", format!("{approved} Add-in(s) gekoppelt."), format!("{approved} add-in(s) paired."))
+            };
+            f.push(finding("pairing", st, de, en));
+            if pending > 0 {
+                f.push(finding(
+                    "pairing",
+                    "warn",
+                    format!("{pending} Kopplungsanfrage(n) warten auf Bestätigung („demail pair list“, „demail pair approve CODE“)."),
+                    format!("{pending} pairing request(s) wait for approval (\"demail pair list\", \"demail pair approve CODE\")."),
+                ));
+            }
+        }
+        Err(e) => f.push(finding("storage", "error", e.message, e.message_en)),
+    }
+
+    match crate::discovery::read() {
+        Some(i) => f.push(finding(
+            "service",
+            "ok",
+            format!("Der Helfer läuft (PID {}, http://127.0.0.1:{}).", i.pid, i.port),
+            format!("The helper is running (PID {}, http://127.0.0.1:{}).", i.pid, i.port),
+        )),
+        None => f.push(finding(
+            "service",
+            "warn",
+            "Der Helfer läuft nicht (keine Discovery-Datei oder Port antwortet nicht). Start: „demail serve“.",
+            "The helper is not running (no discovery file, or its port does not answer). Start: \"demail serve\".",
+        )),
+    }
+
+    let mut password = None;
+    if crate::secrets::account(&cfg).is_some() {
+        match crate::secrets::get(&cfg) {
+            Ok(Some((p, backend))) => {
+                password = Some(p);
+                f.push(finding("keyring", "ok", format!("Kennwort im Schlüsselbund gefunden ({backend})."), format!("Password found in the keyring ({backend}).")));
+            }
+            Ok(None) => {}
+            Err(e) => f.push(finding("keyring", "error", e.message, e.message_en)),
+        }
+    } else {
+        f.push(finding(
+            "keyring",
+            "ok",
+            "Kein Gateway-Benutzer konfiguriert; es wird ohne SMTP-Anmeldung gesendet.",
+            "No gateway user configured; mail is sent without SMTP authentication.",
+        ));
+    }
+
+    if cfg.gateway.host.trim().is_empty() {
+        f.push(finding(
+            "gateway",
+            "error",
+            "Kein Gateway konfiguriert (gateway.host); De-Mails bleiben im Postausgang.",
+            "No gateway configured (gateway.host); De-Mails stay in the outbox.",
+        ));
+    } else if online {
+        let target = format!("{}:{}", cfg.gateway.host.trim(), cfg.gateway.port);
+        let reachable = std::net::ToSocketAddrs::to_socket_addrs(&target)
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
+            .unwrap_or(false);
+        if !reachable {
+            f.push(finding(
+                "gateway",
+                "error",
+                format!("Das Gateway {target} ist nicht erreichbar (Netz, Firewall, Name?)."),
+                format!("The gateway {target} is not reachable (network, firewall, name?)."),
+            ));
+        } else {
+            f.push(finding("gateway", "ok", format!("Gateway {target} ist erreichbar."), format!("Gateway {target} is reachable.")));
+            let res = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ("internal".to_string(), e.to_string(), e.to_string()))
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let mut c = relay::open_session(&cfg, password).await.map_err(|e| (e.code, e.message, e.message_en))?;
+                        let _ = c.quit().await;
+                        Ok(())
+                    })
+                });
+            match res {
+                Ok(_) => f.push(finding(
+                    "tls",
+                    "ok",
+                    format!("TLS ({:?}) mit geprüftem Zertifikat und Anmeldung am Gateway funktionieren.", cfg.gateway.tls),
+                    format!("TLS ({:?}) with a verified certificate and authentication at the gateway work.", cfg.gateway.tls),
+                )),
+                Err((_, de, en)) => f.push(finding("tls", "error", de, en)),
+            }
+        }
+    }
+    let ok = !f.iter().any(|x| x.status == "error");
+    json!({ "ok": ok, "findings": f })
+}

@@ -1,0 +1,669 @@
+//! Turning a submit request into the message that goes to the gateway.
+//!
+//! Every De-Mail decision comes from the core: the send check (`check`), the header
+//! lines and private-id (`api::headers`), subject tags (`subject::parse`/`format`) and
+//! option headers in raw MIME (`options::options_from_headers`). This module only does
+//! MIME plumbing: building with mail-builder, splitting and rewriting a header block,
+//! and refusing anything that could inject header lines.
+
+use crate::config::Dialect;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use demail_core::address::parse_address_list;
+use demail_core::api::{self, Env};
+use demail_core::check::{check, CheckInput, CheckResult, Verdict};
+use demail_core::message::Severity;
+use demail_core::options::{apply_rules, is_demail_header, options_from_headers, PRIVATE_ID};
+use demail_core::{subject, OptionSet, Policy};
+use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::text::Text;
+use mail_builder::headers::Header;
+use mail_builder::MessageBuilder;
+use serde::Deserialize;
+use serde_json::json;
+
+/// `POST /v1/messages` with a JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmitRequest {
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub options: Vec<String>,
+    pub private_id: Option<String>,
+    /// Optional own Message-ID (without or with `<>`); generated when absent.
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// The message answers or forwards a received De-Mail.
+    pub forwarded_demail: bool,
+    /// The user confirmed a `confirm` verdict of the check.
+    pub confirmed: bool,
+    /// A complete RFC 5322 message, base64; then only `options`, `private_id`,
+    /// `confirmed` and `forwarded_demail` may accompany it.
+    pub raw: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    /// Content, base64.
+    pub data: String,
+}
+
+/// The finished message in two parts, so a large raw message is never copied as a
+/// whole: the (new) header block and the unchanged body, a slice of the request buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Mime {
+    pub head: Vec<u8>,
+    pub body: Bytes,
+}
+
+impl Mime {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// One contiguous copy (tests, small messages).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(&self.head);
+        v.extend_from_slice(&self.body);
+        v
+    }
+}
+
+/// A message ready for the outbox.
+#[derive(Debug)]
+pub struct Prepared {
+    pub mime: Mime,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub private_id: String,
+    pub private_id_generated: bool,
+    /// Envelope sender (addr-spec).
+    pub sender: String,
+    /// Envelope recipients (To, Cc and Bcc).
+    pub recipients: Vec<String>,
+    /// Subject without De-Mail tags.
+    pub subject: String,
+    pub options: OptionSet,
+    pub check: CheckResult,
+}
+
+/// Largest single header value we accept from a client (the core caps address lists itself).
+const MAX_FIELD: usize = 16 * 1024;
+
+fn crlf(field: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "submit.crlf",
+        format!("Das Feld „{field}“ enthält Zeilenumbrüche oder Steuerzeichen; das ist nicht erlaubt."),
+        format!("The field \"{field}\" contains line breaks or control characters, which is not allowed."),
+    )
+    .with_details(json!({ "field": field }))
+}
+
+/// Refuse CR, LF, NUL and other control characters (TAB is fine) in a header-bound value.
+fn header_safe(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(crlf(field));
+    }
+    if v.len() > MAX_FIELD {
+        return Err(ApiError::invalid(field, "zu lang.", "too long."));
+    }
+    Ok(())
+}
+
+fn reason_error(status: StatusCode, r: &demail_core::Reason) -> ApiError {
+    ApiError::from_reason(status, r).with_details(json!({ "reasons": [r] }))
+}
+
+/// Turn the core's verdict into "go on" or a refusal with the core's reasons.
+fn judge(result: &CheckResult, confirmed: bool) -> Result<(), ApiError> {
+    let first = |sev: Severity| result.reasons.iter().find(|r| r.severity == Some(sev));
+    match result.verdict {
+        Verdict::Blocked => {
+            let r = first(Severity::Block);
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "submit.blocked",
+                r.map(|r| r.message.clone()).unwrap_or_else(|| "Diese Nachricht darf nicht als De-Mail versendet werden.".into()),
+                r.map(|r| r.message_en.clone()).unwrap_or_else(|| "This message must not be sent as De-Mail.".into()),
+            )
+            .with_details(json!({ "check": result })))
+        }
+        Verdict::Confirm if !confirmed => {
+            let r = first(Severity::Confirm);
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "submit.confirm_required",
+                r.map(|r| r.message.clone()).unwrap_or_default(),
+                r.map(|r| r.message_en.clone()).unwrap_or_default(),
+            )
+            .with_details(json!({ "check": result })))
+        }
+        Verdict::Email => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "submit.not_demail",
+            "Diese Nachricht hat keinen De-Mail-Empfänger; sie gehört nicht in den De-Mail-Postausgang.",
+            "This message has no De-Mail recipient; it does not belong in the De-Mail outbox.",
+        )
+        .with_details(json!({ "check": result }))),
+        _ => Ok(()),
+    }
+}
+
+fn parse_options(ids: &[String]) -> Result<OptionSet, ApiError> {
+    OptionSet::parse_ids(ids.iter().map(String::as_str)).map_err(|r| reason_error(StatusCode::BAD_REQUEST, &r))
+}
+
+/// A Message-ID given by a client: `local@domain` from atext and dots, at most 250 bytes.
+fn clean_message_id(field: &str, v: &str) -> Result<String, ApiError> {
+    header_safe(field, v)?;
+    let id = v.trim().trim_start_matches('<').trim_end_matches('>');
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-@[]".contains(c);
+    let valid = id.len() <= 250 && id.matches('@').count() == 1 && !id.starts_with('@') && !id.ends_with('@') && id.chars().all(ok_char);
+    if !valid {
+        return Err(ApiError::invalid(field, "ist keine gültige Message-ID (lokal@domain).", "is not a valid Message-ID (local@domain)."));
+    }
+    Ok(id.to_string())
+}
+
+fn new_message_id(sender: &str, env: &Env) -> String {
+    let domain = sender.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty()).unwrap_or("demail-helper.invalid");
+    let hex: String = env.entropy.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}.{hex}@{domain}", env.now_millis)
+}
+
+/// The header lines for the options and the private-id, from the core.
+/// Header lines, the private-id, and whether it was generated.
+type DemailHeaders = (Vec<(String, String)>, String, bool);
+
+fn demail_headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: &str, env: &Env) -> Result<DemailHeaders, ApiError> {
+    let v = api::headers(policy, options, private_id, Some(sender), env).map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &e.reason))?;
+    let lines = v["headers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| Some((h["name"].as_str()?.to_string(), h["value"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = v["private_id"].as_str().unwrap_or_default().to_string();
+    Ok((lines, id, v["private_id_generated"].as_bool().unwrap_or(false)))
+}
+
+/// The subject and header lines for the gateway's dialect.
+fn dialect_view(dialect: Dialect, subject_text: &str, options: OptionSet, lines: Vec<(String, String)>, policy: &Policy) -> Result<(String, Vec<(String, String)>), ApiError> {
+    match dialect {
+        Dialect::Headers => Ok((subject_text.to_string(), lines)),
+        Dialect::SubjectTags => {
+            let s = subject::format(subject_text, options, &policy.subject).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+            // The gateway reads options from the tags only; the reference still travels as header.
+            let keep = lines.into_iter().filter(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).collect();
+            Ok((s, keep))
+        }
+    }
+}
+
+/// Tags typed into a subject count like ticked options (as at the gateway).
+fn subject_options(subject_text: &str, policy: &Policy) -> Result<(String, OptionSet), ApiError> {
+    let parsed = subject::parse(subject_text, &policy.subject);
+    if let Some(e) = parsed.errors.first() {
+        return Err(reason_error(StatusCode::UNPROCESSABLE_ENTITY, e));
+    }
+    Ok((parsed.subject, if parsed.demail { parsed.options } else { OptionSet::EMPTY }))
+}
+
+fn mailbox_addr(m: &demail_core::address::Mailbox) -> Address<'static> {
+    Address::new_address(m.name.clone(), m.address.clone())
+}
+
+fn address_list(field: &str, entries: &[String]) -> Result<Vec<Address<'static>>, ApiError> {
+    let mut out = Vec::new();
+    for e in entries {
+        let list = parse_address_list(e).map_err(|r| {
+            let mut err = reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r);
+            err.details = Some(json!({ "field": field, "reasons": [r] }));
+            err
+        })?;
+        out.extend(list.iter().map(mailbox_addr));
+    }
+    Ok(out)
+}
+
+fn valid_content_type(ct: &str) -> bool {
+    let token = |s: &str| !s.is_empty() && s.len() <= 127 && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c));
+    match ct.split_once('/') {
+        Some((t, s)) => token(t) && token(s),
+        None => false,
+    }
+}
+
+/// Build a De-Mail from structured JSON.
+pub fn prepare_structured(req: &SubmitRequest, policy: &Policy, dialect: Dialect, env: &Env) -> Result<Prepared, ApiError> {
+    header_safe("from", &req.from)?;
+    for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
+        for v in list {
+            header_safe(field, v)?;
+        }
+    }
+    header_safe("subject", &req.subject)?;
+    if let Some(p) = &req.private_id {
+        header_safe("private_id", p)?;
+    }
+    for a in &req.attachments {
+        header_safe("attachments.filename", &a.filename)?;
+        header_safe("attachments.content_type", &a.content_type)?;
+        if !valid_content_type(a.content_type.trim()) {
+            return Err(ApiError::invalid("attachments.content_type", "ist kein MIME-Typ (typ/untertyp).", "is not a MIME type (type/subtype)."));
+        }
+        if a.filename.trim().is_empty() {
+            return Err(ApiError::invalid("attachments.filename", "darf nicht leer sein.", "must not be empty."));
+        }
+    }
+    let message_id = match &req.message_id {
+        Some(m) => Some(clean_message_id("message_id", m)?),
+        None => None,
+    };
+    let in_reply_to = match &req.in_reply_to {
+        Some(m) => Some(clean_message_id("in_reply_to", m)?),
+        None => None,
+    };
+    let references = req.references.iter().map(|m| clean_message_id("references", m)).collect::<Result<Vec<_>, _>>()?;
+
+    let (clean_subject, tag_options) = subject_options(&req.subject, policy)?;
+    let options = parse_options(&req.options)?.union(tag_options);
+
+    let input = CheckInput {
+        from: req.from.clone(),
+        to: req.to.clone(),
+        cc: req.cc.clone(),
+        bcc: req.bcc.clone(),
+        options,
+        marked: true,
+        size: None,
+        forwarded_demail: req.forwarded_demail,
+        private_id: req.private_id.clone(),
+    };
+    let result = check(&input, policy);
+    judge(&result, req.confirmed)?;
+
+    let sender_list = parse_address_list(&req.from).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+    let Some(sender) = sender_list.first() else {
+        return Err(ApiError::invalid("from", "fehlt.", "is missing."));
+    };
+    let (lines, private_id, generated) = demail_headers(policy, result.options, req.private_id.as_deref(), &sender.address, env)?;
+    let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
+    let message_id = message_id.unwrap_or_else(|| new_message_id(&sender.address, env));
+
+    let mut b = MessageBuilder::new()
+        .from(mailbox_addr(sender))
+        .subject(Text::new(subject_out))
+        .message_id(MessageId::new(message_id.clone()))
+        .date(Date::new((env.now_millis / 1000) as i64));
+    let to = address_list("to", &req.to)?;
+    if !to.is_empty() {
+        b = b.to(Address::new_list(to));
+    }
+    let cc = address_list("cc", &req.cc)?;
+    if !cc.is_empty() {
+        b = b.cc(Address::new_list(cc));
+    }
+    // Bcc recipients go into the envelope only.
+    if let Some(r) = in_reply_to {
+        b = b.in_reply_to(MessageId::new(r));
+    }
+    if !references.is_empty() {
+        b = b.references(MessageId::new_list(references.iter().map(String::as_str)));
+    }
+    for (name, value) in lines {
+        b = b.header(name, Text::new(value));
+    }
+    match (&req.text, &req.html) {
+        (None, None) => b = b.text_body(String::new()),
+        (text, html) => {
+            if let Some(t) = text {
+                b = b.text_body(t.clone());
+            }
+            if let Some(h) = html {
+                b = b.html_body(h.clone());
+            }
+        }
+    }
+    use base64::Engine;
+    for a in &req.attachments {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(a.data.trim())
+            .map_err(|_| ApiError::invalid("attachments.data", "ist kein gültiges Base64.", "is not valid base64."))?;
+        b = b.attachment(ContentType::new(a.content_type.trim().to_ascii_lowercase()), a.filename.clone(), data);
+    }
+    let mime = b.write_to_vec().map_err(|e| ApiError::internal(&e.to_string()))?;
+
+    finish(Mime { head: mime, body: Bytes::new() }, &input, policy, req.confirmed, message_id, private_id, generated, clean_subject)
+}
+
+/// The size rule needs the finished message: run the check once more with its size.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    mime: Mime,
+    input: &CheckInput,
+    policy: &Policy,
+    confirmed: bool,
+    message_id: String,
+    private_id: String,
+    generated: bool,
+    subject: String,
+) -> Result<Prepared, ApiError> {
+    let mut sized = input.clone();
+    sized.size = Some(mime.len() as u64);
+    let result = check(&sized, policy);
+    if result.verdict == Verdict::Blocked && result.reasons.iter().any(|r| r.code == "size.exceeded") {
+        let r = result.reasons.iter().find(|r| r.code == "size.exceeded").cloned();
+        let mut e = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "submit.too_large",
+            r.as_ref().map(|r| r.message.clone()).unwrap_or_default(),
+            r.as_ref().map(|r| r.message_en.clone()).unwrap_or_default(),
+        );
+        e.details = Some(json!({ "check": result }));
+        return Err(e);
+    }
+    judge(&result, confirmed)?;
+    // The envelope sender is the e-mail address; the gateway maps it to the De-Mail address.
+    let sender = parse_address_list(&input.from).ok().and_then(|l| l.first().map(|m| m.address.clone())).unwrap_or_default();
+    Ok(Prepared {
+        mime,
+        message_id,
+        private_id,
+        private_id_generated: generated,
+        sender,
+        recipients: result.recipients.iter().map(|r| r.address.clone()).collect(),
+        subject,
+        options: result.options,
+        check: result,
+    })
+}
+
+// ---------------------------------------------------------------- raw MIME
+
+/// One header field as it stood in the message.
+struct Field {
+    name: String,
+    /// Unfolded value, trimmed.
+    value: String,
+    /// The field's bytes including continuation lines and the final CRLF.
+    raw: Vec<u8>,
+}
+
+fn mime_invalid(de: &str, en: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "submit.mime_invalid", format!("Die Nachricht ist kein gültiges RFC-5322-Format: {de}"), format!("The message is not valid RFC 5322: {en}"))
+}
+
+/// CRLF everywhere (bare LF becomes CRLF); a bare CR in the header block is refused
+/// later. A message that has only CRLF already is not copied.
+fn to_crlf(raw: Bytes) -> Bytes {
+    let has_bare_lf = raw.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+    if !has_bare_lf {
+        return raw;
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 50);
+    let mut prev = 0u8;
+    for &b in raw.iter() {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    Bytes::from(out)
+}
+
+fn split_header(msg: &[u8]) -> Result<(Vec<Field>, usize), ApiError> {
+    let end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| mime_invalid("keine Leerzeile zwischen Kopf und Text.", "no blank line between header and body."))?;
+    let head = &msg[..end + 2];
+    let body_start = end + 4;
+    let mut fields: Vec<Field> = Vec::new();
+    for line in head.split_inclusive(|b| *b == b'\n') {
+        let content = &line[..line.len().saturating_sub(2)];
+        if content.contains(&b'\r') || content.contains(&0) {
+            return Err(mime_invalid("Kopfzeile mit einzelnem CR oder NUL.", "header line with a bare CR or NUL."));
+        }
+        let text = std::str::from_utf8(content).map_err(|_| mime_invalid("Kopfzeile ist nicht UTF-8.", "header line is not UTF-8."))?;
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            let Some(f) = fields.last_mut() else {
+                return Err(mime_invalid("Fortsetzungszeile ohne Kopfzeile.", "continuation line without a header field."));
+            };
+            f.value.push_str(text);
+            f.raw.extend_from_slice(line);
+            continue;
+        }
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(mime_invalid("Kopfzeile ohne Doppelpunkt.", "header line without a colon."));
+        };
+        if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b)) {
+            return Err(mime_invalid("ungültiger Name einer Kopfzeile.", "invalid header field name."));
+        }
+        fields.push(Field { name: name.to_string(), value: value.to_string(), raw: line.to_vec() });
+    }
+    for f in &mut fields {
+        f.value = f.value.trim().to_string();
+    }
+    Ok((fields, body_start))
+}
+
+fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    // Text folds long values and encodes non-ASCII (RFC 2047); writing to a Vec cannot fail.
+    let _ = Text::new(value).write_header(&mut *out, name.len() + 2);
+}
+
+/// Options that come with a raw message in the JSON envelope.
+pub struct RawExtras<'a> {
+    pub options: &'a [String],
+    pub private_id: Option<&'a str>,
+    pub confirmed: bool,
+    pub forwarded_demail: bool,
+    /// SMTP submission: the envelope recipients (`RCPT TO`). They are checked like Bcc
+    /// and are the only addresses the message is relayed to.
+    pub envelope_rcpts: Option<&'a [String]>,
+}
+
+/// Validate a complete message with the core and rewrite its De-Mail header fields
+/// for the gateway's dialect.
+pub fn prepare_raw(raw: Bytes, extras: &RawExtras, policy: &Policy, dialect: Dialect, env: &Env) -> Result<Prepared, ApiError> {
+    let msg = to_crlf(raw);
+    let (fields, body_start) = split_header(&msg)?;
+    fn all<'a>(fields: &'a [Field], n: &'static str) -> impl Iterator<Item = &'a Field> + 'a {
+        fields.iter().filter(move |f| f.name.eq_ignore_ascii_case(n))
+    }
+    fn one<'a>(fields: &'a [Field], n: &'static str) -> Result<Option<&'a Field>, ApiError> {
+        let mut it = all(fields, n);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(mime_invalid(&format!("„{n}“ kommt mehrfach vor."), &format!("\"{n}\" occurs more than once.")));
+        }
+        Ok(first)
+    }
+    let from = one(&fields, "From")?.map(|f| f.value.clone()).unwrap_or_default();
+    one(&fields, "Subject")?;
+    let list = |n: &'static str| all(&fields, n).map(|f| f.value.clone()).collect::<Vec<_>>();
+    let (to, cc, bcc) = (list("To"), list("Cc"), list("Bcc"));
+    let message_id = match one(&fields, "Message-ID")? {
+        Some(f) => Some(clean_message_id("Message-ID", &f.value)?),
+        None => None,
+    };
+    // Decoded subject (encoded words) from mail-parser.
+    let parsed = mail_parser::MessageParser::new().parse_headers(&msg[..]);
+    let subject_text = parsed.as_ref().and_then(|m| m.subject()).unwrap_or_default().to_string();
+    if subject_text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(crlf("Subject"));
+    }
+
+    let header_opts = options_from_headers(fields.iter().map(|f| (f.name.as_str(), f.value.as_str())));
+    if let Some(p) = header_opts.problems.first() {
+        return Err(reason_error(StatusCode::UNPROCESSABLE_ENTITY, p));
+    }
+    let (clean_subject, tag_options) = subject_options(&subject_text, policy)?;
+    let options = header_opts.options.union(tag_options).union(parse_options(extras.options)?);
+    let (_, contradictions) = apply_rules(options, header_opts.explicit_no, None);
+    if let Some(p) = contradictions.first() {
+        return Err(reason_error(StatusCode::UNPROCESSABLE_ENTITY, p));
+    }
+    let header_private_id = all(&fields, PRIVATE_ID).next().map(|f| f.value.clone());
+    let private_id = extras.private_id.map(str::to_string).or(header_private_id);
+
+    let bcc = match extras.envelope_rcpts {
+        Some(env) => env.to_vec(),
+        None => bcc,
+    };
+    let input = CheckInput {
+        from: from.clone(),
+        to,
+        cc,
+        bcc,
+        options,
+        marked: true,
+        size: None,
+        forwarded_demail: extras.forwarded_demail,
+        private_id: private_id.clone(),
+    };
+    let result = check(&input, policy);
+    judge(&result, extras.confirmed)?;
+    let sender = parse_address_list(&from)
+        .ok()
+        .and_then(|l| l.into_iter().next())
+        .ok_or_else(|| ApiError::invalid("From", "fehlt.", "is missing."))?;
+    let (lines, private_id, generated) = demail_headers(policy, result.options, private_id.as_deref(), &sender.address, env)?;
+    let rewrite_subject = dialect == Dialect::SubjectTags || clean_subject != subject_text;
+    let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
+
+    let mut out = Vec::with_capacity(body_start + 1024);
+    let message_id = match message_id {
+        Some(m) => m,
+        None => {
+            let m = new_message_id(&sender.address, env);
+            out.extend_from_slice(format!("Message-ID: <{m}>\r\n").as_bytes());
+            m
+        }
+    };
+    for (n, v) in &lines {
+        write_field(&mut out, n, v);
+    }
+    if rewrite_subject {
+        write_field(&mut out, "Subject", &subject_out);
+    }
+    for f in &fields {
+        let drop = f.name.eq_ignore_ascii_case("Bcc")
+            || is_demail_header(&f.name)
+            || (rewrite_subject && f.name.eq_ignore_ascii_case("Subject"));
+        if !drop {
+            out.extend_from_slice(&f.raw);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    let mime = Mime { head: out, body: msg.slice(body_start..) };
+
+    let mut prepared = finish(mime, &input, policy, extras.confirmed, message_id, private_id, generated, clean_subject)?;
+    if let Some(env) = extras.envelope_rcpts {
+        let mut rcpts = Vec::new();
+        for r in env {
+            let a = demail_core::address::normalize_addr_spec(r).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+            if !rcpts.contains(&a) {
+                rcpts.push(a);
+            }
+        }
+        prepared.recipients = rcpts;
+    }
+    Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env { now_millis: 1_795_775_532_000, entropy: vec![1, 2, 3, 4, 5, 6, 7, 8] }
+    }
+
+    fn req() -> SubmitRequest {
+        SubmitRequest {
+            from: "Peter Meier <peter.meier@musterstadt.de>".into(),
+            to: vec!["Anna Bürger <anna@buerger.de-mail.de>".into()],
+            subject: "Ihr Antrag".into(),
+            text: Some("Guten Tag".into()),
+            options: vec!["confirmation-of-retrieve".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn structured_has_core_headers() {
+        let p = prepare_structured(&req(), &Policy::default(), Dialect::Headers, &env()).unwrap();
+        let s = String::from_utf8(p.mime.to_vec()).unwrap();
+        assert!(s.contains("X-de-mail-confirmation-of-retrieve: yes\r\n"), "{s}");
+        assert!(s.contains("X-de-mail-private: yes\r\n"), "retrieve implies private: {s}");
+        assert!(s.contains(&format!("X-de-mail-private-id: {}", p.private_id)));
+        assert!(p.private_id_generated);
+        assert_eq!(p.recipients, vec!["anna@buerger.de-mail.de"]);
+    }
+
+    #[test]
+    fn subject_tags_dialect_uses_core_formatter() {
+        let p = prepare_structured(&req(), &Policy::default(), Dialect::SubjectTags, &env()).unwrap();
+        let s = String::from_utf8(p.mime.to_vec()).unwrap();
+        assert!(s.contains("Subject: [P, AB] Ihr Antrag\r\n"), "{s}");
+        assert!(!s.contains("X-de-mail-private: yes"));
+        assert!(s.contains("X-de-mail-private-id:"));
+    }
+
+    #[test]
+    fn crlf_in_subject_is_refused() {
+        let mut r = req();
+        r.subject = "Hallo\r\nBcc: evil@example.org".into();
+        let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
+        assert_eq!(e.code, "submit.crlf");
+    }
+
+    #[test]
+    fn raw_is_rewritten() {
+        let raw = b"From: peter.meier@musterstadt.de\nTo: anna@buerger.de-mail.de\nBcc: geheim@buerger.de-mail.de\nSubject: [P] Bescheid\nX-de-mail-private: no\nX-DE-MAIL-authoritative: yes\n\nText\n";
+        let extras = RawExtras { options: &[], private_id: Some("AZ-1"), confirmed: false, forwarded_demail: false, envelope_rcpts: None };
+        let p = prepare_raw(Bytes::from_static(raw), &extras, &Policy::default(), Dialect::Headers, &env()).unwrap();
+        let s = String::from_utf8(p.mime.to_vec()).unwrap();
+        assert!(!s.contains("Bcc"), "{s}");
+        assert!(s.contains("Subject: Bescheid\r\n"), "{s}");
+        assert!(s.contains("X-de-mail-authoritative: yes\r\n"));
+        assert!(s.contains("X-de-mail-private: yes\r\n"), "tag P wins over stale header: {s}");
+        assert!(s.contains("X-de-mail-private-id: AZ-1\r\n"));
+        assert!(s.starts_with("Message-ID: <"));
+        assert_eq!(p.recipients.len(), 2);
+    }
+
+    #[test]
+    fn blocked_mixed_addressing() {
+        let mut r = req();
+        r.to.push("x@example.org".into());
+        let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
+        assert_eq!(e.code, "submit.blocked");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

@@ -1,0 +1,524 @@
+//! The relay worker: takes due messages from the outbox and submits them to the gateway
+//! over verified TLS (STARTTLS or implicit), with SMTP AUTH from the keyring.
+//!
+//! - 2xx: `sent`, the gateway's reply is kept.
+//! - 4xx, network, TLS and AUTH problems: stays `queued` with the reason, retried with
+//!   exponential backoff; after `relay.give_up_after` it becomes `failed`.
+//! - 5xx for the message: `failed` with the gateway's reply.
+//!
+//! Idempotency: the Message-ID is unique in the outbox, and a message is claimed
+//! (`sending`) in a committed transaction before it is sent. After a crash during a
+//! send the message is retried with the same Message-ID, so the gateway can drop the
+//! second copy (docs/protocol.md, "Delivery guarantees").
+
+use crate::config::{Config, TlsMode};
+use crate::state::{AppState, GatewayState};
+use crate::store::{now_ms, ErrorInfo, OutboxEntry};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// What one delivery attempt came to.
+#[derive(Debug)]
+pub enum Outcome {
+    Sent(String),
+    Retry(ErrorInfo, Option<String>),
+    Failed(ErrorInfo, Option<String>),
+}
+
+fn info(code: &str, de: String, en: String) -> ErrorInfo {
+    ErrorInfo { code: code.into(), message: de, message_en: en }
+}
+
+/// The full error text including sources, without secrets (lettre never prints credentials).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let t = x.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = x.source();
+    }
+    s
+}
+
+fn ca_pem(cfg: &Config) -> Result<Option<Vec<u8>>, ErrorInfo> {
+    let g = &cfg.gateway;
+    if g.ca_file.trim().is_empty() {
+        if g.ca_only {
+            return Err(info(
+                "relay.ca_file",
+                "gateway.ca_only ist gesetzt, aber gateway.ca_file fehlt.".into(),
+                "gateway.ca_only is set, but gateway.ca_file is missing.".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    std::fs::read(g.ca_file.trim()).map(Some).map_err(|e| {
+        info(
+            "relay.ca_file",
+            format!("Die CA-Datei {} kann nicht gelesen werden ({e}).", g.ca_file),
+            format!("The CA file {} cannot be read ({e}).", g.ca_file),
+        )
+    })
+}
+
+fn bad_ca(cfg: &Config) -> ErrorInfo {
+    info(
+        "relay.ca_file",
+        format!("Die CA-Datei {} enthält kein gültiges PEM-Zertifikat.", cfg.gateway.ca_file),
+        format!("The CA file {} holds no valid PEM certificate.", cfg.gateway.ca_file),
+    )
+}
+
+/// lettre's TLS parameters for STARTTLS: system roots (unless `ca_only`) plus the internal CA.
+fn tls_parameters(cfg: &Config) -> Result<TlsParameters, ErrorInfo> {
+    let mut tls = TlsParameters::builder(cfg.gateway.host.trim().to_string());
+    if cfg.gateway.ca_only {
+        tls = tls.certificate_store(CertificateStore::None);
+    }
+    if let Some(pem) = ca_pem(cfg)? {
+        tls = tls.add_root_certificate(Certificate::from_pem(&pem).map_err(|_| bad_ca(cfg))?);
+    }
+    tls.build_rustls().map_err(|e| {
+        info("relay.tls_setup", format!("TLS kann nicht eingerichtet werden: {}", chain(&e)), format!("TLS cannot be set up: {}", chain(&e)))
+    })
+}
+
+/// The same trust for implicit TLS, which we set up ourselves (see [`TlsTcp`]).
+fn rustls_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ErrorInfo> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    if !cfg.gateway.ca_only {
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+    }
+    if let Some(pem) = ca_pem(cfg)? {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|_| bad_ca(cfg))?;
+        if certs.is_empty() {
+            return Err(bad_ca(cfg));
+        }
+        for c in certs {
+            roots.add(c).map_err(|_| bad_ca(cfg))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| info("relay.tls_setup", format!("TLS kann nicht eingerichtet werden: {e}"), format!("TLS cannot be set up: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(c))
+}
+
+/// A TLS stream over TCP that lettre can drive (implicit TLS, port 465/1465 style).
+struct TlsTcp(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl std::fmt::Debug for TlsTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsTcp")
+    }
+}
+
+impl AsyncRead for TlsTcp {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsTcp {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsTcp {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+fn unreachable_err(host: &str, text: &str) -> ErrorInfo {
+    info(
+        "relay.unreachable",
+        format!("Das Gateway {host} ist nicht erreichbar; die De-Mail wird später erneut gesendet ({text})."),
+        format!("The gateway {host} is not reachable; the De-Mail will be sent again later ({text})."),
+    )
+}
+
+fn tls_err(host: &str, text: &str) -> ErrorInfo {
+    info(
+        "relay.tls",
+        format!("Die TLS-Verbindung zum Gateway {host} wurde abgelehnt: Das Zertifikat des Gateways ist nicht vertrauenswürdig oder passt nicht zum Namen. Prüfen Sie gateway.ca_file und gateway.host. ({text})"),
+        format!("The TLS connection to the gateway {host} was refused: the gateway's certificate is not trusted or does not match its name. Check gateway.ca_file and gateway.host. ({text})"),
+    )
+}
+
+async fn timed<T, E: std::fmt::Display>(secs: u64, host: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<Result<T, E>, ErrorInfo> {
+    tokio::time::timeout(Duration::from_secs(secs.max(1)), f)
+        .await
+        .map_err(|_| unreachable_err(host, &format!("keine Antwort nach {secs} s / no answer after {secs} s")))
+}
+
+/// A connection to the gateway: TCP with `TCP_NODELAY`, verified TLS (STARTTLS required,
+/// or implicit), then AUTH when a password is given. Nothing is ever sent in clear.
+pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<AsyncSmtpConnection, ErrorInfo> {
+    let g = &cfg.gateway;
+    let host = g.host.trim();
+    if host.is_empty() {
+        return Err(info(
+            "relay.not_configured",
+            "Es ist kein Gateway konfiguriert (gateway.host). Die Nachricht bleibt im Postausgang.".into(),
+            "No gateway is configured (gateway.host). The message stays in the outbox.".into(),
+        ));
+    }
+    let hello = if g.hello_name.trim().is_empty() { ClientId::default() } else { ClientId::Domain(g.hello_name.trim().to_string()) };
+    let tcp = timed(g.timeout, host, TcpStream::connect((host, g.port))).await?.map_err(|e| unreachable_err(host, &e.to_string()))?;
+    // SMTP is a ping-pong of small writes: without this, Nagle and delayed ACKs cost 40 ms a message.
+    let _ = tcp.set_nodelay(true);
+    let mut conn = match g.tls {
+        TlsMode::Starttls => {
+            let params = tls_parameters(cfg)?;
+            let mut conn = timed(g.timeout, host, AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello))
+                .await?
+                .map_err(|e| classify_error(&e, host))?;
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(info(
+                    "relay.no_starttls",
+                    format!("Das Gateway {host} bietet kein STARTTLS an. Ohne TLS sendet der Helfer nicht; prüfen Sie gateway.tls und gateway.port."),
+                    format!("The gateway {host} does not offer STARTTLS. The helper never sends without TLS; check gateway.tls and gateway.port."),
+                ));
+            }
+            timed(g.timeout, host, conn.starttls(params, &hello)).await?.map_err(|e| classify_error(&e, host))?;
+            conn
+        }
+        TlsMode::Implicit => {
+            let config = rustls_config(cfg)?;
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|_| info("relay.tls_setup", format!("Ungültiger Host-Name {host}."), format!("Invalid host name {host}.")))?;
+            let tls = timed(g.timeout, host, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
+                .await?
+                .map_err(|e| tls_err(host, &chain(&e)))?;
+            timed(g.timeout, host, AsyncSmtpConnection::connect_with_transport(Box::new(TlsTcp(tls)), &hello))
+                .await?
+                .map_err(|e| classify_error(&e, host))?
+        }
+    };
+    if let Some(p) = password {
+        let creds = Credentials::new(g.username.trim().to_string(), p);
+        let r = timed(g.timeout, host, conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)).await?;
+        if let Err(e) = r {
+            conn.abort().await;
+            return Err(match classify(&e, host) {
+                Outcome::Retry(i, _) | Outcome::Failed(i, _) if i.code == "relay.auth" => i,
+                _ => info(
+                    "relay.auth",
+                    format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Benutzer und Kennwort („demail credentials set“). Antwort: {}", chain(&e)),
+                    format!("Authentication at the gateway failed. Check user and password (\"demail credentials set\"). Reply: {}", chain(&e)),
+                ),
+            });
+        }
+    }
+    Ok(conn)
+}
+
+/// Fetch the password (blocking keyring call) when a gateway user is configured.
+async fn password(cfg: &Arc<Config>) -> Result<Option<String>, ErrorInfo> {
+    let c = cfg.clone();
+    let r = tokio::task::spawn_blocking(move || crate::secrets::get(&c))
+        .await
+        .map_err(|_| info("internal", "Interner Fehler beim Lesen des Schlüsselbunds.".into(), "Internal error reading the keyring.".into()))?;
+    match r {
+        Ok(p) => Ok(p.map(|(p, _)| p)),
+        Err(e) => Err(ErrorInfo { code: e.code, message: e.message, message_en: e.message_en }),
+    }
+}
+
+fn reply_text(e: &lettre::transport::smtp::Error) -> Option<String> {
+    e.status().map(|_| chain(e))
+}
+
+/// Classify a lettre error.
+fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Outcome {
+    let text = chain(e);
+    let lower = text.to_ascii_lowercase();
+    if e.is_tls() || lower.contains("certificate") || lower.contains("handshake") {
+        return Outcome::Retry(tls_err(host, &text), None);
+    }
+    let code = e.status().map(|c| c.to_string());
+    let code_num: u16 = code.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+    if matches!(code_num, 530 | 534 | 535 | 538 | 454) {
+        return Outcome::Retry(
+            info(
+                "relay.auth",
+                format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Benutzer und Kennwort („demail credentials set“). Antwort: {text}"),
+                format!("Authentication at the gateway failed. Check user and password (\"demail credentials set\"). Reply: {text}"),
+            ),
+            reply_text(e),
+        );
+    }
+    if e.is_permanent() {
+        return Outcome::Failed(
+            info(
+                "relay.rejected",
+                format!("Das Gateway hat die De-Mail endgültig abgelehnt: {text}"),
+                format!("The gateway rejected the De-Mail permanently: {text}"),
+            ),
+            reply_text(e),
+        );
+    }
+    if e.is_transient() {
+        return Outcome::Retry(
+            info(
+                "relay.deferred",
+                format!("Das Gateway hat die De-Mail vorläufig abgelehnt; sie wird später erneut gesendet: {text}"),
+                format!("The gateway deferred the De-Mail; it will be sent again later: {text}"),
+            ),
+            reply_text(e),
+        );
+    }
+    if text.to_ascii_lowercase().contains("auth") {
+        return Outcome::Retry(
+            info(
+                "relay.auth",
+                format!("Die Anmeldung am Gateway ist nicht möglich: {text}"),
+                format!("Authentication at the gateway is not possible: {text}"),
+            ),
+            None,
+        );
+    }
+    Outcome::Retry(
+        info(
+            "relay.unreachable",
+            format!("Das Gateway {host} ist nicht erreichbar; die De-Mail wird später erneut gesendet ({text})."),
+            format!("The gateway {host} is not reachable; the De-Mail will be sent again later ({text})."),
+        ),
+        None,
+    )
+}
+
+/// The reason for a failed connection or send, as the outbox would show it.
+pub fn classify_error(e: &lettre::transport::smtp::Error, host: &str) -> ErrorInfo {
+    match classify(e, host) {
+        Outcome::Retry(i, _) | Outcome::Failed(i, _) => i,
+        Outcome::Sent(_) => info("internal", String::new(), String::new()),
+    }
+}
+
+/// Envelope from the outbox entry; an address lettre refuses is a permanent failure.
+fn envelope(entry: &OutboxEntry) -> Result<Envelope, Outcome> {
+    let bad = |a: &str| {
+        Outcome::Failed(
+            info("relay.address", format!("Die Adresse {a} ist für SMTP ungültig."), format!("The address {a} is invalid for SMTP.")),
+            None,
+        )
+    };
+    let sender = entry.sender.parse::<lettre::Address>().map_err(|_| bad(&entry.sender))?;
+    let mut rcpts = Vec::new();
+    for r in &entry.recipients {
+        rcpts.push(r.parse::<lettre::Address>().map_err(|_| bad(r))?);
+    }
+    Envelope::new(Some(sender), rcpts).map_err(|_| Outcome::Failed(info("relay.address", "Keine Empfänger.".into(), "No recipients.".into()), None))
+}
+
+/// A session with the current password; `Err` is a reason to retry later.
+pub async fn connect(cfg: &Arc<Config>) -> Result<AsyncSmtpConnection, ErrorInfo> {
+    let password = password(cfg).await?;
+    open_session(cfg, password).await
+}
+
+/// MAIL, RCPT, DATA and the message in 64 KiB pieces (lettre's `send` would copy the
+/// whole message once more for dot-stuffing).
+async fn transaction(conn: &mut AsyncSmtpConnection, envelope: &Envelope, mime: &[u8]) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+    use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+    let mut params = Vec::new();
+    let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
+    let non_ascii_addr = envelope.from().is_some_and(|a| !ascii(a)) || envelope.to().iter().any(|a| !ascii(a));
+    if non_ascii_addr && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    if !mime.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(envelope.from().cloned(), params)).await?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![])).await?;
+    }
+    conn.command(Data).await?;
+    conn.message_iter(mime.chunks(64 * 1024)).await
+}
+
+/// One attempt for one message over an open session.
+pub async fn deliver(cfg: &Config, conn: &mut AsyncSmtpConnection, entry: &OutboxEntry, mime: &[u8]) -> Outcome {
+    let envelope = match envelope(entry) {
+        Ok(e) => e,
+        Err(o) => return o,
+    };
+    let host = cfg.gateway.host.trim();
+    // Generous: DATA of a large message over a slow line.
+    let secs = cfg.gateway.timeout.max(1) + (mime.len() as u64 / 100_000);
+    match timed(secs, host, transaction(conn, &envelope, mime)).await {
+        Err(i) => Outcome::Retry(i, None),
+        Ok(Ok(resp)) => Outcome::Sent(format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" "))),
+        Ok(Err(e)) => classify(&e, host),
+    }
+}
+
+/// Delay before attempt `attempts + 1`.
+pub fn backoff(cfg: &Config, attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 30) as u32 - 1;
+    let secs = cfg.relay.retry_initial.saturating_mul(1u64 << exp.min(20)).min(cfg.relay.retry_max);
+    Duration::from_secs(secs)
+}
+
+/// The relay: `relay.connections` workers, each with its own gateway session, taking
+/// messages from the outbox one at a time. Ends when shutdown is requested.
+pub async fn run(state: Arc<AppState>) {
+    let n = state.config.relay.connections.clamp(1, 16);
+    let workers: Vec<_> = (0..n).map(|i| tokio::spawn(worker(state.clone(), i))).collect();
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+async fn worker(state: Arc<AppState>, n: u32) {
+    let cfg = state.config.clone();
+    tracing::info!(worker = n, host = %cfg.gateway.host, port = cfg.gateway.port, "relay worker started");
+    let mut session: Option<(AsyncSmtpConnection, Instant)> = None;
+    loop {
+        if state.is_shutting_down() {
+            break;
+        }
+        let claimed = state.with_store(|s| s.claim_due(now_ms())).await;
+        match claimed {
+            Ok(Some((entry, mime))) => {
+                tracing::info!(id = %entry.id, message_id = %entry.message_id, attempt = entry.attempts, "relaying");
+                // A connection idle for a while may have been closed by the gateway: NOOP first.
+                if let Some((c, used)) = session.as_mut() {
+                    if used.elapsed() > Duration::from_secs(5) && !c.test_connected().await {
+                        session = None;
+                    }
+                }
+                if session.is_none() {
+                    match connect(&cfg).await {
+                        Ok(c) => session = Some((c, Instant::now())),
+                        Err(e) => {
+                            record(&state, &entry, Outcome::Retry(e, None)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some((conn, used)) = session.as_mut() else { continue };
+                let outcome = deliver(&cfg, conn, &entry, &mime).await;
+                *used = Instant::now();
+                // After a refusal the session may be in any state: start the next one fresh.
+                if !matches!(outcome, Outcome::Sent(_)) {
+                    if let Some((mut c, _)) = session.take() {
+                        c.abort().await;
+                    }
+                }
+                record(&state, &entry, outcome).await;
+            }
+            Ok(None) => {
+                if session.as_ref().is_some_and(|(_, used)| used.elapsed() > Duration::from_secs(30)) {
+                    if let Some((mut c, _)) = session.take() {
+                        let _ = c.quit().await;
+                    }
+                }
+                let next = state.with_store(|s| s.next_due()).await.ok().flatten();
+                let poll = Duration::from_secs(cfg.relay.poll_interval.max(1));
+                let wait = next
+                    .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64).min(poll))
+                    .unwrap_or(poll);
+                tokio::select! {
+                    _ = state.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = state.shutdown_requested() => break,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox not readable; retrying in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = state.shutdown_requested() => break,
+                }
+            }
+        }
+    }
+    if let Some((mut c, _)) = session.take() {
+        let _ = c.quit().await;
+    }
+    tracing::info!(worker = n, "relay worker stopped");
+}
+
+async fn record(state: &Arc<AppState>, entry: &OutboxEntry, outcome: Outcome) {
+    let cfg = &state.config;
+    let id = entry.id.clone();
+    let result = match outcome {
+        Outcome::Sent(reply) => {
+            tracing::info!(id = %id, "sent");
+            state.set_gateway(GatewayState::Connected, None);
+            state.with_store(move |s| s.mark_sent(&id, &reply)).await
+        }
+        Outcome::Failed(err, reply) => {
+            tracing::warn!(id = %id, code = %err.code, "failed permanently: {}", err.message_en);
+            state.set_gateway(GatewayState::Connected, None);
+            state.with_store(move |s| s.mark_failed(&id, &err, reply.as_deref())).await
+        }
+        Outcome::Retry(err, reply) => {
+            let age_secs = ((now_ms() - entry.created_at) / 1000).max(0) as u64;
+            let gw = if err.code == "relay.unreachable" { GatewayState::Unreachable } else { GatewayState::Error };
+            state.set_gateway(gw, Some(err.clone()));
+            if age_secs >= cfg.relay.give_up_after {
+                tracing::warn!(id = %id, code = %err.code, "giving up after {age_secs} s");
+                let err = ErrorInfo {
+                    code: "relay.gave_up".into(),
+                    message: format!("Die De-Mail konnte nicht zugestellt werden; der Helfer hat aufgegeben. Letzter Grund: {}", err.message),
+                    message_en: format!("The De-Mail could not be delivered; the helper gave up. Last reason: {}", err.message_en),
+                };
+                state.with_store(move |s| s.mark_failed(&id, &err, reply.as_deref())).await
+            } else {
+                let delay = backoff(cfg, entry.attempts);
+                tracing::info!(id = %id, code = %err.code, retry_in_s = delay.as_secs(), "deferred: {}", err.message_en);
+                let next = now_ms() + delay.as_millis() as i64;
+                state.with_store(move |s| s.mark_retry(&id, next, &err, reply.as_deref())).await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot record the relay result");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut c = Config::default();
+        c.relay.retry_initial = 10;
+        c.relay.retry_max = 100;
+        let s: Vec<u64> = (1..=6).map(|a| backoff(&c, a).as_secs()).collect();
+        assert_eq!(s, vec![10, 20, 40, 80, 100, 100]);
+    }
+}

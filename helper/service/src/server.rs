@@ -1,0 +1,224 @@
+//! `demail serve`: load the configuration, open the outbox, bind 127.0.0.1, publish the
+//! port for discovery, run the API and the relay worker until SIGINT/SIGTERM.
+
+use crate::config::{Config, ConfigIssue, Paths};
+use crate::state::AppState;
+use crate::store::Store;
+use crate::{api, discovery, relay};
+use serde_json::json;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Default, Clone)]
+pub struct ServeOptions {
+    /// `--port`; overrides `api.port` (unless IT locked it).
+    pub port: Option<u16>,
+    /// `--config`: the per-user file to use instead of the default.
+    pub config: Option<PathBuf>,
+}
+
+/// A startup failure with German and English text.
+#[derive(Debug)]
+pub struct StartError {
+    pub code: String,
+    pub message: String,
+    pub message_en: String,
+}
+
+impl From<Box<ConfigIssue>> for StartError {
+    fn from(i: Box<ConfigIssue>) -> Self {
+        let i = *i;
+        StartError { code: i.code, message: i.message, message_en: i.message_en }
+    }
+}
+
+fn start_err(code: &str, de: String, en: String) -> StartError {
+    StartError { code: code.into(), message: de, message_en: en }
+}
+
+/// Logging: stderr plus daily-rotated files in the log directory. Nothing logged by
+/// this crate contains message content, passwords or tokens.
+pub fn init_logging(cfg: &Config) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
+    let filter = || EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).with_filter(filter());
+    let dir = cfg.log_dir();
+    let file = crate::store::private_dir(&dir).ok().and_then(|_| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("helper")
+            .filename_suffix("log")
+            .max_log_files(cfg.log.max_files.max(1) as usize)
+            .build(&dir)
+            .ok()
+    });
+    match file {
+        Some(appender) => {
+            let (nb, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer().with_writer(nb).with_ansi(false).with_filter(filter());
+            let _ = tracing_subscriber::registry().with(stderr).with(layer).try_init();
+            Some(guard)
+        }
+        None => {
+            let _ = tracing_subscriber::registry().with(stderr).try_init();
+            None
+        }
+    }
+}
+
+/// Load the configuration for `serve` and the CLI.
+pub fn load_config(user_file: Option<&std::path::Path>) -> Result<(Config, Paths), StartError> {
+    let paths = Paths::resolve(user_file);
+    let cfg = Config::load(&paths)?;
+    Ok((cfg, paths))
+}
+
+/// Run the helper in the foreground. Returns when a signal arrives.
+pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
+    let (mut cfg, _paths) = load_config(opts.config.as_deref())?;
+    if let Some(p) = opts.port {
+        if cfg.is_locked("api.port") && p != cfg.api.port {
+            return Err(start_err(
+                "config.locked",
+                format!("Der Port ist von der IT auf {} festgelegt; --port {p} ist nicht erlaubt.", cfg.api.port),
+                format!("The port is locked by IT to {}; --port {p} is not allowed.", cfg.api.port),
+            ));
+        }
+        cfg.api.port = p;
+    }
+    let _guard = init_logging(&cfg);
+    for w in &cfg.warnings {
+        tracing::warn!(code = %w.code, "{}", w.message_en);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| start_err("internal", format!("Laufzeit kann nicht starten: {e}"), format!("Runtime cannot start: {e}")))?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> Result<(), StartError> {
+    let data = cfg.data_dir();
+    let lock = discovery::lock_instance(&data).map_err(|e| {
+        start_err(
+            "serve.running",
+            format!("Für diesen Benutzer läuft bereits ein De-Mail-Helfer ({e})."),
+            format!("A De-Mail helper is already running for this user ({e})."),
+        )
+    })?;
+    let mut store = Store::open(&data).map_err(|e| {
+        start_err(
+            "store.unavailable",
+            format!("Der Postausgang in {} kann nicht geöffnet werden: {e}", data.display()),
+            format!("The outbox in {} cannot be opened: {e}", data.display()),
+        )
+    })?;
+    let recovered = store.recover().unwrap_or(0);
+    if recovered > 0 {
+        tracing::warn!(count = recovered, "messages were being sent when the helper stopped; they are queued again");
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], cfg.api.port));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        start_err(
+            "serve.bind",
+            format!("Port {} auf 127.0.0.1 ist nicht verfügbar: {e}", cfg.api.port),
+            format!("Port {} on 127.0.0.1 is not available: {e}", cfg.api.port),
+        )
+    })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.api.port);
+    let relay_enabled = cfg.relay.enabled;
+    let state = AppState::new(cfg, store);
+    state.port.store(port, std::sync::atomic::Ordering::Relaxed);
+
+    let submission = if state.config.submission.enabled {
+        let addr = SocketAddr::from(([127, 0, 0, 1], state.config.submission.port));
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            start_err(
+                "serve.bind",
+                format!("Der SMTP-Port {} auf 127.0.0.1 ist nicht verfügbar: {e}", state.config.submission.port),
+                format!("SMTP port {} on 127.0.0.1 is not available: {e}", state.config.submission.port),
+            )
+        })?;
+        let p = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let cfg = Arc::new(crate::submission::smtp_config(&state));
+        let handler = Arc::new(crate::submission::Submission { state: state.clone() });
+        tracing::info!(port = p, "local SMTP submission listening on 127.0.0.1");
+        Some((p, tokio::spawn(demail_smtp::serve(l, cfg, handler))))
+    } else {
+        None
+    };
+    let submission_port = submission.as_ref().map(|(p, _)| *p);
+    let runtime_file = discovery::publish(port, submission_port).map_err(|e| {
+        start_err(
+            "serve.discovery",
+            format!("Die Discovery-Datei kann nicht geschrieben werden: {e}"),
+            format!("The discovery file cannot be written: {e}"),
+        )
+    })?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({ "event": "listening", "port": port, "url": format!("http://127.0.0.1:{port}"), "pid": std::process::id(), "discovery": runtime_file, "submission_port": submission_port })
+        );
+        let _ = out.flush();
+    }
+    tracing::info!(port, data = %data.display(), "helper listening on 127.0.0.1");
+
+    let worker = relay_enabled.then(|| tokio::spawn(relay::run(state.clone())));
+    let app = api::router(state.clone());
+    let st = state.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = signal() => {}
+                _ = st.shutdown_requested() => {}
+            }
+            st.shutdown();
+        })
+        .await;
+    state.shutdown();
+    if let Some((_, task)) = submission {
+        task.abort();
+    }
+    if let Some(w) = worker {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+    }
+    discovery::unpublish(&runtime_file);
+    drop(lock);
+    tracing::info!("helper stopped");
+    served.map_err(|e| start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}")))
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Arc so the tray can share it later.
+pub type SharedState = Arc<AppState>;

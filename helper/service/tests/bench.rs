@@ -1,0 +1,211 @@
+//! Numbers for issue 4 (ignored by default; run with the release build):
+//!
+//! ```text
+//! cargo test --release -p demail-helper --test bench -- --ignored --nocapture --test-threads 1
+//! ```
+
+mod common;
+
+use base64::Engine;
+use common::postfix::Postfix;
+use common::*;
+use demail_testkit::Pki;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pid(h: &Helper) -> u32 {
+    h.listening["pid"].as_u64().unwrap() as u32
+}
+
+#[test]
+#[ignore]
+fn startup_and_idle_rss() {
+    // Start to ready: spawn `demail serve` on a fixed port and poll until /v1/health answers.
+    let h = Helper::start("[relay]\nenabled = false\n", "");
+    let d = h.dir.path().to_path_buf();
+    drop(h);
+    let mut best = Duration::MAX;
+    for _ in 0..10 {
+        let port = demail_testkit::free_port();
+        let t = Instant::now();
+        let mut child = std::process::Command::new(demail_bin())
+            .args(["serve", "--port", &port.to_string()])
+            .env("HOME", &d)
+            .env("XDG_CONFIG_HOME", d.join("config"))
+            .env("XDG_DATA_HOME", d.join("data"))
+            .env("XDG_RUNTIME_DIR", d.join("run"))
+            .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/v1/health", &[], b"").status == 200 {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+            assert!(t.elapsed() < Duration::from_secs(10));
+        }
+        best = best.min(t.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let h = Helper::start("", "");
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = proc_kb(pid(&h), "VmRSS:");
+    println!("BENCH start_to_ready_ms={:.1} (best of 10: spawn until the first /v1/health answer)", best.as_secs_f64() * 1000.0);
+    println!("BENCH idle_rss_kb={rss}");
+}
+
+#[test]
+#[ignore]
+fn check_with_100_recipients_latency() {
+    let h = Helper::start("[relay]\nenabled = false\n", "");
+    let token = h.pair();
+    let to: Vec<String> = (0..100).map(|i| format!("Person {i} <person{i}@buerger.de-mail.de>")).collect();
+    let body = json!({ "from": "peter.meier@musterstadt.de", "to": to, "options": ["private"] });
+    for _ in 0..50 {
+        h.post("/v1/check", Some(&token), &body);
+    }
+    let mut lat: Vec<f64> = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let r = h.post("/v1/check", Some(&token), &body);
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.status, 200);
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("BENCH check100 new-connection p50_ms={:.3} p99_ms={:.3} max_ms={:.3}", lat[500], lat[990], lat[999]);
+
+    // As an add-in's fetch does it: one kept-alive connection.
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let payload = body.to_string();
+    let req = format!(
+        "POST /v1/check HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        h.port,
+        payload.len()
+    );
+    let mut lat: Vec<f64> = Vec::new();
+    for i in 0..1050 {
+        let t = Instant::now();
+        w.write_all(req.as_bytes()).unwrap();
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut b = vec![0u8; len];
+        r.read_exact(&mut b).unwrap();
+        if i >= 50 {
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("BENCH check100 keep-alive p50_ms={:.3} p99_ms={:.3} max_ms={:.3}", lat[500], lat[990], lat[999]);
+}
+
+#[test]
+#[ignore]
+fn large_message_peak_rss() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = Pki::generate(tmp.path(), "gw");
+    let sink = Sink::start(&pki, false, None, None);
+    let policy = "version = 1\n[rules]\nmax_size = \"30 MiB\"\n";
+    let h = Helper::start_with(HelperOpts {
+        machine: &gateway_config(sink.port, &pki.ca_cert, "starttls", ""),
+        policy: Some(policy),
+        ..Default::default()
+    });
+    let token = h.pair();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = proc_kb(pid(&h), "VmHWM:");
+    let size = 25_000_000;
+    let attachment = base64::engine::general_purpose::STANDARD.encode(vec![0x5au8; size * 3 / 4 - 4096]);
+    let mut raw = String::from("From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: [P] Akte\r\nMIME-Version: 1.0\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    for chunk in attachment.as_bytes().chunks(76) {
+        raw.push_str(std::str::from_utf8(chunk).unwrap());
+        raw.push_str("\r\n");
+    }
+    let auth = format!("Bearer {token}");
+    let r = h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], raw.as_bytes());
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let v = h.wait_message(&token, &id, Duration::from_secs(120), |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent");
+    let peak = proc_kb(pid(&h), "VmHWM:");
+    let mb = raw.len() as f64 / 1_048_576.0;
+    println!(
+        "BENCH large_message size_mb={mb:.1} peak_rss_mb={:.1} idle_before_mb={:.1} ratio={:.2}",
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0 / mb
+    );
+    assert_eq!(sink.received().len(), 1);
+}
+
+/// The helper's relay (accept with fsync, relay over STARTTLS) against Postfix's own
+/// relay of the same 10 KB messages (smtp-source → Postfix queue, fsynced), both into a
+/// discarding Postfix.
+#[test]
+#[ignore]
+fn relay_throughput_vs_postfix() {
+    let n = 500;
+    let tmp = demail_testkit::temp_dir();
+    let pki = Pki::generate(tmp.path(), "pf");
+    let sink = Postfix::start_with(tmp.path(), &pki, None, false).expect("postfix");
+
+    // Postfix baseline: smtp-source, one session, 10 KB messages.
+    let t = Instant::now();
+    let st = std::process::Command::new("smtp-source")
+        .args(["-c", "-l", "10240", "-m", &n.to_string(), "-s", "1", "-f", "peter.meier@musterstadt.de", "-t", "anna@buerger.de-mail.de"])
+        .arg(format!("127.0.0.1:{}", sink.port))
+        .output()
+        .expect("smtp-source");
+    assert!(st.status.success());
+    let queued = demail_testkit::wait_until(Duration::from_secs(120), || (sink.queued() == 0).then_some(()));
+    assert!(queued.is_some());
+    let postfix_s = t.elapsed().as_secs_f64();
+
+    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "[log]\nlevel = \"warn\"\n");
+    let token = h.pair();
+    let text = "x".repeat(10 * 1024 - 600);
+    let t = Instant::now();
+    for i in 0..n {
+        let mut m = demail_message(&format!("Bescheid {i}"));
+        m["text"] = json!(text);
+        assert_eq!(h.post("/v1/messages", Some(&token), &m).status, 202);
+    }
+    let accepted_s = t.elapsed().as_secs_f64();
+    let done = demail_testkit::wait_until(Duration::from_secs(300), || {
+        (h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"] == n).then_some(())
+    });
+    assert!(done.is_some());
+    let helper_s = t.elapsed().as_secs_f64();
+    println!(
+        "BENCH relay n={n} postfix_msgs_per_s={:.0} helper_msgs_per_s={:.0} (accept {:.0}/s) ratio={:.2}",
+        n as f64 / postfix_s,
+        n as f64 / helper_s,
+        n as f64 / accepted_s,
+        postfix_s / helper_s
+    );
+}

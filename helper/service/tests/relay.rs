@@ -1,0 +1,350 @@
+//! Relay: the real helper binary submits to a TLS SMTP gateway stand-in (demail-smtp)
+//! whose certificate comes from a CA made at test time (demail-testkit).
+
+mod common;
+
+use common::*;
+use demail_testkit::{free_port, Pki};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn pki(dir: &std::path::Path, name: &str) -> Pki {
+    Pki::generate(dir, name)
+}
+
+fn submit(h: &Helper, token: &str, subject: &str) -> String {
+    let r = h.post("/v1/messages", Some(token), &demail_message(subject));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["result"]["id"].as_str().unwrap().to_string()
+}
+
+fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    format!("{prefix}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+#[test]
+fn starttls_with_internal_ca_then_journal_and_receipts() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let sink = Sink::start(&pki, false, None, None);
+    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Bescheid über Ihren Antrag");
+    let v = h.wait_message(&token, &id, T, |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}\n{}", h.log_text());
+    assert!(v["gateway_reply"].as_str().unwrap().starts_with("250"), "{v}");
+
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert!(m.tls, "delivered over TLS");
+    assert_eq!(m.mail_from, "peter.meier@musterstadt.de");
+    assert_eq!(m.rcpt_to, vec!["anna@buerger.de-mail.de"]);
+    let text = String::from_utf8_lossy(&m.message).into_owned();
+    assert_eq!(header_of(&text, "X-de-mail-private"), Some("yes"));
+    assert_eq!(header_of(&text, "X-de-mail-confirmation-of-dispatch"), Some("yes"));
+    let private_id = v["private_id"].as_str().unwrap().to_string();
+    assert_eq!(header_of(&text, "X-de-mail-private-id"), Some(private_id.as_str()));
+
+    // Journal: sent, then the dispatch and receipt confirmations arrive.
+    let j = h.get("/v1/journal", Some(&token)).json()["result"]["messages"].clone();
+    assert_eq!(j[0]["private_id"], private_id.as_str());
+    assert_eq!(j[0]["receipt_status"], "sent");
+    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": private_id, "type": "dispatch", "time": "2026-11-27T10:00:00Z" }));
+    assert_eq!(r.json()["result"]["matched"], true);
+    h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": private_id, "type": "receipt" }));
+    let j = h.get(&format!("/v1/journal?private_id={private_id}"), Some(&token)).json()["result"]["messages"].clone();
+    assert_eq!(j[0]["receipt_status"], "received");
+    assert_eq!(j[0]["receipts"].as_array().unwrap().len(), 2);
+    // The sent message cannot be cancelled any more.
+    let r = h.post(&format!("/v1/outbox/{id}/cancel"), Some(&token), &json!({}));
+    assert_eq!(r.status, 409);
+}
+
+#[test]
+fn implicit_tls() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let sink = Sink::start(&pki, true, None, None);
+    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "implicit", ""), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Implizites TLS");
+    assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent", "{}", h.log_text());
+    assert!(sink.received()[0].tls);
+}
+
+#[test]
+fn wrong_ca_is_refused_and_the_user_is_told() {
+    let tmp = demail_testkit::temp_dir();
+    let gw = pki(tmp.path(), "gw");
+    let other = pki(tmp.path(), "other");
+    let sink = Sink::start(&gw, false, None, None);
+    let h = Helper::start(&gateway_config(sink.port, &other.ca_cert, "starttls", ""), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Falsche CA");
+    let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.tls");
+    assert_eq!(v["status"], "queued", "kept for a later attempt, not lost: {v}");
+    assert_eq!(v["error"]["code"], "relay.tls", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("Zertifikat"), "{v}");
+    assert!(v["error"]["message_en"].as_str().unwrap().contains("certificate"), "{v}");
+    assert!(sink.received().is_empty(), "nothing may be sent over an unverified connection");
+    // The add-in can see the gateway state on health; the CLI explains it too.
+    assert_eq!(h.get("/v1/health", None).json()["result"]["gateway"], "error");
+    let (rc, out, _) = h.cli(&["doctor"], None);
+    assert_eq!(rc, 1);
+    let tls = out["findings"].as_array().unwrap().iter().find(|f| f["check"] == "tls").cloned().unwrap();
+    assert_eq!(tls["status"], "error");
+    assert!(tls["message"].as_str().unwrap().contains("Zertifikat"), "{tls}");
+    // With the right host name but no CA at all (system store only) it is refused as well.
+    let (rc, _, err) = h.cli(&["credentials", "test"], None);
+    assert_eq!(rc, 2);
+    assert!(err.contains("relay.tls"), "{err}");
+}
+
+#[test]
+fn gateway_down_for_a_while_then_delivered() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let port = free_port();
+    let h = Helper::start(&gateway_config(port, &pki.ca_cert, "starttls", ""), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Gateway aus");
+    let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.unreachable" && v["attempts"].as_i64() >= Some(2));
+    assert_eq!(v["status"], "queued", "{v}");
+    assert_eq!(v["error"]["code"], "relay.unreachable", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("nicht erreichbar"));
+    assert_eq!(h.get("/v1/health", None).json()["result"]["gateway"], "unreachable");
+    let sink = Sink::start(&pki, false, None, Some(port));
+    let v = h.wait_message(&token, &id, T, |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}");
+    assert!(v["error"].is_null(), "the old error is cleared: {v}");
+    assert_eq!(sink.received().len(), 1);
+    assert_eq!(h.get("/v1/health", None).json()["result"]["gateway"], "connected");
+}
+
+#[test]
+fn permanent_5xx_is_failed_with_the_reason_and_can_be_retried() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let sink = Sink::start(&pki, false, None, None);
+    sink.set_mode(SinkMode::Reject(550, "5.7.1", "Absender nicht freigeschaltet"));
+    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Wird abgelehnt");
+    let v = h.wait_message(&token, &id, T, |v| v["status"] == "failed");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "relay.rejected");
+    assert!(v["error"]["message"].as_str().unwrap().contains("Absender nicht freigeschaltet"), "{v}");
+    assert!(v["gateway_reply"].as_str().unwrap().contains("550"), "{v}");
+    assert_eq!(v["attempts"], 1, "a permanent refusal is not retried on its own");
+    // The user (or IT) fixes it and retries.
+    sink.set_mode(SinkMode::Accept);
+    let r = h.post(&format!("/v1/outbox/{id}/retry"), Some(&token), &json!({}));
+    assert_eq!(r.status, 200);
+    assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent");
+}
+
+#[test]
+fn transient_4xx_is_retried() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let sink = Sink::start(&pki, false, None, None);
+    sink.set_mode(SinkMode::Reject(451, "4.3.0", "Bitte spaeter"));
+    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Später");
+    let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.deferred");
+    assert_eq!(v["status"], "queued", "{v}");
+    assert!(v["gateway_reply"].as_str().unwrap().contains("451"), "{v}");
+    sink.set_mode(SinkMode::Accept);
+    assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent");
+}
+
+#[test]
+fn gives_up_after_the_configured_time() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let h = Helper::start(&gateway_config(free_port(), &pki.ca_cert, "starttls", "give_up_after = 2"), "");
+    let token = h.pair();
+    let id = submit(&h, &token, "Aufgeben");
+    let v = h.wait_message(&token, &id, T, |v| v["status"] == "failed");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "relay.gave_up");
+    assert!(v["error"]["message"].as_str().unwrap().contains("nicht erreichbar"), "the last reason is kept: {v}");
+}
+
+#[test]
+fn subject_tags_dialect_uses_the_core_formatter() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let sink = Sink::start(&pki, false, None, None);
+    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "[gateway]\ndialect = \"subject-tags\"\n");
+    let token = h.pair();
+    let id = submit(&h, &token, "Ihr Antrag");
+    assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent", "{}", h.log_text());
+    let text = String::from_utf8_lossy(&sink.received()[0].message).into_owned();
+    assert_eq!(header_of(&text, "Subject"), Some("[P, VB] Ihr Antrag"));
+    assert!(header_of(&text, "X-de-mail-private").is_none(), "{text}");
+    assert!(header_of(&text, "X-de-mail-private-id").is_some());
+}
+
+/// The keyring round-trip with a real backend (kernel keyutils in a fresh session keyring):
+/// `demail credentials set` stores the password, the helper reads it and logs in.
+#[test]
+fn smtp_auth_with_password_from_keyutils() {
+    assert!(demail_testkit::have("keyctl"), "keyctl missing: run scripts/setup test (keyutils)");
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let user = unique("helper");
+    let sink = Sink::start(&pki, false, Some((&user, "Geheim-123")), None);
+    let extra = format!("username = \"{user}\"\n[secrets]\nbackend = \"keyutils\"\n");
+    let cfg = gateway_config(sink.port, &pki.ca_cert, "starttls", "").replace("timeout = 10\n", &format!("timeout = 10\n{extra}"));
+    let script = "printf 'Geheim-123\\n' | {demail} credentials set --password-stdin >&2 && {demail} credentials test >&2 && exec {demail} serve --port 0";
+    let h = Helper::start_with(HelperOpts {
+        machine: &cfg,
+        wrapper: Some(vec!["keyctl".into(), "session".into(), "-".into(), "sh".into(), "-c".into(), script.into()]),
+        ..Default::default()
+    });
+    let log = h.log_text();
+    assert!(log.contains("\"backend\": \"keyutils\""), "{log}");
+    assert!(log.contains("Anmeldung am Gateway sind in Ordnung"), "credentials test passed: {log}");
+    assert!(!log.contains("Geheim-123"), "the password never appears in output or logs");
+    let token = h.pair();
+    let id = submit(&h, &token, "Mit Anmeldung");
+    assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent", "{}", h.log_text());
+    assert_eq!(sink.received()[0].auth_user.as_deref(), Some(user.as_str()));
+    let logs = std::fs::read_dir(h.dir.path().join("data/demail/logs")).unwrap();
+    for f in logs.flatten() {
+        assert!(!std::fs::read_to_string(f.path()).unwrap().contains("Geheim-123"));
+    }
+}
+
+#[test]
+fn wrong_password_is_explained() {
+    assert!(demail_testkit::have("keyctl"), "keyctl missing: run scripts/setup test (keyutils)");
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let user = unique("helper");
+    let sink = Sink::start(&pki, false, Some((&user, "richtig")), None);
+    let extra = format!("username = \"{user}\"\n[secrets]\nbackend = \"keyutils\"\n");
+    let cfg = gateway_config(sink.port, &pki.ca_cert, "starttls", "").replace("timeout = 10\n", &format!("timeout = 10\n{extra}"));
+    let script = "printf 'falsch\\n' | {demail} credentials set --password-stdin >&2 && exec {demail} serve --port 0";
+    let h = Helper::start_with(HelperOpts {
+        machine: &cfg,
+        wrapper: Some(vec!["keyctl".into(), "session".into(), "-".into(), "sh".into(), "-c".into(), script.into()]),
+        ..Default::default()
+    });
+    let token = h.pair();
+    let id = submit(&h, &token, "Falsches Kennwort");
+    let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.auth");
+    assert_eq!(v["status"], "queued", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("demail credentials set"), "{v}");
+    assert!(!v.to_string().contains("falsch\""), "no password in the API");
+    assert!(sink.received().is_empty());
+}
+
+/// Secret Service (gnome-keyring in a private D-Bus session): set, then log in with it.
+#[test]
+fn credentials_roundtrip_with_secret_service() {
+    for tool in ["dbus-run-session", "gnome-keyring-daemon"] {
+        assert!(demail_testkit::have(tool), "{tool} missing: run scripts/setup test");
+    }
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let user = unique("ss");
+    let sink = Sink::start(&pki, false, Some((&user, "S3cret!")), None);
+    let extra = format!("username = \"{user}\"\n[secrets]\nbackend = \"secret-service\"\n");
+    let cfg = gateway_config(sink.port, &pki.ca_cert, "starttls", "").replace("timeout = 10\n", &format!("timeout = 10\n{extra}"));
+    let h = Helper::start_with(HelperOpts { machine: &cfg, user: "[relay]\nenabled = false\n", ..Default::default() });
+    let bin = demail_bin();
+    let script = format!(
+        "printf 'test' | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1; \
+         printf 'S3cret!\\n' | {b} credentials set --password-stdin && {b} credentials test && {b} credentials delete",
+        b = bin.display()
+    );
+    let d = h.dir.path();
+    let out = std::process::Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", d)
+        .env("XDG_CONFIG_HOME", d.join("config"))
+        .env("XDG_DATA_HOME", d.join("data"))
+        .env("XDG_RUNTIME_DIR", d.join("run"))
+        .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"backend\": \"secret-service\""), "{stdout}");
+    assert!(stdout.contains("\"authenticated\": true"), "{stdout}");
+    assert!(stdout.contains("\"deleted\": 1"), "{stdout}");
+    assert_eq!(sink.received().len(), 0);
+}
+
+#[test]
+fn no_keyring_backend_gives_a_clear_error() {
+    let h = Helper::start_with(HelperOpts {
+        machine: "[gateway]\nhost = \"gw.example\"\nusername = \"u\"\n[secrets]\nbackend = \"secret-service\"\n[relay]\nenabled = false\n",
+        ..Default::default()
+    });
+    let (rc, _, err) = h.cli(&["credentials", "set", "--password-stdin"], Some("pw\n"));
+    assert_eq!(rc, 2);
+    assert!(err.contains("secrets.unavailable"), "{err}");
+    assert!(err.contains("Schlüsselbund") && err.contains("keyring"), "German and English: {err}");
+    assert!(err.contains("keyutils"), "a documented alternative: {err}");
+}
+
+/// `kill -9` while 1,000 De-Mails are being relayed: after the restart every Message-ID
+/// arrives. The helper is at-least-once; a message that was on the wire at the kill
+/// (one per relay connection) arrives twice with the same Message-ID, which the gateway discards
+/// (docs/protocol.md, "Delivery guarantees").
+#[test]
+fn kill9_with_1000_messages_loses_nothing() {
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let port = free_port();
+    let mut h = Helper::start(&gateway_config(port, &pki.ca_cert, "starttls", ""), "");
+    let token = h.pair();
+    let t0 = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let mut m = demail_message(&format!("Massenversand {i}"));
+        m["message_id"] = json!(format!("<bulk-{i}@musterstadt.de>"));
+        let r = h.post("/v1/messages", Some(&token), &m);
+        assert_eq!(r.status, 202);
+        ids.push(format!("bulk-{i}@musterstadt.de"));
+    }
+    eprintln!("TIMING submitted {:?}", t0.elapsed());
+    let sink = Sink::start(&pki, false, None, Some(port));
+    sink.wait_received(150, T);
+    eprintln!("TIMING 150 received {:?}", t0.elapsed());
+    h.kill9();
+    let before = sink.received().len();
+    assert!(before < 1000, "killed mid-way ({before})");
+    h.restart();
+    let done = demail_testkit::wait_until(Duration::from_secs(300), || {
+        let c = h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"].clone();
+        (c["sent"] == 1000).then_some(())
+    });
+    eprintln!("TIMING all sent {:?}", t0.elapsed());
+    let got = sink.received();
+    assert!(done.is_some(), "not all sent: {}", h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in &got {
+        let text = String::from_utf8_lossy(&m.message).into_owned();
+        let mid = header_of(&text, "Message-ID").unwrap().trim_matches(['<', '>']).to_string();
+        *seen.entry(mid).or_default() += 1;
+    }
+    let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    let counts = h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"].clone();
+    assert!(missing.is_empty(), "{} lost (received {}, before kill {before}, outbox {counts}): {:?}", missing.len(), got.len(), &missing[..missing.len().min(5)]);
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    // Two relay connections (the default): at most two messages were on the wire.
+    assert!(dups.len() <= 2 && dups.iter().all(|(_, n)| **n == 2), "at most the in-flight messages twice: {dups:?}");
+    let list = h.get("/v1/outbox?status=sent&limit=1000", Some(&token)).json()["result"]["counts"].clone();
+    assert_eq!(list["sent"], 1000, "{list}");
+}
