@@ -43,7 +43,7 @@ impl From<PolicyError> for ApiError {
 }
 
 /// All operations, in the order they were added.
-pub const OPS: [&str; 9] = [
+pub const OPS: [&str; 11] = [
     "version",
     "policy.check",
     "subject.parse",
@@ -53,6 +53,8 @@ pub const OPS: [&str; 9] = [
     "classify.headers",
     "headers",
     "map",
+    "options",
+    "classify.candidate",
 ];
 
 fn bad_input(e: impl std::fmt::Display) -> ApiError {
@@ -178,6 +180,22 @@ struct ClassifyHeadersIn {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct OptionsIn {
+    from: String,
+    #[serde(default)]
+    options: OptionSet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CandidateIn {
+    author: String,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MapIn {
     address: String,
     /// `to-demail` (outbound) or `to-email` (inbound).
@@ -271,6 +289,16 @@ pub fn dispatch(op: &str, policy: &Policy, input: Input<'_>, env: &Env) -> Resul
                 other => return Err(bad_input(format!("unknown direction {other:?}; use to-demail or to-email"))),
             };
             Output::Value(json!({ "address": addr, "mapped": m }))
+        }
+        "options" => {
+            let i: OptionsIn = input.parse()?;
+            Output::Value(json!(crate::check::option_states(&i.from, i.options, policy)))
+        }
+        "classify.candidate" => {
+            let i: CandidateIn = input.parse()?;
+            // The subject is accepted for future rules; the sender's domain decides today.
+            let _ = i.subject;
+            Output::Value(json!({ "candidate": crate::check::is_candidate(&i.author, policy) }))
         }
         other => {
             return Err(Reason::new(

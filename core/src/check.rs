@@ -401,3 +401,90 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
         cost_unit: if grant.allowed { grant.cost_unit } else { None },
     }
 }
+
+/// One option the user cannot change, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptionState {
+    pub option: crate::options::DeMailOption,
+    pub reason: Reason,
+}
+
+/// What the compose popup may offer a sender: which options are allowed, which are
+/// forced on by others, and which are unavailable, each with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptionStates {
+    /// The chosen options after the TR rules.
+    pub options: OptionSet,
+    /// Options this sender may choose.
+    pub allowed: OptionSet,
+    /// Ticked and not changeable (Persönlich while Abholbestätigung is chosen).
+    pub locked: Vec<OptionState>,
+    /// Not available to this sender.
+    pub disabled: Vec<OptionState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_demail: Option<String>,
+}
+
+/// Option states for the compose popup, from the same rules the send check applies.
+pub fn option_states(from: &str, chosen: OptionSet, policy: &Policy) -> OptionStates {
+    use crate::options::DeMailOption;
+    let sender = parse_address_list(from).ok().and_then(|mut v| if v.len() == 1 { v.pop() } else { None });
+    let addr = sender.as_ref().map(|m| m.address.clone()).unwrap_or_default();
+    let sender_demail = if sender.as_ref().is_some_and(|m| policy.is_demail_domain(m.domain())) {
+        Some(addr.to_lowercase())
+    } else {
+        policy.email_to_demail(&addr).map(|m| m.address)
+    };
+    let grant = policy.grant(&addr);
+    let mut allowed = if grant.allowed { grant.options } else { OptionSet::EMPTY };
+    let mut disabled = Vec::new();
+    for o in DeMailOption::ALL {
+        let reason = if !grant.allowed {
+            Some(Reason::new(
+                "sender.not_authorized",
+                format!("Der Absender {} ist nicht für den De-Mail-Versand freigeschaltet.", quote(&addr)),
+                format!("The sender {} is not authorised to send De-Mail.", quote(&addr)),
+            ))
+        } else if !grant.options.contains(o) {
+            Some(Reason::new(
+                "sender.option_not_authorized",
+                format!("„{}“ ist für Sie nicht freigeschaltet. Wenden Sie sich an Ihre IT.", o.label_de()),
+                format!("\"{}\" is not enabled for you. Contact your IT department.", o.label_en()),
+            ))
+        } else if o == DeMailOption::Authoritative && sender_demail.as_deref().is_some_and(crate::options::is_pseudonym) {
+            allowed.remove(o);
+            Some(Reason::new(
+                "options.authoritative_pseudonym",
+                "„Absenderbestätigt“ ist für Pseudonym-Adressen (pn_…) nicht erlaubt.",
+                "\"Sender confirmed\" is not allowed for pseudonym addresses (pn_…).",
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            disabled.push(OptionState { option: o, reason });
+        }
+    }
+    let (options, _) = apply_rules(chosen, OptionSet::EMPTY, sender_demail.as_deref());
+    let mut locked = Vec::new();
+    if options.contains(DeMailOption::ConfirmationOfRetrieve) {
+        locked.push(OptionState {
+            option: DeMailOption::Private,
+            reason: Reason::new(
+                "options.private_implied",
+                "Eine Abholbestätigung gibt es nur für persönliche De-Mails; „Persönlich“ ist daher gesetzt.",
+                "A confirmation of retrieval exists only for personal De-Mails, so \"Personal\" is set.",
+            ),
+        });
+    }
+    OptionStates { options, allowed, locked, disabled, sender_demail }
+}
+
+/// Cheap pre-selection from what a message list shows (author, subject): could this
+/// be a De-Mail, a receipt or a notification? Only candidates need the full message.
+pub fn is_candidate(author: &str, policy: &Policy) -> bool {
+    parse_address_list(author)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .is_some_and(|m| policy.is_demail_domain(m.domain()))
+}
