@@ -291,6 +291,10 @@ mod tests {
         assert_eq!(s.list().unwrap()[0].1.attempts, 2);
         s.remove(&m.id).unwrap();
         assert!(s.list().unwrap().is_empty());
+        // An orphaned state file (crash between the two unlinks) is cleaned at open.
+        std::fs::write(d.path().join("queue/abc-1.state"), b"{}").unwrap();
+        let _ = Spool::open(d.path()).unwrap();
+        assert!(!d.path().join("queue/abc-1.state").exists());
         assert!(s.load("../../etc/passwd").is_err());
     }
 }

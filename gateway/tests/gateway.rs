@@ -702,12 +702,29 @@ fn a_retried_submission_is_not_sent_twice() {
 
 #[test]
 fn without_a_catch_all_unmapped_recipients_are_refused_not_dropped() {
-    let h = Harness::with_policy(&POLICY.replace("catch_all = \"sammelpostfach@musterstadt.de\"\n", ""));
+    let h = Harness::with_policy(
+        &POLICY.replace("catch_all = \"sammelpostfach@musterstadt.de\"\n", ""),
+    );
     let raw = b"From: buerger@web.de-mail.de\r\nSubject: x\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
     // The provider learns at once that this address cannot be delivered here.
-    let e = h.inject("buerger@web.de-mail.de", &["wer@anderswo.de-mail.de"], raw).unwrap_err();
+    let e = h
+        .inject("buerger@web.de-mail.de", &["wer@anderswo.de-mail.de"], raw)
+        .unwrap_err();
     assert!(e.contains("Recipient unknown and no catch-all"), "{e}");
     // A mapped recipient still works.
-    assert_eq!(h.inject("buerger@web.de-mail.de", &["peter.meier@musterstadt.de-mail.de"], raw).as_deref(), Ok("250"));
-    assert_eq!(h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20)).len(), 1);
+    assert_eq!(
+        h.inject(
+            "buerger@web.de-mail.de",
+            &["peter.meier@musterstadt.de-mail.de"],
+            raw
+        )
+        .as_deref(),
+        Ok("250")
+    );
+    assert_eq!(
+        h.dovecot
+            .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20))
+            .len(),
+        1
+    );
 }

@@ -60,7 +60,9 @@ pub fn init_logging(cfg: &Config) -> Option<tracing_appender::non_blocking::Work
     });
     match file {
         Some(appender) => {
-            let (nb, guard) = tracing_appender::non_blocking(appender);
+            // A small queue (the default holds 128,000 lines, 4 MB): lines beyond it are dropped
+            // rather than blocking the service.
+            let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().buffered_lines_limit(2048).finish(appender);
             let layer = tracing_subscriber::fmt::layer().with_writer(nb).with_ansi(false).with_filter(filter());
             let _ = tracing_subscriber::registry().with(stderr).with(layer).try_init();
             Some(guard)
@@ -80,7 +82,8 @@ pub fn load_config(user_file: Option<&std::path::Path>) -> Result<(Config, Paths
 }
 
 /// Run the helper in the foreground. Returns when a signal arrives.
-pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
+/// The configuration for `serve`/`tray`: files plus `--port` (refused when IT locked it).
+pub fn effective_config(opts: &ServeOptions) -> Result<Config, StartError> {
     let (mut cfg, _paths) = load_config(opts.config.as_deref())?;
     if let Some(p) = opts.port {
         if cfg.is_locked("api.port") && p != cfg.api.port {
@@ -92,6 +95,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         }
         cfg.api.port = p;
     }
+    Ok(cfg)
+}
+
+pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
+    let cfg = effective_config(&opts)?;
     let _guard = init_logging(&cfg);
     for w in &cfg.warnings {
         tracing::warn!(code = %w.code, "{}", w.message_en);
@@ -105,6 +113,38 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
 }
 
 async fn run(cfg: Config) -> Result<(), StartError> {
+    let running = start(cfg).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({
+                "event": "listening", "port": running.port, "url": format!("http://127.0.0.1:{}", running.port),
+                "pid": std::process::id(), "discovery": running.runtime_file, "submission_port": running.submission_port,
+            })
+        );
+        let _ = out.flush();
+    }
+    running.serve(signal()).await
+}
+
+/// A helper that is bound, published and relaying, but not yet serving the API.
+/// `demail serve` and the tray both start it this way.
+pub struct Running {
+    pub state: Arc<AppState>,
+    pub port: u16,
+    pub submission_port: Option<u16>,
+    pub runtime_file: std::path::PathBuf,
+    listener: tokio::net::TcpListener,
+    lock: std::fs::File,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    submission: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Lock the user's instance, open the outbox, bind the API (and the optional SMTP
+/// listener) on 127.0.0.1, publish the port, start the relay.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let data = cfg.data_dir();
     let lock = discovery::lock_instance(&data).map_err(|e| {
         start_err(
@@ -137,7 +177,9 @@ async fn run(cfg: Config) -> Result<(), StartError> {
     let state = AppState::new(cfg, store);
     state.port.store(port, std::sync::atomic::Ordering::Relaxed);
 
-    let submission = if state.config.submission.enabled {
+    let mut submission = None;
+    let mut submission_port = None;
+    if state.config.submission.enabled {
         let addr = SocketAddr::from(([127, 0, 0, 1], state.config.submission.port));
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             start_err(
@@ -150,11 +192,9 @@ async fn run(cfg: Config) -> Result<(), StartError> {
         let cfg = Arc::new(crate::submission::smtp_config(&state));
         let handler = Arc::new(crate::submission::Submission { state: state.clone() });
         tracing::info!(port = p, "local SMTP submission listening on 127.0.0.1");
-        Some((p, tokio::spawn(demail_smtp::serve(l, cfg, handler))))
-    } else {
-        None
-    };
-    let submission_port = submission.as_ref().map(|(p, _)| *p);
+        submission = Some(tokio::spawn(demail_smtp::serve(l, cfg, handler)));
+        submission_port = Some(p);
+    }
     let runtime_file = discovery::publish(port, submission_port).map_err(|e| {
         start_err(
             "serve.discovery",
@@ -162,40 +202,39 @@ async fn run(cfg: Config) -> Result<(), StartError> {
             format!("The discovery file cannot be written: {e}"),
         )
     })?;
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "{}",
-            json!({ "event": "listening", "port": port, "url": format!("http://127.0.0.1:{port}"), "pid": std::process::id(), "discovery": runtime_file, "submission_port": submission_port })
-        );
-        let _ = out.flush();
-    }
     tracing::info!(port, data = %data.display(), "helper listening on 127.0.0.1");
-
     let worker = relay_enabled.then(|| tokio::spawn(relay::run(state.clone())));
-    let app = api::router(state.clone());
-    let st = state.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = signal() => {}
-                _ = st.shutdown_requested() => {}
-            }
-            st.shutdown();
-        })
-        .await;
-    state.shutdown();
-    if let Some((_, task)) = submission {
-        task.abort();
+    Ok(Running { state, port, submission_port, runtime_file, listener, lock, worker, submission })
+}
+
+impl Running {
+    /// Serve the API until `shutdown` resolves or [`AppState::shutdown`] is called; then
+    /// stop the relay (waiting up to 10 s for a message on the wire) and unpublish.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let Running { state, listener, lock, worker, submission, runtime_file, .. } = self;
+        let app = api::router(state.clone());
+        let st = state.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = st.shutdown_requested() => {}
+                }
+                st.shutdown();
+            })
+            .await;
+        state.shutdown();
+        if let Some(task) = submission {
+            task.abort();
+        }
+        if let Some(w) = worker {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+        }
+        discovery::unpublish(&runtime_file);
+        drop(lock);
+        tracing::info!("helper stopped");
+        served.map_err(|e| start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}")))
     }
-    if let Some(w) = worker {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
-    }
-    discovery::unpublish(&runtime_file);
-    drop(lock);
-    tracing::info!("helper stopped");
-    served.map_err(|e| start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}")))
 }
 
 async fn signal() {
@@ -219,6 +258,3 @@ async fn signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-
-/// Arc so the tray can share it later.
-pub type SharedState = Arc<AppState>;

@@ -21,7 +21,6 @@ CREATE TABLE IF NOT EXISTS messages (
     subject         TEXT NOT NULL,
     options         TEXT NOT NULL,
     dialect         TEXT NOT NULL,
-    mime            BLOB NOT NULL,
     size            INTEGER NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('queued','sending','sent','failed','cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -36,6 +35,13 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at         INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(status, next_attempt_at);
+
+-- The message itself, in its own table with the blob as the last column: SQLite then
+-- writes it from a zeroblob in place instead of building the whole record in memory.
+CREATE TABLE IF NOT EXISTS message_bodies (
+    message TEXT PRIMARY KEY REFERENCES messages(id),
+    mime    BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS messages_private_id ON messages(private_id);
 
 CREATE TABLE IF NOT EXISTS receipts (
@@ -289,6 +295,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn, path })
     }
 
@@ -320,8 +327,8 @@ impl Store {
         let now = now_ms();
         let size = m.mime_head.len() + m.mime_body.len();
         tx.execute(
-            "INSERT INTO messages (id, message_id, private_id, sender, recipients, subject, options, dialect, mime, size, status, attempts, next_attempt_at, client, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, zeroblob(?9), ?9, 'queued', 0, ?10, ?11, ?10, ?10)",
+            "INSERT INTO messages (id, message_id, private_id, sender, recipients, subject, options, dialect, size, status, attempts, next_attempt_at, client, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?10, ?10)",
             params![
                 id,
                 m.message_id,
@@ -336,9 +343,10 @@ impl Store {
                 m.client,
             ],
         )?;
+        tx.execute("INSERT INTO message_bodies (message, mime) VALUES (?1, zeroblob(?2))", params![id, size as i64])?;
         {
             let rowid = tx.last_insert_rowid();
-            let mut blob = tx.blob_open("main", "messages", "mime", rowid, false)?;
+            let mut blob = tx.blob_open("main", "message_bodies", "mime", rowid, false)?;
             blob.write_at(m.mime_head, 0)?;
             blob.write_at(m.mime_body, m.mime_head.len())?;
         }
@@ -354,7 +362,7 @@ impl Store {
     }
 
     pub fn mime(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        let exists: Option<i64> = self.conn.query_row("SELECT 1 FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let exists: Option<i64> = self.conn.query_row("SELECT 1 FROM message_bodies WHERE message = ?1", [id], |r| r.get(0)).optional()?;
         match exists {
             Some(_) => Ok(Some(read_mime(&self.conn, id)?)),
             None => Ok(None),
@@ -599,11 +607,27 @@ impl Store {
     }
 }
 
+/// Databases from before `message_bodies` kept the message in `messages.mime`.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_mime: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'mime'")?
+        .exists([])?;
+    if has_mime {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT OR IGNORE INTO message_bodies (message, mime) SELECT id, mime FROM messages;
+             ALTER TABLE messages DROP COLUMN mime;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
 /// Read a stored message through SQLite's blob API straight into one buffer of the right
 /// size (a plain `SELECT` would hold it twice: SQLite's copy and ours).
 fn read_mime(conn: &Connection, id: &str) -> Result<Vec<u8>> {
-    let rowid: i64 = conn.query_row("SELECT rowid FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
-    let blob = conn.blob_open("main", "messages", "mime", rowid, true)?;
+    let rowid: i64 = conn.query_row("SELECT rowid FROM message_bodies WHERE message = ?1", [id], |r| r.get(0))?;
+    let blob = conn.blob_open("main", "message_bodies", "mime", rowid, true)?;
     let mut buf = vec![0u8; blob.len()];
     blob.read_at_exact(&mut buf, 0)?;
     Ok(buf)
@@ -616,5 +640,33 @@ pub fn normalize_code(code: &str) -> String {
         format!("{}-{}", &c[..4], &c[4..])
     } else {
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_databases_are_migrated() {
+        let dir = std::env::temp_dir().join(format!("demail-store-{}", random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let c = Connection::open(dir.join(DB_FILE)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE messages (id TEXT PRIMARY KEY, message_id TEXT NOT NULL UNIQUE, private_id TEXT NOT NULL, sender TEXT NOT NULL,
+                 recipients TEXT NOT NULL, subject TEXT NOT NULL, options TEXT NOT NULL, dialect TEXT NOT NULL, mime BLOB NOT NULL,
+                 size INTEGER NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,
+                 error_code TEXT, error TEXT, error_en TEXT, gateway_reply TEXT, client TEXT, created_at INTEGER NOT NULL,
+                 updated_at INTEGER NOT NULL, sent_at INTEGER);
+                 INSERT INTO messages VALUES ('m_1','a@b','P','a@b','[]','s','[]','headers',x'41424344',4,'queued',0,0,NULL,NULL,NULL,NULL,NULL,0,0,NULL);",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&dir).unwrap();
+        assert_eq!(s.mime("m_1").unwrap().unwrap(), b"ABCD");
+        let (e, m) = s.claim_due(1).unwrap().unwrap();
+        assert_eq!((e.id.as_str(), m.as_slice()), ("m_1", &b"ABCD"[..]));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
