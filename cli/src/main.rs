@@ -63,6 +63,13 @@ enum Cmd {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Run the helper with its tray icon and settings window (build with `--features gui`).
+    #[cfg(feature = "gui")]
+    Tray {
+        /// Port on 127.0.0.1; 0 picks a free one.
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Pairings between add-ins and this user's helper.
     #[command(subcommand)]
     Pair(PairCmd),
@@ -319,6 +326,8 @@ fn run(cli: Cli) -> Result<Value, Fail> {
         | Cmd::Doctor { .. }
         | Cmd::Config(_)
         | Cmd::NativeManifest { .. } => unreachable!("handled by helper_command"),
+        #[cfg(feature = "gui")]
+        Cmd::Tray { .. } => unreachable!("handled in main"),
         Cmd::Map { address, direction } => call("map", json!({ "address": address, "direction": direction })),
         Cmd::Call { op, input } => {
             let text = if input == "-" { String::from_utf8_lossy(&read_file("-")?).into_owned() } else { input };
@@ -483,6 +492,18 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    #[cfg(feature = "gui")]
+    if let Cmd::Tray { port } = &cli.cmd {
+        let opts = demail_helper::server::ServeOptions { port: *port, config: cli.config.clone() };
+        return match demail_tray::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Fehler [{}]: {}", e.code, e.message);
+                eprintln!("Error [{}]: {}", e.code, e.message_en);
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Cmd::Serve { port } = &cli.cmd {
         let opts = demail_helper::server::ServeOptions { port: *port, config: cli.config.clone() };
         return match demail_helper::server::serve(opts) {

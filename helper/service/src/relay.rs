@@ -401,12 +401,20 @@ pub async fn run(state: Arc<AppState>) {
 }
 
 async fn worker(state: Arc<AppState>, n: u32) {
-    let cfg = state.config.clone();
-    tracing::info!(worker = n, host = %cfg.gateway.host, port = cfg.gateway.port, "relay worker started");
+    tracing::info!(worker = n, host = %state.config.gateway.host, port = state.config.gateway.port, "relay worker started");
     let mut session: Option<(AsyncSmtpConnection, Instant)> = None;
+    let mut session_gen = 0u64;
     loop {
         if state.is_shutting_down() {
             break;
+        }
+        // Settings changed in the tray take effect with the next session.
+        let (cfg, gen) = state.current_config();
+        if gen != session_gen {
+            if let Some((mut c, _)) = session.take() {
+                let _ = c.quit().await;
+            }
+            session_gen = gen;
         }
         let claimed = state.with_store(|s| s.claim_due(now_ms())).await;
         match claimed {
@@ -471,7 +479,8 @@ async fn worker(state: Arc<AppState>, n: u32) {
 }
 
 async fn record(state: &Arc<AppState>, entry: &OutboxEntry, outcome: Outcome) {
-    let cfg = &state.config;
+    let (cfg, _) = state.current_config();
+    let cfg = &cfg;
     let id = entry.id.clone();
     let result = match outcome {
         Outcome::Sent(reply) => {

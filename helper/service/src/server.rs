@@ -114,18 +114,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
 
 async fn run(cfg: Config) -> Result<(), StartError> {
     let running = start(cfg).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "{}",
-            json!({
-                "event": "listening", "port": running.port, "url": format!("http://127.0.0.1:{}", running.port),
-                "pid": std::process::id(), "discovery": running.runtime_file, "submission_port": running.submission_port,
-            })
-        );
-        let _ = out.flush();
-    }
+    running.announce();
     running.serve(signal()).await
 }
 
@@ -208,6 +197,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 }
 
 impl Running {
+    /// The one JSON line on stdout that tells scripts and tests the port.
+    pub fn announce(&self) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({
+                "event": "listening", "port": self.port, "url": format!("http://127.0.0.1:{}", self.port),
+                "pid": std::process::id(), "discovery": self.runtime_file, "submission_port": self.submission_port,
+            })
+        );
+        let _ = out.flush();
+    }
+
     /// Serve the API until `shutdown` resolves or [`AppState::shutdown`] is called; then
     /// stop the relay (waiting up to 10 s for a message on the wire) and unpublish.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use demail_core::Policy;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use tokio::sync::{watch, Notify};
@@ -31,7 +32,11 @@ struct PolicyCache {
 }
 
 pub struct AppState {
+    /// The configuration the helper started with (API, storage, listeners).
     pub config: Arc<Config>,
+    /// The configuration for the relay, replaceable at run time (tray settings).
+    current: RwLock<(Arc<Config>, u64)>,
+    config_gen: AtomicU64,
     store: Arc<Mutex<Store>>,
     /// Wakes the relay worker (new or retried message).
     pub wake: Notify,
@@ -45,8 +50,11 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, store: Store) -> Arc<AppState> {
         let (shutdown_tx, _) = watch::channel(false);
+        let config = Arc::new(config);
         Arc::new(AppState {
-            config: Arc::new(config),
+            current: RwLock::new((config.clone(), 0)),
+            config_gen: AtomicU64::new(0),
+            config,
             store: Arc::new(Mutex::new(store)),
             wake: Notify::new(),
             shutdown_tx,
@@ -97,6 +105,18 @@ impl AppState {
 
     pub fn gateway(&self) -> (GatewayState, Option<ErrorInfo>) {
         self.gateway.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The relay's configuration and its generation (bumped by [`AppState::replace_config`]).
+    pub fn current_config(&self) -> (Arc<Config>, u64) {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// New gateway/relay settings (e.g. saved in the tray): relay sessions reconnect.
+    pub fn replace_config(&self, cfg: Config) {
+        let gen = self.config_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(cfg), gen);
+        self.wake.notify_one();
     }
 
     pub fn port(&self) -> u16 {

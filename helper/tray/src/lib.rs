@@ -1,0 +1,457 @@
+//! `demail tray`: the helper service plus a tray icon and a settings window (Tauri v2).
+//!
+//! The service is the same as `demail serve` (started first, so its errors reach the
+//! terminal); the window talks to it only through the commands below, which call the
+//! helper library directly (no HTTP, no token). German UI, English second.
+//!
+//! Tray colours: green connected, grey nothing sent yet, blue De-Mails waiting, orange
+//! gateway unreachable, red an error (TLS, login, configuration) or a failed De-Mail.
+
+use demail_helper::config::{self, Config, Paths};
+use demail_helper::server::{self, ServeOptions, StartError};
+use demail_helper::state::{AppState, GatewayState};
+use demail_helper::store::now_ms;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Emitter, Manager, RunEvent, State, WindowEvent};
+
+/// The settings the window shows, in this order.
+const FIELDS: [&str; 7] =
+    ["gateway.host", "gateway.port", "gateway.tls", "gateway.ca_file", "gateway.username", "gateway.dialect", "gateway.ca_only"];
+
+struct Ui {
+    state: Arc<AppState>,
+    paths: Paths,
+    /// Test hook: the window reports what it rendered (DOM state) into this file.
+    report: Option<PathBuf>,
+}
+
+type Reply = Value;
+
+fn ok(v: Value) -> Reply {
+    json!({ "ok": true, "result": v })
+}
+
+fn err(code: &str, de: impl Into<String>, en: impl Into<String>) -> Reply {
+    json!({ "ok": false, "error": { "code": code, "message": de.into(), "message_en": en.into() } })
+}
+
+fn store_err(e: impl std::fmt::Display) -> Reply {
+    err("store.unavailable", format!("Der Postausgang ist nicht verfügbar: {e}"), format!("The outbox is not available: {e}"))
+}
+
+fn value_of(cfg: &Config, key: &str) -> Value {
+    let v = serde_json::to_value(cfg).unwrap_or(Value::Null);
+    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    v[section][name].clone()
+}
+
+#[tauri::command]
+fn overview(ui: State<'_, Ui>) -> Reply {
+    let (gw, error) = ui.state.gateway();
+    ok(json!({ "version": env!("CARGO_PKG_VERSION"), "port": ui.state.port(), "gateway": gw, "gateway_error": error }))
+}
+
+#[tauri::command]
+fn settings_get(ui: State<'_, Ui>) -> Reply {
+    let (cfg, _) = ui.state.current_config();
+    let fields: Vec<Value> = FIELDS
+        .iter()
+        .map(|k| json!({ "key": k, "value": value_of(&cfg, k), "locked": cfg.is_locked(k) }))
+        .collect();
+    // Only whether a password is stored, never the password.
+    let password = match demail_helper::secrets::get(&cfg) {
+        Ok(Some(_)) => "stored",
+        Ok(None) => "not-needed",
+        Err(_) => "missing",
+    };
+    ok(json!({ "fields": fields, "password": password, "files": cfg.files, "password_locked": cfg.is_locked("gateway.username") }))
+}
+
+#[tauri::command]
+fn settings_set(ui: State<'_, Ui>, key: String, value: String) -> Reply {
+    if !FIELDS.contains(&key.as_str()) {
+        return err("request.invalid", "Unbekanntes Feld.", "Unknown field.");
+    }
+    match config::set_user_value(&ui.paths, &key, &value) {
+        Ok(cfg) => {
+            ui.state.replace_config(cfg);
+            ok(json!({ "key": key }))
+        }
+        Err(e) => err(&e.code, e.message.clone(), e.message_en.clone()),
+    }
+}
+
+#[tauri::command]
+fn password_set(ui: State<'_, Ui>, password: String) -> Reply {
+    let (cfg, _) = ui.state.current_config();
+    match demail_helper::secrets::set(&cfg, &password) {
+        Ok(backend) => {
+            // A waiting message may now go out.
+            ui.state.replace_config((*cfg).clone());
+            ok(json!({ "backend": backend }))
+        }
+        Err(e) => err(&e.code, e.message, e.message_en),
+    }
+}
+
+#[tauri::command]
+async fn connection_test(ui: State<'_, Ui>) -> Result<Reply, ()> {
+    let (cfg, _) = ui.state.current_config();
+    let r = tauri::async_runtime::spawn_blocking(move || demail_helper::admin::credentials_test(&cfg)).await;
+    Ok(match r {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => err(&e.code, e.message, e.message_en),
+        Err(_) => err("internal", "Interner Fehler.", "Internal error."),
+    })
+}
+
+#[tauri::command]
+async fn outbox_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
+    let r = ui
+        .state
+        .with_store(|s| {
+            let list = s.list(None, 200)?;
+            let mut out = Vec::with_capacity(list.len());
+            for e in list {
+                let receipts = if e.status == "sent" { s.receipts(&e.private_id)? } else { Vec::new() };
+                out.push((e, receipts));
+            }
+            Ok((out, s.counts()?))
+        })
+        .await;
+    Ok(match r {
+        Ok((list, counts)) => {
+            let messages: Vec<Value> = list
+                .into_iter()
+                .map(|(e, r)| {
+                    let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                    v["receipts"] = serde_json::to_value(&r).unwrap_or(Value::Null);
+                    v
+                })
+                .collect();
+            let counts: serde_json::Map<String, Value> = counts.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            ok(json!({ "messages": messages, "counts": counts }))
+        }
+        Err(e) => store_err(e),
+    })
+}
+
+#[tauri::command]
+async fn outbox_action(ui: State<'_, Ui>, id: String, action: String) -> Result<Reply, ()> {
+    let retry = action == "retry";
+    let r = ui.state.with_store(move |s| if retry { s.retry(&id) } else { s.cancel(&id) }).await;
+    ui.state.wake.notify_one();
+    Ok(match r {
+        Ok(Some((true, e))) => ok(serde_json::to_value(e).unwrap_or(Value::Null)),
+        Ok(Some((false, e))) => err(
+            "outbox.state",
+            format!("Im Zustand „{}“ nicht möglich.", e.status),
+            format!("Not possible in state \"{}\".", e.status),
+        ),
+        Ok(None) => err("outbox.not_found", "Nicht im Postausgang.", "Not in the outbox."),
+        Err(e) => store_err(e),
+    })
+}
+
+#[tauri::command]
+async fn pairings_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
+    let r = ui.state.with_store(|s| s.pairings()).await;
+    let now = now_ms();
+    Ok(match r {
+        Ok(list) => {
+            let list: Vec<Value> = list
+                .into_iter()
+                .filter(|p| p.status != "pending" || p.expires_at.is_none_or(|e| e > now))
+                .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
+                .collect();
+            ok(json!({ "pairings": list }))
+        }
+        Err(e) => store_err(e),
+    })
+}
+
+#[tauri::command]
+async fn pairing_decide(ui: State<'_, Ui>, code: String, approve: bool) -> Result<Reply, ()> {
+    let r = ui.state.with_store(move |s| s.decide_by_code(&code, approve)).await;
+    Ok(match r {
+        Ok(Some(p)) => {
+            tracing::info!(pairing = %p.id, approve, "pairing decided in the tray");
+            ok(serde_json::to_value(p).unwrap_or(Value::Null))
+        }
+        Ok(None) => err("pairing.unknown", "Keine offene Anfrage mit diesem Code.", "No open request with this code."),
+        Err(e) => store_err(e),
+    })
+}
+
+#[tauri::command]
+async fn pairing_revoke(ui: State<'_, Ui>, id: String) -> Result<Reply, ()> {
+    let r = ui.state.with_store(move |s| s.revoke(&id)).await;
+    Ok(match r {
+        Ok(n) => ok(json!({ "revoked": n })),
+        Err(e) => store_err(e),
+    })
+}
+
+/// Test hook: the window describes what it shows; written as one JSON line per call.
+#[tauri::command]
+fn ui_report(ui: State<'_, Ui>, report: Value) {
+    if let Some(path) = &ui.report {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{report}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ tray
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Colour {
+    Grey,
+    Green,
+    Blue,
+    Orange,
+    Red,
+}
+
+impl Colour {
+    fn rgb(self) -> [u8; 3] {
+        match self {
+            Colour::Grey => [0x8a, 0x8f, 0x98],
+            Colour::Green => [0x2e, 0x9e, 0x4f],
+            Colour::Blue => [0x1f, 0x5f, 0xa8],
+            Colour::Orange => [0xe0, 0x8a, 0x1e],
+            Colour::Red => [0xc6, 0x28, 0x28],
+        }
+    }
+
+    fn tooltip(self) -> &'static str {
+        match self {
+            Colour::Grey => "De-Mail-Helfer: bereit / ready",
+            Colour::Green => "De-Mail-Helfer: mit dem Gateway verbunden / connected to the gateway",
+            Colour::Blue => "De-Mail-Helfer: De-Mails warten im Postausgang / De-Mails waiting in the outbox",
+            Colour::Orange => "De-Mail-Helfer: Gateway nicht erreichbar / gateway unreachable",
+            Colour::Red => "De-Mail-Helfer: Fehler – bitte Postausgang ansehen / error – please look at the outbox",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Colour::Grey => "grey",
+            Colour::Green => "green",
+            Colour::Blue => "blue",
+            Colour::Orange => "orange",
+            Colour::Red => "red",
+        }
+    }
+}
+
+/// A 32×32 RGBA disc in the state's colour with a white bar (drawn, no image files).
+fn icon(c: Colour) -> Image<'static> {
+    const N: usize = 32;
+    let [r, g, b] = c.rgb();
+    let mut px = vec![0u8; N * N * 4];
+    let centre = (N as f32 - 1.0) / 2.0;
+    for y in 0..N {
+        for x in 0..N {
+            let d = ((x as f32 - centre).powi(2) + (y as f32 - centre).powi(2)).sqrt();
+            let i = (y * N + x) * 4;
+            if d <= 14.5 {
+                let bar = (11..=13).contains(&x) && (9..=22).contains(&y);
+                let (pr, pg, pb) = if bar { (255, 255, 255) } else { (r, g, b) };
+                px[i..i + 4].copy_from_slice(&[pr, pg, pb, 255]);
+            }
+        }
+    }
+    Image::new_owned(px, N as u32, N as u32)
+}
+
+fn colour(gw: GatewayState, queued: i64, failed: i64) -> Colour {
+    if failed > 0 || gw == GatewayState::Error {
+        Colour::Red
+    } else if gw == GatewayState::Unreachable {
+        Colour::Orange
+    } else if queued > 0 {
+        Colour::Blue
+    } else if gw == GatewayState::Connected {
+        Colour::Green
+    } else {
+        Colour::Grey
+    }
+}
+
+fn show(app: &AppHandle, tab: &str) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+    let _ = app.emit("show-tab", tab);
+}
+
+fn build_tray(app: &AppHandle) -> tauri::Result<TrayIcon> {
+    let settings = MenuItem::with_id(app, "settings", "Einstellungen / Settings", true, None::<&str>)?;
+    let outbox = MenuItem::with_id(app, "outbox", "Postausgang / Outbox", true, None::<&str>)?;
+    let pairing = MenuItem::with_id(app, "pairing", "Kopplungsanfragen / Pairing requests", true, None::<&str>)?;
+    let sep = PredefinedMenuItem::separator(app)?;
+    let quit = MenuItem::with_id(app, "quit", "Beenden / Quit", true, None::<&str>)?;
+    let menu = Menu::with_items(app, &[&settings, &outbox, &pairing, &sep, &quit])?;
+    TrayIconBuilder::with_id("demail")
+        .icon(icon(Colour::Grey))
+        .tooltip(Colour::Grey.tooltip())
+        .menu(&menu)
+        .on_menu_event(|app, e| match e.id.as_ref() {
+            "quit" => app.exit(0),
+            tab => show(app, tab),
+        })
+        .build(app)
+}
+
+/// A desktop notification (`notify-send`, libnotify) when available; the log otherwise.
+fn notify(title: &str, body: &str) {
+    let sent = std::process::Command::new("notify-send")
+        .args(["--app-name=De-Mail-Helfer", "--urgency=critical", title, body])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    tracing::warn!(notified = sent, "{title}: {body}");
+}
+
+/// Every second: tray colour and tooltip, notifications for De-Mails that failed for
+/// good, the window for new pairing requests.
+async fn watch(app: AppHandle, state: Arc<AppState>, report: Option<PathBuf>) {
+    let mut last: Option<Colour> = None;
+    let mut known_failed: Option<HashSet<String>> = None;
+    let mut known_pending: HashSet<String> = HashSet::new();
+    let mut first = true;
+    loop {
+        if state.is_shutting_down() {
+            break;
+        }
+        let now = now_ms();
+        let snapshot = state
+            .with_store(move |s| {
+                let counts = s.counts()?;
+                let failed = s.list(Some("failed"), 100)?;
+                let pending: Vec<String> = s
+                    .pairings()?
+                    .into_iter()
+                    .filter(|p| p.status == "pending" && p.expires_at.is_none_or(|e| e > now))
+                    .map(|p| p.id)
+                    .collect();
+                Ok((counts, failed, pending))
+            })
+            .await;
+        if let Ok((counts, failed, pending)) = snapshot {
+            let n = |k: &str| counts.iter().find(|(s, _)| s == k).map(|(_, n)| *n).unwrap_or(0);
+            let (gw, _) = state.gateway();
+            let c = colour(gw, n("queued") + n("sending"), n("failed"));
+            if last != Some(c) {
+                if let Some(tray) = app.tray_by_id("demail") {
+                    let _ = tray.set_icon(Some(icon(c)));
+                    let _ = tray.set_tooltip(Some(c.tooltip()));
+                }
+                if let Some(p) = &report {
+                    use std::io::Write;
+                    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                        let _ = writeln!(f, "{}", json!({ "tray": c.name() }));
+                    }
+                }
+                last = Some(c);
+                let _ = app.emit("status", c.name());
+            }
+            let ids: HashSet<String> = failed.iter().map(|e| e.id.clone()).collect();
+            if let Some(known) = &known_failed {
+                for e in failed.iter().filter(|e| !known.contains(&e.id)) {
+                    let reason = e.error.as_ref().map(|x| x.message.clone()).unwrap_or_default();
+                    notify(&format!("De-Mail nicht zugestellt: {}", e.subject), &reason);
+                    let _ = app.emit("outbox-changed", &e.id);
+                }
+            }
+            known_failed = Some(ids);
+            for id in &pending {
+                if !known_pending.contains(id) && !first {
+                    show(&app, "pairing");
+                }
+            }
+            if pending.iter().any(|id| !known_pending.contains(id)) {
+                let _ = app.emit("pairing-request", pending.len());
+            }
+            known_pending = pending.into_iter().collect();
+            first = false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Run the tray app with the helper inside. Returns when the user quits.
+pub fn run(opts: ServeOptions) -> Result<(), StartError> {
+    let cfg = server::effective_config(&opts)?;
+    let (_, paths) = server::load_config(opts.config.as_deref())?;
+    let _log = server::init_logging(&cfg);
+    let running = tauri::async_runtime::block_on(server::start(cfg))?;
+    running.announce();
+    let state = running.state.clone();
+    let served = Arc::new(Mutex::new(Some(tauri::async_runtime::spawn(running.serve(std::future::pending())))));
+    let report = std::env::var_os("DEMAIL_TRAY_REPORT").map(PathBuf::from);
+    let show_at_start = std::env::var_os("DEMAIL_TRAY_SHOW").is_some();
+
+    let ui = Ui { state: state.clone(), paths, report: report.clone() };
+    let app = tauri::Builder::default()
+        .manage(ui)
+        .invoke_handler(tauri::generate_handler![
+            overview,
+            settings_get,
+            settings_set,
+            password_set,
+            connection_test,
+            outbox_list,
+            outbox_action,
+            pairings_list,
+            pairing_decide,
+            pairing_revoke,
+            ui_report
+        ])
+        .setup(move |app| {
+            build_tray(app.handle())?;
+            tauri::async_runtime::spawn(watch(app.handle().clone(), state.clone(), report.clone()));
+            if show_at_start {
+                show(app.handle(), "settings");
+            }
+            Ok(())
+        })
+        .on_window_event(|w, e| {
+            // Closing the window only hides it; the helper keeps running in the tray.
+            if let WindowEvent::CloseRequested { api, .. } = e {
+                api.prevent_close();
+                let _ = w.hide();
+            }
+        })
+        .build(tauri::generate_context!())
+        .map_err(|e| StartError {
+            code: "tray.start".into(),
+            message: format!("Die Oberfläche kann nicht starten (Anzeige, WebKitGTK?): {e}"),
+            message_en: format!("The user interface cannot start (display, WebKitGTK?): {e}"),
+        })?;
+    app.run(move |handle, event| {
+        if let RunEvent::Exit = event {
+            // Stop the service properly: relay finishes the message on the wire, discovery file removed.
+            if let Some(ui) = handle.try_state::<Ui>() {
+                ui.state.shutdown();
+            }
+            let task = served.lock().ok().and_then(|mut g| g.take());
+            if let Some(t) = task {
+                let _ = tauri::async_runtime::block_on(tokio::time::timeout(Duration::from_secs(12), t));
+            }
+        }
+    });
+    Ok(())
+}
