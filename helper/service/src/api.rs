@@ -226,7 +226,7 @@ impl FromRequestParts<Arc<AppState>> for Authed {
 
 // ------------------------------------------------------------------ body
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResult<bytes_alias::Bytes> {
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResult<axum::body::Bytes> {
     let limit = state.config.api.max_body.0 as usize;
     let too_large = || {
         ApiError::new(
@@ -265,10 +265,6 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResu
         }
     }
     Ok(buf.into())
-}
-
-mod bytes_alias {
-    pub type Bytes = axum::body::Bytes;
 }
 
 fn parse_json(bytes: &[u8]) -> AppResult<Value> {

@@ -449,7 +449,7 @@ pub fn run(opts: ServeOptions) -> Result<(), StartError> {
             }
             let task = served.lock().ok().and_then(|mut g| g.take());
             if let Some(t) = task {
-                let _ = tauri::async_runtime::block_on(tokio::time::timeout(Duration::from_secs(12), t));
+                let _ = tauri::async_runtime::block_on(async move { tokio::time::timeout(Duration::from_secs(12), t).await });
             }
         }
     });

@@ -81,7 +81,7 @@ async function renderSettings() {
     input.dataset.original = input.value;
     input.dataset.locked = f.locked;
     input.disabled = f.locked;
-    const lock = f.locked ? el("span", { class: "lock", title: "Von der IT festgelegt / Set by IT" }, "🔒 Von der IT festgelegt / set by IT") : el("span");
+    const lock = f.locked ? el("span", { class: "lock", title: "Von der IT festgelegt / Set by IT" }, "gesperrt: von der IT festgelegt / locked by IT") : el("span");
     box.append(el("div", { class: "field" }, el("label", { htmlFor: id }, bi(de, en)), input, lock));
   }
   const pw = { stored: ["Ein Kennwort ist im Schlüsselbund gespeichert.", "A password is stored in the keyring."],
