@@ -77,15 +77,28 @@ pub fn domain_to_ascii(domain: &str) -> Option<String> {
 
 /// `Some(lower case)` for an LDH host name without punycode labels; `None` otherwise.
 fn ldh_lowercase(d: &str) -> Option<String> {
-    let ok = d.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && (l.len() < 4 || &l.as_bytes()[2..4] != b"--")
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
-    ok.then(|| d.to_ascii_lowercase())
+    is_ldh(d).then(|| d.to_ascii_lowercase())
+}
+
+/// An LDH host name without punycode labels. One pass over the bytes: this runs for
+/// every recipient of every send check.
+fn is_ldh(d: &str) -> bool {
+    let b = d.as_bytes();
+    let mut start = 0;
+    for i in 0..=b.len() {
+        if i < b.len() && b[i] != b'.' {
+            if !(b[i].is_ascii_alphanumeric() || b[i] == b'-') {
+                return false;
+            }
+            continue;
+        }
+        let l = &b[start..i];
+        if l.is_empty() || l.len() > 63 || l[0] == b'-' || l[l.len() - 1] == b'-' || (l.len() >= 4 && &l[2..4] == b"--") {
+            return false;
+        }
+        start = i + 1;
+    }
+    true
 }
 
 fn has_punycode_label(d: &str) -> bool {
@@ -107,16 +120,22 @@ pub fn domain_to_unicode(ascii: &str) -> String {
 
 /// Normalise one addr-spec (`local@domain`): trims, lower-cases and punycodes the domain.
 pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
-    if spec.contains(['\r', '\n']) {
+    if spec.bytes().any(|b| b == b'\r' || b == b'\n') {
         return Err(crlf_error(spec));
     }
     let s = spec.trim().trim_start_matches('<').trim_end_matches('>').trim();
-    let Some((local, domain)) = s.rsplit_once('@') else {
+    let Some(at) = s.bytes().rposition(|b| b == b'@') else {
         return Err(invalid(spec));
     };
+    let (local, domain) = (&s[..at], &s[at + 1..]);
     let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
-    let special = |c: char| matches!(c, ' ' | '@' | '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\');
-    if local.is_empty() || local.chars().any(|c| c.is_control() || !quoted && special(c)) {
+    let special = |c: u8| matches!(c, b' ' | b'@' | b'"' | b'(' | b')' | b',' | b':' | b';' | b'<' | b'>' | b'[' | b']' | b'\\');
+    let bad = if local.is_ascii() {
+        local.bytes().any(|c| c.is_ascii_control() || !quoted && special(c))
+    } else {
+        local.chars().any(|c| c.is_control() || !quoted && c.is_ascii() && special(c as u8))
+    };
+    if local.is_empty() || bad {
         return Err(invalid(spec));
     }
     // `"peter.meier"@x.de` is `peter.meier@x.de` (RFC 5321 §4.1.2): drop needless quotes.
@@ -133,11 +152,16 @@ pub fn normalize_addr_spec(spec: &str) -> Result<String, Reason> {
         Some(inner) if quoted && is_dot_atom(inner) => inner,
         _ => local,
     };
-    let domain = domain_to_ascii(domain).ok_or_else(|| invalid(spec))?;
     let mut out = String::with_capacity(local.len() + 1 + domain.len());
     out.push_str(local);
     out.push('@');
-    out.push_str(&domain);
+    // Plain LDH domains are lower-cased in place: one allocation per address, not two.
+    let d = domain.trim().trim_end_matches('.');
+    if !d.is_empty() && d.len() <= 253 && is_ldh(d) {
+        out.extend(d.bytes().map(|b| b.to_ascii_lowercase() as char));
+    } else {
+        out.push_str(&domain_to_ascii(domain).ok_or_else(|| invalid(spec))?);
+    }
     Ok(out)
 }
 
@@ -157,6 +181,17 @@ pub fn parse_address_list(input: &str) -> Result<Vec<Mailbox>, Reason> {
     if input.trim().is_empty() {
         return Ok(Vec::new());
     }
+    // A bare `local@domain` (the common case from address books) needs no RFC 5322
+    // machinery; the property test `simple_fast_path_agrees_with_mail_parser` keeps
+    // this shortcut honest.
+    if let Some((name, spec)) = simple_mailbox(input) {
+        return Ok(vec![Mailbox { name: name.map(str::to_string), address: normalize_addr_spec(spec)?, group: None }]);
+    }
+    parse_rfc5322(input)
+}
+
+/// The general path: mail-parser reads the list, we normalise each mailbox.
+fn parse_rfc5322(input: &str) -> Result<Vec<Mailbox>, Reason> {
     let mut buf = Vec::with_capacity(input.len() + 2);
     buf.extend_from_slice(input.as_bytes());
     buf.extend_from_slice(b"\r\n");
@@ -204,6 +239,45 @@ pub fn parse_address_list(input: &str) -> Result<Vec<Mailbox>, Reason> {
         _ => return Err(invalid(input)),
     }
     Ok(out)
+}
+
+/// `Some(trimmed)` when `input` is one bare addr-spec of printable ASCII without any
+/// character that RFC 5322 gives a meaning beyond atext (quotes, comments, brackets,
+/// list and group separators, whitespace).
+fn simple_addr_spec(input: &str) -> Option<&str> {
+    let s = input.trim_matches([' ', '\t']);
+    let b = s.as_bytes();
+    let at = b.iter().position(|&c| c == b'@')?;
+    let plain = |c: u8| c.is_ascii_graphic() && !matches!(c, b'"' | b'(' | b')' | b',' | b':' | b';' | b'<' | b'>' | b'[' | b']' | b'\\' | b'@');
+    (at > 0 && at + 1 < b.len() && b[at + 1..].iter().all(|&c| plain(c)) && b[..at].iter().all(|&c| plain(c)))
+        .then_some(s)
+}
+
+/// The shapes address books produce — `a@x.de`, `Name <a@x.de>`, `"Name, Dr." <a@x.de>` —
+/// as `(display name, addr-spec)`, when nothing in them needs RFC 5322's finer rules
+/// (no comments, escapes, encoded words, groups, lists or folding). Anything else: `None`.
+fn simple_mailbox(input: &str) -> Option<(Option<&str>, &str)> {
+    if let Some(spec) = simple_addr_spec(input) {
+        return Some((None, spec));
+    }
+    let s = input.trim_matches([' ', '\t']);
+    let (phrase, rest) = s.split_once('<')?;
+    let spec = simple_addr_spec(rest.strip_suffix('>')?)?;
+    if spec.len() + 1 != rest.len() {
+        return None; // blanks inside the angle brackets
+    }
+    let phrase = phrase.trim_end_matches(' ');
+    let single_spaced = |t: &str| !t.starts_with(' ') && !t.ends_with(' ') && !t.contains("  ");
+    let name = if let Some(q) = phrase.strip_prefix('"') {
+        let inner = q.strip_suffix('"')?;
+        (single_spaced(inner) && !inner.contains(['"', '\\']) && !inner.chars().any(char::is_control)).then_some(inner)?
+    } else {
+        let ok = single_spaced(phrase)
+            && !phrase.contains("=?")
+            && phrase.chars().all(|c| !c.is_control() && !matches!(c, '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\' | '@' | '.'));
+        ok.then_some(phrase)?
+    };
+    Some(((!name.is_empty()).then_some(name), spec))
 }
 
 // ---------------------------------------------------------------------------
@@ -358,6 +432,54 @@ mod tests {
         for d in ["Stadt.DE-Mail.de", "a-b.c1.de", "x.de", "UPPER.EXAMPLE.ORG", "-bad.de", "bad-.de", "a..b", "a_b.de", "xn--mnchen-3ya.de", "ab--cd.de"] {
             let idna = idna::domain_to_ascii_strict(d).ok().filter(|a| !a.split('.').any(|l| l.is_empty() || l.len() > 63));
             assert_eq!(domain_to_ascii(d), idna, "{d}");
+        }
+    }
+
+    proptest::proptest! {
+        // The shortcut for bare addr-specs must give exactly what mail-parser gives.
+        #[test]
+        fn simple_fast_path_agrees_with_mail_parser(
+            local in "[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,20}",
+            domain in "[A-Za-z0-9.-]{1,20}|xn--[a-z0-9-]{1,10}\\.de|[a-z]{1,8}\\.[Dd][Ee]-[Mm][Aa][Ii][Ll]\\.de",
+            pad in "[ \t]{0,2}",
+        ) {
+            let input = format!("{pad}{local}@{domain}{pad}");
+            proptest::prop_assert!(simple_addr_spec(&input).is_some());
+            proptest::prop_assert_eq!(parse_address_list(&input), parse_rfc5322(&input), "{}", input);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn named_fast_path_agrees_with_mail_parser(
+            name in "[A-Za-zÄÖÜäöüß0-9 .,'-]{0,16}",
+            quoted in proptest::bool::ANY,
+            local in "[a-z0-9._-]{1,12}",
+            domain in "[a-z0-9-]{1,10}\\.(de|DE|de-mail\\.de)",
+            pad in " {0,2}",
+        ) {
+            let input = if quoted { format!("{pad}\"{name}\"{pad}<{local}@{domain}>{pad}") } else { format!("{pad}{name}{pad}<{local}@{domain}>") };
+            let fast = simple_mailbox(&input).map(|(n, spec)| -> Result<_, Reason> {
+                Ok(vec![Mailbox { name: n.map(str::to_string), address: normalize_addr_spec(spec)?, group: None }])
+            });
+            if let Some(fast) = fast {
+                proptest::prop_assert_eq!(fast, parse_rfc5322(&input), "{}", input);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_address_book_shapes() {
+        let l = parse_address_list("\"Extern, Nr. 2\" <Extern2@Example.ORG>").unwrap();
+        assert_eq!((l[0].name.as_deref(), l[0].address.as_str()), (Some("Extern, Nr. 2"), "Extern2@example.org"));
+        assert!(simple_mailbox("Bürger 1 <b1@buerger.de-mail.de>").is_some());
+        assert!(simple_mailbox("<b1@buerger.de-mail.de>").is_some());
+    }
+
+    #[test]
+    fn fast_path_leaves_rfc5322_syntax_to_mail_parser() {
+        for s in ["Peter (Amt) <p@x.de>", "=?utf-8?q?M=C3=BCller?= <m@x.de>", "\"a\\\"b\" <p@x.de>", "Peter  Meier <p@x.de>", "A <p@x.de>, B <q@x.de>", "\"a b\"@x.de", "a@x.de, b@x.de", "a@x.de (Kommentar)", "G: a@x.de;", "a@[1.2.3.4]", "p@x.de>"] {
+            assert!(simple_addr_spec(s).is_none(), "{s}");
         }
     }
 

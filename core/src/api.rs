@@ -43,7 +43,7 @@ impl From<PolicyError> for ApiError {
 }
 
 /// All operations, in the order they were added.
-pub const OPS: [&str; 11] = [
+pub const OPS: [&str; 13] = [
     "version",
     "policy.check",
     "subject.parse",
@@ -55,6 +55,8 @@ pub const OPS: [&str; 11] = [
     "map",
     "options",
     "classify.candidate",
+    "seal.verify",
+    "seal.canonical",
 ];
 
 fn bad_input(e: impl std::fmt::Display) -> ApiError {
@@ -299,6 +301,31 @@ pub fn dispatch(op: &str, policy: &Policy, input: Input<'_>, env: &Env) -> Resul
             // The subject is accepted for future rules; the sender's domain decides today.
             let _ = i.subject;
             Output::Value(json!({ "candidate": crate::check::is_candidate(&i.author, policy) }))
+        }
+        "seal.verify" => {
+            let raw = text("the raw header block")?;
+            let v = crate::seal::verify(raw.as_bytes(), &policy.seal.public_keys, policy.seal.required);
+            Output::Value(json!(v))
+        }
+        "seal.canonical" => {
+            // For callers that verify themselves (WebCrypto Ed25519): the signed text and the seal's fields.
+            let raw = text("the raw header block")?;
+            let fields = crate::seal::header_fields(raw.as_bytes());
+            match crate::seal::find(&fields) {
+                Ok(h) => {
+                    let key = policy.seal.public_keys.iter().find(|k| k.kid == h.kid).map(|k| k.to_string());
+                    Output::Value(json!({
+                        "canonical": crate::seal::canonical(&fields, &h.kid),
+                        "seal": h,
+                        "public_key": key,
+                        "required": policy.seal.required,
+                    }))
+                }
+                Err(r) => Output::Value(json!({
+                    "canonical": null, "seal": null, "public_key": null,
+                    "required": policy.seal.required, "code": r.code, "message": r.message, "message_en": r.message_en,
+                })),
+            }
         }
         other => {
             return Err(Reason::new(

@@ -132,28 +132,45 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
     };
 
     // Recipients, deduplicated by address (first field wins).
-    let mut recipients: Vec<Recipient> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut parsed: Vec<(Field, Mailbox)> = Vec::with_capacity(input.to.len() + input.cc.len() + input.bcc.len());
     for (field, entries) in [(Field::To, &input.to), (Field::Cc, &input.cc), (Field::Bcc, &input.bcc)] {
         for entry in entries {
             match parse_address_list(entry) {
-                Ok(list) => {
-                    for m in list {
-                        if !seen.insert(m.address.to_ascii_lowercase()) {
-                            continue;
-                        }
-                        let kind = policy.recipient_kind(&m.address);
-                        // De-Mail addresses are lower case by definition (ACM-FU §2.1).
-                        let address = if kind == RecipientKind::Demail { m.address.to_lowercase() } else { m.address };
-                        recipients.push(Recipient { address, name: m.name, field, kind });
-                    }
-                }
+                Ok(list) => parsed.extend(list.into_iter().map(|m| (field, m))),
                 Err(mut r) => {
                     r.severity = Some(Severity::Block);
                     reasons.push(r);
                 }
             }
         }
+    }
+    let mut seen = std::collections::HashSet::with_capacity(parsed.len());
+    let keep: Vec<bool> = parsed
+        .iter()
+        .map(|(_, m)| {
+            // Borrow the key when it is already lower case (the usual case): no allocation.
+            let key = if m.address.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(m.address.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(m.address.as_str())
+            };
+            seen.insert(key)
+        })
+        .collect();
+    drop(seen);
+    let mut recipients: Vec<Recipient> = Vec::with_capacity(parsed.len());
+    for ((field, m), keep) in parsed.into_iter().zip(keep) {
+        if !keep {
+            continue;
+        }
+        let kind = policy.recipient_kind(&m.address);
+        // De-Mail addresses are lower case by definition (ACM-FU §2.1).
+        let address = if kind == RecipientKind::Demail && m.address.chars().any(char::is_uppercase) {
+            m.address.to_lowercase()
+        } else {
+            m.address
+        };
+        recipients.push(Recipient { address, name: m.name, field, kind });
     }
     let of = |k: RecipientKind| -> Vec<String> {
         recipients.iter().filter(|r| r.kind == k).map(|r| r.address.clone()).collect()

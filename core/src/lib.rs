@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod message;
 pub mod options;
 pub mod policy;
+pub mod seal;
 pub mod subject;
 
 pub use message::Reason;

@@ -275,6 +275,25 @@ pub struct Policy {
     pub authorization: Authorization,
     pub mapping: Mapping,
     pub subject: Vocabulary,
+    /// Gateway seal keys ([`crate::seal`]); left out of the output when unset.
+    #[serde(skip_serializing_if = "SealPolicy::is_unset")]
+    pub seal: SealPolicy,
+}
+
+/// `[seal]`: public keys of the organisation's gateway(s) and whether a seal is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealPolicy {
+    /// `"<kid>:<base64 Ed25519 public key>"`; several during a key change.
+    pub public_keys: Vec<crate::seal::SealKey>,
+    /// An unsealed message's `X-de-mail-*` headers are not to be trusted.
+    pub required: bool,
+}
+
+impl SealPolicy {
+    pub fn is_unset(&self) -> bool {
+        self.public_keys.is_empty() && !self.required
+    }
 }
 
 impl Default for Policy {
@@ -287,6 +306,7 @@ impl Default for Policy {
             authorization: Authorization::default(),
             mapping: Mapping::default(),
             subject: Vocabulary::default(),
+            seal: SealPolicy::default(),
         }
     }
 }
@@ -522,6 +542,32 @@ impl Policy {
             ));
         }
         self.subject.validate().map_err(|(r, v)| (r, "subject", v))?;
+        if self.seal.required && self.seal.public_keys.is_empty() {
+            return Err((
+                Reason::new(
+                    "policy.seal_no_keys",
+                    "seal.required ist gesetzt, aber seal.public_keys ist leer; kein Siegel könnte gültig sein.",
+                    "seal.required is set but seal.public_keys is empty; no seal could be valid.",
+                ),
+                "seal.public_keys",
+                String::new(),
+            ));
+        }
+        let mut kids: Vec<&str> = Vec::new();
+        for k in &self.seal.public_keys {
+            if kids.contains(&k.kid.as_str()) {
+                return Err((
+                    Reason::new(
+                        "policy.seal_duplicate_kid",
+                        format!("Die Schlüssel-ID „{}“ steht mehrfach in seal.public_keys.", k.kid),
+                        format!("The key id \"{}\" appears more than once in seal.public_keys.", k.kid),
+                    ),
+                    "seal.public_keys",
+                    k.kid.clone(),
+                ));
+            }
+            kids.push(&k.kid);
+        }
         Ok(())
     }
 }

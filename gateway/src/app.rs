@@ -21,8 +21,10 @@ pub struct App {
     pub archive: SqliteArchive,
     wake: Notify,
     inflight: Mutex<HashSet<String>>,
-    /// Outbound listener users and their secrets, read once at start.
-    users: Vec<(String, String)>,
+    /// Seal key id and private key (from the keyring), read once at start.
+    seal: Option<(String, [u8; 32])>,
+    /// Outbound listener accounts and their secrets, read once at start.
+    users: Vec<(crate::config::User, String)>,
 }
 
 fn local_error(e: impl std::fmt::Display) -> Reject {
@@ -50,14 +52,32 @@ impl App {
         let archive = SqliteArchive::open(&cfg.gateway.archive_db)?;
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
+            if u.unbound() {
+                warn!(user = %u.name, "account not bound to senders (no senders/groups): it may send for every sender");
+            }
             users.push((
-                u.name.clone(),
+                u.clone(),
                 u.password()
                     .read()
                     .map_err(|e| format!("outbound.users {}: {e}", u.name))?,
             ));
         }
+        let seal = match &cfg.seal {
+            Some(sc) => {
+                let key = sc.read_key()?;
+                let public = demail_core::seal::public_key(&sc.kid, &key);
+                if !policy.seal.public_keys.contains(&public) {
+                    warn!(kid = %sc.kid, "the seal key's public half is not in the policy's [seal] public_keys; add-ins will not accept the seal");
+                }
+                Some((sc.kid.clone(), key))
+            }
+            None => {
+                warn!("no [seal] configured: inbound mail is not sealed; add-ins cannot tell it from forged X-de-mail-* headers");
+                None
+            }
+        };
         Ok(Arc::new(App {
+            seal,
             cfg,
             policy,
             spool,
@@ -208,7 +228,7 @@ impl Handler for Outbound {
     async fn authenticate(&self, user: &str, password: &str) -> bool {
         let mut ok = false;
         for (u, p) in &self.0.users {
-            ok |= same(u, user) & same(p, password);
+            ok |= same(&u.name, user) & same(p, password);
         }
         ok
     }
@@ -224,6 +244,25 @@ impl Handler for Outbound {
             spool::now_millis(),
             &entropy,
         )?;
+        // An account sends only as the senders it is bound to.
+        if let Some(user) = &env.session.auth_user {
+            let bound = app.users.iter().find(|(u, _)| u.name == *user);
+            if !bound.is_some_and(|(u, _)| u.may_send_as(&p.sender_email, &app.policy)) {
+                warn!(user = %user, sender = %p.sender_email, "account may not send as this sender");
+                return Err(Reject::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.",
+                        p.sender_email
+                    ),
+                    format!(
+                        "[gateway.sender_not_bound] The account {user} may not send as {}.",
+                        p.sender_email
+                    ),
+                ));
+            }
+        }
         let domain = p
             .sender_demail
             .rsplit_once('@')
@@ -347,6 +386,7 @@ impl Handler for Inbound {
         let from = env.mail_from.clone();
         let (pid, mid) = (c.private_id.clone(), c.message_id.clone());
         let res = tokio::task::spawn_blocking(move || -> Result<Option<i64>, String> {
+            // The archive keeps the provider's exact bytes; the mailbox gets them sealed.
             let e = app2.archive.append(&NewEntry {
                 direction,
                 private_id: pid.as_deref(),
@@ -355,6 +395,19 @@ impl Handler for Inbound {
                 recipients: &rcpts,
                 data: &message,
             })?;
+            let message = match &app2.seal {
+                Some((kid, key)) => {
+                    let (sealed, removed) = crate::seal::reseal(&message, kid, key)?;
+                    if removed > 0 {
+                        warn!(
+                            removed,
+                            "foreign gateway seal removed from an inbound message"
+                        );
+                    }
+                    sealed
+                }
+                None => crate::seal::strip(message),
+            };
             app2.spool
                 .put(&meta, &message)
                 .map_err(|e| format!("spool: {e}"))?;
@@ -462,7 +515,26 @@ impl App {
                 .and_then(|n| self.cfg.providers.iter().find(|p| p.name == n))
             {
                 Some(p) => {
-                    relay::to_provider(p, &helo, &meta.mail_from, &meta.rcpt_to, &message).await
+                    let todo: Vec<String> = meta
+                        .rcpt_to
+                        .iter()
+                        .filter(|r| !st.done_rcpts.contains(r))
+                        .cloned()
+                        .collect();
+                    if self.spool.was_sending(&id) {
+                        // The provider may hold it already; the Message-ID is unchanged, so a
+                        // provider that deduplicates (as the simulator does) stores it once.
+                        warn!(id = %id, "previous attempt interrupted during DATA (crash or lost answer); sending again with the same Message-ID");
+                    }
+                    let spool = &self.spool;
+                    match relay::to_provider(p, &helo, &meta.mail_from, &todo, &message, || {
+                        spool.mark_sending(&id)
+                    })
+                    .await
+                    {
+                        Ok(d) => self.after_provider(&meta, &mut st, d, &message),
+                        Err(f) => Err(f),
+                    }
                 }
                 None => Err(Failure::Transient(format!(
                     "provider {:?} not configured / Anbieter nicht konfiguriert",
@@ -503,7 +575,7 @@ impl App {
                 let permanent = matches!(f, Failure::Permanent(_));
                 match (&f, meta.kind) {
                     (_, Kind::Provider) if permanent || expired => {
-                        self.bounce(&meta, f.text(), &message).await;
+                        self.bounce(&meta, &st, f.text(), &message).await;
                     }
                     (Failure::Permanent(_), Kind::Internal) => {
                         // Never drop mail for the organisation: park it for an administrator.
@@ -524,24 +596,61 @@ impl App {
         }
     }
 
-    async fn bounce(self: &Arc<Self>, meta: &Meta, reason: &str, message: &[u8]) {
-        let id = &meta.id;
+    /// The provider answered DATA: record who has it, report who was refused for good.
+    /// `Ok` when every recipient is settled, else a transient failure (retry the rest).
+    fn after_provider(
+        &self,
+        meta: &Meta,
+        st: &mut State,
+        d: relay::Delivered,
+        message: &[u8],
+    ) -> Result<(), Failure> {
+        st.done_rcpts.extend(d.accepted.iter().cloned());
+        self.spool.clear_sending(&meta.id);
+        if !d.refused.is_empty() {
+            let delivered: Vec<String> = st
+                .done_rcpts
+                .iter()
+                .filter(|r| !st.bounced_rcpts.contains(r))
+                .cloned()
+                .collect();
+            if self.queue_dsn(meta, &d.refused, &delivered, message) {
+                for (r, _) in &d.refused {
+                    st.done_rcpts.push(r.clone());
+                    st.bounced_rcpts.push(r.clone());
+                }
+                info!(id = %meta.id, refused = d.refused.len(), delivered = delivered.len(), "provider refused some recipients; sender informed about just those");
+            }
+        }
+        if let Some((r, why)) = d.deferred.first() {
+            return Err(Failure::Transient(format!("{r}: {why}")));
+        }
+        if meta.rcpt_to.iter().all(|r| st.done_rcpts.contains(r)) {
+            Ok(())
+        } else {
+            Err(Failure::Transient(
+                "Unzustellbarkeitsbericht nicht eingereiht / DSN not queued".into(),
+            ))
+        }
+    }
+
+    /// Queue a DSN to the internal sender; false when it could not be spooled.
+    fn queue_dsn(
+        &self,
+        meta: &Meta,
+        failed: &[(String, String)],
+        delivered: &[String],
+        message: &[u8],
+    ) -> bool {
         let Some(to) = meta.bounce_to.clone().filter(|s| !s.is_empty()) else {
-            warn!(id = %id, "permanent failure without a bounce address; message held");
-            let st = State {
-                held: true,
-                last_error: Some(reason.to_string()),
-                ..self.spool.state(id)
-            };
-            let _ = self.spool.set_state(id, &st);
-            return;
+            return false;
         };
         let d = dsn::build(
             &self.cfg.gateway.postmaster,
             &self.cfg.gateway.hostname,
             &to,
-            &meta.rcpt_to,
-            reason,
+            failed,
+            delivered,
             message,
         );
         let m = App::meta(
@@ -554,13 +663,44 @@ impl App {
         );
         match self.spool.put(&m, &d) {
             Ok(()) => {
-                info!(id = %id, dsn = %m.id, "bounced to sender");
-                if let Err(e) = self.spool.remove(id) {
-                    error!(id = %id, error = %e, "cannot remove bounced message");
-                }
+                info!(id = %meta.id, dsn = %m.id, "bounce queued to sender");
                 self.wake.notify_one();
+                true
             }
-            Err(e) => error!(id = %id, error = %e, "cannot queue DSN; message stays queued"),
+            Err(e) => {
+                error!(id = %meta.id, error = %e, "cannot queue DSN");
+                false
+            }
+        }
+    }
+
+    /// Permanent failure or given up: bounce every recipient not yet settled.
+    async fn bounce(self: &Arc<Self>, meta: &Meta, st: &State, reason: &str, message: &[u8]) {
+        let id = &meta.id;
+        let failed: Vec<(String, String)> = meta
+            .rcpt_to
+            .iter()
+            .filter(|r| !st.done_rcpts.contains(r))
+            .map(|r| (r.clone(), reason.to_string()))
+            .collect();
+        let delivered: Vec<String> = st
+            .done_rcpts
+            .iter()
+            .filter(|r| !st.bounced_rcpts.contains(r))
+            .cloned()
+            .collect();
+        if self.queue_dsn(meta, &failed, &delivered, message) {
+            if let Err(e) = self.spool.remove(id) {
+                error!(id = %id, error = %e, "cannot remove bounced message");
+            }
+        } else {
+            warn!(id = %id, "permanent failure and no DSN could be queued; message held");
+            let st = State {
+                held: true,
+                last_error: Some(reason.to_string()),
+                ..st.clone()
+            };
+            let _ = self.spool.set_state(id, &st);
         }
     }
 }

@@ -18,6 +18,60 @@ pub struct Config {
     pub providers: Vec<Provider>,
     #[serde(default)]
     pub queue: Queue,
+    /// Gateway seal on inbound messages (docs/gateway.md, core `seal`).
+    #[serde(default)]
+    pub seal: Option<SealCfg>,
+}
+
+/// `[seal]`: key id and where the Ed25519 private key lives (OS keyring only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealCfg {
+    pub kid: String,
+    /// Keyring entry `service/user` holding the base64 private key.
+    pub key_keyring: String,
+}
+
+impl SealCfg {
+    fn entry(&self) -> Result<keyring::Entry, String> {
+        let (service, user) = self.key_keyring.split_once('/').ok_or_else(|| {
+            format!(
+                "seal.key_keyring „{}“: erwartet service/user / expected service/user",
+                self.key_keyring
+            )
+        })?;
+        keyring::Entry::new(service, user).map_err(|e| format!("keyring {}: {e}", self.key_keyring))
+    }
+
+    /// The private key from the keyring. Errors name the entry, never the value.
+    pub fn read_key(&self) -> Result<[u8; 32], String> {
+        use base64::Engine;
+        let b64 = self.entry()?.get_password().map_err(|e| {
+            format!("Siegel-Schlüssel im Schlüsselbund {} nicht lesbar / seal key in keyring {} not readable: {e}", self.key_keyring, self.key_keyring)
+        })?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| {
+                format!(
+                    "Siegel-Schlüssel {}: kein Base64 / seal key {}: not base64",
+                    self.key_keyring, self.key_keyring
+                )
+            })?;
+        bytes.try_into().map_err(|_| {
+            format!(
+                "Siegel-Schlüssel {}: 32 Byte erwartet / seal key {}: 32 bytes expected",
+                self.key_keyring, self.key_keyring
+            )
+        })
+    }
+
+    /// Store a private key in the keyring.
+    pub fn write_key(&self, key: &[u8; 32]) -> Result<(), String> {
+        use base64::Engine;
+        self.entry()?
+            .set_password(&base64::engine::general_purpose::STANDARD.encode(key))
+            .map_err(|e| format!("keyring {}: {e}", self.key_keyring))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +150,34 @@ pub struct User {
     /// Keyring entry `service/user` with the password.
     #[serde(default)]
     pub password_keyring: Option<String>,
+    /// The From addresses this account may send as: `user@domain` or `*@domain`.
+    #[serde(default)]
+    pub senders: Vec<String>,
+    /// Policy groups (`[[authorization.groups]]` names) whose members it may send as.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// Neither senders nor groups: the account may send for every sender of the
+    /// organisation (the internal mail server); the policy still decides who may send De-Mail.
+    pub fn unbound(&self) -> bool {
+        self.senders.is_empty() && self.groups.is_empty()
+    }
+
+    /// May this account send with `from` (a normalised address) as the header From?
+    pub fn may_send_as(&self, from: &str, policy: &Policy) -> bool {
+        if self.unbound() {
+            return true;
+        }
+        let pattern = |p: &str| demail_core::policy::MemberPattern(p.trim().to_ascii_lowercase());
+        self.senders.iter().any(|p| pattern(p).matches(from))
+            || policy
+                .authorization
+                .groups
+                .iter()
+                .any(|g| self.groups.contains(&g.name) && g.members.iter().any(|m| m.matches(from)))
+    }
 }
 
 impl User {
@@ -433,6 +515,61 @@ impl Config {
                 en: e.reason.message_en.clone(),
             }
         })?;
+        if let Some(sc) = &cfg.seal {
+            let ok = !sc.kid.is_empty()
+                && sc.kid.len() <= 64
+                && sc
+                    .kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(err(
+                    "kid",
+                    "seal.kid: nur A–Z, a–z, 0–9, „.“, „_“, „-“ (1–64 Zeichen)".into(),
+                    "seal.kid: only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)".into(),
+                ));
+            }
+            if !sc.key_keyring.contains('/') {
+                return Err(err(
+                    "key_keyring",
+                    "seal.key_keyring: erwartet service/user".into(),
+                    "seal.key_keyring: expected service/user".into(),
+                ));
+            }
+        }
+        for u in &cfg.outbound.users {
+            for g in &u.groups {
+                if !policy.authorization.groups.iter().any(|pg| pg.name == *g) {
+                    return Err(err(
+                        "groups",
+                        format!(
+                            "Benutzer {}: Gruppe „{g}“ steht nicht in der Richtlinie",
+                            u.name
+                        ),
+                        format!("user {}: group \"{g}\" is not in the policy", u.name),
+                    ));
+                }
+            }
+            for p in &u.senders {
+                let ok = match p.trim().strip_prefix("*@") {
+                    Some(d) => demail_core::address::domain_to_ascii(d).is_some(),
+                    None => demail_core::address::normalize_addr_spec(p).is_ok(),
+                };
+                if !ok {
+                    return Err(err(
+                        "senders",
+                        format!(
+                            "Benutzer {}: „{p}“ ist weder eine Adresse noch „*@domain“",
+                            u.name
+                        ),
+                        format!(
+                            "user {}: \"{p}\" is neither an address nor \"*@domain\"",
+                            u.name
+                        ),
+                    ));
+                }
+            }
+        }
         Ok((cfg, policy))
     }
 
@@ -496,6 +633,11 @@ mod tests {
             Some("demail-gateway/dmda")
         );
         assert_eq!(c.outbound.users.len(), 2);
+        assert!(!c.outbound.users[0].unbound() && c.outbound.users[1].unbound());
+        assert_eq!(
+            c.seal.as_ref().map(|s| s.kid.as_str()),
+            Some("musterstadt-2026")
+        );
         assert!(c.provider_for("MusterStadt.de-mail.de").is_some());
     }
 

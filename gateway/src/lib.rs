@@ -8,5 +8,6 @@ pub mod config;
 pub mod dsn;
 pub mod pipeline;
 pub mod relay;
+pub mod seal;
 pub mod sim;
 pub mod spool;

@@ -45,6 +45,30 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BillingCmd,
     },
+    /// Secrets in the OS keyring (never in files).
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Store a secret read from stdin (seal-key: the base64 Ed25519 private key).
+    Set {
+        #[arg(value_parser = ["seal-key"])]
+        name: String,
+    },
+    /// Generate a new seal key in the keyring; prints the public key line for the policy.
+    Generate {
+        #[arg(value_parser = ["seal-key"])]
+        name: String,
+    },
+    /// Print the public key line (`kid:base64`) of the stored seal key.
+    Public {
+        #[arg(value_parser = ["seal-key"])]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +122,10 @@ fn fail(de: &str, en: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Always the kernel keyring: in a workspace build the keyring crate also gets the
+    // helper's Secret Service feature, which would otherwise become the default store.
+    #[cfg(target_os = "linux")]
+    keyring::set_default_credential_builder(keyring::keyutils::default_credential_builder());
     let path = cli
         .config
         .or_else(|| std::env::var_os("DEMAIL_GATEWAY_CONFIG").map(PathBuf::from))
@@ -124,6 +152,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Serve => serve(cfg, policy),
+        Cmd::Secret { cmd } => secret(&cfg, cmd),
         Cmd::Queue { cmd } => queue(&cfg, cmd),
         Cmd::Archive { cmd } => {
             let a = match archive::SqliteArchive::open(&cfg.gateway.archive_db) {
@@ -247,6 +276,55 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
             }
         }
     }
+}
+
+fn secret(cfg: &config::Config, cmd: SecretCmd) -> ExitCode {
+    use base64::Engine;
+    let Some(sc) = &cfg.seal else {
+        return fail(
+            "Abschnitt [seal] mit kid und key_keyring fehlt in der Konfiguration.",
+            "section [seal] with kid and key_keyring is missing from the configuration.",
+        );
+    };
+    let key = match cmd {
+        SecretCmd::Set { .. } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                return fail("Eingabe nicht lesbar.", "cannot read stdin.");
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(line.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            let Some(key) = bytes else {
+                return fail(
+                    "Erwartet: 32 Byte Ed25519-Privatschlüssel in Base64 auf stdin.",
+                    "expected: a 32-byte Ed25519 private key in base64 on stdin.",
+                );
+            };
+            if let Err(e) = sc.write_key(&key) {
+                return fail(&e, &e);
+            }
+            key
+        }
+        SecretCmd::Generate { .. } => {
+            let mut key = [0u8; 32];
+            if getrandom::fill(&mut key).is_err() {
+                return fail("Kein Zufall vom System.", "no randomness from the OS.");
+            }
+            if let Err(e) = sc.write_key(&key) {
+                return fail(&e, &e);
+            }
+            key
+        }
+        SecretCmd::Public { .. } => match sc.read_key() {
+            Ok(k) => k,
+            Err(e) => return fail(&e, &e),
+        },
+    };
+    // Only the public half is ever printed: it goes into the policy's [seal] public_keys.
+    println!("{}", demail_core::seal::public_key(&sc.kid, &key));
+    ExitCode::SUCCESS
 }
 
 fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {

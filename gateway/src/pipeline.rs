@@ -44,10 +44,14 @@ fn reason(code: &str, de: &str, en: &str) -> Reason {
     Reason::new(code, de, en)
 }
 
-/// Header names the gateway writes itself; the client's versions are replaced.
+/// Header names the gateway writes itself (the client's versions are replaced) or that
+/// only a provider or the gateway may set (a client's are forgeries and dropped): every
+/// `X-de-mail-*` except what the gateway writes from the options, and the gateway seal.
 fn replaced(name: &str, rewrite_subject: bool) -> bool {
     let n = name.trim();
-    n.eq_ignore_ascii_case("from")
+    options::is_demail_header(n)
+        || n.eq_ignore_ascii_case(demail_core::seal::HEADER)
+        || n.eq_ignore_ascii_case("from")
         || n.eq_ignore_ascii_case("bcc")
         || (rewrite_subject && n.eq_ignore_ascii_case("subject"))
         || n.eq_ignore_ascii_case(options::PRIVATE_ID)
@@ -214,6 +218,22 @@ pub fn prepare(
             out.extend(header_line(&n, Text::new(v.as_str())));
         }
     }
+    // Every De-Mail gets a Message-ID: it is the key by which a resend after a crash is
+    // recognised (by the provider, and by us for a client's retry).
+    let message_id = msg.message_id().map(str::to_string);
+    let message_id = match message_id {
+        Some(m) => Some(m),
+        None => {
+            let dom = sender_demail
+                .rsplit_once('@')
+                .map(|(_, d)| d)
+                .unwrap_or("localhost");
+            let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
+            let m = format!("{now_ms:x}.{hex}@{dom}");
+            out.extend(format!("Message-ID: <{m}>\r\n").as_bytes());
+            Some(m)
+        }
+    };
     let root = msg.root_part();
     for h in msg.headers() {
         if replaced(h.name.as_str(), tags_stripped) {
@@ -232,7 +252,6 @@ pub fn prepare(
         .max()
         .unwrap_or(0)
         .min(body_start);
-    let message_id = msg.message_id().map(str::to_string);
     drop(msg);
     message.splice(..header_end, out);
 
@@ -300,24 +319,61 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         assert!(!s.contains("[P, VB]"));
         assert!(s.ends_with("\r\n\r\nText\r\n"));
         assert_eq!(p.cost_unit.as_deref(), Some("KST-1"));
+        // No Message-ID from the client: one is generated (the idempotency key).
+        assert_eq!(
+            p.message_id.as_deref(),
+            Some("1a21c900be0.0102030405060708@stadt.de-mail.de")
+        );
+        assert!(s.contains("Message-ID: <1a21c900be0.0102030405060708@stadt.de-mail.de>\r\n"));
     }
 
     #[test]
-    fn mixed_unauthorised_and_unknown_tags_are_refused() {
-        let raw = b"From: peter@stadt.de\r\nSubject: x\r\n\r\nT\r\n";
-        let r = prepare(
-            &policy(),
-            "",
-            &["a@b.de-mail.de".into(), "x@example.org".into()],
-            raw.to_vec(),
-            0,
-            &E,
-        )
-        .unwrap_err();
-        assert_eq!(r.code, 550);
-        assert!(r.text_en.contains("[mixed.rejected]"), "{r}");
-        let raw = b"From: eve@stadt.de\r\nSubject: x\r\n\r\nT\r\n";
-        let r = prepare(
+    fn refusals_carry_code_and_reason() {
+        // (raw message, envelope recipients, SMTP code, reason code in the English text)
+        let cases: [(&[u8], &[&str], u16, &str); 5] = [
+            (
+                b"From: peter@stadt.de\r\nSubject: x\r\n\r\nT\r\n",
+                &["a@b.de-mail.de", "x@example.org"],
+                550,
+                "[mixed.rejected]",
+            ),
+            (
+                b"From: eve@stadt.de\r\nSubject: x\r\n\r\nT\r\n",
+                &["a@b.de-mail.de"],
+                550,
+                "[sender.not_authorized]",
+            ),
+            (
+                b"From: peter@stadt.de\r\nSubject: [P, XY] x\r\n\r\nT\r\n",
+                &["a@b.de-mail.de"],
+                550,
+                "[subject.unknown_tag]",
+            ),
+            (
+                b"From: peter@stadt.de\r\nSubject: [AB] x\r\n\r\nT\r\n",
+                &["a@b.de-mail.de"],
+                550,
+                "[sender.option_not_authorized]",
+            ),
+            (
+                b"\x00\x01garbage",
+                &["a@b.de-mail.de"],
+                554,
+                "[mime.unparseable]",
+            ),
+        ];
+        for (raw, rcpts, code, reason) in cases {
+            let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
+            let r = prepare(&policy(), "", &rcpts, raw.to_vec(), 0, &E).unwrap_err();
+            assert_eq!(r.code, code, "{reason}: {r}");
+            assert!(r.text_en.contains(reason), "{reason}: {r}");
+        }
+    }
+
+    #[test]
+    fn provider_only_headers_and_seals_from_clients_are_dropped() {
+        let raw = b"From: peter@stadt.de\r\nX-de-mail-message-id: <f@evil>\r\nX-de-mail-originator-provider: evil.de\r\nX-de-mail-auth-level: high\r\nX-De-Mail-Integrity: c=simple/simple; b=x\r\nX-de-mail-message-type: confirmation of receipt\r\nX-de-mail-sender: chef@stadt.de-mail.de\r\nX-Demail-Gateway-Seal: v=1; kid=a; s=AAAA\r\nX-de-mail-private: yes\r\nSubject: x\r\n\r\nT\r\n";
+        let p = prepare(
             &policy(),
             "",
             &["a@b.de-mail.de".into()],
@@ -325,40 +381,21 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
             0,
             &E,
         )
-        .unwrap_err();
-        assert!(r.text_en.contains("[sender.not_authorized]"), "{r}");
-        let raw = b"From: peter@stadt.de\r\nSubject: [P, XY] x\r\n\r\nT\r\n";
-        let r = prepare(
-            &policy(),
-            "",
-            &["a@b.de-mail.de".into()],
-            raw.to_vec(),
-            0,
-            &E,
-        )
-        .unwrap_err();
-        assert!(r.text_en.contains("[subject.unknown_tag]"), "{r}");
-        let raw = b"From: peter@stadt.de\r\nSubject: [AB] x\r\n\r\nT\r\n";
-        let r = prepare(
-            &policy(),
-            "",
-            &["a@b.de-mail.de".into()],
-            raw.to_vec(),
-            0,
-            &E,
-        )
-        .unwrap_err();
-        assert!(r.text_en.contains("[sender.option_not_authorized]"), "{r}");
-        let r = prepare(
-            &policy(),
-            "",
-            &["a@b.de-mail.de".into()],
-            b"\x00\x01garbage".to_vec(),
-            0,
-            &E,
-        )
-        .unwrap_err();
-        assert_eq!(r.code, 554);
+        .unwrap();
+        let s = String::from_utf8(p.message).unwrap().to_ascii_lowercase();
+        for h in [
+            "message-id: <f@evil>",
+            "originator-provider",
+            "auth-level",
+            "integrity",
+            "message-type",
+            "x-de-mail-sender",
+            "gateway-seal",
+        ] {
+            assert!(!s.contains(h), "{h} survived: {s}");
+        }
+        // What the client may ask for stays (rewritten by the gateway).
+        assert!(s.contains("x-de-mail-private: yes\r\n"), "{s}");
     }
 
     #[test]

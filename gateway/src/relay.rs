@@ -63,14 +63,28 @@ fn connector(
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Submit one message to a provider.
+/// What a provider transaction achieved when DATA was accepted.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Recipients the provider accepted (the message is theirs now).
+    pub accepted: Vec<String>,
+    /// Recipients refused for good at RCPT (5xx): bounce just these.
+    pub refused: Vec<(String, String)>,
+    /// Recipients refused for now at RCPT (4xx): try again later.
+    pub deferred: Vec<(String, String)>,
+}
+
+/// Submit one message to a provider. Recipients are judged one by one: refusing some
+/// does not stop the others. `before_data` runs just before DATA: from then on the
+/// provider may hold the message even if we never see its answer.
 pub async fn to_provider(
     p: &Provider,
     helo: &str,
     from: &str,
     rcpts: &[String],
     message: &[u8],
-) -> Result<(), Failure> {
+    before_data: impl FnOnce(),
+) -> Result<Delivered, Failure> {
     let secret = p.secret().read().map_err(Failure::Transient)?;
     let client = match (&p.client_cert, &p.client_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
@@ -95,18 +109,34 @@ pub async fn to_provider(
         )));
     }
     let mut c = b.connect().await.map_err(classify)?;
-    let msg = Message {
-        mail_from: addr(from),
-        rcpt_to: rcpts.iter().map(|r| addr(r)).collect(),
-        body: Cow::Borrowed(body(message)),
-    };
-    c.send(msg).await.map_err(classify)?;
+    c.mail_from(from, &Default::default())
+        .await
+        .map_err(classify)?;
+    let mut out = Delivered::default();
+    for r in rcpts {
+        match c.rcpt_to(r, &Default::default()).await {
+            Ok(()) => out.accepted.push(r.clone()),
+            Err(e) => match classify(e) {
+                Failure::Permanent(why) => out.refused.push((r.clone(), why)),
+                Failure::Transient(why) => out.deferred.push((r.clone(), why)),
+            },
+        }
+    }
+    if out.accepted.is_empty() {
+        let _ = c.rset().await;
+        tokio::spawn(async move {
+            let _ = c.quit().await;
+        });
+        return Ok(out);
+    }
+    before_data();
+    c.data(body(message)).await.map_err(classify)?;
     // QUIT in the background: the caller removes the message from the spool at once,
     // which keeps the window for a duplicate after a crash as small as possible.
     tokio::spawn(async move {
         let _ = c.quit().await;
     });
-    Ok(())
+    Ok(out)
 }
 
 /// Deliver to the internal server, one transaction per recipient (LMTP answers per

@@ -43,6 +43,10 @@ pub struct SimConfig {
     /// Recipients whose local part starts with one of these do not exist.
     #[serde(default)]
     pub unknown_local_prefixes: Vec<String>,
+    /// Recipients whose local part starts with one of these are refused at RCPT (550),
+    /// the others of the same message are accepted: a partial refusal.
+    #[serde(default)]
+    pub refuse_local_prefixes: Vec<String>,
     pub gateway: GatewayPeer,
 }
 
@@ -232,6 +236,24 @@ fn new_id() -> String {
 pub struct Sim {
     pub cfg: SimConfig,
     secret: String,
+    /// Idempotency keys being stored right now.
+    storing: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A submission's idempotency key: sender, Message-ID and recipient set. A gateway that
+/// resends after a crash sends the same three, so the message is stored once.
+pub fn idempotency_key(from: &str, message_id: &str, rcpts: &[String]) -> String {
+    let mut r: Vec<String> = rcpts.iter().map(|x| x.to_ascii_lowercase()).collect();
+    r.sort();
+    let mut h = Sha256::new();
+    h.update(from.to_ascii_lowercase().as_bytes());
+    h.update([0]);
+    h.update(message_id.as_bytes());
+    for x in r {
+        h.update([0]);
+        h.update(x.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Sim {
@@ -243,7 +265,13 @@ impl Sim {
         .read()?;
         std::fs::create_dir_all(&cfg.store_dir)
             .map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
-        Ok(Arc::new(Sim { cfg, secret }))
+        std::fs::create_dir_all(cfg.store_dir.join("idempotency"))
+            .map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
+        Ok(Arc::new(Sim {
+            cfg,
+            secret,
+            storing: Default::default(),
+        }))
     }
 
     fn unknown(&self, rcpt: &str) -> bool {
@@ -253,6 +281,32 @@ impl Sim {
                 .to_ascii_lowercase()
                 .starts_with(&p.to_ascii_lowercase())
         })
+    }
+
+    fn refused(&self, rcpt: &str) -> bool {
+        let local = rcpt.split('@').next().unwrap_or("").to_ascii_lowercase();
+        self.cfg
+            .refuse_local_prefixes
+            .iter()
+            .any(|p| local.starts_with(&p.to_ascii_lowercase()))
+    }
+
+    fn key_path(&self, key: &str) -> PathBuf {
+        self.cfg.store_dir.join("idempotency").join(key)
+    }
+
+    /// The id under which a submission with this key was stored, if any.
+    pub fn seen(&self, key: &str) -> Option<String> {
+        std::fs::read_to_string(self.key_path(key)).ok()
+    }
+
+    fn remember(&self, key: &str, id: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let p = self.key_path(key);
+        let mut f = std::fs::File::create(&p)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_all()?;
+        std::fs::File::open(p.parent().unwrap_or(&self.cfg.store_dir))?.sync_all()
     }
 
     fn is_org(&self, rcpt: &str) -> bool {
@@ -572,6 +626,18 @@ impl Handler for SimHandler {
         user == self.0.cfg.username && password == self.0.secret
     }
 
+    fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
+        if self.0.refused(rcpt) {
+            return Err(Reject::new(
+                550,
+                "5.1.1",
+                format!("Das Postfach {rcpt} nimmt keine De-Mail an."),
+                format!("The mailbox {rcpt} does not accept De-Mail."),
+            ));
+        }
+        Ok(())
+    }
+
     async fn deliver(&self, env: &Envelope, raw: Vec<u8>) -> Result<Accepted, Reject> {
         let sim = &self.0;
         let Some(msg) = mail_parser::MessageParser::default().parse(&raw) else {
@@ -611,23 +677,62 @@ impl Handler for SimHandler {
         if let Some(p) = &private_id {
             validate_private_id(p).map_err(|r| refuse(&r))?;
         }
-        let id = new_id();
-        let (stamped, integ) = stamp(&raw, &sim.cfg.hostname, &id, &env.mail_from);
+        // Idempotency: the same sender, Message-ID and recipients again is a resend
+        // (the gateway crashed before it saw our 250): answer 250, store nothing new.
+        let key = msg
+            .message_id()
+            .map(|m| idempotency_key(&env.mail_from, m, &env.rcpt_to));
+        if let Some(k) = &key {
+            if let Some(earlier) = sim.seen(k) {
+                info!(id = %earlier, "duplicate submission (same sender, Message-ID and recipients); stored once");
+                return Ok(Accepted { id: earlier });
+            }
+            if !sim
+                .storing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k.clone())
+            {
+                return Err(Reject::temporary(
+                    "Dieselbe Nachricht wird gerade gespeichert.",
+                    "The same message is being stored right now.",
+                ));
+            }
+        }
         let s = Stored {
-            id: id.clone(),
+            id: new_id(),
             from: env.mail_from.clone(),
             rcpts: env.rcpt_to.clone(),
             subject: msg.subject().unwrap_or("").to_string(),
             private_id,
             options: ho.options,
             message_id: msg.message_id().map(str::to_string),
-            integrity: integ,
+            integrity: String::new(),
             time: crate::spool::now(),
         };
-        sim.store(&s, &stamped).map_err(|e| {
-            warn!(error = %e, "cannot store");
-            Reject::temporary("Speicherfehler beim Anbieter.", "Provider storage failure.")
-        })?;
+        let res = self.store_new(s, &raw, key.as_deref());
+        if let Some(k) = &key {
+            sim.storing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(k);
+        }
+        res
+    }
+}
+
+impl SimHandler {
+    fn store_new(&self, mut s: Stored, raw: &[u8], key: Option<&str>) -> Result<Accepted, Reject> {
+        let sim = &self.0;
+        let id = s.id.clone();
+        let (stamped, integ) = stamp(raw, &sim.cfg.hostname, &id, &s.from);
+        s.integrity = integ;
+        sim.store(&s, &stamped)
+            .and_then(|()| key.map_or(Ok(()), |k| sim.remember(k, &id)))
+            .map_err(|e| {
+                warn!(error = %e, "cannot store");
+                Reject::temporary("Speicherfehler beim Anbieter.", "Provider storage failure.")
+            })?;
         info!(id = %id, rcpts = s.rcpts.len(), options = ?s.options.ids(), "accepted");
         tokio::spawn(sim.clone().follow_up(s, stamped));
         Ok(Accepted { id })

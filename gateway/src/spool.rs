@@ -53,6 +53,9 @@ pub struct State {
     /// Recipients already delivered (per-recipient targets such as LMTP).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done_rcpts: Vec<String>,
+    /// Of those, the ones refused for good by the provider and reported to the sender.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bounced_rcpts: Vec<String>,
     /// Parked for an administrator (`queue retry` releases it).
     #[serde(default)]
     pub held: bool,
@@ -142,7 +145,10 @@ impl Spool {
         // A state file whose message is gone (crash between the two unlinks of `remove`).
         for e in fs::read_dir(&queue)?.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "state") && !p.with_extension("msg").exists() {
+            if p.extension()
+                .is_some_and(|x| x == "state" || x == "sending")
+                && !p.with_extension("msg").exists()
+            {
                 let _ = fs::remove_file(&p);
             }
         }
@@ -154,6 +160,29 @@ impl Spool {
     }
     fn state_path(&self, id: &str) -> PathBuf {
         self.queue.join(format!("{id}.state"))
+    }
+    fn sending_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.sending"))
+    }
+
+    /// Note that DATA to the provider is about to start: from here on the provider may
+    /// hold the message although we never see its 250. Not fsynced on purpose: it only
+    /// has to survive the process (kill -9), and it is a diagnosis, not a commit point.
+    pub fn mark_sending(&self, id: &str) {
+        if valid_id(id) {
+            let _ = File::create(self.sending_path(id));
+        }
+    }
+
+    /// Was a DATA phase of this message interrupted (crash) or left unanswered?
+    pub fn was_sending(&self, id: &str) -> bool {
+        valid_id(id) && self.sending_path(id).exists()
+    }
+
+    pub fn clear_sending(&self, id: &str) {
+        if valid_id(id) {
+            let _ = fs::remove_file(self.sending_path(id));
+        }
     }
 
     /// Store a message durably. Returns after fsync of file and directory.
@@ -244,6 +273,7 @@ impl Spool {
         }
         fs::remove_file(self.msg_path(id))?;
         let _ = fs::remove_file(self.state_path(id));
+        let _ = fs::remove_file(self.sending_path(id));
         fsync_dir(&self.queue)
     }
 }

@@ -144,69 +144,48 @@ fn swaks_submits_through_the_gateway() {
 fn mixed_addressing_and_unauthorised_senders_get_5xx() {
     let mut h = Harness::new();
     h.start_provider();
-    let e = h
-        .submit(
+    // (From, envelope recipients, subject, texts the refusal must contain)
+    let cases: [(&str, &[&str], &str, &[&str]); 4] = [
+        (
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de", "x@example.org"],
-            &msg(
-                "peter.meier@musterstadt.de",
-                "anna@buerger.de-mail.de, x@example.org",
-                "Antrag",
-                "",
-            ),
-        )
-        .unwrap_err();
-    assert!(
-        e.contains("Permanent")
-            && e.contains("5.7.1 [mixed.rejected]")
-            && e.contains("De-Mail-Empfänger")
-            && e.contains("This message has"),
-        "{e}"
-    );
-    let e = h
-        .submit(
+            "Antrag",
+            &[
+                "Permanent",
+                "5.7.1 [mixed.rejected]",
+                "De-Mail-Empfänger",
+                "This message has",
+            ],
+        ),
+        (
             "eve@musterstadt.de",
             &["anna@buerger.de-mail.de"],
-            &msg(
-                "eve@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                "Antrag",
-                "",
-            ),
-        )
-        .unwrap_err();
-    assert!(
-        e.contains("Permanent") && e.contains("sender.not_authorized"),
-        "{e}"
-    );
-    // Peter may not order an Abholbestätigung.
-    let e = h
-        .submit(
+            "Antrag",
+            &["Permanent", "sender.not_authorized"],
+        ),
+        // Peter may not order an Abholbestätigung.
+        (
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de"],
-            &msg(
-                "peter.meier@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                "[AB] Bescheid",
-                "",
-            ),
-        )
-        .unwrap_err();
-    assert!(e.contains("sender.option_not_authorized"), "{e}");
-    // Unknown tag: refused, nothing silently dropped.
-    let e = h
-        .submit(
+            "[AB] Bescheid",
+            &["sender.option_not_authorized"],
+        ),
+        // Unknown tag: refused, nothing silently dropped.
+        (
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de"],
-            &msg(
-                "peter.meier@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                "[P, XYZ] Bescheid",
-                "",
-            ),
-        )
-        .unwrap_err();
-    assert!(e.contains("subject.unknown_tag"), "{e}");
+            "[P, XYZ] Bescheid",
+            &["subject.unknown_tag"],
+        ),
+    ];
+    for (from, to, subject, want) in cases {
+        let e = h
+            .submit(from, to, &msg(from, &to.join(", "), subject, ""))
+            .unwrap_err();
+        for w in want {
+            assert!(e.contains(w), "{subject}: missing {w:?} in {e}");
+        }
+    }
     std::thread::sleep(Duration::from_millis(500));
     assert!(h.provider_msgs().is_empty());
     assert_eq!(h.queue_len(), 0);
@@ -727,4 +706,217 @@ fn without_a_catch_all_unmapped_recipients_are_refused_not_dropped() {
             .len(),
         1
     );
+}
+
+#[test]
+fn an_account_sends_only_as_its_bound_senders() {
+    let bind = |c: String| {
+        c.replace(
+            "password_env = \"TEST_GW_HELPER_PASSWORD\" }]",
+            "password_env = \"TEST_GW_HELPER_PASSWORD\", senders = [\"peter.meier@musterstadt.de\"], groups = [\"Bürgerbüro\"] }]",
+        )
+        .replace(
+            "domains = [\"musterstadt.de-mail.de\"]",
+            "domains = [\"musterstadt.de-mail.de\", \"buergerbuero.musterstadt.de-mail.de\"]",
+        )
+    };
+    let policy = POLICY.replace(
+        "domains = [{ demail = \"musterstadt.de-mail.de\", email = \"musterstadt.de\" }]",
+        "domains = [{ demail = \"musterstadt.de-mail.de\", email = \"musterstadt.de\" }, { demail = \"buergerbuero.musterstadt.de-mail.de\", email = \"buergerbuero.musterstadt.de\" }]",
+    );
+    assert_ne!(policy, POLICY);
+    let mut h = Harness::custom(&policy, bind);
+    h.start_provider();
+    // (From, allowed?) — own address, a group member, an authorised sender of someone else.
+    let cases = [
+        ("peter.meier@musterstadt.de", true),
+        ("anna.schulz@buergerbuero.musterstadt.de", true),
+        ("recht@musterstadt.de", false),
+    ];
+    for (from, ok) in cases {
+        let r = h.submit(
+            from,
+            &["anna@buerger.de-mail.de"],
+            &msg(from, "anna@buerger.de-mail.de", "Antrag", ""),
+        );
+        match (ok, r) {
+            (true, Ok(_)) => {}
+            (false, Err(e)) => assert!(
+                e.contains("5.7.1 [gateway.sender_not_bound]")
+                    && e.contains("darf nicht als")
+                    && e.contains("may not send as"),
+                "{from}: {e}"
+            ),
+            (ok, r) => panic!("{from}: expected allowed={ok}, got {r:?}"),
+        }
+    }
+    // The envelope does not help: the header From counts.
+    let e = h
+        .submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg(
+                "recht@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                "Antrag",
+                "",
+            ),
+        )
+        .unwrap_err();
+    assert!(e.contains("gateway.sender_not_bound"), "{e}");
+    assert_eq!(h.wait_provider(2, 20).len(), 2);
+
+    // A group the policy does not know is a configuration error with file, line and field.
+    let cfg = std::fs::read_to_string(&h.config)
+        .unwrap()
+        .replace("groups = [\"Bürgerbüro\"]", "groups = [\"Kämmerei\"]");
+    std::fs::write(&h.config, cfg).unwrap();
+    let o = h.cli(&["config", "check"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Kämmerei") && err.contains("groups") && err.contains("gateway.toml"),
+        "{err}"
+    );
+}
+
+/// The outbound listener without TLS/AUTH (loopback only) and a short command timeout,
+/// so raw bytes can be thrown at the real binary.
+fn plain_harness() -> Harness {
+    Harness::custom(POLICY, |c| {
+        c.replace(
+            "tls = \"starttls\"\nrequire_auth = true",
+            "tls = \"none\"\nrequire_auth = false\ncommand_timeout_secs = 2",
+        )
+    })
+}
+
+/// Write `script` from one thread while another reads every reply (a server that hangs
+/// up mid-burst must not make us lose the replies it sent before).
+fn raw_session(port: u16, script: &[u8], read_for: Duration) -> String {
+    use std::io::{Read, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(read_for)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let script = script.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&script);
+    });
+    let mut r = s;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let _ = writer.join();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+fn transaction(i: usize) -> String {
+    let m = String::from_utf8(msg(
+        "peter.meier@musterstadt.de",
+        "anna@buerger.de-mail.de",
+        &format!("Stapel {i}"),
+        "",
+    ))
+    .unwrap();
+    format!("MAIL FROM:<peter.meier@musterstadt.de>\r\nRCPT TO:<anna@buerger.de-mail.de>\r\nDATA\r\n{m}.\r\n")
+}
+
+#[test]
+fn pipelining_abuse_neither_crashes_nor_loses_a_message() {
+    let mut h = plain_harness();
+    h.start_provider();
+    // Everything in one burst without waiting: two transactions, a flood of junk and
+    // commands out of order, recipients past the limit, then a third transaction.
+    let mut burst = String::from("EHLO flood\r\n");
+    burst += &transaction(1);
+    burst += &transaction(2);
+    burst += &"NOOP\r\nDATA\r\nRCPT TO:<x@y.de-mail.de>\r\nBDAT 5\r\nhello\r\n".repeat(300);
+    burst += "MAIL FROM:<peter.meier@musterstadt.de>\r\n";
+    burst += &"RCPT TO:<anna@buerger.de-mail.de>\r\n".repeat(150);
+    burst += "RSET\r\n";
+    burst += &transaction(3);
+    burst += "QUIT\r\n";
+    let replies = raw_session(h.out_port, burst.as_bytes(), Duration::from_secs(20));
+    assert!(
+        h.gateway.as_mut().unwrap().try_wait().is_none(),
+        "gateway died: {}",
+        h.log()
+    );
+    // The junk ends the session (error limit, 421); the two transactions before it stand.
+    assert!(
+        replies.contains("421"),
+        "{}",
+        &replies[..replies.len().min(3000)]
+    );
+    let accepted = replies.matches("queued as").count();
+    assert!(
+        accepted >= 2,
+        "accepted {accepted}:\n{}",
+        &replies[..replies.len().min(3000)]
+    );
+    // Every accepted message reaches the provider, each exactly once.
+    let got = h.wait_provider(accepted, 30);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(h.provider_msgs().len(), accepted);
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|(_, m)| header(m, "Message-ID").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), accepted);
+    // A line far over the limit: refused, and the next client is served.
+    let long = format!("EHLO x\r\nMAIL FROM:<{}@a.de>\r\n", "a".repeat(200_000));
+    let _ = raw_session(h.out_port, long.as_bytes(), Duration::from_secs(5));
+    let ok = raw_session(
+        h.out_port,
+        format!("EHLO x\r\n{}QUIT\r\n", transaction(4)).as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert!(ok.contains("queued as"), "{ok}");
+    h.wait_provider(accepted + 1, 30);
+}
+
+#[test]
+fn a_slow_client_times_out_and_what_it_sent_before_is_kept() {
+    use std::io::{Read, Write};
+    let mut h = plain_harness();
+    h.start_provider();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", h.out_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(format!("EHLO slow\r\n{}", transaction(1)).as_bytes())
+        .unwrap();
+    // Then it trickles half a command and goes quiet (command_timeout_secs = 2).
+    s.write_all(b"MAIL FR").unwrap();
+    let t = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "not disconnected in time: {text}"
+    );
+    assert!(text.contains("queued as"), "{text}");
+    assert!(text.contains("421"), "no timeout reply: {text}");
+    // The message accepted before the stall is delivered; the gateway serves on.
+    h.wait_provider(1, 20);
+    assert!(h.gateway.as_mut().unwrap().try_wait().is_none());
+    let ok = raw_session(
+        h.out_port,
+        format!("EHLO x\r\n{}QUIT\r\n", transaction(2)).as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert!(ok.contains("queued as"), "{ok}");
+    h.wait_provider(2, 20);
 }

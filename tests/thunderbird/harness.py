@@ -305,8 +305,12 @@ protocol imap {{
             stdout=open(self.dir / "stdout.log", "wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_port(self.imap_port, proc=self.proc)
-        wait_port(self.lmtp_port, proc=self.proc)
+        try:
+            wait_port(self.imap_port, proc=self.proc)
+            wait_port(self.lmtp_port, proc=self.proc)
+        except BaseException:
+            self.close()
+            raise
 
     def deliver(self, raw: bytes, rcpt: str = USER_EMAIL, sender: str = "absender@test") -> None:
         """Deliver one message to the user's INBOX through LMTP."""
@@ -336,6 +340,26 @@ protocol imap {{
                 else:
                     out[int(mm.group(2))] = mm.group(1).split()
             return out
+
+    def fetch_all(self, mailbox: str = "INBOX") -> list[tuple[int, list[str], bytes]]:
+        """Every message of a mailbox as the server has it: (uid, flags, raw)."""
+        import imaplib
+        import re
+
+        out = []
+        with imaplib.IMAP4("127.0.0.1", self.imap_port) as m:
+            m.login(USER, "x")
+            typ, _ = m.select(mailbox, readonly=True)
+            if typ != "OK":
+                return []
+            typ, data = m.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
+            for item in data:
+                if isinstance(item, tuple):
+                    meta = item[0].decode()
+                    uid = int(re.search(r"UID (\d+)", meta).group(1))
+                    flags = re.search(r"FLAGS \(([^)]*)\)", meta).group(1).split()
+                    out.append((uid, flags, item[1]))
+        return out
 
     def close(self):
         if self.proc.poll() is None:
@@ -426,13 +450,14 @@ def user_js(marionette_port: int, imap_port: int, smtp_port: int, extra: dict | 
 
 
 class Thunderbird:
-    def __init__(self, directory: Path, xpi: Path, imap_port: int, smtp_port: int, managed: dict | None = None, width: int = 1400, height: int = 900, prefs: dict | None = None, env: dict | None = None, home: Path | None = None):
+    def __init__(self, directory: Path, xpi: Path | None, imap_port: int, smtp_port: int, managed: dict | None = None, width: int = 1400, height: int = 900, prefs: dict | None = None, env: dict | None = None, home: Path | None = None, headless: bool = True, binary: str | None = None):
         self.dir = directory
         self.profile = directory / "profile"
         self.home = home or directory / "home"
         (self.profile / "extensions").mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(xpi, self.profile / "extensions" / f"{ADDON_ID}.xpi")
+        if xpi is not None:  # None: the add-in comes by enterprise policy (policies.json)
+            shutil.copy(xpi, self.profile / "extensions" / f"{ADDON_ID}.xpi")
         self.marionette_port = free_port()
         (self.profile / "user.js").write_text(user_js(self.marionette_port, imap_port, smtp_port, prefs))
         if managed is not None:
@@ -445,20 +470,34 @@ class Thunderbird:
                 (d / f"{ADDON_ID}.json").write_text(json.dumps(doc))
         env_in = env
         env = dict(os.environ)
-        env.update({"MOZ_HEADLESS": "1", "HOME": str(self.home), "MOZ_HEADLESS_WIDTH": str(width), "MOZ_HEADLESS_HEIGHT": str(height), "LANG": "de_DE.UTF-8", "TZ": "Europe/Berlin"})
-        env.pop("DISPLAY", None)
+        env.update({"HOME": str(self.home), "LANG": "de_DE.UTF-8", "TZ": "Europe/Berlin"})
+        if headless:
+            env.update({"MOZ_HEADLESS": "1", "MOZ_HEADLESS_WIDTH": str(width), "MOZ_HEADLESS_HEIGHT": str(height)})
+            env.pop("DISPLAY", None)
         env.update(env_in or {})
         self.log_path = directory / "thunderbird.log"
         self.proc = subprocess.Popen(
-            [TB_BIN, "--headless", "--marionette", "--remote-allow-system-access", "--no-remote", "--profile", str(self.profile)],
+            [binary or TB_BIN, *(["--headless"] if headless else []), "--marionette", "--remote-allow-system-access", "--no-remote", "--profile", str(self.profile)],
             stdout=open(self.log_path, "wb"),
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
-        wait_port(self.marionette_port, timeout=90, proc=self.proc)
-        self.m = Marionette(self.marionette_port)
-        self.m.start_session()
+        try:
+            wait_port(self.marionette_port, timeout=90, proc=self.proc)
+            self.m = Marionette(self.marionette_port)
+            self.m.start_session()
+        except BaseException:
+            # Interrupted or failed while starting: stop what was started.
+            self._kill()
+            raise
+
+    def _kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -471,8 +510,7 @@ class Thunderbird:
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+            self._kill()
 
 
 # --------------------------------------------------------------------------- helper
@@ -495,7 +533,7 @@ class Helper:
     native host pair without asking (IT roll-out), and the native-messaging manifest
     in that HOME so Thunderbird finds `demail-native-host`."""
 
-    def __init__(self, home: Path, policy: dict | str, addon_id: str = ADDON_ID):
+    def __init__(self, home: Path, policy: dict | str, addon_id: str = ADDON_ID, gateway: "Gateway | None" = None, auto_approve: bool = True):
         bins = helper_bins()
         if not bins:
             raise FileNotFoundError("demail / demail-native-host not built (cargo build -p demail-cli -p demail-helper)")
@@ -506,9 +544,18 @@ class Helper:
         policy_file = self.home / "policy.json"
         policy_file.write_text(policy if isinstance(policy, str) else json.dumps(policy))
         machine = self.home / "machine-helper.toml"
-        machine.write_text(
-            f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = true\n\n[lock]\nkeys = ["pairing.native_auto_approve"]\n'
-        )
+        text = f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = {"true" if auto_approve else "false"}\n\n'
+        self.gateway = gateway
+        if gateway is not None:
+            # The organisation's gateway: STARTTLS verified against the test CA only,
+            # SMTP AUTH with the password from the kernel keyring (set at start).
+            text += (
+                f'[gateway]\nhost = "localhost"\nport = {gateway.out_port}\ntls = "starttls"\n'
+                f'ca_file = "{gateway.gw_pki["ca"]}"\nca_only = true\nusername = "{Gateway.HELPER_USER}"\ntimeout = 10\n\n'
+                '[secrets]\nbackend = "keyutils"\n\n[relay]\nretry_initial = 1\nretry_max = 2\npoll_interval = 1\n\n'
+            )
+        text += '[lock]\nkeys = ["pairing.native_auto_approve"]\n'
+        machine.write_text(text)
         self.env = {
             "HOME": str(self.home),
             "XDG_CONFIG_HOME": str(self.home / "config"),
@@ -539,8 +586,22 @@ class Helper:
 
     def start(self):
         self.log_path = self.home / "helper.log"
+        cmd = [str(self.demail), "serve", "--port", "0"]
+        if self.gateway is not None:
+            # A fresh session keyring holds the gateway password for this helper only.
+            script = f'printf "%s\\n" "$DEMAIL_TEST_GW_PASSWORD" | "{self.demail}" credentials set --password-stdin >&2 && exec "{self.demail}" serve --port 0'
+            cmd = ["keyctl", "session", "-", "sh", "-c", script]
+        env = self._env()
+        env["DEMAIL_TEST_GW_PASSWORD"] = Gateway.HELPER_PASSWORD
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([str(self.demail), "serve", "--port", "0"], env=self._env(), stdout=subprocess.PIPE, stderr=out)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=out)
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self):
         end = time.time() + 30
         while time.time() < end:
             line = self.proc.stdout.readline()
@@ -591,23 +652,291 @@ class Helper:
         return body if raw else json.loads(body)
 
 
+# --------------------------------------------------------------------------- test CA, gateway, provider simulator
+
+
+def make_pki(d: Path, name: str) -> dict[str, str]:
+    """A CA made now (openssl), a server certificate for localhost/127.0.0.1 and a
+    client certificate (mutual TLS), as PEM files; keys in PKCS#8."""
+    d.mkdir(parents=True, exist_ok=True)
+    f = lambda n: str(d / f"{name}-{n}")  # noqa: E731
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    def key(path):
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+
+    key(f("ca-key.pem"))
+    run("req", "-x509", "-new", "-key", f("ca-key.pem"), "-subj", f"/CN=demail test CA {name}", "-days", "2",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out", f("ca.pem"))
+    for leaf, cn, ext in (("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                          ("client", "demail-test-client", "subjectAltName=DNS:demail-test-client\nextendedKeyUsage=clientAuth")):
+        key(f(f"{leaf}-key.pem"))
+        run("req", "-new", "-key", f(f"{leaf}-key.pem"), "-subj", f"/CN={cn}", "-out", f(f"{leaf}.csr"))
+        Path(f(f"{leaf}.ext")).write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n" + ext + "\n")
+        run("x509", "-req", "-in", f(f"{leaf}.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca-key.pem"), "-CAcreateserial",
+            "-days", "2", "-extfile", f(f"{leaf}.ext"), "-out", f(f"{leaf}.pem"))
+    return {"ca": f("ca.pem"), "server_cert": f("server.pem"), "server_key": f("server-key.pem"),
+            "client_cert": f("client.pem"), "client_key": f("client-key.pem")}
+
+
+def make_seal_key(d: Path, kid: str = "gw1") -> tuple[str, str]:
+    """An Ed25519 key pair for the gateway seal (openssl): (base64 private seed, the
+    policy's public key line `kid:base64`)."""
+    d.mkdir(parents=True, exist_ok=True)
+    k = d / "seal-key.der"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-outform", "DER", "-out", str(k)], check=True, capture_output=True)
+    pub = subprocess.run(["openssl", "pkey", "-in", str(k), "-inform", "DER", "-pubout", "-outform", "DER"], check=True, capture_output=True).stdout
+    seed = k.read_bytes()[-32:]
+    k.unlink()  # the private key lives only in the gateway's keyring
+    return base64.b64encode(seed).decode(), f"{kid}:{base64.b64encode(pub[-32:]).decode()}"
+
+
+def gateway_bins() -> tuple[Path, Path] | None:
+    d = target_dir() / "debug"
+    gw, sim = d / "demail-gateway", d / "demail-provider-sim"
+    return (gw, sim) if gw.exists() and sim.exists() else None
+
+
+def _spawn(cmd, env, log: Path):
+    full = dict(os.environ)
+    full.update(env)
+    return subprocess.Popen(cmd, env=full, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc, grace: float = 10):
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Gateway:
+    """The real `demail-gateway`: outbound (STARTTLS + AUTH) for the helper, inbound
+    (implicit TLS, the provider's client certificate required) delivering to Dovecot
+    by LMTP, the provider simulator as its provider (implicit TLS, mutual TLS, AUTH)."""
+
+    HELPER_USER, HELPER_PASSWORD = "helper", "helper-pw-e2e"
+    PROVIDER_USER, PROVIDER_SECRET = "musterstadt-gw", "token+pin-e2e"
+
+    def __init__(self, directory: Path, policy_file: Path, lmtp_port: int, provider_port: int, gw_pki: dict, provider_pki: dict, seal_key: str | None = None):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.gw_pki, self.provider_pki = gw_pki, provider_pki
+        self.out_port, self.in_port = free_port(), free_port()
+        d = self.dir
+        self.config = d / "gateway.toml"
+        self.config.write_text(f"""
+[gateway]
+hostname = "gw.musterstadt.de"
+spool_dir = "{d}/spool"
+archive_db = "{d}/archive/archive.sqlite"
+policy = "{policy_file}"
+postmaster = "postmaster@musterstadt.de"
+
+[tls]
+cert = "{gw_pki['server_cert']}"
+key = "{gw_pki['server_key']}"
+
+[outbound]
+listen = "127.0.0.1:{self.out_port}"
+tls = "starttls"
+require_auth = true
+allowed_clients = ["127.0.0.0/8"]
+users = [{{ name = "{self.HELPER_USER}", password_env = "DEMAIL_E2E_GW_HELPER_PASSWORD" }}]
+
+[inbound]
+listen = "127.0.0.1:{self.in_port}"
+tls = "implicit"
+client_ca = "{provider_pki['ca']}"
+allowed_clients = ["127.0.0.1"]
+deliver = {{ protocol = "lmtp", host = "127.0.0.1", port = {lmtp_port}, tls = "none" }}
+
+[[providers]]
+name = "dmda-sim"
+domains = ["musterstadt.de-mail.de"]
+host = "127.0.0.1"
+port = {provider_port}
+tls = "implicit"
+tls_name = "localhost"
+ca = "{provider_pki['ca']}"
+client_cert = "{provider_pki['client_cert']}"
+client_key = "{provider_pki['client_key']}"
+username = "{self.PROVIDER_USER}"
+secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
+
+[queue]
+retry_initial_secs = 1
+retry_max_secs = 2
+scan_interval_ms = 200
+""" + ('\n[seal]\nkid = "gw1"\nkey_keyring = "demail-gateway-seal/gw1"\n' if seal_key else ""))
+        self.bin = gateway_bins()[0]
+        self.env = {"DEMAIL_E2E_GW_HELPER_PASSWORD": self.HELPER_PASSWORD, "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET, "RUST_LOG": "info"}
+        self.log_path = d / "gateway.log"
+        cmd = [str(self.bin), "--config", str(self.config), "serve"]
+        if seal_key:
+            # The seal's private key only in the gateway's own session keyring.
+            self.env["DEMAIL_E2E_SEAL_KEY"] = seal_key
+            script = (f'printf "%s" "$DEMAIL_E2E_SEAL_KEY" | "{self.bin}" --config "{self.config}" secret set seal-key >&2'
+                      f' && unset DEMAIL_E2E_SEAL_KEY && exec "{self.bin}" --config "{self.config}" serve')
+            cmd = ["keyctl", "session", "-", "sh", "-c", script]
+        self.proc = _spawn(cmd, self.env, self.log_path)
+        try:
+            wait_port(self.out_port, proc=self.proc)
+            wait_port(self.in_port, proc=self.proc)
+        except BaseException:
+            _stop(self.proc, 2)
+            raise
+
+    def cli(self, *args) -> str:
+        env = dict(os.environ)
+        env.update(self.env)
+        r = subprocess.run([str(self.bin), "--config", str(self.config), *args], env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"demail-gateway {' '.join(args)}: {r.returncode}\n{r.stderr}")
+        return r.stdout
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self):
+        _stop(self.proc)
+
+
+class ProviderSim:
+    """The real `demail-provider-sim`: takes the gateway's submissions (implicit TLS,
+    the gateway's client certificate, AUTH), stores them, and sends receipts and
+    injected citizen De-Mails to the gateway's inbound listener."""
+
+    def __init__(self, directory: Path, port: int, gateway: Gateway):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.store = self.dir / "store"
+        p, g = gateway.provider_pki, gateway.gw_pki
+        self.config = self.dir / "sim.toml"
+        self.config.write_text(f"""
+hostname = "dmda-sim.de-mail.de"
+listen = "127.0.0.1:{port}"
+tls = {{ cert = "{p['server_cert']}", key = "{p['server_key']}" }}
+client_ca = "{p['ca']}"
+store_dir = "{self.store}"
+username = "{Gateway.PROVIDER_USER}"
+secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
+unknown_local_prefixes = ["unbekannt"]
+[gateway]
+host = "127.0.0.1"
+port = {gateway.in_port}
+ca = "{g['ca']}"
+client_cert = "{p['client_cert']}"
+client_key = "{p['client_key']}"
+domains = ["musterstadt.de-mail.de"]
+""")
+        self.bin = gateway_bins()[1]
+        self.env = {"DEMAIL_E2E_PROVIDER_SECRET": Gateway.PROVIDER_SECRET, "RUST_LOG": "info"}
+        self.log_path = self.dir / "sim.log"
+        self.proc = _spawn([str(self.bin), "--config", str(self.config), "serve"], self.env, self.log_path)
+        try:
+            wait_port(port, proc=self.proc)
+        except BaseException:
+            _stop(self.proc, 2)
+            raise
+
+    def cli(self, *args) -> dict:
+        env = dict(os.environ)
+        env.update(self.env)
+        r = subprocess.run([str(self.bin), "--config", str(self.config), *args], env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"demail-provider-sim {' '.join(args)}: {r.returncode}\n{r.stdout}{r.stderr}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def inject(self, sender: str, to: str, subject: str, options: str = "", private_id: str | None = None) -> dict:
+        args = ["inject", "--from", sender, "--to", to, "--subject", subject, "--options", options]
+        if private_id:
+            args += ["--private-id", private_id]
+        return self.cli(*args)
+
+    def retrieve(self, private_id: str) -> dict:
+        return self.cli("retrieve", "--private-id", private_id)
+
+    def stored(self) -> list[tuple[dict, bytes]]:
+        """What the provider received from the gateway: (its record, the exact message)."""
+        out = []
+        if self.store.exists():
+            for j in sorted(self.store.glob("*.json")):
+                eml = j.with_suffix(".eml")
+                if eml.exists():
+                    out.append((json.loads(j.read_text()), eml.read_bytes()))
+        return out
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self):
+        _stop(self.proc)
+
+
+def install_with_policies(directory: Path, policies: dict) -> Path:
+    """A Thunderbird installation that reads `policies` as its enterprise policy
+    (`<install dir>/distribution/policies.json`, the route IT uses on Windows and for a
+    local install): the files of /usr/lib/thunderbird linked, the launcher copied (the
+    installation directory is where the binary lies), no system file touched."""
+    src = Path(TB_BIN).resolve().parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for e in src.iterdir():
+        if e.name in ("thunderbird", "thunderbird-bin", "distribution"):
+            continue
+        (directory / e.name).symlink_to(e)
+    binary = directory / "thunderbird"
+    shutil.copy(Path(TB_BIN).resolve(), binary)
+    (directory / "distribution").mkdir()
+    (directory / "distribution" / "policies.json").write_text(json.dumps({"policies": policies}, indent=1))
+    return binary
+
+
 class Harness:
-    def __init__(self, xpi: Path, managed: dict | None = None, keep: bool = False, before_thunderbird=None, prefs: dict | None = None, helper_policy: dict | None = None):
+    def __init__(self, xpi: Path, managed: dict | None = None, keep: bool = False, before_thunderbird=None, prefs: dict | None = None, helper_policy: dict | None = None, chain: bool = False, auto_approve: bool = True, headless: bool = True, policies: dict | None = None, seal: bool = False):
         self.tmp = Path(tempfile.mkdtemp(prefix="demail-tb-"))
         if os.geteuid() == 0:
             os.chmod(self.tmp, 0o711)  # Dovecot's mail processes run as nobody
         self.keep = keep
-        self.sink = self.dovecot = self.tb = self.helper = None
+        self.sink = self.dovecot = self.tb = self.helper = self.gateway = self.sim = None
         try:
             self.sink = SmtpSink(self.tmp / "sink")
             self.dovecot = Dovecot(self.tmp / "dovecot")
             env = None
+            if chain:
+                # Full chain: helper → gateway → provider simulator → gateway → Dovecot.
+                if not gateway_bins():
+                    raise FileNotFoundError("demail-gateway / demail-provider-sim not built (cargo build -p demail-gateway)")
+                pki = self.tmp / "pki"
+                seal_key = None
+                if seal:
+                    # The gateway seals inbound mail; the policy (helper, add-in) requires it.
+                    seal_key, public = make_seal_key(pki)
+                    helper_policy = {**helper_policy, "seal": {"required": True, "public_keys": [public]}}
+                self.policy = helper_policy
+                policy_file = self.tmp / "policy.json"
+                policy_file.write_text(json.dumps(helper_policy))
+                sim_port = free_port()
+                self.gateway = Gateway(self.tmp / "gateway", policy_file, self.dovecot.lmtp_port, sim_port, make_pki(pki, "gw"), make_pki(pki, "provider"), seal_key=seal_key)
+                self.sim = ProviderSim(self.tmp / "sim", sim_port, self.gateway)
             if helper_policy is not None:
-                self.helper = Helper(self.tmp / "home", helper_policy)
+                self.helper = Helper(self.tmp / "home", helper_policy, gateway=self.gateway, auto_approve=auto_approve)
                 env = self.helper.env
             if before_thunderbird:
                 before_thunderbird(self)
-            self.tb = Thunderbird(self.tmp / "tb", xpi, self.dovecot.imap_port, self.sink.port, managed=managed, prefs=prefs, env=env, home=self.tmp / "home")
+            binary = None
+            if policies is not None:
+                # The add-in and IT's settings come by enterprise policy, as on a desk.
+                binary = str(install_with_policies(self.tmp / "thunderbird-install", policies))
+                xpi = None
+            self.tb = Thunderbird(self.tmp / "tb", xpi, self.dovecot.imap_port, self.sink.port, managed=managed, prefs=prefs, env=env, home=self.tmp / "home", headless=headless, binary=binary)
         except BaseException:
             self.close()
             raise
@@ -617,7 +946,7 @@ class Harness:
         return self.tb.m
 
     def close(self):
-        for part in (self.tb, self.helper, self.dovecot, self.sink):
+        for part in (self.tb, self.helper, self.sim, self.gateway, self.dovecot, self.sink):
             if part is None:
                 continue
             try:

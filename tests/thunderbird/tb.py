@@ -106,6 +106,41 @@ class TB:
             return true;
         """, subject_part)
 
+    def show_folder(self, name):
+        """Show a folder of the IMAP account ("INBOX", "Sent", …) in the 3-pane."""
+        return self.js(MS + MAIN + """
+            const server = MailServices.accounts.getIncomingServer("server1");
+            const f = args[0] === "INBOX" ? server.rootFolder.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox) : server.rootFolder.getChildNamed(args[0]);
+            if (!f) return false;
+            about3Pane.displayFolder(f);
+            return true;
+        """, name)
+
+    def select_in(self, folder, subject_part):
+        """Select the first message of a folder whose subject starts with subject_part."""
+        return self.js(MS + MAIN + """
+            const server = MailServices.accounts.getIncomingServer("server1");
+            const f = args[0] === "INBOX" ? server.rootFolder.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox) : server.rootFolder.getChildNamed(args[0]);
+            const hdr = f && [...f.messages].find(h => h.mime2DecodedSubject.startsWith(args[1]));
+            if (!hdr) return false;
+            about3Pane.displayFolder(f);
+            about3Pane.threadTree.focus();
+            about3Pane.selectMessage(hdr);
+            return true;
+        """, folder, subject_part)
+
+    def addin_message(self, message):
+        """Send a message to the add-in's dispatcher from one of its pages (a content tab
+        with the options page is opened and closed for it)."""
+        import json as _json
+        host = self.addon_ready()
+        self.open_options(host)
+        try:
+            r = self.options("return (window.wrappedJSObject || window).browser.runtime.sendMessage(JSON.parse(arguments[0])).then(r => JSON.stringify(r))", _json.dumps(message))
+            return _json.loads(r)
+        finally:
+            self.close_options()
+
     def clear_selection(self):
         self.js(MAIN + "about3Pane.threadTree.selectedIndex = -1;")
 

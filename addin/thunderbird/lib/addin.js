@@ -2,7 +2,7 @@
 // handlers. background.js only wires this to the real `messenger` API; the unit tests
 // wire it to a stub and the real wasm core.
 
-import { MSG, OPTION_IDS, OPTION_LABEL_KEYS, TAGS } from "./constants.js";
+import { MSG, OPTION_IDS, OPTION_LABEL_KEYS, RECEIPT_FOR_OPTION, TAGS } from "./constants.js";
 import { loadSettings, saveUserSettings } from "./settings.js";
 import * as compose from "./compose.js";
 import * as receive from "./receive.js";
@@ -15,6 +15,8 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
   let settings = null; // merged settings
   let core = null;
   let coreError = null; // policy problem shown to the user
+  let policySource = "builtin"; // "managed" (IT, storage.managed) | "helper" (GET /v1/policy) | "builtin"
+  let helperClient = null; // discovered once, dropped when unreachable
   let ready = null;
   let started = null; // ready + tags created
   const composeStates = new Map(); // tabId -> state
@@ -32,20 +34,63 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
 
   async function init() {
     settings = await loadSettings(messenger);
-    core = await loadCore(settings.policyText);
+    // The rules: IT's policy from storage.managed wins; else the helper's
+    // (GET /v1/policy, the same file the helper and gateway apply); else built-in.
+    let policyText = settings.policyText;
+    policySource = policyText ? "managed" : "builtin";
+    if (!policyText) {
+      const hp = await helperPolicy();
+      if (hp) {
+        policyText = hp;
+        policySource = "helper";
+      }
+    }
+    core = await loadCore(policyText);
     // Warm the module up (first calls compile code paths).
     core.check({ from: "a@example.org", to: ["b@example.org", "c@x.de-mail.de"], options: ["private"] });
     coreError = null;
-    if (settings.policyText) {
-      const chk = core.call("policy.check", settings.policyText);
+    if (policyText) {
+      const chk = core.call("policy.check", policyText);
       if (!chk.ok || !chk.result.valid) {
         // An invalid IT policy must not switch protection off: fall back to the
         // built-in defaults (strict) and say so in the popup and options page.
         coreError = chk.ok ? chk.result.errors[0] : chk.error;
         core = await loadCore("");
-        log.warn?.("demail: invalid policy from storage.managed; using built-in defaults", coreError);
+        log.warn?.(`demail: invalid policy (${policySource}); using built-in defaults`, coreError);
+        policySource = "builtin";
       }
     }
+  }
+
+  /** A client of this user's helper; discovery runs once and again after a failure. */
+  async function helper() {
+    if (helperClient) return helperClient;
+    const c = new HelperClient({ messenger, fetch, settings: settings.values, token: settings.helperToken });
+    await c.discover();
+    helperClient = c;
+    return c;
+  }
+
+  /**
+   * The helper's policy as JSON text, refreshed at each start and kept in
+   * storage.local for when the helper is not running. Null without pairing.
+   */
+  async function helperPolicy() {
+    const cached = (await messenger.storage.local.get("helperPolicy")).helperPolicy || null;
+    try {
+      const c = await helper();
+      if (!(await c.token())) return cached;
+      const r = await c.request("GET", "/v1/policy", undefined, { timeout: 2000 });
+      if (r && r.policy) {
+        const text = JSON.stringify(r.policy);
+        if (text !== cached) await messenger.storage.local.set({ helperPolicy: text });
+        return text;
+      }
+    } catch (e) {
+      helperClient = null;
+      log.debug?.("demail: helper policy", e?.code || e);
+    }
+    return cached;
   }
 
   function start() {
@@ -62,7 +107,11 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
       log.error?.("demail: tags", e);
     }
     if (settings.values.scan_existing) firstSync().catch((e) => log.error?.("demail: first sync", e));
-    autoPair().catch((e) => log.debug?.("demail: auto pairing", e));
+    autoPair()
+      .catch((e) => log.debug?.("demail: auto pairing", e))
+      .then(() => firstRunSetup())
+      .catch((e) => log.debug?.("demail: first run", e));
+    flushReceipts().catch(() => {});
     for (const tab of await messenger.tabs.query({ type: "messageCompose" }).catch(() => [])) track(tab.id);
   }
 
@@ -80,7 +129,22 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
     if (r && r.ok && r.result?.token) {
       await messenger.storage.local.set({ helperToken: r.result.token });
       log.info?.("demail: paired with the helper (native, approved by IT)");
+      helperClient = null;
+      if (!settings.policyText) await reloadSettings(); // the helper's policy is readable now
     }
+  }
+
+  /**
+   * First run without a token (IT did not pre-provision one): open the guided pairing
+   * page once. It requests the pairing, shows the code and waits for the approval.
+   */
+  async function firstRunSetup() {
+    if (settings.helperToken) return;
+    const s = await messenger.storage.local.get(["helperToken", "firstRunShown"]);
+    if (s.helperToken || s.firstRunShown) return;
+    await (await helper()).health(); // a helper that is not running cannot pair yet
+    await messenger.storage.local.set({ firstRunShown: Date.now() });
+    await messenger.tabs.create({ url: "options/options.html?firstrun=1" });
   }
 
   async function reloadSettings() {
@@ -120,7 +184,7 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
       if ((d.type === "reply" || d.type === "forward") && d.relatedMessageId) {
         const hdr = await messenger.messages.get(d.relatedMessageId);
         const c = await receive.classifyMessage(messenger, core, hdr);
-        if (c.kind === "demail") {
+        if (c.kind === "demail" && !c.untrusted) {
           st.forwardedDemail = true;
           st.origin = { kind: c.kind, privateId: c.private_id || null, type: d.type };
           if (d.type === "reply") {
@@ -243,9 +307,8 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
   // ------------------------------------------------------------------ views for pages
 
   function optionView(o) {
-    let reason = null;
-    if (o.disabled) reason = text(o.reason);
-    else if (o.locked && o.lockedBy) reason = i18n("optLockedBy", [i18n(labelKey(o.lockedBy)), i18n(labelKey(o.id))]);
+    // Disabled or locked: the core's own reason (e.g. options.private_implied).
+    const reason = o.disabled || o.locked ? text(o.reason) : null;
     return { id: o.id, label: i18n(labelKey(o.id)), checked: o.checked, disabled: o.disabled, locked: o.locked, reason };
   }
 
@@ -504,18 +567,28 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
   function syncFolder(folder) {
     syncChain = syncChain.then(async () => {
       const done = (await messenger.storage.local.get("scannedFolders")).scannedFolders || {};
-      if (done[folder.id]) return null;
+      // Scanned already, unless the folder has grown since (its headers were still
+      // arriving over IMAP then): scan again; tagged messages are skipped, and the rest
+      // costs only the core's pre-selection, no download.
+      const prev = done[folder.id];
+      if (prev) {
+        const info = await messenger.folders?.getFolderInfo?.(folder.id).catch(() => null);
+        if (!(typeof prev === "object" && info && info.totalMessageCount > prev.total)) return null;
+      }
       const t0 = now();
-      const r = await receive.scanFolder(messenger, core, folder, { onError: (m, e) => log.warn?.("demail: classify", m.id, e?.message) });
+      const r = await receive.scanFolder(messenger, core, folder, {
+        onError: (m, e) => log.warn?.("demail: classify", m.id, e?.message),
+        onResult: (m, x) => { if (x.kind === "receipt") reportReceipt(x.classification).catch(() => {}); },
+      });
       const info = await messenger.folders?.getFolderInfo?.(folder.id).catch(() => null);
       if (info && info.totalMessageCount > r.total) {
         scheduleSync(folder);
         return r;
       }
       if (r.total > 0) {
-        done[folder.id] = Date.now();
+        done[folder.id] = { at: Date.now(), total: r.total };
         await messenger.storage.local.set({ scannedFolders: done });
-        log.info?.(`demail: first sync ${folder.id}: ${r.total} messages, ${r.classified} classified, ${r.tagged} tagged in ${Math.round(now() - t0)} ms`);
+        log.info?.(`demail: first sync ${folder.id}: ${r.total} messages, ${r.skipped} skipped by the core's pre-selection, ${r.classified} classified, ${r.tagged} tagged in ${Math.round(now() - t0)} ms`);
       }
       return r;
     }).catch((e) => log.warn?.("demail: first sync", folder.id, e?.message));
@@ -546,13 +619,95 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
 
   async function onNewMail(folder, list) {
     await ready;
+    // New mail is classified in full (no pre-selection): a De-Mail from a provider's own
+    // domain that IT has not listed in the policy is still recognised by its headers.
     for await (const m of receive.pages(messenger, list)) {
       try {
         const r = await receive.classifyAndTag(messenger, core, m);
         if (r.tag) log.info?.(`demail: tagged ${m.id} ${r.kind}`);
+        if (r.kind === "receipt") reportReceipt(r.classification).catch(() => {});
       } catch (e) {
         log.warn?.("demail: classify new mail", m.id, e?.message);
       }
+    }
+  }
+
+  /**
+   * Tell the helper about a received receipt (protocol.md journal.receipt), so the
+   * sent De-Mail's timeline in its journal is complete. Reports wait in storage.local
+   * while the helper is not reachable and are sent with the next one or at start.
+   */
+  async function reportReceipt(c) {
+    const report = receive.receiptReport(c);
+    if (!report) return;
+    const { pendingReceipts = [] } = await messenger.storage.local.get("pendingReceipts");
+    pendingReceipts.push(report);
+    await messenger.storage.local.set({ pendingReceipts: pendingReceipts.slice(-500) });
+    await flushReceipts();
+  }
+
+  let flushing = null;
+  function flushReceipts() {
+    flushing = (flushing || Promise.resolve()).then(async () => {
+      const { pendingReceipts = [] } = await messenger.storage.local.get("pendingReceipts");
+      if (!pendingReceipts.length) return;
+      let sent = 0;
+      try {
+        const c = await helper();
+        if (!(await c.token())) return;
+        for (const r of pendingReceipts) {
+          try {
+            await c.request("POST", "/v1/journal/receipts", r);
+          } catch (e) {
+            if (e instanceof HelperError && e.unavailable) throw e;
+            log.warn?.("demail: receipt refused by the helper", e?.code); // not retried
+          }
+          sent++;
+        }
+      } catch (e) {
+        helperClient = null;
+        log.debug?.("demail: receipts wait for the helper", e?.code || e);
+      }
+      const { pendingReceipts: now = [] } = await messenger.storage.local.get("pendingReceipts");
+      await messenger.storage.local.set({ pendingReceipts: now.slice(sent) });
+    });
+    return flushing;
+  }
+
+  /**
+   * Receipt timeline of a sent De-Mail from the helper's journal: handed to the
+   * gateway, then each receipt; receipts the options asked for and not yet there are
+   * listed as pending. Null when the helper does not know the De-Mail.
+   */
+  async function timelineOf(c) {
+    if (!c.private_id) return null;
+    let entry = null;
+    try {
+      const j = await (await helper()).journal(c.private_id);
+      entry = j?.messages?.[0] || null;
+    } catch (e) {
+      helperClient = null;
+      return { status: "unknown", steps: [], error: e?.code || "helper.unreachable" };
+    }
+    if (!entry) return { status: "queued", steps: [] };
+    const got = new Map((entry.receipts || []).map((r) => [r.type, r]));
+    const steps = [{ type: "sent", time: entry.sent_at ? new Date(entry.sent_at).toISOString() : null, done: true }];
+    for (const [option, type] of Object.entries(RECEIPT_FOR_OPTION)) {
+      const r = got.get(type);
+      if (r || (entry.options || c.options || []).includes(option)) steps.push({ type, time: r ? r.time || (r.reported_at ? new Date(r.reported_at).toISOString() : null) : null, done: Boolean(r) });
+    }
+    return { status: entry.receipt_status, steps };
+  }
+
+  async function isSent(msg) {
+    if ((msg.folder?.specialUse || []).includes("sent")) return true;
+    try {
+      const accounts = await messenger.accounts.list(false);
+      const mine = new Set(accounts.flatMap((a) => (a.identities || []).map((i) => String(i.email || "").toLowerCase())));
+      const m = /<([^>]+)>/.exec(msg.author || "");
+      return mine.has(String(m ? m[1] : msg.author || "").trim().toLowerCase());
+    } catch {
+      return false;
     }
   }
 
@@ -568,7 +723,9 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
     const b = receive.bannerData(c);
     if (!b) return null;
     const labels = {
-      title: i18n({ demail: "bannerDemail", receipt: "bannerReceipt", notification: "bannerNotification", malware: "bannerMalware" }[b.kind] || "bannerDemail"),
+      title: i18n({ demail: "bannerDemail", receipt: "bannerReceipt", notification: "bannerNotification", malware: "bannerMalware", untrusted: "bannerUntrusted" }[b.kind] || "bannerDemail"),
+      // Not confirmed by the gateway: say why, in words a caseworker understands.
+      sealWarning: b.kind === "untrusted" ? i18n(b.seal?.state === "missing" ? "sealMissing" : "sealBroken") : null,
       options: b.options.map((o) => i18n(labelKey(o))),
       authLevel: b.authLevel ? i18n(b.authLevel === "high" ? "authHigh" : "authNormal") : null,
       receiptType: b.receipt ? i18n({ dispatch: "receiptDispatch", receipt: "receiptReceipt", retrieve: "receiptRetrieve" }[b.receipt.type] || "receiptDispatch") : null,
@@ -576,18 +733,35 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
       warnings: b.warnings.map(text),
     };
     let original = null;
-    if (b.receipt) {
+    if (b.receipt && b.kind === "receipt") {
       const o = await receive.findOriginal(messenger, core, b).catch(() => null);
       if (o) original = { id: o.id, subject: o.subject };
+      reportReceipt(c).catch(() => {});
     }
-    return { ...b, labels, original, messageId: msg.id };
+    let timeline = null;
+    if (b.kind === "demail" && (await isSent(msg))) {
+      timeline = await timelineOf(c);
+      if (timeline) {
+        labels.timeline = timeline.steps.map((st) => ({
+          type: st.type,
+          done: st.done,
+          label: i18n({ sent: "timelineSent", dispatch: "receiptDispatch", receipt: "receiptReceipt", retrieve: "receiptRetrieve" }[st.type]),
+          time: st.time,
+        }));
+        labels.timelineStatus = i18n(`timeline_${timeline.status}`) || timeline.status;
+        // Our own copy lacks what only the provider adds (message type, auth level):
+        // no warnings about that on a sent De-Mail.
+        labels.warnings = [];
+      }
+    }
+    return { ...b, labels, original, timeline, messageId: msg.id };
   }
 
   // ------------------------------------------------------------------ dispatcher
 
   async function settingsView() {
     await ready;
-    return { values: settings.values, locked: settings.locked, managed: settings.managed, problems: settings.problems, policyProblem: coreError ? text(coreError) : null };
+    return { values: settings.values, locked: settings.locked, managed: settings.managed, problems: settings.problems, policyProblem: coreError ? text(coreError) : null, policySource };
   }
 
   /** The one message dispatcher for every page of the add-in. */
@@ -638,7 +812,10 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
           try {
             await c.discover();
             const h = await c.health();
-            return { ok: true, result: { reachable: true, url: c.baseUrl, health: h, paired: Boolean(await c.token()) } };
+            // A stored token counts only once the user approved it (pending otherwise).
+            let paired = false;
+            if (await c.token()) paired = (await c.pairingStatus().catch(() => null))?.status === "approved";
+            return { ok: true, result: { reachable: true, url: c.baseUrl, health: h, paired } };
           } catch (e) {
             return { ok: true, result: { reachable: false, url: c.baseUrl, error: e.code, paired: Boolean(await c.token().catch(() => null)) } };
           }
@@ -648,8 +825,33 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
           const c = new HelperClient({ messenger, fetch, settings: settings.values, token: settings.helperToken });
           try {
             await c.discover();
-            return { ok: true, result: await c.pair() };
+            const r = await c.pair();
+            helperClient = null;
+            if (r.status === "approved") await reloadSettings();
+            return { ok: true, result: r };
           } catch (e) {
+            return { ok: false, error: e.code || "helper", text: german() ? e.message_de || e.message : e.message_en || e.message };
+          }
+        }
+        case MSG.helperPairStatus: {
+          // The guided pairing polls this until the user approved the code in the helper.
+          await ready;
+          const c = new HelperClient({ messenger, fetch, settings: settings.values, token: settings.helperToken });
+          try {
+            await c.discover();
+            const r = await c.pairingStatus();
+            if (r.status === "approved") {
+              await messenger.storage.local.remove("helperPairing");
+              helperClient = null;
+              await reloadSettings(); // now the helper's policy can be read
+            }
+            return { ok: true, result: { status: r.status, policySource } };
+          } catch (e) {
+            if (e.code === "auth.invalid") {
+              // Denied or expired: forget the token, a new request starts over.
+              await messenger.storage.local.remove(["helperToken", "helperPairing"]);
+              return { ok: true, result: { status: "denied" } };
+            }
             return { ok: false, error: e.code || "helper", text: german() ? e.message_de || e.message : e.message_en || e.message };
           }
         }

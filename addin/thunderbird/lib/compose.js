@@ -77,42 +77,20 @@ function unwrap(res) {
 }
 
 /**
- * Which options the sender may not use, and which are implied by others — asked of
- * the core by probing its send check (the core has no dedicated operation for it).
+ * The popup's option states (allowed, implied and locked, disabled with the reason),
+ * straight from the core's `options` operation: the same rules the send check applies.
  */
-export function optionStates(core, input, result) {
-  const probeTo = result.demail_recipients.length ? result.demail_recipients : result.sender_demail ? [result.sender_demail] : [];
-  const chosen = new Set(input.options);
-  const effective = new Set(result.options);
-  const states = [];
-  for (const id of OPTION_IDS) {
-    const st = { id, checked: effective.has(id), disabled: false, locked: false, lockedBy: null, reason: null };
-    // Implied: the core adds it even when the user did not choose it.
-    if (effective.has(id)) {
-      const without = OPTION_IDS.filter((o) => o !== id && chosen.has(o));
-      const r = unwrap(core.check({ ...input, options: without }));
-      if (r.options.includes(id)) {
-        st.locked = true;
-        st.lockedBy = without.find((o) => unwrap(core.check({ ...input, options: [o] })).options.includes(id)) || null;
-      }
-    }
-    // Authorisation: ask the check with this option alone for a De-Mail recipient.
-    if (probeTo.length) {
-      const r = unwrap(core.check({ from: input.from, to: probeTo, options: [id] }));
-      const denied = r.reasons.find(
-        (x) =>
-          x.code === "sender.not_authorized" ||
-          x.code === "options.authoritative_pseudonym" ||
-          (x.code === "sender.option_not_authorized" && String(x.subject || "").split(",").includes(id)),
-      );
-      if (denied) {
-        st.disabled = true;
-        st.reason = denied;
-      }
-    }
-    states.push(st);
-  }
-  return states;
+export function optionStates(core, input) {
+  const r = unwrap(core.call("options", { from: input.from, options: input.options }));
+  const locked = new Map((r.locked || []).map((x) => [x.option, x.reason]));
+  const disabled = new Map((r.disabled || []).map((x) => [x.option, x.reason]));
+  return OPTION_IDS.map((id) => ({
+    id,
+    checked: (r.options || []).includes(id),
+    disabled: disabled.has(id),
+    locked: locked.has(id),
+    reason: disabled.get(id) || locked.get(id) || null,
+  }));
 }
 
 /** Recipients grouped for display: De-Mail / intern / extern. */
@@ -205,9 +183,9 @@ export function evaluate(core, { from, recipients, state, subjectText, size, for
   };
   if (withOptionStates) {
     try {
-      out.options = optionStates(core, input, result);
+      out.options = optionStates(core, input);
     } catch (e) {
-      out.options = OPTION_IDS.map((id) => ({ id, checked: input.options.includes(id), disabled: false, locked: false, lockedBy: null, reason: null }));
+      out.options = OPTION_IDS.map((id) => ({ id, checked: input.options.includes(id), disabled: false, locked: false, reason: null }));
     }
   }
   return out;

@@ -40,6 +40,16 @@ export const TAG_FOR_KIND = {
   malware: "notification",
 };
 
+/**
+ * Which receipt each ordered option brings (for the sent De-Mail's timeline); the
+ * receipt types are the core's `receipt.type` values and the helper's journal types.
+ */
+export const RECEIPT_FOR_OPTION = {
+  "confirmation-of-dispatch": "dispatch",
+  "confirmation-of-receipt": "receipt",
+  "confirmation-of-retrieve": "retrieve",
+};
+
 /** Message types between the add-in's pages and its background (one dispatcher). */
 export const MSG = {
   composeState: "compose.state",
@@ -53,5 +63,6 @@ export const MSG = {
   settingsSet: "settings.set",
   helperStatus: "helper.status",
   helperPair: "helper.pair",
+  helperPairStatus: "helper.pairStatus",
   ping: "ping",
 };

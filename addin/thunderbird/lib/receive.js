@@ -24,15 +24,69 @@ export async function ensureTags(messenger, i18n) {
   }
 }
 
-/** Classify one message (MessageHeader) with the core. */
+/** Does the policy demand the gateway seal (policy `[seal] required`)? */
+export function sealRequired(core) {
+  const r = core.call("seal.canonical", "");
+  return Boolean(r.ok && r.result.required);
+}
+
+/**
+ * Classify one message (MessageHeader) with the core, and check the gateway seal of
+ * anything that claims to be De-Mail. `c.untrusted` is set when the seal is broken
+ * (forged or altered), or missing while the policy requires it: such a message is not
+ * marked as De-Mail and its banner warns. Our own Sent folder is exempt: a sent De-Mail
+ * never passes the inbound gateway.
+ */
 export async function classifyMessage(messenger, core, header) {
-  if ((header.size || 0) <= RAW_LIMIT) {
+  const own = (header.folder?.specialUse || []).includes("sent");
+  let c;
+  let bytes = null;
+  if ((header.size || 0) <= RAW_LIMIT || (!own && sealRequired(core))) {
     const raw = await messenger.messages.getRaw(header.id, { data_format: "File" });
-    const bytes = typeof raw === "string" ? binaryStringToBytes(raw) : new Uint8Array(await raw.arrayBuffer());
-    return unwrap(core.classifyRaw(bytes));
+    bytes = typeof raw === "string" ? binaryStringToBytes(raw) : new Uint8Array(await raw.arrayBuffer());
+    c = unwrap((header.size || 0) <= RAW_LIMIT ? core.classifyRaw(bytes) : core.classifyRaw(bytes.subarray(0, headerEnd(bytes))));
+  } else {
+    const headers = await messenger.messages.getHeaders(header.id);
+    c = unwrap(core.classifyHeaders(headers));
   }
-  const headers = await messenger.messages.getHeaders(header.id);
-  return unwrap(core.classifyHeaders(headers));
+  if (c.kind !== "email" && !own && bytes) {
+    c.seal = await verifySeal(core, bytes);
+    c.untrusted = c.seal.state === "invalid" || (c.seal.required && c.seal.state !== "valid");
+  }
+  return c;
+}
+
+/** Offset just past the blank line that ends the header block. */
+export function headerEnd(bytes) {
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] !== 10) continue;
+    if (bytes[i + 1] === 10) return i + 2;
+    if (bytes[i + 1] === 13 && bytes[i + 2] === 10) return i + 3;
+  }
+  return bytes.length;
+}
+
+const fromB64 = (s) => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
+
+/**
+ * Verify the gateway seal (`X-Demail-Gateway-Seal`): the core gives the canonical
+ * text, the seal and the policy's key for its kid (`seal.canonical`); the Ed25519
+ * signature is checked with WebCrypto (the wasm build leaves Ed25519 out, for size).
+ * @returns {{state: "valid"|"missing"|"invalid", required: boolean, code: string}}
+ */
+export async function verifySeal(core, bytes, subtle = globalThis.crypto?.subtle) {
+  const r = core.call("seal.canonical", new TextDecoder("utf-8").decode(bytes.subarray(0, headerEnd(bytes))));
+  if (!r.ok) return { state: "invalid", required: true, code: r.error?.code || "seal.malformed" };
+  const x = r.result;
+  if (!x.seal) return { state: x.code === "seal.missing" ? "missing" : "invalid", required: x.required, code: x.code };
+  if (!x.public_key) return { state: "invalid", required: x.required, code: "seal.unknown_key" };
+  try {
+    const key = await subtle.importKey("raw", fromB64(x.public_key.slice(x.public_key.indexOf(":") + 1)), { name: "Ed25519" }, false, ["verify"]);
+    const ok = await subtle.verify({ name: "Ed25519" }, key, fromB64(x.seal.s), new TextEncoder().encode(x.canonical));
+    return { state: ok ? "valid" : "invalid", required: x.required, code: ok ? "seal.valid" : "seal.bad_signature" };
+  } catch {
+    return { state: "invalid", required: x.required, code: "seal.bad_signature" };
+  }
 }
 
 function binaryStringToBytes(s) {
@@ -43,11 +97,12 @@ function binaryStringToBytes(s) {
 
 /** The tag key a classification asks for, or null for plain e-mail. */
 export function tagFor(classification) {
+  if (classification.untrusted) return null; // claims De-Mail without the gateway's seal
   const t = TAG_FOR_KIND[classification.kind];
   return t ? TAGS[t].key : null;
 }
 
-/** Classify and tag one message; returns {id, kind, tag, changed}. */
+/** Classify and tag one message; returns {id, kind, tag, changed, classification}. */
 export async function classifyAndTag(messenger, core, header) {
   const c = await classifyMessage(messenger, core, header);
   const tag = tagFor(c);
@@ -56,7 +111,26 @@ export async function classifyAndTag(messenger, core, header) {
     await messenger.messages.update(header.id, { tags: [...(header.tags || []), tag] });
     changed = true;
   }
-  return { id: header.id, kind: c.kind, tag, changed };
+  return { id: header.id, kind: c.kind, tag, changed, classification: c };
+}
+
+/**
+ * The core's cheap pre-selection from the list entry (author, subject): only a
+ * candidate is worth downloading and classifying. A core error counts as candidate,
+ * so nothing is skipped by mistake.
+ */
+export function isCandidate(core, header) {
+  const r = core.call("classify.candidate", { author: header.author || "", subject: header.subject || "" });
+  return !r.ok || Boolean(r.result?.candidate);
+}
+
+/** What the helper's journal needs from a received receipt (protocol.md journal.receipt). */
+export function receiptReport(c) {
+  if (!c || c.untrusted || c.kind !== "receipt" || !c.private_id || !c.receipt?.type) return null;
+  const r = { private_id: c.private_id, type: c.receipt.type };
+  if (c.receipt.time) r.time = c.receipt.time;
+  if (c.message_id) r.message_id = c.message_id;
+  return r;
 }
 
 /** Iterate a MessageList (pages via continueList). */
@@ -85,24 +159,34 @@ export function scanFolders(accounts) {
 /** Messages classified at once during a first sync (IMAP fetches run in parallel). */
 export const SCAN_CONCURRENCY = 8;
 
-/** Classify every message in a folder that has none of our tags yet. */
-export async function scanFolder(messenger, core, folder, { onError, concurrency = SCAN_CONCURRENCY } = {}) {
+/**
+ * Classify every message in a folder that has none of our tags yet. Outside the Sent
+ * folder only the core's candidates (classify.candidate on author and subject) are
+ * downloaded; a sent De-Mail carries the organisation's own e-mail address as author,
+ * so the Sent folder is classified in full.
+ */
+export async function scanFolder(messenger, core, folder, { onError, onResult, concurrency = SCAN_CONCURRENCY } = {}) {
   const ours = new Set(Object.values(TAGS).map((t) => t.key));
-  let n = 0, tagged = 0, total = 0;
+  const prefilter = !(folder.specialUse || []).includes("sent");
+  let n = 0, tagged = 0, total = 0, skipped = 0;
   const running = new Set();
   for await (const m of pages(messenger, await messenger.messages.list(folder.id))) {
     total++;
     if ((m.tags || []).some((t) => ours.has(t))) continue;
+    if (prefilter && !isCandidate(core, m)) {
+      skipped++;
+      continue;
+    }
     n++;
     const job = classifyAndTag(messenger, core, m)
-      .then((r) => { if (r.changed) tagged++; })
+      .then((r) => { if (r.changed) tagged++; onResult?.(m, r); })
       .catch((e) => onError?.(m, e))
       .finally(() => running.delete(job));
     running.add(job);
     if (running.size >= concurrency) await Promise.race(running);
   }
   await Promise.all(running);
-  return { folder: folder.id, total, classified: n, tagged };
+  return { folder: folder.id, total, classified: n, skipped, tagged };
 }
 
 /**
@@ -112,7 +196,9 @@ export async function scanFolder(messenger, core, folder, { onError, concurrency
 export function bannerData(c) {
   if (!c || c.kind === "email") return null;
   return {
-    kind: c.kind,
+    kind: c.untrusted ? "untrusted" : c.kind,
+    claimedKind: c.kind,
+    seal: c.seal || null,
     messageType: c.message_type || null,
     options: c.options || [],
     authLevel: c.auth_level || null,

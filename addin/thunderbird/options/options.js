@@ -17,6 +17,8 @@ function markLocked(input, locked) {
 
 function render(s) {
   document.getElementById("managed").hidden = !s.managed;
+  document.getElementById("policy-source").textContent = t({ managed: "policyFromManaged", helper: "policyFromHelper" }[s.policySource] || "policyBuiltin");
+  document.getElementById("policy-source").dataset.source = s.policySource || "builtin";
   const pp = document.getElementById("policy-problem");
   pp.hidden = !s.policyProblem;
   pp.textContent = s.policyProblem ? t("policyProblem", [s.policyProblem]) : "";
@@ -57,19 +59,71 @@ async function helperStatus() {
     : t("helperUnreachable", [s.url || "?"]);
 }
 
-async function pair() {
+function pair() {
+  return startPairing();
+}
+
+// Guided pairing: request, show the code, poll until the user approved it in the
+// helper (tray or `demail pair approve CODE`), or it was refused or expired.
+let polling = null;
+async function startPairing() {
+  const status = document.getElementById("pair-status");
+  const code = document.getElementById("pair-code");
+  const section = document.getElementById("pairing");
+  section.hidden = false;
+  section.dataset.state = "requesting";
+  clearTimeout(polling);
   const r = await browser.runtime.sendMessage({ type: "helper.pair" });
-  document.getElementById("helper-status").textContent = r.ok
-    ? (r.result.code ? t("helperPairCode", [r.result.code]) : t("helperPaired"))
-    : t("helperPairFailed", [r.text || r.error]);
+  if (!r.ok) {
+    section.dataset.state = "failed";
+    status.textContent = t("helperPairFailed", [r.text || r.error]);
+    return;
+  }
+  if (r.result.status === "approved") return paired();
+  section.dataset.state = "waiting";
+  document.getElementById("pair-start").hidden = true;
+  code.textContent = r.result.code;
+  status.textContent = t("pairWaiting", [r.result.code]);
+  const poll = async () => {
+    const p = await browser.runtime.sendMessage({ type: "helper.pairStatus" }).catch(() => null);
+    if (p?.ok && p.result.status === "approved") return paired();
+    if (p?.ok && p.result.status === "denied") {
+      section.dataset.state = "denied";
+      document.getElementById("pair-start").hidden = false;
+      code.textContent = "";
+      status.textContent = t("pairDenied");
+      document.getElementById("pair-start").focus();
+      return;
+    }
+    polling = setTimeout(poll, 1000);
+  };
+  polling = setTimeout(poll, 1000);
+}
+
+async function paired() {
+  const section = document.getElementById("pairing");
+  section.dataset.state = "paired";
+  document.getElementById("pair-start").hidden = true;
+  document.getElementById("pair-code").textContent = "";
+  document.getElementById("pair-status").textContent = t("pairDone");
+  render(await send("settings.get"));
+  helperStatus().catch(() => {});
 }
 
 async function main() {
   localize();
   render(await send("settings.get"));
+  document.getElementById("pair-start").addEventListener("click", startPairing);
   for (const input of document.querySelectorAll("[data-key]")) input.addEventListener("change", save);
   document.getElementById("check-helper").addEventListener("click", helperStatus);
   document.getElementById("pair").addEventListener("click", pair);
   document.getElementById("form").addEventListener("submit", (e) => e.preventDefault());
+  const st = await send("helper.status").catch(() => null);
+  if (st && st.reachable && !st.paired) {
+    document.getElementById("pairing").hidden = false;
+    // First run (opened by the add-in): ask right away; otherwise on the button.
+    if (new URLSearchParams(location.search).get("firstrun") === "1") startPairing();
+    else document.getElementById("pair-start").focus();
+  }
 }
 main();

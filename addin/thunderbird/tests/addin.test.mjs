@@ -102,7 +102,7 @@ test("popup view: options, groups, explanation; Abholbestätigung locks Persönl
   assert.equal(v.mode, "demail");
   const priv = v.options.find((o) => o.id === "private");
   assert.equal(priv.checked && priv.locked, true);
-  assert.equal(priv.reason, "Mit „Abholbestätigung“ ist „Persönlich“ immer eingeschlossen.");
+  assert.equal(priv.reason, "Eine Abholbestätigung gibt es nur für persönliche De-Mails; „Persönlich“ ist daher gesetzt.");
   assert.equal(v.privateId, "AZ 66.2-0412");
   assert.match(v.explanation[0].text, /^Diese Nachricht geht als De-Mail mit Abholbestätigung, Persönlich an erika\.schmidt@buerger\.de-mail\.de\.$/);
   assert.equal(messenger._actions.get(tab.id).label, "De-Mail");
@@ -373,4 +373,170 @@ test("first run: pairs through the native host when IT allows auto-approval", as
   for (let i = 0; i < 50 && !(await messenger.storage.local.get("helperToken")).helperToken; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal((await messenger.storage.local.get("helperToken")).helperToken, "dmh1_native");
   assert.deepEqual(calls, [["de.demail.helper", "pair"]]);
+});
+
+/** A helper stand-in answering by route; every call is recorded. */
+function routedHelper(routes) {
+  const calls = [];
+  const fetch = async (url, init = {}) => {
+    const path = new URL(url).pathname + new URL(url).search;
+    calls.push({ path, method: init.method || "GET", body: init.body ? JSON.parse(init.body) : null, auth: init.headers?.Authorization });
+    for (const [prefix, answer] of Object.entries(routes)) {
+      if (path.startsWith(prefix)) {
+        const a = typeof answer === "function" ? answer(calls.at(-1)) : answer;
+        if (a instanceof Error) throw a;
+        return new Response(JSON.stringify(a.body ?? { ok: true, result: a }), { status: a.status || 200 });
+      }
+    }
+    return new Response(JSON.stringify({ ok: false, error: { code: "request.not_found" } }), { status: 404 });
+  };
+  return { fetch, calls };
+}
+
+const URL_SETTINGS = { helper_discovery: "url", helper_url: "http://127.0.0.1:8741" };
+
+test("first sync downloads only the core's candidates; the Sent folder in full", async () => {
+  const messenger = createMessenger({ managed: { policy: POLICY } });
+  messenger.addFolder("inbox", ["inbox"]);
+  messenger.addFolder("sent", ["sent"]);
+  const demail = messenger.deliver("inbox", corpus("demail/01-buerger-anfrage-normal.eml"));
+  for (const f of corpusFiles("email")) messenger.deliver("inbox", corpus(f));
+  // Our own sent De-Mail: the author is the organisation's e-mail address.
+  const ours = messenger.deliver("sent", Buffer.from("From: peter.meier@musterstadt.de\r\nTo: erika.schmidt@buerger.de-mail.de\r\nSubject: Bescheid\r\nMessage-ID: <s1@musterstadt.de>\r\nX-de-mail-private: yes\r\nX-de-mail-private-id: AZ-9\r\n\r\nText\r\n"));
+  const fetched = [];
+  const getRaw = messenger.messages.getRaw;
+  messenger.messages.getRaw = (id, o) => { fetched.push(id); return getRaw(id, o); };
+  const addin = createAddin({ messenger, loadCore, fetch: fakeHelper({ reachable: false }).fetch, log: quietLog });
+  await addin.start();
+  await addin.firstSync();
+  assert.deepEqual(messenger._messages.get(demail.id).header.tags, ["$demail"]);
+  assert.deepEqual(messenger._messages.get(ours.id).header.tags, ["$demail"]);
+  // The e-mails (one from a look-alike domain) were never downloaded.
+  assert.deepEqual(fetched.sort(), [demail.id, ours.id].sort());
+});
+
+test("received receipts go to the helper's journal; they wait while it is unreachable", async () => {
+  let up = false;
+  const helper = routedHelper({ "/v1/journal/receipts": () => (up ? { status: 201, body: { ok: true, result: { new: true } } } : new TypeError("NetworkError")), "/v1/policy": () => new TypeError("NetworkError") });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS } });
+  messenger.addFolder("inbox", ["inbox"]);
+  messenger.deliver("inbox", corpus("receipt/01-versand-stern.eml"));
+  await addin.onNewMail({ id: "inbox" }, await messenger.messages.list("inbox"));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal((await messenger.storage.local.get("pendingReceipts")).pendingReceipts.length, 1, "kept while the helper is down");
+  up = true;
+  messenger.deliver("inbox", corpus("receipt/03-eingang-stern.eml"));
+  const list = await messenger.messages.list("inbox");
+  await addin.onNewMail({ id: "inbox" }, { id: null, messages: list.messages.slice(-1) });
+  for (let i = 0; i < 50 && (await messenger.storage.local.get("pendingReceipts")).pendingReceipts.length; i++) await new Promise((r) => setTimeout(r, 10));
+  const posted = helper.calls.filter((c) => c.path === "/v1/journal/receipts" && c.method === "POST").map((c) => c.body);
+  assert.deepEqual(posted.at(-2), { private_id: "DM-20261127-110540-9F3A0C1B7E22D4A5", type: "dispatch", time: "2026-11-27T11:05:42+01:00", message_id: "<vb-20261127110542-004412@provider.de-mail.de>" });
+  assert.equal(posted.at(-1).type, "receipt");
+  assert.deepEqual((await messenger.storage.local.get("pendingReceipts")).pendingReceipts, []);
+  assert.ok(helper.calls.every((c) => c.path !== "/v1/journal/receipts" || c.auth === "Bearer t0k"));
+});
+
+test("policy: IT's storage.managed wins; without it the helper's GET /v1/policy applies", async () => {
+  const allowMixed = { ...POLICY, rules: { mixed_addressing: "allow" } };
+  const helper = routedHelper({ "/v1/policy": { source: "/etc/demail/policy.toml", policy: allowMixed } });
+  const mixed = { to: ["erika.schmidt@buerger.de-mail.de", "x@example.org"] };
+  // No policy from IT in Thunderbird: the helper's rules.
+  let { messenger, addin } = await setup({ helper, token: "t0k", managed: URL_SETTINGS });
+  assert.equal((await send(addin, MSG.settingsGet)).result.policySource, "helper");
+  let tab = messenger.openCompose(mixed);
+  assert.equal((await send(addin, MSG.composeState, { tabId: tab.id })).result.verdict, "demail");
+  // The helper's policy is kept for when the helper is not running.
+  assert.deepEqual(JSON.parse((await messenger.storage.local.get("helperPolicy")).helperPolicy).rules, { mixed_addressing: "allow" });
+  // IT's managed policy wins.
+  ({ messenger, addin } = await setup({ helper, token: "t0k", managed: { ...URL_SETTINGS, policy: POLICY } }));
+  assert.equal((await send(addin, MSG.settingsGet)).result.policySource, "managed");
+  tab = messenger.openCompose(mixed);
+  assert.equal((await send(addin, MSG.composeState, { tabId: tab.id })).result.verdict, "blocked");
+});
+
+test("guided pairing: request, code, pending until approved, then the helper's policy", async () => {
+  let status = "pending";
+  const helper = routedHelper({
+    "/v1/pairing": (c) => (c.method === "POST" ? { status: 201, body: { ok: true, result: { pairing_id: "p_1", code: "K7PX-3MQA", token: "dmh1_x", status: "pending", expires_at: 1 } } } : { body: { ok: true, result: { pairing_id: "p_1", status } } }),
+    "/v1/policy": (c) => (c.auth ? { policy: POLICY } : new TypeError("no")),
+    "/v1/health": { status: "ok" },
+  });
+  const { addin, messenger } = await setup({ helper, managed: URL_SETTINGS });
+  const p = await send(addin, MSG.helperPair);
+  assert.equal(p.result.code, "K7PX-3MQA");
+  assert.equal((await send(addin, MSG.helperPairStatus)).result.status, "pending");
+  status = "approved";
+  const s = (await send(addin, MSG.helperPairStatus)).result;
+  assert.equal(s.status, "approved");
+  assert.equal(s.policySource, "helper");
+  assert.equal((await messenger.storage.local.get("helperToken")).helperToken, "dmh1_x");
+});
+
+test("sent De-Mail banner: the receipt timeline from the helper's journal", async () => {
+  const helper = routedHelper({
+    "/v1/journal": { messages: [{ private_id: "AZ-9", options: ["confirmation-of-dispatch", "confirmation-of-receipt", "private"], sent_at: 1795779350000, receipt_status: "dispatched", receipts: [{ type: "dispatch", time: "2026-11-27T10:00:00Z", reported_at: 1 }] }] },
+    "/v1/policy": new TypeError("no"),
+  });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS } });
+  messenger.addFolder("sent", ["sent"]);
+  const m = messenger.deliver("sent", Buffer.from("From: peter.meier@musterstadt.de\r\nTo: erika.schmidt@buerger.de-mail.de\r\nSubject: Bescheid\r\nMessage-ID: <s1@musterstadt.de>\r\nX-de-mail-private: yes\r\nX-de-mail-confirmation-of-dispatch: yes\r\nX-de-mail-confirmation-of-receipt: yes\r\nX-de-mail-private-id: AZ-9\r\n\r\nText\r\n"));
+  m.folder.specialUse = ["sent"];
+  messenger._messages.get(m.id).header.folder.specialUse = ["sent"];
+  messenger.messageDisplay._shown.set(3, m.id);
+  const b = (await send(addin, MSG.displayInfo, {}, { tab: { id: 3 } })).result;
+  assert.ok(helper.calls.some((c) => c.path === "/v1/journal?private_id=AZ-9"));
+  assert.equal(b.timeline.status, "dispatched");
+  assert.deepEqual(b.labels.timeline.map((s) => [s.type, s.done]), [["sent", true], ["dispatch", true], ["receipt", false]]);
+  assert.equal(b.labels.timelineStatus, "Versand bestätigt");
+  assert.deepEqual(b.labels.warnings, []);
+});
+
+test("gateway seal required: sealed De-Mail marked; forged or unsealed ones not, with a warning banner", async () => {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const pub = Buffer.from(await crypto.subtle.exportKey("raw", pair.publicKey)).toString("base64");
+  const policy = { ...POLICY, seal: { required: true, public_keys: [`gw1:${pub}`] } };
+  const { messenger, addin } = await setup({ managed: { policy } });
+  messenger.addFolder("inbox", ["inbox"]);
+  const body = corpus("demail/01-buerger-anfrage-normal.eml").toString("latin1");
+  // Seal as the gateway does: Ed25519 over the core's canonical form.
+  const seal = async (raw) => {
+    const withDummy = `X-Demail-Gateway-Seal: v=1; kid=gw1; s=AAAA\r\n${raw}`;
+    const c = addin.core.call("seal.canonical", withDummy.split(/\r?\n\r?\n/)[0] + "\r\n\r\n").result.canonical;
+    const s = Buffer.from(await crypto.subtle.sign({ name: "Ed25519" }, pair.privateKey, new TextEncoder().encode(c))).toString("base64");
+    return `X-Demail-Gateway-Seal: v=1; kid=gw1; s=${s}\r\n${raw}`;
+  };
+  const sealed = messenger.deliver("inbox", Buffer.from(await seal(body), "latin1"));
+  const forged = messenger.deliver("inbox", Buffer.from((await seal(body)).replace(/^From: .*$/m, "From: Betrueger <max.mustermann@buerger.de-mail.de>"), "latin1"));
+  const unsealed = messenger.deliver("inbox", Buffer.from(body, "latin1"));
+  await addin.onNewMail({ id: "inbox" }, await messenger.messages.list("inbox"));
+  assert.deepEqual(messenger._messages.get(sealed.id).header.tags, ["$demail"]);
+  assert.deepEqual(messenger._messages.get(forged.id).header.tags, []);
+  assert.deepEqual(messenger._messages.get(unsealed.id).header.tags, []);
+  const banner = async (id) => {
+    messenger.messageDisplay._shown.set(9, id);
+    return (await send(addin, MSG.displayInfo, {}, { tab: { id: 9 } })).result;
+  };
+  assert.equal((await banner(sealed.id)).kind, "demail");
+  const f = await banner(forged.id);
+  assert.equal(f.kind, "untrusted");
+  assert.equal(f.labels.title, "Nicht vom De-Mail-Gateway bestätigt – Vorsicht");
+  assert.match(f.labels.sealWarning, /gefälscht oder verändert/);
+  const u = await banner(unsealed.id);
+  assert.equal(u.kind, "untrusted");
+  assert.match(u.labels.sealWarning, /nicht über das De-Mail-Gateway/);
+  // Displaying it does not tag it either.
+  assert.deepEqual(messenger._messages.get(unsealed.id).header.tags, []);
+});
+
+test("gateway seal not required: an unsealed De-Mail is marked as before; a broken seal still warns", async () => {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const pub = Buffer.from(await crypto.subtle.exportKey("raw", pair.publicKey)).toString("base64");
+  const { messenger, addin } = await setup({ managed: { policy: { ...POLICY, seal: { required: false, public_keys: [`gw1:${pub}`] } } } });
+  messenger.addFolder("inbox", ["inbox"]);
+  const body = corpus("demail/01-buerger-anfrage-normal.eml").toString("latin1");
+  const plain = messenger.deliver("inbox", Buffer.from(body, "latin1"));
+  const broken = messenger.deliver("inbox", Buffer.from(`X-Demail-Gateway-Seal: v=1; kid=gw1; s=${Buffer.alloc(64, 1).toString("base64")}\r\n${body}`, "latin1"));
+  await addin.onNewMail({ id: "inbox" }, await messenger.messages.list("inbox"));
+  assert.deepEqual(messenger._messages.get(plain.id).header.tags, ["$demail"]);
+  assert.deepEqual(messenger._messages.get(broken.id).header.tags, []);
 });

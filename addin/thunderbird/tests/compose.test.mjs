@@ -62,7 +62,8 @@ test("Abholbestätigung ticks and locks Persönlich (rule from the core)", async
   const priv = e.options.find((o) => o.id === "private");
   assert.equal(priv.checked, true);
   assert.equal(priv.locked, true);
-  assert.equal(priv.lockedBy, "confirmation-of-retrieve");
+  assert.equal(priv.reason.code, "options.private_implied");
+  assert.match(priv.reason.message, /Abholbestätigung/);
   const ret = e.options.find((o) => o.id === "confirmation-of-retrieve");
   assert.equal(ret.checked, true);
   assert.equal(ret.locked, false);

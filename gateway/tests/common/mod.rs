@@ -96,6 +96,9 @@ pub struct Harness {
     pub provider: Arc<Received>,
     pub rt: tokio::runtime::Runtime,
     sink_task: Option<tokio::task::JoinHandle<()>>,
+    /// Run the gateway in a fresh kernel session keyring (`keyctl session`) with a
+    /// seal key generated there first; its public line lands in `seal-public.txt`.
+    pub sealed: bool,
 }
 
 impl Harness {
@@ -110,6 +113,15 @@ impl Harness {
 
     /// A policy and an edit applied to the generated gateway configuration text.
     pub fn custom(policy: &str, edit: impl FnOnce(String) -> String) -> Harness {
+        Harness::build(policy, edit, false)
+    }
+
+    /// With `[seal]` configured; the key is generated in the gateway's session keyring.
+    pub fn with_seal() -> Harness {
+        Harness::build(POLICY, |c| c, true)
+    }
+
+    pub fn build(policy: &str, edit: impl FnOnce(String) -> String, sealed: bool) -> Harness {
         let dir = temp_dir();
         let gw_pki = Pki::generate(dir.path(), "gw");
         let provider_pki = Pki::generate(dir.path(), "provider");
@@ -117,64 +129,33 @@ impl Harness {
         let (out_port, in_port, provider_port) = (free_port(), free_port(), free_port());
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
         let config = dir.path().join("gateway.toml");
-        let d = dir.path().display();
-        std::fs::write(
-            &config,
-            edit(format!(
-                r#"
-[gateway]
-hostname = "gw.musterstadt.de"
-spool_dir = "{d}/spool"
-archive_db = "{d}/archive/archive.sqlite"
-policy = "policy.toml"
-postmaster = "postmaster@musterstadt.de"
-
-[tls]
-cert = "{gcert}"
-key = "{gkey}"
-
-[outbound]
-listen = "127.0.0.1:{out_port}"
-tls = "starttls"
-require_auth = true
-allowed_clients = ["127.0.0.0/8"]
-max_message_size = 12000000
-users = [{{ name = "{HELPER_USER}", password_env = "TEST_GW_HELPER_PASSWORD" }}]
-
-[inbound]
-listen = "127.0.0.1:{in_port}"
-tls = "implicit"
-client_ca = "{pca}"
-allowed_clients = ["127.0.0.1"]
-deliver = {{ protocol = "lmtp", host = "127.0.0.1", port = {lmtp}, tls = "none" }}
-
-[[providers]]
-name = "test-dmda"
-domains = ["musterstadt.de-mail.de"]
-host = "127.0.0.1"
-port = {provider_port}
-tls = "implicit"
-ca = "{pca}"
-client_cert = "{pcert}"
-client_key = "{pkey}"
-username = "{PROVIDER_USER}"
-secret_env = "TEST_PROVIDER_SECRET"
-
-[queue]
-retry_initial_secs = 1
-retry_max_secs = 2
-give_up_after_secs = 3600
-scan_interval_ms = 100
-"#,
-                gcert = gw_pki.server_cert.display(),
-                gkey = gw_pki.server_key.display(),
-                pca = provider_pki.ca_cert.display(),
-                pcert = provider_pki.client_cert.display(),
-                pkey = provider_pki.client_key.display(),
-                lmtp = dovecot.lmtp_port,
+        let seal_cfg = if sealed {
+            format!("\n[seal]\nkid = \"gw-test\"\nkey_keyring = \"demail-gw-test-{out_port}/seal-key\"\n")
+        } else {
+            String::new()
+        };
+        let gc = demail_testkit::GatewayConfig {
+            dir: dir.path().to_path_buf(),
+            policy: "policy.toml".into(),
+            server_pki_cert: gw_pki.server_cert.clone(),
+            server_pki_key: gw_pki.server_key.clone(),
+            out_port,
+            in_port,
+            lmtp_port: dovecot.lmtp_port,
+            users: vec![(HELPER_USER.into(), "TEST_GW_HELPER_PASSWORD".into())],
+            inbound_client_ca: Some(provider_pki.ca_cert.clone()),
+            provider_port,
+            provider_ca: provider_pki.ca_cert.clone(),
+            provider_client: Some((
+                provider_pki.client_cert.clone(),
+                provider_pki.client_key.clone(),
             )),
-        )
-        .unwrap();
+            provider_tls_name: None,
+            provider_user: PROVIDER_USER.into(),
+            provider_secret_env: "TEST_PROVIDER_SECRET".into(),
+            extra: seal_cfg,
+        };
+        std::fs::write(&config, edit(gc.to_toml())).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -193,6 +174,7 @@ scan_interval_ms = 100
             provider: Arc::new(Received::default()),
             rt,
             sink_task: None,
+            sealed,
         };
         h.start_gateway();
         h
@@ -214,25 +196,30 @@ scan_interval_ms = 100
     }
 
     pub fn start_gateway(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-gateway"));
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
-            .env("RUST_LOG", "info");
-        let g = ChildGuard::spawn(
-            "demail-gateway",
+        let gw = env!("CARGO_BIN_EXE_demail-gateway");
+        let mut cmd = if self.sealed {
+            // The private key exists only in this session keyring, never in a file.
+            let mut c = Command::new("keyctl");
+            c.args(["session", "-", "sh", "-c"])
+                .arg(r#""$GW" --config "$CFG" secret generate seal-key > "$PUB" && exec "$GW" --config "$CFG" serve"#)
+                .env("GW", gw)
+                .env("CFG", &self.config)
+                .env("PUB", self.dir.path().join("seal-public.txt"));
+            c
+        } else {
+            let mut c = Command::new(gw);
+            c.arg("--config").arg(&self.config).arg("serve");
+            c
+        };
+        cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        let g = demail_testkit::start_gateway(
             cmd,
-            Some(&self.dir.path().join("gateway.log")),
+            self.out_port,
+            self.in_port,
+            &self.dir.path().join("gateway.log"),
         )
-        .unwrap();
-        assert!(
-            wait_for_port(self.out_port, Duration::from_secs(20)),
-            "gateway did not start: {}",
-            self.log()
-        );
-        assert!(wait_for_port(self.in_port, Duration::from_secs(5)));
+        .unwrap_or_else(|e| panic!("{e}"));
         self.gateway = Some(g);
     }
 
@@ -288,6 +275,7 @@ store_dir = "{store}"
 username = "{PROVIDER_USER}"
 secret_env = "TEST_PROVIDER_SECRET"
 unknown_local_prefixes = ["unbekannt"]
+refuse_local_prefixes = ["abgelehnt"]
 [gateway]
 host = "127.0.0.1"
 port = {inp}
@@ -393,6 +381,53 @@ domains = ["musterstadt.de-mail.de"]
             .map_err(|e| format!("{e:?}"))
     }
 
+    /// Submit straight to the provider (simulator) like the gateway does: implicit TLS,
+    /// client certificate, AUTH. Returns the reply text (it names the stored id).
+    pub fn submit_to_provider(
+        &self,
+        from: &str,
+        to: &[&str],
+        raw: &[u8],
+    ) -> Result<String, String> {
+        let pki = &self.provider_pki;
+        let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
+        let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.provider_port)
+            .tls(Tls::Wrapper(
+                self.tls_params(&ca, Some((&pki.client_cert, &pki.client_key))),
+            ))
+            .credentials(Credentials::new(
+                PROVIDER_USER.into(),
+                PROVIDER_SECRET.into(),
+            ))
+            .authentication(vec![Mechanism::Plain])
+            .timeout(Some(Duration::from_secs(30)))
+            .build();
+        let env = lettre::address::Envelope::new(
+            Some(from.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        self.rt
+            .block_on(t.send_raw(&env, raw))
+            .map(|r| r.message().collect::<Vec<_>>().join(" "))
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Messages the simulator stored (`store_dir/*.eml`).
+    pub fn sim_stored(&self) -> Vec<Vec<u8>> {
+        let mut v: Vec<_> = std::fs::read_dir(self.dir.path().join("sim-store"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+    }
+
     /// Deliver like the provider: implicit TLS with its client certificate.
     pub fn inject(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
         let pki = &self.provider_pki;
@@ -431,6 +466,14 @@ impl Drop for Harness {
         }
         if let Some(mut g) = self.gateway.take() {
             g.terminate(Duration::from_secs(3));
+        }
+        if self.sealed {
+            // The keyring crate also links the key into the user's persistent keyring; take it out.
+            let _ = Command::new("keyctl")
+                .args(["session", "-", "sh", "-c"])
+                .arg(r#"p=$(keyctl get_persistent @s) && k=$(keyctl search "$p" user "keyring-rs:seal-key@demail-gw-test-$PORT") && keyctl unlink "$k" "$p""#)
+                .env("PORT", self.out_port.to_string())
+                .output();
         }
     }
 }

@@ -337,6 +337,11 @@ impl Config {
             f.apply(&mut cfg, &src);
             cfg.files.push(paths.machine.clone());
         }
+        // Windows: the MSI's values and Group Policy from HKLM (registry.rs).
+        #[cfg(windows)]
+        for layer in crate::registry::layers() {
+            apply_registry(&mut cfg, &layer)?;
+        }
         if let Some(text) = read_optional(&paths.user)? {
             let src = Source { path: &paths.user, text: &text, user: true };
             let f = parse_file(&src)?;
@@ -415,6 +420,42 @@ impl Config {
         let section = key.split('.').next().unwrap_or(key);
         self.locked.iter().any(|l| l == key || l == section)
     }
+}
+
+/// One registry layer on top of the machine file: parsed like a file; Group Policy
+/// locks every key it sets. Line numbers of the generated text mean nothing and are dropped.
+#[cfg(any(windows, test))]
+fn apply_registry(cfg: &mut Config, layer: &crate::registry::Layer) -> Result<(), Box<ConfigIssue>> {
+    let place = Path::new(&layer.place);
+    let src = Source { path: place, text: &layer.toml, user: false };
+    let f = parse_file(&src).map_err(|e| {
+        let key = e.key.clone();
+        let strip = |m: &str| match e.line {
+            Some(l) => m.replacen(&format!(", Zeile {l}"), "", 1).replacen(&format!(", line {l}"), "", 1),
+            None => m.to_string(),
+        };
+        Box::new(ConfigIssue { line: None, key, message: strip(&e.message), message_en: strip(&e.message_en), ..*e })
+    })?;
+    for k in &f.lock.keys {
+        if !KEYS.contains(&k.as_str()) && !KEYS.iter().any(|x| x.split('.').next() == Some(k.as_str())) {
+            return Err(ConfigIssue::at(
+                "config.unknown_key",
+                place,
+                None,
+                Some(k.clone()),
+                "Unbekannter Schlüssel in lock.keys.",
+                "Unknown key in lock.keys.",
+            ));
+        }
+    }
+    cfg.locked.extend(f.lock.keys.iter().cloned());
+    f.apply(cfg, &src);
+    if layer.lock_all {
+        cfg.locked.extend(layer.keys.iter().cloned());
+    }
+    cfg.locked.dedup();
+    cfg.files.push(place.to_path_buf());
+    Ok(())
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, Box<ConfigIssue>> {
@@ -619,6 +660,48 @@ mod tests {
         let e = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap_err();
         assert_eq!(e.code, "policy.size_invalid");
         assert_eq!(e.key.as_deref(), Some("api.max_body"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// Windows layers (tested here on their pure part): MSI values act like the machine
+    /// file, Group Policy wins and locks; the user file cannot override a locked key.
+    #[test]
+    fn registry_layers_merge_and_lock() {
+        use crate::registry::{to_layer, RegData};
+        let d = tmp();
+        let machine = write(&d, "m.toml", "[gateway]\nhost = \"file.stadt.de\"\nport = 465\n");
+        let user = write(&d, "u.toml", "[gateway]\nhost = \"user.example\"\nport = 2525\nusername = \"me\"\n[relay]\nconnections = 4\n");
+        let mut cfg = Config::default();
+        let msi = to_layer(r"HKLM\SOFTWARE\demail\Helper", &[
+            ("gateway.host".into(), RegData::Str("msi.stadt.de".into())),
+            ("relay.connections".into(), RegData::Dword(3)),
+            ("lock.keys".into(), RegData::Str("relay.connections".into())),
+        ], false);
+        let gpo = to_layer(r"HKLM\SOFTWARE\Policies\demail\Helper", &[("gateway.port".into(), RegData::Dword(1465)), ("gateway.tls".into(), RegData::Str("implicit".into()))], true);
+        // Same order as Config::load on Windows: file, MSI, policy, then the user file.
+        let text = std::fs::read_to_string(&machine).unwrap();
+        let src = Source { path: &machine, text: &text, user: false };
+        parse_file(&src).unwrap().apply(&mut cfg, &src);
+        apply_registry(&mut cfg, &msi).unwrap();
+        apply_registry(&mut cfg, &gpo).unwrap();
+        let text = std::fs::read_to_string(&user).unwrap();
+        let src = Source { path: &user, text: &text, user: true };
+        parse_file(&src).unwrap().apply(&mut cfg, &src);
+        assert_eq!(cfg.gateway.host, "user.example");
+        assert_eq!(cfg.gateway.port, 1465);
+        assert_eq!(cfg.gateway.tls, TlsMode::Implicit);
+        assert_eq!(cfg.gateway.username, "me");
+        assert_eq!(cfg.relay.connections, 3);
+        assert!(cfg.is_locked("gateway.port") && cfg.is_locked("relay.connections") && !cfg.is_locked("gateway.host"));
+        assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+
+        let bad = to_layer(r"HKLM\SOFTWARE\Policies\demail\Helper", &[("gateway.tls".into(), RegData::Str("none".into()))], true);
+        let e = apply_registry(&mut Config::default(), &bad).unwrap_err();
+        assert_eq!(e.code, "config.invalid_value");
+        assert_eq!(e.key.as_deref(), Some("gateway.tls"));
+        assert!(e.message.starts_with(r"HKLM\SOFTWARE\Policies\demail\Helper, Schlüssel"), "{}", e.message);
+        let unknown = to_layer("HKLM", &[("gateway.hots".into(), RegData::Str("x".into()))], true);
+        assert_eq!(apply_registry(&mut Config::default(), &unknown).unwrap_err().code, "config.unknown_key");
         let _ = std::fs::remove_dir_all(d);
     }
 

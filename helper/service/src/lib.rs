@@ -16,6 +16,9 @@ pub mod discovery;
 pub mod error;
 pub mod mime;
 pub mod pairing;
+/// Windows: IT settings from HKLM (MSI and Group Policy); the pure part is tested everywhere.
+#[cfg(any(windows, test))]
+pub mod registry;
 pub mod relay;
 pub mod secrets;
 pub mod server;

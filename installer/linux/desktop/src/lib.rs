@@ -1,0 +1,1 @@
+// Packaging manifest only; see Cargo.toml.

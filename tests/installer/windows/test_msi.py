@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""The Windows installer under wine, in a fresh WINEPREFIX made here (scripts/test-installer-windows).
+
+Installs artifacts/demail-desktop.msi with IT properties, checks files and registry, starts the
+installed helper as the Run key would and talks to it (health, native-messaging discovery and
+pairing, a token-protected call), round-trips the gateway password through the Windows
+credential store, checks that Group Policy values win and lock, upgrades to a higher version
+(settings and user data kept, a new property still applies) and uninstalls (files and registry
+gone, users' data left alone). Also checks the ADMX/ADML against what the MSI writes and the
+helper reads.
+
+usage: test_msi.py BASE.msi UPGRADE.msi UPGRADE_VERSION
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ADMX_NS = {"p": "http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions"}
+HELPER_KEY = r"HKLM\Software\demail\Helper"
+POLICY_KEY = r"HKLM\Software\Policies\demail\Helper"
+TB_KEY = r"HKLM\Software\Policies\Mozilla\Thunderbird"
+NMH_KEY = r"HKLM\Software\Mozilla\NativeMessagingHosts\de.demail.helper"
+RUN_KEY = r"HKLM\Software\Microsoft\Windows\CurrentVersion\Run"
+ADDON_ID = "demail-addin@open-demail.de"
+SECRET = "Geheim-Testkennwort-7431"
+
+checks = 0
+
+
+def ok(cond, what, detail=""):
+    global checks
+    if not cond:
+        print(f"FEHLER / FAIL: {what}\n{detail}", file=sys.stderr)
+        sys.exit(1)
+    checks += 1
+    print(f"  ok: {what}")
+
+
+class Wine:
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.env = dict(os.environ)
+        self.env.update(
+            WINEPREFIX=prefix,
+            WINEARCH="win64",
+            WINEDEBUG="-all",
+            # No Mono/Gecko download prompts in a fresh prefix.
+            WINEDLLOVERRIDES="mscoree,mshtml=",
+        )
+        self.env.pop("DISPLAY", None)
+        self.env.pop("WAYLAND_DISPLAY", None)
+
+    def run(self, *args, stdin=None, check=False, timeout=180):
+        p = subprocess.run(["wine", *args], env=self.env, input=stdin, capture_output=True, timeout=timeout)
+        if check and p.returncode != 0:
+            ok(False, f"wine {' '.join(args)} exit {p.returncode}", p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace"))
+        return p
+
+    def wait(self):
+        subprocess.run(["wineserver", "-w"], env=self.env, timeout=300)
+
+    def kill(self):
+        subprocess.run(["wineserver", "-k"], env=self.env, timeout=60)
+
+    def path(self, win):
+        """C:\\x\\y → path in the prefix."""
+        assert win[1:3] == ":\\", win
+        return os.path.join(self.prefix, "drive_c", *win[3:].split("\\"))
+
+    def reg(self, key):
+        """Values of one key: {name: (type, data)}; None when the key is missing."""
+        p = self.run("reg", "query", key)
+        if p.returncode != 0:
+            return None
+        out = {}
+        for line in p.stdout.decode("utf-8", errors="replace").splitlines():
+            m = re.match(r"^    (.*?)    (REG_\w+)    ?(.*)$", line)
+            if m:
+                out[m.group(1)] = (m.group(2), m.group(3))
+        return out
+
+    def demail(self, *args, stdin=None):
+        p = self.run(r"C:\Program Files\demail\demail.exe", *args, stdin=stdin)
+        try:
+            body = json.loads(p.stdout.decode("utf-8"))
+        except ValueError:
+            body = None
+        return p.returncode, body, p.stderr.decode("utf-8", errors="replace")
+
+
+def msiexec(w, *args):
+    log = os.path.join(w.prefix, "msi.log")
+    t = time.time()
+    p = w.run("msiexec", *args, "/qn", "/l*v", "C:\\msi.log", timeout=600)
+    w.wait()
+    text = ""
+    if os.path.exists(w.path("C:\\msi.log")):
+        raw = open(w.path("C:\\msi.log"), "rb").read()
+        text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8", errors="replace")
+        shutil.copy(w.path("C:\\msi.log"), log + f".{int(t)}")
+    return p.returncode, text, time.time() - t
+
+
+def native_host(w, request):
+    data = json.dumps(request).encode()
+    p = w.run(r"C:\Program Files\demail\demail-native-host.exe", stdin=struct.pack("<I", len(data)) + data)
+    out = p.stdout
+    ok(len(out) >= 4, f"native host answers {request.get('action')}", p.stderr.decode(errors="replace"))
+    n = struct.unpack("<I", out[:4])[0]
+    return json.loads(out[4 : 4 + n])
+
+
+def http(port, method, path, token=None, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, data=data, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+class Helper:
+    """demail-service.exe started as the Run key starts it at logon."""
+
+    def __init__(self, w):
+        self.w = w
+        run = w.reg(RUN_KEY) or {}
+        cmd = run.get("De-Mail-Helfer", ("", ""))[1]
+        ok(cmd == '"C:\\Program Files\\demail\\demail-service.exe"', "Run key starts demail-service.exe", cmd)
+        self.runtime = None
+        for d in glob_local(w):
+            f = os.path.join(d, "demail", "run", "helper.json")
+            if os.path.exists(f):
+                os.remove(f)
+        self.proc = subprocess.Popen(["wine", cmd.strip('"')], env=w.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 90
+        while time.time() < deadline and self.runtime is None:
+            for d in glob_local(w):
+                f = os.path.join(d, "demail", "run", "helper.json")
+                if os.path.exists(f):
+                    try:
+                        self.runtime = json.load(open(f))
+                    except ValueError:
+                        pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        ok(self.runtime is not None, r"helper publishes %LOCALAPPDATA%\demail\run\helper.json",
+           self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else "timeout")
+        self.port = self.runtime["port"]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        # The EXE runs inside wine's preloader: make sure nothing of it is left.
+        self.w.run("taskkill", "/f", "/im", "demail-service.exe")
+        time.sleep(1)
+
+
+def glob_local(w):
+    users = os.path.join(w.prefix, "drive_c", "users")
+    return [os.path.join(users, u, "AppData", "Local") for u in os.listdir(users) if os.path.isdir(os.path.join(users, u, "AppData", "Local"))]
+
+
+# ------------------------------------------------------------------ ADMX / ADML (no wine)
+
+
+def admx_policies():
+    tree = ET.parse(os.path.join(ROOT, "installer/windows/admx/demail.admx"))
+    pols = []
+    for p in tree.getroot().iterfind(".//p:policy", ADMX_NS):
+        key = p.get("key")
+        entries = []
+        if p.get("valueName"):
+            entries.append((p.get("valueName"), "bool", []))
+        for el in p.find("p:elements", ADMX_NS) or []:
+            tag = el.tag.split("}")[1]
+            items = [v.text for v in el.iterfind(".//p:string", ADMX_NS)] if tag == "enum" else []
+            entries.append((el.get("valueName"), tag, items))
+        pols.append((p.get("name"), key, entries))
+    return tree, pols
+
+
+def check_admx(msi, keys):
+    print("ADMX/ADML")
+    for f in ["demail.admx", "de-DE/demail.adml", "en-US/demail.adml"]:
+        p = subprocess.run(["xmllint", "--noout", os.path.join(ROOT, "installer/windows/admx", f)], capture_output=True, text=True)
+        ok(p.returncode == 0, f"{f} is well-formed XML (xmllint)", p.stderr)
+    tree, pols = admx_policies()
+    admx_text = open(os.path.join(ROOT, "installer/windows/admx/demail.admx"), encoding="utf-8").read()
+    strings = set(re.findall(r"\$\(string\.([A-Za-z0-9_]+)\)", admx_text))
+    presentations = set(re.findall(r"\$\(presentation\.([A-Za-z0-9_]+)\)", admx_text))
+    ids = {}
+    for lang in ["de-DE", "en-US"]:
+        adml = ET.parse(os.path.join(ROOT, "installer/windows/admx", lang, "demail.adml")).getroot()
+        s_ids = {s.get("id") for s in adml.iterfind(".//p:stringTable/p:string", ADMX_NS)}
+        p_ids = {s.get("id") for s in adml.iterfind(".//p:presentationTable/p:presentation", ADMX_NS)}
+        ok(strings <= s_ids, f"{lang}: every string the ADMX uses exists", sorted(strings - s_ids))
+        ok(presentations <= p_ids, f"{lang}: every presentation exists", sorted(presentations - p_ids))
+        refs = {r.get("refId") for r in adml.iterfind(".//p:presentation/*", ADMX_NS)}
+        element_ids = {el.get("id") for el in tree.getroot().iterfind(".//p:elements/*", ADMX_NS)}
+        ok(refs == element_ids, f"{lang}: presentations refer to exactly the ADMX elements", f"{refs ^ element_ids}")
+        ids[lang] = (s_ids, p_ids)
+    ok(ids["de-DE"] == ids["en-US"], "de-DE and en-US define the same ids")
+
+    helper_values = {}
+    for name, key, entries in pols:
+        for vn, kind, items in entries:
+            if key == r"Software\Policies\demail\Helper":
+                helper_values[vn] = (name, kind, items)
+    unknown = [v for v in helper_values if v not in keys and v != "lock.keys"]
+    ok(not unknown, "every ADMX helper value is a configuration key the helper knows (demail config keys)", unknown)
+    tb = [(key, vn) for name, key, entries in pols for vn, _, _ in entries if "Mozilla" in key]
+    ok(tb == [(r"Software\Policies\Mozilla\Thunderbird\3rdparty\Extensions", ADDON_ID)], "ADMX add-in settings target the value the MSI writes", tb)
+
+    reg = subprocess.run(["msiinfo", "export", msi, "Registry"], capture_output=True, text=True, check=True).stdout
+    msi_values = [row.split("\t")[3] for row in reg.splitlines() if "\tSOFTWARE\\demail\\Helper\t" in row]
+    ok(len(msi_values) >= 10, "the MSI writes the helper settings", msi_values)
+    missing = [v for v in msi_values if v not in helper_values]
+    ok(not missing, "GPO can set and lock every value the MSI writes", missing)
+    return helper_values
+
+
+def sample_values(helper_values):
+    """One valid value per ADMX element, as GPO would write it."""
+    text = {
+        "gateway.host": "gw.gpo.invalid",
+        "gateway.ca_file": r"C:\ProgramData\demail\intern-ca.pem",
+        "gateway.username": "gpo-konto",
+        "policy.file": r"C:\ProgramData\demail\policy.toml",
+        "log.level": "debug",
+    }
+    out = []
+    for vn, (name, kind, items) in sorted(helper_values.items()):
+        if kind == "text":
+            out.append((vn, "REG_SZ", text[vn]))
+        elif kind == "decimal":
+            out.append((vn, "REG_DWORD", "1465"))
+        elif kind == "bool":
+            out.append((vn, "REG_DWORD", "1"))
+        elif kind == "enum":
+            out.append((vn, "REG_SZ", items[-1]))
+        elif kind == "multiText":
+            out.append((vn, "REG_MULTI_SZ", {"api.allowed_origins": "https://addin.musterstadt.de", "lock.keys": "relay.connections"}[vn]))
+    return out
+
+
+def lookup(cfg, dotted):
+    s, k = dotted.split(".")
+    return cfg[s][k]
+
+
+# ------------------------------------------------------------------ main
+
+
+def main():
+    base_msi, upgrade_msi, upgrade_version = sys.argv[1:4]
+    xpi = os.path.join(ROOT, "artifacts/demail-thunderbird.xpi")
+    prefix = tempfile.mkdtemp(prefix="demail-wine-")
+    w = Wine(prefix)
+    helper = None
+    try:
+        print(f"WINEPREFIX {prefix}")
+        t = time.time()
+        p = subprocess.run(["wineboot", "--init"], env=w.env, capture_output=True, timeout=600)
+        w.wait()
+        ok(p.returncode == 0, f"fresh wine prefix ({time.time() - t:.0f} s)", p.stderr.decode(errors="replace")[-2000:])
+        # Wine 8 lacks bcryptprimitives.dll (ProcessPrng), which Rust's std imports; real
+        # Windows has it. A test-only stand-in goes into this prefix, never into the MSI.
+        shutil.copy(os.environ["DEMAIL_TEST_BCRYPTPRIMITIVES"], w.path(r"C:\windows\system32\bcryptprimitives.dll"))
+
+        print("Installation mit IT-Eigenschaften / install with IT properties")
+        rc, log, secs = msiexec(
+            w, "/i", base_msi, "GATEWAY_HOST=gw.musterstadt.invalid", "GATEWAY_PORT=2465", "GATEWAY_TLS=implicit",
+            "GATEWAY_USERNAME=sachbearbeitung", "GATEWAY_CA_ONLY=1", "LOCKED_KEYS=gateway.host,policy.file,pairing.native_auto_approve",
+        )
+        ok(rc == 0, f"msiexec /i /qn exits 0 ({secs:.0f} s)", log[-3000:])
+        inst = w.path(r"C:\Program Files\demail")
+        for f in ["demail.exe", "demail-service.exe", "demail-native-host.exe", "de.demail.helper.json", "demail-thunderbird.xpi"]:
+            ok(os.path.isfile(os.path.join(inst, f)), f"installed {f}")
+        ok(open(os.path.join(inst, "demail-thunderbird.xpi"), "rb").read() == open(xpi, "rb").read(), "installed .xpi is the built add-in")
+        manifest = json.load(open(os.path.join(inst, "de.demail.helper.json")))
+        ok(manifest["name"] == "de.demail.helper" and manifest["allowed_extensions"] == [ADDON_ID] and manifest["type"] == "stdio",
+           "native-messaging manifest names the host and allows only the add-in", manifest)
+        ok(os.path.isfile(os.path.join(inst, manifest["path"])), "manifest path (relative to the manifest) is the installed host")
+
+        nmh = w.reg(NMH_KEY)
+        ok(nmh is not None and nmh.get("(Default)", ("", ""))[1] == r"C:\Program Files\demail\de.demail.helper.json",
+           r"HKLM\Software\Mozilla\NativeMessagingHosts\de.demail.helper → manifest", nmh)
+        ext = w.reg(TB_KEY + r"\ExtensionSettings" + "\\" + ADDON_ID) or {}
+        ok(ext.get("installation_mode", ("", ""))[1] == "force_installed", "Thunderbird policy force-installs the add-in", ext)
+        url = ext.get("install_url", ("", ""))[1]
+        ok(url == "file:///C:/Program%20Files/demail/demail-thunderbird.xpi", "install_url is the installed .xpi as a file URL", url)
+        third = (w.reg(TB_KEY + r"\3rdparty\Extensions") or {}).get(ADDON_ID, ("", ""))
+        expected = json.load(open(os.path.join(ROOT, "installer/windows/addin-settings.json")))
+        try:
+            got = json.loads(third[1])
+        except ValueError:
+            got = None
+        ok(third[0] == "REG_SZ" and got == expected, "3rdparty add-in settings are the JSON of addin-settings.json (MSI escaping intact)", third)
+        values = w.reg(HELPER_KEY) or {}
+        want = {"gateway.host": "gw.musterstadt.invalid", "gateway.port": "2465", "gateway.tls": "implicit", "gateway.username": "sachbearbeitung",
+                "gateway.ca_only": "1", "pairing.native_auto_approve": "1", "lock.keys": "gateway.host,policy.file,pairing.native_auto_approve"}
+        ok(all(values.get(k, ("", ""))[1] == v for k, v in want.items()), r"IT properties land in HKLM\Software\demail\Helper", values)
+
+        print("Der Helfer liest die Einstellungen / the helper reads the settings")
+        rc, keys, err = w.demail("config", "keys")
+        ok(rc == 0 and "gateway.host" in keys, "demail.exe runs (console CLI)", err)
+        rc, cfg, err = w.demail("config", "show")
+        ok(rc == 0, "demail config show", err)
+        ok(cfg["gateway"]["host"] == "gw.musterstadt.invalid" and cfg["gateway"]["port"] == 2465 and cfg["gateway"]["tls"] == "implicit"
+           and cfg["gateway"]["ca_only"] is True and cfg["pairing"]["native_auto_approve"] is True and cfg["gateway"]["tls"] == "implicit",
+           "effective configuration has the MSI values with their types", json.dumps(cfg)[:2000])
+        ok(r"HKLM\SOFTWARE\demail\Helper" in cfg["files"] and "gateway.host" in cfg["locked"], "MSI layer is reported and its locks apply", cfg["files"])
+        rc, body, err = w.demail("config", "set", "gateway.host", "anderes.invalid")
+        ok(rc != 0 and "config.locked" in (json.dumps(body) + err), "a user cannot change a key IT locked", err)
+        rc, body, err = w.demail("config", "set", "gateway.port", "587")
+        ok(rc == 0, "a user may change an unlocked key (per-user file)", err)
+        rc, cfg, err = w.demail("config", "show")
+        ok(cfg["gateway"]["port"] == 587, "the user's value overrides the unlocked MSI value")
+
+        print("Gruppenrichtlinie (ADMX) / Group Policy")
+        helper_values = check_admx(base_msi, keys)
+        samples = sample_values(helper_values)
+        for vn, typ, data in samples:
+            w.run("reg", "add", POLICY_KEY, "/v", vn, "/t", typ, "/d", data, "/f", check=True)
+        rc, cfg, err = w.demail("config", "show")
+        ok(rc == 0, "the helper accepts a value for every ADMX policy", err)
+        for vn, typ, data in samples:
+            if vn == "lock.keys":
+                ok("relay.connections" in cfg["locked"], "GPO lock.keys locks further keys", cfg["locked"])
+                continue
+            got = lookup(cfg, vn)
+            kind = helper_values[vn][1]
+            want_v = {"bool": True, "decimal": int(data), "multiText": [data]}.get(kind, data)
+            ok(got == want_v and vn in cfg["locked"], f"GPO {vn} = {want_v!r} wins and is locked", f"{got!r} {cfg['locked']}")
+        rc, body, err = w.demail("config", "set", "gateway.port", "25")
+        ok(rc != 0 and "config.locked" in (json.dumps(body) + err), "a GPO value cannot be overridden by the user")
+        w.run("reg", "add", POLICY_KEY, "/v", "gateway.tls", "/t", "REG_SZ", "/d", "klartext", "/f", check=True)
+        rc, body, err = w.demail("config", "show")
+        ok(rc != 0 and "config.invalid_value" in (json.dumps(body) + err) and "Policies" in err and "gateway.tls" in err,
+           "a bad GPO value is refused with code, place and key (German and English)", err)
+        w.run("reg", "delete", POLICY_KEY, "/f", check=True)
+        rc, cfg, err = w.demail("config", "show")
+        ok(rc == 0 and cfg["gateway"]["host"] == "gw.musterstadt.invalid" and cfg["gateway"]["port"] == 587, "without GPO the MSI and user values apply again")
+
+        print("Der installierte Helfer läuft / the installed helper runs")
+        helper = Helper(w)
+        st, h = http(helper.port, "GET", "/v1/health")
+        ok(st == 200 and h["ok"] and h["result"]["status"] == "ok", f"GET /v1/health on 127.0.0.1:{helper.port}", h)
+        d = native_host(w, {"action": "discover"})
+        ok(d.get("ok") and d["result"]["port"] == helper.port, "native host (as Thunderbird starts it) discovers the helper's port", d)
+        pr = native_host(w, {"action": "pair", "client": "Thunderbird (Test)"})
+        ok(pr.get("ok") and pr["result"]["token"].startswith("dmh1_"), "native host pairs without asking (NATIVE_AUTO_APPROVE default)", pr)
+        token = pr["result"]["token"]
+        st, c = http(helper.port, "POST", "/v1/check", token, {"from": "peter.meier@musterstadt.de", "to": ["anna@buerger.de-mail.de", "x@example.org"]})
+        ok(st == 200 and c["result"]["verdict"] in ("blocked", "confirm"), "the token works for a protected call (mixed addressing caught)", c)
+        st, c = http(helper.port, "POST", "/v1/check", "dmh1_falsch", {"from": "a@b.de", "to": ["c@d.de"]})
+        ok(st == 401, "a wrong token gets 401", c)
+
+        print("Schlüsselbund / keyring (Windows credential store under wine)")
+        rc, doc, err = w.demail("doctor", "--offline")
+        kr = [f for f in doc["findings"] if f["check"] == "keyring"]
+        ok(kr and kr[0]["status"] == "error" and "demail credentials set" in kr[0]["message"], "doctor: no password stored yet", kr)
+        rc, body, err = w.demail("credentials", "set", "--password-stdin", stdin=(SECRET + "\n").encode())
+        ok(rc == 0 and body["stored"] and body["backend"] == "windows" and body["account"] == "sachbearbeitung@gw.musterstadt.invalid",
+           "credentials set stores in the Windows credential store", f"{body} {err}")
+        rc, doc, err = w.demail("doctor", "--offline")
+        kr = [f for f in doc["findings"] if f["check"] == "keyring"]
+        ok(kr and kr[0]["status"] == "ok" and "windows" in kr[0]["message"], "doctor reads the password back (another process)", kr)
+        creds = w.run("reg", "query", r"HKCU\Software\Wine\Credential Manager", "/s").stdout.decode("utf-8", errors="replace")
+        ok("de.demail.helper" in creds, "the credential is in wine's credential store", creds[:1000])
+        for f in glob_local(w):
+            for base, _, names in os.walk(os.path.join(f, "demail")):
+                for n in names:
+                    ok(SECRET.encode() not in open(os.path.join(base, n), "rb").read(), f"password not in {n}")
+        rc, body, err = w.demail("credentials", "delete")
+        ok(rc == 0 and body["deleted"] == 1, "credentials delete", err)
+        rc, doc, err = w.demail("doctor", "--offline")
+        kr = [f for f in doc["findings"] if f["check"] == "keyring"]
+        ok(kr[0]["status"] == "error", "after delete the password is gone", kr)
+        rc, body, err = w.demail("credentials", "set", "--password-stdin", stdin=(SECRET + "\n").encode())
+        ok(rc == 0, "password stored again before the upgrade")
+        helper.stop()
+        helper = None
+
+        print(f"Aktualisierung auf {upgrade_version} / upgrade")
+        rc, log, secs = msiexec(w, "/i", upgrade_msi, "GATEWAY_PORT=1465")
+        ok(rc == 0, f"upgrade to {upgrade_version} exits 0 ({secs:.0f} s)", log[-3000:])
+        products = [l for l in w.run("uninstaller", "--list").stdout.decode("utf-8", errors="replace").splitlines() if "De-Mail" in l]
+        ok(len(products) == 1, "exactly one product registered after the upgrade (MajorUpgrade removed the old one)", products)
+        code = products[0].split("|")[0]
+        disp = (w.reg(r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall" + "\\" + code) or {}).get("DisplayVersion", ("", ""))[1]
+        ok(disp == upgrade_version, f"registered version is {upgrade_version}", disp)
+        values = w.reg(HELPER_KEY) or {}
+        ok(values.get("gateway.host", ("", ""))[1] == "gw.musterstadt.invalid" and values.get("gateway.tls", ("", ""))[1] == "implicit"
+           and values.get("lock.keys", ("", ""))[1] == want["lock.keys"] and values.get("gateway.username", ("", ""))[1] == "sachbearbeitung",
+           "upgrade without those properties keeps IT's settings", values)
+        ok(values.get("gateway.port", ("", ""))[1] == "1465", "a property given at upgrade still applies", values)
+        rc, cfg, err = w.demail("config", "show")
+        ok(rc == 0 and cfg["gateway"]["port"] == 587 and cfg["gateway"]["host"] == "gw.musterstadt.invalid", "the user's own file survives the upgrade", cfg["gateway"])
+        rc, doc, err = w.demail("doctor", "--offline")
+        kr = [f for f in doc["findings"] if f["check"] == "keyring"]
+        ok(kr[0]["status"] == "ok", "the stored password survives the upgrade", kr)
+        helper = Helper(w)
+        st, h = http(helper.port, "GET", "/v1/health")
+        ok(st == 200 and h["result"]["status"] == "ok", "the upgraded helper answers health")
+        st, c = http(helper.port, "POST", "/v1/check", token, {"from": "peter.meier@musterstadt.de", "to": ["anna@buerger.de-mail.de"]})
+        ok(st == 200, "the pairing made before the upgrade still works", c)
+        helper.stop()
+        helper = None
+
+        rc, log, secs = msiexec(w, "/i", base_msi)
+        products = [l for l in w.run("uninstaller", "--list").stdout.decode("utf-8", errors="replace").splitlines() if "De-Mail" in l]
+        disp = (w.reg(r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall" + "\\" + code) or {}).get("DisplayVersion", ("", ""))[1]
+        ok(rc != 0 and len(products) == 1 and disp == upgrade_version, "installing the older MSI over the newer one is refused (downgrade)", f"rc={rc} {products} {disp}")
+
+        print("Deinstallation / uninstall")
+        rc, log, secs = msiexec(w, "/x", upgrade_msi)
+        ok(rc == 0, f"msiexec /x exits 0 ({secs:.0f} s)", log[-3000:])
+        left = os.listdir(inst) if os.path.isdir(inst) else []
+        ok(not left, r"C:\Program Files\demail is gone", left)
+        for key in [HELPER_KEY, NMH_KEY, TB_KEY + r"\ExtensionSettings" + "\\" + ADDON_ID]:
+            v = w.reg(key)
+            ok(not v, f"{key} is gone", v)
+        ok(ADDON_ID not in (w.reg(TB_KEY + r"\3rdparty\Extensions") or {}), "3rdparty add-in settings are gone")
+        ok("De-Mail-Helfer" not in (w.reg(RUN_KEY) or {}), "autostart entry is gone")
+        data = [os.path.join(d, "demail") for d in glob_local(w) if os.path.isdir(os.path.join(d, "demail"))]
+        ok(data and os.path.exists(os.path.join(data[0], "helper.sqlite3")), r"users' outbox in %LOCALAPPDATA%\demail is left alone", data)
+        print(f"\n{checks} Prüfungen bestanden / {checks} checks passed")
+    finally:
+        if helper:
+            try:
+                helper.stop()
+            except Exception:
+                pass
+        w.kill()
+        if os.environ.get("DEMAIL_KEEP_WINEPREFIX"):
+            print(f"WINEPREFIX kept: {prefix}")
+        else:
+            shutil.rmtree(prefix, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

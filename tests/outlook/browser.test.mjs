@@ -1,0 +1,208 @@
+// The real task pane, read pane and event page in headless Chromium (Debian's), driven
+// by playwright-core. The bundle is served under its HTTPS origin through request
+// interception; Microsoft's office.js URL is answered with tests/outlook/office-stub.js.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, mkdirSync, readdirSync } from "node:fs";
+import { join, extname } from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT, HERE, bundleDir } from "./env.mjs";
+
+const ORIGIN = "https://demail-addin.example.org";
+const OFFICE_JS = "https://appsforoffice.microsoft.com/lib/1/hosted/office.js";
+const bundle = bundleDir();
+const td = process.env.CARGO_TARGET_DIR || join(process.env.HOME || "/root", ".cache/demail-target");
+const shots = process.env.OUTLOOK_SCREENSHOTS || join(td, "tmp/outlook-screenshots");
+mkdirSync(shots, { recursive: true });
+const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css", ".wasm": "application/wasm", ".png": "image/png", ".json": "application/json" };
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
+});
+after(async () => {
+  await browser?.close();
+});
+
+async function open(page, fixture) {
+  const ctx = await browser.newContext({ viewport: { width: 340, height: 820 }, locale: "de-DE" });
+  const unexpected = [];
+  await ctx.route("**/*", (route) => {
+    const url = new URL(route.request().url());
+    if (url.href === OFFICE_JS) return route.fulfill({ status: 200, contentType: TYPES[".js"], body: readFileSync(join(HERE, "office-stub.js")) });
+    if (url.origin === ORIGIN) {
+      const file = join(bundle, decodeURIComponent(url.pathname));
+      if (!file.startsWith(bundle)) return route.abort();
+      try {
+        return route.fulfill({ status: 200, contentType: TYPES[extname(file)] || "application/octet-stream", body: readFileSync(file) });
+      } catch {
+        unexpected.push(url.href);
+        return route.fulfill({ status: 404, body: "" });
+      }
+    }
+    unexpected.push(url.href);
+    return route.abort();
+  });
+  await ctx.addInitScript((fx) => {
+    window.__OUTLOOK_FIXTURE = fx;
+  }, fixture);
+  const p = await ctx.newPage();
+  const errors = [];
+  p.on("pageerror", (e) => errors.push(String(e)));
+  await p.goto(`${ORIGIN}/outlook/${page}`);
+  return { ctx, p, errors, unexpected };
+}
+
+const state = (p) => p.evaluate(() => JSON.parse(JSON.stringify(window.Office.__test.state)));
+const waitHeaders = (p, pred) => p.waitForFunction(pred, null, { timeout: 10000 });
+const rec = (a) => ({ emailAddress: a, displayName: a, recipientType: "other" });
+
+test("compose pane: ticking boxes sets exactly the TR headers, unticking removes them", async () => {
+  const { ctx, p, errors, unexpected } = await open("taskpane.html", {
+    from: { emailAddress: "jurist@recht.musterstadt.de", displayName: "Jurist" },
+    to: [rec("anna@buerger.de-mail.de")],
+  });
+  try {
+    await p.waitForSelector("body[data-ready='1']", { timeout: 20000 });
+    // A De-Mail recipient marks the draft as De-Mail at once (Nachrichten-Kennung only).
+    await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length === 1);
+    const pid = (await state(p)).headers["X-de-mail-private-id"];
+    assert.match(pid, /^DM-/);
+    assert.equal(await p.isChecked("#marked"), true);
+    assert.match(await p.textContent("#recipients"), /De-Mail\s*anna@buerger\.de-mail\.de/);
+
+    await p.click("label[for='opt-private']");
+    await waitHeaders(p, () => window.Office.__test.state.headers["X-de-mail-private"] === "yes");
+    await p.click("label[for='opt-confirmation-of-dispatch']");
+    await waitHeaders(p, () => "X-de-mail-confirmation-of-dispatch" in window.Office.__test.state.headers);
+    await p.fill("#private-id", "AZ-2026-0815");
+    await p.press("#private-id", "Tab");
+    await waitHeaders(p, () => window.Office.__test.state.headers["X-de-mail-private-id"] === "AZ-2026-0815");
+    assert.deepEqual((await state(p)).headers, {
+      "X-de-mail-confirmation-of-dispatch": "yes",
+      "X-de-mail-private": "yes",
+      "X-de-mail-private-id": "AZ-2026-0815",
+    });
+    // Abholbestätigung: Persönlich becomes locked (the core's rule).
+    await p.click("label[for='opt-confirmation-of-retrieve']");
+    await waitHeaders(p, () => "X-de-mail-confirmation-of-retrieve" in window.Office.__test.state.headers);
+    await p.waitForFunction(() => document.getElementById("opt-private").disabled);
+    await p.screenshot({ path: join(shots, "compose-options.png"), fullPage: true });
+
+    await p.click("label[for='opt-confirmation-of-retrieve']");
+    await waitHeaders(p, () => !("X-de-mail-confirmation-of-retrieve" in window.Office.__test.state.headers));
+    await p.click("label[for='opt-private']");
+    await waitHeaders(p, () => !("X-de-mail-private" in window.Office.__test.state.headers));
+    assert.deepEqual((await state(p)).headers, { "X-de-mail-confirmation-of-dispatch": "yes", "X-de-mail-private-id": "AZ-2026-0815" });
+    await p.click("label[for='marked']");
+    await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length === 0);
+    assert.equal(await p.isChecked("#opt-confirmation-of-dispatch"), false);
+    assert.deepEqual(errors, []);
+    assert.deepEqual(unexpected, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("compose pane: recipients classified live; mixed recipients shown as blocked in German", async () => {
+  const { ctx, p, errors } = await open("taskpane.html", {
+    from: { emailAddress: "peter.meier@musterstadt.de", displayName: "Peter Meier" },
+    to: [rec("kollegin@musterstadt.de")],
+  });
+  try {
+    await p.waitForSelector("body[data-ready='1']", { timeout: 20000 });
+    assert.equal(await p.getAttribute("#recipients li", "data-kind"), "internal");
+    await p.evaluate(() => window.Office.__test.setRecipients("to", ["anna@buerger.de-mail.de", "bob@example.org"]));
+    await p.waitForSelector("#reasons [data-code='mixed.rejected']", { timeout: 10000 });
+    const text = await p.textContent("#reasons [data-code='mixed.rejected']");
+    assert.match(text, /^Diese Nachricht hat De-Mail-Empfänger \(anna@buerger\.de-mail\.de\) und E-Mail-Empfänger \(bob@example\.org\)/);
+    const kinds = await p.$$eval("#recipients li", (ls) => ls.map((l) => l.dataset.kind));
+    assert.deepEqual(kinds, ["demail", "external"]);
+    await p.screenshot({ path: join(shots, "compose-mixed-blocked.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("event page: Send with mixed recipients is blocked with the German message", async () => {
+  const { ctx, p, errors, unexpected } = await open("launchevent.html", {
+    from: { emailAddress: "peter.meier@musterstadt.de", displayName: "Peter Meier" },
+    to: [rec("anna@buerger.de-mail.de"), rec("bob@example.org")],
+  });
+  try {
+    const d = await p.evaluate(async () => {
+      const ev = window.Office.__test.event("messageSending");
+      window.Office.__test.associated.onMessageSendHandler(ev);
+      return ev.done;
+    });
+    assert.equal(d.allowEvent, false);
+    assert.match(d.errorMessage, /^Diese Nachricht hat De-Mail-Empfänger/);
+    const ok = await p.evaluate(async () => {
+      window.Office.__test.state.to = [{ emailAddress: "anna@buerger.de-mail.de" }];
+      window.Office.__test.state.headers = { "X-de-mail-private-id": "AZ-1" };
+      const ev = window.Office.__test.event("messageSending");
+      window.Office.__test.associated.onMessageSendHandler(ev);
+      return ev.done;
+    });
+    assert.deepEqual(ok, { allowEvent: true });
+    assert.deepEqual(errors, []);
+    assert.deepEqual(unexpected, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+function headerBlock(rel) {
+  const text = readFileSync(join(ROOT, "tests/corpus", rel), "utf8");
+  const m = /\r?\n\r?\n/.exec(text);
+  return m ? text.slice(0, m.index) : text;
+}
+
+test("read pane: a De-Mail gets the category \"De-Mail\" and shows options and log-in level", async () => {
+  const { ctx, p, errors } = await open("read.html", { mode: "read", allHeaders: headerBlock("demail/04-persoenlich-abholung-base64.eml") });
+  try {
+    await p.waitForSelector("body[data-ready='1']", { timeout: 20000 });
+    assert.equal(await p.getAttribute("#kind", "data-kind"), "demail");
+    assert.equal(await p.getAttribute("#category-status", "data-category"), "applied");
+    const s = await state(p);
+    assert.deepEqual(s.categories, ["De-Mail"]);
+    assert.deepEqual(s.masterCategories, [{ displayName: "De-Mail", color: "Preset7" }]);
+    assert.match(await p.textContent("#facts"), /Versandoptionen.*Persönlich/s);
+    assert.match(await p.textContent("#facts"), /Anmeldung des Absenders/);
+    await p.screenshot({ path: join(shots, "read-demail.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("read pane: a receipt says what it confirms", async () => {
+  const receipts = readdirSync(join(ROOT, "tests/corpus/receipt")).filter((f) => f.endsWith(".eml")).sort();
+  assert.ok(receipts.length > 0);
+  const { ctx, p, errors } = await open("read.html", { mode: "read", allHeaders: headerBlock(`receipt/${receipts[0]}`) });
+  try {
+    await p.waitForSelector("body[data-ready='1']", { timeout: 20000 });
+    assert.equal(await p.getAttribute("#kind", "data-kind"), "receipt");
+    assert.equal(await p.isVisible("#receipt"), true);
+    assert.match(await p.textContent("#receipt-text"), /bestätigung\)/);
+    assert.deepEqual((await state(p)).categories, ["De-Mail"]);
+    await p.screenshot({ path: join(shots, "read-receipt.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("compose pane on an Outlook without Mailbox 1.8 says so in German and writes nothing", async () => {
+  const { ctx, p, errors } = await open("taskpane.html", { mailboxVersion: "1.7", to: [rec("anna@buerger.de-mail.de")] });
+  try {
+    await p.waitForSelector("#fatal:not([hidden])", { timeout: 20000 });
+    assert.match(await p.textContent("#fatal"), /^Diese Outlook-Version unterstützt diesen De-Mail-Bereich nicht/);
+    assert.equal(await p.isVisible("#form"), false);
+    assert.deepEqual((await state(p)).headers, {});
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
