@@ -115,7 +115,8 @@ class DebJourney(unittest.TestCase):
     def start_helper(self) -> tuple[subprocess.Popen, int]:
         argv = ["chroot", str(self.C), "runuser", "-u", USER, "--", "env", "-i", f"HOME=/home/{USER}", f"XDG_RUNTIME_DIR=/run/user/{UID}",
                 "PATH=/usr/bin:/bin", "LANG=C.UTF-8", "/usr/bin/demail", "serve", "--port", "0"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(self.work / "helper.log", "ab"))
+        with open(self.work / "helper.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
         self.procs.append(proc)
         end = time.time() + 30
         while time.time() < end:
@@ -270,6 +271,8 @@ class DebJourney(unittest.TestCase):
             shutil.copy(tls / "gateway-cert.pem", tls / n)
         self.ch("chgrp demail-gateway /etc/demail/tls/gateway-key.pem && chmod 0640 /etc/demail/tls/gateway-key.pem")
         out_port, in_port = free_port(), free_port()
+        # The organisation's policy (here the packaged example), as IT places it.
+        shutil.copy(self.p("/usr/share/doc/demail-desktop/examples/policy.toml"), self.p("/etc/demail/policy.toml"))
         conf = self.p("/etc/demail/gateway.toml")
         text = conf.read_text().replace('listen = "0.0.0.0:587"', f'listen = "127.0.0.1:{out_port}"').replace('listen = "0.0.0.0:1465"', f'listen = "127.0.0.1:{in_port}"')
         conf.write_text(text + "# IT-Änderung (Test)\n")
@@ -282,7 +285,7 @@ class DebJourney(unittest.TestCase):
         exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
         self.assertIn("User=demail-gateway", unit)
         proc = subprocess.Popen(["chroot", str(self.C), "/bin/sh", "-c", f"set -a; . /etc/demail/gateway.env; set +a; exec runuser -u demail-gateway -- {exec_start}"],
-                                stdout=subprocess.DEVNULL, stderr=open(self.work / "gateway.log", "wb"))
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         wait_port(out_port, proc)
         import socket
@@ -357,6 +360,7 @@ class DebJourney(unittest.TestCase):
         # Version -2 of every package, its helper.toml template changed too, so dpkg must
         # choose: the administrator's edited file stays, the new one lands beside it.
         new = self.work / "v2"
+        new.mkdir()
         for name, deb in self.debs.items():
             tree = new / name
             subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
@@ -403,7 +407,7 @@ class DebJourney(unittest.TestCase):
             r = self.ch(f"dpkg-query -L {pkg} 2>/dev/null", check=False)
             ours |= set(r.stdout.decode().split("\n"))
         ours |= {"/etc/demail/gateway.env", "/etc/demail/helper.toml.dpkg-dist"}
-        admin_keys = {f"/etc/demail/tls/{n}" for n in ("gateway-cert.pem", "gateway-key.pem", "provider-ca.pem", "internal-ca.pem")}
+        admin_keys = {f"/etc/demail/tls/{n}" for n in ("gateway-cert.pem", "gateway-key.pem", "provider-ca.pem", "internal-ca.pem")} | {"/etc/demail/policy.toml"}
         before = self.tree(ignore)
         out = self.apt("purge demail-desktop demail-gateway demail-provider-sim")
         after = self.tree(ignore)
@@ -412,7 +416,7 @@ class DebJourney(unittest.TestCase):
         for p in ("/etc/demail/helper.toml", "/etc/demail/gateway.toml", "/etc/demail/gateway.env", "/etc/thunderbird/policies",
                   "/etc/xdg/autostart/demail-tray.desktop", "/usr/share/demail", "/etc/systemd/system/multi-user.target.wants/demail-gateway.service"):
             self.assertFalse(self.p(p).exists() or self.p(p).is_symlink(), f"{p} removed on purge")
-        # Certificates and keys IT put there are not the package's: kept, and said so.
+        # Certificates, keys and the policy IT put there are not the package's: kept, and said so.
         self.assertEqual({"/etc/demail/" + str(q.relative_to(self.p("/etc/demail"))) for q in self.p("/etc/demail").rglob("*") if q.is_file()}, admin_keys)
         self.assertIn("/etc/demail/tls", out)
         leftovers = {p for p in after & ours if not self.p(p).is_dir()}

@@ -4,7 +4,7 @@
 Installs artifacts/demail-desktop.msi with IT properties, checks files and registry, starts the
 installed helper as the Run key would and talks to it (health, native-messaging discovery and
 pairing, a token-protected call), round-trips the gateway password through the Windows
-credential store, checks that Group Policy values win and lock, upgrades to a higher version
+credential store and logs in with it at the real demail-gateway over verified TLS, checks that Group Policy values win and lock, upgrades to a higher version
 (settings and user data kept, a new property still applies) and uninstalls (files and registry
 gone, users' data left alone). Also checks the ADMX/ADML against what the MSI writes and the
 helper reads.
@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADMX_NS = {"p": "http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions"}
 HELPER_KEY = r"HKLM\Software\demail\Helper"
@@ -268,6 +268,87 @@ def lookup(cfg, dotted):
     return cfg[s][k]
 
 
+# ------------------------------------------------------------------ real gateway
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def credentials_test_against_gateway(w):
+    """`demail credentials test`: the password from the Windows credential store logs in at the
+    real demail-gateway (native, on 127.0.0.1) over TLS verified against a CA made here."""
+    print("Anmeldung am echten Gateway / login at the real gateway")
+    d = tempfile.mkdtemp(prefix="demail-gw-")
+    gw = None
+    try:
+        def sh(*a):
+            subprocess.run(a, cwd=d, check=True, capture_output=True)
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=De-Mail Test-CA", "-keyout", "ca.key", "-out", "ca.pem")
+        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "gw.key", "-out", "gw.csr")
+        open(os.path.join(d, "ext"), "w").write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        sh("openssl", "x509", "-req", "-in", "gw.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext", "-out", "gw.pem")
+        port, inbound, deliver = free_port(), free_port(), free_port()
+        open(os.path.join(d, "gw.toml"), "w").write(f"""[gateway]
+hostname = "localhost"
+spool_dir = "{d}/spool"
+archive_db = "{d}/archive.sqlite"
+postmaster = "postmaster@musterstadt.de"
+policy = "{ROOT}/examples/policy.toml"
+[tls]
+cert = "{d}/gw.pem"
+key = "{d}/gw.key"
+[outbound]
+listen = "127.0.0.1:{port}"
+tls = "implicit"
+require_auth = true
+users = [ {{ name = "sachbearbeitung", password_env = "DEMAIL_TEST_GW_PW" }} ]
+[inbound]
+listen = "127.0.0.1:{inbound}"
+tls = "none"
+deliver = {{ protocol = "smtp", host = "127.0.0.1", port = {deliver}, tls = "none" }}
+""")
+        env = dict(os.environ, DEMAIL_TEST_GW_PW=SECRET)
+        gw = subprocess.Popen([os.environ["DEMAIL_TEST_GATEWAY_BIN"], "--config", os.path.join(d, "gw.toml"), "serve"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "gw.log"), "wb"))
+        import socket
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        ca_win = r"C:\ProgramData\demail\test-ca.pem"
+        os.makedirs(os.path.dirname(w.path(ca_win)), exist_ok=True)
+        shutil.copy(os.path.join(d, "ca.pem"), w.path(ca_win))
+        for vn, typ, data in [("gateway.host", "REG_SZ", "localhost"), ("gateway.port", "REG_DWORD", str(port)), ("gateway.tls", "REG_SZ", "implicit"),
+                              ("gateway.ca_file", "REG_SZ", ca_win), ("gateway.ca_only", "REG_DWORD", "1")]:
+            w.run("reg", "add", POLICY_KEY, "/v", vn, "/t", typ, "/d", data, "/f", check=True)
+        rc, body, err = w.demail("credentials", "test")
+        ok(rc != 0 and "secrets.missing" in err, "credentials test without a stored password says so", err)
+        rc, body, err = w.demail("credentials", "set", "--password-stdin", stdin=b"falsches-kennwort\n")
+        rc, body, err = w.demail("credentials", "test")
+        ok(rc != 0 and "relay.auth" in err, "a wrong password from the credential store is refused by the gateway (relay.auth)", err)
+        rc, body, err = w.demail("credentials", "set", "--password-stdin", stdin=(SECRET + "\n").encode())
+        rc, body, err = w.demail("credentials", "test")
+        ok(rc == 0 and body["ok"] and body["authenticated"], "credential store → TLS (verified, test CA) → AUTH at the real gateway", f"{body} {err}")
+        rc, body, err = w.demail("credentials", "delete")
+        ok(rc == 0, "test account removed from the credential store")
+        w.run("reg", "delete", POLICY_KEY, "/f", check=True)
+        gw.terminate()
+        gw.wait(timeout=20)
+        log = open(os.path.join(d, "gw.log"), "rb").read().decode(errors="replace")
+        ok(SECRET not in log, "the password is not in the gateway's log either")
+    finally:
+        if gw and gw.poll() is None:
+            gw.kill()
+            gw.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -350,7 +431,7 @@ def main():
                 continue
             got = lookup(cfg, vn)
             kind = helper_values[vn][1]
-            want_v = {"bool": True, "decimal": int(data), "multiText": [data]}.get(kind, data)
+            want_v = True if kind == "bool" else int(data) if kind == "decimal" else [data] if kind == "multiText" else data
             ok(got == want_v and vn in cfg["locked"], f"GPO {vn} = {want_v!r} wins and is locked", f"{got!r} {cfg['locked']}")
         rc, body, err = w.demail("config", "set", "gateway.port", "25")
         ok(rc != 0 and "config.locked" in (json.dumps(body) + err), "a GPO value cannot be overridden by the user")
@@ -399,6 +480,7 @@ def main():
         ok(kr[0]["status"] == "error", "after delete the password is gone", kr)
         rc, body, err = w.demail("credentials", "set", "--password-stdin", stdin=(SECRET + "\n").encode())
         ok(rc == 0, "password stored again before the upgrade")
+        credentials_test_against_gateway(w)
         helper.stop()
         helper = None
 
