@@ -371,7 +371,8 @@ class DebJourney(unittest.TestCase):
                 h.write_text(h.read_text() + "# neue Vorlage / new template\n")
                 md5 = subprocess.run(["md5sum", "etc/demail/helper.toml"], cwd=tree, capture_output=True, text=True, check=True).stdout
                 sums = tree / "DEBIAN/md5sums"
-                sums.write_text("".join(l if not l.endswith(" etc/demail/helper.toml\n") else md5 for l in sums.read_text().splitlines(True)))
+                if sums.exists():
+                    sums.write_text("".join(l if not l.endswith(" etc/demail/helper.toml\n") else md5 for l in sums.read_text().splitlines(True)))
             subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "-b", str(tree), str(new / f"{name}_v2.deb")], check=True, capture_output=True)
         helper_toml = self.p("/etc/demail/helper.toml")
         helper_toml.write_text(helper_toml.read_text().replace('#host = "demail-gw.musterstadt.de"', '#host = "gw.it-edit.test"'))
