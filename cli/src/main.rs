@@ -37,6 +37,9 @@ enum Cmd {
     Check(CheckArgs),
     /// Classify a received message (.eml file, or - for stdin).
     Classify { file: String },
+    /// The gateway seal of received messages.
+    #[command(subcommand)]
+    Seal(SealCmd),
     /// The X-de-mail-* header lines for a set of options.
     Headers {
         #[arg(long, value_delimiter = ',', default_value = "")]
@@ -111,6 +114,12 @@ enum Cmd {
         cases_dir: PathBuf,
         corpus_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SealCmd {
+    /// Verify the seal of a received message (.eml file, or - for stdin) with the policy's `[seal]` keys.
+    Verify { file: String },
 }
 
 #[derive(Subcommand)]
@@ -328,6 +337,7 @@ fn run(cli: Cli) -> Result<Value, Fail> {
         | Cmd::NativeManifest { .. } => unreachable!("handled by helper_command"),
         #[cfg(feature = "gui")]
         Cmd::Tray { .. } => unreachable!("handled in main"),
+        Cmd::Seal(SealCmd::Verify { file }) => call("seal.verify", json!(String::from_utf8_lossy(&read_file(&file)?))),
         Cmd::Map { address, direction } => call("map", json!({ "address": address, "direction": direction })),
         Cmd::Call { op, input } => {
             let text = if input == "-" { String::from_utf8_lossy(&read_file("-")?).into_owned() } else { input };

@@ -103,12 +103,40 @@ impl Pki {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+///
+/// Not bind-to-0: the kernel hands those out from the ephemeral range, where outgoing
+/// connections and parallel test processes (nextest) pick the same port again before our
+/// server binds it. Instead a port below the ephemeral range is claimed across processes
+/// with a marker file (create-new), then checked to be bindable.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::hash::{BuildHasher, Hasher};
+    let dir = std::env::temp_dir().join("demail-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let mut x = h.finish();
+    for _ in 0..2000 {
+        // xorshift: a cheap sequence over 20000..32000 without a rand dependency.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20000 + (x % 12000) as u16;
+        let claim = dir.join(port.to_string());
+        let stale = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(1800));
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&claim).is_err() {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 /// Wait until something accepts connections on 127.0.0.1:`port`.

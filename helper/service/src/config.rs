@@ -111,6 +111,8 @@ sections! {
         max_body: Size = Size(64 * 1024 * 1024),
         /// Seconds a request may take.
         request_timeout: u64 = 60,
+        /// Seconds a client may take to send a request's headers; slower connections are closed.
+        header_timeout: u64 = 30,
         /// Accept `Origin: moz-extension://…` (Thunderbird add-ins).
         allow_moz_extension: bool = true,
         /// Further exact origins, e.g. the Outlook add-in's `https://addin.stadt.de`.

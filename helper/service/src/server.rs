@@ -217,15 +217,15 @@ impl Running {
         let Running { state, listener, lock, worker, submission, runtime_file, .. } = self;
         let app = api::router(state.clone());
         let st = state.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = st.shutdown_requested() => {}
-                }
-                st.shutdown();
-            })
-            .await;
+        let header_timeout = std::time::Duration::from_secs(state.config.api.header_timeout.max(1));
+        let served = serve_api(listener, app, header_timeout, async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = st.shutdown_requested() => {}
+            }
+            st.shutdown();
+        })
+        .await;
         state.shutdown();
         if let Some(task) = submission {
             task.abort();
@@ -238,6 +238,48 @@ impl Running {
         tracing::info!("helper stopped");
         served.map_err(|e| start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}")))
     }
+}
+
+/// HTTP/1.1 on `listener` until `shutdown`, then up to 10 s for requests in flight.
+/// Unlike `axum::serve`, a client that does not finish its request headers within
+/// `header_timeout` (slowloris) is disconnected; the idle time between keep-alive
+/// requests counts as well. Other connections are unaffected (one task each).
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let svc = app.clone().map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc)));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 async fn signal() {

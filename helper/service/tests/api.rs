@@ -199,6 +199,55 @@ fn oversize_body_is_413() {
     assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
 }
 
+/// Slowloris: a client that dribbles its request headers (or sends none) is cut off
+/// after `api.header_timeout`, while other clients are served in the meantime.
+#[test]
+fn slow_headers_are_cut_off_and_others_are_served() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let h = Helper::start_with(HelperOpts { machine: "[relay]\nenabled = false\n[api]\nheader_timeout = 1\n", ..Default::default() });
+    // Until the server hangs up (EOF or reset); None if it still holds the connection after `limit`.
+    let closed_within = |mut s: TcpStream, limit: Duration| -> Option<Duration> {
+        let t = Instant::now();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 256];
+        while t.elapsed() < limit {
+            match s.read(&mut buf) {
+                Ok(0) => return Some(t.elapsed()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return Some(t.elapsed()),
+            }
+        }
+        None
+    };
+    // One byte every 100 ms: the head (never finished) would take 30 s.
+    let slow = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+    let mut w = slow.try_clone().unwrap();
+    let head = format!("GET /v1/health HTTP/1.1\r\nHost: {}\r\nX-Slow: {}\r\n", h.host(), "a".repeat(300));
+    let dribbler = std::thread::spawn(move || {
+        for b in head.bytes() {
+            if w.write_all(&[b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let silent = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+    let silent = std::thread::spawn(move || closed_within(silent, Duration::from_secs(20)));
+    // Meanwhile the API answers everyone else.
+    for _ in 0..5 {
+        assert_eq!(h.get("/v1/health", None).status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let slow_closed = closed_within(slow, Duration::from_secs(20));
+    assert!(slow_closed.is_some(), "a client dribbling its headers keeps the connection for 20 s");
+    assert!(silent.join().unwrap().is_some(), "a client sending nothing keeps the connection for 20 s");
+    let _ = dribbler.join();
+    assert_eq!(h.get("/v1/health", None).status, 200);
+}
+
 #[test]
 fn malformed_json_is_400_with_code() {
     let h = helper();
@@ -560,12 +609,9 @@ fn native_host_discovers_the_port() {
         assert!(st.success());
     }
     let d = h.dir.path();
-    let mut child = std::process::Command::new(&bin)
-        .env("HOME", d)
-        .env("XDG_CONFIG_HOME", d.join("config"))
-        .env("XDG_DATA_HOME", d.join("data"))
-        .env("XDG_RUNTIME_DIR", d.join("run"))
-        .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+    let mut cmd = std::process::Command::new(&bin);
+    helper_env(&mut cmd, d);
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

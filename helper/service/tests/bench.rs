@@ -7,9 +7,8 @@
 mod common;
 
 use base64::Engine;
-use common::postfix::Postfix;
 use common::*;
-use demail_testkit::Pki;
+use demail_testkit::{Pki, Postfix};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -38,13 +37,10 @@ fn startup_and_idle_rss() {
     for _ in 0..10 {
         let port = demail_testkit::free_port();
         let t = Instant::now();
-        let mut child = std::process::Command::new(demail_bin())
-            .args(["serve", "--port", &port.to_string()])
-            .env("HOME", &d)
-            .env("XDG_CONFIG_HOME", d.join("config"))
-            .env("XDG_DATA_HOME", d.join("data"))
-            .env("XDG_RUNTIME_DIR", d.join("run"))
-            .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+        let mut cmd = std::process::Command::new(demail_bin());
+        cmd.args(["serve", "--port", &port.to_string()]);
+        helper_env(&mut cmd, &d);
+        let mut child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -172,7 +168,7 @@ fn relay_throughput_vs_postfix() {
     let n = 500;
     let tmp = demail_testkit::temp_dir();
     let pki = Pki::generate(tmp.path(), "pf");
-    let sink = Postfix::start_with(tmp.path(), &pki, None, false).expect("postfix");
+    let sink = Postfix::start_lmtp_relay(tmp.path(), &pki, None, false).expect("postfix");
 
     // Postfix baseline: smtp-source, one session, 10 KB messages.
     let t = Instant::now();

@@ -5,13 +5,12 @@
 mod common;
 
 use common::*;
-use demail_testkit::{free_port, wait_for_port, ChildGuard, Dovecot, Pki, TempDir};
+use demail_testkit::{free_port, start_gateway, ChildGuard, Dovecot, GatewayConfig, Pki, TempDir};
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-const HELPER_USER: &str = "helper";
 const HELPER_PASSWORD: &str = "helper-pw-123";
 const PROVIDER_USER: &str = "musterstadt-gw";
 const PROVIDER_SECRET: &str = "token+pin-456";
@@ -38,6 +37,8 @@ struct Gateway {
     dir: TempDir,
     gw_pki: Pki,
     out_port: u16,
+    /// The helper's account at the gateway; unique, as its password lands in a kernel keyring.
+    user: String,
     provider: Sink,
     _dovecot: Dovecot,
     _gateway: ChildGuard,
@@ -51,72 +52,36 @@ impl Gateway {
         let provider_pki = Pki::generate(d, "provider");
         let dovecot = Dovecot::start(d).expect("dovecot");
         let provider = Sink::start(&provider_pki, true, Some((PROVIDER_USER, PROVIDER_SECRET)), None);
-        let (out_port, in_port) = (free_port(), free_port());
         std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+        let user = unique("helper");
+        let gc = GatewayConfig {
+            dir: d.to_path_buf(),
+            policy: "policy.toml".into(),
+            server_pki_cert: gw_pki.server_cert.clone(),
+            server_pki_key: gw_pki.server_key.clone(),
+            out_port: free_port(),
+            in_port: free_port(),
+            lmtp_port: dovecot.lmtp_port,
+            users: vec![(user.clone(), "TEST_GW_HELPER_PASSWORD".into())],
+            inbound_client_ca: None,
+            provider_port: provider.port,
+            provider_ca: provider_pki.ca_cert.clone(),
+            provider_client: None,
+            provider_tls_name: Some("localhost".into()),
+            provider_user: PROVIDER_USER.into(),
+            provider_secret_env: "TEST_PROVIDER_SECRET".into(),
+            extra: String::new(),
+        };
         let config = d.join("gateway.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[gateway]
-hostname = "gw.musterstadt.de"
-spool_dir = "{dd}/spool"
-archive_db = "{dd}/archive/archive.sqlite"
-policy = "policy.toml"
-postmaster = "postmaster@musterstadt.de"
-
-[tls]
-cert = "{gcert}"
-key = "{gkey}"
-
-[outbound]
-listen = "127.0.0.1:{out_port}"
-tls = "starttls"
-require_auth = true
-allowed_clients = ["127.0.0.0/8"]
-users = [{{ name = "{HELPER_USER}", password_env = "TEST_GW_HELPER_PASSWORD" }}]
-
-[inbound]
-listen = "127.0.0.1:{in_port}"
-tls = "implicit"
-allowed_clients = ["127.0.0.1"]
-deliver = {{ protocol = "lmtp", host = "127.0.0.1", port = {lmtp}, tls = "none" }}
-
-[[providers]]
-name = "test-dmda"
-domains = ["musterstadt.de-mail.de"]
-host = "127.0.0.1"
-port = {pport}
-tls = "implicit"
-tls_name = "localhost"
-ca = "{pca}"
-username = "{PROVIDER_USER}"
-secret_env = "TEST_PROVIDER_SECRET"
-
-[queue]
-retry_initial_secs = 1
-retry_max_secs = 2
-scan_interval_ms = 100
-"#,
-                dd = d.display(),
-                gcert = gw_pki.server_cert.display(),
-                gkey = gw_pki.server_key.display(),
-                pca = provider_pki.ca_cert.display(),
-                pport = provider.port,
-                lmtp = dovecot.lmtp_port,
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, gc.to_toml()).unwrap();
         let mut cmd = Command::new(gateway_bin());
         cmd.arg("--config")
             .arg(&config)
             .arg("serve")
             .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
-            .env("RUST_LOG", "info");
-        let g = ChildGuard::spawn("demail-gateway", cmd, Some(&d.join("gateway.log"))).unwrap();
-        assert!(wait_for_port(out_port, Duration::from_secs(20)), "gateway did not start: {}", std::fs::read_to_string(d.join("gateway.log")).unwrap_or_default());
-        Gateway { dir, gw_pki, out_port, provider, _dovecot: dovecot, _gateway: g }
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        let g = start_gateway(cmd, gc.out_port, gc.in_port, &d.join("gateway.log")).unwrap_or_else(|e| panic!("{e}"));
+        Gateway { dir, gw_pki, out_port: gc.out_port, user, provider, _dovecot: dovecot, _gateway: g }
     }
 
     fn log(&self) -> String {
@@ -125,15 +90,13 @@ scan_interval_ms = 100
 
     /// A helper for this gateway; the password goes into a fresh session keyring first.
     fn helper(&self, policy: Option<&str>, user_cfg: &str) -> Helper {
-        assert!(demail_testkit::have("keyctl"), "keyctl missing: run scripts/setup test (keyutils)");
-        let cfg = gateway_config(self.out_port, &self.gw_pki.ca_cert, "starttls", "")
-            .replace("timeout = 10\n", &format!("timeout = 10\nusername = \"{HELPER_USER}\"\n[secrets]\nbackend = \"keyutils\"\n"));
+        let cfg = gateway_login_config(self.out_port, &self.gw_pki.ca_cert, &self.user, "keyutils");
         let script = format!("printf '{HELPER_PASSWORD}\\n' | {{demail}} credentials set --password-stdin >&2 && exec {{demail}} serve --port 0");
         Helper::start_with(HelperOpts {
             machine: &cfg,
             user: user_cfg,
             policy,
-            wrapper: Some(vec!["keyctl".into(), "session".into(), "-".into(), "sh".into(), "-c".into(), script]),
+            keyutils: Some(Keyutils { user: &self.user, script: &script }),
         })
     }
 }

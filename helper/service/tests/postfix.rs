@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::postfix::Postfix;
 use common::*;
-use demail_testkit::{Dovecot, Pki};
+use demail_testkit::{Dovecot, Pki, Postfix};
 use std::time::Duration;
 
 #[test]
@@ -13,7 +12,7 @@ fn relay_to_postfix_over_starttls() {
     let tmp = demail_testkit::temp_dir();
     let pki = Pki::generate(tmp.path(), "pf");
     let dovecot = Dovecot::start(tmp.path()).expect("dovecot");
-    let pf = Postfix::start(tmp.path(), &pki, Some(dovecot.lmtp_port)).expect("postfix");
+    let pf = Postfix::start_lmtp_relay(tmp.path(), &pki, Some(dovecot.lmtp_port), true).expect("postfix");
     let h = Helper::start(&gateway_config(pf.port, &pki.ca_cert, "starttls", ""), "");
     let token = h.pair();
     let r = h.post("/v1/messages", Some(&token), &demail_message("Über Postfix"));
@@ -36,7 +35,7 @@ fn postfix_with_an_untrusted_certificate_is_refused() {
     let tmp = demail_testkit::temp_dir();
     let pki = Pki::generate(tmp.path(), "pf");
     let other = Pki::generate(tmp.path(), "other");
-    let pf = Postfix::start(tmp.path(), &pki, None).expect("postfix");
+    let pf = Postfix::start_lmtp_relay(tmp.path(), &pki, None, true).expect("postfix");
     let h = Helper::start(&gateway_config(pf.port, &other.ca_cert, "starttls", ""), "");
     let token = h.pair();
     let r = h.post("/v1/messages", Some(&token), &demail_message("Falsche CA"));

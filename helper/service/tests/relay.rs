@@ -21,12 +21,6 @@ fn submit(h: &Helper, token: &str, subject: &str) -> String {
     r.json()["result"]["id"].as_str().unwrap().to_string()
 }
 
-fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).unwrap();
-    format!("{prefix}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
-}
-
 #[test]
 fn starttls_with_internal_ca_then_journal_and_receipts() {
     let tmp = demail_testkit::temp_dir();
@@ -193,23 +187,24 @@ fn subject_tags_dialect_uses_the_core_formatter() {
     assert!(header_of(&text, "X-de-mail-private-id").is_some());
 }
 
+/// A gateway stand-in that wants a fresh user with `password`, and a helper using
+/// keyutils whose session keyring was prepared by `setup` (shell, `{demail}` = binary).
+fn keyutils_helper(dir: &std::path::Path, password: &str, setup: &str) -> (Sink, Helper, String) {
+    let pki = pki(dir, "gw");
+    let user = unique("helper");
+    let sink = Sink::start(&pki, false, Some((&user, password)), None);
+    let cfg = gateway_login_config(sink.port, &pki.ca_cert, &user, "keyutils");
+    let script = format!("{setup} && exec {{demail}} serve --port 0");
+    let h = Helper::start_with(HelperOpts { machine: &cfg, keyutils: Some(Keyutils { user: &user, script: &script }), ..Default::default() });
+    (sink, h, user)
+}
+
 /// The keyring round-trip with a real backend (kernel keyutils in a fresh session keyring):
 /// `demail credentials set` stores the password, the helper reads it and logs in.
 #[test]
 fn smtp_auth_with_password_from_keyutils() {
-    assert!(demail_testkit::have("keyctl"), "keyctl missing: run scripts/setup test (keyutils)");
     let tmp = demail_testkit::temp_dir();
-    let pki = pki(tmp.path(), "gw");
-    let user = unique("helper");
-    let sink = Sink::start(&pki, false, Some((&user, "Geheim-123")), None);
-    let extra = format!("username = \"{user}\"\n[secrets]\nbackend = \"keyutils\"\n");
-    let cfg = gateway_config(sink.port, &pki.ca_cert, "starttls", "").replace("timeout = 10\n", &format!("timeout = 10\n{extra}"));
-    let script = "printf 'Geheim-123\\n' | {demail} credentials set --password-stdin >&2 && {demail} credentials test >&2 && exec {demail} serve --port 0";
-    let h = Helper::start_with(HelperOpts {
-        machine: &cfg,
-        wrapper: Some(vec!["keyctl".into(), "session".into(), "-".into(), "sh".into(), "-c".into(), script.into()]),
-        ..Default::default()
-    });
+    let (sink, h, user) = keyutils_helper(tmp.path(), "Geheim-123", "printf 'Geheim-123\\n' | {demail} credentials set --password-stdin >&2 && {demail} credentials test >&2");
     let log = h.log_text();
     assert!(log.contains("\"backend\": \"keyutils\""), "{log}");
     assert!(log.contains("Anmeldung am Gateway sind in Ordnung"), "credentials test passed: {log}");
@@ -226,19 +221,8 @@ fn smtp_auth_with_password_from_keyutils() {
 
 #[test]
 fn wrong_password_is_explained() {
-    assert!(demail_testkit::have("keyctl"), "keyctl missing: run scripts/setup test (keyutils)");
     let tmp = demail_testkit::temp_dir();
-    let pki = pki(tmp.path(), "gw");
-    let user = unique("helper");
-    let sink = Sink::start(&pki, false, Some((&user, "richtig")), None);
-    let extra = format!("username = \"{user}\"\n[secrets]\nbackend = \"keyutils\"\n");
-    let cfg = gateway_config(sink.port, &pki.ca_cert, "starttls", "").replace("timeout = 10\n", &format!("timeout = 10\n{extra}"));
-    let script = "printf 'falsch\\n' | {demail} credentials set --password-stdin >&2 && exec {demail} serve --port 0";
-    let h = Helper::start_with(HelperOpts {
-        machine: &cfg,
-        wrapper: Some(vec!["keyctl".into(), "session".into(), "-".into(), "sh".into(), "-c".into(), script.into()]),
-        ..Default::default()
-    });
+    let (sink, h, _) = keyutils_helper(tmp.path(), "richtig", "printf 'falsch\\n' | {demail} credentials set --password-stdin >&2");
     let token = h.pair();
     let id = submit(&h, &token, "Falsches Kennwort");
     let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.auth");
@@ -258,8 +242,7 @@ fn credentials_roundtrip_with_secret_service() {
     let pki = pki(tmp.path(), "gw");
     let user = unique("ss");
     let sink = Sink::start(&pki, false, Some((&user, "S3cret!")), None);
-    let extra = format!("username = \"{user}\"\n[secrets]\nbackend = \"secret-service\"\n");
-    let cfg = gateway_config(sink.port, &pki.ca_cert, "starttls", "").replace("timeout = 10\n", &format!("timeout = 10\n{extra}"));
+    let cfg = gateway_login_config(sink.port, &pki.ca_cert, &user, "secret-service");
     let h = Helper::start_with(HelperOpts { machine: &cfg, user: "[relay]\nenabled = false\n", ..Default::default() });
     let bin = demail_bin();
     let script = format!(
@@ -268,15 +251,10 @@ fn credentials_roundtrip_with_secret_service() {
         b = bin.display()
     );
     let d = h.dir.path();
-    let out = std::process::Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", &script])
-        .env("HOME", d)
-        .env("XDG_CONFIG_HOME", d.join("config"))
-        .env("XDG_DATA_HOME", d.join("data"))
-        .env("XDG_RUNTIME_DIR", d.join("run"))
-        .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new("dbus-run-session");
+    cmd.args(["--", "sh", "-c", &script]);
+    helper_env(&mut cmd, d);
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("\"backend\": \"secret-service\""), "{stdout}");

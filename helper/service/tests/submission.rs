@@ -12,6 +12,14 @@ fn plain(user: &str, pw: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
 }
 
+/// A whole submission with AUTH as `kfz`; reply 7 is the answer to the message.
+fn submit(port: u16, token: &str, rcpt: &[&str], msg: &str) -> Vec<(u16, String)> {
+    let mut steps = vec!["EHLO fachverfahren".to_string(), format!("AUTH PLAIN {}", plain("kfz", token)), "MAIL FROM:<peter.meier@musterstadt.de>".into()];
+    steps.extend(rcpt.iter().map(|r| format!("RCPT TO:<{r}>")));
+    steps.extend(["DATA".to_string(), msg.to_string(), "QUIT".into()]);
+    smtp_dialogue(port, &steps.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 #[test]
 fn subject_tags_via_smtp_become_headers_and_are_relayed() {
     let tmp = demail_testkit::temp_dir();
@@ -34,19 +42,7 @@ fn subject_tags_via_smtp_become_headers_and_are_relayed() {
     assert_eq!(r[2].0, 535, "{r:?}");
 
     let msg = "From: Peter Meier <peter.meier@musterstadt.de>\r\nTo: anna@buerger.de-mail.de\r\nSubject: [P, EB] Zulassungsbescheid\r\nMessage-ID: <kfz-1@musterstadt.de>\r\n\r\nIhr Fahrzeug ist zugelassen.\r\n.";
-    let r = smtp_dialogue(
-        port,
-        &[
-            "EHLO fachverfahren",
-            &format!("AUTH PLAIN {}", plain("kfz", &token)),
-            "MAIL FROM:<peter.meier@musterstadt.de>",
-            "RCPT TO:<anna@buerger.de-mail.de>",
-            "RCPT TO:<akte@buerger.de-mail.de>",
-            "DATA",
-            msg,
-            "QUIT",
-        ],
-    );
+    let r = submit(port, &token, &["anna@buerger.de-mail.de", "akte@buerger.de-mail.de"], msg);
     assert_eq!(r[2].0, 235, "{r:?}");
     assert_eq!(r[7].0, 250, "{r:?}");
     let got = sink.wait_received(1, Duration::from_secs(30));
@@ -64,18 +60,7 @@ fn subject_tags_via_smtp_become_headers_and_are_relayed() {
 
     // A blocked message gets a 550 with the core's code and both languages.
     let msg = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de, x@example.org\r\nSubject: [P] Gemischt\r\n\r\nx\r\n.";
-    let r = smtp_dialogue(
-        port,
-        &[
-            "EHLO fachverfahren",
-            &format!("AUTH PLAIN {}", plain("kfz", &token)),
-            "MAIL FROM:<peter.meier@musterstadt.de>",
-            "RCPT TO:<anna@buerger.de-mail.de>",
-            "RCPT TO:<x@example.org>",
-            "DATA",
-            msg,
-        ],
-    );
+    let r = submit(port, &token, &["anna@buerger.de-mail.de", "x@example.org"], msg);
     assert_eq!(r[7].0, 550, "{r:?}");
     assert!(r[7].1.contains("submit.blocked") && r[7].1.contains("De-Mail-Empfänger") && r[7].1.contains("De-Mail recipients"), "{r:?}");
 }

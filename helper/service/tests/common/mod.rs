@@ -1,9 +1,8 @@
 //! Test harness: the real `demail` binary as a child process, a raw HTTP/1.1 client
 //! (so tests can send hostile Host/Origin headers), and a TLS SMTP gateway stand-in
-//! built on demail-smtp with a CA made at test time (demail-testkit).
+//! built on demail-smtp with a CA made at test time (demail-testkit). Postfix, Dovecot
+//! and the real gateway come from demail-testkit.
 #![allow(dead_code)]
-
-pub mod postfix;
 
 use demail_testkit::{ChildGuard, Pki, TempDir};
 use serde_json::{json, Value};
@@ -66,14 +65,28 @@ fn newest_mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::read_dir(p).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
 }
 
+/// A name no other test run uses (keyring entries are per machine user).
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    format!("{prefix}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// Start the helper in a fresh kernel session keyring: `script` runs under
+/// `keyctl session` (`{demail}` is the binary path; it must end with
+/// `exec {demail} serve --port 0`). keyring-rs also links the entry into root's
+/// persistent keyring, which outlives the session: the gateway password of `user`
+/// is deleted again when the [`Helper`] is dropped.
+pub struct Keyutils<'a> {
+    pub user: &'a str,
+    pub script: &'a str,
+}
+
 #[derive(Default)]
 pub struct HelperOpts<'a> {
     pub machine: &'a str,
     pub user: &'a str,
-    /// Run the helper through a wrapper shell script (e.g. to set credentials in a
-    /// `keyctl session` first). `{demail}` is replaced by the binary path; the script
-    /// must `exec {demail} serve --port 0`.
-    pub wrapper: Option<Vec<String>>,
+    pub keyutils: Option<Keyutils<'a>>,
     pub policy: Option<&'a str>,
 }
 
@@ -86,6 +99,7 @@ pub struct Helper {
     pub child: ChildGuard,
     pub log: PathBuf,
     wrapper: Option<Vec<String>>,
+    keyutils_user: Option<String>,
 }
 
 pub struct Resp {
@@ -124,9 +138,14 @@ impl Helper {
         std::fs::create_dir_all(d.join("config/demail")).unwrap();
         let log = if o.user.contains("[log]") { "" } else { "[log]\nlevel = \"debug\"\n" };
         std::fs::write(d.join("config/demail/helper.toml"), format!("{log}{}", o.user)).unwrap();
-        let (child, listening, log) = Helper::spawn(d, o.wrapper.as_deref());
+        let wrapper = o.keyutils.as_ref().map(|k| {
+            assert!(demail_testkit::have("keyctl"), "keyctl missing: run scripts/setup test (keyutils)");
+            ["keyctl", "session", "-", "sh", "-c", k.script].map(String::from).to_vec()
+        });
+        let keyutils_user = o.keyutils.map(|k| k.user.to_string());
+        let (child, listening, log) = Helper::spawn(d, wrapper.as_deref());
         let port = listening["port"].as_u64().unwrap_or(0) as u16;
-        Helper { dir, port, listening, child, log, wrapper: o.wrapper }
+        Helper { dir, port, listening, child, log, wrapper, keyutils_user }
     }
 
     /// Start `demail serve` in the helper's directories; wait for its "listening" line.
@@ -146,7 +165,7 @@ impl Helper {
                 c
             }
         };
-        Helper::apply_env(&mut cmd, d);
+        helper_env(&mut cmd, d);
         let child = ChildGuard::spawn("demail serve", cmd, Some(&log)).expect("spawn demail serve");
         let listening = demail_testkit::wait_until(Duration::from_secs(20), || {
             let text = std::fs::read_to_string(&log).ok()?;
@@ -171,24 +190,11 @@ impl Helper {
         self.log = log;
     }
 
-    fn apply_env(cmd: &mut Command, d: &Path) {
-        cmd.env("HOME", d)
-            .env("XDG_CONFIG_HOME", d.join("config"))
-            .env("XDG_DATA_HOME", d.join("data"))
-            .env("XDG_RUNTIME_DIR", d.join("run"))
-            .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
-            .env_remove("DEMAIL_HELPER_CONFIG")
-            .env_remove("DEMAIL_HELPER_RUNTIME_DIR")
-            .env_remove("DEMAIL_POLICY")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env("NO_COLOR", "1");
-    }
-
     /// Run the CLI with the helper's environment.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, Value, String) {
         let mut cmd = Command::new(demail_bin());
         cmd.args(args);
-        Helper::apply_env(&mut cmd, self.dir.path());
+        helper_env(&mut cmd, self.dir.path());
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn demail");
@@ -254,6 +260,43 @@ impl Helper {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let Some(user) = self.keyutils_user.take() else { return };
+        self.child.kill();
+        // A fresh session finds the entry through the persistent keyring again.
+        let mut cmd = Command::new("keyctl");
+        cmd.args(["session", "-"]).arg(demail_bin()).args(["credentials", "delete"]);
+        helper_env(&mut cmd, self.dir.path());
+        let out = cmd.output();
+        let desc = format!("keyring-rs:{user}@");
+        let gone = demail_testkit::wait_until(Duration::from_secs(5), || {
+            (!std::fs::read_to_string("/proc/keys").unwrap_or_default().contains(&desc)).then_some(())
+        });
+        if !std::thread::panicking() {
+            let out = out.expect("run keyctl session demail credentials delete");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && stdout.contains("\"deleted\": 1"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(gone.is_some(), "{desc} is still in a kernel keyring");
+        }
+    }
+}
+
+/// The environment of a helper living in `d`: HOME, XDG dirs, machine config; nothing
+/// from the caller's desktop session.
+pub fn helper_env(cmd: &mut Command, d: &Path) {
+    cmd.env("HOME", d)
+        .env("XDG_CONFIG_HOME", d.join("config"))
+        .env("XDG_DATA_HOME", d.join("data"))
+        .env("XDG_RUNTIME_DIR", d.join("run"))
+        .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+        .env_remove("DEMAIL_HELPER_CONFIG")
+        .env_remove("DEMAIL_HELPER_RUNTIME_DIR")
+        .env_remove("DEMAIL_POLICY")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("NO_COLOR", "1");
 }
 
 /// Plain HTTP/1.1 over TCP with `Connection: close`.
@@ -450,6 +493,12 @@ pub fn gateway_config(port: u16, ca: &Path, tls: &str, extra: &str) -> String {
         "[gateway]\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nca_file = \"{}\"\nca_only = true\ntimeout = 10\n\n[relay]\nretry_initial = 1\nretry_max = 2\npoll_interval = 1\n{extra}\n",
         ca.display()
     )
+}
+
+/// [`gateway_config`] with STARTTLS and SMTP AUTH as `user`, password from `backend`.
+pub fn gateway_login_config(port: u16, ca: &Path, user: &str, backend: &str) -> String {
+    gateway_config(port, ca, "starttls", "")
+        .replace("timeout = 10\n", &format!("timeout = 10\nusername = \"{user}\"\n[secrets]\nbackend = \"{backend}\"\n"))
 }
 
 pub fn demail_message(subject: &str) -> Value {
