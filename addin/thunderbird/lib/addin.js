@@ -486,8 +486,9 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
     const client = new HelperClient({ messenger, fetch, settings: settings.values, token: settings.helperToken });
     let accepted;
     try {
-      await client.discover();
-      const message = await submissionFor(tab.id, details, st, ev, { confirmed });
+      // Finding the helper (a native-host round trip) and reading the attachments are
+      // independent: do them together, the caseworker is waiting for the window to close.
+      const [, message] = await Promise.all([client.discover(), submissionFor(tab.id, details, st, ev, { confirmed })]);
       accepted = await client.submit(message);
     } catch (e) {
       const err = e instanceof HelperError ? e : new HelperError("helper.unreachable", "", String(e?.message || e));

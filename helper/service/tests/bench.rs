@@ -84,34 +84,13 @@ fn check_with_100_recipients_latency() {
     println!("BENCH check100 new-connection p50_ms={:.3} p99_ms={:.3} max_ms={:.3}", lat[500], lat[990], lat[999]);
 
     // As an add-in's fetch does it: one kept-alive connection.
-    use std::io::{BufRead, BufReader, Read, Write};
-    let s = std::net::TcpStream::connect(("127.0.0.1", h.port)).unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
+    let mut conn = KeepAlive::open(h.port, &token);
     let payload = body.to_string();
-    let req = format!(
-        "POST /v1/check HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
-        h.port,
-        payload.len()
-    );
     let mut lat: Vec<f64> = Vec::new();
     for i in 0..1050 {
         let t = Instant::now();
-        w.write_all(req.as_bytes()).unwrap();
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut b = vec![0u8; len];
-        r.read_exact(&mut b).unwrap();
+        let (status, _) = conn.post("/v1/check", &payload);
+        assert_eq!(status, 200);
         if i >= 50 {
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
@@ -161,47 +140,104 @@ fn large_message_peak_rss() {
 
 /// The helper's relay (accept with fsync, relay over STARTTLS) against Postfix's own
 /// relay of the same 10 KB messages (smtp-source → Postfix queue, fsynced), both into a
-/// discarding Postfix.
+/// discarding Postfix. Both senders use one connection for all messages (smtp-source one
+/// session, the helper's client keep-alive, as an add-in's fetch). Disk and CPU on a
+/// shared machine drift, so the runs alternate and the median ratio is the figure.
 #[test]
 #[ignore]
 fn relay_throughput_vs_postfix() {
-    let n = 500;
+    let (rounds, n) = (3, 300);
     let tmp = demail_testkit::temp_dir();
     let pki = Pki::generate(tmp.path(), "pf");
     let sink = Postfix::start_lmtp_relay(tmp.path(), &pki, None, false).expect("postfix");
-
-    // Postfix baseline: smtp-source, one session, 10 KB messages.
-    let t = Instant::now();
-    let st = std::process::Command::new("smtp-source")
-        .args(["-c", "-l", "10240", "-m", &n.to_string(), "-s", "1", "-f", "peter.meier@musterstadt.de", "-t", "anna@buerger.de-mail.de"])
-        .arg(format!("127.0.0.1:{}", sink.port))
-        .output()
-        .expect("smtp-source");
-    assert!(st.status.success());
-    let queued = demail_testkit::wait_until(Duration::from_secs(120), || (sink.queued() == 0).then_some(()));
-    assert!(queued.is_some());
-    let postfix_s = t.elapsed().as_secs_f64();
-
     let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "[log]\nlevel = \"warn\"\n");
     let token = h.pair();
     let text = "x".repeat(10 * 1024 - 600);
-    let t = Instant::now();
-    for i in 0..n {
-        let mut m = demail_message(&format!("Bescheid {i}"));
-        m["text"] = json!(text);
-        assert_eq!(h.post("/v1/messages", Some(&token), &m).status, 202);
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let t = Instant::now();
+        let st = std::process::Command::new("smtp-source")
+            .args(["-c", "-l", "10240", "-m", &n.to_string(), "-s", "1", "-f", "peter.meier@musterstadt.de", "-t", "anna@buerger.de-mail.de"])
+            .arg(format!("127.0.0.1:{}", sink.port))
+            .output()
+            .expect("smtp-source");
+        assert!(st.status.success());
+        let queued = demail_testkit::wait_until(Duration::from_secs(120), || (sink.queued() == 0).then_some(()));
+        assert!(queued.is_some());
+        let postfix_s = t.elapsed().as_secs_f64();
+
+        let sent_before = h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"].as_u64().unwrap_or(0);
+        let mut conn = KeepAlive::open(h.port, &token);
+        let t = Instant::now();
+        for i in 0..n {
+            let mut m = demail_message(&format!("Bescheid {round}-{i}"));
+            m["text"] = json!(text);
+            let (status, _) = conn.post("/v1/messages", &m.to_string());
+            assert_eq!(status, 202);
+        }
+        let accepted_s = t.elapsed().as_secs_f64();
+        let target = sent_before + n as u64;
+        let done = demail_testkit::wait_until(Duration::from_secs(300), || {
+            (h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"].as_u64() == Some(target)).then_some(())
+        });
+        assert!(done.is_some());
+        let queued = demail_testkit::wait_until(Duration::from_secs(120), || (sink.queued() == 0).then_some(()));
+        assert!(queued.is_some());
+        let helper_s = t.elapsed().as_secs_f64();
+        println!(
+            "BENCH relay round={round} n={n} postfix_msgs_per_s={:.0} helper_msgs_per_s={:.0} (accept {:.0}/s) ratio={:.2}",
+            n as f64 / postfix_s,
+            n as f64 / helper_s,
+            n as f64 / accepted_s,
+            postfix_s / helper_s
+        );
+        ratios.push(postfix_s / helper_s);
     }
-    let accepted_s = t.elapsed().as_secs_f64();
-    let done = demail_testkit::wait_until(Duration::from_secs(300), || {
-        (h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"] == n).then_some(())
-    });
-    assert!(done.is_some());
-    let helper_s = t.elapsed().as_secs_f64();
-    println!(
-        "BENCH relay n={n} postfix_msgs_per_s={:.0} helper_msgs_per_s={:.0} (accept {:.0}/s) ratio={:.2}",
-        n as f64 / postfix_s,
-        n as f64 / helper_s,
-        n as f64 / accepted_s,
-        postfix_s / helper_s
-    );
+    ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("BENCH relay median_ratio={:.2} (goal >= 1.0)", ratios[ratios.len() / 2]);
+}
+
+/// One kept-alive HTTP/1.1 connection to the helper.
+struct KeepAlive {
+    port: u16,
+    token: String,
+    w: std::net::TcpStream,
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(port: u16, token: &str) -> KeepAlive {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        KeepAlive { port, token: token.into(), w: s.try_clone().unwrap(), r: std::io::BufReader::new(s) }
+    }
+
+    /// Status and body.
+    fn post(&mut self, path: &str, payload: &str) -> (u16, Vec<u8>) {
+        use std::io::{BufRead, Read, Write};
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+            self.port,
+            self.token,
+            payload.len()
+        );
+        self.w.write_all(req.as_bytes()).unwrap();
+        let (mut len, mut status) = (0usize, 0u16);
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut b = vec![0u8; len];
+        self.r.read_exact(&mut b).unwrap();
+        (status, b)
+    }
 }
