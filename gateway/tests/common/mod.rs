@@ -309,6 +309,58 @@ domains = ["musterstadt.de-mail.de"]
         g
     }
 
+    /// A further simulator process (`name.toml`, `name-store`, `name.log`) on its own
+    /// port, with the same PKI and credentials, for gateways with several providers.
+    pub fn start_sim_named(&self, name: &str, port: u16) -> ChildGuard {
+        let d = self.dir.path();
+        let text = std::fs::read_to_string(d.join("sim.toml"))
+            .expect("start_sim first: its config is the template")
+            .replace(
+                &format!("127.0.0.1:{}", self.provider_port),
+                &format!("127.0.0.1:{port}"),
+            )
+            .replace(
+                &d.join("sim-store").display().to_string(),
+                &d.join(format!("{name}-store")).display().to_string(),
+            );
+        let cfg = d.join(format!("{name}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"));
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        let g = ChildGuard::spawn(name, cmd, Some(&d.join(format!("{name}.log")))).unwrap();
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "{name} did not start"
+        );
+        g
+    }
+
+    /// Messages a simulator stored under `store` (`*.eml`).
+    pub fn stored_in(&self, store: &str) -> Vec<Vec<u8>> {
+        let mut v: Vec<_> = std::fs::read_dir(self.dir.path().join(store))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+    }
+
+    /// Queue entries (`queue list`) as JSON.
+    pub fn queue_entries(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["queue", "list"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn sim_cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"))
             .arg("--config")
