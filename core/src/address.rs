@@ -362,6 +362,16 @@ pub struct DeMailAddressInfo {
 /// Validate a De-Mail address by the TR rules: lower case, local part ≤ 64,
 /// domain ≤ 189, whole ≤ 253 characters; `pn_` marks a pseudonym.
 pub fn validate_demail_address(addr: &str) -> DeMailAddressInfo {
+    let local = addr.rsplit_once('@').map_or(addr, |(l, _)| l);
+    DeMailAddressInfo {
+        address: addr.to_string(),
+        pseudonym: crate::options::is_pseudonym(local),
+        problems: demail_address_problems(addr),
+    }
+}
+
+/// The TR rule violations of a De-Mail address (the send check needs only these).
+pub fn demail_address_problems(addr: &str) -> Vec<Reason> {
     let mut problems = Vec::new();
     let (local, domain) = addr.rsplit_once('@').unwrap_or((addr, ""));
     let mk = |code: &str, de: String, en: String| Reason::new(code, de, en).about(addr);
@@ -394,11 +404,7 @@ pub fn validate_demail_address(addr: &str) -> DeMailAddressInfo {
             format!("A De-Mail address may have at most 253 characters ({w})."),
         ));
     }
-    DeMailAddressInfo {
-        address: addr.to_string(),
-        pseudonym: crate::options::is_pseudonym(local),
-        problems,
-    }
+    problems
 }
 
 #[cfg(test)]

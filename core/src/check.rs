@@ -220,8 +220,7 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
     if !demail.is_empty() {
         // TR address rules (ACM-FU §2.1); the case rule cannot fail here, addresses are lowered.
         for a in &demail {
-            let info = crate::address::validate_demail_address(a);
-            reasons.extend(info.problems.into_iter().map(|r| r.with_severity(Severity::Block)));
+            reasons.extend(crate::address::demail_address_problems(a).into_iter().map(|r| r.with_severity(Severity::Block)));
         }
 
         // Mixed addressing.
