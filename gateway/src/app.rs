@@ -421,6 +421,11 @@ impl Handler for Inbound {
     }
 }
 
+/// The recipients of a queued message not yet delivered or bounced.
+fn pending_rcpts(all: &[String], done: &[String]) -> Vec<String> {
+    all.iter().filter(|r| !done.contains(r)).cloned().collect()
+}
+
 fn backoff(cfg: &crate::config::Queue, attempts: u32) -> u64 {
     let exp = cfg
         .retry_initial_secs
@@ -515,12 +520,7 @@ impl App {
                 .and_then(|n| self.cfg.providers.iter().find(|p| p.name == n))
             {
                 Some(p) => {
-                    let todo: Vec<String> = meta
-                        .rcpt_to
-                        .iter()
-                        .filter(|r| !st.done_rcpts.contains(r))
-                        .cloned()
-                        .collect();
+                    let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
                     if self.spool.was_sending(&id) {
                         // The provider may hold it already; the Message-ID is unchanged, so a
                         // provider that deduplicates (as the simulator does) stores it once.
@@ -542,12 +542,7 @@ impl App {
                 ))),
             },
             Kind::Internal => {
-                let todo: Vec<String> = meta
-                    .rcpt_to
-                    .iter()
-                    .filter(|r| !st.done_rcpts.contains(r))
-                    .cloned()
-                    .collect();
+                let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
                 let (done, fail) = relay::to_internal(
                     &self.cfg.inbound.deliver,
                     &helo,
@@ -677,11 +672,9 @@ impl App {
     /// Permanent failure or given up: bounce every recipient not yet settled.
     async fn bounce(self: &Arc<Self>, meta: &Meta, st: &State, reason: &str, message: &[u8]) {
         let id = &meta.id;
-        let failed: Vec<(String, String)> = meta
-            .rcpt_to
-            .iter()
-            .filter(|r| !st.done_rcpts.contains(r))
-            .map(|r| (r.clone(), reason.to_string()))
+        let failed: Vec<(String, String)> = pending_rcpts(&meta.rcpt_to, &st.done_rcpts)
+            .into_iter()
+            .map(|r| (r, reason.to_string()))
             .collect();
         let delivered: Vec<String> = st
             .done_rcpts

@@ -370,10 +370,9 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         }
     }
 
-    #[test]
-    fn provider_only_headers_and_seals_from_clients_are_dropped() {
-        let raw = b"From: peter@stadt.de\r\nX-de-mail-message-id: <f@evil>\r\nX-de-mail-originator-provider: evil.de\r\nX-de-mail-auth-level: high\r\nX-De-Mail-Integrity: c=simple/simple; b=x\r\nX-de-mail-message-type: confirmation of receipt\r\nX-de-mail-sender: chef@stadt.de-mail.de\r\nX-Demail-Gateway-Seal: v=1; kid=a; s=AAAA\r\nX-de-mail-private: yes\r\nSubject: x\r\n\r\nT\r\n";
-        let p = prepare(
+    /// `prepare` for one De-Mail recipient, which must succeed.
+    fn prepare_one(raw: &[u8]) -> Prepared {
+        prepare(
             &policy(),
             "",
             &["a@b.de-mail.de".into()],
@@ -381,7 +380,13 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
             0,
             &E,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn provider_only_headers_and_seals_from_clients_are_dropped() {
+        let raw = b"From: peter@stadt.de\r\nX-de-mail-message-id: <f@evil>\r\nX-de-mail-originator-provider: evil.de\r\nX-de-mail-auth-level: high\r\nX-De-Mail-Integrity: c=simple/simple; b=x\r\nX-de-mail-message-type: confirmation of receipt\r\nX-de-mail-sender: chef@stadt.de-mail.de\r\nX-Demail-Gateway-Seal: v=1; kid=a; s=AAAA\r\nX-de-mail-private: yes\r\nSubject: x\r\n\r\nT\r\n";
+        let p = prepare_one(raw);
         let s = String::from_utf8(p.message).unwrap().to_ascii_lowercase();
         for h in [
             "message-id: <f@evil>",
@@ -401,15 +406,7 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
     #[test]
     fn existing_private_id_is_kept_and_folded_headers_survive() {
         let raw = b"From: peter@stadt.de\r\nX-de-mail-private-id: AZ 4711\r\nX-Long: a\r\n b\r\nSubject: Bescheid\r\n\r\nT\r\n";
-        let p = prepare(
-            &policy(),
-            "",
-            &["a@b.de-mail.de".into()],
-            raw.to_vec(),
-            0,
-            &E,
-        )
-        .unwrap();
+        let p = prepare_one(raw);
         let s = String::from_utf8(p.message).unwrap();
         assert_eq!(p.private_id, "AZ 4711");
         assert!(!p.private_id_generated);

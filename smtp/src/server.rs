@@ -339,22 +339,17 @@ impl<H: Handler> Session<H> {
 
     fn error(&mut self, code: u16, esc: &str, de: &str, en: &str) -> Step {
         self.say(code, esc, de, en);
-        self.errors += 1;
-        if self.errors >= self.cfg.max_errors {
-            self.say(
-                421,
-                "4.7.0",
-                "Zu viele Fehler, Verbindung wird getrennt.",
-                "Too many errors, closing connection.",
-            );
-            return Step::Close;
-        }
-        Step::Continue
+        self.count_error()
     }
 
     /// A handler refused MAIL or RCPT: counts toward the error limit (address harvesting).
     fn refused(&mut self, r: Reject) -> Step {
         self.out.extend(r.to_wire());
+        self.count_error()
+    }
+
+    /// One more error; at the limit the session ends with a 421.
+    fn count_error(&mut self) -> Step {
         self.errors += 1;
         if self.errors >= self.cfg.max_errors {
             self.say(
