@@ -55,6 +55,10 @@ async function open(page, fixture) {
 
 const state = (p) => p.evaluate(() => JSON.parse(JSON.stringify(window.Office.__test.state)));
 const waitHeaders = (p, pred) => p.waitForFunction(pred, null, { timeout: 10000 });
+// The pane re-renders after the Office write resolves: wait for the checkbox too, so the next
+// click never lands on an element that is about to be replaced.
+const waitBox = (p, id, checked) =>
+  p.waitForFunction(([i, c]) => document.getElementById(i)?.checked === c, [id, checked], { timeout: 10000 });
 const rec = (a) => ({ emailAddress: a, displayName: a, recipientType: "other" });
 
 test("compose pane: ticking boxes sets exactly the TR headers, unticking removes them", async () => {
@@ -68,16 +72,20 @@ test("compose pane: ticking boxes sets exactly the TR headers, unticking removes
     await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length === 1);
     const pid = (await state(p)).headers["X-de-mail-private-id"];
     assert.match(pid, /^DM-/);
-    assert.equal(await p.isChecked("#marked"), true);
+    // The pane re-renders after the write resolves, so wait for the view, not just the headers.
+    await waitBox(p, "marked", true);
     assert.match(await p.textContent("#recipients"), /De-Mail\s*anna@buerger\.de-mail\.de/);
 
     await p.click("label[for='opt-private']");
     await waitHeaders(p, () => window.Office.__test.state.headers["X-de-mail-private"] === "yes");
+    await waitBox(p, "opt-private", true);
     await p.click("label[for='opt-confirmation-of-dispatch']");
     await waitHeaders(p, () => "X-de-mail-confirmation-of-dispatch" in window.Office.__test.state.headers);
+    await waitBox(p, "opt-confirmation-of-dispatch", true);
     await p.fill("#private-id", "AZ-2026-0815");
     await p.press("#private-id", "Tab");
     await waitHeaders(p, () => window.Office.__test.state.headers["X-de-mail-private-id"] === "AZ-2026-0815");
+    await p.waitForFunction(() => document.getElementById("headers").textContent.includes("AZ-2026-0815"));
     assert.deepEqual((await state(p)).headers, {
       "X-de-mail-confirmation-of-dispatch": "yes",
       "X-de-mail-private": "yes",
@@ -91,11 +99,14 @@ test("compose pane: ticking boxes sets exactly the TR headers, unticking removes
 
     await p.click("label[for='opt-confirmation-of-retrieve']");
     await waitHeaders(p, () => !("X-de-mail-confirmation-of-retrieve" in window.Office.__test.state.headers));
+    await waitBox(p, "opt-confirmation-of-retrieve", false);
     await p.click("label[for='opt-private']");
     await waitHeaders(p, () => !("X-de-mail-private" in window.Office.__test.state.headers));
+    await waitBox(p, "opt-private", false);
     assert.deepEqual((await state(p)).headers, { "X-de-mail-confirmation-of-dispatch": "yes", "X-de-mail-private-id": "AZ-2026-0815" });
     await p.click("label[for='marked']");
     await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length === 0);
+    await waitBox(p, "marked", false);
     assert.equal(await p.isChecked("#opt-confirmation-of-dispatch"), false);
     assert.deepEqual(errors, []);
     assert.deepEqual(unexpected, []);
