@@ -1,8 +1,10 @@
 //! The gateway's TOML configuration (reference: docs/gateway.md).
 //!
-//! Secrets are never in this file: a field names an environment variable
-//! (`*_env`, tests and demos) or a keyring entry (`*_keyring = "service/user"`).
+//! Secrets are never in this file: a field names where one lives (crate::secret):
+//! a systemd credential (`*_credential`), a keyring entry (`*_keyring = "service/user"`)
+//! or, for tests and demos, an environment variable (`*_env`).
 
+pub use crate::secret::Secret;
 use demail_core::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -23,54 +25,60 @@ pub struct Config {
     pub seal: Option<SealCfg>,
 }
 
-/// `[seal]`: key id and where the Ed25519 private key lives (OS keyring only).
+/// `[seal]`: key id and where the Ed25519 private key lives (OS store only: a systemd
+/// credential or the keyring; there is no file or environment variant).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealCfg {
     pub kid: String,
     /// Keyring entry `service/user` holding the base64 private key.
-    pub key_keyring: String,
+    #[serde(default)]
+    pub key_keyring: Option<String>,
+    /// systemd credential holding the base64 private key.
+    #[serde(default)]
+    pub key_credential: Option<String>,
 }
 
 impl SealCfg {
-    fn entry(&self) -> Result<keyring::Entry, String> {
-        let (service, user) = self.key_keyring.split_once('/').ok_or_else(|| {
-            format!(
-                "seal.key_keyring „{}“: erwartet service/user / expected service/user",
-                self.key_keyring
-            )
-        })?;
-        keyring::Entry::new(service, user).map_err(|e| format!("keyring {}: {e}", self.key_keyring))
+    pub fn key(&self) -> Secret {
+        Secret {
+            secret_keyring: self.key_keyring.clone(),
+            credential: self.key_credential.clone(),
+            ..Default::default()
+        }
     }
 
-    /// The private key from the keyring. Errors name the entry, never the value.
+    /// The private key. Errors name the place, never the value.
     pub fn read_key(&self) -> Result<[u8; 32], String> {
         use base64::Engine;
-        let b64 = self.entry()?.get_password().map_err(|e| {
-            format!("Siegel-Schlüssel im Schlüsselbund {} nicht lesbar / seal key in keyring {} not readable: {e}", self.key_keyring, self.key_keyring)
-        })?;
+        let place = self.key().place();
+        let b64 = self
+            .key()
+            .read()
+            .map_err(|e| format!("Siegel-Schlüssel nicht lesbar / seal key not readable: {e}"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
             .map_err(|_| {
-                format!(
-                    "Siegel-Schlüssel {}: kein Base64 / seal key {}: not base64",
-                    self.key_keyring, self.key_keyring
-                )
+                format!("Siegel-Schlüssel {place}: kein Base64 / seal key {place}: not base64")
             })?;
         bytes.try_into().map_err(|_| {
             format!(
-                "Siegel-Schlüssel {}: 32 Byte erwartet / seal key {}: 32 bytes expected",
-                self.key_keyring, self.key_keyring
+                "Siegel-Schlüssel {place}: 32 Byte erwartet / seal key {place}: 32 bytes expected"
             )
         })
     }
 
-    /// Store a private key in the keyring.
-    pub fn write_key(&self, key: &[u8; 32]) -> Result<(), String> {
+    /// Store a private key where the configuration says.
+    pub fn write_key(
+        &self,
+        key: &[u8; 32],
+        store: &crate::secret::CredStore,
+    ) -> Result<String, String> {
         use base64::Engine;
-        self.entry()?
-            .set_password(&base64::engine::general_purpose::STANDARD.encode(key))
-            .map_err(|e| format!("keyring {}: {e}", self.key_keyring))
+        self.key().store(
+            &base64::engine::general_purpose::STANDARD.encode(key),
+            store,
+        )
     }
 }
 
@@ -150,6 +158,9 @@ pub struct User {
     /// Keyring entry `service/user` with the password.
     #[serde(default)]
     pub password_keyring: Option<String>,
+    /// systemd credential with the password.
+    #[serde(default)]
+    pub password_credential: Option<String>,
     /// The From addresses this account may send as: `user@domain` or `*@domain`.
     #[serde(default)]
     pub senders: Vec<String>,
@@ -185,37 +196,8 @@ impl User {
         Secret {
             secret_env: self.password_env.clone(),
             secret_keyring: self.password_keyring.clone(),
+            credential: self.password_credential.clone(),
         }
-    }
-}
-
-/// Where a secret lives: an environment variable or a keyring entry.
-#[derive(Debug, Clone, Default)]
-pub struct Secret {
-    pub secret_env: Option<String>,
-    /// Keyring entry `service/user` (Linux kernel keyring).
-    pub secret_keyring: Option<String>,
-}
-
-impl Secret {
-    /// Read the secret. The error names where it was looked for, never the value.
-    pub fn read(&self) -> Result<String, String> {
-        if let Some(var) = &self.secret_env {
-            return std::env::var(var).map_err(|_| {
-                format!("Umgebungsvariable {var} fehlt / environment variable {var} is not set")
-            });
-        }
-        if let Some(entry) = &self.secret_keyring {
-            let (service, user) = entry
-                .split_once('/')
-                .ok_or_else(|| format!("Schlüsselbund-Eintrag „{entry}“: erwartet service/user / keyring entry \"{entry}\": expected service/user"))?;
-            let e =
-                keyring::Entry::new(service, user).map_err(|e| format!("keyring {entry}: {e}"))?;
-            return e
-                .get_password()
-                .map_err(|e| format!("keyring {entry}: {e}"));
-        }
-        Err("kein Geheimnis konfiguriert (secret_env oder secret_keyring) / no secret configured (secret_env or secret_keyring)".into())
     }
 }
 
@@ -275,6 +257,9 @@ pub struct Provider {
     /// Keyring entry `service/user` with the token secret.
     #[serde(default)]
     pub secret_keyring: Option<String>,
+    /// systemd credential with the token secret (the system service).
+    #[serde(default)]
+    pub secret_credential: Option<String>,
 }
 
 impl Provider {
@@ -282,6 +267,7 @@ impl Provider {
         Secret {
             secret_env: self.secret_env.clone(),
             secret_keyring: self.secret_keyring.clone(),
+            credential: self.secret_credential.clone(),
         }
     }
 }
@@ -435,23 +421,14 @@ impl Config {
                 }
             }
         }
-        if let Some(u) = cfg
-            .outbound
-            .users
-            .iter()
-            .find(|u| u.password_env.is_none() == u.password_keyring.is_none())
-        {
-            return Err(err(
-                "password_env",
-                format!(
-                    "Benutzer {}: genau eines von password_env oder password_keyring angeben",
-                    u.name
-                ),
-                format!(
-                    "user {}: give exactly one of password_env or password_keyring",
-                    u.name
-                ),
-            ));
+        for u in &cfg.outbound.users {
+            check_place(
+                &u.password(),
+                "password",
+                &format!("Benutzer {}", u.name),
+                &format!("user {}", u.name),
+            )
+            .map_err(|(f, de, en)| err(&f, de, en))?;
         }
         if cfg.outbound.require_auth && cfg.outbound.users.is_empty() {
             return Err(err(
@@ -481,19 +458,13 @@ impl Config {
                     ),
                 ));
             }
-            if p.secret_env.is_none() == p.secret_keyring.is_none() {
-                return Err(err(
-                    "secret_env",
-                    format!(
-                        "Anbieter {}: genau eines von secret_env oder secret_keyring angeben",
-                        p.name
-                    ),
-                    format!(
-                        "provider {}: give exactly one of secret_env or secret_keyring",
-                        p.name
-                    ),
-                ));
-            }
+            check_place(
+                &p.secret(),
+                "secret",
+                &format!("Anbieter {}", p.name),
+                &format!("provider {}", p.name),
+            )
+            .map_err(|(f, de, en)| err(&f, de, en))?;
         }
         let policy_src = std::fs::read_to_string(&cfg.gateway.policy).map_err(|e| {
             err(
@@ -529,13 +500,7 @@ impl Config {
                     "seal.kid: only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)".into(),
                 ));
             }
-            if !sc.key_keyring.contains('/') {
-                return Err(err(
-                    "key_keyring",
-                    "seal.key_keyring: erwartet service/user".into(),
-                    "seal.key_keyring: expected service/user".into(),
-                ));
-            }
+            check_place(&sc.key(), "key", "seal", "seal").map_err(|(f, de, en)| err(&f, de, en))?;
         }
         for u in &cfg.outbound.users {
             for g in &u.groups {
@@ -614,6 +579,43 @@ impl Config {
     }
 }
 
+/// Exactly one place for a secret, and a well-formed one. `prefix` is the field stem
+/// (`password`, `secret`, `key`); errors name the field.
+fn check_place(
+    s: &Secret,
+    prefix: &str,
+    who_de: &str,
+    who_en: &str,
+) -> Result<(), (String, String, String)> {
+    let fields = format!("{prefix}_credential / {prefix}_keyring / {prefix}_env");
+    if s.sources() != 1 {
+        return Err((
+            format!("{prefix}_credential"),
+            format!("{who_de}: genau eines von {fields} angeben"),
+            format!("{who_en}: give exactly one of {fields}"),
+        ));
+    }
+    if let Some(k) = &s.secret_keyring {
+        if !k.contains('/') {
+            return Err((
+                format!("{prefix}_keyring"),
+                format!("{who_de}: {prefix}_keyring erwartet service/user"),
+                format!("{who_en}: {prefix}_keyring expects service/user"),
+            ));
+        }
+    }
+    if let Some(c) = &s.credential {
+        if !crate::secret::valid_credential_name(c) {
+            return Err((
+                format!("{prefix}_credential"),
+                format!("{who_de}: {prefix}_credential „{c}“: nur A–Z, a–z, 0–9, „.“, „_“, „-“ (1–64 Zeichen)"),
+                format!("{who_en}: {prefix}_credential \"{c}\": only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `10.0.0.0/8` or a single address.
 pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>()
@@ -629,8 +631,8 @@ mod tests {
     fn example_config_parses() {
         let c: Config = toml::from_str(include_str!("../../examples/gateway.toml")).unwrap();
         assert_eq!(
-            c.providers[0].secret().secret_keyring.as_deref(),
-            Some("demail-gateway/dmda")
+            c.providers[0].secret().credential.as_deref(),
+            Some("demail-gateway.provider-dmda")
         );
         assert_eq!(c.outbound.users.len(), 2);
         assert!(!c.outbound.users[0].unbound() && c.outbound.users[1].unbound());
@@ -639,14 +641,5 @@ mod tests {
             Some("musterstadt-2026")
         );
         assert!(c.provider_for("MusterStadt.de-mail.de").is_some());
-    }
-
-    #[test]
-    fn secrets_name_their_source_not_their_value() {
-        let s = Secret {
-            secret_env: Some("DEMAIL_TEST_UNSET_VAR".into()),
-            secret_keyring: None,
-        };
-        assert!(s.read().unwrap_err().contains("DEMAIL_TEST_UNSET_VAR"));
     }
 }

@@ -9,5 +9,6 @@ pub mod dsn;
 pub mod pipeline;
 pub mod relay;
 pub mod seal;
+pub mod secret;
 pub mod sim;
 pub mod spool;

@@ -45,19 +45,33 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BillingCmd,
     },
-    /// Secrets in the OS keyring (never in files).
+    /// Secrets in the OS store: systemd credentials or the keyring (never in plain files).
     Secret {
         #[command(subcommand)]
         cmd: SecretCmd,
+        /// Where `set` puts encrypted systemd credentials.
+        #[arg(long, global = true, default_value = "/etc/credstore.encrypted")]
+        credstore: PathBuf,
+        /// Where `set` puts the unit drop-ins that load them.
+        #[arg(
+            long,
+            global = true,
+            default_value = "/etc/systemd/system/demail-gateway.service.d"
+        )]
+        unit_dropins: PathBuf,
     },
 }
 
 #[derive(Subcommand)]
 enum SecretCmd {
-    /// Store a secret read from stdin (seal-key: the base64 Ed25519 private key).
+    /// Store a secret where the configuration names it: `provider NAME` (token secret),
+    /// `user NAME` (a listener account's password), `seal-key` (base64 Ed25519 key).
+    /// Prompted without echo on a terminal, else one line from stdin.
     Set {
-        #[arg(value_parser = ["seal-key"])]
-        name: String,
+        #[arg(value_parser = ["provider", "user", "seal-key"])]
+        kind: String,
+        /// The provider's or user's `name` in the configuration.
+        name: Option<String>,
     },
     /// Generate a new seal key in the keyring; prints the public key line for the policy.
     Generate {
@@ -69,6 +83,9 @@ enum SecretCmd {
         #[arg(value_parser = ["seal-key"])]
         name: String,
     },
+    /// Every secret the configuration needs, where it lives and whether it is stored
+    /// (never the value).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -152,7 +169,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Serve => serve(cfg, policy),
-        Cmd::Secret { cmd } => secret(&cfg, cmd),
+        Cmd::Secret {
+            cmd,
+            credstore,
+            unit_dropins,
+        } => secret(
+            &cfg,
+            cmd,
+            &demail_gateway::secret::CredStore {
+                dir: credstore,
+                dropin_dir: unit_dropins,
+            },
+        ),
         Cmd::Queue { cmd } => queue(&cfg, cmd),
         Cmd::Archive { cmd } => {
             let a = match archive::SqliteArchive::open(&cfg.gateway.archive_db) {
@@ -278,46 +306,178 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
     }
 }
 
-fn secret(cfg: &config::Config, cmd: SecretCmd) -> ExitCode {
+/// One secret line from a terminal (no echo, asked twice) or from stdin.
+fn read_secret(what: &str) -> Result<String, ExitCode> {
+    use std::io::IsTerminal;
+    let read_err = |e: std::io::Error| {
+        fail(
+            &format!("Eingabe nicht lesbar: {e}"),
+            &format!("cannot read input: {e}"),
+        )
+    };
+    let value = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password(format!("{what}: ")).map_err(read_err)?;
+        let b = rpassword::prompt_password("Wiederholen / repeat: ").map_err(read_err)?;
+        if a != b {
+            return Err(fail(
+                "Die Eingaben stimmen nicht überein; nichts gespeichert.",
+                "the entries differ; nothing stored.",
+            ));
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(read_err)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if value.is_empty() || value.contains(['\r', '\n', '\0']) {
+        return Err(fail(
+            "Leeres oder mehrzeiliges Geheimnis; nichts gespeichert.",
+            "empty or multi-line secret; nothing stored.",
+        ));
+    }
+    Ok(value)
+}
+
+fn secret(
+    cfg: &config::Config,
+    cmd: SecretCmd,
+    store: &demail_gateway::secret::CredStore,
+) -> ExitCode {
+    match cmd {
+        SecretCmd::List => secret_list(cfg, store),
+        SecretCmd::Set { kind, name } if kind != "seal-key" => secret_set(cfg, &kind, name, store),
+        SecretCmd::Set { .. } => seal_key(cfg, SealOp::Set, store),
+        SecretCmd::Generate { .. } => seal_key(cfg, SealOp::Generate, store),
+        SecretCmd::Public { .. } => seal_key(cfg, SealOp::Public, store),
+    }
+}
+
+enum SealOp {
+    Set,
+    Generate,
+    Public,
+}
+
+fn secret_list(cfg: &config::Config, store: &demail_gateway::secret::CredStore) -> ExitCode {
+    let mut all: Vec<(String, config::Secret)> = Vec::new();
+    for u in &cfg.outbound.users {
+        all.push((format!("user {}", u.name), u.password()));
+    }
+    for p in &cfg.providers {
+        all.push((format!("provider {}", p.name), p.secret()));
+    }
+    if let Some(sc) = &cfg.seal {
+        all.push(("seal-key".into(), sc.key()));
+    }
+    let mut missing = 0;
+    for (what, s) in all {
+        let present = s.present(store);
+        missing += usize::from(!present);
+        println!(
+            "{}",
+            serde_json::json!({"secret": what, "place": s.place(), "stored": present})
+        );
+    }
+    if missing > 0 {
+        return fail(
+            &format!("{missing} Geheimnis(se) fehlen: demail-gateway secret set …"),
+            &format!("{missing} secret(s) missing: demail-gateway secret set …"),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn secret_set(
+    cfg: &config::Config,
+    kind: &str,
+    name: Option<String>,
+    store: &demail_gateway::secret::CredStore,
+) -> ExitCode {
+    let Some(name) = name else {
+        return fail(
+            &format!("Name fehlt: demail-gateway secret set {kind} NAME"),
+            &format!("name missing: demail-gateway secret set {kind} NAME"),
+        );
+    };
+    let target = if kind == "provider" {
+        cfg.providers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.secret())
+    } else {
+        cfg.outbound
+            .users
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.password())
+    };
+    let Some(target) = target else {
+        return fail(
+            &format!("Kein {kind} „{name}“ in der Konfiguration."),
+            &format!("no {kind} \"{name}\" in the configuration."),
+        );
+    };
+    let value = match read_secret(&format!(
+        "Geheimnis für {kind} {name} / secret for {kind} {name}"
+    )) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match target.store(&value, store) {
+        Ok(place) => {
+            println!("gespeichert / stored: {place}");
+            println!("Danach / then: systemctl restart demail-gateway");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, &e),
+    }
+}
+
+fn seal_key(
+    cfg: &config::Config,
+    op: SealOp,
+    store: &demail_gateway::secret::CredStore,
+) -> ExitCode {
     use base64::Engine;
     let Some(sc) = &cfg.seal else {
         return fail(
-            "Abschnitt [seal] mit kid und key_keyring fehlt in der Konfiguration.",
-            "section [seal] with kid and key_keyring is missing from the configuration.",
+            "Abschnitt [seal] mit kid und key_credential oder key_keyring fehlt in der Konfiguration.",
+            "section [seal] with kid and key_credential or key_keyring is missing from the configuration.",
         );
     };
-    let key = match cmd {
-        SecretCmd::Set { .. } => {
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() {
-                return fail("Eingabe nicht lesbar.", "cannot read stdin.");
-            }
+    let key = match op {
+        SealOp::Set => {
+            let line = match read_secret("Siegel-Schlüssel (Base64) / seal key (base64)") {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(line.trim())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok());
             let Some(key) = bytes else {
                 return fail(
-                    "Erwartet: 32 Byte Ed25519-Privatschlüssel in Base64 auf stdin.",
-                    "expected: a 32-byte Ed25519 private key in base64 on stdin.",
+                    "Erwartet: 32 Byte Ed25519-Privatschlüssel in Base64.",
+                    "expected: a 32-byte Ed25519 private key in base64.",
                 );
             };
-            if let Err(e) = sc.write_key(&key) {
+            if let Err(e) = sc.write_key(&key, store) {
                 return fail(&e, &e);
             }
             key
         }
-        SecretCmd::Generate { .. } => {
+        SealOp::Generate => {
             let mut key = [0u8; 32];
             if getrandom::fill(&mut key).is_err() {
                 return fail("Kein Zufall vom System.", "no randomness from the OS.");
             }
-            if let Err(e) = sc.write_key(&key) {
+            if let Err(e) = sc.write_key(&key, store) {
                 return fail(&e, &e);
             }
             key
         }
-        SecretCmd::Public { .. } => match sc.read_key() {
+        SealOp::Public => match sc.read_key() {
             Ok(k) => k,
             Err(e) => return fail(&e, &e),
         },

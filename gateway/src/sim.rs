@@ -260,7 +260,7 @@ impl Sim {
     pub fn new(cfg: SimConfig) -> Result<Arc<Sim>, String> {
         let secret = Secret {
             secret_env: Some(cfg.secret_env.clone()),
-            secret_keyring: None,
+            ..Default::default()
         }
         .read()?;
         std::fs::create_dir_all(&cfg.store_dir)

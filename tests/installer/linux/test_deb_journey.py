@@ -202,8 +202,9 @@ class DebJourney(unittest.TestCase):
         self.assertEqual((st.st_uid, st.st_mode & 0o777), (int(pw[2]), 0o750))
         st = self.p("/etc/demail/gateway.toml").stat()
         self.assertEqual((st.st_gid, st.st_mode & 0o777), (int(pw[3]), 0o640))
-        st = self.p("/etc/demail/gateway.env").stat()
-        self.assertEqual((st.st_uid, st.st_mode & 0o777), (0, 0o600))
+        # No secret in any file of the package: they are stored later, encrypted.
+        self.assertFalse(self.p("/etc/demail/gateway.env").exists())
+        self.assertFalse(self.p("/etc/credstore.encrypted").exists())
 
     def test_03_units_verify(self):
         r = self.ch("systemd-analyze verify /usr/lib/systemd/system/demail-gateway.service 2>&1", check=False)
@@ -262,7 +263,8 @@ class DebJourney(unittest.TestCase):
         self.assertTrue(self.p(f"/home/{USER}/.local/share/demail/helper.sqlite3").exists())
 
     def test_05_gateway_runs_as_its_user(self):
-        # IT's edit of the template: a test CA made now, loopback ports, secrets in gateway.env.
+        # IT's edit of the template: a test CA made now, loopback ports; secrets stored as
+        # encrypted systemd credentials with the product's command.
         tls = self.p("/etc/demail/tls")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=demail-gw.test",
                         "-addext", "subjectAltName=DNS:demail-gw.test,IP:127.0.0.1", "-keyout", str(tls / "gateway-key.pem"),
@@ -276,15 +278,36 @@ class DebJourney(unittest.TestCase):
         conf = self.p("/etc/demail/gateway.toml")
         text = conf.read_text().replace('listen = "0.0.0.0:587"', f'listen = "127.0.0.1:{out_port}"').replace('listen = "0.0.0.0:1465"', f'listen = "127.0.0.1:{in_port}"')
         conf.write_text(text + "# IT-Änderung (Test)\n")
-        env = self.p("/etc/demail/gateway.env")
-        env.write_text(env.read_text().replace("DEMAIL_GW_HELPER_PASSWORD=\n", "DEMAIL_GW_HELPER_PASSWORD=geheim-1\n").replace("DEMAIL_GW_PROVIDER_SECRET=\n", "DEMAIL_GW_PROVIDER_SECRET=token-1\n"))
+        r = self.ch("demail-gateway secret list", check=False)
+        self.assertEqual(r.returncode, 2, r.stdout.decode())
+        self.assertIn('"stored":false', r.stdout.decode())
+        for kind, name, value in (("user", "helper", "geheim-1"), ("provider", "dmda", "token-1")):
+            r = self.ch(f"demail-gateway secret set {kind} {name}", input=f"{value}\n".encode())
+            self.assertNotIn(value, r.stdout.decode() + r.stderr.decode())
+        self.ch("demail-gateway secret list")
+        creds = {"demail-gateway.helper": "geheim-1", "demail-gateway.provider-dmda": "token-1"}
+        for name, value in creds.items():
+            f = self.p(f"/etc/credstore.encrypted/{name}")
+            self.assertEqual((f.stat().st_uid, f.stat().st_mode & 0o777), (0, 0o600))
+            self.assertNotIn(value.encode(), f.read_bytes())
+            dropin = self.p(f"/etc/systemd/system/demail-gateway.service.d/credential-{name}.conf").read_text()
+            self.assertIn(f"LoadCredentialEncrypted={name}:/etc/credstore.encrypted/{name}", dropin)
+        # systemd accepts the unit with the drop-ins.
+        r = self.ch("systemd-analyze verify /usr/lib/systemd/system/demail-gateway.service 2>&1", check=False)
+        self.assertEqual(r.returncode, 0, r.stdout.decode())
         r = self.ch("runuser -u demail-gateway -- demail-gateway --config /etc/demail/gateway.toml config check 2>&1", check=False)
         self.assertEqual(r.returncode, 0, r.stdout.decode())
-        # What the unit runs: ExecStart as User=, with the EnvironmentFile's variables.
+        # What the unit runs: ExecStart as User=, with the credentials systemd decrypts at
+        # start into a directory only the service user reads (no systemd as PID 1 here).
         unit = self.p("/usr/lib/systemd/system/demail-gateway.service").read_text()
         exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
         self.assertIn("User=demail-gateway", unit)
-        proc = subprocess.Popen(["chroot", str(self.C), "/bin/sh", "-c", f"set -a; . /etc/demail/gateway.env; set +a; exec runuser -u demail-gateway -- {exec_start}"],
+        self.assertNotIn("EnvironmentFile", unit)
+        cred_dir = "/run/credentials/demail-gateway.service"
+        self.ch(f"install -d -m 0700 -o demail-gateway {cred_dir}")
+        for name in creds:
+            self.ch(f"systemd-creds decrypt --name {name} /etc/credstore.encrypted/{name} {cred_dir}/{name} && chown demail-gateway {cred_dir}/{name} && chmod 0400 {cred_dir}/{name}")
+        proc = subprocess.Popen(["chroot", str(self.C), "/bin/sh", "-c", f"exec runuser -u demail-gateway -- env CREDENTIALS_DIRECTORY={cred_dir} {exec_start}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         wait_port(out_port, proc)
@@ -295,6 +318,7 @@ class DebJourney(unittest.TestCase):
         self.assertEqual(owner, "demail-gateway")
         proc.terminate()
         proc.wait(20)
+        self.ch(f"rm -r {cred_dir}")
         self.assertTrue(any(self.p("/var/lib/demail-gateway").iterdir()), "spool/archive created in the state dir")
 
     def _child_pid(self, pid: int, name: str) -> int:
@@ -376,19 +400,22 @@ class DebJourney(unittest.TestCase):
             subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "-b", str(tree), str(new / f"{name}_v2.deb")], check=True, capture_output=True)
         helper_toml = self.p("/etc/demail/helper.toml")
         helper_toml.write_text(helper_toml.read_text().replace('#host = "demail-gw.musterstadt.de"', '#host = "gw.it-edit.test"'))
-        before = {p: self.p(p).read_text() for p in ("/etc/demail/helper.toml", "/etc/demail/gateway.toml", "/etc/demail/gateway.env")}
+        kept = ("/etc/demail/helper.toml", "/etc/demail/gateway.toml", "/etc/credstore.encrypted/demail-gateway.provider-dmda",
+                "/etc/systemd/system/demail-gateway.service.d/credential-demail-gateway.provider-dmda.conf")
+        before = {p: self.p(p).read_bytes() for p in kept}
         shutil.copytree(new, self.p("/tmp/v2"))
         self.apt("install " + " ".join(f"/tmp/v2/{n}_v2.deb" for n in self.debs))
         for p, text in before.items():
-            self.assertEqual(self.p(p).read_text(), text, f"{p} kept on upgrade")
+            self.assertEqual(self.p(p).read_bytes(), text, f"{p} kept on upgrade")
         self.assertTrue(self.p("/etc/demail/helper.toml.dpkg-dist").exists())
         v = self.ch("dpkg-query -W -f='${Version}' demail-desktop").stdout.decode()
         self.assertTrue(v.endswith("-2"), v)
         # Idempotent maintainer scripts: configuring again changes nothing and succeeds.
-        snap = self.ch("getent passwd demail-gateway; stat -c '%U %G %a' /var/lib/demail-gateway /etc/demail/gateway.toml /etc/demail/gateway.env; cat /etc/demail/gateway.env").stdout
+        state = "getent passwd demail-gateway; stat -c '%U %G %a' /var/lib/demail-gateway /etc/demail/gateway.toml /etc/credstore.encrypted/*; md5sum /etc/credstore.encrypted/*"
+        snap = self.ch(state).stdout
         for pkg in ("demail-desktop", "demail-gateway"):
             self.ch(f"/var/lib/dpkg/info/{pkg}.postinst configure {v} 2>/dev/null")
-        self.assertEqual(self.ch("getent passwd demail-gateway; stat -c '%U %G %a' /var/lib/demail-gateway /etc/demail/gateway.toml /etc/demail/gateway.env; cat /etc/demail/gateway.env").stdout, snap)
+        self.assertEqual(self.ch(state).stdout, snap)
         self.assertEqual(self.ch("grep -c '^demail-gateway:' /etc/passwd").stdout.strip(), b"1")
 
     def test_08_remove_stops_helper(self):
@@ -407,14 +434,15 @@ class DebJourney(unittest.TestCase):
         for pkg in ("demail-desktop", "demail-gateway", "demail-provider-sim"):
             r = self.ch(f"dpkg-query -L {pkg} 2>/dev/null", check=False)
             ours |= set(r.stdout.decode().split("\n"))
-        ours |= {"/etc/demail/gateway.env", "/etc/demail/helper.toml.dpkg-dist"}
+        # What "demail-gateway secret set" stored belongs to the package's purge too.
+        ours |= {"/etc/demail/helper.toml.dpkg-dist"} | {f"/etc/credstore.encrypted/demail-gateway.{n}" for n in ("helper", "provider-dmda")}
         admin_keys = {f"/etc/demail/tls/{n}" for n in ("gateway-cert.pem", "gateway-key.pem", "provider-ca.pem", "internal-ca.pem")} | {"/etc/demail/policy.toml"}
         before = self.tree(ignore)
         out = self.apt("purge demail-desktop demail-gateway demail-provider-sim")
         after = self.tree(ignore)
         gone = before - after
         self.assertLessEqual(gone, ours, f"purge removed files that are not ours: {sorted(gone - ours)[:20]}")
-        for p in ("/etc/demail/helper.toml", "/etc/demail/gateway.toml", "/etc/demail/gateway.env", "/etc/thunderbird/policies",
+        for p in ("/etc/demail/helper.toml", "/etc/demail/gateway.toml", "/etc/credstore.encrypted", "/etc/systemd/system/demail-gateway.service.d", "/etc/thunderbird/policies",
                   "/etc/xdg/autostart/demail-tray.desktop", "/usr/share/demail", "/etc/systemd/system/multi-user.target.wants/demail-gateway.service"):
             self.assertFalse(self.p(p).exists() or self.p(p).is_symlink(), f"{p} removed on purge")
         # Certificates, keys and the policy IT put there are not the package's: kept, and said so.

@@ -1,0 +1,233 @@
+//! Where the gateway's secrets live. The configuration only ever names a place:
+//!
+//! - `*_credential = "name"`: a systemd credential. The secret is encrypted with the
+//!   host key (and the TPM2 when present) by `systemd-creds` into
+//!   `/etc/credstore.encrypted/`, and systemd decrypts it at service start into the
+//!   unit's private, unswappable `$CREDENTIALS_DIRECTORY`. This is the OS store for
+//!   system services and survives reboots (a kernel keyring does not).
+//! - `*_keyring = "service/user"`: the kernel keyring (keyutils), for runs outside systemd.
+//! - `*_env = "VAR"`: an environment variable, for tests and demos only.
+//!
+//! Errors name the place, never the value.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where a secret lives: exactly one of the three is set (checked by `Config::validate`).
+#[derive(Debug, Clone, Default)]
+pub struct Secret {
+    pub secret_env: Option<String>,
+    /// Keyring entry `service/user` (Linux kernel keyring).
+    pub secret_keyring: Option<String>,
+    /// systemd credential name.
+    pub credential: Option<String>,
+}
+
+/// Where `secret set` stores systemd credentials: the encrypted files and the unit
+/// drop-ins that make systemd load them.
+#[derive(Debug, Clone)]
+pub struct CredStore {
+    pub dir: PathBuf,
+    pub dropin_dir: PathBuf,
+}
+
+/// A systemd credential name: also a file name, so no path separators.
+pub fn valid_credential_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && !n.starts_with('.')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Secret {
+    /// How many places are configured (must be 1).
+    pub fn sources(&self) -> usize {
+        [
+            self.secret_env.is_some(),
+            self.secret_keyring.is_some(),
+            self.credential.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count()
+    }
+
+    /// The place in words, for messages.
+    pub fn place(&self) -> String {
+        match (&self.credential, &self.secret_keyring, &self.secret_env) {
+            (Some(c), _, _) => format!("systemd-credential {c}"),
+            (_, Some(k), _) => format!("keyring {k}"),
+            (_, _, Some(v)) => format!("env {v}"),
+            _ => "-".into(),
+        }
+    }
+
+    /// Read the secret.
+    pub fn read(&self) -> Result<String, String> {
+        if let Some(name) = &self.credential {
+            let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                return Err(format!(
+                    "systemd-Credential {name}: der Dienst wurde ohne Credentials gestartet (LoadCredentialEncrypted=, siehe demail-gateway secret set) / \
+                     systemd credential {name}: the service was started without credentials (LoadCredentialEncrypted=, see demail-gateway secret set)"
+                ));
+            };
+            let path = Path::new(&dir).join(name);
+            return std::fs::read_to_string(&path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| {
+                    format!("systemd-Credential {name} nicht lesbar / systemd credential {name} not readable: {e}")
+                });
+        }
+        if let Some(var) = &self.secret_env {
+            return std::env::var(var).map_err(|_| {
+                format!("Umgebungsvariable {var} fehlt / environment variable {var} is not set")
+            });
+        }
+        if let Some(entry) = &self.secret_keyring {
+            return keyring_entry(entry)?
+                .get_password()
+                .map_err(|e| format!("keyring {entry}: {e}"));
+        }
+        Err("kein Geheimnis konfiguriert (secret_credential, secret_keyring oder secret_env) / no secret configured (secret_credential, secret_keyring or secret_env)".into())
+    }
+
+    /// Store `value` where the configuration says it lives. Returns what was written
+    /// (paths, never the value).
+    pub fn store(&self, value: &str, store: &CredStore) -> Result<String, String> {
+        if let Some(name) = &self.credential {
+            return store_credential(name, value, store);
+        }
+        if let Some(entry) = &self.secret_keyring {
+            keyring_entry(entry)?
+                .set_password(value)
+                .map_err(|e| format!("keyring {entry}: {e}"))?;
+            return Ok(format!("keyring {entry}"));
+        }
+        if let Some(var) = &self.secret_env {
+            return Err(format!(
+                "{var} ist eine Umgebungsvariable (nur für Tests); für den Betrieb secret_credential verwenden / \
+                 {var} is an environment variable (tests only); use secret_credential in production"
+            ));
+        }
+        Err("kein Ort für das Geheimnis konfiguriert / no place configured for the secret".into())
+    }
+
+    /// Is the secret stored (without reading it where that needs the service)?
+    pub fn present(&self, store: &CredStore) -> bool {
+        match (&self.credential, &self.secret_keyring, &self.secret_env) {
+            (Some(c), _, _) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(d) => Path::new(&d).join(c).is_file(),
+                None => store.dir.join(c).is_file(),
+            },
+            _ => self.read().is_ok(),
+        }
+    }
+}
+
+fn keyring_entry(entry: &str) -> Result<keyring::Entry, String> {
+    let (service, user) = entry.split_once('/').ok_or_else(|| {
+        format!("Schlüsselbund-Eintrag „{entry}“: erwartet service/user / keyring entry \"{entry}\": expected service/user")
+    })?;
+    keyring::Entry::new(service, user).map_err(|e| format!("keyring {entry}: {e}"))
+}
+
+/// Encrypt with `systemd-creds` (the plaintext only travels through a pipe) into the
+/// credential store, and add a unit drop-in that loads it. Both are written atomically.
+fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String, String> {
+    if !valid_credential_name(name) {
+        return Err(format!(
+            "Credential-Name „{name}“ ungültig / invalid credential name \"{name}\""
+        ));
+    }
+    let mkdir = |d: &Path, mode: u32| -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(d)
+            .map_err(|e| format!("{}: {e}", d.display()))
+    };
+    mkdir(&store.dir, 0o700)?;
+    mkdir(&store.dropin_dir, 0o755)?;
+    let target = store.dir.join(name);
+    let tmp = store.dir.join(format!(".{name}.tmp"));
+    let mut child = Command::new("systemd-creds")
+        .args(["encrypt", "--name", name, "-"])
+        .arg(&tmp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}"
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(value.as_bytes())
+            .map_err(|e| format!("systemd-creds: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("systemd-creds: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "systemd-creds encrypt: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    set_mode(&tmp, 0o600)?;
+    std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+
+    // LoadCredentialEncrypted= with a bare name searches /etc/credstore.encrypted; an
+    // explicit path also works for a store elsewhere.
+    let dropin = store.dropin_dir.join(format!("credential-{name}.conf"));
+    let text = format!(
+        "# Von „demail-gateway secret set“ geschrieben / written by \"demail-gateway secret set\".\n\
+         [Service]\nLoadCredentialEncrypted={name}:{}\n",
+        target.display()
+    );
+    let dtmp = store
+        .dropin_dir
+        .join(format!(".credential-{name}.conf.tmp"));
+    std::fs::write(&dtmp, text).map_err(|e| format!("{}: {e}", dtmp.display()))?;
+    set_mode(&dtmp, 0o644)?;
+    std::fs::rename(&dtmp, &dropin).map_err(|e| format!("{}: {e}", dropin.display()))?;
+    if Path::new("/run/systemd/system").is_dir() {
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+    }
+    Ok(format!("{} + {}", target.display(), dropin.display()))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_their_source_not_their_value() {
+        let s = Secret {
+            secret_env: Some("DEMAIL_TEST_UNSET_VAR".into()),
+            ..Default::default()
+        };
+        assert!(s.read().unwrap_err().contains("DEMAIL_TEST_UNSET_VAR"));
+    }
+
+    #[test]
+    fn credential_names_are_file_names() {
+        assert!(valid_credential_name("provider-dmda"));
+        assert!(valid_credential_name("demail-gateway.helper"));
+        for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(65)] {
+            assert!(!valid_credential_name(bad), "{bad}");
+        }
+    }
+}
