@@ -216,7 +216,6 @@ fn relay_throughput_against_postfix() {
         println!("THROUGHPUT {what}: {N} x {SIZE} B accepted in {accepted:.2}s, relayed in {total:.2}s = {:.0} msg/s", N as f64 / total);
         total
     };
-    let gw = run(&h, h.out_port, "gateway");
     // Postfix with its durable queue, relaying to the same TLS+AUTH+mTLS provider sink.
     let p = &h.provider_pki;
     let main_cf = format!(
@@ -230,10 +229,23 @@ fn relay_throughput_against_postfix() {
         p.client_key.display()
     );
     let pf = demail_testkit::Postfix::start(h.path(), &main_cf).expect("postfix");
-    let px = run(&h, pf.port, "postfix");
+    // Disk and CPU on a shared machine drift: alternate who goes first, take the median.
+    let mut ratios = Vec::new();
+    for round in 0..3 {
+        let (gw, px) = if round % 2 == 0 {
+            let g = run(&h, h.out_port, "gateway");
+            (g, run(&h, pf.port, "postfix"))
+        } else {
+            let x = run(&h, pf.port, "postfix");
+            (run(&h, h.out_port, "gateway"), x)
+        };
+        println!("THROUGHPUT round={round} ratio gateway/postfix = {:.2}", px / gw);
+        ratios.push(px / gw);
+    }
+    ratios.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "THROUGHPUT ratio gateway/postfix = {:.2} (goal >= 1.0)",
-        px / gw
+        "THROUGHPUT median ratio gateway/postfix = {:.2} (rounds {:.2}-{:.2}; goal >= 1.0)",
+        ratios[1], ratios[0], ratios[2]
     );
     drop(pf);
 }

@@ -191,19 +191,39 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
 fn provider_and_account_secrets_as_systemd_credentials() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    assert!(demail_testkit::have("systemd-creds"), "systemd-creds missing (package systemd)");
+    assert!(
+        demail_testkit::have("systemd-creds"),
+        "systemd-creds missing (package systemd)"
+    );
     let mut h = Harness::custom(POLICY, |c| c);
     h.gateway.take().unwrap().terminate(Duration::from_secs(3));
     let cfg = std::fs::read_to_string(&h.config).unwrap();
-    assert!(cfg.contains("secret_env = \"TEST_PROVIDER_SECRET\"") && cfg.contains("password_env = \"TEST_GW_HELPER_PASSWORD\""));
+    assert!(
+        cfg.contains("secret_env = \"TEST_PROVIDER_SECRET\"")
+            && cfg.contains("password_env = \"TEST_GW_HELPER_PASSWORD\"")
+    );
     std::fs::write(
         &h.config,
-        cfg.replace("secret_env = \"TEST_PROVIDER_SECRET\"", "secret_credential = \"provider-test-dmda\"")
-            .replace("password_env = \"TEST_GW_HELPER_PASSWORD\"", "password_credential = \"account-helper\""),
+        cfg.replace(
+            "secret_env = \"TEST_PROVIDER_SECRET\"",
+            "secret_credential = \"provider-test-dmda\"",
+        )
+        .replace(
+            "password_env = \"TEST_GW_HELPER_PASSWORD\"",
+            "password_credential = \"account-helper\"",
+        ),
     )
     .unwrap();
-    let (store, dropins) = (h.path().join("credstore.encrypted"), h.path().join("demail-gateway.service.d"));
-    let place = ["--credstore", store.to_str().unwrap(), "--unit-dropins", dropins.to_str().unwrap()];
+    let (store, dropins) = (
+        h.path().join("credstore.encrypted"),
+        h.path().join("demail-gateway.service.d"),
+    );
+    let place = [
+        "--credstore",
+        store.to_str().unwrap(),
+        "--unit-dropins",
+        dropins.to_str().unwrap(),
+    ];
     let secret_cmd = |args: &[&str], stdin: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_demail-gateway"))
             .arg("--config")
@@ -229,24 +249,56 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     let out = secret_cmd(&["set", "provider", "gibt-es-nicht"], "x\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Kein provider „gibt-es-nicht“"));
-    assert_eq!(secret_cmd(&["set", "provider", "test-dmda"], "\n").status.code(), Some(2));
+    assert_eq!(
+        secret_cmd(&["set", "provider", "test-dmda"], "\n")
+            .status
+            .code(),
+        Some(2)
+    );
     assert!(!store.exists());
 
-    for (args, value) in [(["set", "provider", "test-dmda"], PROVIDER_SECRET), (["set", "user", HELPER_USER], HELPER_PASSWORD)] {
+    for (args, value) in [
+        (["set", "provider", "test-dmda"], PROVIDER_SECRET),
+        (["set", "user", HELPER_USER], HELPER_PASSWORD),
+    ] {
         let out = secret_cmd(&args, &format!("{value}\n"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!String::from_utf8_lossy(&out.stdout).contains(value));
     }
-    for (name, value) in [("provider-test-dmda", PROVIDER_SECRET), ("account-helper", HELPER_PASSWORD)] {
+    for (name, value) in [
+        ("provider-test-dmda", PROVIDER_SECRET),
+        ("account-helper", HELPER_PASSWORD),
+    ] {
         let file = store.join(name);
         let bytes = std::fs::read(&file).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains(value), "plaintext in {file:?}");
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        let dropin = std::fs::read_to_string(dropins.join(format!("credential-{name}.conf"))).unwrap();
-        assert!(dropin.contains(&format!("[Service]\nLoadCredentialEncrypted={name}:{}\n", file.display())), "{dropin}");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(value),
+            "plaintext in {file:?}"
+        );
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let dropin =
+            std::fs::read_to_string(dropins.join(format!("credential-{name}.conf"))).unwrap();
+        assert!(
+            dropin.contains(&format!(
+                "[Service]\nLoadCredentialEncrypted={name}:{}\n",
+                file.display()
+            )),
+            "{dropin}"
+        );
     }
     let out = secret_cmd(&["list"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // Started without the credentials (not by systemd): refuses to start and says why.
     let out = Command::new("timeout")
@@ -257,7 +309,10 @@ fn provider_and_account_secrets_as_systemd_credentials() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("systemd-Credential account-helper"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("systemd-Credential account-helper"),
+        "{out:?}"
+    );
 
     // What systemd does at start: decrypt each into a private directory.
     let creds = h.path().join("credentials");
@@ -274,14 +329,22 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     }
     let _sim = h.start_sim();
     let mut c = Command::new(env!("CARGO_BIN_EXE_demail-gateway"));
-    c.arg("--config").arg(&h.config).arg("serve").env("CREDENTIALS_DIRECTORY", &creds);
+    c.arg("--config")
+        .arg(&h.config)
+        .arg("serve")
+        .env("CREDENTIALS_DIRECTORY", &creds);
     h.gateway = Some(
-        demail_testkit::start_gateway(c, h.out_port, h.in_port, &h.path().join("gateway.log")).unwrap_or_else(|e| panic!("{e}")),
+        demail_testkit::start_gateway(c, h.out_port, h.in_port, &h.path().join("gateway.log"))
+            .unwrap_or_else(|e| panic!("{e}")),
     );
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["anna@buerger.de-mail.de"],
-        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "Bescheid Credential"),
+        &msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            "Bescheid Credential",
+        ),
     );
     assert!(r.is_ok(), "{r:?}");
     let stored = wait_until(Duration::from_secs(30), || {
