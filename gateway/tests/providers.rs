@@ -16,6 +16,22 @@ fn subjects(stored: &[Vec<u8>]) -> Vec<String> {
     stored.iter().filter_map(|m| header(m, "Subject")).collect()
 }
 
+/// `from`'s De-Mail to Anna Bürger, accepted by the gateway.
+fn send(h: &Harness, from: &str, subject: &str) {
+    let to = "anna@buerger.de-mail.de";
+    let r = h.submit(from, &[to], &msg(from, to, subject));
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// What the provider simulator stored, once it holds something.
+fn wait_sim_stored(h: &Harness) -> Vec<Vec<u8>> {
+    wait_until(Duration::from_secs(30), || {
+        let s = h.sim_stored();
+        (!s.is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", h.queue_entries(), h.log()))
+}
+
 #[test]
 fn each_sender_domain_goes_to_its_own_provider() {
     // A second organisational unit with its own De-Mail domain at another provider.
@@ -58,26 +74,8 @@ fn each_sender_domain_goes_to_its_own_provider() {
     });
     let _sim1 = h.start_sim();
     let _sim2 = h.start_sim_named("sim2", port2);
-    let r = h.submit(
-        "peter.meier@musterstadt.de",
-        &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "Bescheid Stadt",
-        ),
-    );
-    assert!(r.is_ok(), "{r:?}");
-    let r = h.submit(
-        "leitung@jugendamt.musterstadt.de",
-        &["anna@buerger.de-mail.de"],
-        &msg(
-            "leitung@jugendamt.musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "Bescheid Jugendamt",
-        ),
-    );
-    assert!(r.is_ok(), "{r:?}");
+    send(&h, "peter.meier@musterstadt.de", "Bescheid Stadt");
+    send(&h, "leitung@jugendamt.musterstadt.de", "Bescheid Jugendamt");
     let both = wait_until(Duration::from_secs(30), || {
         let (a, b) = (h.sim_stored(), h.stored_in("sim2-store"));
         (!a.is_empty() && !b.is_empty()).then_some((a, b))
@@ -140,16 +138,7 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
     // First with a wrong secret: the provider refuses the login, the message stays queued.
     h.gateway.take().unwrap().terminate(Duration::from_secs(3));
     h.gateway = Some(keyring_gateway(&h, &service, "falsches-geheimnis"));
-    let r = h.submit(
-        "peter.meier@musterstadt.de",
-        &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "Bescheid Schlüsselbund",
-        ),
-    );
-    assert!(r.is_ok(), "{r:?}");
+    send(&h, "peter.meier@musterstadt.de", "Bescheid Schlüsselbund");
     let refused = wait_until(Duration::from_secs(30), || {
         h.queue_entries().into_iter().find(|e| {
             e["state"]["last_error"]
@@ -164,11 +153,7 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
     // The right secret in the keyring: the queued message goes out.
     h.gateway.take().unwrap().terminate(Duration::from_secs(3));
     h.gateway = Some(keyring_gateway(&h, &service, PROVIDER_SECRET));
-    let stored = wait_until(Duration::from_secs(30), || {
-        let s = h.sim_stored();
-        (!s.is_empty()).then_some(s)
-    })
-    .unwrap_or_else(|| panic!("{:?}\n{}", h.queue_entries(), h.log()));
+    let stored = wait_sim_stored(&h);
     assert_eq!(
         subjects(&stored),
         vec!["Bescheid Schlüsselbund".to_string()]
@@ -337,21 +322,8 @@ fn provider_and_account_secrets_as_systemd_credentials() {
         demail_testkit::start_gateway(c, h.out_port, h.in_port, &h.path().join("gateway.log"))
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    let r = h.submit(
-        "peter.meier@musterstadt.de",
-        &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "Bescheid Credential",
-        ),
-    );
-    assert!(r.is_ok(), "{r:?}");
-    let stored = wait_until(Duration::from_secs(30), || {
-        let s = h.sim_stored();
-        (!s.is_empty()).then_some(s)
-    })
-    .unwrap_or_else(|| panic!("{:?}\n{}", h.queue_entries(), h.log()));
+    send(&h, "peter.meier@musterstadt.de", "Bescheid Credential");
+    let stored = wait_sim_stored(&h);
     assert_eq!(subjects(&stored), vec!["Bescheid Credential".to_string()]);
     assert!(!h.log().contains(PROVIDER_SECRET) && !h.log().contains(HELPER_PASSWORD));
 }
