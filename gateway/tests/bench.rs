@@ -239,7 +239,10 @@ fn relay_throughput_against_postfix() {
             let x = run(&h, pf.port, "postfix");
             (run(&h, h.out_port, "gateway"), x)
         };
-        println!("THROUGHPUT round={round} ratio gateway/postfix = {:.2}", px / gw);
+        println!(
+            "THROUGHPUT round={round} ratio gateway/postfix = {:.2}",
+            px / gw
+        );
         ratios.push(px / gw);
     }
     ratios.sort_by(|a, b| a.total_cmp(b));
