@@ -68,7 +68,7 @@ pub fn domain_to_ascii(domain: &str) -> Option<String> {
     if let Some(fast) = ldh_lowercase(d) {
         return Some(fast);
     }
-    let ascii = idna::domain_to_ascii_strict(d).ok()?;
+    let ascii = crate::idn::to_ascii_strict(d)?;
     if ascii.is_empty() || ascii.split('.').any(|l| l.is_empty() || l.len() > 63) {
         return None;
     }
@@ -110,12 +110,7 @@ pub fn domain_to_unicode(ascii: &str) -> String {
     if !has_punycode_label(ascii) {
         return ascii.to_string();
     }
-    let (u, r) = idna::domain_to_unicode(ascii);
-    if r.is_ok() {
-        u
-    } else {
-        ascii.to_string()
-    }
+    crate::idn::to_unicode(ascii).unwrap_or_else(|| ascii.to_string())
 }
 
 /// Normalise one addr-spec (`local@domain`): trims, lower-cases and punycodes the domain.

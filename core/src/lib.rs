@@ -12,6 +12,7 @@ pub mod address;
 pub mod api;
 pub mod check;
 pub mod classify;
+pub mod idn;
 pub mod mapping;
 pub mod message;
 pub mod options;

@@ -14,7 +14,34 @@ thread_local! {
     static POLICY: RefCell<Option<(String, Policy)>> = const { RefCell::new(None) };
 }
 
+#[cfg(all(feature = "host-idn", target_arch = "wasm32"))]
+mod host_idn {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(js_name = URL)]
+        type Url;
+        #[wasm_bindgen(constructor, catch, js_class = "URL")]
+        fn new(url: &str) -> Result<Url, JsValue>;
+        #[wasm_bindgen(method, getter)]
+        fn hostname(this: &Url) -> String;
+    }
+
+    /// WHATWG domain to ASCII; the core makes the strict checks on top.
+    fn to_ascii(domain: &str) -> Option<String> {
+        Url::new(&format!("http://{domain}/")).ok().map(|u| u.hostname())
+    }
+
+    pub fn register() {
+        demail_core::idn::set_host_to_ascii(to_ascii);
+    }
+}
+
 fn with_policy(src: &str, f: impl FnOnce(&Policy) -> String) -> String {
+    // Before the policy: its domains go through the IDN codec too.
+    #[cfg(all(feature = "host-idn", target_arch = "wasm32"))]
+    host_idn::register();
     POLICY.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(s, _)| s.as_str()) != Some(src) {
