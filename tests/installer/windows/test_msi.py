@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """The Windows installer under wine, in a fresh WINEPREFIX made here (scripts/test-installer-windows).
 
-Installs artifacts/demail-desktop.msi with IT properties, checks files and registry, starts the
-installed helper as the Run key would and talks to it (health, native-messaging discovery and
+Installs artifacts/demail-desktop.msi with IT properties, checks files and registry (including
+the tray app demail-tray.exe and WebView2Loader.dll as PE files: GUI subsystem, imports resolved
+by the installed DLL; the tray itself cannot run here, wine 8 has no WebView2), starts the
+installed headless helper demail-service.exe and talks to it (health, native-messaging discovery and
 pairing, a token-protected call), round-trips the gateway password through the Windows
 credential store and logs in with it at the real demail-gateway over verified TLS, checks that Group Policy values win and lock, upgrades to a higher version
 (settings and user data kept, a new property still applies) and uninstalls (files and registry
-gone, users' data left alone). Also checks the ADMX/ADML against what the MSI writes and the
+gone, users' data left alone). Then a headless-only install (REMOVE=Tray, for terminal servers):
+no tray files, autostart demail-service.exe, kept over an upgrade, switched to the tray by a
+maintenance install (autostart only with WebView2 registered or WEBVIEW2_RUNTIME=1). Also checks the ADMX/ADML against what the MSI writes and the
 helper reads.
 
 usage: test_msi.py BASE.msi UPGRADE.msi UPGRADE_VERSION
@@ -34,6 +38,12 @@ TB_KEY = r"HKLM\Software\Policies\Mozilla\Thunderbird"
 NMH_KEY = r"HKLM\Software\Mozilla\NativeMessagingHosts\de.demail.helper"
 RUN_KEY = r"HKLM\Software\Microsoft\Windows\CurrentVersion\Run"
 ADDON_ID = "demail-addin@open-demail.de"
+INSTALL_DIR = r"C:\Program Files\demail"
+RUN_TRAY = '"C:\\Program Files\\demail\\demail-tray.exe"'
+RUN_SERVICE = '"C:\\Program Files\\demail\\demail-service.exe"'
+TRAY_FILES = ["demail-tray.exe", "WebView2Loader.dll"]
+# Where Microsoft documents the machine-wide WebView2 runtime (32-bit view on 64-bit Windows).
+WEBVIEW2_KEY = r"HKLM\Software\Wow6432Node\Microsoft\EdgeUpdate\Clients\{F3017226-FE2A-4295-8BDF-00C3A9A7E4C5}"
 SECRET = "Geheim-Testkennwort-7431"
 
 checks = 0
@@ -137,14 +147,18 @@ def http(port, method, path, token=None, body=None):
         return e.code, json.loads(e.read() or b"null")
 
 
+def autostart(w):
+    """The Run entry's command line ("" when there is none)."""
+    return (w.reg(RUN_KEY) or {}).get("De-Mail-Helfer", ("", ""))[1]
+
+
 class Helper:
-    """demail-service.exe started as the Run key starts it at logon."""
+    """demail-service.exe, the headless helper, started as the Run entry starts it without the
+    tray. The tray (which runs the same service) needs WebView2, which wine 8 lacks."""
 
     def __init__(self, w):
         self.w = w
-        run = w.reg(RUN_KEY) or {}
-        cmd = run.get("De-Mail-Helfer", ("", ""))[1]
-        ok(cmd == '"C:\\Program Files\\demail\\demail-service.exe"', "Run key starts demail-service.exe", cmd)
+        cmd = '"' + INSTALL_DIR + '\\demail-service.exe"'
         self.runtime = None
         for d in glob_local(w):
             f = os.path.join(d, "demail", "run", "helper.json")
@@ -173,6 +187,56 @@ class Helper:
         # The EXE runs inside wine's preloader: make sure nothing of it is left.
         self.w.run("taskkill", "/f", "/im", "demail-service.exe")
         time.sleep(1)
+
+
+def pe(path):
+    """PE facts from binutils (objdump -p): format, subsystem, {dll: [imported names]}, exports."""
+    out = subprocess.run(["x86_64-w64-mingw32-objdump", "-p", path], capture_output=True, text=True, check=True).stdout
+    fmt = re.search(r"file format (\S+)", out).group(1)
+    subsystem = int(re.search(r"^Subsystem\s+([0-9a-f]+)", out, re.M).group(1), 16)
+    imports, cur = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^\tDLL Name: (\S+)", line)
+        if m:
+            cur = imports.setdefault(m.group(1).lower(), [])
+        elif not line.strip():
+            cur = None
+        elif cur is not None and (m := re.match(r"^\t[0-9a-f]+\t\s*\d+\s+(\S+)", line)):
+            cur.append(m.group(1))
+    table = out.split("[Ordinal/Name Pointer] Table", 1)
+    exports = re.findall(r"^\t\[\s*\d+\] (\S+)", table[1], re.M) if len(table) == 2 else []
+    return fmt, subsystem, imports, exports
+
+
+def webview2_loader_from_crate():
+    """WebView2Loader.dll (x64) of the webview2-com-sys version Cargo.lock resolves."""
+    meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version", "1", "--filter-platform", "x86_64-pc-windows-gnu"],
+                                     cwd=ROOT, capture_output=True, check=True).stdout)
+    pk = [p for p in meta["packages"] if p["name"] == "webview2-com-sys"]
+    ok(len(pk) == 1, "Cargo.lock resolves exactly one webview2-com-sys", [p["version"] for p in pk])
+    return os.path.join(os.path.dirname(pk[0]["manifest_path"]), "x64", "WebView2Loader.dll"), pk[0]["version"]
+
+
+def check_tray(w):
+    """The tray app as installed: PE checks only (it cannot run under wine 8, no WebView2)."""
+    inst = w.path(INSTALL_DIR)
+    exe, dll = os.path.join(inst, "demail-tray.exe"), os.path.join(inst, "WebView2Loader.dll")
+    for f in TRAY_FILES:
+        ok(os.path.isfile(os.path.join(inst, f)), f"installed {f} (feature Tray)")
+    fmt, subsystem, imports, _ = pe(exe)
+    ok(fmt == "pei-x86-64", "demail-tray.exe is a 64-bit Windows program (PE32+ x86-64)", fmt)
+    ok(subsystem == 2, "demail-tray.exe is linked for the GUI subsystem (no console window at logon)", subsystem)
+    wanted = imports.get("webview2loader.dll", [])
+    ok("CreateCoreWebView2EnvironmentWithOptions" in wanted, "demail-tray.exe imports WebView2Loader.dll (CreateCoreWebView2EnvironmentWithOptions)", sorted(imports))
+    fmt, _, _, exports = pe(dll)
+    ok(fmt == "pei-x86-64", "WebView2Loader.dll next to it is x86-64", fmt)
+    ok(set(wanted) <= set(exports), "every function the tray imports from WebView2Loader.dll is exported by the installed DLL", set(wanted) - set(exports))
+    src, version = webview2_loader_from_crate()
+    ok(open(dll, "rb").read() == open(src, "rb").read(), f"the installed DLL is webview2-com-sys {version}'s x64 WebView2Loader.dll, unchanged")
+    # api-ms-win-* are API sets the Windows loader maps to system DLLs, not files.
+    present = {n.lower() for n in os.listdir(w.path(r"C:\windows\system32")) + os.listdir(inst)}
+    missing = [d for d in imports if d not in present and not d.startswith("api-ms-win-")]
+    ok(not missing, "every other DLL demail-tray.exe imports is next to it or in system32", missing)
 
 
 def glob_local(w):
@@ -368,6 +432,10 @@ def main():
         # Windows has it. A test-only stand-in goes into this prefix, never into the MSI.
         shutil.copy(os.environ["DEMAIL_TEST_BCRYPTPRIMITIVES"], w.path(r"C:\windows\system32\bcryptprimitives.dll"))
 
+        # Only the runtime's registration, so the MSI's choice of autostart can be tested; the
+        # runtime itself is not there (nothing here starts the tray).
+        w.run("reg", "add", WEBVIEW2_KEY, "/v", "pv", "/t", "REG_SZ", "/d", "131.0.2903.70", "/f", check=True)
+
         print("Installation mit IT-Eigenschaften / install with IT properties")
         rc, log, secs = msiexec(
             w, "/i", base_msi, "GATEWAY_HOST=gw.musterstadt.invalid", "GATEWAY_PORT=2465", "GATEWAY_TLS=implicit",
@@ -382,6 +450,8 @@ def main():
         ok(manifest["name"] == "de.demail.helper" and manifest["allowed_extensions"] == [ADDON_ID] and manifest["type"] == "stdio",
            "native-messaging manifest names the host and allows only the add-in", manifest)
         ok(os.path.isfile(os.path.join(inst, manifest["path"])), "manifest path (relative to the manifest) is the installed host")
+        check_tray(w)
+        ok(autostart(w) == RUN_TRAY, "with WebView2 registered, autostart (Run entry De-Mail-Helfer) starts the tray app, not a second helper", autostart(w))
 
         nmh = w.reg(NMH_KEY)
         ok(nmh is not None and nmh.get("(Default)", ("", ""))[1] == r"C:\Program Files\demail\de.demail.helper.json",
@@ -509,6 +579,8 @@ def main():
         ok(st == 200, "the pairing made before the upgrade still works", c)
         helper.stop()
         helper = None
+        ok(all(os.path.isfile(os.path.join(inst, f)) for f in TRAY_FILES) and autostart(w) == RUN_TRAY,
+           "after the upgrade the tray is installed and still the autostart", autostart(w))
 
         rc, log, secs = msiexec(w, "/i", base_msi)
         products = [l for l in w.run("uninstaller", "--list").stdout.decode("utf-8", errors="replace").splitlines() if "De-Mail" in l]
@@ -527,6 +599,32 @@ def main():
         ok("De-Mail-Helfer" not in (w.reg(RUN_KEY) or {}), "autostart entry is gone")
         data = [os.path.join(d, "demail") for d in glob_local(w) if os.path.isdir(os.path.join(d, "demail"))]
         ok(data and os.path.exists(os.path.join(data[0], "helper.sqlite3")), r"users' outbox in %LOCALAPPDATA%\demail is left alone", data)
+
+        print("Nur Hintergrunddienst (REMOVE=Tray) / headless only, e.g. terminal servers")
+        rc, log, secs = msiexec(w, "/i", base_msi, "ADDLOCAL=ALL", "REMOVE=Tray", "GATEWAY_HOST=gw.musterstadt.invalid")
+        ok(rc == 0, f"msiexec /i ADDLOCAL=ALL REMOVE=Tray exits 0 ({secs:.0f} s)", log[-3000:])
+        ok(os.path.isfile(os.path.join(inst, "demail-service.exe")) and not any(os.path.exists(os.path.join(inst, f)) for f in TRAY_FILES),
+           "headless install has the service but neither demail-tray.exe nor WebView2Loader.dll", os.listdir(inst))
+        ok(autostart(w) == RUN_SERVICE, "headless install: autostart starts demail-service.exe", autostart(w))
+        # Windows carries feature states over a major upgrade (Upgrade row with MigrateFeatures);
+        # wine 8's MigrateFeatureStates is a no-op, so here the upgrade repeats the selection.
+        upgrade = subprocess.run(["msiinfo", "export", upgrade_msi, "Upgrade"], capture_output=True, text=True, check=True).stdout
+        rows = [r.split("\t") for r in upgrade.splitlines()[3:]]
+        ok(any(len(r) == 7 and r[6] == "WIX_UPGRADE_DETECTED" and int(r[4]) & 1 for r in rows), "the upgrade row migrates feature states (msidbUpgradeAttributesMigrateFeatures)", upgrade)
+        rc, log, secs = msiexec(w, "/i", upgrade_msi, "ADDLOCAL=ALL", "REMOVE=Tray")
+        ok(rc == 0, f"upgrade of the headless install with the same selection exits 0 ({secs:.0f} s)", log[-3000:])
+        ok(not any(os.path.exists(os.path.join(inst, f)) for f in TRAY_FILES) and autostart(w) == RUN_SERVICE,
+           "after the upgrade it is still headless with demail-service.exe as autostart", f"{os.listdir(inst)} {autostart(w)}")
+        w.run("reg", "delete", WEBVIEW2_KEY, "/f", check=True)
+        rc, log, secs = msiexec(w, "/i", upgrade_msi, "ADDLOCAL=Tray", "REINSTALL=Autostart")
+        ok(rc == 0, f"maintenance install ADDLOCAL=Tray REINSTALL=Autostart exits 0 ({secs:.0f} s)", log[-3000:])
+        check_tray(w)
+        ok(autostart(w) == RUN_SERVICE, "tray added but no WebView2 runtime registered: autostart stays demail-service.exe", autostart(w))
+        rc, log, secs = msiexec(w, "/i", upgrade_msi, "REINSTALL=Autostart", "WEBVIEW2_RUNTIME=1")
+        ok(rc == 0 and autostart(w) == RUN_TRAY, "WEBVIEW2_RUNTIME=1 (runtime per user) switches the autostart to demail-tray.exe", f"rc={rc} {autostart(w)}")
+        rc, log, secs = msiexec(w, "/x", upgrade_msi)
+        left = os.listdir(inst) if os.path.isdir(inst) else []
+        ok(rc == 0 and not left and "De-Mail-Helfer" not in (w.reg(RUN_KEY) or {}), "uninstall removes the tray, the DLL and the autostart entry", f"rc={rc} {left}")
         print(f"\n{checks} Prüfungen bestanden / {checks} checks passed")
     finally:
         if helper:
