@@ -48,13 +48,20 @@ impl SealCfg {
         }
     }
 
-    /// The private key. Errors name the place, never the value.
+    /// The private key (in the service). Errors name the place, never the value.
     pub fn read_key(&self) -> Result<[u8; 32], String> {
+        self.decode_key(self.key().read())
+    }
+
+    /// The private key as the administrator (`secret public`), also outside the service.
+    pub fn read_key_admin(&self, store: &crate::secret::CredStore) -> Result<[u8; 32], String> {
+        self.decode_key(self.key().read_admin(store))
+    }
+
+    fn decode_key(&self, read: Result<String, String>) -> Result<[u8; 32], String> {
         use base64::Engine;
         let place = self.key().place();
-        let b64 = self
-            .key()
-            .read()
+        let b64 = read
             .map_err(|e| format!("Siegel-Schlüssel nicht lesbar / seal key not readable: {e}"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())

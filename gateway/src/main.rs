@@ -477,7 +477,7 @@ fn seal_key(
             }
             key
         }
-        SealOp::Public => match sc.read_key() {
+        SealOp::Public => match sc.read_key_admin(store) {
             Ok(k) => k,
             Err(e) => return fail(&e, &e),
         },

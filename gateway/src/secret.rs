@@ -114,6 +114,35 @@ impl Secret {
         Err("kein Ort für das Geheimnis konfiguriert / no place configured for the secret".into())
     }
 
+    /// Read as the administrator: a systemd credential outside its service is decrypted
+    /// from the store with `systemd-creds` (root); everything else as [`Secret::read`].
+    pub fn read_admin(&self, store: &CredStore) -> Result<String, String> {
+        let Some(name) = &self.credential else {
+            return self.read();
+        };
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+            return self.read();
+        }
+        let out = Command::new("systemd-creds")
+            .args(["decrypt", "--name", name])
+            .arg(store.dir.join(name))
+            .arg("-")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!("systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}")
+            })?;
+        if !out.status.success() {
+            return Err(format!(
+                "systemd-creds decrypt {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        String::from_utf8(out.stdout)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|_| format!("systemd-Credential {name}: kein UTF-8 / not UTF-8"))
+    }
+
     /// Is the secret stored (without reading it where that needs the service)?
     pub fn present(&self, store: &CredStore) -> bool {
         match (&self.credential, &self.secret_keyring, &self.secret_env) {
@@ -151,8 +180,11 @@ fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String
     };
     mkdir(&store.dir, 0o700)?;
     mkdir(&store.dropin_dir, 0o755)?;
-    let target = store.dir.join(name);
-    let tmp = store.dir.join(format!(".{name}.tmp"));
+    // systemd needs an absolute path in the drop-in.
+    let dir =
+        std::path::absolute(&store.dir).map_err(|e| format!("{}: {e}", store.dir.display()))?;
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
     let mut child = Command::new("systemd-creds")
         .args(["encrypt", "--name", name, "-"])
         .arg(&tmp)

@@ -196,7 +196,7 @@ fn provider_and_account_secrets_as_systemd_credentials() {
         .replace(
             "password_env = \"TEST_GW_HELPER_PASSWORD\"",
             "password_credential = \"account-helper\"",
-        ),
+        ) + "\n[seal]\nkid = \"gw-cred\"\nkey_credential = \"seal-key\"\n",
     )
     .unwrap();
     let (store, dropins) = (
@@ -278,6 +278,20 @@ fn provider_and_account_secrets_as_systemd_credentials() {
             "{dropin}"
         );
     }
+    // The seal key: generated into the store; its public half is read back as root
+    // outside the service (systemd-creds decrypt), and only the public half is printed.
+    let generated = secret_cmd(&["generate", "seal-key"], "");
+    assert!(generated.status.success(), "{generated:?}");
+    let public = String::from_utf8_lossy(&generated.stdout)
+        .trim()
+        .to_string();
+    assert!(public.starts_with("gw-cred:"), "{public}");
+    let again = secret_cmd(&["public", "seal-key"], "");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        public,
+        "{again:?}"
+    );
     let out = secret_cmd(&["list"], "");
     assert!(
         out.status.success(),
@@ -303,7 +317,7 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     let creds = h.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
-    for name in ["provider-test-dmda", "account-helper"] {
+    for name in ["provider-test-dmda", "account-helper", "seal-key"] {
         let st = Command::new("systemd-creds")
             .args(["decrypt", "--name", name])
             .arg(store.join(name))
