@@ -468,16 +468,7 @@ domains = ["musterstadt.de-mail.de"]
 
     /// Messages the simulator stored (`store_dir/*.eml`).
     pub fn sim_stored(&self) -> Vec<Vec<u8>> {
-        let mut v: Vec<_> = std::fs::read_dir(self.dir.path().join("sim-store"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+        self.stored_in("sim-store")
     }
 
     /// Deliver like the provider: implicit TLS with its client certificate.
