@@ -352,16 +352,43 @@ struct Envelope<'a> {
     error: Option<&'a ApiError>,
 }
 
-/// The wire envelope for callers that pass strings (wasm):
+/// JSON whose strings escape every non-ASCII character (`\u00fc`). A JS host turns an
+/// all-ASCII answer into a string about 15x faster than mixed UTF-8 (Node 20, the
+/// 66 KB answer of a 500-recipient check: 19 us against 323 us); `JSON.parse` gives
+/// the same value either way.
+struct AsciiFormatter;
+
+impl serde_json::ser::Formatter for AsciiFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut rest = fragment;
+        while let Some(i) = rest.bytes().position(|b| b >= 0x80) {
+            w.write_all(&rest.as_bytes()[..i])?;
+            let c = rest[i..].chars().next().unwrap_or('\u{fffd}');
+            let mut units = [0u16; 2];
+            for &u in c.encode_utf16(&mut units).iter() {
+                let h = |s: u16| HEX[usize::from((u >> s) & 0xf)];
+                w.write_all(&[b'\\', b'u', h(12), h(8), h(4), h(0)])?;
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+}
+
+/// The wire envelope for callers that pass strings (wasm), in ASCII-only JSON:
 /// `{"ok":true,"result":…}` or `{"ok":false,"error":{code,message,message_en}}`.
 pub fn envelope(out: Result<Output, ApiError>) -> String {
     let env = match &out {
         Ok(r) => Envelope { ok: true, result: Some(r), error: None },
         Err(e) => Envelope { ok: false, result: None, error: Some(e) },
     };
-    serde_json::to_string(&env).unwrap_or_else(|_| {
-        r#"{"ok":false,"error":{"code":"internal","message":"Interner Fehler.","message_en":"Internal error."}}"#.to_string()
-    })
+    let mut buf = Vec::with_capacity(256);
+    let written = env.serialize(&mut serde_json::Serializer::with_formatter(&mut buf, AsciiFormatter));
+    match (written, String::from_utf8(buf)) {
+        (Ok(()), Ok(s)) => s,
+        _ => r#"{"ok":false,"error":{"code":"internal","message":"Interner Fehler.","message_en":"Internal error."}}"#.to_string(),
+    }
 }
 
 /// Run `op` on JSON text against a parsed policy; returns the envelope.

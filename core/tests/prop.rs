@@ -350,3 +350,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(Config { cases: 300, ..Config::default() })]
+
+    /// The wire envelope is all ASCII (non-ASCII as `\u` escapes, astral characters as
+    /// surrogate pairs) and means exactly what the typed call returns.
+    #[test]
+    fn envelope_is_ascii_and_faithful(
+        text in prop_oneof![any::<String>(), subject_any(), address_text(), Just("Bürger „Ä“ 😀 \u{7f}\u{80}\u{ffff}".to_string())],
+        op in select(&["subject.parse", "check", "map"][..]),
+    ) {
+        use serde_json::{json, Value};
+        let input = match op {
+            "subject.parse" => json!(text),
+            "check" => json!({ "from": "peter.meier@musterstadt.de", "to": [text] }),
+            _ => json!({ "address": text, "direction": "to-demail" }),
+        };
+        let env = Env { now_millis: 1_795_775_532_000, entropy: vec![7; 16] };
+        let policy = Policy::default();
+        let wire = api::call_str(op, &policy, &input.to_string(), &env);
+        prop_assert!(wire.is_ascii(), "not ASCII: {}", wire);
+        let expected = match api::call(op, &policy, &input, &env) {
+            Ok(v) => json!({ "ok": true, "result": v }),
+            Err(e) => json!({ "ok": false, "error": e }),
+        };
+        prop_assert_eq!(serde_json::from_str::<Value>(&wire).unwrap(), expected);
+    }
+}
