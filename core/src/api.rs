@@ -9,8 +9,10 @@ use crate::message::Reason;
 use crate::options::{apply_rules, generate_private_id, option_headers, validate_private_id, OptionSet};
 use crate::policy::{Policy, PolicyError};
 use crate::subject;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// What the caller provides that the core may not fetch itself.
 #[derive(Debug, Clone, Default)]
@@ -69,35 +71,22 @@ fn bad_input(e: impl std::fmt::Display) -> ApiError {
     .into()
 }
 
-/// An operation's input: already-parsed JSON (Rust callers) or JSON text (wasm, CLI),
-/// which is deserialised straight into the operation's type without a `Value` tree.
-#[derive(Clone, Copy)]
-pub enum Input<'a> {
-    Value(&'a Value),
-    Json(&'a str),
-}
-
-impl Input<'_> {
-    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
-        // Field validators (option ids) carry their own code through serde's string errors.
-        let data_error = |e: serde_json::Error| match crate::policy::decode_reason(&e.to_string()) {
-            Some(r) => ApiError::from(r),
-            None => bad_input(e),
-        };
-        match self {
-            Input::Value(v) => T::deserialize(v).map_err(data_error),
-            Input::Json(s) => {
-                let s = if s.trim().is_empty() { "null" } else { s };
-                serde_json::from_str(s).map_err(|e| {
-                    if e.is_syntax() || e.is_eof() {
-                        json_error(&e)
-                    } else {
-                        data_error(e)
-                    }
-                })
+/// Deserialise an operation's input from JSON text straight into its type. Rust callers
+/// with a `Value` go through the text too ([`call`]): one decoding path, so native and
+/// wasm give the same answers and errors, and the wasm module has no `Value` decoder.
+fn parse<T: serde::de::DeserializeOwned>(input_json: &str) -> Result<T, ApiError> {
+    let s = if input_json.trim().is_empty() { "null" } else { input_json };
+    serde_json::from_str(s).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            json_error(&e)
+        } else {
+            // Field validators (option ids) carry their own code through serde's string errors.
+            match crate::policy::decode_reason(&e.to_string()) {
+                Some(r) => ApiError::from(r),
+                None => bad_input(e),
             }
         }
-    }
+    })
 }
 
 fn json_error(e: &serde_json::Error) -> ApiError {
@@ -108,22 +97,90 @@ fn json_error(e: &serde_json::Error) -> ApiError {
     ))
 }
 
-/// An operation's result, serialised directly (no intermediate `Value`).
+/// An operation's result, serialised directly: no `Value` tree, which would also put
+/// serde_json's `Value` machinery into the wasm module. Struct fields are in
+/// alphabetical order, the key order the `Value` maps had.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Output {
-    Value(Value),
+    Version(VersionInfo),
+    PolicyCheck(PolicyCheck),
+    Subject(subject::ParsedSubject),
+    Formatted(FormattedSubject),
     Check(crate::check::CheckResult),
     Classification(crate::classify::Classification),
-    Subject(subject::ParsedSubject),
+    Headers(HeaderLines),
+    Map(MapResult),
+    Options(crate::check::OptionStates),
+    Candidate(Candidate),
+    Seal(crate::seal::Verification),
+    SealCanonical(SealCanonical),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    pub ops: &'static [&'static str],
+    pub version: &'static str,
+}
+
+/// `policy.check`: the verdict is data, never an error.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyCheck {
+    pub errors: Vec<PolicyError>,
+    pub policy: Option<Policy>,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FormattedSubject {
+    pub subject: String,
+}
+
+/// `headers`: the lines to add, the options after the TR rules, and the private-id.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderLines {
+    pub headers: Vec<HeaderLine>,
+    pub options: OptionSet,
+    pub private_id: String,
+    pub private_id_generated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderLine {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MapResult {
+    pub address: String,
+    pub mapped: Option<crate::mapping::Mapped>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub candidate: bool,
+}
+
+/// `seal.canonical`: the signed text and the seal's fields, or why there is no seal
+/// (then `code` and the messages are set and the rest is null).
+#[derive(Debug, Clone, Serialize)]
+pub struct SealCanonical {
+    pub canonical: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_en: Option<String>,
+    pub public_key: Option<String>,
+    pub required: bool,
+    pub seal: Option<crate::seal::SealHeader>,
 }
 
 impl Output {
     pub fn into_value(self) -> Value {
-        match self {
-            Output::Value(v) => v,
-            other => serde_json::to_value(other).unwrap_or(Value::Null),
-        }
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -136,10 +193,10 @@ pub fn load_policy(src: Option<&str>) -> Result<Policy, ApiError> {
 }
 
 /// Validate a policy; never fails, the verdict is data.
-pub fn policy_check(src: &str) -> Value {
+pub fn policy_check(src: &str) -> PolicyCheck {
     match Policy::parse(src) {
-        Ok(p) => json!({ "valid": true, "errors": [], "policy": p }),
-        Err(e) => json!({ "valid": false, "errors": [e], "policy": null }),
+        Ok(p) => PolicyCheck { errors: Vec::new(), policy: Some(p), valid: true },
+        Err(e) => PolicyCheck { errors: vec![e], policy: None, valid: false },
     }
 }
 
@@ -163,13 +220,32 @@ struct HeadersIn {
     sender: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum HeadersShape {
     /// `[["Subject", "x"], …]` in message order.
     Pairs(Vec<(String, String)>),
     /// `{"subject": ["x"], …}` as Thunderbird's `messages.getFull` gives it.
     Map(std::collections::BTreeMap<String, Vec<String>>),
+}
+
+// Visitors, not `#[serde(untagged)]`: untagged enums buffer the value (serde's
+// `Content`), which costs the wasm module ~18 KB, and their error names no shape.
+impl<'de> Deserialize<'de> for HeadersShape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HeadersShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("headers as [[name, value], …] or {name: [value, …]}")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<HeadersShape, A::Error> {
+                Deserialize::deserialize(SeqAccessDeserializer::new(a)).map(HeadersShape::Pairs)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<HeadersShape, A::Error> {
+                Deserialize::deserialize(MapAccessDeserializer::new(a)).map(HeadersShape::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -205,7 +281,7 @@ struct MapIn {
 }
 
 /// Generate the header lines for options and a private-id (generated when absent).
-pub fn headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: Option<&str>, env: &Env) -> Result<Value, ApiError> {
+pub fn headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: Option<&str>, env: &Env) -> Result<HeaderLines, ApiError> {
     let sender_demail = sender.map(|s| {
         let s = s.trim();
         let dom = s.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -226,49 +302,63 @@ pub fn headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, se
         }
         None => (generate_private_id(env.now_millis, &env.entropy), true),
     };
-    let lines: Vec<Value> = option_headers(opts, Some(&id))
-        .into_iter()
-        .map(|(n, v)| json!({ "name": n, "value": v }))
-        .collect();
-    Ok(json!({ "headers": lines, "options": opts, "private_id": id, "private_id_generated": generated }))
+    let headers = option_headers(opts, Some(&id)).into_iter().map(|(name, value)| HeaderLine { name, value }).collect();
+    Ok(HeaderLines { headers, options: opts, private_id: id, private_id_generated: generated })
 }
 
 /// Run one operation.
 pub fn call(op: &str, policy: &Policy, input: &Value, env: &Env) -> Result<Value, ApiError> {
-    dispatch(op, policy, Input::Value(input), env).map(Output::into_value)
+    dispatch(op, policy, &input.to_string(), env).map(Output::into_value)
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum SubjectParseIn {
     Text(String),
     Object(SubjectIn),
 }
 
+impl<'de> Deserialize<'de> for SubjectParseIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SubjectParseIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a subject string or {\"subject\": …}")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SubjectParseIn, E> {
+                Ok(SubjectParseIn::Text(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<SubjectParseIn, A::Error> {
+                SubjectIn::deserialize(MapAccessDeserializer::new(a)).map(SubjectParseIn::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Run one operation on typed input and output.
-pub fn dispatch(op: &str, policy: &Policy, input: Input<'_>, env: &Env) -> Result<Output, ApiError> {
+pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Output, ApiError> {
     let text = |what: &str| -> Result<String, ApiError> {
-        input.parse::<String>().map_err(|_| bad_input(format!("{op} expects {what} as a JSON string")))
+        parse::<String>(input).map_err(|_| bad_input(format!("{op} expects {what} as a JSON string")))
     };
     Ok(match op {
-        "version" => Output::Value(json!({ "version": crate::VERSION, "ops": OPS })),
-        "policy.check" => Output::Value(policy_check(&text("the policy text")?)),
+        "version" => Output::Version(VersionInfo { ops: &OPS, version: crate::VERSION }),
+        "policy.check" => Output::PolicyCheck(policy_check(&text("the policy text")?)),
         "subject.parse" => {
-            let subject = match input.parse::<SubjectParseIn>()? {
+            let subject = match parse::<SubjectParseIn>(input)? {
                 SubjectParseIn::Text(s) => s,
                 SubjectParseIn::Object(o) => o.subject,
             };
             Output::Subject(subject::parse(&subject, &policy.subject))
         }
         "subject.format" => {
-            let i: SubjectIn = input.parse()?;
+            let i: SubjectIn = parse(input)?;
             let s = subject::format(&i.subject, i.options, &policy.subject)?;
-            Output::Value(json!({ "subject": s }))
+            Output::Formatted(FormattedSubject { subject: s })
         }
-        "check" => Output::Check(check(&input.parse::<CheckInput>()?, policy)),
+        "check" => Output::Check(check(&parse::<CheckInput>(input)?, policy)),
         "classify" => Output::Classification(classify_raw(text("the raw message")?.as_bytes(), policy)),
         "classify.headers" => {
-            let i: ClassifyHeadersIn = input.parse()?;
+            let i: ClassifyHeadersIn = parse(input)?;
             let list: HeaderList = match i.headers {
                 HeadersShape::Pairs(p) => p,
                 HeadersShape::Map(m) => m
@@ -279,53 +369,58 @@ pub fn dispatch(op: &str, policy: &Policy, input: Input<'_>, env: &Env) -> Resul
             Output::Classification(classify_headers(&list, i.xml.as_deref(), policy))
         }
         "headers" => {
-            let i: HeadersIn = input.parse()?;
-            Output::Value(headers(policy, i.options, i.private_id.as_deref(), i.sender.as_deref(), env)?)
+            let i: HeadersIn = parse(input)?;
+            Output::Headers(headers(policy, i.options, i.private_id.as_deref(), i.sender.as_deref(), env)?)
         }
         "map" => {
-            let i: MapIn = input.parse()?;
+            let i: MapIn = parse(input)?;
             let addr = crate::address::normalize_addr_spec(&i.address)?;
             let m = match i.direction.as_str() {
                 "to-demail" => policy.email_to_demail(&addr),
                 "to-email" => policy.demail_to_email(&addr),
                 other => return Err(bad_input(format!("unknown direction {other:?}; use to-demail or to-email"))),
             };
-            Output::Value(json!({ "address": addr, "mapped": m }))
+            Output::Map(MapResult { address: addr, mapped: m })
         }
         "options" => {
-            let i: OptionsIn = input.parse()?;
-            Output::Value(json!(crate::check::option_states(&i.from, i.options, policy)))
+            let i: OptionsIn = parse(input)?;
+            Output::Options(crate::check::option_states(&i.from, i.options, policy))
         }
         "classify.candidate" => {
-            let i: CandidateIn = input.parse()?;
+            let i: CandidateIn = parse(input)?;
             // The subject is accepted for future rules; the sender's domain decides today.
             let _ = i.subject;
-            Output::Value(json!({ "candidate": crate::check::is_candidate(&i.author, policy) }))
+            Output::Candidate(Candidate { candidate: crate::check::is_candidate(&i.author, policy) })
         }
         "seal.verify" => {
             let raw = text("the raw header block")?;
-            let v = crate::seal::verify(raw.as_bytes(), &policy.seal.public_keys, policy.seal.required);
-            Output::Value(json!(v))
+            Output::Seal(crate::seal::verify(raw.as_bytes(), &policy.seal.public_keys, policy.seal.required))
         }
         "seal.canonical" => {
             // For callers that verify themselves (WebCrypto Ed25519): the signed text and the seal's fields.
             let raw = text("the raw header block")?;
             let fields = crate::seal::header_fields(raw.as_bytes());
-            match crate::seal::find(&fields) {
-                Ok(h) => {
-                    let key = policy.seal.public_keys.iter().find(|k| k.kid == h.kid).map(|k| k.to_string());
-                    Output::Value(json!({
-                        "canonical": crate::seal::canonical(&fields, &h.kid),
-                        "seal": h,
-                        "public_key": key,
-                        "required": policy.seal.required,
-                    }))
-                }
-                Err(r) => Output::Value(json!({
-                    "canonical": null, "seal": null, "public_key": null,
-                    "required": policy.seal.required, "code": r.code, "message": r.message, "message_en": r.message_en,
-                })),
-            }
+            let required = policy.seal.required;
+            Output::SealCanonical(match crate::seal::find(&fields) {
+                Ok(h) => SealCanonical {
+                    canonical: Some(crate::seal::canonical(&fields, &h.kid)),
+                    code: None,
+                    message: None,
+                    message_en: None,
+                    public_key: policy.seal.public_keys.iter().find(|k| k.kid == h.kid).map(|k| k.to_string()),
+                    required,
+                    seal: Some(h),
+                },
+                Err(r) => SealCanonical {
+                    canonical: None,
+                    code: Some(r.code.to_string()),
+                    message: Some(r.message),
+                    message_en: Some(r.message_en),
+                    public_key: None,
+                    required,
+                    seal: None,
+                },
+            })
         }
         other => {
             return Err(Reason::new(
@@ -340,7 +435,7 @@ pub fn dispatch(op: &str, policy: &Policy, input: Input<'_>, env: &Env) -> Resul
 
 /// Parse a JSON input text; blank means `null`.
 pub fn parse_input(input_json: &str) -> Result<Value, ApiError> {
-    Input::Json(input_json).parse()
+    parse(input_json)
 }
 
 #[derive(Serialize)]
@@ -361,6 +456,10 @@ struct AsciiFormatter;
 impl serde_json::ser::Formatter for AsciiFormatter {
     fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        if fragment.is_ascii() {
+            // Word-at-a-time check: most fragments (addresses, codes) are ASCII.
+            return w.write_all(fragment.as_bytes());
+        }
         let mut rest = fragment;
         while let Some(i) = rest.bytes().position(|b| b >= 0x80) {
             w.write_all(&rest.as_bytes()[..i])?;
@@ -393,7 +492,7 @@ pub fn envelope(out: Result<Output, ApiError>) -> String {
 
 /// Run `op` on JSON text against a parsed policy; returns the envelope.
 pub fn call_str(op: &str, policy: &Policy, input_json: &str, env: &Env) -> String {
-    envelope(dispatch(op, policy, Input::Json(input_json), env))
+    envelope(dispatch(op, policy, input_json, env))
 }
 
 /// [`call`] with policy text and JSON text in, the envelope out.

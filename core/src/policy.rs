@@ -46,26 +46,26 @@ pub struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        let bad = |s: &str| {
-            serde::de::Error::custom(encode_reason(&Reason::new(
-                "policy.size_invalid",
-                format!("„{}“ ist keine gültige Größe (z. B. 10485760 oder \"10 MiB\").", quote(s)),
-                format!("\"{}\" is not a valid size (e.g. 10485760 or \"10 MiB\").", quote(s)),
-            )))
-        };
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => {
+        // A visitor, not an untagged enum: that would buffer the value (serde's
+        // `Content`), which costs the wasm module ~18 KB.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in bytes or with a unit, e.g. 10485760 or \"10 MiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
+                Ok(Size(n))
+            }
+            // TOML integers are signed.
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+                u64::try_from(n).map(Size).map_err(|_| bad(&n.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
                 let t = s.trim();
                 let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
                 let (num, unit) = t.split_at(split);
-                let n: u64 = num.parse().map_err(|_| bad(&s))?;
+                let n: u64 = num.parse().map_err(|_| bad(s))?;
                 let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
                     "" | "b" => 1,
                     "kb" => 1000,
@@ -74,11 +74,19 @@ impl<'de> Deserialize<'de> for Size {
                     "mib" | "m" => 1024 * 1024,
                     "gb" => 1_000_000_000,
                     "gib" | "g" => 1024 * 1024 * 1024,
-                    _ => return Err(bad(&s)),
+                    _ => return Err(bad(s)),
                 };
-                n.checked_mul(mult).map(Size).ok_or_else(|| bad(&s))
+                n.checked_mul(mult).map(Size).ok_or_else(|| bad(s))
             }
         }
+        fn bad<E: serde::de::Error>(s: &str) -> E {
+            E::custom(encode_reason(&Reason::new(
+                "policy.size_invalid",
+                format!("„{}“ ist keine gültige Größe (z. B. 10485760 oder \"10 MiB\").", quote(s)),
+                format!("\"{}\" is not a valid size (e.g. 10485760 or \"10 MiB\").", quote(s)),
+            )))
+        }
+        d.deserialize_any(V)
     }
 }
 

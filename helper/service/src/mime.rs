@@ -194,17 +194,9 @@ fn new_message_id(sender: &str, env: &Env) -> String {
 type DemailHeaders = (Vec<(String, String)>, String, bool);
 
 fn demail_headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: &str, env: &Env) -> Result<DemailHeaders, ApiError> {
-    let v = api::headers(policy, options, private_id, Some(sender), env).map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &e.reason))?;
-    let lines = v["headers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|h| Some((h["name"].as_str()?.to_string(), h["value"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let id = v["private_id"].as_str().unwrap_or_default().to_string();
-    Ok((lines, id, v["private_id_generated"].as_bool().unwrap_or(false)))
+    let h = api::headers(policy, options, private_id, Some(sender), env).map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &e.reason))?;
+    let lines = h.headers.into_iter().map(|l| (l.name, l.value)).collect();
+    Ok((lines, h.private_id, h.private_id_generated))
 }
 
 /// The subject and header lines for the gateway's dialect.
