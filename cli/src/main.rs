@@ -195,7 +195,24 @@ enum PolicyCmd {
     Check { file: PathBuf },
     /// Print the effective policy (defaults filled in) as JSON.
     Show,
+    /// Put the effective policy (--policy) into a Thunderbird policies.json, so the add-in
+    /// checks by the same rules as helper and gateway; prints the updated file.
+    Embed {
+        /// The policies.json to update (Linux: /etc/thunderbird/policies/policies.json).
+        file: PathBuf,
+        /// The add-in's id in `3rdparty.Extensions`.
+        #[arg(long, default_value = ADDIN_ID)]
+        extension_id: String,
+        /// FILE is the add-in's settings object itself, not a whole policies.json (Windows:
+        /// installer/windows/addin-settings.json, the value `<id>` under
+        /// `…\Mozilla\Thunderbird\3rdparty\Extensions`).
+        #[arg(long)]
+        settings: bool,
+    },
 }
+
+/// The Thunderbird add-in's id (addin/thunderbird/manifest.json).
+const ADDIN_ID: &str = "demail-addin@open-demail.de";
 
 #[derive(Args)]
 struct CheckArgs {
@@ -283,6 +300,43 @@ fn options(list: &[String]) -> Result<Value, Fail> {
     Ok(serde_json::to_value(set).unwrap_or(Value::Null))
 }
 
+/// `policies.json` with `policies.3rdparty.Extensions[id].policy` set (or, with `settings_object`,
+/// the add-in's settings object with `policy` set); other content kept.
+fn embed_policy(bytes: &[u8], policy: &Policy, id: &str, settings_object: bool) -> Result<Value, Fail> {
+    let invalid = |why: &str, why_en: &str| {
+        input_error(
+            "policies_json.invalid",
+            format!("Die Thunderbird-Richtlinie (policies.json) ist nicht verwendbar: {why}."),
+            format!("The Thunderbird policy file (policies.json) cannot be used: {why_en}."),
+        )
+    };
+    let mut doc: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let e = e.to_string();
+        invalid(&format!("kein gültiges JSON ({e})"), &format!("not valid JSON ({e})"))
+    })?;
+    let mut node = &mut doc;
+    let mut parent = None;
+    let path: &[&str] = if settings_object { &[] } else { &["policies", "3rdparty", "Extensions", id] };
+    for &key in path {
+        let Value::Object(map) = node else {
+            return Err(match parent {
+                None => invalid("die Datei enthält kein JSON-Objekt", "the file holds no JSON object"),
+                Some(p) => invalid(&format!("„{p}“ ist kein JSON-Objekt"), &format!("\"{p}\" is not a JSON object")),
+            });
+        };
+        node = map.entry(key).or_insert_with(|| json!({}));
+        parent = Some(key);
+    }
+    let Value::Object(settings) = node else {
+        return Err(invalid(
+            &format!("die Einstellungen für „{id}“ sind kein JSON-Objekt"),
+            &format!("the settings for \"{id}\" are not a JSON object"),
+        ));
+    };
+    settings.insert("policy".into(), serde_json::to_value(policy).unwrap_or(Value::Null));
+    Ok(doc)
+}
+
 fn run(cli: Cli) -> Result<Value, Fail> {
     let env = env();
     if let Cmd::Policy(PolicyCmd::Check { file }) = &cli.cmd {
@@ -327,6 +381,9 @@ fn run(cli: Cli) -> Result<Value, Fail> {
             call("headers", json!({ "options": options(&o)?, "private_id": private_id, "sender": sender }))
         }
         Cmd::Policy(PolicyCmd::Show) => Ok(serde_json::to_value(&policy).unwrap_or(Value::Null)),
+        Cmd::Policy(PolicyCmd::Embed { file, extension_id, settings }) => {
+            embed_policy(&read_file(&file.to_string_lossy())?, &policy, &extension_id, settings)
+        }
         Cmd::Policy(PolicyCmd::Check { .. }) | Cmd::ParityDump { .. } => unreachable!("handled above"),
         Cmd::Serve { .. }
         | Cmd::Pair(_)
@@ -493,6 +550,14 @@ fn parity_dump(cases_dir: &std::path::Path, corpus_dir: &std::path::Path) -> Res
     Ok(json!({ "cases": cases, "policies": policies, "corpus": corpus, "corpus_policy": corpus_policy }))
 }
 
+/// The answer on stdout. A closed pipe (`demail … | head`) is not an error worth a
+/// panic: the reader has what it wanted.
+fn print_json(v: &Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default()).and_then(|()| out.flush());
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -527,11 +592,11 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_json(&v);
             ExitCode::SUCCESS
         }
         Err(Fail::Invalid(v)) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_json(&v);
             for e in v["errors"].as_array().into_iter().flatten() {
                 eprintln!("Fehler [{}]: {}", e["code"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
                 eprintln!("Error [{}]: {}", e["code"].as_str().unwrap_or(""), e["message_en"].as_str().unwrap_or(""));
@@ -539,7 +604,7 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Fail::Findings(v)) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_json(&v);
             for f in v["findings"].as_array().into_iter().flatten().filter(|f| f["status"] == "error") {
                 eprintln!("Fehler [{}]: {}", f["check"].as_str().unwrap_or(""), f["message"].as_str().unwrap_or(""));
                 eprintln!("Error [{}]: {}", f["check"].as_str().unwrap_or(""), f["message_en"].as_str().unwrap_or(""));
