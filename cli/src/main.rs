@@ -208,6 +208,10 @@ enum PolicyCmd {
         /// `…\Mozilla\Thunderbird\3rdparty\Extensions`).
         #[arg(long)]
         settings: bool,
+        /// Replace FILE with the result (written next to it, then renamed: never half a file)
+        /// instead of printing it.
+        #[arg(long)]
+        in_place: bool,
     },
 }
 
@@ -337,6 +341,32 @@ fn embed_policy(bytes: &[u8], policy: &Policy, id: &str, settings_object: bool) 
     Ok(doc)
 }
 
+/// Write `doc` to `path` atomically: a temporary file in the same directory with the old
+/// file's permissions, synced, then renamed over it.
+fn replace_file(path: &std::path::Path, doc: &Value) -> Result<(), Fail> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| {
+        input_error(
+            "file.write",
+            format!("{} kann nicht geschrieben werden: {e}", path.display()),
+            format!("Cannot write {}: {e}", path.display()),
+        )
+    };
+    let name = path.file_name().ok_or_else(|| fail(std::io::Error::other("no file name")))?;
+    let tmp = path.with_file_name(format!(".{}.demail-{}", name.to_string_lossy(), std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.set_permissions(std::fs::metadata(path)?.permissions())?;
+        writeln!(f, "{}", serde_json::to_string_pretty(doc).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(fail)
+}
+
 fn run(cli: Cli) -> Result<Value, Fail> {
     let env = env();
     if let Cmd::Policy(PolicyCmd::Check { file }) = &cli.cmd {
@@ -381,8 +411,13 @@ fn run(cli: Cli) -> Result<Value, Fail> {
             call("headers", json!({ "options": options(&o)?, "private_id": private_id, "sender": sender }))
         }
         Cmd::Policy(PolicyCmd::Show) => Ok(serde_json::to_value(&policy).unwrap_or(Value::Null)),
-        Cmd::Policy(PolicyCmd::Embed { file, extension_id, settings }) => {
-            embed_policy(&read_file(&file.to_string_lossy())?, &policy, &extension_id, settings)
+        Cmd::Policy(PolicyCmd::Embed { file, extension_id, settings, in_place }) => {
+            let doc = embed_policy(&read_file(&file.to_string_lossy())?, &policy, &extension_id, settings)?;
+            if !in_place {
+                return Ok(doc);
+            }
+            replace_file(&file, &doc)?;
+            Ok(json!({ "file": file, "written": true }))
         }
         Cmd::Policy(PolicyCmd::Check { .. }) | Cmd::ParityDump { .. } => unreachable!("handled above"),
         Cmd::Serve { .. }

@@ -107,3 +107,26 @@ fn unusable_policies_json_is_refused_with_a_code() {
     assert_ne!(o.status.code(), Some(0));
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn in_place_replaces_the_file_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.json");
+    std::fs::copy(repo().join("installer/linux/desktop/files/policies.json"), &file).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let corpus = repo().join("tests/corpus/policy.toml");
+    let printed = json_out(&demail(&corpus, &["policy", "embed", file.to_str().unwrap()]));
+    let status = json_out(&demail(&corpus, &["policy", "embed", "--in-place", file.to_str().unwrap()]));
+    assert_eq!(status["written"], json!(true));
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(on_disk, printed);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+
+    // A file that cannot be used stays exactly as it was.
+    std::fs::write(&file, "{\"policies\": []}").unwrap();
+    let o = demail(&corpus, &["policy", "embed", "--in-place", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "{\"policies\": []}");
+}
