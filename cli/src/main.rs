@@ -341,10 +341,9 @@ fn embed_policy(bytes: &[u8], policy: &Policy, id: &str, settings_object: bool) 
     Ok(doc)
 }
 
-/// Write `doc` to `path` atomically: a temporary file in the same directory with the old
-/// file's permissions, synced, then renamed over it.
+/// Replace `path` with `doc` atomically, keeping the old file's permissions (Thunderbird,
+/// not only root, reads policies.json).
 fn replace_file(path: &std::path::Path, doc: &Value) -> Result<(), Fail> {
-    use std::io::Write;
     let fail = |e: std::io::Error| {
         input_error(
             "file.write",
@@ -352,19 +351,9 @@ fn replace_file(path: &std::path::Path, doc: &Value) -> Result<(), Fail> {
             format!("Cannot write {}: {e}", path.display()),
         )
     };
-    let name = path.file_name().ok_or_else(|| fail(std::io::Error::other("no file name")))?;
-    let tmp = path.with_file_name(format!(".{}.demail-{}", name.to_string_lossy(), std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.set_permissions(std::fs::metadata(path)?.permissions())?;
-        writeln!(f, "{}", serde_json::to_string_pretty(doc).unwrap_or_default())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(fail)
+    let perms = std::fs::metadata(path).map_err(fail)?.permissions();
+    let text = format!("{}\n", serde_json::to_string_pretty(doc).unwrap_or_default());
+    demail_helper::store::write_atomic_with(path, text.as_bytes(), Some(perms)).map_err(fail)
 }
 
 fn run(cli: Cli) -> Result<Value, Fail> {

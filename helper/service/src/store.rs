@@ -108,11 +108,17 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Write a file via a temporary file, fsync and rename.
+/// Write a file via a temporary file, fsync and rename; the file is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, bytes, None)
+}
+
+/// [`write_atomic`], giving the file `perms` instead (e.g. those of the file it replaces,
+/// which others may have to read). A failed write leaves no temporary file behind.
+pub fn write_atomic_with(path: &Path, bytes: &[u8], perms: Option<std::fs::Permissions>) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
+    let written = (|| {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -121,10 +127,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             opts.mode(0o600);
         }
         let mut f = opts.open(&tmp)?;
+        if let Some(p) = perms {
+            f.set_permissions(p)?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)?;
+    written?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable.
         if let Ok(d) = std::fs::File::open(dir) {
