@@ -39,8 +39,9 @@ NMH_KEY = r"HKLM\Software\Mozilla\NativeMessagingHosts\de.demail.helper"
 RUN_KEY = r"HKLM\Software\Microsoft\Windows\CurrentVersion\Run"
 ADDON_ID = "demail-addin@open-demail.de"
 INSTALL_DIR = r"C:\Program Files\demail"
-RUN_TRAY = '"C:\\Program Files\\demail\\demail-tray.exe"'
-RUN_SERVICE = '"C:\\Program Files\\demail\\demail-service.exe"'
+# The Run entry's command lines, as the MSI writes them.
+RUN_TRAY = f'"{INSTALL_DIR}\\demail-tray.exe"'
+RUN_SERVICE = f'"{INSTALL_DIR}\\demail-service.exe"'
 TRAY_FILES = ["demail-tray.exe", "WebView2Loader.dll"]
 # Where Microsoft documents the machine-wide WebView2 runtime (32-bit view on 64-bit Windows).
 WEBVIEW2_KEY = r"HKLM\Software\Wow6432Node\Microsoft\EdgeUpdate\Clients\{F3017226-FE2A-4295-8BDF-00C3A9A7E4C5}"
@@ -158,7 +159,7 @@ class Helper:
 
     def __init__(self, w):
         self.w = w
-        cmd = '"' + INSTALL_DIR + '\\demail-service.exe"'
+        cmd = RUN_SERVICE
         self.runtime = None
         for d in glob_local(w):
             f = os.path.join(d, "demail", "run", "helper.json")
