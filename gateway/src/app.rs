@@ -183,6 +183,12 @@ impl App {
     /// After a crash: record every spooled outbound message that was not recorded yet,
     /// before the listeners open (so a client's retry is recognised as a duplicate).
     pub fn recover(&self) -> Result<usize, String> {
+        if let Some((from, to)) = self.archive.heal_head()? {
+            warn!(
+                from,
+                to, "archive head file was behind its newest entries (unclean stop); moved forward"
+            );
+        }
         let mut n = 0;
         for (m, _) in self.spool.list().map_err(|e| e.to_string())? {
             if m.kind == Kind::Provider && !self.archive.is_recorded(&m.id)? {

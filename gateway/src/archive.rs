@@ -275,6 +275,48 @@ impl SqliteArchive {
         res
     }
 
+    /// After a crash between a commit and its head-file write, the head names an older
+    /// entry. Move it to the newest entry when the entries after it chain from it; any
+    /// other difference stays for `verify` to report. Returns (old seq, new seq) if moved.
+    /// Call at start, before writers: it shares no lock with another process.
+    pub fn heal_head(&self) -> Result<Option<(i64, i64)>, String> {
+        let Some((hs, hh)) = self.read_head() else {
+            return Ok(None);
+        };
+        let _gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let tail = {
+            let db = self.lock();
+            let mut st =
+                db.c.prepare(&format!(
+                    "SELECT {COLS} FROM entries WHERE seq >= ?1 ORDER BY seq"
+                ))
+                .map_err(db_err)?;
+            let rows = st.query_map([hs], row_entry).map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
+        };
+        let Some(first) = tail.first() else {
+            return Ok(None);
+        };
+        if tail.len() < 2 || first.seq != hs || first.hash != hh {
+            return Ok(None);
+        }
+        for w in tail.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            if b.seq != a.seq + 1 || b.prev_hash != a.hash || entry_hash(b) != b.hash {
+                return Ok(None);
+            }
+        }
+        let newest = &tail[tail.len() - 1];
+        self.write_head(newest.seq, &newest.hash)?;
+        Ok(Some((hs, newest.seq)))
+    }
+
+    fn read_head(&self) -> Option<(i64, String)> {
+        let h = std::fs::read_to_string(&self.head).ok()?;
+        let (s, h) = h.trim().split_once(' ')?;
+        Some((s.parse().ok()?, h.to_string()))
+    }
+
     fn write_head(&self, seq: i64, hash: &str) -> Result<(), String> {
         let tmp = self.head.with_extension("head.tmp");
         let res = (|| -> std::io::Result<()> {
@@ -460,6 +502,16 @@ impl Archive for SqliteArchive {
                 message_en: en,
             })
         };
+        // The head first: a writer commits before it writes the head, so the entries read
+        // next reach at least as far. A head behind the newest entry is then a commit in
+        // progress (or a crash before the head write) and fine if it names its entry.
+        let head = match (self.read_head(), self.head.exists()) {
+            (Some(h), _) => Some(h),
+            // Present but garbled: a head that matches no entry.
+            (None, true) => Some((-1, String::new())),
+            (None, false) => None,
+        };
+        let mut head_entry_ok = false;
         let db = self.lock();
         let mut st =
             db.c.prepare(&format!("SELECT {COLS}, data FROM entries ORDER BY seq"))
@@ -504,18 +556,19 @@ impl Archive for SqliteArchive {
                     format!("Entry {s}: metadata was altered."),
                 );
             }
+            if head
+                .as_ref()
+                .is_some_and(|(hs, hh)| *hs == s && *hh == e.hash)
+            {
+                head_entry_ok = true;
+            }
             prev = e.hash.clone();
             expect_seq = s + 1;
             last = Some((s, e.hash));
         }
-        let head = std::fs::read_to_string(&self.head).ok();
-        let head = head
-            .as_deref()
-            .and_then(|h| h.trim().split_once(' '))
-            .map(|(s, h)| (s.parse::<i64>().unwrap_or(-1), h.to_string()));
         match (head, last) {
             (None, None) => {}
-            (Some((hs, hh)), Some((ls, lh))) if hs == ls && hh == lh => {}
+            (Some((hs, _)), Some((ls, _))) if hs <= ls && head_entry_ok => {}
             (Some((hs, _)), Some((ls, _))) if hs > ls => p(
                 None,
                 "archive.truncated",
@@ -711,5 +764,72 @@ mod tests {
             .execute_batch("DROP TRIGGER entries_no_delete; DELETE FROM entries WHERE seq = 2;")
             .unwrap();
         assert_eq!(a2.verify().unwrap()[0].code, "archive.truncated");
+    }
+
+    fn head_of(path: &Path) -> String {
+        std::fs::read_to_string(path.with_extension("sqlite.head")).unwrap()
+    }
+
+    #[test]
+    fn a_head_left_behind_by_a_crash_is_accepted_and_moved_forward() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.sqlite");
+        let a = SqliteArchive::open(&path).unwrap();
+        let first = add(&a, "out", "1", b"x");
+        let after_first = head_of(&path);
+        add(&a, "out", "2", b"y");
+        let third = add(&a, "in", "3", b"z");
+        // The crash: entries 2 and 3 committed, their head writes lost.
+        std::fs::write(path.with_extension("sqlite.head"), &after_first).unwrap();
+        drop(a);
+        let a = SqliteArchive::open(&path).unwrap();
+        assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
+        assert_eq!(a.heal_head().unwrap(), Some((first.seq, third.seq)));
+        assert_eq!(
+            head_of(&path).trim(),
+            format!("{} {}", third.seq, third.hash)
+        );
+        assert_eq!(a.heal_head().unwrap(), None, "nothing left to move");
+        assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_head_that_names_no_entry_is_reported_and_not_moved() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.sqlite");
+        let a = SqliteArchive::open(&path).unwrap();
+        add(&a, "out", "1", b"x");
+        add(&a, "out", "2", b"y");
+        let hp = path.with_extension("sqlite.head");
+        for bad in [format!("1 {GENESIS}\n"), "kaputt\n".to_string()] {
+            std::fs::write(&hp, &bad).unwrap();
+            assert_eq!(a.heal_head().unwrap(), None);
+            assert_eq!(std::fs::read_to_string(&hp).unwrap(), bad, "left as found");
+            let p = a.verify().unwrap();
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].code, "archive.head_mismatch");
+        }
+    }
+
+    #[test]
+    fn a_head_is_not_moved_over_an_altered_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.sqlite");
+        let a = SqliteArchive::open(&path).unwrap();
+        add(&a, "out", "1", b"x");
+        let after_first = head_of(&path);
+        add(&a, "out", "2", b"y");
+        add(&a, "out", "3", b"z");
+        std::fs::write(path.with_extension("sqlite.head"), &after_first).unwrap();
+        a.lock()
+            .c
+            .execute_batch(
+                "DROP TRIGGER entries_no_update; UPDATE entries SET sender = 'x@evil.de' WHERE seq = 3;",
+            )
+            .unwrap();
+        assert_eq!(a.heal_head().unwrap(), None);
+        assert_eq!(head_of(&path), after_first);
+        let codes: Vec<_> = a.verify().unwrap().iter().map(|p| p.code).collect();
+        assert_eq!(codes, ["archive.entry_altered"]);
     }
 }

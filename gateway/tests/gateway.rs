@@ -333,6 +333,64 @@ fn kill_9_and_restart_keep_the_queue() {
 }
 
 #[test]
+fn a_crash_before_the_head_write_is_healed_at_the_next_start() {
+    let mut h = Harness::new();
+    for i in 0..2 {
+        let m = msg(
+            "peter.meier@musterstadt.de",
+            "anna@buerger.de-mail.de",
+            &format!("Nr {i}"),
+            "",
+        );
+        h.submit(
+            "peter.meier@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &m,
+        )
+        .unwrap();
+    }
+    h.gateway.as_mut().unwrap().kill();
+    let db = h.path().join("archive/archive.sqlite");
+    let head = db.with_extension("sqlite.head");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let hash = |seq: i64| -> String {
+        c.query_row("SELECT hash FROM entries WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let (first, second) = (hash(1), hash(2));
+    // As if the gateway died between committing entry 2 and writing its head.
+    std::fs::write(&head, format!("1 {first}\n")).unwrap();
+    let v = h.cli(&["archive", "verify"]);
+    assert!(
+        v.status.success(),
+        "a lagging head that names its entry is no finding: {v:?}"
+    );
+    h.start_gateway();
+    assert_eq!(
+        std::fs::read_to_string(&head).unwrap(),
+        format!("2 {second}\n")
+    );
+    assert!(
+        h.log().contains("archive head file was behind"),
+        "{}",
+        h.log()
+    );
+    // A head that names no entry is not healed: it stays a finding.
+    h.gateway.as_mut().unwrap().kill();
+    std::fs::write(&head, format!("1 {second}\n")).unwrap();
+    h.start_gateway();
+    assert_eq!(
+        std::fs::read_to_string(&head).unwrap(),
+        format!("1 {second}\n")
+    );
+    let v = h.cli(&["archive", "verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("archive.head_mismatch"));
+}
+
+#[test]
 fn permanent_failure_is_bounced_to_the_sender_in_german_and_english() {
     let mut h = Harness::new();
     h.start_provider();
