@@ -98,6 +98,20 @@ pub fn effective_config(opts: &ServeOptions) -> Result<Config, StartError> {
     Ok(cfg)
 }
 
+/// For programs started without a console (Windows logon, a desktop menu entry): the start
+/// error in German and English, also appended to `<data dir>/logs/<file>`, because what
+/// failed may be the configuration that would have set up the log. Returns the text.
+pub fn record_start_error(file: &str, e: &StartError) -> String {
+    let text = format!("Fehler [{}]: {}\nError [{}]: {}\n", e.code, e.message, e.code, e.message_en);
+    let dir = crate::config::default_data_dir().join("logs");
+    if crate::store::private_dir(&dir).is_ok() {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(file)) {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+    text
+}
+
 pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     let cfg = effective_config(&opts)?;
     let _guard = init_logging(&cfg);

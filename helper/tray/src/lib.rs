@@ -326,8 +326,8 @@ fn notify(title: &str, body: &str) {
 }
 
 /// Every second: tray colour and tooltip, notifications for De-Mails that failed for
-/// good, the window for new pairing requests.
-async fn watch(app: AppHandle, state: Arc<AppState>, report: Option<PathBuf>) {
+/// good, the window for new pairing requests or a second start.
+async fn watch(app: AppHandle, state: Arc<AppState>, report: Option<PathBuf>, show_request: PathBuf) {
     let mut last: Option<Colour> = None;
     let mut known_failed: Option<HashSet<String>> = None;
     let mut known_pending: HashSet<String> = HashSet::new();
@@ -335,6 +335,10 @@ async fn watch(app: AppHandle, state: Arc<AppState>, report: Option<PathBuf>) {
     loop {
         if state.is_shutting_down() {
             break;
+        }
+        // Removed means it was there: a second start wants the window (the outbox first).
+        if std::fs::remove_file(&show_request).is_ok() {
+            show(&app, "outbox");
         }
         let now = now_ms();
         let snapshot = state
@@ -392,12 +396,41 @@ async fn watch(app: AppHandle, state: Arc<AppState>, report: Option<PathBuf>) {
     }
 }
 
+/// A second start of the tray (menu entry, Start menu) asks the running one to open its
+/// window with this file in the user's private data directory.
+const SHOW_REQUEST: &str = "show-window.request";
+
+/// Another helper holds this user's lock: ask it to open its window. Only a tray reads the
+/// request; if none does within a few seconds (a headless `demail serve`), the start error
+/// stands and the request is withdrawn.
+fn show_running(request: &std::path::Path, err: StartError) -> Result<(), StartError> {
+    if std::fs::write(request, b"").is_err() {
+        return Err(err);
+    }
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if !request.exists() {
+            tracing::info!("a helper is already running; it shows its window");
+            return Ok(());
+        }
+    }
+    let _ = std::fs::remove_file(request);
+    Err(err)
+}
+
 /// Run the tray app with the helper inside. Returns when the user quits.
 pub fn run(opts: ServeOptions) -> Result<(), StartError> {
     let cfg = server::effective_config(&opts)?;
     let (_, paths) = server::load_config(opts.config.as_deref())?;
     let _log = server::init_logging(&cfg);
-    let running = tauri::async_runtime::block_on(server::start(cfg))?;
+    let show_request = cfg.data_dir().join(SHOW_REQUEST);
+    let running = match tauri::async_runtime::block_on(server::start(cfg)) {
+        Ok(r) => r,
+        Err(e) if e.code == "serve.running" => return show_running(&show_request, e),
+        Err(e) => return Err(e),
+    };
+    // A request left from before (a crash) is not the user's click now.
+    let _ = std::fs::remove_file(&show_request);
     running.announce();
     let state = running.state.clone();
     let served = Arc::new(Mutex::new(Some(tauri::async_runtime::spawn(running.serve(std::future::pending())))));
@@ -422,7 +455,7 @@ pub fn run(opts: ServeOptions) -> Result<(), StartError> {
         ])
         .setup(move |app| {
             build_tray(app.handle())?;
-            tauri::async_runtime::spawn(watch(app.handle().clone(), state.clone(), report.clone()));
+            tauri::async_runtime::spawn(watch(app.handle().clone(), state.clone(), report.clone(), show_request.clone()));
             if show_at_start {
                 show(app.handle(), "settings");
             }

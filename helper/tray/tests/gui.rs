@@ -103,20 +103,8 @@ impl Tray {
         std::fs::write(d.join("machine.toml"), machine).unwrap();
         // A desktop session has a D-Bus session bus; the tray icon's menu needs it.
         let mut cmd = Command::new("dbus-run-session");
-        cmd.args(["--", env!("CARGO_BIN_EXE_demail-tray"), "--port", "0"])
-            .env("DISPLAY", display.name())
-            .env("HOME", d)
-            .env("XDG_CONFIG_HOME", d.join("config"))
-            .env("XDG_DATA_HOME", d.join("data"))
-            .env("XDG_RUNTIME_DIR", d.join("run"))
-            .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
-            .env("DEMAIL_TRAY_SHOW", "1")
-            .env("DEMAIL_TRAY_REPORT", d.join("report.jsonl"))
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-            .env("NO_AT_BRIDGE", "1")
-            .env("GTK_A11Y", "none")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env_remove("DEMAIL_HELPER_CONFIG");
+        cmd.args(["--", env!("CARGO_BIN_EXE_demail-tray"), "--port", "0"]);
+        Tray::session_env(&mut cmd, display, d);
         let child = ChildGuard::spawn("demail-tray", cmd, Some(&d.join("tray.log"))).unwrap();
         let listening = wait_until(T, || {
             std::fs::read_to_string(d.join("tray.log"))
@@ -129,6 +117,31 @@ impl Tray {
         let port = listening["port"].as_u64().unwrap() as u16;
         let pid = listening["pid"].as_u64().unwrap() as u32;
         Tray { dir, child, port, pid }
+    }
+
+    /// What a desktop session gives the app; the second start gets the same.
+    fn session_env(cmd: &mut Command, display: &Display, d: &Path) {
+        cmd.env("DISPLAY", display.name())
+            .env("HOME", d)
+            .env("XDG_CONFIG_HOME", d.join("config"))
+            .env("XDG_DATA_HOME", d.join("data"))
+            .env("XDG_RUNTIME_DIR", d.join("run"))
+            .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+            .env("DEMAIL_TRAY_SHOW", "1")
+            .env("DEMAIL_TRAY_REPORT", d.join("report.jsonl"))
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .env("NO_AT_BRIDGE", "1")
+            .env("GTK_A11Y", "none")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("DEMAIL_HELPER_CONFIG");
+    }
+
+    /// The user starts the app again (menu entry) while it runs.
+    fn start_again(&self, display: &Display) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-tray"));
+        cmd.args(["--port", "0"]);
+        Tray::session_env(&mut cmd, display, self.dir.path());
+        cmd.output().unwrap()
     }
 
     fn reports(&self) -> Vec<Value> {
@@ -221,6 +234,17 @@ fn tray_window_pairing_and_menu() {
     tray.wait_report("the approved pairing", |r| r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["status"] == "approved")));
     assert_eq!(tray.http("GET", "/v1/pairing", Some(&token), None)["result"]["status"], "approved");
 
+    // 2b. Started again from the menu: the running app opens its window (the outbox) and the
+    // second process ends without an error and without a second helper.
+    assert!(!tray.reports().iter().any(|r| r["tab"] == "outbox"));
+    let again = tray.start_again(&display);
+    assert!(again.status.success(), "second start: {again:?}");
+    tray.wait_report("the outbox after a second start", |r| r["tab"] == "outbox");
+    assert!(!tray.dir.path().join("data/demail/show-window.request").exists(), "request taken");
+    let found: Value = serde_json::from_slice(&std::fs::read(tray.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
+    assert_eq!(found["pid"], tray.pid, "the discovery file still names the first app");
+    assert_eq!(tray.http("GET", "/v1/health", None, None)["result"]["status"], "ok");
+
     // 3. A De-Mail waits (gateway down): the tray turns orange.
     let m = json!({ "from": "peter.meier@musterstadt.de", "to": ["anna@buerger.de-mail.de"], "subject": "Bescheid", "text": "x", "options": ["private"] });
     let sub = tray.http("POST", "/v1/messages", Some(&token), Some(&m));
@@ -246,4 +270,32 @@ fn tray_window_pairing_and_menu() {
     assert!(gone.is_some(), "the app did not quit: {}", tray.log());
     assert!(gone.unwrap().success(), "clean exit: {}", tray.log());
     assert!(!tray.dir.path().join("run/demail/helper.json").exists());
+}
+
+#[test]
+fn a_start_beside_a_headless_helper_says_why_in_the_log() {
+    // A headless helper (`demail serve`) holds the user's lock and has no window to open.
+    let d = demail_testkit::temp_dir();
+    let data = d.path().join("data/demail");
+    std::fs::create_dir_all(&data).unwrap();
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.join("helper.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_demail-tray"))
+        .args(["--port", "0"])
+        .env("HOME", d.path())
+        .env("XDG_CONFIG_HOME", d.path().join("config"))
+        .env("XDG_DATA_HOME", d.path().join("data"))
+        .env("XDG_RUNTIME_DIR", d.path().join("run"))
+        .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.path().join("none.toml"))
+        .env_remove("DEMAIL_HELPER_CONFIG")
+        .env_remove("DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[serve.running]") && stderr.contains("läuft bereits"), "{stderr}");
+    // No terminal on the desktop: the same text is in the user's log directory.
+    let logged = std::fs::read_to_string(data.join("logs/tray-start-error.log")).unwrap();
+    assert_eq!(logged, stderr);
+    assert!(!data.join("show-window.request").exists(), "the unanswered request is withdrawn");
 }

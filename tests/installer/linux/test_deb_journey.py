@@ -163,7 +163,8 @@ class DebJourney(unittest.TestCase):
             ("/usr/bin/demail", 0o755), ("/usr/bin/demail-tray", 0o755), ("/usr/bin/demail-native-host", 0o755),
             ("/usr/bin/demail-gateway", 0o755), ("/usr/bin/demail-provider-sim", 0o755),
             ("/etc/demail/helper.toml", 0o644), ("/etc/thunderbird/policies/policies.json", 0o644),
-            ("/etc/xdg/autostart/demail-tray.desktop", 0o644), ("/usr/lib/systemd/user/demail-helper.service", 0o644),
+            ("/etc/xdg/autostart/demail-tray.desktop", 0o644), ("/usr/share/applications/demail-tray.desktop", 0o644),
+            ("/usr/lib/systemd/user/demail-helper.service", 0o644),
             ("/usr/lib/systemd/system/demail-gateway.service", 0o644), ("/usr/share/demail/demail-thunderbird.xpi", 0o644),
             (f"/usr/lib/mozilla/native-messaging-hosts/{NATIVE_NAME}.json", 0o644),
         ]:
@@ -226,6 +227,12 @@ class DebJourney(unittest.TestCase):
         self.ch("systemctl --global disable demail-helper.service")
         desk = self.p("/etc/xdg/autostart/demail-tray.desktop").read_text()
         self.assertIn("Exec=/usr/bin/demail-tray", desk)
+        # The same entry in the applications menu: after "Beenden" the user starts it again
+        # there (a second start opens the running app's window).
+        menu = self.p("/usr/share/applications/demail-tray.desktop").read_text()
+        self.assertIn("Exec=/usr/bin/demail-tray", menu)
+        self.assertIn("Name=De-Mail-Helfer", menu)
+        self.assertNotIn("NoDisplay=true", menu)
 
     def test_04_helper_starts_from_installed_files(self):
         self.ch(f"useradd -m -u {UID} -s /bin/bash {USER}")

@@ -238,6 +238,22 @@ def check_tray(w):
     present = {n.lower() for n in os.listdir(w.path(r"C:\windows\system32")) + os.listdir(inst)}
     missing = [d for d in imports if d not in present and not d.startswith("api-ms-win-")]
     ok(not missing, "every other DLL demail-tray.exe imports is next to it or in system32", missing)
+    check_start_menu(w)
+
+
+def start_menu_links(w):
+    """Every "De-Mail-Helfer.lnk" in a Start menu of the prefix (wine 8 puts a per-machine
+    install's entries in the user's Start menu, Windows in ProgramData's)."""
+    root = os.path.join(w.prefix, "drive_c")
+    return [os.path.join(d, f) for d, _, files in os.walk(root) if "Start Menu" in d for f in files if f == "De-Mail-Helfer.lnk"]
+
+
+def check_start_menu(w):
+    links = start_menu_links(w)
+    ok(len(links) == 1, "one Start-menu entry De-Mail-Helfer (feature Tray): started again after Beenden, it opens the running window", links)
+    raw = open(links[0], "rb").read()
+    target = INSTALL_DIR + "\\demail-tray.exe"
+    ok(target.encode("utf-16-le") in raw or target.encode() in raw, f"the Start-menu entry starts {target}", raw[:400])
 
 
 def glob_local(w):
@@ -593,6 +609,7 @@ def main():
         ok(rc == 0, f"msiexec /x exits 0 ({secs:.0f} s)", log[-3000:])
         left = os.listdir(inst) if os.path.isdir(inst) else []
         ok(not left, r"C:\Program Files\demail is gone", left)
+        ok(not start_menu_links(w), "the Start-menu entry is gone", start_menu_links(w))
         for key in [HELPER_KEY, NMH_KEY, TB_KEY + r"\ExtensionSettings" + "\\" + ADDON_ID]:
             v = w.reg(key)
             ok(not v, f"{key} is gone", v)
@@ -606,6 +623,7 @@ def main():
         ok(rc == 0, f"msiexec /i ADDLOCAL=ALL REMOVE=Tray exits 0 ({secs:.0f} s)", log[-3000:])
         ok(os.path.isfile(os.path.join(inst, "demail-service.exe")) and not any(os.path.exists(os.path.join(inst, f)) for f in TRAY_FILES),
            "headless install has the service but neither demail-tray.exe nor WebView2Loader.dll", os.listdir(inst))
+        ok(not start_menu_links(w), "headless install: no Start-menu entry (nothing to open)", start_menu_links(w))
         ok(autostart(w) == RUN_SERVICE, "headless install: autostart starts demail-service.exe", autostart(w))
         # Windows carries feature states over a major upgrade (Upgrade row with MigrateFeatures);
         # wine 8's MigrateFeatureStates is a no-op, so here the upgrade repeats the selection.

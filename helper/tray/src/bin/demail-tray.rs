@@ -17,8 +17,8 @@ fn main() -> std::process::ExitCode {
     match demail_tray::run(opts) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Fehler [{}]: {}", e.code, e.message);
-            eprintln!("Error [{}]: {}", e.code, e.message_en);
+            // Started from the desktop there is no terminal: also into logs/tray-start-error.log.
+            eprint!("{}", demail_helper::server::record_start_error("tray-start-error.log", &e));
             std::process::ExitCode::from(2)
         }
     }
