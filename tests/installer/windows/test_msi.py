@@ -67,8 +67,9 @@ class Wine:
             WINEPREFIX=prefix,
             WINEARCH="win64",
             WINEDEBUG="-all",
-            # No Mono/Gecko download prompts in a fresh prefix.
-            WINEDLLOVERRIDES="mscoree,mshtml=",
+            # No Mono/Gecko download prompts in a fresh prefix; no winemenubuilder, which
+            # would copy the MSI's Start-menu entry into this machine's desktop menu.
+            WINEDLLOVERRIDES="mscoree,mshtml=;winemenubuilder.exe=d",
         )
         self.env.pop("DISPLAY", None)
         self.env.pop("WAYLAND_DISPLAY", None)
@@ -254,6 +255,8 @@ def check_start_menu(w):
     raw = open(links[0], "rb").read()
     target = INSTALL_DIR + "\\demail-tray.exe"
     ok(target.encode("utf-16-le") in raw or target.encode() in raw, f"the Start-menu entry starts {target}", raw[:400])
+    host = os.path.join(os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "applications", "wine", "Programs", "De-Mail-Helfer.desktop")
+    ok(not os.path.exists(host), "the test leaves this machine's desktop menu alone (winemenubuilder off)", host)
 
 
 def glob_local(w):
