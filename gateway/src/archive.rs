@@ -280,35 +280,58 @@ impl SqliteArchive {
     /// other difference stays for `verify` to report. Returns (old seq, new seq) if moved.
     /// Call at start, before writers: it shares no lock with another process.
     pub fn heal_head(&self) -> Result<Option<(i64, i64)>, String> {
+        let _gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let db = self.lock();
         let Some((hs, hh)) = self.read_head() else {
+            // A new archive gets a head at the genesis, so that a crash in its very first
+            // commit leaves a head that is behind, not one that is missing (which stays a
+            // finding: it may have been deleted). Only here, in the gateway's start: the
+            // CLI opens the same archive and must not write.
+            let empty =
+                db.c.query_row("SELECT NOT EXISTS (SELECT 1 FROM entries)", [], |r| {
+                    r.get::<_, bool>(0)
+                })
+                .map_err(db_err)?;
+            if empty && !self.head.exists() {
+                self.write_head(0, GENESIS)?;
+            }
             return Ok(None);
         };
-        let _gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let named = if hs == 0 {
+            hh == GENESIS
+        } else {
+            db.c.query_row("SELECT hash FROM entries WHERE seq = ?1", [hs], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(db_err)?
+                == Some(hh.clone())
+        };
+        if !named {
+            return Ok(None);
+        }
         let tail = {
-            let db = self.lock();
             let mut st =
                 db.c.prepare(&format!(
-                    "SELECT {COLS} FROM entries WHERE seq >= ?1 ORDER BY seq"
+                    "SELECT {COLS} FROM entries WHERE seq > ?1 ORDER BY seq"
                 ))
                 .map_err(db_err)?;
             let rows = st.query_map([hs], row_entry).map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
         };
-        let Some(first) = tail.first() else {
-            return Ok(None);
-        };
-        if tail.len() < 2 || first.seq != hs || first.hash != hh {
+        drop(db);
+        if tail.is_empty() {
             return Ok(None);
         }
-        for w in tail.windows(2) {
-            let (a, b) = (&w[0], &w[1]);
-            if b.seq != a.seq + 1 || b.prev_hash != a.hash || entry_hash(b) != b.hash {
+        let (mut seq, mut hash) = (hs, hh);
+        for e in &tail {
+            if e.seq != seq + 1 || e.prev_hash != hash || entry_hash(e) != e.hash {
                 return Ok(None);
             }
+            (seq, hash) = (e.seq, e.hash.clone());
         }
-        let newest = &tail[tail.len() - 1];
-        self.write_head(newest.seq, &newest.hash)?;
-        Ok(Some((hs, newest.seq)))
+        self.write_head(seq, &hash)?;
+        Ok(Some((hs, seq)))
     }
 
     fn read_head(&self) -> Option<(i64, String)> {
@@ -511,7 +534,10 @@ impl Archive for SqliteArchive {
             (None, true) => Some((-1, String::new())),
             (None, false) => None,
         };
-        let mut head_entry_ok = false;
+        // The genesis head of a new archive names no entry; behind that is every entry.
+        let mut head_entry_ok = head
+            .as_ref()
+            .is_some_and(|(hs, hh)| *hs == 0 && hh == GENESIS);
         let db = self.lock();
         let mut st =
             db.c.prepare(&format!("SELECT {COLS}, data FROM entries ORDER BY seq"))
@@ -568,6 +594,7 @@ impl Archive for SqliteArchive {
         }
         match (head, last) {
             (None, None) => {}
+            (Some((0, _)), None) if head_entry_ok => {}
             (Some((hs, _)), Some((ls, _))) if hs <= ls && head_entry_ok => {}
             (Some((hs, _)), Some((ls, _))) if hs > ls => p(
                 None,
@@ -791,6 +818,39 @@ mod tests {
         );
         assert_eq!(a.heal_head().unwrap(), None, "nothing left to move");
         assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_crash_in_the_first_commit_leaves_a_genesis_head_that_is_healed() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.sqlite");
+        let a = SqliteArchive::open(&path).unwrap();
+        assert!(
+            !path.with_extension("sqlite.head").exists(),
+            "opening writes nothing"
+        );
+        assert_eq!(a.heal_head().unwrap(), None);
+        let genesis = head_of(&path);
+        assert_eq!(genesis.trim(), format!("0 {GENESIS}"));
+        assert!(a.verify().unwrap().is_empty(), "a new archive is intact");
+        let first = add(&a, "out", "1", b"x");
+        let second = add(&a, "out", "2", b"y");
+        std::fs::write(path.with_extension("sqlite.head"), &genesis).unwrap();
+        assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
+        assert_eq!(a.heal_head().unwrap(), Some((0, second.seq)));
+        assert_ne!(first.hash, second.hash);
+        assert_eq!(head_of(&path).trim(), format!("2 {}", second.hash));
+        // Reopening an archive with entries does not reset its head.
+        drop(a);
+        let a = SqliteArchive::open(&path).unwrap();
+        assert_eq!(a.heal_head().unwrap(), None);
+        assert_eq!(head_of(&path).trim(), format!("2 {}", second.hash));
+        drop(a);
+        // A deleted head file is not recreated: it stays a finding.
+        std::fs::remove_file(path.with_extension("sqlite.head")).unwrap();
+        let a = SqliteArchive::open(&path).unwrap();
+        assert_eq!(a.heal_head().unwrap(), None);
+        assert_eq!(a.verify().unwrap()[0].code, "archive.head_missing");
     }
 
     #[test]

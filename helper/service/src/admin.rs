@@ -193,6 +193,20 @@ fn finding(check: &'static str, status: &'static str, de: impl Into<String>, en:
     Finding { check, status, message: de.into(), message_en: en.into() }
 }
 
+/// The newest start-error file in `dir` (there only if no start succeeded since): its
+/// name, time, and the last German and English line.
+fn last_start_error(dir: &std::path::Path) -> Option<(String, String, String, String)> {
+    let (file, modified) = crate::server::START_ERROR_FILES
+        .into_iter()
+        .filter_map(|n| Some((n, std::fs::metadata(dir.join(n)).ok()?.modified().ok()?)))
+        .max_by_key(|(_, m)| *m)?;
+    let text = std::fs::read_to_string(dir.join(file)).ok()?;
+    let last = |prefix: &str| text.lines().rev().find(|l| l.starts_with(prefix)).map(str::to_string);
+    let (de, en) = (last("Fehler [")?, last("Error [")?);
+    let secs = modified.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    Some((file.to_string(), mail_builder::headers::date::Date::new(secs).to_rfc822(), de, en))
+}
+
 /// Check configuration, policy, storage, keyring, gateway reachability and TLS, the
 /// running service and the pairings. `online = false` skips the network checks.
 pub fn doctor(paths: &Paths, online: bool) -> Value {
@@ -279,12 +293,23 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
             format!("Der Helfer läuft (PID {}, http://127.0.0.1:{}).", i.pid, i.port),
             format!("The helper is running (PID {}, http://127.0.0.1:{}).", i.pid, i.port),
         )),
-        None => f.push(finding(
-            "service",
-            "warn",
-            "Der Helfer läuft nicht (keine Discovery-Datei oder Port antwortet nicht). Start: „demail serve“.",
-            "The helper is not running (no discovery file, or its port does not answer). Start: \"demail serve\".",
-        )),
+        None => {
+            f.push(finding(
+                "service",
+                "warn",
+                "Der Helfer läuft nicht (keine Discovery-Datei oder Port antwortet nicht). Start: „demail serve“.",
+                "The helper is not running (no discovery file, or its port does not answer). Start: \"demail serve\".",
+            ));
+            // Why the tray or the Windows autostart did not come up (server::record_start_error).
+            if let Some((file, when, de, en)) = last_start_error(&crate::config::default_data_dir().join("logs")) {
+                f.push(finding(
+                    "service",
+                    "error",
+                    format!("Letzter Startfehler ({when}, {file}): {de}"),
+                    format!("Last start error ({when}, {file}): {en}"),
+                ));
+            }
+        }
     }
 
     let mut password = None;

@@ -98,9 +98,15 @@ pub fn effective_config(opts: &ServeOptions) -> Result<Config, StartError> {
     Ok(cfg)
 }
 
+/// Where the tray and `demail-service.exe` record start errors (in `<data dir>/logs/`).
+pub const TRAY_START_ERRORS: &str = "tray-start-error.log";
+pub const SERVICE_START_ERRORS: &str = "service-start-error.log";
+pub const START_ERROR_FILES: [&str; 2] = [TRAY_START_ERRORS, SERVICE_START_ERRORS];
+
 /// For programs started without a console (Windows logon, a desktop menu entry): the start
 /// error in German and English, also appended to `<data dir>/logs/<file>`, because what
-/// failed may be the configuration that would have set up the log. Returns the text.
+/// failed may be the configuration that would have set up the log. A successful start of
+/// any helper removes these files. Returns the text.
 pub fn record_start_error(file: &str, e: &StartError) -> String {
     let text = format!("Fehler [{}]: {}\nError [{}]: {}\n", e.code, e.message, e.code, e.message_en);
     let dir = crate::config::default_data_dir().join("logs");
@@ -206,6 +212,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         )
     })?;
     tracing::info!(port, data = %data.display(), "helper listening on 127.0.0.1");
+    // Started: earlier start errors are history now (`demail doctor` shows what is left).
+    for f in START_ERROR_FILES {
+        let _ = std::fs::remove_file(crate::config::default_data_dir().join("logs").join(f));
+    }
     let worker = relay_enabled.then(|| tokio::spawn(relay::run(state.clone())));
     Ok(Running { state, port, submission_port, runtime_file, listener, lock, worker, submission })
 }

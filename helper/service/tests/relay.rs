@@ -326,3 +326,43 @@ fn kill9_with_1000_messages_loses_nothing() {
     let list = h.get("/v1/outbox?status=sent&limit=1000", Some(&token)).json()["result"]["counts"].clone();
     assert_eq!(list["sent"], 1000, "{list}");
 }
+
+#[test]
+fn doctor_names_why_the_autostart_did_not_come_up() {
+    let d = demail_testkit::temp_dir();
+    // Another program holds the helper's configured port.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    std::fs::write(d.path().join("machine.toml"), format!("[api]\nport = {port}\n")).unwrap();
+    let mut cmd = std::process::Command::new(service_bin());
+    helper_env(&mut cmd, d.path());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("Fehler [serve.bind]") && stderr.contains("Error [serve.bind]"), "{stderr}");
+    // Started at logon there is no console: the same text is in the user's log directory.
+    let file = d.path().join("data/demail/logs/service-start-error.log");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), stderr);
+
+    let mut cmd = std::process::Command::new(demail_bin());
+    cmd.args(["doctor", "--offline"]);
+    helper_env(&mut cmd, d.path());
+    let out = cmd.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<_> = v["findings"].as_array().unwrap().iter().filter(|f| f["check"] == "service").collect();
+    assert_eq!(found.len(), 2, "not running, and why: {v}");
+    assert_eq!(found[1]["status"], "error");
+    let de = found[1]["message"].as_str().unwrap();
+    assert!(de.starts_with("Letzter Startfehler (") && de.contains("service-start-error.log") && de.contains("Fehler [serve.bind]"), "{de}");
+    assert!(found[1]["message_en"].as_str().unwrap().contains("Error [serve.bind]"), "{v}");
+    assert_eq!(out.status.code(), Some(1), "an error finding fails the doctor");
+
+    // Port free again: the next start works and the old error is history.
+    drop(busy);
+    let mut cmd = std::process::Command::new(service_bin());
+    helper_env(&mut cmd, d.path());
+    let mut service = demail_testkit::ChildGuard::spawn("demail-service", cmd, Some(&d.path().join("service.log"))).unwrap();
+    let cleared = demail_testkit::wait_until(T, || (!file.exists()).then_some(()));
+    service.kill();
+    assert!(cleared.is_some(), "a successful start removes the start-error file: {}", std::fs::read_to_string(d.path().join("service.log")).unwrap_or_default());
+}

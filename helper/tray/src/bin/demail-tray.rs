@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Started from the desktop there is no terminal: also into logs/tray-start-error.log.
-            eprint!("{}", demail_helper::server::record_start_error("tray-start-error.log", &e));
+            eprint!("{}", demail_helper::server::record_start_error(demail_helper::server::TRAY_START_ERRORS, &e));
             std::process::ExitCode::from(2)
         }
     }

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // No console at logon: the error also goes to logs/service-start-error.log.
-            eprint!("{}", demail_helper::server::record_start_error("service-start-error.log", &e));
+            eprint!("{}", demail_helper::server::record_start_error(demail_helper::server::SERVICE_START_ERRORS, &e));
             ExitCode::from(2)
         }
     }
