@@ -302,25 +302,31 @@ fn provider_outage_then_delivery_from_the_queue() {
     );
 }
 
+/// `n` De-Mails from Peter Meier to Anna, subjects "<subject> 0" …; their Message-IDs.
+fn submit_numbered(h: &Harness, n: usize, subject: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let m = msg(
+                "peter.meier@musterstadt.de",
+                "anna@buerger.de-mail.de",
+                &format!("{subject} {i}"),
+                "",
+            );
+            h.submit(
+                "peter.meier@musterstadt.de",
+                &["anna@buerger.de-mail.de"],
+                &m,
+            )
+            .unwrap();
+            header(&m, "Message-ID").unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn kill_9_and_restart_keep_the_queue() {
     let mut h = Harness::new();
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let m = msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            &format!("[VB] Nr {i}"),
-            "",
-        );
-        ids.push(header(&m, "Message-ID").unwrap());
-        h.submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &m,
-        )
-        .unwrap();
-    }
+    let mut ids = submit_numbered(&h, 5, "[VB] Nr");
     h.gateway.as_mut().unwrap().kill();
     assert_eq!(h.queue_len(), 5);
     h.start_gateway();
@@ -341,20 +347,7 @@ fn kill_9_and_restart_keep_the_queue() {
 #[test]
 fn a_crash_before_the_head_write_is_healed_at_the_next_start() {
     let mut h = Harness::new();
-    for i in 0..2 {
-        let m = msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            &format!("Nr {i}"),
-            "",
-        );
-        h.submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &m,
-        )
-        .unwrap();
-    }
+    submit_numbered(&h, 2, "Nr");
     h.gateway.as_mut().unwrap().kill();
     let db = h.path().join("archive/archive.sqlite");
     let head = db.with_extension("sqlite.head");

@@ -3,7 +3,7 @@
 
 Installs artifacts/demail-desktop.msi with IT properties, checks files and registry (including
 the tray app demail-tray.exe and WebView2Loader.dll as PE files: GUI subsystem, imports resolved
-by the installed DLL; the tray itself cannot run here, wine 8 has no WebView2), starts the
+by the installed DLL, and its Start-menu entry; the tray itself cannot run here, wine 8 has no WebView2), starts the
 installed headless helper demail-service.exe and talks to it (health, native-messaging discovery and
 pairing, a token-protected call), round-trips the gateway password through the Windows
 credential store and logs in with it at the real demail-gateway over verified TLS, checks that Group Policy values win and lock, upgrades to a higher version
