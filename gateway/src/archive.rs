@@ -758,9 +758,7 @@ mod tests {
 
     #[test]
     fn chain_links_and_tamper_detection() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = SqliteArchive::open(&path).unwrap();
+        let (_d, _, a) = fresh();
         let out = add(&a, "out", "AZ-1", b"m1");
         let r = add(&a, "receipt", "AZ-1", b"r1");
         add(&a, "in", "X", b"m2");
@@ -782,8 +780,7 @@ mod tests {
         let p = a.verify().unwrap();
         assert_eq!(p[0].code, "archive.data_altered");
         // Delete the newest entry: the head file notices.
-        let d2 = tempfile::tempdir().unwrap();
-        let a2 = SqliteArchive::open(&d2.path().join("b.sqlite")).unwrap();
+        let (_d2, _, a2) = fresh();
         add(&a2, "out", "1", b"x");
         add(&a2, "out", "2", b"y");
         a2.lock()
@@ -793,21 +790,31 @@ mod tests {
         assert_eq!(a2.verify().unwrap()[0].code, "archive.truncated");
     }
 
+    /// A new archive in its own directory, and its path.
+    fn fresh() -> (tempfile::TempDir, PathBuf, SqliteArchive) {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.sqlite");
+        let a = SqliteArchive::open(&path).unwrap();
+        (d, path, a)
+    }
+
+    fn head_path(path: &Path) -> PathBuf {
+        path.with_extension("sqlite.head")
+    }
+
     fn head_of(path: &Path) -> String {
-        std::fs::read_to_string(path.with_extension("sqlite.head")).unwrap()
+        std::fs::read_to_string(head_path(path)).unwrap()
     }
 
     #[test]
     fn a_head_left_behind_by_a_crash_is_accepted_and_moved_forward() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = SqliteArchive::open(&path).unwrap();
+        let (_d, path, a) = fresh();
         let first = add(&a, "out", "1", b"x");
         let after_first = head_of(&path);
         add(&a, "out", "2", b"y");
         let third = add(&a, "in", "3", b"z");
         // The crash: entries 2 and 3 committed, their head writes lost.
-        std::fs::write(path.with_extension("sqlite.head"), &after_first).unwrap();
+        std::fs::write(head_path(&path), &after_first).unwrap();
         drop(a);
         let a = SqliteArchive::open(&path).unwrap();
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
@@ -822,20 +829,15 @@ mod tests {
 
     #[test]
     fn a_crash_in_the_first_commit_leaves_a_genesis_head_that_is_healed() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = SqliteArchive::open(&path).unwrap();
-        assert!(
-            !path.with_extension("sqlite.head").exists(),
-            "opening writes nothing"
-        );
+        let (_d, path, a) = fresh();
+        assert!(!head_path(&path).exists(), "opening writes nothing");
         assert_eq!(a.heal_head().unwrap(), None);
         let genesis = head_of(&path);
         assert_eq!(genesis.trim(), format!("0 {GENESIS}"));
         assert!(a.verify().unwrap().is_empty(), "a new archive is intact");
         let first = add(&a, "out", "1", b"x");
         let second = add(&a, "out", "2", b"y");
-        std::fs::write(path.with_extension("sqlite.head"), &genesis).unwrap();
+        std::fs::write(head_path(&path), &genesis).unwrap();
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
         assert_eq!(a.heal_head().unwrap(), Some((0, second.seq)));
         assert_ne!(first.hash, second.hash);
@@ -847,7 +849,7 @@ mod tests {
         assert_eq!(head_of(&path).trim(), format!("2 {}", second.hash));
         drop(a);
         // A deleted head file is not recreated: it stays a finding.
-        std::fs::remove_file(path.with_extension("sqlite.head")).unwrap();
+        std::fs::remove_file(head_path(&path)).unwrap();
         let a = SqliteArchive::open(&path).unwrap();
         assert_eq!(a.heal_head().unwrap(), None);
         assert_eq!(a.verify().unwrap()[0].code, "archive.head_missing");
@@ -855,12 +857,10 @@ mod tests {
 
     #[test]
     fn a_head_that_names_no_entry_is_reported_and_not_moved() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = SqliteArchive::open(&path).unwrap();
+        let (_d, path, a) = fresh();
         add(&a, "out", "1", b"x");
         add(&a, "out", "2", b"y");
-        let hp = path.with_extension("sqlite.head");
+        let hp = head_path(&path);
         for bad in [format!("1 {GENESIS}\n"), "kaputt\n".to_string()] {
             std::fs::write(&hp, &bad).unwrap();
             assert_eq!(a.heal_head().unwrap(), None);
@@ -873,14 +873,12 @@ mod tests {
 
     #[test]
     fn a_head_is_not_moved_over_an_altered_entry() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = SqliteArchive::open(&path).unwrap();
+        let (_d, path, a) = fresh();
         add(&a, "out", "1", b"x");
         let after_first = head_of(&path);
         add(&a, "out", "2", b"y");
         add(&a, "out", "3", b"z");
-        std::fs::write(path.with_extension("sqlite.head"), &after_first).unwrap();
+        std::fs::write(head_path(&path), &after_first).unwrap();
         a.lock()
             .c
             .execute_batch(

@@ -193,9 +193,10 @@ fn finding(check: &'static str, status: &'static str, de: impl Into<String>, en:
     Finding { check, status, message: de.into(), message_en: en.into() }
 }
 
-/// The newest start-error file in `dir` (there only if no start succeeded since): its
-/// name, time, and the last German and English line.
-fn last_start_error(dir: &std::path::Path) -> Option<(String, String, String, String)> {
+/// The newest start-error file (there only if no start succeeded since): its name, time,
+/// and the last German and English line.
+fn last_start_error() -> Option<(String, String, String, String)> {
+    let dir = crate::server::start_error_dir();
     let (file, modified) = crate::server::START_ERROR_FILES
         .into_iter()
         .filter_map(|n| Some((n, std::fs::metadata(dir.join(n)).ok()?.modified().ok()?)))
@@ -301,7 +302,7 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 "The helper is not running (no discovery file, or its port does not answer). Start: \"demail serve\".",
             ));
             // Why the tray or the Windows autostart did not come up (server::record_start_error).
-            if let Some((file, when, de, en)) = last_start_error(&crate::config::default_data_dir().join("logs")) {
+            if let Some((file, when, de, en)) = last_start_error() {
                 f.push(finding(
                     "service",
                     "error",

@@ -103,13 +103,18 @@ pub const TRAY_START_ERRORS: &str = "tray-start-error.log";
 pub const SERVICE_START_ERRORS: &str = "service-start-error.log";
 pub const START_ERROR_FILES: [&str; 2] = [TRAY_START_ERRORS, SERVICE_START_ERRORS];
 
+/// `<data dir>/logs` from the defaults: the configuration may be what failed.
+pub fn start_error_dir() -> PathBuf {
+    crate::config::default_data_dir().join("logs")
+}
+
 /// For programs started without a console (Windows logon, a desktop menu entry): the start
 /// error in German and English, also appended to `<data dir>/logs/<file>`, because what
 /// failed may be the configuration that would have set up the log. A successful start of
 /// any helper removes these files. Returns the text.
 pub fn record_start_error(file: &str, e: &StartError) -> String {
     let text = format!("Fehler [{}]: {}\nError [{}]: {}\n", e.code, e.message, e.code, e.message_en);
-    let dir = crate::config::default_data_dir().join("logs");
+    let dir = start_error_dir();
     if crate::store::private_dir(&dir).is_ok() {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(file)) {
             let _ = f.write_all(text.as_bytes());
@@ -214,7 +219,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     tracing::info!(port, data = %data.display(), "helper listening on 127.0.0.1");
     // Started: earlier start errors are history now (`demail doctor` shows what is left).
     for f in START_ERROR_FILES {
-        let _ = std::fs::remove_file(crate::config::default_data_dir().join("logs").join(f));
+        let _ = std::fs::remove_file(start_error_dir().join(f));
     }
     let worker = relay_enabled.then(|| tokio::spawn(relay::run(state.clone())));
     Ok(Running { state, port, submission_port, runtime_file, listener, lock, worker, submission })

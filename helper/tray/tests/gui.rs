@@ -119,21 +119,26 @@ impl Tray {
         Tray { dir, child, port, pid }
     }
 
-    /// What a desktop session gives the app; the second start gets the same.
-    fn session_env(cmd: &mut Command, display: &Display, d: &Path) {
-        cmd.env("DISPLAY", display.name())
-            .env("HOME", d)
+    /// The user's directories and the machine configuration, all inside `d`.
+    fn user_env(cmd: &mut Command, d: &Path) {
+        cmd.env("HOME", d)
             .env("XDG_CONFIG_HOME", d.join("config"))
             .env("XDG_DATA_HOME", d.join("data"))
             .env("XDG_RUNTIME_DIR", d.join("run"))
             .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.join("machine.toml"))
+            .env_remove("DEMAIL_HELPER_CONFIG");
+    }
+
+    /// What a desktop session gives the app; the second start gets the same.
+    fn session_env(cmd: &mut Command, display: &Display, d: &Path) {
+        Tray::user_env(cmd, d);
+        cmd.env("DISPLAY", display.name())
             .env("DEMAIL_TRAY_SHOW", "1")
             .env("DEMAIL_TRAY_REPORT", d.join("report.jsonl"))
             .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
             .env("NO_AT_BRIDGE", "1")
             .env("GTK_A11Y", "none")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env_remove("DEMAIL_HELPER_CONFIG");
+            .env_remove("DBUS_SESSION_BUS_ADDRESS");
     }
 
     /// The user starts the app again (menu entry) while it runs.
@@ -280,17 +285,10 @@ fn a_start_beside_a_headless_helper_says_why_in_the_log() {
     std::fs::create_dir_all(&data).unwrap();
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.join("helper.lock")).unwrap();
     lock.lock().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_demail-tray"))
-        .args(["--port", "0"])
-        .env("HOME", d.path())
-        .env("XDG_CONFIG_HOME", d.path().join("config"))
-        .env("XDG_DATA_HOME", d.path().join("data"))
-        .env("XDG_RUNTIME_DIR", d.path().join("run"))
-        .env("DEMAIL_HELPER_SYSTEM_CONFIG", d.path().join("none.toml"))
-        .env_remove("DEMAIL_HELPER_CONFIG")
-        .env_remove("DISPLAY")
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-tray"));
+    cmd.args(["--port", "0"]).env_remove("DISPLAY");
+    Tray::user_env(&mut cmd, d.path());
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[serve.running]") && stderr.contains("läuft bereits"), "{stderr}");

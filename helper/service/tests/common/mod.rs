@@ -26,9 +26,6 @@ pub fn gateway_bin() -> PathBuf {
     BIN.get_or_init(|| workspace_bin("demail-gateway", "demail-gateway", &["core/src", "gateway/src", "smtp/src", "gateway/Cargo.toml"])).clone()
 }
 
-/// A binary of another workspace package. `cargo test --workspace` has built it already;
-/// build it only when one of `sources` is newer (a second build with another feature
-/// set would cost a minute for nothing).
 /// `demail-service`, the Windows autostart build (also builds here; only its subsystem differs).
 pub fn service_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -38,6 +35,9 @@ pub fn service_bin() -> PathBuf {
     .clone()
 }
 
+/// A binary of another workspace package. `cargo test --workspace` has built it already;
+/// build it only when one of `sources` is newer (a second build with another feature
+/// set would cost a minute for nothing).
 fn workspace_bin(package: &str, name: &str, sources: &[&str]) -> PathBuf {
     // tests run from target/<profile>/deps/<test>-<hash>
     let exe = std::env::current_exe().expect("current exe");
