@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "demail", version, about = "De-Mail rules for IT: test subjects, send checks, classification and policies")]
+#[command(
+    name = "demail",
+    version,
+    about = "De-Mail rules for IT: test subjects, send checks, classification and policies"
+)]
 struct Cli {
     /// Policy file (TOML or JSON). Default: $DEMAIL_POLICY, then /etc/demail/policy.toml, then built-in rules.
     #[arg(long, global = true, value_name = "FILE")]
@@ -110,10 +114,7 @@ enum Cmd {
     },
     /// Print native results for every case file and corpus message, for the wasm parity test.
     #[command(hide = true)]
-    ParityDump {
-        cases_dir: PathBuf,
-        corpus_dir: PathBuf,
-    },
+    ParityDump { cases_dir: PathBuf, corpus_dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -292,10 +293,8 @@ fn env() -> Env {
     let mut entropy = vec![0u8; 16];
     // Without entropy the generated id is still valid, only less unique; never fail for it.
     let _ = getrandom::fill(&mut entropy);
-    let now_millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Env { now_millis, entropy }
 }
 
@@ -423,7 +422,11 @@ fn run(cli: Cli) -> Result<Value, Fail> {
         Cmd::Call { op, input } => {
             let text = if input == "-" { String::from_utf8_lossy(&read_file("-")?).into_owned() } else { input };
             let v: Value = serde_json::from_str(&text).map_err(|e| {
-                input_error("input.json", format!("Die Eingabe ist kein gültiges JSON: {e}"), format!("The input is not valid JSON: {e}"))
+                input_error(
+                    "input.json",
+                    format!("Die Eingabe ist kein gültiges JSON: {e}"),
+                    format!("The input is not valid JSON: {e}"),
+                )
             })?;
             call(&op, v)
         }
@@ -440,7 +443,11 @@ fn helper_config(cli: &Cli) -> Result<(demail_helper::config::Config, demail_hel
 
 fn read_password(from_stdin: bool) -> Result<String, Fail> {
     let fail = |e: std::io::Error| {
-        input_error("io.read", format!("Das Kennwort kann nicht gelesen werden: {e}"), format!("Cannot read the password: {e}"))
+        input_error(
+            "io.read",
+            format!("Das Kennwort kann nicht gelesen werden: {e}"),
+            format!("Cannot read the password: {e}"),
+        )
     };
     let pw = if from_stdin {
         let mut line = String::new();
@@ -543,12 +550,17 @@ fn parity_dump(cases_dir: &std::path::Path, corpus_dir: &std::path::Path) -> Res
     for f in files {
         let text = String::from_utf8_lossy(&read_file(&f.to_string_lossy())?).into_owned();
         let doc: Value = serde_json::from_str(&text).map_err(|e| {
-            input_error("input.json", format!("{}: kein gültiges JSON: {e}", f.display()), format!("{}: invalid JSON: {e}", f.display()))
+            input_error(
+                "input.json",
+                format!("{}: kein gültiges JSON: {e}", f.display()),
+                format!("{}: invalid JSON: {e}", f.display()),
+            )
         })?;
         let policy = doc["policy"].as_str();
         // The wasm build reads JSON policies only; hand the Node side the same policy as JSON.
         let policy_json = api::load_policy(policy).ok().and_then(|p| serde_json::to_string(&p).ok());
-        policies.insert(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), json!(policy_json));
+        policies
+            .insert(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), json!(policy_json));
         let outs: Vec<Value> = doc["cases"]
             .as_array()
             .into_iter()

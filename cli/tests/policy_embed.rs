@@ -40,7 +40,10 @@ fn embeds_the_policy_and_keeps_everything_else() {
     let effective = json_out(&demail(&corpus, &["policy", "show"]));
     let settings = &out["policies"]["3rdparty"]["Extensions"][ID];
     assert_eq!(settings["policy"], effective);
-    assert_ne!(settings["policy"], before["policies"]["3rdparty"]["Extensions"][ID]["policy"], "the corpus policy differs from the shipped one");
+    assert_ne!(
+        settings["policy"], before["policies"]["3rdparty"]["Extensions"][ID]["policy"],
+        "the corpus policy differs from the shipped one"
+    );
     // Only the policy changed.
     let mut expected = before.clone();
     expected["policies"]["3rdparty"]["Extensions"][ID]["policy"] = effective.clone();
@@ -66,7 +69,10 @@ fn creates_the_add_in_entry_in_a_policies_json_without_it() {
     std::fs::write(f.path(), r#"{"policies": {"DisableTelemetry": true}}"#).unwrap();
     let out = json_out(&demail(builtin().path(), &["policy", "embed", f.path().to_str().unwrap()]));
     assert_eq!(out["policies"]["DisableTelemetry"], json!(true));
-    assert_eq!(out["policies"]["3rdparty"]["Extensions"][ID]["policy"], json_out(&demail(builtin().path(), &["policy", "show"])));
+    assert_eq!(
+        out["policies"]["3rdparty"]["Extensions"][ID]["policy"],
+        json_out(&demail(builtin().path(), &["policy", "show"]))
+    );
 }
 
 /// The packages ship the add-in the same rules the helper and gateway use without a
@@ -74,9 +80,15 @@ fn creates_the_add_in_entry_in_a_policies_json_without_it() {
 #[test]
 fn shipped_add_in_settings_carry_the_builtin_rules() {
     let defaults = json_out(&demail(builtin().path(), &["policy", "show"]));
-    let linux: Value = serde_json::from_slice(&std::fs::read(repo().join("installer/linux/desktop/files/policies.json")).unwrap()).unwrap();
-    let windows: Value = serde_json::from_slice(&std::fs::read(repo().join("installer/windows/addin-settings.json")).unwrap()).unwrap();
-    for (name, settings) in [("linux policies.json", &linux["policies"]["3rdparty"]["Extensions"][ID]), ("windows addin-settings.json", &windows)] {
+    let linux: Value =
+        serde_json::from_slice(&std::fs::read(repo().join("installer/linux/desktop/files/policies.json")).unwrap())
+            .unwrap();
+    let windows: Value =
+        serde_json::from_slice(&std::fs::read(repo().join("installer/windows/addin-settings.json")).unwrap()).unwrap();
+    for (name, settings) in [
+        ("linux policies.json", &linux["policies"]["3rdparty"]["Extensions"][ID]),
+        ("windows addin-settings.json", &windows),
+    ] {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), settings["policy"].to_string()).unwrap();
         assert_eq!(json_out(&demail(f.path(), &["policy", "show"])), defaults, "{name}");
@@ -89,7 +101,10 @@ fn unusable_policies_json_is_refused_with_a_code() {
         ("{\"policies\": ", "truncated JSON"),
         ("not json", "not JSON"),
         (r#"{"policies": []}"#, "policies is an array"),
-        (r#"{"policies": {"3rdparty": {"Extensions": {"demail-addin@open-demail.de": "x"}}}}"#, "settings are a string"),
+        (
+            r#"{"policies": {"3rdparty": {"Extensions": {"demail-addin@open-demail.de": "x"}}}}"#,
+            "settings are a string",
+        ),
     ] {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), text).unwrap();

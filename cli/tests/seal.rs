@@ -14,7 +14,8 @@ fn seal_verify_matches_the_fixtures() {
         if eml.extension().is_none_or(|x| x != "eml") {
             continue;
         }
-        let expected: Value = serde_json::from_str(&std::fs::read_to_string(eml.with_extension("json")).unwrap()).unwrap();
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(eml.with_extension("json")).unwrap()).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_demail"))
             .arg("--policy")
             .arg(dir.join("policy.toml"))

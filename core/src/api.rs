@@ -63,12 +63,7 @@ pub const OPS: [&str; 13] = [
 
 fn bad_input(e: impl std::fmt::Display) -> ApiError {
     let msg = crate::message::quote(&e.to_string());
-    Reason::new(
-        "input.invalid",
-        format!("Ungültige Eingabe: {msg}"),
-        format!("Invalid input: {msg}"),
-    )
-    .into()
+    Reason::new("input.invalid", format!("Ungültige Eingabe: {msg}"), format!("Invalid input: {msg}")).into()
 }
 
 /// Deserialise an operation's input from JSON text straight into its type. Rust callers
@@ -281,7 +276,13 @@ struct MapIn {
 }
 
 /// Generate the header lines for options and a private-id (generated when absent).
-pub fn headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: Option<&str>, env: &Env) -> Result<HeaderLines, ApiError> {
+pub fn headers(
+    policy: &Policy,
+    options: OptionSet,
+    private_id: Option<&str>,
+    sender: Option<&str>,
+    env: &Env,
+) -> Result<HeaderLines, ApiError> {
     let sender_demail = sender.map(|s| {
         let s = s.trim();
         let dom = s.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -361,10 +362,9 @@ pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Out
             let i: ClassifyHeadersIn = parse(input)?;
             let list: HeaderList = match i.headers {
                 HeadersShape::Pairs(p) => p,
-                HeadersShape::Map(m) => m
-                    .into_iter()
-                    .flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v)))
-                    .collect(),
+                HeadersShape::Map(m) => {
+                    m.into_iter().flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v))).collect()
+                }
             };
             Output::Classification(classify_headers(&list, i.xml.as_deref(), policy))
         }
@@ -486,7 +486,8 @@ pub fn envelope(out: Result<Output, ApiError>) -> String {
     let written = env.serialize(&mut serde_json::Serializer::with_formatter(&mut buf, AsciiFormatter));
     match (written, String::from_utf8(buf)) {
         (Ok(()), Ok(s)) => s,
-        _ => r#"{"ok":false,"error":{"code":"internal","message":"Interner Fehler.","message_en":"Internal error."}}"#.to_string(),
+        _ => r#"{"ok":false,"error":{"code":"internal","message":"Interner Fehler.","message_en":"Internal error."}}"#
+            .to_string(),
     }
 }
 

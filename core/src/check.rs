@@ -178,11 +178,8 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
     let demail = of(RecipientKind::Demail);
     let internal = of(RecipientKind::Internal);
     let external = of(RecipientKind::External);
-    let email: Vec<String> = recipients
-        .iter()
-        .filter(|r| r.kind != RecipientKind::Demail)
-        .map(|r| r.address.clone())
-        .collect();
+    let email: Vec<String> =
+        recipients.iter().filter(|r| r.kind != RecipientKind::Demail).map(|r| r.address.clone()).collect();
 
     let sender_addr = sender.as_ref().map(|m| m.address.clone()).unwrap_or_default();
     let sender_demail = if policy.is_demail_domain(sender.as_ref().map(|m| m.domain()).unwrap_or("")) {
@@ -220,7 +217,9 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
     if !demail.is_empty() {
         // TR address rules (ACM-FU §2.1); the case rule cannot fail here, addresses are lowered.
         for a in &demail {
-            reasons.extend(crate::address::demail_address_problems(a).into_iter().map(|r| r.with_severity(Severity::Block)));
+            reasons.extend(
+                crate::address::demail_address_problems(a).into_iter().map(|r| r.with_severity(Severity::Block)),
+            );
         }
 
         // Mixed addressing.
@@ -345,10 +344,7 @@ pub fn check(input: &CheckInput, policy: &Policy) -> CheckResult {
             if has_mapping && sender_demail.is_none() {
                 reasons.push(block(
                     "sender.no_demail_address",
-                    format!(
-                        "Für den Absender {} ist keine De-Mail-Adresse eingerichtet.",
-                        quote(&sender_addr)
-                    ),
+                    format!("Für den Absender {} ist keine De-Mail-Adresse eingerichtet.", quote(&sender_addr)),
                     format!("No De-Mail address is set up for the sender {}.", quote(&sender_addr)),
                 ));
             }
@@ -467,7 +463,8 @@ pub fn option_states(from: &str, chosen: OptionSet, policy: &Policy) -> OptionSt
                 format!("„{}“ ist für Sie nicht freigeschaltet. Wenden Sie sich an Ihre IT.", o.label_de()),
                 format!("\"{}\" is not enabled for you. Contact your IT department.", o.label_en()),
             ))
-        } else if o == DeMailOption::Authoritative && sender_demail.as_deref().is_some_and(crate::options::is_pseudonym) {
+        } else if o == DeMailOption::Authoritative && sender_demail.as_deref().is_some_and(crate::options::is_pseudonym)
+        {
             allowed.remove(o);
             Some(Reason::new(
                 "options.authoritative_pseudonym",

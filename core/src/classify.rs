@@ -124,7 +124,8 @@ pub fn classify_raw(raw: &[u8], policy: &Policy) -> Classification {
         ));
     }
     // RFC 5322 field names are printable ASCII without ':'; binary junk parses as one long "name".
-    let valid_name = |n: &str| !n.is_empty() && n.len() <= 998 && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+    let valid_name =
+        |n: &str| !n.is_empty() && n.len() <= 998 && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
     if !msg.headers().iter().any(|h| valid_name(h.name.as_str())) {
         warnings.push(w(
             "mime.unparseable",
@@ -193,10 +194,7 @@ struct View<'a> {
 impl<'a> View<'a> {
     /// Topmost value of a header, any case.
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -211,7 +209,8 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     for (n, _) in headers.iter().filter(|(n, _)| is_demail_header(n.trim())) {
         let l = n.trim().to_ascii_lowercase();
         if seen.contains(&l) {
-            if !reported.contains(&l) && !options::DeMailOption::ALL.iter().any(|o| o.header().eq_ignore_ascii_case(&l)) {
+            if !reported.contains(&l) && !options::DeMailOption::ALL.iter().any(|o| o.header().eq_ignore_ascii_case(&l))
+            {
                 warnings.push(
                     w(
                         "header.duplicate",
@@ -236,8 +235,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     let sender = v.get(options::SENDER).map(extract_addr).or_else(|| from.clone());
     let from_domain = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase());
     let from_local = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(l, _)| l.to_string());
-    let demail_evidence = has_demail_headers
-        || from_domain.as_deref().is_some_and(|d| policy.is_demail_domain(d));
+    let demail_evidence = has_demail_headers || from_domain.as_deref().is_some_and(|d| policy.is_demail_domain(d));
 
     let private_id = v.get(options::PRIVATE_ID).map(str::to_string);
     if let Some(id) = &private_id {
@@ -294,8 +292,14 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
                     warnings.push(
                         w(
                             "header.value_case",
-                            format!("X-de-mail-message-type „{}“ weicht in Schreibweise ab; verstanden als „{mt}“.", quote(mt_raw.unwrap_or(""))),
-                            format!("X-de-mail-message-type \"{}\" differs in spelling; read as \"{mt}\".", quote(mt_raw.unwrap_or(""))),
+                            format!(
+                                "X-de-mail-message-type „{}“ weicht in Schreibweise ab; verstanden als „{mt}“.",
+                                quote(mt_raw.unwrap_or(""))
+                            ),
+                            format!(
+                                "X-de-mail-message-type \"{}\" differs in spelling; read as \"{mt}\".",
+                                quote(mt_raw.unwrap_or(""))
+                            ),
                         )
                         .about(options::MESSAGE_TYPE),
                     );
@@ -313,9 +317,8 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     }
 
     let subj_receipt = subject.as_deref().and_then(receipt_subject);
-    let sender_receipt = from_local.as_deref().and_then(|l| {
-        ReceiptType::ALL.into_iter().find(|t| t.label().1.eq_ignore_ascii_case(l))
-    });
+    let sender_receipt =
+        from_local.as_deref().and_then(|l| ReceiptType::ALL.into_iter().find(|t| t.label().1.eq_ignore_ascii_case(l)));
     if kind.is_none() && demail_evidence {
         if let Some(t) = rtype.or(sender_receipt).or(subj_receipt.map(|s| s.0)) {
             kind = Some(Kind::Receipt);
@@ -364,11 +367,8 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     }
 
     let receipt = (kind == Kind::Receipt).then(|| {
-        let mut r = ReceiptInfo {
-            kind: rtype,
-            original_subject: subj_receipt.map(|s| s.1.to_string()),
-            ..Default::default()
-        };
+        let mut r =
+            ReceiptInfo { kind: rtype, original_subject: subj_receipt.map(|s| s.1.to_string()), ..Default::default() };
         if let Some(x) = xml {
             read_receipt_xml(x, &mut r, &mut warnings);
         }
@@ -378,7 +378,8 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
         if private_id.is_none() {
             warnings.push(w(
                 "receipt.no_private_id",
-                "Die Bestätigung trägt keine X-de-mail-private-id; sie kann nur über die Message-ID zugeordnet werden.".into(),
+                "Die Bestätigung trägt keine X-de-mail-private-id; sie kann nur über die Message-ID zugeordnet werden."
+                    .into(),
                 "The receipt carries no X-de-mail-private-id; it can only be matched by Message-ID.".into(),
             ));
         }
@@ -456,8 +457,14 @@ fn read_receipt_xml(xml: &str, r: &mut ReceiptInfo, warnings: &mut Vec<Reason>) 
     if root.tag_name().name() != "Acknowledge-Message" {
         warnings.push(w(
             "receipt.xml_root",
-            format!("Unerwartetes XML-Wurzelelement „{}“ (erwartet: Acknowledge-Message).", quote(root.tag_name().name())),
-            format!("Unexpected XML root element \"{}\" (expected: Acknowledge-Message).", quote(root.tag_name().name())),
+            format!(
+                "Unerwartetes XML-Wurzelelement „{}“ (erwartet: Acknowledge-Message).",
+                quote(root.tag_name().name())
+            ),
+            format!(
+                "Unexpected XML root element \"{}\" (expected: Acknowledge-Message).",
+                quote(root.tag_name().name())
+            ),
         ));
     }
     let text = |name: &str| -> Option<String> {
@@ -472,10 +479,7 @@ fn read_receipt_xml(xml: &str, r: &mut ReceiptInfo, warnings: &mut Vec<Reason>) 
     r.delivery_time = text("DeliveryTime");
     for md in root.descendants().filter(|n| n.is_element() && n.tag_name().name() == "Metadate") {
         let child = |name: &str| {
-            md.children()
-                .find(|n| n.is_element() && n.tag_name().name() == name)
-                .and_then(|n| n.text())
-                .map(str::trim)
+            md.children().find(|n| n.is_element() && n.tag_name().name() == name).and_then(|n| n.text()).map(str::trim)
         };
         if child("Name").is_some_and(|n| n.eq_ignore_ascii_case("Message-ID")) {
             r.original_message_id = child("Value").map(str::to_string);

@@ -32,14 +32,10 @@ impl Policy {
             return Some(Mapped { address: o.demail.0.clone(), via: MappedVia::Override });
         }
         let (local, domain) = split(email);
-        self.mapping
-            .domains
-            .iter()
-            .find(|m| m.email.as_string().eq_ignore_ascii_case(domain))
-            .map(|m| Mapped {
-                address: format!("{}@{}", local.to_lowercase(), m.demail.as_string()),
-                via: MappedVia::Domain,
-            })
+        self.mapping.domains.iter().find(|m| m.email.as_string().eq_ignore_ascii_case(domain)).map(|m| Mapped {
+            address: format!("{}@{}", local.to_lowercase(), m.demail.as_string()),
+            via: MappedVia::Domain,
+        })
     }
 
     /// Inbound: the internal mailbox for a De-Mail recipient; the catch-all when
@@ -49,18 +45,10 @@ impl Policy {
             return Some(Mapped { address: o.email.0.clone(), via: MappedVia::Override });
         }
         let (local, domain) = split(demail);
-        if let Some(m) = self
-            .mapping
-            .domains
-            .iter()
-            .find(|m| m.demail.as_string().eq_ignore_ascii_case(domain))
-        {
+        if let Some(m) = self.mapping.domains.iter().find(|m| m.demail.as_string().eq_ignore_ascii_case(domain)) {
             return Some(Mapped { address: format!("{local}@{}", m.email.as_string()), via: MappedVia::Domain });
         }
-        self.mapping
-            .catch_all
-            .as_ref()
-            .map(|c| Mapped { address: c.0.clone(), via: MappedVia::CatchAll })
+        self.mapping.catch_all.as_ref().map(|c| Mapped { address: c.0.clone(), via: MappedVia::CatchAll })
     }
 }
 

@@ -34,13 +34,7 @@ pub struct Reason {
 
 impl Reason {
     pub fn new(code: &str, de: impl Into<String>, en: impl Into<String>) -> Self {
-        Reason {
-            code: code.to_string(),
-            message: de.into(),
-            message_en: en.into(),
-            severity: None,
-            subject: None,
-        }
+        Reason { code: code.to_string(), message: de.into(), message_en: en.into(), severity: None, subject: None }
     }
 
     pub fn with_severity(mut self, s: Severity) -> Self {
@@ -63,10 +57,7 @@ pub(crate) fn quote(s: &str) -> String {
 pub(crate) fn quote_max(s: &str, max: usize) -> String {
     #[allow(non_snake_case)]
     let MAX = max;
-    let clean: String = s
-        .chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
+    let clean: String = s.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect();
     if clean.chars().count() > MAX {
         let cut: String = clean.chars().take(MAX).collect();
         format!("{cut}…")

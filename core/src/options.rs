@@ -37,9 +37,7 @@ impl DeMailOption {
 
     pub fn from_id(s: &str) -> Option<Self> {
         let s = s.trim();
-        DeMailOption::ALL
-            .into_iter()
-            .find(|o| o.id().eq_ignore_ascii_case(s))
+        DeMailOption::ALL.into_iter().find(|o| o.id().eq_ignore_ascii_case(s))
     }
 
     /// The header as the TR spells it.
@@ -214,10 +212,7 @@ pub fn options_from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a 
     let mut seen = OptionSet::EMPTY;
     let mut reported = OptionSet::EMPTY;
     for (name, value) in headers {
-        let Some(opt) = DeMailOption::ALL
-            .into_iter()
-            .find(|o| o.header().eq_ignore_ascii_case(name.trim()))
-        else {
+        let Some(opt) = DeMailOption::ALL.into_iter().find(|o| o.header().eq_ignore_ascii_case(name.trim())) else {
             continue;
         };
         if seen.contains(opt) {
@@ -356,12 +351,7 @@ pub fn generate_private_id(unix_millis: u64, entropy: &[u8]) -> String {
     for b in entropy.iter().take(8) {
         hex.push_str(&format!("{b:02X}"));
     }
-    format!(
-        "DM-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{hex}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("DM-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{hex}", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 // Howard Hinnant's days→civil algorithm; avoids a date crate for one formatting need.
@@ -380,10 +370,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// The header lines for a set of options and a private-id, in TR order.
 pub fn option_headers(options: OptionSet, private_id: Option<&str>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = options
-        .iter()
-        .map(|o| (o.header().to_string(), "yes".to_string()))
-        .collect();
+    let mut out: Vec<(String, String)> = options.iter().map(|o| (o.header().to_string(), "yes".to_string())).collect();
     if let Some(id) = private_id {
         out.push((PRIVATE_ID.to_string(), id.to_string()));
     }
@@ -409,11 +396,7 @@ mod tests {
 
     #[test]
     fn retrieve_implies_private() {
-        let (o, p) = apply_rules(
-            [DeMailOption::ConfirmationOfRetrieve].into_iter().collect(),
-            OptionSet::EMPTY,
-            None,
-        );
+        let (o, p) = apply_rules([DeMailOption::ConfirmationOfRetrieve].into_iter().collect(), OptionSet::EMPTY, None);
         assert!(o.contains(DeMailOption::Private));
         assert!(p.is_empty());
         let (_, p) = apply_rules(

@@ -98,9 +98,7 @@ pub struct AddrSpec(pub String);
 impl<'de> Deserialize<'de> for AddrSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        normalize_addr_spec(&s)
-            .map(AddrSpec)
-            .map_err(|r| serde::de::Error::custom(encode_reason(&r)))
+        normalize_addr_spec(&s).map(AddrSpec).map_err(|r| serde::de::Error::custom(encode_reason(&r)))
     }
 }
 
@@ -112,9 +110,7 @@ pub struct MemberPattern(pub String);
 impl MemberPattern {
     pub fn matches(&self, addr: &str) -> bool {
         match self.0.strip_prefix("*@") {
-            Some(dom) => addr
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(dom)),
+            Some(dom) => addr.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(dom)),
             None => self.0.eq_ignore_ascii_case(addr),
         }
     }
@@ -124,19 +120,15 @@ impl<'de> Deserialize<'de> for MemberPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if let Some(dom) = s.trim().strip_prefix("*@") {
-            return crate::address::domain_to_ascii(dom)
-                .map(|d| MemberPattern(format!("*@{d}")))
-                .ok_or_else(|| {
-                    serde::de::Error::custom(encode_reason(&Reason::new(
-                        "policy.member_invalid",
-                        format!("„{}“ ist weder eine Adresse noch ein Muster „*@domain“.", quote(&s)),
-                        format!("\"{}\" is neither an address nor a \"*@domain\" pattern.", quote(&s)),
-                    )))
-                });
+            return crate::address::domain_to_ascii(dom).map(|d| MemberPattern(format!("*@{d}"))).ok_or_else(|| {
+                serde::de::Error::custom(encode_reason(&Reason::new(
+                    "policy.member_invalid",
+                    format!("„{}“ ist weder eine Adresse noch ein Muster „*@domain“.", quote(&s)),
+                    format!("\"{}\" is neither an address nor a \"*@domain\" pattern.", quote(&s)),
+                )))
+            });
         }
-        normalize_addr_spec(&s)
-            .map(MemberPattern)
-            .map_err(|r| serde::de::Error::custom(encode_reason(&r)))
+        normalize_addr_spec(&s).map(MemberPattern).map_err(|r| serde::de::Error::custom(encode_reason(&r)))
     }
 }
 
@@ -384,15 +376,10 @@ impl Policy {
                 via: "sender".into(),
             };
         }
-        let groups: Vec<&GroupRule> = a
-            .groups
-            .iter()
-            .filter(|g| g.members.iter().any(|m| m.matches(sender)))
-            .collect();
+        let groups: Vec<&GroupRule> = a.groups.iter().filter(|g| g.members.iter().any(|m| m.matches(sender))).collect();
         if !groups.is_empty() {
-            let options = groups
-                .iter()
-                .fold(OptionSet::EMPTY, |acc, g| acc.union(g.options.unwrap_or(a.default_options)));
+            let options =
+                groups.iter().fold(OptionSet::EMPTY, |acc, g| acc.union(g.options.unwrap_or(a.default_options)));
             return SenderGrant {
                 allowed: true,
                 options,
@@ -679,7 +666,11 @@ impl PolicyError {
 
     fn semantic(src: &str, (reason, field, value): (Reason, &'static str, String)) -> Self {
         // Point at the first line that names the offending value, if the source is TOML.
-        let off = if value.is_empty() { None } else { src.find(&value).or_else(|| src.find(field.rsplit('.').next().unwrap_or(field))) };
+        let off = if value.is_empty() {
+            None
+        } else {
+            src.find(&value).or_else(|| src.find(field.rsplit('.').next().unwrap_or(field)))
+        };
         let off = off.or_else(|| src.find(field.rsplit('.').next().unwrap_or(field)));
         Self::located(reason, src, off, Some(field.to_string()))
     }

@@ -35,9 +35,10 @@ fn key_error(s: &str, de: &str, en: &str) -> Reason {
 
 impl SealKey {
     pub fn parse(s: &str) -> Result<SealKey, Reason> {
-        let (kid, b64) = s.trim().split_once(':').ok_or_else(|| {
-            key_error(s, "erwartet „Schlüssel-ID:Base64“.", "expected \"key-id:base64\".")
-        })?;
+        let (kid, b64) = s
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| key_error(s, "erwartet „Schlüssel-ID:Base64“.", "expected \"key-id:base64\"."))?;
         if !valid_kid(kid) {
             return Err(key_error(
                 s,
@@ -45,12 +46,10 @@ impl SealKey {
                 "the key id may only contain A-Z, a-z, 0-9, '.', '_' and '-' (1-64 characters).",
             ));
         }
-        let bytes = B64
-            .decode(b64.trim())
-            .map_err(|_| key_error(s, "kein gültiges Base64.", "not valid base64."))?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| {
-            key_error(s, "ein Ed25519-Schlüssel hat 32 Byte.", "an Ed25519 key has 32 bytes.")
-        })?;
+        let bytes = B64.decode(b64.trim()).map_err(|_| key_error(s, "kein gültiges Base64.", "not valid base64."))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| key_error(s, "ein Ed25519-Schlüssel hat 32 Byte.", "an Ed25519 key has 32 bytes."))?;
         // Not decompressed here, so native and wasm builds judge a policy alike; a key
         // that is no curve point simply never verifies (seal.bad_signature).
         Ok(SealKey { kid: kid.to_string(), key })

@@ -105,10 +105,7 @@ impl Vocabulary {
 
     fn lookup(&self, token: &str) -> Option<Tag> {
         let n = normalize(token);
-        self.entries()
-            .into_iter()
-            .find(|(_, words)| words.iter().any(|w| normalize(w) == n))
-            .map(|(t, _)| t)
+        self.entries().into_iter().find(|(_, words)| words.iter().any(|w| normalize(w) == n)).map(|(t, _)| t)
     }
 
     fn short(&self, o: DeMailOption) -> &str {
@@ -251,10 +248,7 @@ fn unknown_tag(tok: &str) -> Reason {
             "Unbekanntes De-Mail-Kennzeichen „{}“ im Betreff. Bekannt sind z. B. P, VB, EB, AB, A oder De-Mail.",
             quote(tok)
         ),
-        format!(
-            "Unknown De-Mail tag \"{}\" in the subject. Known are e.g. P, VB, EB, AB, A or De-Mail.",
-            quote(tok)
-        ),
+        format!("Unknown De-Mail tag \"{}\" in the subject. Known are e.g. P, VB, EB, AB, A or De-Mail.", quote(tok)),
     )
     .about(tok)
 }
@@ -370,11 +364,7 @@ pub fn format(subject: &str, options: OptionSet, vocab: &Vocabulary) -> Result<S
     let words: Vec<&str> = if options.is_empty() {
         vec![vocab.demail.first().map(String::as_str).unwrap_or("De-Mail")]
     } else {
-        WRITE_ORDER
-            .into_iter()
-            .filter(|o| options.contains(*o))
-            .map(|o| vocab.short(o))
-            .collect()
+        WRITE_ORDER.into_iter().filter(|o| options.contains(*o)).map(|o| vocab.short(o)).collect()
     };
     let tag = format!("[{}]", words.join(", "));
     let rest = parsed.subject.trim();

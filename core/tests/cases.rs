@@ -61,16 +61,10 @@ fn run_case(policy: &demail_core::Policy, case: &Value) -> Vec<String> {
         (Ok(actual), Some(code)) => {
             problems.push(format!("expected error {code:?}, got Ok: {actual}"));
         }
-        (Err(e), None) => problems.push(format!(
-            "expected Ok, got error {}: {}",
-            e.reason.code, e.reason.message_en
-        )),
+        (Err(e), None) => problems.push(format!("expected Ok, got error {}: {}", e.reason.code, e.reason.message_en)),
         (Err(e), Some(Ok(code))) => {
             if e.reason.code != code {
-                problems.push(format!(
-                    "expected error {code:?}, got {:?}: {}",
-                    e.reason.code, e.reason.message_en
-                ));
+                problems.push(format!("expected error {code:?}, got {:?}: {}", e.reason.code, e.reason.message_en));
             }
         }
         (Err(_), Some(Err(v))) => problems.push(format!("\"error\" must be a string, got {v}")),
@@ -149,10 +143,5 @@ fn table_driven_cases() {
     }
     eprintln!("cases: {total} cases in {} files", files.len());
     assert!(total > 0, "the case runner ran zero cases (looked in {})", dir.display());
-    assert!(
-        failures.is_empty(),
-        "{} of {total} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
 }

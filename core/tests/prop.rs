@@ -25,22 +25,57 @@ use proptest::test_runner::Config;
 
 fn option_set() -> impl Strategy<Value = OptionSet> {
     (0u8..32).prop_map(|bits| {
-        DeMailOption::ALL
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| bits & (1 << i) != 0)
-            .map(|(_, o)| o)
-            .collect()
+        DeMailOption::ALL.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, o)| o).collect()
     })
 }
 
 /// Pieces that make subjects interesting for the tag parser.
 const SUBJECT_PIECES: &[&str] = &[
-    "[P]", "[p]", "[VB]", "[EB, AB]", "[A]", "[De-Mail]", "[Persönlich]", "[Persoenlich]",
-    "[Delivery confirmation]", "[Confirmed by sender]", "[P, VB]", "[P,XY]", "[XY]", "[Ticket#123]",
-    "[]", "[ ]", "[,]", "[[P]]", "[P", "P]", "[", "]", ",", ";", ":", "AW:", "Re:", "WG:", "Fwd:",
-    "RE :", "Sv:", "Antw:", " ", "  ", "\t", "Antrag", "Frage zur KFZ-Zulassung", "ä", "ß", "🎉",
-    "日本", "\u{200b}", "\u{a0}", "\u{2028}", "x",
+    "[P]",
+    "[p]",
+    "[VB]",
+    "[EB, AB]",
+    "[A]",
+    "[De-Mail]",
+    "[Persönlich]",
+    "[Persoenlich]",
+    "[Delivery confirmation]",
+    "[Confirmed by sender]",
+    "[P, VB]",
+    "[P,XY]",
+    "[XY]",
+    "[Ticket#123]",
+    "[]",
+    "[ ]",
+    "[,]",
+    "[[P]]",
+    "[P",
+    "P]",
+    "[",
+    "]",
+    ",",
+    ";",
+    ":",
+    "AW:",
+    "Re:",
+    "WG:",
+    "Fwd:",
+    "RE :",
+    "Sv:",
+    "Antw:",
+    " ",
+    "  ",
+    "\t",
+    "Antrag",
+    "Frage zur KFZ-Zulassung",
+    "ä",
+    "ß",
+    "🎉",
+    "日本",
+    "\u{200b}",
+    "\u{a0}",
+    "\u{2028}",
+    "x",
 ];
 
 /// Subjects without CR/LF: either free text or a concatenation of tag-like pieces.
@@ -48,8 +83,7 @@ fn subject_no_crlf() -> impl Strategy<Value = String> {
     prop_oneof![
         "[^\r\n]{0,60}",
         proptest::collection::vec(select(SUBJECT_PIECES), 0..10).prop_map(|v| v.concat()),
-        proptest::collection::vec(select(SUBJECT_PIECES), 0..6)
-            .prop_map(|v| v.join(" ")),
+        proptest::collection::vec(select(SUBJECT_PIECES), 0..6).prop_map(|v| v.join(" ")),
     ]
 }
 
@@ -67,65 +101,149 @@ fn subject_any() -> impl Strategy<Value = String> {
 }
 
 const ADDRESS_PIECES: &[&str] = &[
-    "peter", "pn_hans", "@", "@@", "stadt.de-mail.de", "de-mail.de", "bürgeramt.de-mail.de",
-    "xn--brgeramt-65a.de-mail.de", "xn--", "example.org", "<", ">", "\"", "\\", "(", ")", ",", ";",
-    ":", ".", "..", " ", "=?UTF-8?Q?M=C3=BCller?=", "=?utf-8?B?", "?=", "Müller, Peter", "Amt:",
-    "[1.2.3.4]", "[", "]", "\r\n", "\n", "\u{0}", "é", "🎉",
+    "peter",
+    "pn_hans",
+    "@",
+    "@@",
+    "stadt.de-mail.de",
+    "de-mail.de",
+    "bürgeramt.de-mail.de",
+    "xn--brgeramt-65a.de-mail.de",
+    "xn--",
+    "example.org",
+    "<",
+    ">",
+    "\"",
+    "\\",
+    "(",
+    ")",
+    ",",
+    ";",
+    ":",
+    ".",
+    "..",
+    " ",
+    "=?UTF-8?Q?M=C3=BCller?=",
+    "=?utf-8?B?",
+    "?=",
+    "Müller, Peter",
+    "Amt:",
+    "[1.2.3.4]",
+    "[",
+    "]",
+    "\r\n",
+    "\n",
+    "\u{0}",
+    "é",
+    "🎉",
 ];
 
 fn address_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        any::<String>(),
-        proptest::collection::vec(select(ADDRESS_PIECES), 0..14).prop_map(|v| v.concat()),
-    ]
+    prop_oneof![any::<String>(), proptest::collection::vec(select(ADDRESS_PIECES), 0..14).prop_map(|v| v.concat()),]
 }
 
 const HEADER_NAMES: &[&str] = &[
-    "From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "Content-Type", "MIME-Version",
-    "Content-Transfer-Encoding", "X-de-mail-private", "x-DE-MAIL-authoritative",
-    "X-de-mail-confirmation-of-dispatch", "X-de-mail-confirmation-of-receipt",
-    "X-de-mail-confirmation-of-retrieve", "X-de-mail-private-id", "X-de-mail-message-type",
-    "X-de-mail-notification-type", "X-de-mail-auth-level", "X-de-mail-sender",
-    "X-de-mail-chosen-recipient", "X-de-mail-actual-recipient", "X-de-mail-message-id",
-    "X-de-mail-integrity", "X-de-mail-version", "X-de-mail-", "X-", "",
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Message-ID",
+    "In-Reply-To",
+    "Content-Type",
+    "MIME-Version",
+    "Content-Transfer-Encoding",
+    "X-de-mail-private",
+    "x-DE-MAIL-authoritative",
+    "X-de-mail-confirmation-of-dispatch",
+    "X-de-mail-confirmation-of-receipt",
+    "X-de-mail-confirmation-of-retrieve",
+    "X-de-mail-private-id",
+    "X-de-mail-message-type",
+    "X-de-mail-notification-type",
+    "X-de-mail-auth-level",
+    "X-de-mail-sender",
+    "X-de-mail-chosen-recipient",
+    "X-de-mail-actual-recipient",
+    "X-de-mail-message-id",
+    "X-de-mail-integrity",
+    "X-de-mail-version",
+    "X-de-mail-",
+    "X-",
+    "",
 ];
 
 const HEADER_VALUES: &[&str] = &[
-    "yes", "no", "Yes", "", " ", "normal", "high", "confirmation of dispatch", "confirmation of receipt",
-    "confirmation of retrieve", "malware-acknowledge", "malware-notification", "notification",
-    "identification", "unknown-recipient", "closed-account", "other",
-    "Versandbestaetigung@provider.de-mail.de", "*Versandbestätigung* Antrag", "Eingangsbestätigung: x",
-    "to=a@x.de-mail.de, b@y.de; cc=c@z.de; bcc=", "to=;cc=;;", "multipart/mixed; boundary=\"b\"",
-    "multipart/mixed; boundary=", "text/xml; charset=utf-8", "application/xml", "base64",
-    "quoted-printable", "<a@b>", "=?utf-8?B?w6Q=?=", "DM-20261127-103212-0102030405060708",
-    "a\u{0}b", "ä", "🎉",
+    "yes",
+    "no",
+    "Yes",
+    "",
+    " ",
+    "normal",
+    "high",
+    "confirmation of dispatch",
+    "confirmation of receipt",
+    "confirmation of retrieve",
+    "malware-acknowledge",
+    "malware-notification",
+    "notification",
+    "identification",
+    "unknown-recipient",
+    "closed-account",
+    "other",
+    "Versandbestaetigung@provider.de-mail.de",
+    "*Versandbestätigung* Antrag",
+    "Eingangsbestätigung: x",
+    "to=a@x.de-mail.de, b@y.de; cc=c@z.de; bcc=",
+    "to=;cc=;;",
+    "multipart/mixed; boundary=\"b\"",
+    "multipart/mixed; boundary=",
+    "text/xml; charset=utf-8",
+    "application/xml",
+    "base64",
+    "quoted-printable",
+    "<a@b>",
+    "=?utf-8?B?w6Q=?=",
+    "DM-20261127-103212-0102030405060708",
+    "a\u{0}b",
+    "ä",
+    "🎉",
 ];
 
 const BODY_PIECES: &[&str] = &[
-    "--b\r\n", "--b--\r\n", "Content-Type: text/xml\r\n\r\n", "Content-Type: application/pdf\r\n\r\n",
-    "<?xml version=\"1.0\"?>", "<Acknowledge-Message xmlns=\"urn:de-mail\">", "</Acknowledge-Message>",
-    "<Notification-Message xmlns=\"urn:de-mail\">", "<Sender>", "</Sender>", "<Hash>", "</Hash>",
+    "--b\r\n",
+    "--b--\r\n",
+    "Content-Type: text/xml\r\n\r\n",
+    "Content-Type: application/pdf\r\n\r\n",
+    "<?xml version=\"1.0\"?>",
+    "<Acknowledge-Message xmlns=\"urn:de-mail\">",
+    "</Acknowledge-Message>",
+    "<Notification-Message xmlns=\"urn:de-mail\">",
+    "<Sender>",
+    "</Sender>",
+    "<Hash>",
+    "</Hash>",
     "<Time>2026-11-27T10:32:12Z</Time>",
     "<Metadata><Metadate><Name>X-de-mail-private</Name><Value>yes</Value></Metadate></Metadata>",
-    "<Subject>", "</Subject>", "<", ">", "&", "&#0;", "]]>", "\r\n", "\n", "text", "=C3=A4", "QUJD",
+    "<Subject>",
+    "</Subject>",
+    "<",
+    ">",
+    "&",
+    "&#0;",
+    "]]>",
+    "\r\n",
+    "\n",
+    "text",
+    "=C3=A4",
+    "QUJD",
 ];
 
 /// Something that looks like a message: header lines (sometimes folded), a blank
 /// line, a body of MIME/XML fragments.
 fn message_text() -> impl Strategy<Value = String> {
     let header = (select(HEADER_NAMES), select(HEADER_VALUES), any::<bool>(), select(&["\r\n", "\n", "\r"][..]))
-        .prop_map(|(n, v, fold, eol)| {
-            if fold {
-                format!("{n}: {v}{eol} {v}{eol}")
-            } else {
-                format!("{n}: {v}{eol}")
-            }
-        });
-    (
-        proptest::collection::vec(header, 0..12),
-        any::<bool>(),
-        proptest::collection::vec(select(BODY_PIECES), 0..16),
-    )
+        .prop_map(|(n, v, fold, eol)| if fold { format!("{n}: {v}{eol} {v}{eol}") } else { format!("{n}: {v}{eol}") });
+    (proptest::collection::vec(header, 0..12), any::<bool>(), proptest::collection::vec(select(BODY_PIECES), 0..16))
         .prop_map(|(hs, blank, body)| {
             let mut s = hs.concat();
             if blank {
@@ -137,27 +255,57 @@ fn message_text() -> impl Strategy<Value = String> {
 }
 
 const TOML_PIECES: &[&str] = &[
-    "version = 1\n", "version = 2\n", "[demail]\n", "domain_patterns = [\"*.de-mail.de\"]\n",
-    "domain_patterns = []\n", "extra_domains = [\"bürgerpost.de\"]\n", "excluded_domains = [\"x\"]\n",
-    "[organisation]\n", "internal_domains = [\"stadt.de\", \"*.stadt.de\"]\n",
-    "internal_domains = [\"*.de-mail.de\"]\n", "[rules]\n", "mixed_addressing = \"allow-internal\"\n",
-    "mixed_addressing = \"sometimes\"\n", "require_marking = \"block\"\n", "max_size = \"1 MiB\"\n",
-    "max_size = 0\n", "max_size = \"99999999999999999999 GiB\"\n", "max_size = -1\n",
-    "[authorization]\n", "default = \"deny\"\n", "default_options = [\"private\", \"eilig\"]\n",
-    "[[authorization.groups]]\n", "name = \"g\"\n", "members = [\"*@stadt.de\", \"kaputt\"]\n",
-    "[[authorization.senders]]\n", "address = \"chef@stadt.de\"\n", "demail = false\n",
-    "[mapping]\n", "catch_all = \"post@stadt.de\"\n", "catch_all = \"x@a.de-mail.de\"\n",
+    "version = 1\n",
+    "version = 2\n",
+    "[demail]\n",
+    "domain_patterns = [\"*.de-mail.de\"]\n",
+    "domain_patterns = []\n",
+    "extra_domains = [\"bürgerpost.de\"]\n",
+    "excluded_domains = [\"x\"]\n",
+    "[organisation]\n",
+    "internal_domains = [\"stadt.de\", \"*.stadt.de\"]\n",
+    "internal_domains = [\"*.de-mail.de\"]\n",
+    "[rules]\n",
+    "mixed_addressing = \"allow-internal\"\n",
+    "mixed_addressing = \"sometimes\"\n",
+    "require_marking = \"block\"\n",
+    "max_size = \"1 MiB\"\n",
+    "max_size = 0\n",
+    "max_size = \"99999999999999999999 GiB\"\n",
+    "max_size = -1\n",
+    "[authorization]\n",
+    "default = \"deny\"\n",
+    "default_options = [\"private\", \"eilig\"]\n",
+    "[[authorization.groups]]\n",
+    "name = \"g\"\n",
+    "members = [\"*@stadt.de\", \"kaputt\"]\n",
+    "[[authorization.senders]]\n",
+    "address = \"chef@stadt.de\"\n",
+    "demail = false\n",
+    "[mapping]\n",
+    "catch_all = \"post@stadt.de\"\n",
+    "catch_all = \"x@a.de-mail.de\"\n",
     "domains = [{ demail = \"stadt.de-mail.de\", email = \"stadt.de\" }]\n",
     "overrides = [{ demail = \"pn_a@stadt.de-mail.de\", email = \"a@stadt.de\" }]\n",
-    "[subject]\n", "private = []\n", "private = [\"P\", \"p\"]\n", "demail = [\"[x]\"]\n",
-    "confirmation-of-dispatch = [\"Versand\"]\n", "=", "[", "]", "\"", "'''", "{", "}", "\n", "ä", "\u{0}",
+    "[subject]\n",
+    "private = []\n",
+    "private = [\"P\", \"p\"]\n",
+    "demail = [\"[x]\"]\n",
+    "confirmation-of-dispatch = [\"Versand\"]\n",
+    "=",
+    "[",
+    "]",
+    "\"",
+    "'''",
+    "{",
+    "}",
+    "\n",
+    "ä",
+    "\u{0}",
 ];
 
 fn toml_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        any::<String>(),
-        proptest::collection::vec(select(TOML_PIECES), 0..16).prop_map(|v| v.concat()),
-    ]
+    prop_oneof![any::<String>(), proptest::collection::vec(select(TOML_PIECES), 0..16).prop_map(|v| v.concat()),]
 }
 
 fn check_input() -> impl Strategy<Value = CheckInput> {

@@ -16,7 +16,8 @@ fn fixtures() -> (Policy, Vec<(String, Vec<u8>, Value)>) {
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "eml") {
-            let expected: Value = serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap();
+            let expected: Value =
+                serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap();
             v.push((p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap(), expected));
         }
     }
@@ -69,7 +70,11 @@ fn seal_policy_errors_name_code_line_and_field() {
     let key = "gw-test:iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=";
     // (policy source, expected code, expected line when TOML)
     let cases: [(String, &str, Option<usize>); 6] = [
-        (format!("version = 1\n[seal]\npublic_keys = [\"{key}\", \"gw-test:AAAA\"]\n"), "policy.seal_key_invalid", Some(3)),
+        (
+            format!("version = 1\n[seal]\npublic_keys = [\"{key}\", \"gw-test:AAAA\"]\n"),
+            "policy.seal_key_invalid",
+            Some(3),
+        ),
         ("version = 1\n\n[seal]\npublic_keys = [\"keinDoppelpunkt\"]\n".into(), "policy.seal_key_invalid", Some(4)),
         ("version = 1\n[seal]\npublic_keys = [\"gw test:AAAA\"]\n".into(), "policy.seal_key_invalid", Some(3)),
         ("version = 1\n[seal]\nrequired = true\n".into(), "policy.seal_no_keys", None),
@@ -82,7 +87,12 @@ fn seal_policy_errors_name_code_line_and_field() {
         if let Some(l) = line {
             assert_eq!(e.line, Some(*l), "{src}: {e:?}");
         }
-        assert!(e.field.as_deref().is_some_and(|f| f.contains("seal") || f.contains("public_keys") || f.contains("require")), "{src}: {e:?}");
+        assert!(
+            e.field
+                .as_deref()
+                .is_some_and(|f| f.contains("seal") || f.contains("public_keys") || f.contains("require")),
+            "{src}: {e:?}"
+        );
         assert!(!e.reason.message.contains('\u{1f}'), "{e:?}");
     }
     // JSON: same codes, with a line.

@@ -47,20 +47,15 @@ fn same(a: &str, b: &str) -> bool {
 
 impl App {
     pub fn new(cfg: Config, policy: Policy) -> Result<Arc<App>, String> {
-        let spool = Spool::open(&cfg.gateway.spool_dir)
-            .map_err(|e| format!("{}: {e}", cfg.gateway.spool_dir.display()))?;
+        let spool =
+            Spool::open(&cfg.gateway.spool_dir).map_err(|e| format!("{}: {e}", cfg.gateway.spool_dir.display()))?;
         let archive = SqliteArchive::open(&cfg.gateway.archive_db)?;
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
             if u.unbound() {
                 warn!(user = %u.name, "account not bound to senders (no senders/groups): it may send for every sender");
             }
-            users.push((
-                u.clone(),
-                u.password()
-                    .read()
-                    .map_err(|e| format!("outbound.users {}: {e}", u.name))?,
-            ));
+            users.push((u.clone(), u.password().read().map_err(|e| format!("outbound.users {}: {e}", u.name))?));
         }
         let seal = match &cfg.seal {
             Some(sc) => {
@@ -122,12 +117,7 @@ impl App {
 
     pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, String> {
         let i = &self.cfg.inbound;
-        self.smtp_config(
-            i.tls,
-            &i.allowed_clients,
-            i.max_message_size,
-            i.client_ca.as_deref(),
-        )
+        self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref())
     }
 
     fn meta(
@@ -155,10 +145,7 @@ impl App {
 
     /// Archive entry, billing row and duplicate mark for a spooled outbound message.
     fn record(&self, m: &Meta, message: &[u8]) -> Result<(), String> {
-        let unit = m
-            .cost_unit
-            .clone()
-            .unwrap_or_else(|| billing::UNASSIGNED.to_string());
+        let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
         self.archive
             .record_outbound(
                 &NewEntry {
@@ -184,10 +171,7 @@ impl App {
     /// before the listeners open (so a client's retry is recognised as a duplicate).
     pub fn recover(&self) -> Result<usize, String> {
         if let Some((from, to)) = self.archive.heal_head()? {
-            warn!(
-                from,
-                to, "archive head file was behind its newest entries (unclean stop); moved forward"
-            );
+            warn!(from, to, "archive head file was behind its newest entries (unclean stop); moved forward");
         }
         let mut n = 0;
         for (m, _) in self.spool.list().map_err(|e| e.to_string())? {
@@ -211,10 +195,7 @@ impl Inflight {
     fn new(app: &Arc<App>, ids: Vec<String>) -> Inflight {
         let mut set = app.inflight.lock().unwrap_or_else(|p| p.into_inner());
         set.extend(ids.iter().cloned());
-        Inflight {
-            app: app.clone(),
-            ids,
-        }
+        Inflight { app: app.clone(), ids }
     }
 }
 
@@ -242,14 +223,7 @@ impl Handler for Outbound {
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
         let app = &self.0;
         let entropy = spool::random_bytes::<8>();
-        let p = pipeline::prepare(
-            &app.policy,
-            &env.mail_from,
-            &env.rcpt_to,
-            message,
-            spool::now_millis(),
-            &entropy,
-        )?;
+        let p = pipeline::prepare(&app.policy, &env.mail_from, &env.rcpt_to, message, spool::now_millis(), &entropy)?;
         // An account sends only as the senders it is bound to.
         if let Some(user) = &env.session.auth_user {
             let bound = app.users.iter().find(|(u, _)| u.name == *user);
@@ -258,22 +232,12 @@ impl Handler for Outbound {
                 return Err(Reject::new(
                     550,
                     "5.7.1",
-                    format!(
-                        "[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.",
-                        p.sender_email
-                    ),
-                    format!(
-                        "[gateway.sender_not_bound] The account {user} may not send as {}.",
-                        p.sender_email
-                    ),
+                    format!("[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.", p.sender_email),
+                    format!("[gateway.sender_not_bound] The account {user} may not send as {}.", p.sender_email),
                 ));
             }
         }
-        let domain = p
-            .sender_demail
-            .rsplit_once('@')
-            .map(|(_, d)| d)
-            .unwrap_or("");
+        let domain = p.sender_demail.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         let provider = app.cfg.provider_for(domain).ok_or_else(|| {
             warn!(domain, "no provider configured for sender domain");
             Reject::new(
@@ -378,14 +342,7 @@ impl Handler for Inbound {
                 }
             }
         }
-        let meta = App::meta(
-            Kind::Internal,
-            &env.mail_from,
-            internal.clone(),
-            c.private_id.clone(),
-            None,
-            None,
-        );
+        let meta = App::meta(Kind::Internal, &env.mail_from, internal.clone(), c.private_id.clone(), None, None);
         let id = meta.id.clone();
         let app2 = app.clone();
         let rcpts = env.rcpt_to.clone();
@@ -405,18 +362,13 @@ impl Handler for Inbound {
                 Some((kid, key)) => {
                     let (sealed, removed) = crate::seal::reseal(&message, kid, key)?;
                     if removed > 0 {
-                        warn!(
-                            removed,
-                            "foreign gateway seal removed from an inbound message"
-                        );
+                        warn!(removed, "foreign gateway seal removed from an inbound message");
                     }
                     sealed
                 }
                 None => crate::seal::strip(message),
             };
-            app2.spool
-                .put(&meta, &message)
-                .map_err(|e| format!("spool: {e}"))?;
+            app2.spool.put(&meta, &message).map_err(|e| format!("spool: {e}"))?;
             Ok(e.link)
         })
         .await;
@@ -433,9 +385,7 @@ fn pending_rcpts(all: &[String], done: &[String]) -> Vec<String> {
 }
 
 fn backoff(cfg: &crate::config::Queue, attempts: u32) -> u64 {
-    let exp = cfg
-        .retry_initial_secs
-        .saturating_mul(1u64 << attempts.min(20).saturating_sub(1));
+    let exp = cfg.retry_initial_secs.saturating_mul(1u64 << attempts.min(20).saturating_sub(1));
     exp.min(cfg.retry_max_secs).max(1)
 }
 
@@ -443,9 +393,7 @@ impl App {
     /// Deliver due messages until the process ends.
     pub async fn run_queue(self: Arc<Self>) {
         let interval = Duration::from_millis(self.cfg.queue.scan_interval_ms.max(10));
-        let limit = Arc::new(tokio::sync::Semaphore::new(
-            self.cfg.queue.concurrency.max(1),
-        ));
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.queue.concurrency.max(1)));
         loop {
             let now = spool::now();
             let list = {
@@ -459,8 +407,7 @@ impl App {
                             continue;
                         }
                         {
-                            let mut inflight =
-                                self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
                             if !inflight.insert(meta.id.clone()) {
                                 continue;
                             }
@@ -472,10 +419,7 @@ impl App {
                         tokio::spawn(async move {
                             let id = meta.id.clone();
                             app.attempt(meta, st).await;
-                            app.inflight
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&id);
+                            app.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                             drop(permit);
                         });
                     }
@@ -502,13 +446,8 @@ impl App {
         };
         let helo = self.cfg.gateway.hostname.clone();
         if meta.kind == Kind::Provider {
-            let recorded = self.archive.is_recorded(&id).and_then(|r| {
-                if r {
-                    Ok(())
-                } else {
-                    self.record(&meta, &message)
-                }
-            });
+            let recorded =
+                self.archive.is_recorded(&id).and_then(|r| if r { Ok(()) } else { self.record(&meta, &message) });
             if let Err(e) = recorded {
                 // A De-Mail must not leave without its archive record: wait.
                 st.attempts += 1;
@@ -520,43 +459,33 @@ impl App {
             }
         }
         let result: Result<(), Failure> = match meta.kind {
-            Kind::Provider => match meta
-                .provider
-                .as_deref()
-                .and_then(|n| self.cfg.providers.iter().find(|p| p.name == n))
-            {
-                Some(p) => {
-                    let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
-                    if self.spool.was_sending(&id) {
-                        // The provider may hold it already; the Message-ID is unchanged, so a
-                        // provider that deduplicates (as the simulator does) stores it once.
-                        warn!(id = %id, "previous attempt interrupted during DATA (crash or lost answer); sending again with the same Message-ID");
+            Kind::Provider => {
+                match meta.provider.as_deref().and_then(|n| self.cfg.providers.iter().find(|p| p.name == n)) {
+                    Some(p) => {
+                        let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
+                        if self.spool.was_sending(&id) {
+                            // The provider may hold it already; the Message-ID is unchanged, so a
+                            // provider that deduplicates (as the simulator does) stores it once.
+                            warn!(id = %id, "previous attempt interrupted during DATA (crash or lost answer); sending again with the same Message-ID");
+                        }
+                        let spool = &self.spool;
+                        match relay::to_provider(p, &helo, &meta.mail_from, &todo, &message, || spool.mark_sending(&id))
+                            .await
+                        {
+                            Ok(d) => self.after_provider(&meta, &mut st, d, &message),
+                            Err(f) => Err(f),
+                        }
                     }
-                    let spool = &self.spool;
-                    match relay::to_provider(p, &helo, &meta.mail_from, &todo, &message, || {
-                        spool.mark_sending(&id)
-                    })
-                    .await
-                    {
-                        Ok(d) => self.after_provider(&meta, &mut st, d, &message),
-                        Err(f) => Err(f),
-                    }
+                    None => Err(Failure::Transient(format!(
+                        "provider {:?} not configured / Anbieter nicht konfiguriert",
+                        meta.provider
+                    ))),
                 }
-                None => Err(Failure::Transient(format!(
-                    "provider {:?} not configured / Anbieter nicht konfiguriert",
-                    meta.provider
-                ))),
-            },
+            }
             Kind::Internal => {
                 let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
-                let (done, fail) = relay::to_internal(
-                    &self.cfg.inbound.deliver,
-                    &helo,
-                    &meta.mail_from,
-                    &todo,
-                    &message,
-                )
-                .await;
+                let (done, fail) =
+                    relay::to_internal(&self.cfg.inbound.deliver, &helo, &meta.mail_from, &todo, &message).await;
                 st.done_rcpts.extend(done);
                 fail.map_or(Ok(()), Err)
             }
@@ -571,8 +500,7 @@ impl App {
             Err(f) => {
                 st.attempts += 1;
                 st.last_error = Some(f.text().chars().take(500).collect());
-                let expired =
-                    spool::now().saturating_sub(meta.created) > self.cfg.queue.give_up_after_secs;
+                let expired = spool::now().saturating_sub(meta.created) > self.cfg.queue.give_up_after_secs;
                 let permanent = matches!(f, Failure::Permanent(_));
                 match (&f, meta.kind) {
                     (_, Kind::Provider) if permanent || expired => {
@@ -599,22 +527,12 @@ impl App {
 
     /// The provider answered DATA: record who has it, report who was refused for good.
     /// `Ok` when every recipient is settled, else a transient failure (retry the rest).
-    fn after_provider(
-        &self,
-        meta: &Meta,
-        st: &mut State,
-        d: relay::Delivered,
-        message: &[u8],
-    ) -> Result<(), Failure> {
+    fn after_provider(&self, meta: &Meta, st: &mut State, d: relay::Delivered, message: &[u8]) -> Result<(), Failure> {
         st.done_rcpts.extend(d.accepted.iter().cloned());
         self.spool.clear_sending(&meta.id);
         if !d.refused.is_empty() {
-            let delivered: Vec<String> = st
-                .done_rcpts
-                .iter()
-                .filter(|r| !st.bounced_rcpts.contains(r))
-                .cloned()
-                .collect();
+            let delivered: Vec<String> =
+                st.done_rcpts.iter().filter(|r| !st.bounced_rcpts.contains(r)).cloned().collect();
             if self.queue_dsn(meta, &d.refused, &delivered, message) {
                 for (r, _) in &d.refused {
                     st.done_rcpts.push(r.clone());
@@ -629,39 +547,17 @@ impl App {
         if meta.rcpt_to.iter().all(|r| st.done_rcpts.contains(r)) {
             Ok(())
         } else {
-            Err(Failure::Transient(
-                "Unzustellbarkeitsbericht nicht eingereiht / DSN not queued".into(),
-            ))
+            Err(Failure::Transient("Unzustellbarkeitsbericht nicht eingereiht / DSN not queued".into()))
         }
     }
 
     /// Queue a DSN to the internal sender; false when it could not be spooled.
-    fn queue_dsn(
-        &self,
-        meta: &Meta,
-        failed: &[(String, String)],
-        delivered: &[String],
-        message: &[u8],
-    ) -> bool {
+    fn queue_dsn(&self, meta: &Meta, failed: &[(String, String)], delivered: &[String], message: &[u8]) -> bool {
         let Some(to) = meta.bounce_to.clone().filter(|s| !s.is_empty()) else {
             return false;
         };
-        let d = dsn::build(
-            &self.cfg.gateway.postmaster,
-            &self.cfg.gateway.hostname,
-            &to,
-            failed,
-            delivered,
-            message,
-        );
-        let m = App::meta(
-            Kind::Internal,
-            "",
-            vec![to],
-            meta.private_id.clone(),
-            None,
-            None,
-        );
+        let d = dsn::build(&self.cfg.gateway.postmaster, &self.cfg.gateway.hostname, &to, failed, delivered, message);
+        let m = App::meta(Kind::Internal, "", vec![to], meta.private_id.clone(), None, None);
         match self.spool.put(&m, &d) {
             Ok(()) => {
                 info!(id = %meta.id, dsn = %m.id, "bounce queued to sender");
@@ -678,27 +574,16 @@ impl App {
     /// Permanent failure or given up: bounce every recipient not yet settled.
     async fn bounce(self: &Arc<Self>, meta: &Meta, st: &State, reason: &str, message: &[u8]) {
         let id = &meta.id;
-        let failed: Vec<(String, String)> = pending_rcpts(&meta.rcpt_to, &st.done_rcpts)
-            .into_iter()
-            .map(|r| (r, reason.to_string()))
-            .collect();
-        let delivered: Vec<String> = st
-            .done_rcpts
-            .iter()
-            .filter(|r| !st.bounced_rcpts.contains(r))
-            .cloned()
-            .collect();
+        let failed: Vec<(String, String)> =
+            pending_rcpts(&meta.rcpt_to, &st.done_rcpts).into_iter().map(|r| (r, reason.to_string())).collect();
+        let delivered: Vec<String> = st.done_rcpts.iter().filter(|r| !st.bounced_rcpts.contains(r)).cloned().collect();
         if self.queue_dsn(meta, &failed, &delivered, message) {
             if let Err(e) = self.spool.remove(id) {
                 error!(id = %id, error = %e, "cannot remove bounced message");
             }
         } else {
             warn!(id = %id, "permanent failure and no DSN could be queued; message held");
-            let st = State {
-                held: true,
-                last_error: Some(reason.to_string()),
-                ..st.clone()
-            };
+            let st = State { held: true, last_error: Some(reason.to_string()), ..st.clone() };
             let _ = self.spool.set_state(id, &st);
         }
     }

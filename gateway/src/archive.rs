@@ -177,7 +177,8 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-const COLS: &str = "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash";
+const COLS: &str =
+    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash";
 
 impl SqliteArchive {
     pub fn open(path: &Path) -> Result<SqliteArchive, String> {
@@ -185,23 +186,15 @@ impl SqliteArchive {
             std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
         }
         let conn = Connection::open(path).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
         // FULL: a committed entry survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         let mut head = path.as_os_str().to_owned();
         head.push(".head");
         Ok(SqliteArchive {
-            conn: Mutex::new(Db {
-                c: conn,
-                open: None,
-                next_gen: 0,
-                last: None,
-            }),
+            conn: Mutex::new(Db { c: conn, open: None, next_gen: 0, last: None }),
             head: PathBuf::from(head),
             commit_gate: Mutex::new(()),
             finished: Mutex::new(Finished::default()),
@@ -288,10 +281,8 @@ impl SqliteArchive {
             // finding: it may have been deleted). Only here, in the gateway's start: the
             // CLI opens the same archive and must not write.
             let empty =
-                db.c.query_row("SELECT NOT EXISTS (SELECT 1 FROM entries)", [], |r| {
-                    r.get::<_, bool>(0)
-                })
-                .map_err(db_err)?;
+                db.c.query_row("SELECT NOT EXISTS (SELECT 1 FROM entries)", [], |r| r.get::<_, bool>(0))
+                    .map_err(db_err)?;
             if empty && !self.head.exists() {
                 self.write_head(0, GENESIS)?;
             }
@@ -300,11 +291,9 @@ impl SqliteArchive {
         let named = if hs == 0 {
             hh == GENESIS
         } else {
-            db.c.query_row("SELECT hash FROM entries WHERE seq = ?1", [hs], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()
-            .map_err(db_err)?
+            db.c.query_row("SELECT hash FROM entries WHERE seq = ?1", [hs], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(db_err)?
                 == Some(hh.clone())
         };
         if !named {
@@ -312,10 +301,7 @@ impl SqliteArchive {
         }
         let tail = {
             let mut st =
-                db.c.prepare(&format!(
-                    "SELECT {COLS} FROM entries WHERE seq > ?1 ORDER BY seq"
-                ))
-                .map_err(db_err)?;
+                db.c.prepare(&format!("SELECT {COLS} FROM entries WHERE seq > ?1 ORDER BY seq")).map_err(db_err)?;
             let rows = st.query_map([hs], row_entry).map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
         };
@@ -359,10 +345,11 @@ impl SqliteArchive {
     /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
     pub fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, String> {
         let db = self.lock();
-        let mut st = db.c.prepare("SELECT cost_unit, recipients, options FROM billing WHERE time >= ?1 AND time < ?2 ORDER BY id").map_err(db_err)?;
-        let rows = st
-            .query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        let mut st = db
+            .c
+            .prepare("SELECT cost_unit, recipients, options FROM billing WHERE time >= ?1 AND time < ?2 ORDER BY id")
             .map_err(db_err)?;
+        let rows = st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 }
@@ -401,11 +388,7 @@ impl SqliteArchive {
     pub fn is_recorded(&self, queue_id: &str) -> Result<bool, String> {
         self.lock()
             .c
-            .query_row(
-                "SELECT 1 FROM accepted WHERE queue_id = ?1",
-                [queue_id],
-                |_| Ok(()),
-            )
+            .query_row("SELECT 1 FROM accepted WHERE queue_id = ?1", [queue_id], |_| Ok(()))
             .optional()
             .map(|o| o.is_some())
             .map_err(db_err)
@@ -427,22 +410,22 @@ impl SqliteArchive {
 
 fn append_tx(tx: &Connection, e: &NewEntry<'_>) -> Result<Entry, String> {
     let last: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db_err)?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
     // Receipts and notifications point at the De-Mail they are about.
     let link: Option<i64> = match (e.direction, e.private_id) {
-            ("receipt" | "notification" | "malware", Some(pid)) => tx
-                .query_row("SELECT seq FROM entries WHERE direction = 'out' AND private_id = ?1 ORDER BY seq DESC LIMIT 1", [pid], |r| r.get(0))
-                .optional()
-                .map_err(db_err)?,
-            _ => None,
-        };
+        ("receipt" | "notification" | "malware", Some(pid)) => tx
+            .query_row(
+                "SELECT seq FROM entries WHERE direction = 'out' AND private_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [pid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?,
+        _ => None,
+    };
     let mut entry = Entry {
         seq: prev_seq + 1,
         time: crate::spool::now_millis() as i64,
@@ -481,12 +464,9 @@ fn append_tx(tx: &Connection, e: &NewEntry<'_>) -> Result<Entry, String> {
         .map_err(db_err)?;
     {
         use std::io::Write;
-        let mut blob = tx
-            .blob_open("main", "entries", "data", entry.seq, false)
-            .map_err(db_err)?;
+        let mut blob = tx.blob_open("main", "entries", "data", entry.seq, false).map_err(db_err)?;
         for chunk in e.data.chunks(1 << 20) {
-            blob.write_all(chunk)
-                .map_err(|er| format!("Archiv-Datenbank / archive database: {er}"))?;
+            blob.write_all(chunk).map_err(|er| format!("Archiv-Datenbank / archive database: {er}"))?;
         }
     }
     Ok(entry)
@@ -499,31 +479,19 @@ impl Archive for SqliteArchive {
 
     fn entries(&self) -> Result<Vec<Entry>, String> {
         let db = self.lock();
-        let mut st =
-            db.c.prepare(&format!("SELECT {COLS} FROM entries ORDER BY seq"))
-                .map_err(db_err)?;
+        let mut st = db.c.prepare(&format!("SELECT {COLS} FROM entries ORDER BY seq")).map_err(db_err)?;
         let rows = st.query_map([], row_entry).map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 
     fn data(&self, seq: i64) -> Result<Vec<u8>, String> {
-        self.lock()
-            .c
-            .query_row("SELECT data FROM entries WHERE seq = ?1", [seq], |r| {
-                r.get(0)
-            })
-            .map_err(db_err)
+        self.lock().c.query_row("SELECT data FROM entries WHERE seq = ?1", [seq], |r| r.get(0)).map_err(db_err)
     }
 
     fn verify(&self) -> Result<Vec<Problem>, String> {
         let mut problems = Vec::new();
         let mut p = |seq: Option<i64>, code: &'static str, de: String, en: String| {
-            problems.push(Problem {
-                seq,
-                code,
-                message: de,
-                message_en: en,
-            })
+            problems.push(Problem { seq, code, message: de, message_en: en })
         };
         // The head first: a writer commits before it writes the head, so the entries read
         // next reach at least as far. A head behind the newest entry is then a commit in
@@ -535,13 +503,9 @@ impl Archive for SqliteArchive {
             (None, false) => None,
         };
         // The genesis head of a new archive names no entry; behind that is every entry.
-        let mut head_entry_ok = head
-            .as_ref()
-            .is_some_and(|(hs, hh)| *hs == 0 && hh == GENESIS);
+        let mut head_entry_ok = head.as_ref().is_some_and(|(hs, hh)| *hs == 0 && hh == GENESIS);
         let db = self.lock();
-        let mut st =
-            db.c.prepare(&format!("SELECT {COLS}, data FROM entries ORDER BY seq"))
-                .map_err(db_err)?;
+        let mut st = db.c.prepare(&format!("SELECT {COLS}, data FROM entries ORDER BY seq")).map_err(db_err)?;
         let mut rows = st.query([]).map_err(db_err)?;
         let mut expect_seq = 1i64;
         let mut prev = GENESIS.to_string();
@@ -582,10 +546,7 @@ impl Archive for SqliteArchive {
                     format!("Entry {s}: metadata was altered."),
                 );
             }
-            if head
-                .as_ref()
-                .is_some_and(|(hs, hh)| *hs == s && *hh == e.hash)
-            {
+            if head.as_ref().is_some_and(|(hs, hh)| *hs == s && *hh == e.hash) {
                 head_entry_ok = true;
             }
             prev = e.hash.clone();
@@ -633,11 +594,8 @@ pub fn export(a: &dyn Archive, dir: &Path) -> Result<usize, String> {
         manifest.push(v);
     }
     let m = serde_json::json!({ "format": "demail-archive-export/1", "entries": manifest });
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("manifest.json: {e}"))?;
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("manifest.json: {e}"))?;
     Ok(entries.len())
 }
 
@@ -669,19 +627,10 @@ mod tests {
             recipients: &[],
             data: b"m",
         };
-        let b = Bill {
-            queue_id: "q1",
-            sender: "a@x.de",
-            cost_unit: "K",
-            recipients: 1,
-            options: "private",
-        };
+        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private" };
         a.record_outbound(&e, &b).unwrap();
         assert!(a.is_recorded("q1").unwrap());
-        assert_eq!(
-            a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(),
-            Some("q1")
-        );
+        assert_eq!(a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
         assert_eq!(a.accepted_as("<m@x>", "b@x.de").unwrap(), None);
         assert_eq!(a.billing_rows(0, i64::MAX).unwrap().len(), 1);
         // The same queue id twice is refused as a whole: no half records.
@@ -704,11 +653,7 @@ mod tests {
                     let mut seqs = Vec::new();
                     for i in 0..25 {
                         // Every thread also retries queue id "dup" once: only the first wins.
-                        let q = if i == 7 {
-                            "dup".to_string()
-                        } else {
-                            format!("q{t}-{i}")
-                        };
+                        let q = if i == 7 { "dup".to_string() } else { format!("q{t}-{i}") };
                         let e = NewEntry {
                             direction: "out",
                             private_id: Some("P"),
@@ -717,13 +662,7 @@ mod tests {
                             recipients: &[],
                             data: q.as_bytes(),
                         };
-                        let b = Bill {
-                            queue_id: &q,
-                            sender: "a@x.de",
-                            cost_unit: "K",
-                            recipients: 1,
-                            options: "",
-                        };
+                        let b = Bill { queue_id: &q, sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
                         if let Ok(entry) = a.record_outbound(&e, &b) {
                             seqs.push((q, entry.seq));
                         }
@@ -732,21 +671,14 @@ mod tests {
                 })
             })
             .collect();
-        let ok: Vec<(String, i64)> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
+        let ok: Vec<(String, i64)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         assert_eq!(ok.len(), 8 * 24 + 1, "all but the seven duplicate tries");
         assert_eq!(ok.iter().filter(|(q, _)| q == "dup").count(), 1);
         let entries = a.entries().unwrap();
         assert_eq!(entries.len(), ok.len());
         for (q, seq) in &ok {
             assert!(a.is_recorded(q).unwrap());
-            assert_eq!(
-                a.data(*seq).unwrap(),
-                q.as_bytes(),
-                "the seq returned is the caller's own entry"
-            );
+            assert_eq!(a.data(*seq).unwrap(), q.as_bytes(), "the seq returned is the caller's own entry");
         }
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
         // What the callers were told is on disk: a second connection sees all of it.
@@ -765,17 +697,11 @@ mod tests {
         assert_eq!(r.link, Some(out.seq));
         assert!(a.verify().unwrap().is_empty());
         // The triggers refuse changes.
-        assert!(a
-            .lock()
-            .c
-            .execute("UPDATE entries SET data = x'00' WHERE seq = 1", [])
-            .is_err());
+        assert!(a.lock().c.execute("UPDATE entries SET data = x'00' WHERE seq = 1", []).is_err());
         // Around the triggers: alter data of entry 2.
         a.lock()
             .c
-            .execute_batch(
-                "DROP TRIGGER entries_no_update; UPDATE entries SET data = x'00' WHERE seq = 2;",
-            )
+            .execute_batch("DROP TRIGGER entries_no_update; UPDATE entries SET data = x'00' WHERE seq = 2;")
             .unwrap();
         let p = a.verify().unwrap();
         assert_eq!(p[0].code, "archive.data_altered");
@@ -783,10 +709,7 @@ mod tests {
         let (_d2, _, a2) = fresh();
         add(&a2, "out", "1", b"x");
         add(&a2, "out", "2", b"y");
-        a2.lock()
-            .c
-            .execute_batch("DROP TRIGGER entries_no_delete; DELETE FROM entries WHERE seq = 2;")
-            .unwrap();
+        a2.lock().c.execute_batch("DROP TRIGGER entries_no_delete; DELETE FROM entries WHERE seq = 2;").unwrap();
         assert_eq!(a2.verify().unwrap()[0].code, "archive.truncated");
     }
 
@@ -819,10 +742,7 @@ mod tests {
         let a = SqliteArchive::open(&path).unwrap();
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
         assert_eq!(a.heal_head().unwrap(), Some((first.seq, third.seq)));
-        assert_eq!(
-            head_of(&path).trim(),
-            format!("{} {}", third.seq, third.hash)
-        );
+        assert_eq!(head_of(&path).trim(), format!("{} {}", third.seq, third.hash));
         assert_eq!(a.heal_head().unwrap(), None, "nothing left to move");
         assert!(a.verify().unwrap().is_empty());
     }
@@ -881,9 +801,7 @@ mod tests {
         std::fs::write(head_path(&path), &after_first).unwrap();
         a.lock()
             .c
-            .execute_batch(
-                "DROP TRIGGER entries_no_update; UPDATE entries SET sender = 'x@evil.de' WHERE seq = 3;",
-            )
+            .execute_batch("DROP TRIGGER entries_no_update; UPDATE entries SET sender = 'x@evil.de' WHERE seq = 3;")
             .unwrap();
         assert_eq!(a.heal_head().unwrap(), None);
         assert_eq!(head_of(&path), after_first);

@@ -24,10 +24,7 @@ pub const UNASSIGNED: &str = "(ohne Kostenstelle / unassigned)";
 pub fn report(rows: &[(String, i64, String)]) -> Vec<Line> {
     let mut m: BTreeMap<String, Line> = BTreeMap::new();
     for (unit, rcpts, opts) in rows {
-        let l = m.entry(unit.clone()).or_insert_with(|| Line {
-            cost_unit: unit.clone(),
-            ..Line::default()
-        });
+        let l = m.entry(unit.clone()).or_insert_with(|| Line { cost_unit: unit.clone(), ..Line::default() });
         l.messages += 1;
         l.recipients += (*rcpts).max(0) as u64;
         let ids: Vec<&str> = opts.split(',').filter(|s| !s.is_empty()).collect();
@@ -50,11 +47,7 @@ pub fn report(rows: &[(String, i64, String)]) -> Vec<Line> {
 
 fn csv_field(s: &str) -> String {
     // Quote always; double inner quotes; a leading formula character is defused for spreadsheets.
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -109,26 +102,13 @@ mod tests {
     #[test]
     fn counts_and_csv() {
         let rows = vec![
-            (
-                "KST-1".to_string(),
-                2,
-                "private,confirmation-of-dispatch".to_string(),
-            ),
+            ("KST-1".to_string(), 2, "private,confirmation-of-dispatch".to_string()),
             ("KST-1".to_string(), 1, String::new()),
             ("=cmd".to_string(), 1, "authoritative".to_string()),
         ];
         let r = report(&rows);
         let k = r.iter().find(|l| l.cost_unit == "KST-1").unwrap();
-        assert_eq!(
-            (
-                k.messages,
-                k.recipients,
-                k.plain,
-                k.private,
-                k.confirmation_of_dispatch
-            ),
-            (2, 3, 1, 1, 1)
-        );
+        assert_eq!((k.messages, k.recipients, k.plain, k.private, k.confirmation_of_dispatch), (2, 3, 1, 1, 1));
         let csv = to_csv(&r);
         assert!(csv.contains("\"'=cmd\""));
         assert_eq!(parse_date("1970-01-02"), Some(86_400));

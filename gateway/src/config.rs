@@ -61,31 +61,19 @@ impl SealCfg {
     fn decode_key(&self, read: Result<String, String>) -> Result<[u8; 32], String> {
         use base64::Engine;
         let place = self.key().place();
-        let b64 = read
-            .map_err(|e| format!("Siegel-Schlüssel nicht lesbar / seal key not readable: {e}"))?;
+        let b64 = read.map_err(|e| format!("Siegel-Schlüssel nicht lesbar / seal key not readable: {e}"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|_| {
-                format!("Siegel-Schlüssel {place}: kein Base64 / seal key {place}: not base64")
-            })?;
-        bytes.try_into().map_err(|_| {
-            format!(
-                "Siegel-Schlüssel {place}: 32 Byte erwartet / seal key {place}: 32 bytes expected"
-            )
-        })
+            .map_err(|_| format!("Siegel-Schlüssel {place}: kein Base64 / seal key {place}: not base64"))?;
+        bytes
+            .try_into()
+            .map_err(|_| format!("Siegel-Schlüssel {place}: 32 Byte erwartet / seal key {place}: 32 bytes expected"))
     }
 
     /// Store a private key where the configuration says.
-    pub fn write_key(
-        &self,
-        key: &[u8; 32],
-        store: &crate::secret::CredStore,
-    ) -> Result<String, String> {
+    pub fn write_key(&self, key: &[u8; 32], store: &crate::secret::CredStore) -> Result<String, String> {
         use base64::Engine;
-        self.key().store(
-            &base64::engine::general_purpose::STANDARD.encode(key),
-            store,
-        )
+        self.key().store(&base64::engine::general_purpose::STANDARD.encode(key), store)
     }
 }
 
@@ -327,28 +315,18 @@ impl std::fmt::Display for ConfigError {
             (None, Some(k)) => format!(" (field \"{k}\")"),
             _ => String::new(),
         };
-        write!(
-            f,
-            "{}: {}{loc_de}\n{}: {}{loc_en}",
-            self.file, self.de, self.file, self.en
-        )
+        write!(f, "{}: {}{loc_de}\n{}: {}{loc_en}", self.file, self.de, self.file, self.en)
     }
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes()[..offset.min(src.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    src.as_bytes()[..offset.min(src.len())].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// The first line that mentions `key` (for semantic errors found after parsing).
 fn line_of_key(src: &str, key: &str) -> Option<usize> {
     let last = key.rsplit('.').next().unwrap_or(key);
-    src.lines()
-        .position(|l| l.trim_start().starts_with(last))
-        .map(|i| i + 1)
+    src.lines().position(|l| l.trim_start().starts_with(last)).map(|i| i + 1)
 }
 
 impl Config {
@@ -390,12 +368,7 @@ impl Config {
             .allowed_clients
             .iter()
             .map(|n| ("outbound.allowed_clients", n))
-            .chain(
-                cfg.inbound
-                    .allowed_clients
-                    .iter()
-                    .map(|n| ("inbound.allowed_clients", n)),
-            )
+            .chain(cfg.inbound.allowed_clients.iter().map(|n| ("inbound.allowed_clients", n)))
         {
             if parse_net(net).is_none() {
                 return Err(err(
@@ -429,13 +402,8 @@ impl Config {
             }
         }
         for u in &cfg.outbound.users {
-            check_place(
-                &u.password(),
-                "password",
-                &format!("Benutzer {}", u.name),
-                &format!("user {}", u.name),
-            )
-            .map_err(|(f, de, en)| err(&f, de, en))?;
+            check_place(&u.password(), "password", &format!("Benutzer {}", u.name), &format!("user {}", u.name))
+                .map_err(|(f, de, en)| err(&f, de, en))?;
         }
         if cfg.outbound.require_auth && cfg.outbound.users.is_empty() {
             return Err(err(
@@ -455,31 +423,17 @@ impl Config {
             if p.client_cert.is_some() != p.client_key.is_some() {
                 return Err(err(
                     "client_cert",
-                    format!(
-                        "Anbieter {}: client_cert und client_key nur zusammen",
-                        p.name
-                    ),
-                    format!(
-                        "provider {}: client_cert and client_key go together",
-                        p.name
-                    ),
+                    format!("Anbieter {}: client_cert und client_key nur zusammen", p.name),
+                    format!("provider {}: client_cert and client_key go together", p.name),
                 ));
             }
-            check_place(
-                &p.secret(),
-                "secret",
-                &format!("Anbieter {}", p.name),
-                &format!("provider {}", p.name),
-            )
-            .map_err(|(f, de, en)| err(&f, de, en))?;
+            check_place(&p.secret(), "secret", &format!("Anbieter {}", p.name), &format!("provider {}", p.name))
+                .map_err(|(f, de, en)| err(&f, de, en))?;
         }
         let policy_src = std::fs::read_to_string(&cfg.gateway.policy).map_err(|e| {
             err(
                 "policy",
-                format!(
-                    "Richtlinie {} nicht lesbar: {e}",
-                    cfg.gateway.policy.display()
-                ),
+                format!("Richtlinie {} nicht lesbar: {e}", cfg.gateway.policy.display()),
                 format!("cannot read policy {}: {e}", cfg.gateway.policy.display()),
             )
         })?;
@@ -496,10 +450,7 @@ impl Config {
         if let Some(sc) = &cfg.seal {
             let ok = !sc.kid.is_empty()
                 && sc.kid.len() <= 64
-                && sc
-                    .kid
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                && sc.kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
             if !ok {
                 return Err(err(
                     "kid",
@@ -514,10 +465,7 @@ impl Config {
                 if !policy.authorization.groups.iter().any(|pg| pg.name == *g) {
                     return Err(err(
                         "groups",
-                        format!(
-                            "Benutzer {}: Gruppe „{g}“ steht nicht in der Richtlinie",
-                            u.name
-                        ),
+                        format!("Benutzer {}: Gruppe „{g}“ steht nicht in der Richtlinie", u.name),
                         format!("user {}: group \"{g}\" is not in the policy", u.name),
                     ));
                 }
@@ -530,14 +478,8 @@ impl Config {
                 if !ok {
                     return Err(err(
                         "senders",
-                        format!(
-                            "Benutzer {}: „{p}“ ist weder eine Adresse noch „*@domain“",
-                            u.name
-                        ),
-                        format!(
-                            "user {}: \"{p}\" is neither an address nor \"*@domain\"",
-                            u.name
-                        ),
+                        format!("Benutzer {}: „{p}“ ist weder eine Adresse noch „*@domain“", u.name),
+                        format!("user {}: \"{p}\" is neither an address nor \"*@domain\"", u.name),
                     ));
                 }
             }
@@ -578,22 +520,13 @@ impl Config {
 
     /// The provider serving a sender De-Mail domain.
     pub fn provider_for(&self, demail_domain: &str) -> Option<&Provider> {
-        self.providers.iter().find(|p| {
-            p.domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(demail_domain))
-        })
+        self.providers.iter().find(|p| p.domains.iter().any(|d| d.eq_ignore_ascii_case(demail_domain)))
     }
 }
 
 /// Exactly one place for a secret, and a well-formed one. `prefix` is the field stem
 /// (`password`, `secret`, `key`); errors name the field.
-fn check_place(
-    s: &Secret,
-    prefix: &str,
-    who_de: &str,
-    who_en: &str,
-) -> Result<(), (String, String, String)> {
+fn check_place(s: &Secret, prefix: &str, who_de: &str, who_en: &str) -> Result<(), (String, String, String)> {
     let fields = format!("{prefix}_credential / {prefix}_keyring / {prefix}_env");
     if s.sources() != 1 {
         return Err((
@@ -625,9 +558,7 @@ fn check_place(
 
 /// `10.0.0.0/8` or a single address.
 pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
-    s.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 #[cfg(test)]
@@ -637,16 +568,10 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let c: Config = toml::from_str(include_str!("../../examples/gateway.toml")).unwrap();
-        assert_eq!(
-            c.providers[0].secret().credential.as_deref(),
-            Some("demail-gateway.provider-dmda")
-        );
+        assert_eq!(c.providers[0].secret().credential.as_deref(), Some("demail-gateway.provider-dmda"));
         assert_eq!(c.outbound.users.len(), 2);
         assert!(!c.outbound.users[0].unbound() && c.outbound.users[1].unbound());
-        assert_eq!(
-            c.seal.as_ref().map(|s| s.kid.as_str()),
-            Some("musterstadt-2026")
-        );
+        assert_eq!(c.seal.as_ref().map(|s| s.kid.as_str()), Some("musterstadt-2026"));
         assert!(c.provider_for("MusterStadt.de-mail.de").is_some());
     }
 }

@@ -16,25 +16,16 @@ pub fn build(
     original: &[u8],
 ) -> Vec<u8> {
     // Only the original's header block goes back (RFC 3462 text/rfc822-headers).
-    let headers_end = original
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 2)
-        .unwrap_or(original.len().min(64 * 1024));
+    let headers_end =
+        original.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(original.len().min(64 * 1024));
     let orig_headers = String::from_utf8_lossy(&original[..headers_end]).to_string();
     let subject = mail_parser::MessageParser::default()
         .parse(original)
         .and_then(|m| m.subject().map(str::to_string))
         .unwrap_or_default();
-    let list: String = failed
-        .iter()
-        .map(|(r, why)| format!("  {r}: {}\r\n", why.replace(['\r', '\n'], " ")))
-        .collect();
+    let list: String = failed.iter().map(|(r, why)| format!("  {r}: {}\r\n", why.replace(['\r', '\n'], " "))).collect();
     let (rest_de, rest_en) = if delivered.is_empty() {
-        (
-            "Die Nachricht wurde nicht versandt.".to_string(),
-            "The message was not sent.".to_string(),
-        )
+        ("Die Nachricht wurde nicht versandt.".to_string(), "The message was not sent.".to_string())
     } else {
         let d = delivered.join(", ");
         (
@@ -55,7 +46,10 @@ pub fn build(
     );
     let mut status = format!("Reporting-MTA: dns; {reporting_host}\r\n\r\n");
     for (r, why) in failed {
-        status.push_str(&format!("Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {}\r\n\r\n", why.replace(['\r', '\n'], " ")));
+        status.push_str(&format!(
+            "Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {}\r\n\r\n",
+            why.replace(['\r', '\n'], " ")
+        ));
     }
     let body = MimePart::new(
         ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
@@ -69,10 +63,7 @@ pub fn build(
         .from(("De-Mail-Gateway", postmaster))
         .to(to)
         .subject(format!("Unzustellbar / Undeliverable: {subject}"))
-        .header(
-            "Auto-Submitted",
-            mail_builder::headers::raw::Raw::new("auto-replied"),
-        )
+        .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-replied"))
         .body(body)
         .write_to_vec()
         .unwrap_or_default()

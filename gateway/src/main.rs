@@ -8,11 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(
-    name = "demail-gateway",
-    version,
-    about = "De-Mail-Gateway / De-Mail gateway"
-)]
+#[command(name = "demail-gateway", version, about = "De-Mail-Gateway / De-Mail gateway")]
 struct Cli {
     /// Configuration file; else $DEMAIL_GATEWAY_CONFIG, else /etc/demail/gateway.toml.
     #[arg(long, global = true)]
@@ -53,11 +49,7 @@ enum Cmd {
         #[arg(long, global = true, default_value = "/etc/credstore.encrypted")]
         credstore: PathBuf,
         /// Where `set` puts the unit drop-ins that load them.
-        #[arg(
-            long,
-            global = true,
-            default_value = "/etc/systemd/system/demail-gateway.service.d"
-        )]
+        #[arg(long, global = true, default_value = "/etc/systemd/system/demail-gateway.service.d")]
         unit_dropins: PathBuf,
     },
 }
@@ -162,25 +154,14 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Config {
-            cmd: ConfigCmd::Check,
-        } => {
+        Cmd::Config { cmd: ConfigCmd::Check } => {
             println!("{}: in Ordnung / OK", path.display());
             ExitCode::SUCCESS
         }
         Cmd::Serve => serve(cfg, policy),
-        Cmd::Secret {
-            cmd,
-            credstore,
-            unit_dropins,
-        } => secret(
-            &cfg,
-            cmd,
-            &demail_gateway::secret::CredStore {
-                dir: credstore,
-                dropin_dir: unit_dropins,
-            },
-        ),
+        Cmd::Secret { cmd, credstore, unit_dropins } => {
+            secret(&cfg, cmd, &demail_gateway::secret::CredStore { dir: credstore, dropin_dir: unit_dropins })
+        }
         Cmd::Queue { cmd } => queue(&cfg, cmd),
         Cmd::Archive { cmd } => {
             let a = match archive::SqliteArchive::open(&cfg.gateway.archive_db) {
@@ -191,10 +172,7 @@ fn main() -> ExitCode {
                 ArchiveCmd::Verify => match a.verify() {
                     Ok(p) if p.is_empty() => {
                         let n = a.entries().map(|e| e.len()).unwrap_or(0);
-                        println!(
-                            "{}",
-                            serde_json::json!({ "valid": true, "entries": n, "problems": [] })
-                        );
+                        println!("{}", serde_json::json!({ "valid": true, "entries": n, "problems": [] }));
                         ExitCode::SUCCESS
                     }
                     Ok(p) => {
@@ -212,14 +190,9 @@ fn main() -> ExitCode {
                 },
             }
         }
-        Cmd::Billing {
-            cmd: BillingCmd::Report { from, to, format },
-        } => {
+        Cmd::Billing { cmd: BillingCmd::Report { from, to, format } } => {
             let (Some(f), Some(t)) = (billing::parse_date(&from), billing::parse_date(&to)) else {
-                return fail(
-                    "Datum im Format JJJJ-MM-TT erwartet.",
-                    "Expected dates as YYYY-MM-DD.",
-                );
+                return fail("Datum im Format JJJJ-MM-TT erwartet.", "Expected dates as YYYY-MM-DD.");
             };
             let a = match archive::SqliteArchive::open(&cfg.gateway.archive_db) {
                 Ok(a) => a,
@@ -229,10 +202,7 @@ fn main() -> ExitCode {
                 Ok(rows) => {
                     let r = billing::report(&rows);
                     if format == "json" {
-                        println!(
-                            "{}",
-                            serde_json::json!({ "from": from, "to": to, "cost_units": r })
-                        );
+                        println!("{}", serde_json::json!({ "from": from, "to": to, "cost_units": r }));
                     } else {
                         print!("{}", billing::to_csv(&r));
                     }
@@ -262,24 +232,14 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
         QueueCmd::Retry { id, all } => {
             let ids: Vec<String> = match (id, all) {
                 (Some(id), false) => vec![id],
-                (None, true) => s
-                    .list()
-                    .map(|l| l.into_iter().map(|(m, _)| m.id).collect())
-                    .unwrap_or_default(),
+                (None, true) => s.list().map(|l| l.into_iter().map(|(m, _)| m.id).collect()).unwrap_or_default(),
                 _ => return fail("Eine Kennung oder --all angeben.", "Give one id or --all."),
             };
             for id in &ids {
                 if !s.exists(id) {
-                    return fail(
-                        &format!("{id} ist nicht in der Warteschlange."),
-                        &format!("{id} is not queued."),
-                    );
+                    return fail(&format!("{id} ist nicht in der Warteschlange."), &format!("{id} is not queued."));
                 }
-                let st = spool::State {
-                    held: false,
-                    next_try: 0,
-                    ..s.state(id)
-                };
+                let st = spool::State { held: false, next_try: 0, ..s.state(id) };
                 if let Err(e) = s.set_state(id, &st) {
                     return fail(&e.to_string(), &e.to_string());
                 }
@@ -289,10 +249,7 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
         }
         QueueCmd::Drop { id } => {
             if !s.exists(&id) {
-                return fail(
-                    &format!("{id} ist nicht in der Warteschlange."),
-                    &format!("{id} is not queued."),
-                );
+                return fail(&format!("{id} ist nicht in der Warteschlange."), &format!("{id} is not queued."));
             }
             match s.remove(&id) {
                 Ok(()) => {
@@ -309,12 +266,7 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
 /// One secret line from a terminal (no echo, asked twice) or from stdin.
 fn read_secret(what: &str) -> Result<String, ExitCode> {
     use std::io::IsTerminal;
-    let read_err = |e: std::io::Error| {
-        fail(
-            &format!("Eingabe nicht lesbar: {e}"),
-            &format!("cannot read input: {e}"),
-        )
-    };
+    let read_err = |e: std::io::Error| fail(&format!("Eingabe nicht lesbar: {e}"), &format!("cannot read input: {e}"));
     let value = if std::io::stdin().is_terminal() {
         let a = rpassword::prompt_password(format!("{what}: ")).map_err(read_err)?;
         let b = rpassword::prompt_password("Wiederholen / repeat: ").map_err(read_err)?;
@@ -339,11 +291,7 @@ fn read_secret(what: &str) -> Result<String, ExitCode> {
     Ok(value)
 }
 
-fn secret(
-    cfg: &config::Config,
-    cmd: SecretCmd,
-    store: &demail_gateway::secret::CredStore,
-) -> ExitCode {
+fn secret(cfg: &config::Config, cmd: SecretCmd, store: &demail_gateway::secret::CredStore) -> ExitCode {
     match cmd {
         SecretCmd::List => secret_list(cfg, store),
         SecretCmd::Set { kind, name } if kind != "seal-key" => secret_set(cfg, &kind, name, store),
@@ -374,10 +322,7 @@ fn secret_list(cfg: &config::Config, store: &demail_gateway::secret::CredStore) 
     for (what, s) in all {
         let present = s.present(store);
         missing += usize::from(!present);
-        println!(
-            "{}",
-            serde_json::json!({"secret": what, "place": s.place(), "stored": present})
-        );
+        println!("{}", serde_json::json!({"secret": what, "place": s.place(), "stored": present}));
     }
     if missing > 0 {
         return fail(
@@ -401,16 +346,9 @@ fn secret_set(
         );
     };
     let target = if kind == "provider" {
-        cfg.providers
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.secret())
+        cfg.providers.iter().find(|p| p.name == name).map(|p| p.secret())
     } else {
-        cfg.outbound
-            .users
-            .iter()
-            .find(|u| u.name == name)
-            .map(|u| u.password())
+        cfg.outbound.users.iter().find(|u| u.name == name).map(|u| u.password())
     };
     let Some(target) = target else {
         return fail(
@@ -418,9 +356,7 @@ fn secret_set(
             &format!("no {kind} \"{name}\" in the configuration."),
         );
     };
-    let value = match read_secret(&format!(
-        "Geheimnis für {kind} {name} / secret for {kind} {name}"
-    )) {
+    let value = match read_secret(&format!("Geheimnis für {kind} {name} / secret for {kind} {name}")) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -434,11 +370,7 @@ fn secret_set(
     }
 }
 
-fn seal_key(
-    cfg: &config::Config,
-    op: SealOp,
-    store: &demail_gateway::secret::CredStore,
-) -> ExitCode {
+fn seal_key(cfg: &config::Config, op: SealOp, store: &demail_gateway::secret::CredStore) -> ExitCode {
     use base64::Engine;
     let Some(sc) = &cfg.seal else {
         return fail(
@@ -488,10 +420,7 @@ fn seal_key(
 }
 
 fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), &e.to_string()),
     };

@@ -4,9 +4,7 @@
 
 use demail_core::check::{check, CheckInput, Verdict};
 use demail_core::message::Severity;
-use demail_core::options::{
-    self, generate_private_id, option_headers, options_from_headers, DeMailOption,
-};
+use demail_core::options::{self, generate_private_id, option_headers, options_from_headers, DeMailOption};
 use demail_core::{subject, OptionSet, Policy, Reason};
 use demail_smtp::Reject;
 use mail_builder::headers::address::Address as MbAddress;
@@ -32,12 +30,7 @@ pub struct Prepared {
 
 fn reject(code: u16, esc: &str, r: &Reason) -> Reject {
     // The stable code leads, so programs can match it; the text follows.
-    Reject::new(
-        code,
-        esc,
-        format!("[{}] {}", r.code, r.message),
-        format!("[{}] {}", r.code, r.message_en),
-    )
+    Reject::new(code, esc, format!("[{}] {}", r.code, r.message), format!("[{}] {}", r.code, r.message_en))
 }
 
 fn reason(code: &str, de: &str, en: &str) -> Reason {
@@ -55,9 +48,7 @@ fn replaced(name: &str, rewrite_subject: bool) -> bool {
         || n.eq_ignore_ascii_case("bcc")
         || (rewrite_subject && n.eq_ignore_ascii_case("subject"))
         || n.eq_ignore_ascii_case(options::PRIVATE_ID)
-        || DeMailOption::ALL
-            .iter()
-            .any(|o| o.header().eq_ignore_ascii_case(n))
+        || DeMailOption::ALL.iter().any(|o| o.header().eq_ignore_ascii_case(n))
 }
 
 fn header_line(name: &str, value: impl Header) -> Vec<u8> {
@@ -81,9 +72,8 @@ pub fn prepare(
 ) -> Result<Prepared, Reject> {
     let raw: &[u8] = &message;
     // RFC 5322 field names are printable ASCII without ':'; binary junk parses as one long "name".
-    let valid_name = |n: &str| {
-        !n.is_empty() && n.len() <= 998 && n.bytes().all(|b| (33..=126).contains(&b) && b != b':')
-    };
+    let valid_name =
+        |n: &str| !n.is_empty() && n.len() <= 998 && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
     let msg = MessageParser::default()
         .parse_headers(raw)
         .filter(|m| m.headers().iter().any(|h| valid_name(h.name.as_str())))
@@ -104,28 +94,19 @@ pub fn prepare(
         .headers()
         .iter()
         .map(|h| {
-            let v = raw
-                .get(h.offset_start as usize..h.offset_end as usize)
-                .unwrap_or(b"");
-            let v = String::from_utf8_lossy(v)
-                .replace("\r\n", "")
-                .replace('\n', "");
+            let v = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or(b"");
+            let v = String::from_utf8_lossy(v).replace("\r\n", "").replace('\n', "");
             (h.name.as_str().to_string(), v.trim().to_string())
         })
         .collect();
 
     let (from_name, from_addr) = match msg.from() {
-        Some(Address::List(l)) if l.len() == 1 => (
-            l[0].name.as_deref().map(str::to_string),
-            l[0].address.as_deref().unwrap_or("").to_string(),
-        ),
+        Some(Address::List(l)) if l.len() == 1 => {
+            (l[0].name.as_deref().map(str::to_string), l[0].address.as_deref().unwrap_or("").to_string())
+        }
         _ => (None, String::new()),
     };
-    let from_addr = if from_addr.is_empty() {
-        envelope_from.to_string()
-    } else {
-        from_addr
-    };
+    let from_addr = if from_addr.is_empty() { envelope_from.to_string() } else { from_addr };
 
     // Subject tags (the fallback for clients without the add-in).
     let subj = msg.subject().unwrap_or("").to_string();
@@ -137,20 +118,12 @@ pub fn prepare(
 
     // Options from headers (the add-in and helper path).
     let ho = options_from_headers(raw_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    if let Some(e) = ho
-        .problems
-        .iter()
-        .find(|e| e.code == "header.invalid_value")
-    {
+    if let Some(e) = ho.problems.iter().find(|e| e.code == "header.invalid_value") {
         return Err(reject(550, "5.6.0", e));
     }
-    let private_id = raw_headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID))
-        .map(|(_, v)| v.clone());
-    let has_demail_header = raw_headers
-        .iter()
-        .any(|(n, _)| options::is_demail_header(n));
+    let private_id =
+        raw_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID)).map(|(_, v)| v.clone());
+    let has_demail_header = raw_headers.iter().any(|(n, _)| options::is_demail_header(n));
 
     let input = CheckInput {
         from: from_addr.clone(),
@@ -165,7 +138,8 @@ pub fn prepare(
     match result.verdict {
         Verdict::Blocked => {
             let blocks: Vec<&Reason> = result.reasons.iter().filter(|r| r.severity == Some(Severity::Block)).collect();
-            let (code, esc) = if blocks.iter().any(|r| r.code == "size.exceeded") { (552, "5.3.4") } else { (550, "5.7.1") };
+            let (code, esc) =
+                if blocks.iter().any(|r| r.code == "size.exceeded") { (552, "5.3.4") } else { (550, "5.7.1") };
             let de = blocks.iter().map(|r| format!("[{}] {}", r.code, r.message)).collect::<Vec<_>>().join(" ");
             let en = blocks.iter().map(|r| format!("[{}] {}", r.code, r.message_en)).collect::<Vec<_>>().join(" ");
             return Err(Reject::new(code, esc, de, en));
@@ -224,10 +198,7 @@ pub fn prepare(
     let message_id = match message_id {
         Some(m) => Some(m),
         None => {
-            let dom = sender_demail
-                .rsplit_once('@')
-                .map(|(_, d)| d)
-                .unwrap_or("localhost");
+            let dom = sender_demail.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
             let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
             let m = format!("{now_ms:x}.{hex}@{dom}");
             out.extend(format!("Message-ID: <{m}>\r\n").as_bytes());
@@ -245,13 +216,7 @@ pub fn prepare(
     }
     // The blank line and body stay byte for byte; only the header block is replaced.
     let body_start = (root.offset_body as usize).min(raw.len());
-    let header_end = msg
-        .headers()
-        .iter()
-        .map(|h| h.offset_end as usize)
-        .max()
-        .unwrap_or(0)
-        .min(body_start);
+    let header_end = msg.headers().iter().map(|h| h.offset_end as usize).max().unwrap_or(0).min(body_start);
     drop(msg);
     message.splice(..header_end, out);
 
@@ -307,10 +272,7 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         )
         .unwrap();
         let s = String::from_utf8(p.message.clone()).unwrap();
-        assert!(
-            s.starts_with("From: \"Peter Meier\" <peter@stadt.de-mail.de>\r\nSubject: Antrag\r\n"),
-            "{s}"
-        );
+        assert!(s.starts_with("From: \"Peter Meier\" <peter@stadt.de-mail.de>\r\nSubject: Antrag\r\n"), "{s}");
         assert!(s.contains("X-de-mail-private: yes\r\n"));
         assert!(s.contains("X-de-mail-confirmation-of-dispatch: yes\r\n"));
         assert!(s.contains("X-de-mail-private-id: DM-20261127-103212-0102030405060708\r\n"));
@@ -320,10 +282,7 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         assert!(s.ends_with("\r\n\r\nText\r\n"));
         assert_eq!(p.cost_unit.as_deref(), Some("KST-1"));
         // No Message-ID from the client: one is generated (the idempotency key).
-        assert_eq!(
-            p.message_id.as_deref(),
-            Some("1a21c900be0.0102030405060708@stadt.de-mail.de")
-        );
+        assert_eq!(p.message_id.as_deref(), Some("1a21c900be0.0102030405060708@stadt.de-mail.de"));
         assert!(s.contains("Message-ID: <1a21c900be0.0102030405060708@stadt.de-mail.de>\r\n"));
     }
 
@@ -337,12 +296,7 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
                 550,
                 "[mixed.rejected]",
             ),
-            (
-                b"From: eve@stadt.de\r\nSubject: x\r\n\r\nT\r\n",
-                &["a@b.de-mail.de"],
-                550,
-                "[sender.not_authorized]",
-            ),
+            (b"From: eve@stadt.de\r\nSubject: x\r\n\r\nT\r\n", &["a@b.de-mail.de"], 550, "[sender.not_authorized]"),
             (
                 b"From: peter@stadt.de\r\nSubject: [P, XY] x\r\n\r\nT\r\n",
                 &["a@b.de-mail.de"],
@@ -355,12 +309,7 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
                 550,
                 "[sender.option_not_authorized]",
             ),
-            (
-                b"\x00\x01garbage",
-                &["a@b.de-mail.de"],
-                554,
-                "[mime.unparseable]",
-            ),
+            (b"\x00\x01garbage", &["a@b.de-mail.de"], 554, "[mime.unparseable]"),
         ];
         for (raw, rcpts, code, reason) in cases {
             let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
@@ -372,15 +321,7 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
 
     /// `prepare` for one De-Mail recipient, which must succeed.
     fn prepare_one(raw: &[u8]) -> Prepared {
-        prepare(
-            &policy(),
-            "",
-            &["a@b.de-mail.de".into()],
-            raw.to_vec(),
-            0,
-            &E,
-        )
-        .unwrap()
+        prepare(&policy(), "", &["a@b.de-mail.de".into()], raw.to_vec(), 0, &E).unwrap()
     }
 
     #[test]
@@ -411,9 +352,6 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         assert_eq!(p.private_id, "AZ 4711");
         assert!(!p.private_id_generated);
         assert_eq!(s.matches("X-de-mail-private-id").count(), 1);
-        assert!(
-            s.contains("X-Long: a\r\n b\r\nSubject: Bescheid\r\n\r\nT\r\n"),
-            "{s}"
-        );
+        assert!(s.contains("X-Long: a\r\n b\r\nSubject: Bescheid\r\n\r\nT\r\n"), "{s}");
     }
 }

@@ -29,13 +29,9 @@ fn classify(e: mail_send::Error) -> Failure {
         mail_send::Error::UnexpectedReply(r) if r.code() >= 500 => {
             Failure::Permanent(format!("{} {}", r.code(), r.message()))
         }
-        mail_send::Error::UnexpectedReply(r) => {
-            Failure::Transient(format!("{} {}", r.code(), r.message()))
-        }
+        mail_send::Error::UnexpectedReply(r) => Failure::Transient(format!("{} {}", r.code(), r.message())),
         // A refused login is a configuration problem of ours, not the sender's: retry, don't bounce.
-        mail_send::Error::AuthenticationFailed(r) => {
-            Failure::Transient(format!("AUTH {} {}", r.code(), r.message()))
-        }
+        mail_send::Error::AuthenticationFailed(r) => Failure::Transient(format!("AUTH {} {}", r.code(), r.message())),
         other => Failure::Transient(other.to_string()),
     }
 }
@@ -46,19 +42,14 @@ fn body(message: &[u8]) -> &[u8] {
 }
 
 fn addr(a: &str) -> Address<'_> {
-    Address {
-        email: Cow::Borrowed(a),
-        parameters: Default::default(),
-    }
+    Address { email: Cow::Borrowed(a), parameters: Default::default() }
 }
 
 fn connector(
     ca: &std::path::Path,
     client: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<TlsConnector, Failure> {
-    demail_smtp::tls::client_config(ca, client)
-        .map(TlsConnector::from)
-        .map_err(Failure::Transient)
+    demail_smtp::tls::client_config(ca, client).map(TlsConnector::from).map_err(Failure::Transient)
 }
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -90,28 +81,19 @@ pub async fn to_provider(
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,
     };
-    let mut b = SmtpClientBuilder::new_with_tls_connector(
-        p.host.clone(),
-        p.port,
-        connector(&p.ca, client)?,
-    )
-    .implicit_tls(p.tls == TlsMode::Implicit)
-    .helo_host(helo)
-    .timeout(TIMEOUT)
-    .credentials((p.username.clone(), secret));
+    let mut b = SmtpClientBuilder::new_with_tls_connector(p.host.clone(), p.port, connector(&p.ca, client)?)
+        .implicit_tls(p.tls == TlsMode::Implicit)
+        .helo_host(helo)
+        .timeout(TIMEOUT)
+        .credentials((p.username.clone(), secret));
     if let Some(name) = &p.tls_name {
         b.tls_hostname = name.clone();
     }
     if p.tls == TlsMode::None {
-        return Err(Failure::Transient(format!(
-            "provider {}: TLS is mandatory / TLS ist Pflicht",
-            p.name
-        )));
+        return Err(Failure::Transient(format!("provider {}: TLS is mandatory / TLS ist Pflicht", p.name)));
     }
     let mut c = b.connect().await.map_err(classify)?;
-    c.mail_from(from, &Default::default())
-        .await
-        .map_err(classify)?;
+    c.mail_from(from, &Default::default()).await.map_err(classify)?;
     let mut out = Delivered::default();
     for r in rcpts {
         match c.rcpt_to(r, &Default::default()).await {
@@ -156,12 +138,7 @@ pub async fn to_internal(
             Err(f) => return (done, Some(f)),
         },
         (_, None) => {
-            return (
-                done,
-                Some(Failure::Transient(
-                    "deliver.ca missing for TLS / deliver.ca fehlt für TLS".into(),
-                )),
-            )
+            return (done, Some(Failure::Transient("deliver.ca missing for TLS / deliver.ca fehlt für TLS".into())))
         }
     };
     // mail-send wants a connector even for plain connections; an empty one trusts nothing.
@@ -173,8 +150,7 @@ pub async fn to_internal(
         .with_safe_default_protocol_versions()
         {
             Ok(b) => TlsConnector::from(std::sync::Arc::new(
-                b.with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
+                b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
             )),
             Err(e) => return (done, Some(Failure::Transient(e.to_string()))),
         },
@@ -186,11 +162,7 @@ pub async fn to_internal(
         .timeout(TIMEOUT);
     b.say_ehlo = true;
     for r in rcpts {
-        let msg = Message {
-            mail_from: addr(from),
-            rcpt_to: vec![addr(r)],
-            body: Cow::Borrowed(body(message)),
-        };
+        let msg = Message { mail_from: addr(from), rcpt_to: vec![addr(r)], body: Cow::Borrowed(body(message)) };
         let res = if tls.is_some() {
             match b.connect().await {
                 Ok(mut c) => {

@@ -37,21 +37,16 @@ pub fn valid_credential_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && !n.starts_with('.')
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl Secret {
     /// How many places are configured (must be 1).
     pub fn sources(&self) -> usize {
-        [
-            self.secret_env.is_some(),
-            self.secret_keyring.is_some(),
-            self.credential.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count()
+        [self.secret_env.is_some(), self.secret_keyring.is_some(), self.credential.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count()
     }
 
     /// The place in words, for messages.
@@ -74,21 +69,16 @@ impl Secret {
                 ));
             };
             let path = Path::new(&dir).join(name);
-            return std::fs::read_to_string(&path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| {
-                    format!("systemd-Credential {name} nicht lesbar / systemd credential {name} not readable: {e}")
-                });
-        }
-        if let Some(var) = &self.secret_env {
-            return std::env::var(var).map_err(|_| {
-                format!("Umgebungsvariable {var} fehlt / environment variable {var} is not set")
+            return std::fs::read_to_string(&path).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(|e| {
+                format!("systemd-Credential {name} nicht lesbar / systemd credential {name} not readable: {e}")
             });
         }
+        if let Some(var) = &self.secret_env {
+            return std::env::var(var)
+                .map_err(|_| format!("Umgebungsvariable {var} fehlt / environment variable {var} is not set"));
+        }
         if let Some(entry) = &self.secret_keyring {
-            return keyring_entry(entry)?
-                .get_password()
-                .map_err(|e| format!("keyring {entry}: {e}"));
+            return keyring_entry(entry)?.get_password().map_err(|e| format!("keyring {entry}: {e}"));
         }
         Err("kein Geheimnis konfiguriert (secret_credential, secret_keyring oder secret_env) / no secret configured (secret_credential, secret_keyring or secret_env)".into())
     }
@@ -100,9 +90,7 @@ impl Secret {
             return store_credential(name, value, store);
         }
         if let Some(entry) = &self.secret_keyring {
-            keyring_entry(entry)?
-                .set_password(value)
-                .map_err(|e| format!("keyring {entry}: {e}"))?;
+            keyring_entry(entry)?.set_password(value).map_err(|e| format!("keyring {entry}: {e}"))?;
             return Ok(format!("keyring {entry}"));
         }
         if let Some(var) = &self.secret_env {
@@ -129,14 +117,9 @@ impl Secret {
             .arg("-")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| {
-                format!("systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}")
-            })?;
+            .map_err(|e| format!("systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}"))?;
         if !out.status.success() {
-            return Err(format!(
-                "systemd-creds decrypt {name}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(format!("systemd-creds decrypt {name}: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
         String::from_utf8(out.stdout)
             .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
@@ -157,7 +140,9 @@ impl Secret {
 
 fn keyring_entry(entry: &str) -> Result<keyring::Entry, String> {
     let (service, user) = entry.split_once('/').ok_or_else(|| {
-        format!("Schlüsselbund-Eintrag „{entry}“: erwartet service/user / keyring entry \"{entry}\": expected service/user")
+        format!(
+            "Schlüsselbund-Eintrag „{entry}“: erwartet service/user / keyring entry \"{entry}\": expected service/user"
+        )
     })?;
     keyring::Entry::new(service, user).map_err(|e| format!("keyring {entry}: {e}"))
 }
@@ -166,23 +151,16 @@ fn keyring_entry(entry: &str) -> Result<keyring::Entry, String> {
 /// credential store, and add a unit drop-in that loads it. Both are written atomically.
 fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String, String> {
     if !valid_credential_name(name) {
-        return Err(format!(
-            "Credential-Name „{name}“ ungültig / invalid credential name \"{name}\""
-        ));
+        return Err(format!("Credential-Name „{name}“ ungültig / invalid credential name \"{name}\""));
     }
     let mkdir = |d: &Path, mode: u32| -> Result<(), String> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(d)
-            .map_err(|e| format!("{}: {e}", d.display()))
+        std::fs::DirBuilder::new().recursive(true).mode(mode).create(d).map_err(|e| format!("{}: {e}", d.display()))
     };
     mkdir(&store.dir, 0o700)?;
     mkdir(&store.dropin_dir, 0o755)?;
     // systemd needs an absolute path in the drop-in.
-    let dir =
-        std::path::absolute(&store.dir).map_err(|e| format!("{}: {e}", store.dir.display()))?;
+    let dir = std::path::absolute(&store.dir).map_err(|e| format!("{}: {e}", store.dir.display()))?;
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut child = Command::new("systemd-creds")
@@ -192,25 +170,14 @@ fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            format!(
-                "systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}"
-            )
-        })?;
+        .map_err(|e| format!("systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(value.as_bytes())
-            .map_err(|e| format!("systemd-creds: {e}"))?;
+        stdin.write_all(value.as_bytes()).map_err(|e| format!("systemd-creds: {e}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("systemd-creds: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("systemd-creds: {e}"))?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!(
-            "systemd-creds encrypt: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("systemd-creds encrypt: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     set_mode(&tmp, 0o600)?;
     std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
@@ -223,9 +190,7 @@ fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String
          [Service]\nLoadCredentialEncrypted={name}:{}\n",
         target.display()
     );
-    let dtmp = store
-        .dropin_dir
-        .join(format!(".credential-{name}.conf.tmp"));
+    let dtmp = store.dropin_dir.join(format!(".credential-{name}.conf.tmp"));
     std::fs::write(&dtmp, text).map_err(|e| format!("{}: {e}", dtmp.display()))?;
     set_mode(&dtmp, 0o644)?;
     std::fs::rename(&dtmp, &dropin).map_err(|e| format!("{}: {e}", dropin.display()))?;
@@ -237,8 +202,7 @@ fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String
 
 fn set_mode(p: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", p.display()))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 #[cfg(test)]
@@ -247,10 +211,7 @@ mod tests {
 
     #[test]
     fn names_their_source_not_their_value() {
-        let s = Secret {
-            secret_env: Some("DEMAIL_TEST_UNSET_VAR".into()),
-            ..Default::default()
-        };
+        let s = Secret { secret_env: Some("DEMAIL_TEST_UNSET_VAR".into()), ..Default::default() };
         assert!(s.read().unwrap_err().contains("DEMAIL_TEST_UNSET_VAR"));
     }
 

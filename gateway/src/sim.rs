@@ -97,12 +97,7 @@ fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -159,13 +154,7 @@ pub fn tiny_pdf(lines: &[String]) -> Vec<u8> {
     for off in offsets {
         out.extend(format!("{off:010} 00000 n \n").as_bytes());
     }
-    out.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objs.len() + 1
-        )
-        .as_bytes(),
-    );
+    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).as_bytes());
     out
 }
 
@@ -178,9 +167,7 @@ fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
             .map(|h| {
                 (
                     h.name.as_str().to_string(),
-                    raw.get(h.offset_field as usize..h.offset_end as usize)
-                        .unwrap_or(b"")
-                        .to_vec(),
+                    raw.get(h.offset_field as usize..h.offset_end as usize).unwrap_or(b"").to_vec(),
                 )
             })
             .collect(),
@@ -258,37 +245,21 @@ pub fn idempotency_key(from: &str, message_id: &str, rcpts: &[String]) -> String
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Result<Arc<Sim>, String> {
-        let secret = Secret {
-            secret_env: Some(cfg.secret_env.clone()),
-            ..Default::default()
-        }
-        .read()?;
-        std::fs::create_dir_all(&cfg.store_dir)
-            .map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
+        let secret = Secret { secret_env: Some(cfg.secret_env.clone()), ..Default::default() }.read()?;
+        std::fs::create_dir_all(&cfg.store_dir).map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
         std::fs::create_dir_all(cfg.store_dir.join("idempotency"))
             .map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
-        Ok(Arc::new(Sim {
-            cfg,
-            secret,
-            storing: Default::default(),
-        }))
+        Ok(Arc::new(Sim { cfg, secret, storing: Default::default() }))
     }
 
     fn unknown(&self, rcpt: &str) -> bool {
         let local = rcpt.split('@').next().unwrap_or("");
-        self.cfg.unknown_local_prefixes.iter().any(|p| {
-            local
-                .to_ascii_lowercase()
-                .starts_with(&p.to_ascii_lowercase())
-        })
+        self.cfg.unknown_local_prefixes.iter().any(|p| local.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase()))
     }
 
     fn refused(&self, rcpt: &str) -> bool {
         let local = rcpt.split('@').next().unwrap_or("").to_ascii_lowercase();
-        self.cfg
-            .refuse_local_prefixes
-            .iter()
-            .any(|p| local.starts_with(&p.to_ascii_lowercase()))
+        self.cfg.refuse_local_prefixes.iter().any(|p| local.starts_with(&p.to_ascii_lowercase()))
     }
 
     fn key_path(&self, key: &str) -> PathBuf {
@@ -311,22 +282,12 @@ impl Sim {
 
     fn is_org(&self, rcpt: &str) -> bool {
         let dom = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        self.cfg
-            .gateway
-            .domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(dom))
+        self.cfg.gateway.domains.iter().any(|d| d.eq_ignore_ascii_case(dom))
     }
 
     fn store(&self, s: &Stored, raw: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
-        for (ext, data) in [
-            ("eml", raw.to_vec()),
-            (
-                "json",
-                serde_json::to_vec(s).map_err(std::io::Error::other)?,
-            ),
-        ] {
+        for (ext, data) in [("eml", raw.to_vec()), ("json", serde_json::to_vec(s).map_err(std::io::Error::other)?)] {
             let p = self.cfg.store_dir.join(format!("{}.{ext}", s.id));
             let mut f = std::fs::File::create(&p)?;
             f.write_all(&data)?;
@@ -357,27 +318,18 @@ impl Sim {
             _ => None,
         };
         let tls = demail_smtp::tls::client_config(&g.ca, client)?;
-        let b = SmtpClientBuilder::new_with_tls_connector(
-            g.host.clone(),
-            g.port,
-            tokio_rustls::TlsConnector::from(tls),
-        )
-        .implicit_tls(true)
-        .helo_host(self.cfg.hostname.clone())
-        .timeout(Duration::from_secs(60));
+        let b =
+            SmtpClientBuilder::new_with_tls_connector(g.host.clone(), g.port, tokio_rustls::TlsConnector::from(tls))
+                .implicit_tls(true)
+                .helo_host(self.cfg.hostname.clone())
+                .timeout(Duration::from_secs(60));
         let mut c = b.connect().await.map_err(|e| e.to_string())?;
         let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
         let msg = Message {
-            mail_from: Address {
-                email: Cow::Borrowed(from),
-                parameters: Default::default(),
-            },
+            mail_from: Address { email: Cow::Borrowed(from), parameters: Default::default() },
             rcpt_to: rcpts
                 .iter()
-                .map(|r| Address {
-                    email: Cow::Borrowed(r.as_str()),
-                    parameters: Default::default(),
-                })
+                .map(|r| Address { email: Cow::Borrowed(r.as_str()), parameters: Default::default() })
                 .collect(),
             body: Cow::Borrowed(body),
         };
@@ -455,14 +407,8 @@ impl Sim {
             .header("Auto-Submitted", Raw::new("auto-generated"))
             .header("X-de-mail-message-type", Raw::new(mtype))
             .header("X-de-mail-version", Raw::new("1.8"))
-            .header(
-                "X-de-mail-originator-provider",
-                Raw::new(self.cfg.hostname.clone()),
-            )
-            .header(
-                "X-de-mail-message-id",
-                Raw::new(format!("<{}@{}>", new_id(), self.cfg.hostname)),
-            );
+            .header("X-de-mail-originator-provider", Raw::new(self.cfg.hostname.clone()))
+            .header("X-de-mail-message-id", Raw::new(format!("<{}@{}>", new_id(), self.cfg.hostname)));
         if kind != DeMailOption::ConfirmationOfDispatch {
             b = b.cc(rcpt);
         }
@@ -470,9 +416,7 @@ impl Sim {
             b = b.header(options::PRIVATE_ID, Text::new(p.clone()));
         }
         // Only Persönlich is copied onto receipts; an Abholbestätigung always carries it.
-        if orig.options.contains(DeMailOption::Private)
-            || kind == DeMailOption::ConfirmationOfRetrieve
-        {
+        if orig.options.contains(DeMailOption::Private) || kind == DeMailOption::ConfirmationOfRetrieve {
             b = b.header("X-de-mail-private", Raw::new("yes"));
         }
         if let Some(m) = &orig.message_id {
@@ -516,10 +460,7 @@ impl Sim {
         }
         let body = MimePart::new(
             "multipart/mixed",
-            vec![
-                MimePart::new("text/plain", format!("{text}\r\n")),
-                MimePart::new("application/xml", xml),
-            ],
+            vec![MimePart::new("text/plain", format!("{text}\r\n")), MimePart::new("application/xml", xml)],
         );
         let raw = b.body(body).write_to_vec().unwrap_or_default();
         (from, raw)
@@ -558,18 +499,13 @@ impl Sim {
     /// A simulated recipient logs in: Abholbestätigung for every stored De-Mail with this private-id.
     pub async fn retrieve(&self, private_id: &str) -> Result<usize, String> {
         let mut n = 0;
-        for s in self
-            .stored()
-            .into_iter()
-            .filter(|s| s.private_id.as_deref() == Some(private_id))
-        {
+        for s in self.stored().into_iter().filter(|s| s.private_id.as_deref() == Some(private_id)) {
             if !s.options.contains(DeMailOption::ConfirmationOfRetrieve) {
                 continue;
             }
             for rcpt in s.rcpts.iter().filter(|r| !self.unknown(r)) {
                 let (from, m) = self.receipt(DeMailOption::ConfirmationOfRetrieve, &s, rcpt);
-                self.to_gateway(&from, std::slice::from_ref(&s.from), &m)
-                    .await?;
+                self.to_gateway(&from, std::slice::from_ref(&s.from), &m).await?;
                 n += 1;
             }
         }
@@ -586,11 +522,7 @@ impl Sim {
         opts: OptionSet,
         private_id: Option<&str>,
     ) -> Result<String, String> {
-        let mut b = MessageBuilder::new()
-            .from(from)
-            .to(to)
-            .subject(subject)
-            .text_body(body.to_string());
+        let mut b = MessageBuilder::new().from(from).to(to).subject(subject).text_body(body.to_string());
         for (n, v) in options::option_headers(opts, private_id) {
             b = b.header(n, Text::new(v));
         }
@@ -611,12 +543,7 @@ fn stamp_receipt(raw: Vec<u8>) -> (Vec<u8>, String) {
 }
 
 fn refuse(r: &demail_core::Reason) -> Reject {
-    Reject::new(
-        554,
-        "5.6.0",
-        format!("[{}] {}", r.code, r.message),
-        format!("[{}] {}", r.code, r.message_en),
-    )
+    Reject::new(554, "5.6.0", format!("[{}] {}", r.code, r.message), format!("[{}] {}", r.code, r.message_en))
 }
 
 pub struct SimHandler(pub Arc<Sim>);
@@ -641,58 +568,34 @@ impl Handler for SimHandler {
     async fn deliver(&self, env: &Envelope, raw: Vec<u8>) -> Result<Accepted, Reject> {
         let sim = &self.0;
         let Some(msg) = mail_parser::MessageParser::default().parse(&raw) else {
-            return Err(Reject::new(
-                554,
-                "5.6.0",
-                "Keine lesbare Nachricht.",
-                "Not a readable message.",
-            ));
+            return Err(Reject::new(554, "5.6.0", "Keine lesbare Nachricht.", "Not a readable message."));
         };
         let heads: Vec<(String, String)> = fields(&raw)
             .into_iter()
             .map(|(n, b)| {
                 let v = String::from_utf8_lossy(&b).to_string();
-                let v = v
-                    .split_once(':')
-                    .map(|(_, v)| v)
-                    .unwrap_or("")
-                    .replace("\r\n", "")
-                    .trim()
-                    .to_string();
+                let v = v.split_once(':').map(|(_, v)| v).unwrap_or("").replace("\r\n", "").trim().to_string();
                 (n, v)
             })
             .collect();
         let ho = options_from_headers(heads.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        if let Some(p) = ho
-            .problems
-            .iter()
-            .find(|p| p.code == "header.invalid_value")
-        {
+        if let Some(p) = ho.problems.iter().find(|p| p.code == "header.invalid_value") {
             return Err(refuse(p));
         }
-        let private_id = heads
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID))
-            .map(|(_, v)| v.clone());
+        let private_id =
+            heads.iter().find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID)).map(|(_, v)| v.clone());
         if let Some(p) = &private_id {
             validate_private_id(p).map_err(|r| refuse(&r))?;
         }
         // Idempotency: the same sender, Message-ID and recipients again is a resend
         // (the gateway crashed before it saw our 250): answer 250, store nothing new.
-        let key = msg
-            .message_id()
-            .map(|m| idempotency_key(&env.mail_from, m, &env.rcpt_to));
+        let key = msg.message_id().map(|m| idempotency_key(&env.mail_from, m, &env.rcpt_to));
         if let Some(k) = &key {
             if let Some(earlier) = sim.seen(k) {
                 info!(id = %earlier, "duplicate submission (same sender, Message-ID and recipients); stored once");
                 return Ok(Accepted { id: earlier });
             }
-            if !sim
-                .storing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(k.clone())
-            {
+            if !sim.storing.lock().unwrap_or_else(|p| p.into_inner()).insert(k.clone()) {
                 return Err(Reject::temporary(
                     "Dieselbe Nachricht wird gerade gespeichert.",
                     "The same message is being stored right now.",
@@ -712,10 +615,7 @@ impl Handler for SimHandler {
         };
         let res = self.store_new(s, &raw, key.as_deref());
         if let Some(k) = &key {
-            sim.storing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(k);
+            sim.storing.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
         }
         res
     }
@@ -727,12 +627,10 @@ impl SimHandler {
         let id = s.id.clone();
         let (stamped, integ) = stamp(raw, &sim.cfg.hostname, &id, &s.from);
         s.integrity = integ;
-        sim.store(&s, &stamped)
-            .and_then(|()| key.map_or(Ok(()), |k| sim.remember(k, &id)))
-            .map_err(|e| {
-                warn!(error = %e, "cannot store");
-                Reject::temporary("Speicherfehler beim Anbieter.", "Provider storage failure.")
-            })?;
+        sim.store(&s, &stamped).and_then(|()| key.map_or(Ok(()), |k| sim.remember(k, &id))).map_err(|e| {
+            warn!(error = %e, "cannot store");
+            Reject::temporary("Speicherfehler beim Anbieter.", "Provider storage failure.")
+        })?;
         info!(id = %id, rcpts = s.rcpts.len(), options = ?s.options.ids(), "accepted");
         tokio::spawn(sim.clone().follow_up(s, stamped));
         Ok(Accepted { id })
@@ -748,21 +646,10 @@ mod tests {
         let pdf = tiny_pdf(&["Versandbestätigung (x)".into()]);
         assert!(pdf.starts_with(b"%PDF-1.4") && pdf.ends_with(b"%%EOF\n"));
         let text = String::from_utf8_lossy(&pdf);
-        let xref: usize = text
-            .rsplit("startxref\n")
-            .next()
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let xref: usize = text.rsplit("startxref\n").next().unwrap().lines().next().unwrap().parse().unwrap();
         assert!(text[xref..].starts_with("xref"));
         assert_eq!(rfc3339(1_795_775_532), "2026-11-27T10:32:12Z");
         let i = integrity(b"From: a@b.de\r\nSubject: x\r\n\r\nbody", &SIGNED);
-        assert!(
-            i.starts_with("c=simple/simple; a=sha256; h=From:Subject; b="),
-            "{i}"
-        );
+        assert!(i.starts_with("c=simple/simple; a=sha256; h=From:Subject; b="), "{i}");
     }
 }

@@ -70,27 +70,18 @@ pub struct Spool {
 const META_MAX: u64 = 1024 * 1024;
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // A failing OS RNG is not recoverable in any useful way; fall back to the clock.
     if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         for (i, x) in b.iter_mut().enumerate() {
             *x = (t >> ((i % 16) * 8)) as u8;
         }
@@ -101,14 +92,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// A queue id: time-ordered and unique (`19a3f…-5c2e9a01`).
 pub fn new_id() -> String {
     let r = random_bytes::<4>();
-    format!(
-        "{:012x}-{:02x}{:02x}{:02x}{:02x}",
-        now_millis(),
-        r[0],
-        r[1],
-        r[2],
-        r[3]
-    )
+    format!("{:012x}-{:02x}{:02x}{:02x}{:02x}", now_millis(), r[0], r[1], r[2], r[3])
 }
 
 fn valid_id(id: &str) -> bool {
@@ -145,10 +129,7 @@ impl Spool {
         // A state file whose message is gone (crash between the two unlinks of `remove`).
         for e in fs::read_dir(&queue)?.flatten() {
             let p = e.path();
-            if p.extension()
-                .is_some_and(|x| x == "state" || x == "sending")
-                && !p.with_extension("msg").exists()
-            {
+            if p.extension().is_some_and(|x| x == "state" || x == "sending") && !p.with_extension("msg").exists() {
                 let _ = fs::remove_file(&p);
             }
         }
@@ -189,44 +170,30 @@ impl Spool {
     pub fn put(&self, meta: &Meta, message: &[u8]) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        write_durable(
-            &self.tmp.join(format!("{}.msg", meta.id)),
-            &self.msg_path(&meta.id),
-            &[&line, message],
-        )
+        write_durable(&self.tmp.join(format!("{}.msg", meta.id)), &self.msg_path(&meta.id), &[&line, message])
     }
 
     pub fn set_state(&self, id: &str, st: &State) -> std::io::Result<()> {
         let data = serde_json::to_vec(st).map_err(std::io::Error::other)?;
-        write_durable(
-            &self.tmp.join(format!("{id}.state")),
-            &self.state_path(id),
-            &[&data],
-        )
+        write_durable(&self.tmp.join(format!("{id}.state")), &self.state_path(id), &[&data])
     }
 
     pub fn state(&self, id: &str) -> State {
-        fs::read(self.state_path(id))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        fs::read(self.state_path(id)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
     fn read_meta(path: &Path) -> std::io::Result<(Meta, BufReader<File>)> {
         let mut r = BufReader::new(File::open(path)?);
         let mut line = Vec::new();
         (&mut r).take(META_MAX).read_until(b'\n', &mut line)?;
-        let meta: Meta = serde_json::from_slice(&line)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let meta: Meta =
+            serde_json::from_slice(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok((meta, r))
     }
 
     pub fn load(&self, id: &str) -> std::io::Result<(Meta, Vec<u8>)> {
         if !valid_id(id) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "invalid id",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid id"));
         }
         let path = self.msg_path(id);
         let len = fs::metadata(&path)?.len() as usize;
@@ -266,10 +233,7 @@ impl Spool {
     /// Forget a message (delivered, bounced or dropped by an administrator).
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         if !valid_id(id) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "invalid id",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid id"));
         }
         fs::remove_file(self.msg_path(id))?;
         let _ = fs::remove_file(self.state_path(id));
@@ -306,15 +270,7 @@ mod tests {
         let (m2, body) = s.load(&m.id).unwrap();
         assert_eq!(m2.rcpt_to, m.rcpt_to);
         assert_eq!(body, b"Subject: x\r\n\r\nbody\n\xff");
-        s.set_state(
-            &m.id,
-            &State {
-                attempts: 2,
-                next_try: 5,
-                ..State::default()
-            },
-        )
-        .unwrap();
+        s.set_state(&m.id, &State { attempts: 2, next_try: 5, ..State::default() }).unwrap();
         assert_eq!(s.state(&m.id).attempts, 2);
         // Survives reopening (a restart).
         let s = Spool::open(d.path()).unwrap();

@@ -49,11 +49,7 @@ fn crash_safety_kill_9_during_1000_messages() {
                 s.spawn(move || {
                     let mut failed = Vec::new();
                     for i in (w..N).step_by(4) {
-                        match h.submit(
-                            "peter.meier@musterstadt.de",
-                            &["anna@buerger.de-mail.de"],
-                            &plain(i),
-                        ) {
+                        match h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &plain(i)) {
                             Ok(_) => {
                                 acked.fetch_add(1, Ordering::SeqCst);
                             }
@@ -68,44 +64,24 @@ fn crash_safety_kill_9_during_1000_messages() {
         while acked.load(Ordering::SeqCst) < N / 3 && !workers.iter().all(|w| w.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
     });
     let acked_before = acked.load(Ordering::SeqCst);
     h.gateway.as_mut().unwrap().kill();
     h.start_gateway();
     // The client retries what was not acknowledged (a lost 250 must not become a duplicate).
     for i in &failed {
-        h.submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &plain(*i),
-        )
-        .unwrap();
+        h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &plain(*i)).unwrap();
     }
     let stored = demail_testkit::wait_until(Duration::from_secs(300), || {
         let s = h.sim_stored();
         (s.len() >= N).then_some(s)
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "provider stored {} of {N}\n{}",
-            h.sim_stored().len(),
-            h.log()
-        )
-    });
+    .unwrap_or_else(|| panic!("provider stored {} of {N}\n{}", h.sim_stored().len(), h.log()));
     // Let stragglers (a duplicate would come now) arrive.
     std::thread::sleep(Duration::from_secs(3));
-    let stored = if h.sim_stored().len() > stored.len() {
-        h.sim_stored()
-    } else {
-        stored
-    };
+    let stored = if h.sim_stored().len() > stored.len() { h.sim_stored() } else { stored };
     let mut ids: Vec<String> = stored.iter().map(|r| mid(r)).collect();
     ids.sort();
     let total = ids.len();
@@ -113,10 +89,7 @@ fn crash_safety_kill_9_during_1000_messages() {
     // Transactions the provider answered 250 although it had the message already: what a
     // sink without deduplication (smtp-sink, Postfix) would hold twice.
     let resends_deduped = h.sim_log().matches("duplicate submission").count();
-    let interrupted = h
-        .log()
-        .matches("previous attempt interrupted during DATA")
-        .count();
+    let interrupted = h.log().matches("previous attempt interrupted during DATA").count();
     println!(
         "CRASH: messages={N} acknowledged_before_kill={acked_before} retried_by_client={} resent_after_restart_interrupted_in_DATA={interrupted}",
         failed.len()
@@ -135,9 +108,7 @@ fn crash_safety_kill_9_during_1000_messages() {
 #[ignore]
 fn a_25_mb_message_peak_rss() {
     let policy = POLICY.replace("max_size = \"10 MiB\"", "max_size = \"30 MiB\"");
-    let mut h = Harness::custom(&policy, |c| {
-        c.replace("max_message_size = 12000000", "max_message_size = 40000000")
-    });
+    let mut h = Harness::custom(&policy, |c| c.replace("max_message_size = 12000000", "max_message_size = 40000000"));
     h.start_provider();
     let pid = h.gateway.as_ref().unwrap().id();
     let rss = |field: &str| -> u64 {
@@ -151,12 +122,7 @@ fn a_25_mb_message_peak_rss() {
     let before = rss("VmRSS:");
     let m = msg(1, 25 * 1024 * 1024);
     let t = Instant::now();
-    h.submit(
-        "peter.meier@musterstadt.de",
-        &["anna@buerger.de-mail.de"],
-        &m,
-    )
-    .unwrap();
+    h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap();
     let got = h.wait_provider(1, 120);
     let secs = t.elapsed().as_secs_f64();
     assert!(got[0].1.len() >= m.len());
@@ -177,10 +143,7 @@ fn relay_throughput_against_postfix() {
     const SIZE: usize = 10 * 1024;
     // smtp-source speaks plain SMTP without AUTH: open the outbound listener for loopback only.
     let mut h = Harness::custom(POLICY, |c| {
-        c.replace(
-            "tls = \"starttls\"\nrequire_auth = true",
-            "tls = \"none\"\nrequire_auth = false",
-        )
+        c.replace("tls = \"starttls\"\nrequire_auth = true", "tls = \"none\"\nrequire_auth = false")
     });
     h.start_provider();
     let source = |port: u16| {
@@ -208,12 +171,13 @@ fn relay_throughput_against_postfix() {
         let t = Instant::now();
         assert!(source(port).success());
         let accepted = t.elapsed().as_secs_f64();
-        demail_testkit::wait_until(Duration::from_secs(600), || {
-            (count_from(h, start) >= N).then_some(())
-        })
-        .unwrap_or_else(|| panic!("{what}: only {} of {N}", count_from(h, start)));
+        demail_testkit::wait_until(Duration::from_secs(600), || (count_from(h, start) >= N).then_some(()))
+            .unwrap_or_else(|| panic!("{what}: only {} of {N}", count_from(h, start)));
         let total = t.elapsed().as_secs_f64();
-        println!("THROUGHPUT {what}: {N} x {SIZE} B accepted in {accepted:.2}s, relayed in {total:.2}s = {:.0} msg/s", N as f64 / total);
+        println!(
+            "THROUGHPUT {what}: {N} x {SIZE} B accepted in {accepted:.2}s, relayed in {total:.2}s = {:.0} msg/s",
+            N as f64 / total
+        );
         total
     };
     // Postfix with its durable queue, relaying to the same TLS+AUTH+mTLS provider sink.
@@ -239,10 +203,7 @@ fn relay_throughput_against_postfix() {
             let x = run(&h, pf.port, "postfix");
             (run(&h, h.out_port, "gateway"), x)
         };
-        println!(
-            "THROUGHPUT round={round} ratio gateway/postfix = {:.2}",
-            px / gw
-        );
+        println!("THROUGHPUT round={round} ratio gateway/postfix = {:.2}", px / gw);
         ratios.push(px / gw);
     }
     ratios.sort_by(|a, b| a.total_cmp(b));

@@ -20,71 +20,36 @@ fn subject_tags_become_headers_and_sender_is_mapped() {
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "[P, VB] Frage zur KFZ-Zulassung",
-            "",
-        ),
+        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "[P, VB] Frage zur KFZ-Zulassung", ""),
     );
-    assert!(
-        r.as_ref().is_ok_and(|s| s.starts_with("250")),
-        "{r:?}\n{}",
-        h.log()
-    );
+    assert!(r.as_ref().is_ok_and(|s| s.starts_with("250")), "{r:?}\n{}", h.log());
     let got = h.wait_provider(1, 20);
     let (env, raw) = &got[0];
     assert_eq!(env.mail_from, "peter.meier@musterstadt.de-mail.de");
     assert_eq!(env.rcpt_to, ["anna@buerger.de-mail.de"]);
     assert_eq!(env.session.auth_user.as_deref(), Some(PROVIDER_USER));
-    assert_eq!(
-        header(raw, "Subject").as_deref(),
-        Some("Frage zur KFZ-Zulassung")
-    );
+    assert_eq!(header(raw, "Subject").as_deref(), Some("Frage zur KFZ-Zulassung"));
     assert_eq!(header(raw, "X-de-mail-private").as_deref(), Some("yes"));
-    assert_eq!(
-        header(raw, "X-de-mail-confirmation-of-dispatch").as_deref(),
-        Some("yes")
-    );
+    assert_eq!(header(raw, "X-de-mail-confirmation-of-dispatch").as_deref(), Some("yes"));
     assert!(header(raw, "X-de-mail-private-id").is_some_and(|v| v.starts_with("DM-")));
     assert!(header(raw, "From").is_some_and(|v| v.contains("<peter.meier@musterstadt.de-mail.de>")));
     // The body is untouched (lettre adds one CRLF of its own before the final dot).
-    assert!(String::from_utf8_lossy(raw)
-        .ends_with("\r\n\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n\r\n"));
+    assert!(String::from_utf8_lossy(raw).ends_with("\r\n\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n\r\n"));
 
     // Archive and billing saw it.
     let v = h.cli(&["archive", "verify"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    let b = h.cli(&[
-        "billing",
-        "report",
-        "--from",
-        "2000-01-01",
-        "--to",
-        "2999-12-31",
-    ]);
+    let b = h.cli(&["billing", "report", "--from", "2000-01-01", "--to", "2999-12-31"]);
     let csv = String::from_utf8_lossy(&b.stdout);
     assert!(csv.contains("\"KST-3210\",1,1,0,1,0,0,1,0"), "{csv}");
-    let j = h.cli(&[
-        "billing",
-        "report",
-        "--from",
-        "2000-01-01",
-        "--to",
-        "2999-12-31",
-        "--format",
-        "json",
-    ]);
+    let j = h.cli(&["billing", "report", "--from", "2000-01-01", "--to", "2999-12-31", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
     assert_eq!(v["cost_units"][0]["private"], 1);
 }
 
 #[test]
 fn swaks_submits_through_the_gateway() {
-    assert!(
-        demail_testkit::have("swaks"),
-        "swaks missing: scripts/setup test"
-    );
+    assert!(demail_testkit::have("swaks"), "swaks missing: scripts/setup test");
     let mut h = Harness::new();
     h.start_provider();
     let out = std::process::Command::new("swaks")
@@ -100,20 +65,8 @@ fn swaks_submits_through_the_gateway() {
         ])
         .arg("--tls-ca-path")
         .arg(&h.gw_pki.ca_cert)
-        .args([
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            HELPER_USER,
-            "--auth-password",
-            HELPER_PASSWORD,
-        ])
-        .args([
-            "--from",
-            "peter.meier@musterstadt.de",
-            "--to",
-            "amt@stadt.de-mail.de",
-        ])
+        .args(["--auth", "LOGIN", "--auth-user", HELPER_USER, "--auth-password", HELPER_PASSWORD])
+        .args(["--from", "peter.meier@musterstadt.de", "--to", "amt@stadt.de-mail.de"])
         .args([
             "--header",
             "From: peter.meier@musterstadt.de",
@@ -124,20 +77,10 @@ fn swaks_submits_through_the_gateway() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let got = h.wait_provider(1, 20);
-    assert_eq!(
-        header(&got[0].1, "Subject").as_deref(),
-        Some("Antrag per swaks")
-    );
-    assert_eq!(
-        header(&got[0].1, "X-de-mail-confirmation-of-dispatch").as_deref(),
-        Some("yes")
-    );
+    assert_eq!(header(&got[0].1, "Subject").as_deref(), Some("Antrag per swaks"));
+    assert_eq!(header(&got[0].1, "X-de-mail-confirmation-of-dispatch").as_deref(), Some("yes"));
 }
 
 #[test]
@@ -150,19 +93,9 @@ fn mixed_addressing_and_unauthorised_senders_get_5xx() {
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de", "x@example.org"],
             "Antrag",
-            &[
-                "Permanent",
-                "5.7.1 [mixed.rejected]",
-                "De-Mail-Empfänger",
-                "This message has",
-            ],
+            &["Permanent", "5.7.1 [mixed.rejected]", "De-Mail-Empfänger", "This message has"],
         ),
-        (
-            "eve@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            "Antrag",
-            &["Permanent", "sender.not_authorized"],
-        ),
+        ("eve@musterstadt.de", &["anna@buerger.de-mail.de"], "Antrag", &["Permanent", "sender.not_authorized"]),
         // Peter may not order an Abholbestätigung.
         (
             "peter.meier@musterstadt.de",
@@ -171,17 +104,10 @@ fn mixed_addressing_and_unauthorised_senders_get_5xx() {
             &["sender.option_not_authorized"],
         ),
         // Unknown tag: refused, nothing silently dropped.
-        (
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            "[P, XYZ] Bescheid",
-            &["subject.unknown_tag"],
-        ),
+        ("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], "[P, XYZ] Bescheid", &["subject.unknown_tag"]),
     ];
     for (from, to, subject, want) in cases {
-        let e = h
-            .submit(from, to, &msg(from, &to.join(", "), subject, ""))
-            .unwrap_err();
+        let e = h.submit(from, to, &msg(from, &to.join(", "), subject, "")).unwrap_err();
         for w in want {
             assert!(e.contains(w), "{subject}: missing {w:?} in {e}");
         }
@@ -197,42 +123,22 @@ fn inbound_goes_to_mapped_mailboxes_and_catch_all_with_headers_intact() {
     let raw = b"From: buerger@web.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de\r\nSubject: Widerspruch\r\nX-de-mail-message-type: normal\r\nX-de-mail-private: yes\r\nX-de-mail-auth-level: high\r\nX-de-mail-message-id: <abc@provider>\r\n\r\nText\r\n";
     let r = h.inject(
         "buerger@web.de-mail.de",
-        &[
-            "peter.meier@musterstadt.de-mail.de",
-            "poststelle@musterstadt.de-mail.de",
-            "wer@anderswo.de-mail.de",
-        ],
+        &["peter.meier@musterstadt.de-mail.de", "poststelle@musterstadt.de-mail.de", "wer@anderswo.de-mail.de"],
         raw,
     );
     assert_eq!(r.as_deref(), Ok("250"), "{}", h.log());
-    let peter =
-        h.dovecot
-            .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
-    let post =
-        h.dovecot
-            .wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(20));
-    let sammel =
-        h.dovecot
-            .wait_for_messages("sammelpostfach@musterstadt.de", 1, Duration::from_secs(20));
-    assert_eq!(
-        (peter.len(), post.len(), sammel.len()),
-        (1, 1, 1),
-        "{}",
-        h.log()
-    );
+    let peter = h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+    let post = h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(20));
+    let sammel = h.dovecot.wait_for_messages("sammelpostfach@musterstadt.de", 1, Duration::from_secs(20));
+    assert_eq!((peter.len(), post.len(), sammel.len()), (1, 1, 1), "{}", h.log());
     let got = String::from_utf8_lossy(&sammel[0]);
     // Dovecot adds its trace headers on top and stores LF line ends; the rest is
     // unchanged (plus the line end lettre adds before the final dot).
-    let want = format!(
-        "{}\n",
-        std::str::from_utf8(raw).unwrap().replace("\r\n", "\n")
-    );
+    let want = format!("{}\n", std::str::from_utf8(raw).unwrap().replace("\r\n", "\n"));
     assert!(got.replace("\r\n", "\n").ends_with(&want), "{got}");
     // Dovecot has it before the gateway removes its spool copy: wait for that, not race it.
     assert!(
-        demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0)
-            .then_some(()))
-        .is_some(),
+        demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0).then_some(())).is_some(),
         "delivered messages leave the queue"
     );
 }
@@ -248,10 +154,7 @@ fn inbound_needs_the_provider_certificate() {
             lettre::transport::smtp::client::TlsParameters::builder("localhost".into())
                 .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
                 .add_root_certificate(
-                    lettre::transport::smtp::client::Certificate::from_pem(
-                        h.gw_pki.ca_pem.as_bytes(),
-                    )
-                    .unwrap(),
+                    lettre::transport::smtp::client::Certificate::from_pem(h.gw_pki.ca_pem.as_bytes()).unwrap(),
                 )
                 .identify_with(identity(&other.client_cert, &other.client_key))
                 .build_rustls()
@@ -264,10 +167,7 @@ fn inbound_needs_the_provider_certificate() {
     )
     .unwrap();
     use lettre::AsyncTransport;
-    assert!(h
-        .rt
-        .block_on(t.send_raw(&env, b"Subject: x\r\n\r\nx\r\n"))
-        .is_err());
+    assert!(h.rt.block_on(t.send_raw(&env, b"Subject: x\r\n\r\nx\r\n")).is_err());
 }
 
 #[test]
@@ -276,12 +176,7 @@ fn provider_outage_then_delivery_from_the_queue() {
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "[P] Ausfall",
-            "",
-        ),
+        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "[P] Ausfall", ""),
     );
     assert!(r.is_ok(), "{r:?}");
     // Nobody listens at the provider: the message waits with its error.
@@ -295,29 +190,15 @@ fn provider_outage_then_delivery_from_the_queue() {
     h.start_provider();
     let got = h.wait_provider(1, 20);
     assert_eq!(header(&got[0].1, "Subject").as_deref(), Some("Ausfall"));
-    assert!(
-        demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0)
-            .then_some(()))
-        .is_some()
-    );
+    assert!(demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0).then_some(())).is_some());
 }
 
 /// `n` De-Mails from Peter Meier to Anna, subjects "<subject> 0" …; their Message-IDs.
 fn submit_numbered(h: &Harness, n: usize, subject: &str) -> Vec<String> {
     (0..n)
         .map(|i| {
-            let m = msg(
-                "peter.meier@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                &format!("{subject} {i}"),
-                "",
-            );
-            h.submit(
-                "peter.meier@musterstadt.de",
-                &["anna@buerger.de-mail.de"],
-                &m,
-            )
-            .unwrap();
+            let m = msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", &format!("{subject} {i}"), "");
+            h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap();
             header(&m, "Message-ID").unwrap()
         })
         .collect()
@@ -333,11 +214,7 @@ fn kill_9_and_restart_keep_the_queue() {
     h.start_provider();
     let got = h.wait_provider(5, 30);
     std::thread::sleep(Duration::from_millis(500));
-    let mut seen: Vec<String> = h
-        .provider_msgs()
-        .iter()
-        .map(|(_, r)| header(r, "Message-ID").unwrap())
-        .collect();
+    let mut seen: Vec<String> = h.provider_msgs().iter().map(|(_, r)| header(r, "Message-ID").unwrap()).collect();
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids, "each exactly once");
@@ -352,38 +229,21 @@ fn a_crash_before_the_head_write_is_healed_at_the_next_start() {
     let db = h.path().join("archive/archive.sqlite");
     let head = db.with_extension("sqlite.head");
     let c = rusqlite::Connection::open(&db).unwrap();
-    let hash = |seq: i64| -> String {
-        c.query_row("SELECT hash FROM entries WHERE seq = ?1", [seq], |r| {
-            r.get(0)
-        })
-        .unwrap()
-    };
+    let hash =
+        |seq: i64| -> String { c.query_row("SELECT hash FROM entries WHERE seq = ?1", [seq], |r| r.get(0)).unwrap() };
     let (first, second) = (hash(1), hash(2));
     // As if the gateway died between committing entry 2 and writing its head.
     std::fs::write(&head, format!("1 {first}\n")).unwrap();
     let v = h.cli(&["archive", "verify"]);
-    assert!(
-        v.status.success(),
-        "a lagging head that names its entry is no finding: {v:?}"
-    );
+    assert!(v.status.success(), "a lagging head that names its entry is no finding: {v:?}");
     h.start_gateway();
-    assert_eq!(
-        std::fs::read_to_string(&head).unwrap(),
-        format!("2 {second}\n")
-    );
-    assert!(
-        h.log().contains("archive head file was behind"),
-        "{}",
-        h.log()
-    );
+    assert_eq!(std::fs::read_to_string(&head).unwrap(), format!("2 {second}\n"));
+    assert!(h.log().contains("archive head file was behind"), "{}", h.log());
     // A head that names no entry is not healed: it stays a finding.
     h.gateway.as_mut().unwrap().kill();
     std::fs::write(&head, format!("1 {second}\n")).unwrap();
     h.start_gateway();
-    assert_eq!(
-        std::fs::read_to_string(&head).unwrap(),
-        format!("1 {second}\n")
-    );
+    assert_eq!(std::fs::read_to_string(&head).unwrap(), format!("1 {second}\n"));
     let v = h.cli(&["archive", "verify"]);
     assert_eq!(v.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&v.stdout).contains("archive.head_mismatch"));
@@ -396,29 +256,15 @@ fn permanent_failure_is_bounced_to_the_sender_in_german_and_english() {
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["unbekannt@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "unbekannt@buerger.de-mail.de",
-            "Antrag",
-            "",
-        ),
+        &msg("peter.meier@musterstadt.de", "unbekannt@buerger.de-mail.de", "Antrag", ""),
     );
     assert!(r.is_ok(), "{r:?}");
-    let dsn = h
-        .dovecot
-        .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+    let dsn = h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
     assert_eq!(dsn.len(), 1, "{}", h.log());
     let text = String::from_utf8_lossy(&dsn[0]);
-    assert!(
-        text.contains("Unzustellbar / Undeliverable: Antrag"),
-        "{text}"
-    );
+    assert!(text.contains("Unzustellbar / Undeliverable: Antrag"), "{text}");
     assert!(text.contains("multipart/report"));
-    assert!(
-        demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0)
-            .then_some(()))
-        .is_some()
-    );
+    assert!(demail_testkit::wait_until(Duration::from_secs(5), || (h.queue_len() == 0).then_some(())).is_some());
 }
 
 #[test]
@@ -431,25 +277,15 @@ fn archive_links_receipts_and_verify_catches_tampering() {
         "Bescheid",
         "X-de-mail-private-id: AZ-2026-0815\r\nX-de-mail-confirmation-of-dispatch: yes\r\n",
     );
-    h.submit(
-        "peter.meier@musterstadt.de",
-        &["anna@buerger.de-mail.de"],
-        &m,
-    )
-    .unwrap();
+    h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap();
     h.wait_provider(1, 20);
     let receipt = b"From: Versandbestaetigung@provider.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de\r\nSubject: *Versandbest\xc3\xa4tigung* Bescheid\r\nX-de-mail-message-type: confirmation of dispatch\r\nX-de-mail-private-id: AZ-2026-0815\r\n\r\nBest\xc3\xa4tigung\r\n";
     assert_eq!(
-        h.inject(
-            "versandbestaetigung@provider.de-mail.de",
-            &["peter.meier@musterstadt.de-mail.de"],
-            receipt
-        )
-        .as_deref(),
+        h.inject("versandbestaetigung@provider.de-mail.de", &["peter.meier@musterstadt.de-mail.de"], receipt)
+            .as_deref(),
         Ok("250")
     );
-    h.dovecot
-        .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+    h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
 
     let out = h.path().join("export");
     let e = h.cli(&["archive", "export", "--out", out.to_str().unwrap()]);
@@ -466,7 +302,10 @@ fn archive_links_receipts_and_verify_catches_tampering() {
     assert!(h.cli(&["archive", "verify"]).status.success());
     let db = h.path().join("archive/archive.sqlite");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("DROP TRIGGER entries_no_update; UPDATE entries SET recipients = 'x@evil.de-mail.de' WHERE seq = 1;").unwrap();
+    c.execute_batch(
+        "DROP TRIGGER entries_no_update; UPDATE entries SET recipients = 'x@evil.de-mail.de' WHERE seq = 1;",
+    )
+    .unwrap();
     drop(c);
     let v = h.cli(&["archive", "verify"]);
     assert_eq!(v.status.code(), Some(1));
@@ -478,9 +317,7 @@ fn config_check_names_file_line_and_field() {
     let h = Harness::new();
     assert!(h.cli(&["config", "check"]).status.success());
     let bad = h.path().join("bad.toml");
-    let src = std::fs::read_to_string(&h.config)
-        .unwrap()
-        .replace("tls = \"starttls\"", "tls = \"sometimes\"");
+    let src = std::fs::read_to_string(&h.config).unwrap().replace("tls = \"starttls\"", "tls = \"sometimes\"");
     std::fs::write(&bad, src).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_demail-gateway"))
         .arg("--config")
@@ -490,13 +327,7 @@ fn config_check_names_file_line_and_field() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.toml")
-            && err.contains("Zeile")
-            && err.contains("line")
-            && err.contains("tls"),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml") && err.contains("Zeile") && err.contains("line") && err.contains("tls"), "{err}");
 }
 
 #[test]
@@ -514,12 +345,7 @@ fn postfix_relays_through_the_gateway() {
     let pf = demail_testkit::Postfix::start(h.path(), &main_cf).expect("postfix");
     let out = std::process::Command::new("swaks")
         .args(["--server", "127.0.0.1", "--port", &pf.port.to_string()])
-        .args([
-            "--from",
-            "peter.meier@musterstadt.de",
-            "--to",
-            "anna@buerger.de-mail.de",
-        ])
+        .args(["--from", "peter.meier@musterstadt.de", "--to", "anna@buerger.de-mail.de"])
         .args([
             "--header",
             "From: Peter Meier <peter.meier@musterstadt.de>",
@@ -530,71 +356,41 @@ fn postfix_relays_through_the_gateway() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let got = demail_testkit::wait_until(Duration::from_secs(30), || {
         let m = h.provider_msgs();
         (!m.is_empty()).then_some(m)
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "nothing relayed\npostfix:\n{}\ngateway:\n{}",
-            pf.log(),
-            h.log()
-        )
-    });
+    .unwrap_or_else(|| panic!("nothing relayed\npostfix:\n{}\ngateway:\n{}", pf.log(), h.log()));
     assert_eq!(got[0].0.mail_from, "peter.meier@musterstadt.de-mail.de");
-    assert_eq!(
-        header(&got[0].1, "X-de-mail-private").as_deref(),
-        Some("yes")
-    );
+    assert_eq!(header(&got[0].1, "X-de-mail-private").as_deref(), Some("yes"));
     assert!(String::from_utf8_lossy(&got[0].1).contains("postfix-test.localdomain"));
 }
 
 #[test]
 fn allow_internal_sends_a_copy_to_internal_recipients_only() {
-    let mut h = Harness::with_policy(&POLICY.replace(
-        "mixed_addressing = \"reject\"",
-        "mixed_addressing = \"allow-internal\"",
-    ));
+    let mut h =
+        Harness::with_policy(&POLICY.replace("mixed_addressing = \"reject\"", "mixed_addressing = \"allow-internal\""));
     h.start_provider();
     let e = h
         .submit(
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de", "x@example.org"],
-            &msg(
-                "peter.meier@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                "Antrag",
-                "",
-            ),
+            &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "Antrag", ""),
         )
         .unwrap_err();
     assert!(e.contains("mixed.external"), "{e}");
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["anna@buerger.de-mail.de", "kollegin@musterstadt.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de, kollegin@musterstadt.de",
-            "[VB] Antrag",
-            "",
-        ),
+        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de, kollegin@musterstadt.de", "[VB] Antrag", ""),
     );
     assert!(r.is_ok(), "{r:?}");
     let got = h.wait_provider(1, 20);
     assert_eq!(got[0].0.rcpt_to, ["anna@buerger.de-mail.de"]);
-    let copy = h
-        .dovecot
-        .wait_for_messages("kollegin@musterstadt.de", 1, Duration::from_secs(20));
+    let copy = h.dovecot.wait_for_messages("kollegin@musterstadt.de", 1, Duration::from_secs(20));
     assert_eq!(copy.len(), 1);
-    assert_eq!(
-        header(&copy[0], "X-de-mail-private-id"),
-        header(&got[0].1, "X-de-mail-private-id")
-    );
+    assert_eq!(header(&copy[0], "X-de-mail-private-id"), header(&got[0].1, "X-de-mail-private-id"));
 }
 
 #[test]
@@ -606,40 +402,19 @@ fn hostile_subject_and_size_limits() {
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            &format!("[P] {evil}"),
-            "",
-        ),
+        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", &format!("[P] {evil}"), ""),
     );
     assert!(r.is_ok(), "{r:?}");
     let got = h.wait_provider(1, 20);
     let text = String::from_utf8_lossy(&got[0].1);
-    assert!(
-        !text.lines().any(|l| l
-            .to_ascii_lowercase()
-            .starts_with("x-de-mail-authoritative")),
-        "{text}"
-    );
+    assert!(!text.lines().any(|l| l.to_ascii_lowercase().starts_with("x-de-mail-authoritative")), "{text}");
     assert!(header(&got[0].1, "X-de-mail-private").is_some());
 
     // Over the policy's De-Mail limit (10 MiB) but under the listener's (12 MB): refused by the core rule.
     let big = "x".repeat(998) + "\r\n";
     let body = big.repeat(10_700);
-    let m = msg(
-        "peter.meier@musterstadt.de",
-        "anna@buerger.de-mail.de",
-        "Gross",
-        &format!("\r\n{body}"),
-    );
-    let e = h
-        .submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &m,
-        )
-        .unwrap_err();
+    let m = msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "Gross", &format!("\r\n{body}"));
+    let e = h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap_err();
     assert!(e.contains("size.exceeded"), "{}", &e[..e.len().min(400)]);
     // Over the listener's limit: 552 from the SMTP layer, and the gateway keeps running.
     let m = msg(
@@ -648,23 +423,12 @@ fn hostile_subject_and_size_limits() {
         "Zu gross",
         &format!("\r\n{}", big.repeat(12_500)),
     );
-    let e = h
-        .submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &m,
-        )
-        .unwrap_err();
+    let e = h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap_err();
     assert!(e.contains("5.3.4"), "{}", &e[..e.len().min(400)]);
     let r = h.submit(
         "peter.meier@musterstadt.de",
         &["anna@buerger.de-mail.de"],
-        &msg(
-            "peter.meier@musterstadt.de",
-            "anna@buerger.de-mail.de",
-            "[P] noch da",
-            "",
-        ),
+        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "[P] noch da", ""),
     );
     assert!(r.is_ok(), "{r:?}");
     h.wait_provider(2, 20);
@@ -677,32 +441,19 @@ fn queue_commands_retry_and_drop() {
         h.submit(
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de"],
-            &msg(
-                "peter.meier@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                &format!("[P] q{i}"),
-                "",
-            ),
+            &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", &format!("[P] q{i}"), ""),
         )
         .unwrap();
     }
     let list = String::from_utf8(h.cli(&["queue", "list"]).stdout).unwrap();
     let ids: Vec<String> = list
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["meta"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["meta"]["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), 2);
     assert!(h.cli(&["queue", "retry", &ids[0]]).status.success());
     assert!(h.cli(&["queue", "drop", &ids[1]]).status.success());
-    assert_eq!(
-        h.cli(&["queue", "drop", "ffff-0000"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(h.cli(&["queue", "drop", "ffff-0000"]).status.code(), Some(2));
     assert_eq!(h.queue_len(), 1);
 }
 
@@ -710,26 +461,9 @@ fn queue_commands_retry_and_drop() {
 fn a_retried_submission_is_not_sent_twice() {
     let mut h = Harness::new();
     h.start_provider();
-    let m = msg(
-        "peter.meier@musterstadt.de",
-        "anna@buerger.de-mail.de",
-        "[P] Einmal",
-        "",
-    );
-    let a = h
-        .submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &m,
-        )
-        .unwrap();
-    let b = h
-        .submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &m,
-        )
-        .unwrap();
+    let m = msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "[P] Einmal", "");
+    let a = h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap();
+    let b = h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &m).unwrap();
     assert_eq!(a, b, "same queue id in both replies");
     h.wait_provider(1, 20);
     std::thread::sleep(Duration::from_millis(800));
@@ -738,31 +472,14 @@ fn a_retried_submission_is_not_sent_twice() {
 
 #[test]
 fn without_a_catch_all_unmapped_recipients_are_refused_not_dropped() {
-    let h = Harness::with_policy(
-        &POLICY.replace("catch_all = \"sammelpostfach@musterstadt.de\"\n", ""),
-    );
+    let h = Harness::with_policy(&POLICY.replace("catch_all = \"sammelpostfach@musterstadt.de\"\n", ""));
     let raw = b"From: buerger@web.de-mail.de\r\nSubject: x\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
     // The provider learns at once that this address cannot be delivered here.
-    let e = h
-        .inject("buerger@web.de-mail.de", &["wer@anderswo.de-mail.de"], raw)
-        .unwrap_err();
+    let e = h.inject("buerger@web.de-mail.de", &["wer@anderswo.de-mail.de"], raw).unwrap_err();
     assert!(e.contains("Recipient unknown and no catch-all"), "{e}");
     // A mapped recipient still works.
-    assert_eq!(
-        h.inject(
-            "buerger@web.de-mail.de",
-            &["peter.meier@musterstadt.de-mail.de"],
-            raw
-        )
-        .as_deref(),
-        Ok("250")
-    );
-    assert_eq!(
-        h.dovecot
-            .wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20))
-            .len(),
-        1
-    );
+    assert_eq!(h.inject("buerger@web.de-mail.de", &["peter.meier@musterstadt.de-mail.de"], raw).as_deref(), Ok("250"));
+    assert_eq!(h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20)).len(), 1);
 }
 
 #[test]
@@ -791,11 +508,7 @@ fn an_account_sends_only_as_its_bound_senders() {
         ("recht@musterstadt.de", false),
     ];
     for (from, ok) in cases {
-        let r = h.submit(
-            from,
-            &["anna@buerger.de-mail.de"],
-            &msg(from, "anna@buerger.de-mail.de", "Antrag", ""),
-        );
+        let r = h.submit(from, &["anna@buerger.de-mail.de"], &msg(from, "anna@buerger.de-mail.de", "Antrag", ""));
         match (ok, r) {
             (true, Ok(_)) => {}
             (false, Err(e)) => assert!(
@@ -812,29 +525,20 @@ fn an_account_sends_only_as_its_bound_senders() {
         .submit(
             "peter.meier@musterstadt.de",
             &["anna@buerger.de-mail.de"],
-            &msg(
-                "recht@musterstadt.de",
-                "anna@buerger.de-mail.de",
-                "Antrag",
-                "",
-            ),
+            &msg("recht@musterstadt.de", "anna@buerger.de-mail.de", "Antrag", ""),
         )
         .unwrap_err();
     assert!(e.contains("gateway.sender_not_bound"), "{e}");
     assert_eq!(h.wait_provider(2, 20).len(), 2);
 
     // A group the policy does not know is a configuration error with file, line and field.
-    let cfg = std::fs::read_to_string(&h.config)
-        .unwrap()
-        .replace("groups = [\"Bürgerbüro\"]", "groups = [\"Kämmerei\"]");
+    let cfg =
+        std::fs::read_to_string(&h.config).unwrap().replace("groups = [\"Bürgerbüro\"]", "groups = [\"Kämmerei\"]");
     std::fs::write(&h.config, cfg).unwrap();
     let o = h.cli(&["config", "check"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("Kämmerei") && err.contains("groups") && err.contains("gateway.toml"),
-        "{err}"
-    );
+    assert!(err.contains("Kämmerei") && err.contains("groups") && err.contains("gateway.toml"), "{err}");
 }
 
 /// The outbound listener without TLS/AUTH (loopback only) and a short command timeout,
@@ -873,13 +577,8 @@ fn raw_session(port: u16, script: &[u8], read_for: Duration) -> String {
 }
 
 fn transaction(i: usize) -> String {
-    let m = String::from_utf8(msg(
-        "peter.meier@musterstadt.de",
-        "anna@buerger.de-mail.de",
-        &format!("Stapel {i}"),
-        "",
-    ))
-    .unwrap();
+    let m = String::from_utf8(msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", &format!("Stapel {i}"), ""))
+        .unwrap();
     format!("MAIL FROM:<peter.meier@musterstadt.de>\r\nRCPT TO:<anna@buerger.de-mail.de>\r\nDATA\r\n{m}.\r\n")
 }
 
@@ -899,42 +598,24 @@ fn pipelining_abuse_neither_crashes_nor_loses_a_message() {
     burst += &transaction(3);
     burst += "QUIT\r\n";
     let replies = raw_session(h.out_port, burst.as_bytes(), Duration::from_secs(20));
-    assert!(
-        h.gateway.as_mut().unwrap().try_wait().is_none(),
-        "gateway died: {}",
-        h.log()
-    );
+    assert!(h.gateway.as_mut().unwrap().try_wait().is_none(), "gateway died: {}", h.log());
     // The junk ends the session (error limit, 421); the two transactions before it stand.
-    assert!(
-        replies.contains("421"),
-        "{}",
-        &replies[..replies.len().min(3000)]
-    );
+    assert!(replies.contains("421"), "{}", &replies[..replies.len().min(3000)]);
     let accepted = replies.matches("queued as").count();
-    assert!(
-        accepted >= 2,
-        "accepted {accepted}:\n{}",
-        &replies[..replies.len().min(3000)]
-    );
+    assert!(accepted >= 2, "accepted {accepted}:\n{}", &replies[..replies.len().min(3000)]);
     // Every accepted message reaches the provider, each exactly once.
     let got = h.wait_provider(accepted, 30);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(h.provider_msgs().len(), accepted);
-    let mut ids: Vec<String> = got
-        .iter()
-        .map(|(_, m)| header(m, "Message-ID").unwrap())
-        .collect();
+    let mut ids: Vec<String> = got.iter().map(|(_, m)| header(m, "Message-ID").unwrap()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), accepted);
     // A line far over the limit: refused, and the next client is served.
     let long = format!("EHLO x\r\nMAIL FROM:<{}@a.de>\r\n", "a".repeat(200_000));
     let _ = raw_session(h.out_port, long.as_bytes(), Duration::from_secs(5));
-    let ok = raw_session(
-        h.out_port,
-        format!("EHLO x\r\n{}QUIT\r\n", transaction(4)).as_bytes(),
-        Duration::from_secs(10),
-    );
+    let ok =
+        raw_session(h.out_port, format!("EHLO x\r\n{}QUIT\r\n", transaction(4)).as_bytes(), Duration::from_secs(10));
     assert!(ok.contains("queued as"), "{ok}");
     h.wait_provider(accepted + 1, 30);
 }
@@ -946,8 +627,7 @@ fn a_slow_client_times_out_and_what_it_sent_before_is_kept() {
     h.start_provider();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", h.out_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(format!("EHLO slow\r\n{}", transaction(1)).as_bytes())
-        .unwrap();
+    s.write_all(format!("EHLO slow\r\n{}", transaction(1)).as_bytes()).unwrap();
     // Then it trickles half a command and goes quiet (command_timeout_secs = 2).
     s.write_all(b"MAIL FR").unwrap();
     let t = std::time::Instant::now();
@@ -960,20 +640,14 @@ fn a_slow_client_times_out_and_what_it_sent_before_is_kept() {
         out.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        t.elapsed() < Duration::from_secs(12),
-        "not disconnected in time: {text}"
-    );
+    assert!(t.elapsed() < Duration::from_secs(12), "not disconnected in time: {text}");
     assert!(text.contains("queued as"), "{text}");
     assert!(text.contains("421"), "no timeout reply: {text}");
     // The message accepted before the stall is delivered; the gateway serves on.
     h.wait_provider(1, 20);
     assert!(h.gateway.as_mut().unwrap().try_wait().is_none());
-    let ok = raw_session(
-        h.out_port,
-        format!("EHLO x\r\n{}QUIT\r\n", transaction(2)).as_bytes(),
-        Duration::from_secs(10),
-    );
+    let ok =
+        raw_session(h.out_port, format!("EHLO x\r\n{}QUIT\r\n", transaction(2)).as_bytes(), Duration::from_secs(10));
     assert!(ok.contains("queued as"), "{ok}");
     h.wait_provider(2, 20);
 }

@@ -9,7 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 fn msg(from: &str, to: &str, subject: &str) -> Vec<u8> {
-    format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@musterstadt.de>\r\n\r\nText\r\n", free_port()).into_bytes()
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@musterstadt.de>\r\n\r\nText\r\n",
+        free_port()
+    )
+    .into_bytes()
 }
 
 fn subjects(stored: &[Vec<u8>]) -> Vec<String> {
@@ -52,21 +56,9 @@ fn each_sender_domain_goes_to_its_own_provider() {
         let end = start + c[start..].find("[queue]").unwrap();
         let second = c[start..end]
             .replace("\"test-dmda\"", "\"zweiter-dmda\"")
+            .replace("\"musterstadt.de-mail.de\"", "\"jugendamt-musterstadt.de-mail.de\"")
             .replace(
-                "\"musterstadt.de-mail.de\"",
-                "\"jugendamt-musterstadt.de-mail.de\"",
-            )
-            .replace(
-                &format!(
-                    "port = {}",
-                    c[start..end]
-                        .split("port = ")
-                        .nth(1)
-                        .unwrap()
-                        .lines()
-                        .next()
-                        .unwrap()
-                ),
+                &format!("port = {}", c[start..end].split("port = ").nth(1).unwrap().lines().next().unwrap()),
                 &format!("port = {port2}"),
             );
         assert!(second.contains(&format!("port = {port2}")) && second.contains("zweiter-dmda"));
@@ -88,17 +80,8 @@ fn each_sender_domain_goes_to_its_own_provider() {
         )
     });
     // Both sent: nothing left to route, so the stores are final.
-    assert!(
-        wait_until(Duration::from_secs(20), || (h.queue_len() == 0)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        h.log()
-    );
-    assert_eq!(
-        subjects(&h.sim_stored()),
-        vec!["Bescheid Stadt".to_string()]
-    );
+    assert!(wait_until(Duration::from_secs(20), || (h.queue_len() == 0).then_some(())).is_some(), "{}", h.log());
+    assert_eq!(subjects(&h.sim_stored()), vec!["Bescheid Stadt".to_string()]);
     let b = h.stored_in("sim2-store");
     assert_eq!(subjects(&b), vec!["Bescheid Jugendamt".to_string()]);
     // The sender De-Mail address is the mapped one of its own domain.
@@ -129,10 +112,7 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
     let service = format!("demail-gw-test-{}", free_port());
     let mut h = Harness::custom(POLICY, |c| {
         assert!(c.contains("secret_env = \"TEST_PROVIDER_SECRET\""));
-        c.replace(
-            "secret_env = \"TEST_PROVIDER_SECRET\"",
-            &format!("secret_keyring = \"{service}/provider\""),
-        )
+        c.replace("secret_env = \"TEST_PROVIDER_SECRET\"", &format!("secret_keyring = \"{service}/provider\""))
     });
     let _sim = h.start_sim();
     // First with a wrong secret: the provider refuses the login, the message stays queued.
@@ -140,11 +120,9 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
     h.gateway = Some(keyring_gateway(&h, &service, "falsches-geheimnis"));
     send(&h, "peter.meier@musterstadt.de", "Bescheid Schlüsselbund");
     let refused = wait_until(Duration::from_secs(30), || {
-        h.queue_entries().into_iter().find(|e| {
-            e["state"]["last_error"]
-                .as_str()
-                .is_some_and(|s| s.contains("AUTH 535"))
-        })
+        h.queue_entries()
+            .into_iter()
+            .find(|e| e["state"]["last_error"].as_str().is_some_and(|s| s.contains("AUTH 535")))
     })
     .unwrap_or_else(|| panic!("{:?}\n{}", h.queue_entries(), h.log()));
     assert_eq!(refused["meta"]["provider"], "test-dmda", "{refused}");
@@ -154,14 +132,9 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
     h.gateway.take().unwrap().terminate(Duration::from_secs(3));
     h.gateway = Some(keyring_gateway(&h, &service, PROVIDER_SECRET));
     let stored = wait_sim_stored(&h);
-    assert_eq!(
-        subjects(&stored),
-        vec!["Bescheid Schlüsselbund".to_string()]
-    );
+    assert_eq!(subjects(&stored), vec!["Bescheid Schlüsselbund".to_string()]);
     assert!(
-        wait_until(Duration::from_secs(20), || (h.queue_len() == 0)
-            .then_some(()))
-        .is_some(),
+        wait_until(Duration::from_secs(20), || (h.queue_len() == 0).then_some(())).is_some(),
         "{:?}",
         h.queue_entries()
     );
@@ -176,10 +149,7 @@ fn provider_secret_from_the_kernel_keyring_and_a_wrong_one_keeps_the_message_que
 fn provider_and_account_secrets_as_systemd_credentials() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    assert!(
-        demail_testkit::have("systemd-creds"),
-        "systemd-creds missing (package systemd)"
-    );
+    assert!(demail_testkit::have("systemd-creds"), "systemd-creds missing (package systemd)");
     let mut h = Harness::custom(POLICY, |c| c);
     h.gateway.take().unwrap().terminate(Duration::from_secs(3));
     let cfg = std::fs::read_to_string(&h.config).unwrap();
@@ -189,26 +159,13 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     );
     std::fs::write(
         &h.config,
-        cfg.replace(
-            "secret_env = \"TEST_PROVIDER_SECRET\"",
-            "secret_credential = \"provider-test-dmda\"",
-        )
-        .replace(
-            "password_env = \"TEST_GW_HELPER_PASSWORD\"",
-            "password_credential = \"account-helper\"",
-        ) + "\n[seal]\nkid = \"gw-cred\"\nkey_credential = \"seal-key\"\n",
+        cfg.replace("secret_env = \"TEST_PROVIDER_SECRET\"", "secret_credential = \"provider-test-dmda\"")
+            .replace("password_env = \"TEST_GW_HELPER_PASSWORD\"", "password_credential = \"account-helper\"")
+            + "\n[seal]\nkid = \"gw-cred\"\nkey_credential = \"seal-key\"\n",
     )
     .unwrap();
-    let (store, dropins) = (
-        h.path().join("credstore.encrypted"),
-        h.path().join("demail-gateway.service.d"),
-    );
-    let place = [
-        "--credstore",
-        store.to_str().unwrap(),
-        "--unit-dropins",
-        dropins.to_str().unwrap(),
-    ];
+    let (store, dropins) = (h.path().join("credstore.encrypted"), h.path().join("demail-gateway.service.d"));
+    let place = ["--credstore", store.to_str().unwrap(), "--unit-dropins", dropins.to_str().unwrap()];
     let secret_cmd = |args: &[&str], stdin: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_demail-gateway"))
             .arg("--config")
@@ -229,52 +186,34 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     let out = secret_cmd(&["list"], "");
     assert_eq!(out.status.code(), Some(2));
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(listed.contains(r#""place":"systemd-credential provider-test-dmda","secret":"provider test-dmda","stored":false"#), "{listed}");
+    assert!(
+        listed.contains(
+            r#""place":"systemd-credential provider-test-dmda","secret":"provider test-dmda","stored":false"#
+        ),
+        "{listed}"
+    );
     // An unknown provider and an empty secret store nothing.
     let out = secret_cmd(&["set", "provider", "gibt-es-nicht"], "x\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Kein provider „gibt-es-nicht“"));
-    assert_eq!(
-        secret_cmd(&["set", "provider", "test-dmda"], "\n")
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(secret_cmd(&["set", "provider", "test-dmda"], "\n").status.code(), Some(2));
     assert!(!store.exists());
 
-    for (args, value) in [
-        (["set", "provider", "test-dmda"], PROVIDER_SECRET),
-        (["set", "user", HELPER_USER], HELPER_PASSWORD),
-    ] {
+    for (args, value) in
+        [(["set", "provider", "test-dmda"], PROVIDER_SECRET), (["set", "user", HELPER_USER], HELPER_PASSWORD)]
+    {
         let out = secret_cmd(&args, &format!("{value}\n"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(!String::from_utf8_lossy(&out.stdout).contains(value));
     }
-    for (name, value) in [
-        ("provider-test-dmda", PROVIDER_SECRET),
-        ("account-helper", HELPER_PASSWORD),
-    ] {
+    for (name, value) in [("provider-test-dmda", PROVIDER_SECRET), ("account-helper", HELPER_PASSWORD)] {
         let file = store.join(name);
         let bytes = std::fs::read(&file).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(value), "plaintext in {file:?}");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        let dropin = std::fs::read_to_string(dropins.join(format!("credential-{name}.conf"))).unwrap();
         assert!(
-            !String::from_utf8_lossy(&bytes).contains(value),
-            "plaintext in {file:?}"
-        );
-        assert_eq!(
-            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let dropin =
-            std::fs::read_to_string(dropins.join(format!("credential-{name}.conf"))).unwrap();
-        assert!(
-            dropin.contains(&format!(
-                "[Service]\nLoadCredentialEncrypted={name}:{}\n",
-                file.display()
-            )),
+            dropin.contains(&format!("[Service]\nLoadCredentialEncrypted={name}:{}\n", file.display())),
             "{dropin}"
         );
     }
@@ -282,22 +221,12 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     // outside the service (systemd-creds decrypt), and only the public half is printed.
     let generated = secret_cmd(&["generate", "seal-key"], "");
     assert!(generated.status.success(), "{generated:?}");
-    let public = String::from_utf8_lossy(&generated.stdout)
-        .trim()
-        .to_string();
+    let public = String::from_utf8_lossy(&generated.stdout).trim().to_string();
     assert!(public.starts_with("gw-cred:"), "{public}");
     let again = secret_cmd(&["public", "seal-key"], "");
-    assert_eq!(
-        String::from_utf8_lossy(&again.stdout).trim(),
-        public,
-        "{again:?}"
-    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), public, "{again:?}");
     let out = secret_cmd(&["list"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     // Started without the credentials (not by systemd): refuses to start and says why.
     let out = Command::new("timeout")
@@ -308,10 +237,7 @@ fn provider_and_account_secrets_as_systemd_credentials() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("systemd-Credential account-helper"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("systemd-Credential account-helper"), "{out:?}");
 
     // What systemd does at start: decrypt each into a private directory.
     let creds = h.path().join("credentials");
@@ -328,10 +254,7 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     }
     let _sim = h.start_sim();
     let mut c = Command::new(env!("CARGO_BIN_EXE_demail-gateway"));
-    c.arg("--config")
-        .arg(&h.config)
-        .arg("serve")
-        .env("CREDENTIALS_DIRECTORY", &creds);
+    c.arg("--config").arg(&h.config).arg("serve").env("CREDENTIALS_DIRECTORY", &creds);
     h.gateway = Some(
         demail_testkit::start_gateway(c, h.out_port, h.in_port, &h.path().join("gateway.log"))
             .unwrap_or_else(|e| panic!("{e}")),

@@ -14,18 +14,8 @@ pub struct Reject {
 }
 
 impl Reject {
-    pub fn new(
-        code: u16,
-        enhanced: &str,
-        text_de: impl Into<String>,
-        text_en: impl Into<String>,
-    ) -> Self {
-        Reject {
-            code,
-            enhanced: enhanced.to_string(),
-            text_de: text_de.into(),
-            text_en: text_en.into(),
-        }
+    pub fn new(code: u16, enhanced: &str, text_de: impl Into<String>, text_en: impl Into<String>) -> Self {
+        Reject { code, enhanced: enhanced.to_string(), text_de: text_de.into(), text_en: text_en.into() }
     }
 
     /// 451 4.3.0: a local problem; the client should retry.
@@ -47,11 +37,7 @@ impl Reject {
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {} / {}",
-            self.code, self.enhanced, self.text_de, self.text_en
-        )
+        write!(f, "{} {} {} / {}", self.code, self.enhanced, self.text_de, self.text_en)
     }
 }
 
@@ -70,10 +56,7 @@ const LINE_MAX: usize = 400;
 /// Replace control characters (no CR/LF can reach the wire) and split into lines of
 /// at most [`LINE_MAX`] bytes at word boundaries.
 pub(crate) fn wrap(text: &str) -> Vec<String> {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let mut lines = Vec::new();
     let mut cur = String::new();
     for word in clean.split(' ').filter(|w| !w.is_empty()) {
@@ -126,10 +109,7 @@ mod tests {
     fn wire_form_is_multiline_and_clean() {
         let r = Reject::new(550, "5.7.1", "Nicht erlaubt\r\nBcc: x", "Not allowed");
         let w = String::from_utf8(r.to_wire()).unwrap();
-        assert_eq!(
-            w,
-            "550-5.7.1 Nicht erlaubt Bcc: x\r\n550 5.7.1 Not allowed\r\n"
-        );
+        assert_eq!(w, "550-5.7.1 Nicht erlaubt Bcc: x\r\n550 5.7.1 Not allowed\r\n");
     }
 
     #[test]

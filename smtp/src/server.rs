@@ -3,9 +3,7 @@
 use crate::reply::{bilingual, Accepted, Reject};
 use base64::Engine;
 use ipnet::IpNet;
-use smtp_proto::request::receiver::{
-    DataReceiver, DummyDataReceiver, LineReceiver, RequestReceiver,
-};
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, LineReceiver, RequestReceiver};
 use smtp_proto::{EhloResponse, Error as ProtoError, Request};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,19 +113,11 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Take responsibility for a message. Return `Ok` only once it is durably
     /// stored (fsynced): the client gets 250 and forgets the message.
-    fn deliver(
-        &self,
-        envelope: &Envelope,
-        message: Vec<u8>,
-    ) -> impl Future<Output = Result<Accepted, Reject>> + Send;
+    fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> impl Future<Output = Result<Accepted, Reject>> + Send;
 }
 
 /// Accept connections until the listener fails; each connection runs in its own task.
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
-    config: Arc<Config>,
-    handler: Arc<H>,
-) -> std::io::Result<()> {
+pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handler: Arc<H>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -169,12 +159,7 @@ async fn handle<H: Handler>(
         let _ = tokio::time::timeout(write_timeout, stream.write_all(&msg)).await;
         return;
     }
-    if !config.allowed_clients.is_empty()
-        && !config
-            .allowed_clients
-            .iter()
-            .any(|n| n.contains(&peer.ip()))
-    {
+    if !config.allowed_clients.is_empty() && !config.allowed_clients.iter().any(|n| n.contains(&peer.ip())) {
         info!(client = %peer, "client not on allow-list");
         let msg = early(
             554,
@@ -186,12 +171,7 @@ async fn handle<H: Handler>(
         return;
     }
     debug!(client = %peer, "connected");
-    let info = SessionInfo {
-        client: peer,
-        helo: String::new(),
-        tls: false,
-        auth_user: None,
-    };
+    let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     if config.implicit_tls {
         let Some(acc) = tls else {
@@ -200,12 +180,7 @@ async fn handle<H: Handler>(
         };
         match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
-                let mut st = Session::new(
-                    config.clone(),
-                    handler,
-                    SessionInfo { tls: true, ..info },
-                    deadline,
-                );
+                let mut st = Session::new(config.clone(), handler, SessionInfo { tls: true, ..info }, deadline);
                 let _ = st.run(s, true).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "TLS handshake failed"),
@@ -219,8 +194,7 @@ async fn handle<H: Handler>(
         match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 // RFC 3207: forget everything learned before the handshake.
-                let mut st =
-                    Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
+                let mut st = Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
                 let _ = st.run(s, false).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "STARTTLS handshake failed"),
@@ -274,9 +248,7 @@ fn b64(s: &str) -> Option<Vec<u8>> {
     if s == "=" {
         return Some(Vec::new());
     }
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()
+    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
 }
 
 /// A credential part must be text without line breaks or NUL (which would smuggle fields).
@@ -290,12 +262,7 @@ fn data_problem(msg: &[u8]) -> Option<(&'static str, &'static str)> {
     let mut prev = 0u8;
     for (i, &b) in msg.iter().enumerate() {
         match b {
-            0 => {
-                return Some((
-                    "Die Nachricht enthält NUL-Bytes.",
-                    "The message contains NUL bytes.",
-                ))
-            }
+            0 => return Some(("Die Nachricht enthält NUL-Bytes.", "The message contains NUL bytes.")),
             b'\n' if prev != b'\r' => {
                 return Some((
                     "Die Nachricht enthält ein Zeilenende ohne CR (bare LF).",
@@ -303,10 +270,7 @@ fn data_problem(msg: &[u8]) -> Option<(&'static str, &'static str)> {
                 ))
             }
             b'\r' if msg.get(i + 1) != Some(&b'\n') => {
-                return Some((
-                    "Die Nachricht enthält ein CR ohne LF (bare CR).",
-                    "The message contains a bare CR.",
-                ))
+                return Some(("Die Nachricht enthält ein CR ohne LF (bare CR).", "The message contains a bare CR."))
             }
             _ => {}
         }
@@ -388,28 +352,15 @@ impl<H: Handler> Session<H> {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timeout",
-            )),
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout")),
         }
     }
 
     /// Run until QUIT, error or STARTTLS; on STARTTLS hand the stream back for the handshake.
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        mut s: S,
-        greet: bool,
-    ) -> std::io::Result<Option<S>> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut s: S, greet: bool) -> std::io::Result<Option<S>> {
         if greet {
             let name = if self.cfg.lmtp { "LMTP" } else { "ESMTP" };
-            self.out.extend(
-                format!(
-                    "220 {} {name} De-Mail-Gateway bereit / ready\r\n",
-                    self.cfg.hostname
-                )
-                .as_bytes(),
-            );
+            self.out.extend(format!("220 {} {name} De-Mail-Gateway bereit / ready\r\n", self.cfg.hostname).as_bytes());
         }
         let mut mode = Mode::Command;
         let mut receiver = RequestReceiver::default();
@@ -422,12 +373,7 @@ impl<H: Handler> Session<H> {
             };
             let now = Instant::now();
             if now >= self.deadline {
-                self.say(
-                    421,
-                    "4.4.2",
-                    "Sitzungsdauer überschritten.",
-                    "Session time limit exceeded.",
-                );
+                self.say(421, "4.4.2", "Sitzungsdauer überschritten.", "Session time limit exceeded.");
                 let _ = self.flush(&mut s).await;
                 return Ok(None);
             }
@@ -490,9 +436,7 @@ impl<H: Handler> Session<H> {
                                 mode = Mode::Command;
                                 self.too_big()
                             } else {
-                                mode = Mode::Discard {
-                                    rx: DummyDataReceiver::new_data(rx),
-                                };
+                                mode = Mode::Discard { rx: DummyDataReceiver::new_data(rx) };
                                 Step::Continue
                             }
                         } else if done {
@@ -572,21 +516,13 @@ impl<H: Handler> Session<H> {
 
     fn proto_error(&mut self, e: ProtoError) -> Step {
         match e {
-            ProtoError::UnknownCommand => {
-                self.error(500, "5.5.1", "Unbekannter Befehl.", "Unknown command.")
+            ProtoError::UnknownCommand => self.error(500, "5.5.1", "Unbekannter Befehl.", "Unknown command."),
+            ProtoError::InvalidSenderAddress => {
+                self.error(501, "5.1.7", "Ungültige Absenderadresse.", "Invalid sender address.")
             }
-            ProtoError::InvalidSenderAddress => self.error(
-                501,
-                "5.1.7",
-                "Ungültige Absenderadresse.",
-                "Invalid sender address.",
-            ),
-            ProtoError::InvalidRecipientAddress => self.error(
-                501,
-                "5.1.3",
-                "Ungültige Empfängeradresse.",
-                "Invalid recipient address.",
-            ),
+            ProtoError::InvalidRecipientAddress => {
+                self.error(501, "5.1.3", "Ungültige Empfängeradresse.", "Invalid recipient address.")
+            }
             ProtoError::SyntaxError { syntax } => self.error(
                 501,
                 "5.5.4",
@@ -599,18 +535,10 @@ impl<H: Handler> Session<H> {
                 &format!("Ungültiger Parameter {param}."),
                 &format!("Invalid parameter {param}."),
             ),
-            ProtoError::UnsupportedParameter { .. } => self.error(
-                555,
-                "5.5.4",
-                "Parameter nicht unterstützt.",
-                "Unsupported parameter.",
-            ),
-            ProtoError::ResponseTooLong => self.error(
-                500,
-                "5.5.6",
-                "Befehlszeile zu lang.",
-                "Command line too long.",
-            ),
+            ProtoError::UnsupportedParameter { .. } => {
+                self.error(555, "5.5.4", "Parameter nicht unterstützt.", "Unsupported parameter.")
+            }
+            ProtoError::ResponseTooLong => self.error(500, "5.5.6", "Befehlszeile zu lang.", "Command line too long."),
             ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
                 self.error(500, "5.5.2", "Ungültige Eingabe.", "Invalid input.")
             }
@@ -622,8 +550,7 @@ impl<H: Handler> Session<H> {
         self.greeted = true;
         self.info.helo = host.chars().filter(|c| !c.is_control()).take(255).collect();
         if !extended {
-            self.out
-                .extend(format!("250 {} Hallo / hello\r\n", self.cfg.hostname).as_bytes());
+            self.out.extend(format!("250 {} Hallo / hello\r\n", self.cfg.hostname).as_bytes());
             return;
         }
         let mut r = EhloResponse::new(self.cfg.hostname.as_str());
@@ -664,10 +591,7 @@ impl<H: Handler> Session<H> {
             }
             Request::Ehlo { .. } | Request::Helo { .. } | Request::Lhlo { .. } => {
                 let (de, en) = if lmtp {
-                    (
-                        "Dies ist ein LMTP-Server; bitte LHLO.",
-                        "This is an LMTP server; use LHLO.",
-                    )
+                    ("Dies ist ein LMTP-Server; bitte LHLO.", "This is an LMTP server; use LHLO.")
                 } else {
                     ("Bitte EHLO oder HELO.", "Use EHLO or HELO.")
                 };
@@ -675,48 +599,25 @@ impl<H: Handler> Session<H> {
             }
             Request::StartTls => {
                 if self.cfg.tls.is_none() || self.info.tls {
-                    self.error(
-                        502,
-                        "5.5.1",
-                        "STARTTLS ist hier nicht verfügbar.",
-                        "STARTTLS not available.",
-                    )
+                    self.error(502, "5.5.1", "STARTTLS ist hier nicht verfügbar.", "STARTTLS not available.")
                 } else {
                     self.say(220, "2.0.0", "Bereit für TLS.", "Ready to start TLS.");
                     Step::StartTls
                 }
             }
-            Request::Auth {
-                mechanism,
-                initial_response,
-            } => self.auth_start(mechanism, initial_response, mode).await,
+            Request::Auth { mechanism, initial_response } => self.auth_start(mechanism, initial_response, mode).await,
             Request::Mail { from } => {
                 if !self.greeted {
                     return self.error(503, "5.5.1", "Bitte zuerst EHLO.", "Send EHLO first.");
                 }
                 if self.cfg.require_tls && !self.info.tls {
-                    return self.error(
-                        530,
-                        "5.7.0",
-                        "Bitte zuerst STARTTLS.",
-                        "Must issue a STARTTLS command first.",
-                    );
+                    return self.error(530, "5.7.0", "Bitte zuerst STARTTLS.", "Must issue a STARTTLS command first.");
                 }
                 if self.cfg.require_auth && self.info.auth_user.is_none() {
-                    return self.error(
-                        530,
-                        "5.7.0",
-                        "Anmeldung erforderlich.",
-                        "Authentication required.",
-                    );
+                    return self.error(530, "5.7.0", "Anmeldung erforderlich.", "Authentication required.");
                 }
                 if self.mail_from.is_some() {
-                    return self.error(
-                        503,
-                        "5.5.1",
-                        "Absender bereits angegeben.",
-                        "Sender already specified.",
-                    );
+                    return self.error(503, "5.5.1", "Absender bereits angegeben.", "Sender already specified.");
                 }
                 if from.size > self.cfg.max_message_size {
                     let max = self.cfg.max_message_size;
@@ -739,24 +640,14 @@ impl<H: Handler> Session<H> {
             }
             Request::Rcpt { to } => {
                 if self.mail_from.is_none() {
-                    return self.error(
-                        503,
-                        "5.5.1",
-                        "Bitte zuerst MAIL FROM.",
-                        "Send MAIL FROM first.",
-                    );
+                    return self.error(503, "5.5.1", "Bitte zuerst MAIL FROM.", "Send MAIL FROM first.");
                 }
                 if self.rcpts.len() >= self.cfg.max_recipients {
                     self.say(452, "4.5.3", "Zu viele Empfänger.", "Too many recipients.");
                     return Step::Continue;
                 }
                 if to.address.is_empty() {
-                    return self.error(
-                        501,
-                        "5.1.3",
-                        "Leere Empfängeradresse.",
-                        "Empty recipient address.",
-                    );
+                    return self.error(501, "5.1.3", "Leere Empfängeradresse.", "Empty recipient address.");
                 }
                 let env = self.envelope();
                 match self.handler.rcpt_to(&env, &to.address) {
@@ -777,11 +668,10 @@ impl<H: Handler> Session<H> {
                         "Send MAIL FROM and RCPT TO first.",
                     );
                 }
-                self.out.extend_from_slice(b"354 Nachricht senden, Ende mit <CRLF>.<CRLF> / End data with <CRLF>.<CRLF>\r\n");
-                *mode = Mode::Data {
-                    rx: DataReceiver::new(),
-                    msg: Vec::with_capacity(64 * 1024),
-                };
+                self.out.extend_from_slice(
+                    b"354 Nachricht senden, Ende mit <CRLF>.<CRLF> / End data with <CRLF>.<CRLF>\r\n",
+                );
+                *mode = Mode::Data { rx: DataReceiver::new(), msg: Vec::with_capacity(64 * 1024) };
                 Step::Continue
             }
             Request::Rset => {
@@ -798,27 +688,16 @@ impl<H: Handler> Session<H> {
                 Step::Close
             }
             Request::Vrfy { .. } | Request::Expn { .. } => {
-                self.say(
-                    502,
-                    "5.5.1",
-                    "VRFY/EXPN ist abgeschaltet.",
-                    "VRFY/EXPN is disabled.",
-                );
+                self.say(502, "5.5.1", "VRFY/EXPN ist abgeschaltet.", "VRFY/EXPN is disabled.");
                 Step::Continue
             }
             Request::Help { .. } => {
                 self.say(214, "2.0.0", "Siehe RFC 5321.", "See RFC 5321.");
                 Step::Continue
             }
-            Request::Bdat { .. }
-            | Request::Etrn { .. }
-            | Request::Atrn { .. }
-            | Request::Burl { .. } => self.error(
-                502,
-                "5.5.1",
-                "Befehl nicht unterstützt.",
-                "Command not implemented.",
-            ),
+            Request::Bdat { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.error(502, "5.5.1", "Befehl nicht unterstützt.", "Command not implemented.")
+            }
         }
     }
 
@@ -834,12 +713,7 @@ impl<H: Handler> Session<H> {
             Ok(a) => {
                 info!(client = %self.info.client, id = %a.id, rcpts = env.rcpt_to.len(), "accepted");
                 let id: String = a.id.chars().filter(|c| !c.is_control()).collect();
-                bilingual(
-                    250,
-                    "2.0.0",
-                    &format!("Angenommen, Kennung {id}."),
-                    &format!("Accepted, queued as {id}."),
-                )
+                bilingual(250, "2.0.0", &format!("Angenommen, Kennung {id}."), &format!("Accepted, queued as {id}."))
             }
             Err(r) => {
                 info!(client = %self.info.client, code = r.code, esc = %r.enhanced, "refused");
@@ -854,35 +728,18 @@ impl<H: Handler> Session<H> {
 
     async fn auth_start(&mut self, mechanism: u64, initial: String, mode: &mut Mode) -> Step {
         if !self.cfg.offer_auth {
-            return self.error(
-                502,
-                "5.5.1",
-                "AUTH wird nicht angeboten.",
-                "AUTH not offered.",
-            );
+            return self.error(502, "5.5.1", "AUTH wird nicht angeboten.", "AUTH not offered.");
         }
         if !self.auth_possible() {
-            return self.error(
-                538,
-                "5.7.11",
-                "Anmeldung nur über TLS.",
-                "Encryption required for authentication.",
-            );
+            return self.error(538, "5.7.11", "Anmeldung nur über TLS.", "Encryption required for authentication.");
         }
         if self.info.auth_user.is_some() || self.mail_from.is_some() {
-            return self.error(
-                503,
-                "5.5.1",
-                "AUTH ist jetzt nicht erlaubt.",
-                "AUTH not allowed now.",
-            );
+            return self.error(503, "5.5.1", "AUTH ist jetzt nicht erlaubt.", "AUTH not allowed now.");
         }
         if mechanism == smtp_proto::AUTH_PLAIN {
             if initial.is_empty() {
                 self.out.extend_from_slice(b"334 \r\n");
-                *mode = Mode::AuthPlain {
-                    line: LineReceiver::new(()),
-                };
+                *mode = Mode::AuthPlain { line: LineReceiver::new(()) };
                 Step::Continue
             } else {
                 self.auth_plain(&initial).await
@@ -890,21 +747,13 @@ impl<H: Handler> Session<H> {
         } else if mechanism == smtp_proto::AUTH_LOGIN {
             if initial.is_empty() {
                 self.out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
-                *mode = Mode::AuthLogin {
-                    line: LineReceiver::new(()),
-                    user: None,
-                };
+                *mode = Mode::AuthLogin { line: LineReceiver::new(()), user: None };
                 Step::Continue
             } else {
                 self.auth_login(&initial, None, mode).await
             }
         } else {
-            self.error(
-                504,
-                "5.5.4",
-                "Anmeldeverfahren nicht unterstützt.",
-                "Authentication mechanism not supported.",
-            )
+            self.error(504, "5.5.4", "Anmeldeverfahren nicht unterstützt.", "Authentication mechanism not supported.")
         }
     }
 
@@ -913,22 +762,12 @@ impl<H: Handler> Session<H> {
     }
 
     fn auth_malformed(&mut self) -> Step {
-        self.error(
-            501,
-            "5.5.2",
-            "Ungültige Anmeldedaten (Format).",
-            "Malformed authentication data.",
-        )
+        self.error(501, "5.5.2", "Ungültige Anmeldedaten (Format).", "Malformed authentication data.")
     }
 
     async fn auth_plain(&mut self, line: &str) -> Step {
         if Self::auth_cancelled(line) {
-            return self.error(
-                501,
-                "5.0.0",
-                "Anmeldung abgebrochen.",
-                "Authentication cancelled.",
-            );
+            return self.error(501, "5.0.0", "Anmeldung abgebrochen.", "Authentication cancelled.");
         }
         let Some(raw) = b64(line) else {
             return self.auth_malformed();
@@ -937,9 +776,7 @@ impl<H: Handler> Session<H> {
         if parts.len() != 3 {
             return self.auth_malformed();
         }
-        let (Some(authz), Some(user), Some(pass)) =
-            (cred(parts[0]), cred(parts[1]), cred(parts[2]))
-        else {
+        let (Some(authz), Some(user), Some(pass)) = (cred(parts[0]), cred(parts[1]), cred(parts[2])) else {
             return self.auth_malformed();
         };
         if !authz.is_empty() && authz != user {
@@ -950,12 +787,7 @@ impl<H: Handler> Session<H> {
 
     async fn auth_login(&mut self, line: &str, user: Option<String>, mode: &mut Mode) -> Step {
         if Self::auth_cancelled(line) {
-            return self.error(
-                501,
-                "5.0.0",
-                "Anmeldung abgebrochen.",
-                "Authentication cancelled.",
-            );
+            return self.error(501, "5.0.0", "Anmeldung abgebrochen.", "Authentication cancelled.");
         }
         let Some(v) = b64(line).and_then(|r| cred(&r)) else {
             return self.auth_malformed();
@@ -963,10 +795,7 @@ impl<H: Handler> Session<H> {
         match user {
             None => {
                 self.out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
-                *mode = Mode::AuthLogin {
-                    line: LineReceiver::new(()),
-                    user: Some(v),
-                };
+                *mode = Mode::AuthLogin { line: LineReceiver::new(()), user: Some(v) };
                 Step::Continue
             }
             Some(u) => self.auth_check(u, v).await,
@@ -977,12 +806,7 @@ impl<H: Handler> Session<H> {
         if !user.is_empty() && self.handler.authenticate(&user, &pass).await {
             info!(client = %self.info.client, user = %user, "authenticated");
             self.info.auth_user = Some(user);
-            self.say(
-                235,
-                "2.7.0",
-                "Anmeldung erfolgreich.",
-                "Authentication successful.",
-            );
+            self.say(235, "2.7.0", "Anmeldung erfolgreich.", "Authentication successful.");
             Step::Continue
         } else {
             info!(client = %self.info.client, "authentication failed");
@@ -995,26 +819,11 @@ impl<H: Handler> Session<H> {
         // Slow down guessing.
         tokio::time::sleep(Duration::from_millis(250)).await;
         if self.auth_failures >= 3 {
-            self.say(
-                535,
-                "5.7.8",
-                "Anmeldedaten ungültig.",
-                "Authentication credentials invalid.",
-            );
-            self.say(
-                421,
-                "4.7.0",
-                "Zu viele Fehlversuche.",
-                "Too many failed attempts.",
-            );
+            self.say(535, "5.7.8", "Anmeldedaten ungültig.", "Authentication credentials invalid.");
+            self.say(421, "4.7.0", "Zu viele Fehlversuche.", "Too many failed attempts.");
             return Step::Close;
         }
-        self.error(
-            535,
-            "5.7.8",
-            "Anmeldedaten ungültig.",
-            "Authentication credentials invalid.",
-        )
+        self.error(535, "5.7.8", "Anmeldedaten ungültig.", "Authentication credentials invalid.")
     }
 }
 

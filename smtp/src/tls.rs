@@ -10,15 +10,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let list: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect();
+    let list: Result<Vec<_>, _> =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?.collect();
     let list = list.map_err(|e| format!("{}: {e}", path.display()))?;
     if list.is_empty() {
-        return Err(format!(
-            "{}: no certificate / kein Zertifikat",
-            path.display()
-        ));
+        return Err(format!("{}: no certificate / kein Zertifikat", path.display()));
     }
     Ok(list)
 }
@@ -47,36 +43,26 @@ pub fn server_config(
         .map_err(|e| e.to_string())?;
     let b = match client_ca {
         Some(ca) => {
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(ca)?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| e.to_string())?;
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                .build()
+                .map_err(|e| e.to_string())?;
             b.with_client_cert_verifier(v)
         }
         None => b.with_no_client_auth(),
     };
-    let cfg = b
-        .with_single_cert(certs(cert)?, key(key_path)?)
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let cfg = b.with_single_cert(certs(cert)?, key(key_path)?).map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(Arc::new(cfg))
 }
 
 /// Client side: trusts only the given CA (always verified; there is no switch to
 /// turn verification off). Optional client certificate for mutual TLS.
-pub fn client_config(
-    ca: &Path,
-    client_cert: Option<(&Path, &Path)>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(ca: &Path, client_cert: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, String> {
     let b = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots(ca)?);
     let cfg = match client_cert {
-        Some((c, k)) => b
-            .with_client_auth_cert(certs(c)?, key(k)?)
-            .map_err(|e| format!("{}: {e}", c.display()))?,
+        Some((c, k)) => b.with_client_auth_cert(certs(c)?, key(k)?).map_err(|e| format!("{}: {e}", c.display()))?,
         None => b.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))

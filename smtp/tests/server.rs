@@ -23,30 +23,18 @@ impl Handler for Store {
 
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
         if rcpt.starts_with("unknown@") {
-            return Err(Reject::new(
-                550,
-                "5.1.1",
-                "Empfänger unbekannt.",
-                "Recipient unknown.",
-            ));
+            return Err(Reject::new(550, "5.1.1", "Empfänger unbekannt.", "Recipient unknown."));
         }
         Ok(())
     }
 
     async fn deliver(&self, env: &Envelope, msg: Vec<u8>) -> Result<Accepted, Reject> {
         if env.rcpt_to.iter().any(|r| r.starts_with("refuse@")) {
-            return Err(Reject::new(
-                554,
-                "5.7.1",
-                "Abgelehnt: Testregel.",
-                "Refused: test rule.",
-            ));
+            return Err(Reject::new(554, "5.7.1", "Abgelehnt: Testregel.", "Refused: test rule."));
         }
         let mut g = self.got.lock().unwrap();
         g.push((env.clone(), msg));
-        Ok(Accepted {
-            id: format!("Q{}", g.len()),
-        })
+        Ok(Accepted { id: format!("Q{}", g.len()) })
     }
 }
 
@@ -76,15 +64,11 @@ fn lettre_params(pki: &Pki) -> TlsParameters {
         .unwrap()
 }
 
-const MSG: &[u8] =
-    b"From: a@stadt.de\r\nTo: b@x.de-mail.de\r\nSubject: Test\r\n\r\nHallo\r\n.punkt am Anfang\r\n";
+const MSG: &[u8] = b"From: a@stadt.de\r\nTo: b@x.de-mail.de\r\nSubject: Test\r\n\r\nHallo\r\n.punkt am Anfang\r\n";
 
 fn lettre_envelope() -> lettre::address::Envelope {
-    lettre::address::Envelope::new(
-        Some("a@stadt.de".parse().unwrap()),
-        vec!["b@x.de-mail.de".parse().unwrap()],
-    )
-    .unwrap()
+    lettre::address::Envelope::new(Some("a@stadt.de".parse().unwrap()), vec!["b@x.de-mail.de".parse().unwrap()])
+        .unwrap()
 }
 
 #[tokio::test]
@@ -113,11 +97,7 @@ async fn lettre_starttls_auth_exact_bytes() {
 async fn lettre_implicit_tls_and_login() {
     let d = temp_dir();
     let pki = Pki::generate(d.path(), "s");
-    let (port, store) = start(Config {
-        implicit_tls: true,
-        ..tls_cfg(&pki)
-    })
-    .await;
+    let (port, store) = start(Config { implicit_tls: true, ..tls_cfg(&pki) }).await;
     let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(port)
         .tls(Tls::Wrapper(lettre_params(&pki)))
@@ -169,11 +149,8 @@ impl Raw {
         let mut text = String::new();
         let mut buf = [0u8; 4096];
         loop {
-            let finals: Vec<String> = text
-                .split("\r\n")
-                .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
-                .map(str::to_string)
-                .collect();
+            let finals: Vec<String> =
+                text.split("\r\n").filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ').map(str::to_string).collect();
             if finals.len() >= n {
                 return finals;
             }
@@ -191,10 +168,7 @@ impl Raw {
 }
 
 fn plain() -> Config {
-    Config {
-        max_message_size: 1024,
-        ..Config::default()
-    }
+    Config { max_message_size: 1024, ..Config::default() }
 }
 
 #[tokio::test]
@@ -208,8 +182,7 @@ async fn pipelining_and_dot_unstuffing() {
     assert!(r[2].starts_with("250 2.1.5"));
     assert!(r[3].starts_with("550 5.1.1 Recipient unknown"));
     assert!(r[4].starts_with("354"));
-    c.send(b"Subject: x\r\n\r\n..stuffed\r\n.\r\nNOOP\r\nQUIT\r\n")
-        .await;
+    c.send(b"Subject: x\r\n\r\n..stuffed\r\n.\r\nNOOP\r\nQUIT\r\n").await;
     let r = c.replies(3).await;
     assert!(r[0].starts_with("250 2.0.0 Accepted"), "{r:?}");
     assert!(r[1].starts_with("250"));
@@ -230,8 +203,7 @@ async fn oversize_is_refused_and_session_survives() {
     c.send(b"MAIL FROM:<a@stadt.de> SIZE=5000\r\n").await;
     assert!(c.replies(1).await[0].starts_with("552 5.3.4"));
     // Undeclared, too large: read to the end, then 552.
-    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n")
-        .await;
+    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
     assert!(c.replies(3).await[2].starts_with("354"));
     let big = "x".repeat(100) + "\r\n";
     for _ in 0..50 {
@@ -241,8 +213,7 @@ async fn oversize_is_refused_and_session_survives() {
     let r = c.replies(1).await;
     assert!(r[0].starts_with("552 5.3.4"), "{r:?}");
     // Still usable.
-    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n")
-        .await;
+    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
     assert!(c.replies(3).await[2].starts_with("354"));
     c.send(b"Subject: small\r\n\r\nok\r\n.\r\n").await;
     assert!(c.replies(1).await[0].starts_with("250"));
@@ -255,16 +226,13 @@ async fn bare_lf_nul_and_injection_refused() {
     let mut c = Raw::connect(port).await;
     c.send(b"EHLO c\n").await;
     assert!(c.replies(1).await[0].starts_with("500 5.5.2"));
-    c.send(b"EHLO c\r\nMAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n")
-        .await;
+    c.send(b"EHLO c\r\nMAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
     assert!(c.replies(4).await[3].starts_with("354"));
     // SMTP smuggling attempt: "\n.\n" must not end the data, and bare LF is refused.
-    c.send(b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<evil@x.de>\r\n.\r\n")
-        .await;
+    c.send(b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<evil@x.de>\r\n.\r\n").await;
     let r = c.replies(1).await;
     assert!(r[0].starts_with("554 5.6.0"), "{r:?}");
-    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n")
-        .await;
+    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
     assert!(c.replies(3).await[2].starts_with("354"));
     c.send(b"Subject: a\r\n\r\nx\0y\r\n.\r\n").await;
     assert!(c.replies(1).await[0].starts_with("554 5.6.0"));
@@ -277,29 +245,20 @@ async fn bare_lf_nul_and_injection_refused() {
 async fn refusal_is_bilingual() {
     let (port, _store) = start(plain()).await;
     let mut c = Raw::connect(port).await;
-    c.send(b"EHLO c\r\nMAIL FROM:<a@stadt.de>\r\nRCPT TO:<refuse@x.de>\r\nDATA\r\n")
-        .await;
+    c.send(b"EHLO c\r\nMAIL FROM:<a@stadt.de>\r\nRCPT TO:<refuse@x.de>\r\nDATA\r\n").await;
     c.replies(4).await;
     c.send(b"Subject: a\r\n\r\nx\r\n.\r\nQUIT\r\n").await;
     let t = c.all_text().await;
-    assert!(
-        t.contains("554-5.7.1 Abgelehnt: Testregel.\r\n554 5.7.1 Refused: test rule.\r\n"),
-        "{t}"
-    );
+    assert!(t.contains("554-5.7.1 Abgelehnt: Testregel.\r\n554 5.7.1 Refused: test rule.\r\n"), "{t}");
 }
 
 #[tokio::test]
 async fn lmtp_answers_per_recipient() {
-    let (port, store) = start(Config {
-        lmtp: true,
-        ..plain()
-    })
-    .await;
+    let (port, store) = start(Config { lmtp: true, ..plain() }).await;
     let mut c = Raw::connect(port).await;
     c.send(b"EHLO c\r\n").await;
     assert!(c.replies(1).await[0].starts_with("500"));
-    c.send(b"LHLO c\r\nMAIL FROM:<a@x.de>\r\nRCPT TO:<b@x.de>\r\nRCPT TO:<c@x.de>\r\nDATA\r\n")
-        .await;
+    c.send(b"LHLO c\r\nMAIL FROM:<a@x.de>\r\nRCPT TO:<b@x.de>\r\nRCPT TO:<c@x.de>\r\nDATA\r\n").await;
     assert!(c.replies(5).await[4].starts_with("354"));
     c.send(b"Subject: a\r\n\r\nx\r\n.\r\n").await;
     let r = c.replies(2).await;
@@ -309,11 +268,7 @@ async fn lmtp_answers_per_recipient() {
 
 #[tokio::test]
 async fn slow_client_times_out() {
-    let (port, _s) = start(Config {
-        command_timeout: Duration::from_millis(300),
-        ..plain()
-    })
-    .await;
+    let (port, _s) = start(Config { command_timeout: Duration::from_millis(300), ..plain() }).await;
     let mut c = Raw::connect(port).await;
     let t = c.all_text().await;
     assert!(t.starts_with("421-4.4.2"), "{t}");
@@ -321,11 +276,7 @@ async fn slow_client_times_out() {
 
 #[tokio::test]
 async fn session_limit_bounds_a_trickling_client() {
-    let (port, _s) = start(Config {
-        session_timeout: Duration::from_millis(600),
-        ..plain()
-    })
-    .await;
+    let (port, _s) = start(Config { session_timeout: Duration::from_millis(600), ..plain() }).await;
     let mut c = Raw::connect(port).await;
     for _ in 0..20 {
         if c.0.write_all(b"N").await.is_err() {
@@ -339,11 +290,7 @@ async fn session_limit_bounds_a_trickling_client() {
 
 #[tokio::test]
 async fn allow_list_refuses_others() {
-    let (port, _s) = start(Config {
-        allowed_clients: vec!["10.0.0.0/8".parse::<IpNet>().unwrap()],
-        ..plain()
-    })
-    .await;
+    let (port, _s) = start(Config { allowed_clients: vec!["10.0.0.0/8".parse::<IpNet>().unwrap()], ..plain() }).await;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut v = Vec::new();
     s.read_to_end(&mut v).await.unwrap();
@@ -359,8 +306,7 @@ async fn starttls_rules() {
     c.send(b"EHLO c\r\n").await;
     let _ = c.replies(1).await;
     // AUTH before TLS is refused; MAIL before TLS too.
-    c.send(b"AUTH PLAIN AGNhc2V3b3JrZXIAczNjcmV0\r\nMAIL FROM:<a@b.de>\r\n")
-        .await;
+    c.send(b"AUTH PLAIN AGNhc2V3b3JrZXIAczNjcmV0\r\nMAIL FROM:<a@b.de>\r\n").await;
     let r = c.replies(2).await;
     assert!(r[0].starts_with("538"), "{r:?}");
     assert!(r[1].starts_with("530"), "{r:?}");
@@ -373,17 +319,10 @@ async fn starttls_rules() {
 #[tokio::test]
 async fn auth_with_crlf_in_credentials_is_malformed() {
     use base64::Engine;
-    let (port, _s) = start(Config {
-        offer_auth: true,
-        allow_auth_without_tls: true,
-        ..plain()
-    })
-    .await;
+    let (port, _s) = start(Config { offer_auth: true, allow_auth_without_tls: true, ..plain() }).await;
     let mut c = Raw::connect(port).await;
-    let bad =
-        base64::engine::general_purpose::STANDARD.encode(b"\0caseworker\r\nMAIL FROM:<x>\0s3cret");
-    c.send(format!("EHLO c\r\nAUTH PLAIN {bad}\r\n").as_bytes())
-        .await;
+    let bad = base64::engine::general_purpose::STANDARD.encode(b"\0caseworker\r\nMAIL FROM:<x>\0s3cret");
+    c.send(format!("EHLO c\r\nAUTH PLAIN {bad}\r\n").as_bytes()).await;
     let r = c.replies(2).await;
     assert!(r[1].starts_with("501 5.5.2"), "{r:?}");
     let ok = base64::engine::general_purpose::STANDARD.encode(b"\0caseworker\0s3cret");
@@ -404,49 +343,20 @@ async fn too_many_errors_disconnects() {
 
 #[test]
 fn swaks_submits_over_starttls_with_auth() {
-    assert!(
-        demail_testkit::have("swaks"),
-        "swaks missing: run scripts/setup test"
-    );
+    assert!(demail_testkit::have("swaks"), "swaks missing: run scripts/setup test");
     let d = temp_dir();
     let pki = Pki::generate(d.path(), "s");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (port, store) = rt.block_on(start(tls_cfg(&pki)));
     let out = std::process::Command::new("swaks")
-        .args([
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--tls",
-            "--tls-verify",
-        ])
+        .args(["--server", "127.0.0.1", "--port", &port.to_string(), "--tls", "--tls-verify"])
         .arg("--tls-ca-path")
         .arg(&pki.ca_cert)
-        .args([
-            "--tls-sni",
-            "localhost",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "caseworker",
-            "--auth-password",
-            "s3cret",
-        ])
-        .args([
-            "--from",
-            "a@stadt.de",
-            "--to",
-            "b@x.de-mail.de",
-            "--header",
-            "Subject: swaks",
-            "--body",
-            "via swaks",
-        ])
+        .args(["--tls-sni", "localhost", "--auth", "PLAIN", "--auth-user", "caseworker", "--auth-password", "s3cret"])
+        .args(["--from", "a@stadt.de", "--to", "b@x.de-mail.de", "--header", "Subject: swaks", "--body", "via swaks"])
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     let got = store.got.lock().unwrap();
     assert_eq!(got.len(), 1);

@@ -22,10 +22,7 @@ pub use tempfile::TempDir;
 
 /// A fresh temporary directory, removed on drop.
 pub fn temp_dir() -> TempDir {
-    tempfile::Builder::new()
-        .prefix("demail-test-")
-        .tempdir()
-        .expect("create temp dir")
+    tempfile::Builder::new().prefix("demail-test-").tempdir().expect("create temp dir")
 }
 
 /// PEM files of a test PKI. Paths are absolute.
@@ -46,19 +43,14 @@ impl Pki {
     /// Generate a CA and certificates into `dir` (file names prefixed with `name`).
     pub fn generate(dir: &Path, name: &str) -> Pki {
         use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+            KeyUsagePurpose,
         };
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("demail test CA {name}"));
+        ca_params.distinguished_name.push(DnType::CommonName, format!("demail test CA {name}"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_key = KeyPair::generate().expect("ca key");
         let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
         let issuer = Issuer::new(ca_params, ca_key);
@@ -67,24 +59,15 @@ impl Pki {
             let mut p = CertificateParams::new(sans).expect("leaf params");
             p.distinguished_name.push(DnType::CommonName, cn);
             p.extended_key_usages = vec![eku];
-            p.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
             let key = KeyPair::generate().expect("leaf key");
             let cert = p.signed_by(&key, &issuer).expect("sign leaf");
             (cert.pem(), key.serialize_pem())
         };
-        let (server_pem, server_key_pem) = leaf(
-            vec!["localhost".into(), "127.0.0.1".into()],
-            "localhost",
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_pem, client_key_pem) = leaf(
-            vec!["demail-test-client".into()],
-            "demail-test-client",
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
+        let (server_pem, server_key_pem) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_pem, client_key_pem) =
+            leaf(vec!["demail-test-client".into()], "demail-test-client", ExtendedKeyUsagePurpose::ClientAuth);
 
         let write = |file: &str, text: &str| {
             let p = dir.join(format!("{name}-{file}"));
@@ -186,10 +169,7 @@ impl ChildGuard {
         }
         cmd.stdin(Stdio::null());
         let child = cmd.spawn()?;
-        Ok(ChildGuard {
-            child: Some(child),
-            name: name.to_string(),
-        })
+        Ok(ChildGuard { child: Some(child), name: name.to_string() })
     }
 
     pub fn id(&self) -> u32 {
@@ -207,10 +187,7 @@ impl ChildGuard {
     /// Polite stop: SIGTERM, then SIGKILL after `grace`.
     pub fn terminate(&mut self, grace: Duration) {
         if let Some(c) = self.child.as_mut() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let end = Instant::now() + grace;
             while Instant::now() < end {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -225,9 +202,7 @@ impl ChildGuard {
 
     /// Has the process exited? Returns its status if so.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -242,9 +217,7 @@ pub fn have(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).exists();
     }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
 }
 
 /// As root, the services below drop to `nobody`, which must reach `dir`: open it for traversal.
@@ -287,10 +260,7 @@ impl Dovecot {
     pub fn start(dir: &Path) -> Result<Dovecot, String> {
         let bin = "/usr/sbin/dovecot";
         if !have(bin) {
-            return Err(
-                "dovecot fehlt / missing: run scripts/setup test (dovecot-imapd dovecot-lmtpd)"
-                    .into(),
-            );
+            return Err("dovecot fehlt / missing: run scripts/setup test (dovecot-imapd dovecot-lmtpd)".into());
         }
         let dir = dir.join("dovecot");
         for sub in ["run", "state", "mail"] {
@@ -303,11 +273,8 @@ impl Dovecot {
         open_for_nobody(dir.parent().unwrap_or(&dir), &dir.join("mail"));
         open_for_nobody(&dir, &dir.join("mail"));
         // As root, Dovecot wants unprivileged accounts for its login and internal processes.
-        let (login_user, internal_user) = if uid == 0 {
-            ("dovenull".to_string(), "dovecot".to_string())
-        } else {
-            (user.clone(), user.clone())
-        };
+        let (login_user, internal_user) =
+            if uid == 0 { ("dovenull".to_string(), "dovecot".to_string()) } else { (user.clone(), user.clone()) };
         let log = dir.join("dovecot.log");
         let d = dir.display();
         let conf = format!(
@@ -355,27 +322,17 @@ service lmtp {{
 "#
         );
         let conf_path = dir.join("dovecot.conf");
-        fs::File::create(&conf_path)
-            .and_then(|mut f| f.write_all(conf.as_bytes()))
-            .map_err(|e| e.to_string())?;
+        fs::File::create(&conf_path).and_then(|mut f| f.write_all(conf.as_bytes())).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.arg("-F").arg("-c").arg(&conf_path);
-        let guard = ChildGuard::spawn("dovecot", cmd, Some(&dir.join("dovecot.stderr")))
-            .map_err(|e| e.to_string())?;
-        let ok = wait_for_port(imap_port, Duration::from_secs(15))
-            && wait_for_port(lmtp_port, Duration::from_secs(15));
+        let guard = ChildGuard::spawn("dovecot", cmd, Some(&dir.join("dovecot.stderr"))).map_err(|e| e.to_string())?;
+        let ok = wait_for_port(imap_port, Duration::from_secs(15)) && wait_for_port(lmtp_port, Duration::from_secs(15));
         if !ok {
             let err = fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default()
                 + &fs::read_to_string(&log).unwrap_or_default();
             return Err(format!("dovecot did not start: {err}"));
         }
-        Ok(Dovecot {
-            imap_port,
-            lmtp_port,
-            dir,
-            log,
-            _guard: guard,
-        })
+        Ok(Dovecot { imap_port, lmtp_port, dir, log, _guard: guard })
     }
 
     /// Messages delivered to `address` (maildir `new/` and `cur/`), oldest first.
@@ -386,19 +343,13 @@ service lmtp {{
         for sub in ["new", "cur"] {
             if let Ok(rd) = fs::read_dir(base.join(sub)) {
                 for e in rd.flatten() {
-                    let t = e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(std::time::UNIX_EPOCH);
+                    let t = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
                     files.push((t, e.path()));
                 }
             }
         }
         files.sort();
-        files
-            .into_iter()
-            .filter_map(|(_, p)| fs::read(p).ok())
-            .collect()
+        files.into_iter().filter_map(|(_, p)| fs::read(p).ok()).collect()
     }
 
     /// Wait until `address` holds at least `n` messages; returns them.
@@ -437,16 +388,11 @@ impl SmtpSink {
             open_for_nobody(dir, &dump_dir);
         }
         cmd.arg(format!("127.0.0.1:{port}")).arg("100");
-        let guard = ChildGuard::spawn("smtp-sink", cmd, Some(&dir.join("smtp-sink.log")))
-            .map_err(|e| e.to_string())?;
+        let guard = ChildGuard::spawn("smtp-sink", cmd, Some(&dir.join("smtp-sink.log"))).map_err(|e| e.to_string())?;
         if !wait_for_port(port, Duration::from_secs(10)) {
             return Err("smtp-sink did not start".into());
         }
-        Ok(SmtpSink {
-            port,
-            dump_dir,
-            _guard: guard,
-        })
+        Ok(SmtpSink { port, dump_dir, _guard: guard })
     }
 
     /// All dumped messages (smtp-sink's dump format: `X-Rcpt-Args:` and other
@@ -485,9 +431,7 @@ impl Postfix {
             return Err("postfix fehlt / missing: run scripts/setup test".into());
         }
         if whoami().1 != 0 {
-            return Err(
-                "a private Postfix needs root / eine eigene Postfix-Instanz braucht root".into(),
-            );
+            return Err("a private Postfix needs root / eine eigene Postfix-Instanz braucht root".into());
         }
         let dir = dir.join("postfix");
         let conf = dir.join("conf");
@@ -495,10 +439,7 @@ impl Postfix {
             fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
         }
         open_for_nobody(dir.parent().unwrap_or(&dir), &dir.join("data"));
-        let _ = Command::new("chown")
-            .arg("postfix")
-            .arg(dir.join("data"))
-            .status();
+        let _ = Command::new("chown").arg("postfix").arg(dir.join("data")).status();
         let port = free_port();
         let d = dir.display();
         let main = format!(
@@ -531,22 +472,11 @@ impl Postfix {
             "scache unix - - n - 1 scache",
             "postlog unix-dgram n - n - 1 postlogd",
         ];
-        let master = format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\n{}\n",
-            services.join("\n")
-        );
+        let master = format!("127.0.0.1:{port} inet n - n - - smtpd\n{}\n", services.join("\n"));
         fs::write(conf.join("master.cf"), master).map_err(|e| e.to_string())?;
-        let out = Command::new("/usr/sbin/postfix")
-            .arg("-c")
-            .arg(&conf)
-            .arg("start")
-            .output()
-            .map_err(|e| e.to_string())?;
-        let pf = Postfix {
-            port,
-            dir: dir.clone(),
-            conf,
-        };
+        let out =
+            Command::new("/usr/sbin/postfix").arg("-c").arg(&conf).arg("start").output().map_err(|e| e.to_string())?;
+        let pf = Postfix { port, dir: dir.clone(), conf };
         if !out.status.success() || !wait_for_port(port, Duration::from_secs(15)) {
             return Err(format!(
                 "postfix did not start: {}{}",
@@ -593,23 +523,10 @@ impl Postfix {
     pub fn queued(&self) -> usize {
         fn count(p: &Path) -> usize {
             fs::read_dir(p)
-                .map(|r| {
-                    r.flatten()
-                        .map(|e| {
-                            if e.path().is_dir() {
-                                count(&e.path())
-                            } else {
-                                1
-                            }
-                        })
-                        .sum()
-                })
+                .map(|r| r.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum())
                 .unwrap_or(0)
         }
-        ["incoming", "active", "deferred"]
-            .iter()
-            .map(|q| count(&self.dir.join("queue").join(q)))
-            .sum()
+        ["incoming", "active", "deferred"].iter().map(|q| count(&self.dir.join("queue").join(q))).sum()
     }
 }
 
@@ -634,13 +551,7 @@ mod tests {
         let d = temp_dir();
         let p = Pki::generate(d.path(), "t");
         assert!(p.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        for f in [
-            &p.ca_cert,
-            &p.server_cert,
-            &p.server_key,
-            &p.client_cert,
-            &p.client_key,
-        ] {
+        for f in [&p.ca_cert, &p.server_cert, &p.server_key, &p.client_cert, &p.client_key] {
             assert!(f.is_file());
         }
     }
@@ -664,15 +575,9 @@ mod tests {
         let script = "LHLO test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<box@stadt.de>\r\nDATA\r\n";
         s.write_all(script.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        s.write_all(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n")
-            .unwrap();
+        s.write_all(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n").unwrap();
         let got = dc.wait_for_messages("box@stadt.de", 1, Duration::from_secs(10));
-        assert_eq!(
-            got.len(),
-            1,
-            "log: {}",
-            fs::read_to_string(&dc.log).unwrap_or_default()
-        );
+        assert_eq!(got.len(), 1, "log: {}", fs::read_to_string(&dc.log).unwrap_or_default());
     }
 
     #[test]
@@ -680,16 +585,12 @@ mod tests {
         let d = temp_dir();
         let sink = SmtpSink::start(d.path()).unwrap();
         let mut s = TcpStream::connect(("127.0.0.1", sink.port)).unwrap();
-        s.write_all(b"EHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n")
-            .unwrap();
+        s.write_all(b"EHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        s.write_all(b"Subject: x\r\n\r\nhello-sink\r\n.\r\nQUIT\r\n")
-            .unwrap();
+        s.write_all(b"Subject: x\r\n\r\nhello-sink\r\n.\r\nQUIT\r\n").unwrap();
         // A dump file appears before smtp-sink has finished writing it.
         let got = wait_until(Duration::from_secs(10), || {
-            sink.dumps()
-                .into_iter()
-                .find(|d| String::from_utf8_lossy(d).contains("hello-sink"))
+            sink.dumps().into_iter().find(|d| String::from_utf8_lossy(d).contains("hello-sink"))
         });
         assert!(got.is_some());
     }
@@ -726,32 +627,16 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn to_toml(&self) -> String {
         let d = self.dir.display();
-        let users: Vec<String> = self
-            .users
-            .iter()
-            .map(|(n, env)| format!("{{ name = \"{n}\", password_env = \"{env}\" }}"))
-            .collect();
-        let client_ca = self
-            .inbound_client_ca
-            .as_ref()
-            .map(|c| format!("client_ca = \"{}\"\n", c.display()))
-            .unwrap_or_default();
+        let users: Vec<String> =
+            self.users.iter().map(|(n, env)| format!("{{ name = \"{n}\", password_env = \"{env}\" }}")).collect();
+        let client_ca =
+            self.inbound_client_ca.as_ref().map(|c| format!("client_ca = \"{}\"\n", c.display())).unwrap_or_default();
         let client = self
             .provider_client
             .as_ref()
-            .map(|(c, k)| {
-                format!(
-                    "client_cert = \"{}\"\nclient_key = \"{}\"\n",
-                    c.display(),
-                    k.display()
-                )
-            })
+            .map(|(c, k)| format!("client_cert = \"{}\"\nclient_key = \"{}\"\n", c.display(), k.display()))
             .unwrap_or_default();
-        let tls_name = self
-            .provider_tls_name
-            .as_ref()
-            .map(|n| format!("tls_name = \"{n}\"\n"))
-            .unwrap_or_default();
+        let tls_name = self.provider_tls_name.as_ref().map(|n| format!("tls_name = \"{n}\"\n")).unwrap_or_default();
         format!(
             "[gateway]\nhostname = \"gw.musterstadt.de\"\nspool_dir = \"{d}/spool\"\narchive_db = \"{d}/archive/archive.sqlite\"\n\
              policy = \"{policy}\"\npostmaster = \"postmaster@musterstadt.de\"\n\n\
@@ -781,21 +666,11 @@ impl GatewayConfig {
 
 /// Run `cmd` (a `demail-gateway … serve` command line with the secrets' environment),
 /// logging to `log`, and wait until both listeners answer.
-pub fn start_gateway(
-    mut cmd: Command,
-    out_port: u16,
-    in_port: u16,
-    log: &Path,
-) -> Result<ChildGuard, String> {
+pub fn start_gateway(mut cmd: Command, out_port: u16, in_port: u16, log: &Path) -> Result<ChildGuard, String> {
     cmd.env("RUST_LOG", "info");
     let g = ChildGuard::spawn("demail-gateway", cmd, Some(log)).map_err(|e| e.to_string())?;
-    if !wait_for_port(out_port, Duration::from_secs(20))
-        || !wait_for_port(in_port, Duration::from_secs(5))
-    {
-        return Err(format!(
-            "gateway did not start: {}",
-            fs::read_to_string(log).unwrap_or_default()
-        ));
+    if !wait_for_port(out_port, Duration::from_secs(20)) || !wait_for_port(in_port, Duration::from_secs(5)) {
+        return Err(format!("gateway did not start: {}", fs::read_to_string(log).unwrap_or_default()));
     }
     Ok(g)
 }

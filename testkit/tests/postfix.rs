@@ -17,28 +17,12 @@ fn postfix_relays_to_dovecot_by_lmtp_and_empties_its_queue() {
         Err(e) => panic!("{e}"),
     };
     let out = std::process::Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{}", pf.port),
-            "--tls",
-            "--timeout",
-            "10",
-        ])
-        .args([
-            "--from",
-            "a@musterstadt.de",
-            "--to",
-            "peter.meier@musterstadt.de",
-        ])
+        .args(["--server", &format!("127.0.0.1:{}", pf.port), "--tls", "--timeout", "10"])
+        .args(["--from", "a@musterstadt.de", "--to", "peter.meier@musterstadt.de"])
         .args(["--header", "Subject: ueber Postfix"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        pf.log()
-    );
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), pf.log());
     let got = dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(30));
     assert_eq!(got.len(), 1, "{}", pf.log());
     assert!(String::from_utf8_lossy(&got[0]).contains("Subject: ueber Postfix"));

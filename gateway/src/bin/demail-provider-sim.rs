@@ -36,10 +36,7 @@ enum Cmd {
         to: String,
         #[arg(long, default_value = "Anfrage")]
         subject: String,
-        #[arg(
-            long,
-            default_value = "Sehr geehrte Damen und Herren,\r\n\r\nmit freundlichen Grüßen"
-        )]
+        #[arg(long, default_value = "Sehr geehrte Damen und Herren,\r\n\r\nmit freundlichen Grüßen")]
         body: String,
         /// Comma-separated option ids (private, authoritative, …).
         #[arg(long, default_value = "")]
@@ -71,10 +68,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

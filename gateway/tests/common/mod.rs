@@ -3,13 +3,9 @@
 #![allow(dead_code)]
 
 use demail_smtp::{Accepted, Envelope, Handler, Reject};
-use demail_testkit::{
-    free_port, temp_dir, wait_for_port, wait_until, ChildGuard, Dovecot, Pki, TempDir,
-};
+use demail_testkit::{free_port, temp_dir, wait_for_port, wait_until, ChildGuard, Dovecot, Pki, TempDir};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    Certificate, CertificateStore, Identity, Tls, TlsParameters,
-};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Identity, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,21 +61,14 @@ impl Handler for ProviderSink {
     }
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
         if rcpt.starts_with("unbekannt@") {
-            return Err(Reject::new(
-                550,
-                "5.1.1",
-                "Empfänger unbekannt.",
-                "Recipient unknown.",
-            ));
+            return Err(Reject::new(550, "5.1.1", "Empfänger unbekannt.", "Recipient unknown."));
         }
         Ok(())
     }
     async fn deliver(&self, env: &Envelope, msg: Vec<u8>) -> Result<Accepted, Reject> {
         let mut g = self.0.msgs.lock().unwrap();
         g.push((env.clone(), msg));
-        Ok(Accepted {
-            id: format!("P{}", g.len()),
-        })
+        Ok(Accepted { id: format!("P{}", g.len()) })
     }
 }
 
@@ -146,21 +135,14 @@ impl Harness {
             inbound_client_ca: Some(provider_pki.ca_cert.clone()),
             provider_port,
             provider_ca: provider_pki.ca_cert.clone(),
-            provider_client: Some((
-                provider_pki.client_cert.clone(),
-                provider_pki.client_key.clone(),
-            )),
+            provider_client: Some((provider_pki.client_cert.clone(), provider_pki.client_key.clone())),
             provider_tls_name: None,
             provider_user: PROVIDER_USER.into(),
             provider_secret_env: "TEST_PROVIDER_SECRET".into(),
             extra: seal_cfg,
         };
         std::fs::write(&config, edit(gc.to_toml())).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut h = Harness {
             dir,
             gw_pki,
@@ -211,15 +193,9 @@ impl Harness {
             c.arg("--config").arg(&self.config).arg("serve");
             c
         };
-        cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
-        let g = demail_testkit::start_gateway(
-            cmd,
-            self.out_port,
-            self.in_port,
-            &self.dir.path().join("gateway.log"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD).env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        let g = demail_testkit::start_gateway(cmd, self.out_port, self.in_port, &self.dir.path().join("gateway.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
         self.gateway = Some(g);
     }
 
@@ -231,14 +207,7 @@ impl Harness {
     pub fn start_provider(&mut self) {
         let pki = &self.provider_pki;
         let cfg = demail_smtp::Config {
-            tls: Some(
-                demail_smtp::tls::server_config(
-                    &pki.server_cert,
-                    &pki.server_key,
-                    Some(&pki.ca_cert),
-                )
-                .unwrap(),
-            ),
+            tls: Some(demail_smtp::tls::server_config(&pki.server_cert, &pki.server_key, Some(&pki.ca_cert)).unwrap()),
             implicit_tls: true,
             require_tls: true,
             offer_auth: true,
@@ -249,9 +218,7 @@ impl Harness {
         let port = self.provider_port;
         let recv = self.provider.clone();
         let task = self.rt.spawn(async move {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap();
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
             let _ = demail_smtp::serve(l, Arc::new(cfg), Arc::new(ProviderSink(recv))).await;
         });
         self.sink_task = Some(task);
@@ -297,15 +264,9 @@ domains = ["musterstadt.de-mail.de"]
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"));
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("serve")
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.arg("--config").arg(&cfg).arg("serve").env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
         let g = ChildGuard::spawn("provider-sim", cmd, Some(&d.join("sim.log"))).unwrap();
-        assert!(
-            wait_for_port(self.provider_port, Duration::from_secs(20)),
-            "sim did not start"
-        );
+        assert!(wait_for_port(self.provider_port, Duration::from_secs(20)), "sim did not start");
         g
     }
 
@@ -315,10 +276,7 @@ domains = ["musterstadt.de-mail.de"]
         let d = self.dir.path();
         let text = std::fs::read_to_string(d.join("sim.toml"))
             .expect("start_sim first: its config is the template")
-            .replace(
-                &format!("127.0.0.1:{}", self.provider_port),
-                &format!("127.0.0.1:{port}"),
-            )
+            .replace(&format!("127.0.0.1:{}", self.provider_port), &format!("127.0.0.1:{port}"))
             .replace(
                 &d.join("sim-store").display().to_string(),
                 &d.join(format!("{name}-store")).display().to_string(),
@@ -326,27 +284,16 @@ domains = ["musterstadt.de-mail.de"]
         let cfg = d.join(format!("{name}.toml"));
         std::fs::write(&cfg, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"));
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("serve")
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.arg("--config").arg(&cfg).arg("serve").env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
         let g = ChildGuard::spawn(name, cmd, Some(&d.join(format!("{name}.log")))).unwrap();
-        assert!(
-            wait_for_port(port, Duration::from_secs(20)),
-            "{name} did not start"
-        );
+        assert!(wait_for_port(port, Duration::from_secs(20)), "{name} did not start");
         g
     }
 
     /// Messages a simulator stored under `store` (`*.eml`).
     pub fn stored_in(&self, store: &str) -> Vec<Vec<u8>> {
         let mut v: Vec<_> = std::fs::read_dir(self.dir.path().join(store))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                    .collect()
-            })
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
             .unwrap_or_default();
         v.sort();
         v.iter().filter_map(|p| std::fs::read(p).ok()).collect()
@@ -355,10 +302,7 @@ domains = ["musterstadt.de-mail.de"]
     /// Queue entries (`queue list`) as JSON.
     pub fn queue_entries(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["queue", "list"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     pub fn sim_cli(&self, args: &[&str]) -> std::process::Output {
@@ -380,8 +324,7 @@ domains = ["musterstadt.de-mail.de"]
         let out = self.dir.path().join(format!("export-{}", free_port()));
         let o = self.cli(&["archive", "export", "--out", out.to_str().unwrap()]);
         assert!(o.status.success());
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
         m["entries"].as_array().unwrap().clone()
     }
 
@@ -394,13 +337,7 @@ domains = ["musterstadt.de-mail.de"]
             let m = self.provider_msgs();
             (m.len() >= n).then_some(m)
         })
-        .unwrap_or_else(|| {
-            panic!(
-                "provider got {} of {n}; log:\n{}",
-                self.provider_msgs().len(),
-                self.log()
-            )
-        })
+        .unwrap_or_else(|| panic!("provider got {} of {n}; log:\n{}", self.provider_msgs().len(), self.log()))
     }
 
     fn tls_params(&self, ca_pem: &str, client: Option<(&Path, &Path)>) -> TlsParameters {
@@ -435,23 +372,13 @@ domains = ["musterstadt.de-mail.de"]
 
     /// Submit straight to the provider (simulator) like the gateway does: implicit TLS,
     /// client certificate, AUTH. Returns the reply text (it names the stored id).
-    pub fn submit_to_provider(
-        &self,
-        from: &str,
-        to: &[&str],
-        raw: &[u8],
-    ) -> Result<String, String> {
+    pub fn submit_to_provider(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
         let pki = &self.provider_pki;
         let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
         let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.provider_port)
-            .tls(Tls::Wrapper(
-                self.tls_params(&ca, Some((&pki.client_cert, &pki.client_key))),
-            ))
-            .credentials(Credentials::new(
-                PROVIDER_USER.into(),
-                PROVIDER_SECRET.into(),
-            ))
+            .tls(Tls::Wrapper(self.tls_params(&ca, Some((&pki.client_cert, &pki.client_key)))))
+            .credentials(Credentials::new(PROVIDER_USER.into(), PROVIDER_SECRET.into()))
             .authentication(vec![Mechanism::Plain])
             .timeout(Some(Duration::from_secs(30)))
             .build();
@@ -476,10 +403,7 @@ domains = ["musterstadt.de-mail.de"]
         let pki = &self.provider_pki;
         let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.in_port)
-            .tls(Tls::Wrapper(self.tls_params(
-                &self.gw_pki.ca_pem,
-                Some((&pki.client_cert, &pki.client_key)),
-            )))
+            .tls(Tls::Wrapper(self.tls_params(&self.gw_pki.ca_pem, Some((&pki.client_cert, &pki.client_key)))))
             .timeout(Some(Duration::from_secs(30)))
             .build();
         let env = lettre::address::Envelope::new(
@@ -487,18 +411,12 @@ domains = ["musterstadt.de-mail.de"]
             to.iter().map(|t| t.parse().unwrap()).collect(),
         )
         .unwrap();
-        self.rt
-            .block_on(t.send_raw(&env, raw))
-            .map(|r| r.code().to_string())
-            .map_err(|e| format!("{e:?}"))
+        self.rt.block_on(t.send_raw(&env, raw)).map(|r| r.code().to_string()).map_err(|e| format!("{e:?}"))
     }
 
     pub fn queue_len(&self) -> usize {
         let out = self.cli(&["queue", "list"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count()
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
     }
 }
 
@@ -531,13 +449,10 @@ pub fn identity(cert: &Path, key: &Path) -> Identity {
 /// The value of a header (first occurrence, unfolded) in raw bytes, via mail-parser.
 pub fn header(raw: &[u8], name: &str) -> Option<String> {
     let m = mail_parser::MessageParser::default().parse(raw)?;
-    m.headers()
-        .iter()
-        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
-        .map(|h| {
-            String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize])
-                .replace("\r\n", "")
-                .trim()
-                .to_string()
-        })
+    m.headers().iter().find(|h| h.name.as_str().eq_ignore_ascii_case(name)).map(|h| {
+        String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize])
+            .replace("\r\n", "")
+            .trim()
+            .to_string()
+    })
 }

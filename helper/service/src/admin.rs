@@ -25,7 +25,11 @@ impl AdminError {
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
-        AdminError::new("store.unavailable", format!("Der Speicher des Helfers ist nicht verfügbar: {e}"), format!("The helper's storage is not available: {e}"))
+        AdminError::new(
+            "store.unavailable",
+            format!("Der Speicher des Helfers ist nicht verfügbar: {e}"),
+            format!("The helper's storage is not available: {e}"),
+        )
     }
 }
 
@@ -111,7 +115,11 @@ pub fn outbox_list(cfg: &Config, status: Option<&str>) -> Result<Value> {
 }
 
 fn outbox_missing(id: &str) -> AdminError {
-    AdminError::new("outbox.not_found", format!("Die Nachricht „{id}“ ist nicht im Postausgang."), format!("The message \"{id}\" is not in the outbox."))
+    AdminError::new(
+        "outbox.not_found",
+        format!("Die Nachricht „{id}“ ist nicht im Postausgang."),
+        format!("The message \"{id}\" is not in the outbox."),
+    )
 }
 
 pub fn outbox_retry(cfg: &Config, id: &str) -> Result<Value> {
@@ -219,11 +227,24 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 f.push(finding(
                     "config",
                     "warn",
-                    format!("Keine Konfigurationsdatei gefunden ({} / {}); es gelten die Voreinstellungen.", paths.machine.display(), paths.user.display()),
-                    format!("No configuration file found ({} / {}); defaults apply.", paths.machine.display(), paths.user.display()),
+                    format!(
+                        "Keine Konfigurationsdatei gefunden ({} / {}); es gelten die Voreinstellungen.",
+                        paths.machine.display(),
+                        paths.user.display()
+                    ),
+                    format!(
+                        "No configuration file found ({} / {}); defaults apply.",
+                        paths.machine.display(),
+                        paths.user.display()
+                    ),
                 ));
             } else {
-                f.push(finding("config", "ok", format!("Konfiguration gelesen: {}.", files.join(", ")), format!("Configuration read: {}.", files.join(", "))));
+                f.push(finding(
+                    "config",
+                    "ok",
+                    format!("Konfiguration gelesen: {}.", files.join(", ")),
+                    format!("Configuration read: {}.", files.join(", ")),
+                ));
             }
             for w in &c.warnings {
                 f.push(finding("config", "warn", w.message.clone(), w.message_en.clone()));
@@ -254,21 +275,37 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
             f.push(finding(
                 "storage",
                 "ok",
-                format!("Postausgang {}: {} wartend, {} gesendet, {} fehlgeschlagen.", s.path.display(), get("queued") + get("sending"), get("sent"), get("failed")),
-                format!("Outbox {}: {} waiting, {} sent, {} failed.", s.path.display(), get("queued") + get("sending"), get("sent"), get("failed")),
+                format!(
+                    "Postausgang {}: {} wartend, {} gesendet, {} fehlgeschlagen.",
+                    s.path.display(),
+                    get("queued") + get("sending"),
+                    get("sent"),
+                    get("failed")
+                ),
+                format!(
+                    "Outbox {}: {} waiting, {} sent, {} failed.",
+                    s.path.display(),
+                    get("queued") + get("sending"),
+                    get("sent"),
+                    get("failed")
+                ),
             ));
             if get("failed") > 0 {
                 f.push(finding(
                     "outbox",
                     "warn",
-                    format!("{} De-Mail(s) sind fehlgeschlagen; siehe „demail outbox list --status failed“.", get("failed")),
+                    format!(
+                        "{} De-Mail(s) sind fehlgeschlagen; siehe „demail outbox list --status failed“.",
+                        get("failed")
+                    ),
                     format!("{} De-Mail(s) failed; see \"demail outbox list --status failed\".", get("failed")),
                 ));
             }
             let pairings = s.pairings().unwrap_or_default();
             let approved = pairings.iter().filter(|p| p.status == "approved").count();
             let now = crate::store::now_ms();
-            let pending = pairings.iter().filter(|p| p.status == "pending" && p.expires_at.is_none_or(|e| e > now)).count();
+            let pending =
+                pairings.iter().filter(|p| p.status == "pending" && p.expires_at.is_none_or(|e| e > now)).count();
             let (st, de, en) = if approved == 0 {
                 ("warn", "Noch kein Add-in gekoppelt.".to_string(), "No add-in paired yet.".to_string())
             } else {
@@ -318,7 +355,12 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
         match crate::secrets::get(&cfg) {
             Ok(Some((p, backend))) => {
                 password = Some(p);
-                f.push(finding("keyring", "ok", format!("Kennwort im Schlüsselbund gefunden ({backend})."), format!("Password found in the keyring ({backend}).")));
+                f.push(finding(
+                    "keyring",
+                    "ok",
+                    format!("Kennwort im Schlüsselbund gefunden ({backend})."),
+                    format!("Password found in the keyring ({backend})."),
+                ));
             }
             Ok(None) => {}
             Err(e) => f.push(finding("keyring", "error", e.message, e.message_en)),
@@ -354,14 +396,20 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 format!("The gateway {target} is not reachable (network, firewall, name?)."),
             ));
         } else {
-            f.push(finding("gateway", "ok", format!("Gateway {target} ist erreichbar."), format!("Gateway {target} is reachable.")));
+            f.push(finding(
+                "gateway",
+                "ok",
+                format!("Gateway {target} ist erreichbar."),
+                format!("Gateway {target} is reachable."),
+            ));
             let res = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| ("internal".to_string(), e.to_string(), e.to_string()))
                 .and_then(|rt| {
                     rt.block_on(async {
-                        let mut c = relay::open_session(&cfg, password).await.map_err(|e| (e.code, e.message, e.message_en))?;
+                        let mut c =
+                            relay::open_session(&cfg, password).await.map_err(|e| (e.code, e.message, e.message_en))?;
                         let _ = c.quit().await;
                         Ok(())
                     })
@@ -370,8 +418,14 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 Ok(_) => f.push(finding(
                     "tls",
                     "ok",
-                    format!("TLS ({:?}) mit geprüftem Zertifikat und Anmeldung am Gateway funktionieren.", cfg.gateway.tls),
-                    format!("TLS ({:?}) with a verified certificate and authentication at the gateway work.", cfg.gateway.tls),
+                    format!(
+                        "TLS ({:?}) mit geprüftem Zertifikat und Anmeldung am Gateway funktionieren.",
+                        cfg.gateway.tls
+                    ),
+                    format!(
+                        "TLS ({:?}) with a verified certificate and authentication at the gateway work.",
+                        cfg.gateway.tls
+                    ),
                 )),
                 Err((_, de, en)) => f.push(finding("tls", "error", de, en)),
             }

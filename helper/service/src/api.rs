@@ -133,7 +133,11 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     let cors = origin.filter(|o| state.config.api.allowed_origins.iter().any(|a| a == o));
     if req.method() == Method::OPTIONS {
         let Some(o) = cors else {
-            return forbidden("request.origin", "Keine CORS-Freigabe für diesen Ursprung.", "No CORS permission for this origin.");
+            return forbidden(
+                "request.origin",
+                "Keine CORS-Freigabe für diesen Ursprung.",
+                "No CORS permission for this origin.",
+            );
         };
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
@@ -236,14 +240,20 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResu
             format!("The request is larger than the allowed {} bytes.", limit),
         )
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
         if len > limit as u64 {
             return Err(too_large());
         }
     }
     // Collect the frames into one buffer sized by Content-Length: a large message is
     // held once, not as frames plus a contiguous copy.
-    let hint = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let hint = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
     let mut buf: Vec<u8> = Vec::with_capacity(hint.min(limit));
     let mut body = http_body_util::Limited::new(body, limit);
     while let Some(frame) = body.frame().await {
@@ -363,7 +373,11 @@ async fn pairing_request(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let req: PairingRequest = shape(parse_json(&bytes)?)?;
     let client = req.client.trim().to_string();
     if client.is_empty() || client.chars().count() > 100 || client.chars().any(char::is_control) {
-        return Err(ApiError::invalid("client", "muss 1 bis 100 druckbare Zeichen haben.", "must have 1 to 100 printable characters."));
+        return Err(ApiError::invalid(
+            "client",
+            "muss 1 bis 100 druckbare Zeichen haben.",
+            "must have 1 to 100 printable characters.",
+        ));
     }
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
     let max = state.config.pairing.pending_max as i64;
@@ -458,7 +472,13 @@ struct RawQuery {
     forwarded_demail: bool,
 }
 
-async fn submit(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query<RawQuery>, headers: HeaderMap, body: Body) -> AppResult<Response> {
+async fn submit(
+    State(state): State<Arc<AppState>>,
+    _a: Authed,
+    Query(q): Query<RawQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<Response> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let is_rfc822 = ct.split(';').next().map(str::trim) == Some("message/rfc822");
     if !is_rfc822 {
@@ -472,7 +492,13 @@ async fn submit(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query<
         let private_id = q.private_id;
         let (confirmed, forwarded) = (q.confirmed, q.forwarded_demail);
         tokio::task::spawn_blocking(move || {
-            let extras = RawExtras { options: &options, private_id: private_id.as_deref(), confirmed, forwarded_demail: forwarded, envelope_rcpts: None };
+            let extras = RawExtras {
+                options: &options,
+                private_id: private_id.as_deref(),
+                confirmed,
+                forwarded_demail: forwarded,
+                envelope_rcpts: None,
+            };
             mime::prepare_raw(bytes, &extras, &policy, dialect, &env())
         })
         .await
@@ -531,7 +557,11 @@ async fn submit(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query<
 
 /// Commit a prepared message to the outbox (fsync) and wake the relay. Returns the
 /// entry and whether its Message-ID was already there.
-pub(crate) async fn store_prepared(state: &Arc<AppState>, prepared: mime::Prepared, client: Option<String>) -> AppResult<(OutboxEntry, bool)> {
+pub(crate) async fn store_prepared(
+    state: &Arc<AppState>,
+    prepared: mime::Prepared,
+    client: Option<String>,
+) -> AppResult<(OutboxEntry, bool)> {
     let options: Vec<String> = prepared.options.ids().into_iter().map(str::to_string).collect();
     let dialect_s = match state.config.gateway.dialect {
         crate::config::Dialect::Headers => "headers",
@@ -575,10 +605,18 @@ struct ListQuery {
     private_id: Option<String>,
 }
 
-async fn outbox_list(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query<ListQuery>) -> AppResult<Response> {
+async fn outbox_list(
+    State(state): State<Arc<AppState>>,
+    _a: Authed,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Response> {
     if let Some(s) = &q.status {
         if !["queued", "sending", "sent", "failed", "cancelled"].contains(&s.as_str()) {
-            return Err(ApiError::invalid("status", "muss queued, sending, sent, failed oder cancelled sein.", "must be queued, sending, sent, failed or cancelled."));
+            return Err(ApiError::invalid(
+                "status",
+                "muss queued, sending, sent, failed oder cancelled sein.",
+                "must be queued, sending, sent, failed or cancelled.",
+            ));
         }
     }
     let limit = q.limit.unwrap_or(200).min(1000);
@@ -591,7 +629,12 @@ async fn outbox_list(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Q
 }
 
 fn outbox_missing() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "outbox.not_found", "Diese Nachricht ist nicht im Postausgang.", "This message is not in the outbox.")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "outbox.not_found",
+        "Diese Nachricht ist nicht im Postausgang.",
+        "This message is not in the outbox.",
+    )
 }
 
 async fn outbox_get(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
@@ -605,7 +648,8 @@ async fn outbox_raw(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Pa
 }
 
 async fn outbox_retry(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
-    let (changed, e) = state.with_store(move |s| s.retry(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
+    let (changed, e) =
+        state.with_store(move |s| s.retry(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
     if !changed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -620,7 +664,8 @@ async fn outbox_retry(State(state): State<Arc<AppState>>, _a: Authed, Path(id): 
 }
 
 async fn outbox_cancel(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
-    let (changed, e) = state.with_store(move |s| s.cancel(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
+    let (changed, e) =
+        state.with_store(move |s| s.cancel(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
     if !changed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -686,7 +731,12 @@ struct ReceiptReport {
     message_id: Option<String>,
 }
 
-async fn journal_receipt(State(state): State<Arc<AppState>>, _a: Authed, headers: HeaderMap, body: Body) -> AppResult<Response> {
+async fn journal_receipt(
+    State(state): State<Arc<AppState>>,
+    _a: Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<Response> {
     need_json(&headers)?;
     let bytes = read_body(&state, &headers, body).await?;
     let r: ReceiptReport = shape(parse_json(&bytes)?)?;
@@ -714,13 +764,23 @@ async fn journal_receipt(State(state): State<Arc<AppState>>, _a: Authed, headers
     } else {
         match (r.private_id, r.kind) {
             (Some(p), Some(k)) => (p, k, r.time, r.message_id),
-            _ => return Err(ApiError::invalid("private_id/type", "fehlen (oder „raw“ angeben).", "are missing (or give \"raw\").")),
+            _ => {
+                return Err(ApiError::invalid(
+                    "private_id/type",
+                    "fehlen (oder „raw“ angeben).",
+                    "are missing (or give \"raw\").",
+                ))
+            }
         }
     };
     for (f, v) in [("private_id", Some(&private_id)), ("time", time.as_ref()), ("message_id", message_id.as_ref())] {
         if let Some(v) = v {
             if v.len() > 1024 || v.chars().any(char::is_control) {
-                return Err(ApiError::invalid(f, "ist zu lang oder enthält Steuerzeichen.", "is too long or contains control characters."));
+                return Err(ApiError::invalid(
+                    f,
+                    "ist zu lang oder enthält Steuerzeichen.",
+                    "is too long or contains control characters.",
+                ));
             }
         }
     }

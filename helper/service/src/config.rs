@@ -265,9 +265,8 @@ impl Paths {
     /// `DEMAIL_HELPER_SYSTEM_CONFIG` (else the platform default) and `--config`
     /// (else `DEMAIL_HELPER_CONFIG`, else the per-user default).
     pub fn resolve(user_override: Option<&Path>) -> Paths {
-        let machine = std::env::var_os("DEMAIL_HELPER_SYSTEM_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(default_machine_config);
+        let machine =
+            std::env::var_os("DEMAIL_HELPER_SYSTEM_CONFIG").map(PathBuf::from).unwrap_or_else(default_machine_config);
         let user = user_override
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("DEMAIL_HELPER_CONFIG").map(PathBuf::from))
@@ -366,7 +365,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), Box<ConfigIssue>> {
         let file = self.files.last().cloned().unwrap_or_default();
-        let bad = |key: &str, de: &str, en: &str| ConfigIssue::at("config.invalid_value", &file, None, Some(key.into()), de, en);
+        let bad = |key: &str, de: &str, en: &str| {
+            ConfigIssue::at("config.invalid_value", &file, None, Some(key.into()), de, en)
+        };
         if self.gateway.port == 0 {
             return Err(bad("gateway.port", "Der Port darf nicht 0 sein.", "The port must not be 0."));
         }
@@ -374,7 +375,11 @@ impl Config {
             return Err(bad("gateway.host", "Ungültiger Host-Name.", "Invalid host name."));
         }
         if self.gateway.username.chars().any(|c| c.is_control()) {
-            return Err(bad("gateway.username", "Der Benutzername enthält Steuerzeichen.", "The user name contains control characters."));
+            return Err(bad(
+                "gateway.username",
+                "Der Benutzername enthält Steuerzeichen.",
+                "The user name contains control characters.",
+            ));
         }
         if self.relay.retry_initial == 0 || self.relay.retry_max < self.relay.retry_initial {
             return Err(bad(
@@ -396,7 +401,11 @@ impl Config {
             }
         }
         if self.api.max_body.0 < 1024 {
-            return Err(bad("api.max_body", "api.max_body ist zu klein (mindestens 1 KiB).", "api.max_body is too small (at least 1 KiB)."));
+            return Err(bad(
+                "api.max_body",
+                "api.max_body ist zu klein (mindestens 1 KiB).",
+                "api.max_body is too small (at least 1 KiB).",
+            ));
         }
         Ok(())
     }
@@ -463,7 +472,14 @@ fn apply_registry(cfg: &mut Config, layer: &crate::registry::Layer) -> Result<()
 fn read_optional(path: &Path) -> Result<Option<String>, Box<ConfigIssue>> {
     match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
-            ConfigIssue::at("config.encoding", path, None, None, "Die Datei ist nicht UTF-8-kodiert.", "The file is not UTF-8 encoded.")
+            ConfigIssue::at(
+                "config.encoding",
+                path,
+                None,
+                None,
+                "Die Datei ist nicht UTF-8-kodiert.",
+                "The file is not UTF-8 encoded.",
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ConfigIssue::at(
@@ -582,13 +598,19 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, B
     })?;
     // A value that is not TOML syntax is taken as a string (`config set gateway.host gw.stadt.de`).
     let v: toml_edit::Value = value.parse().unwrap_or_else(|_| toml_edit::Value::from(value));
-    let table = doc
-        .entry(section)
-        .or_insert(toml_edit::Item::Table(toml_edit::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| {
-            ConfigIssue::at("config.syntax", &paths.user, None, Some(section.into()), "Ist keine Tabelle.", "Is not a table.")
-        })?;
+    let table =
+        doc.entry(section).or_insert(toml_edit::Item::Table(toml_edit::Table::new())).as_table_mut().ok_or_else(
+            || {
+                ConfigIssue::at(
+                    "config.syntax",
+                    &paths.user,
+                    None,
+                    Some(section.into()),
+                    "Ist keine Tabelle.",
+                    "Is not a table.",
+                )
+            },
+        )?;
     table[name] = toml_edit::Item::Value(v);
     let new_text = doc.to_string();
     let src = Source { path: &paths.user, text: &new_text, user: true };
@@ -624,7 +646,8 @@ mod tests {
     fn tmp() -> PathBuf {
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).unwrap();
-        let d = std::env::temp_dir().join(format!("demail-cfg-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()));
+        let d = std::env::temp_dir()
+            .join(format!("demail-cfg-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -632,7 +655,11 @@ mod tests {
     #[test]
     fn user_overrides_machine_except_locked() {
         let d = tmp();
-        let machine = write(&d, "m.toml", "[gateway]\nhost = \"gw.stadt.de\"\nport = 465\ntls = \"implicit\"\n\n[lock]\nkeys = [\"gateway.host\"]\n");
+        let machine = write(
+            &d,
+            "m.toml",
+            "[gateway]\nhost = \"gw.stadt.de\"\nport = 465\ntls = \"implicit\"\n\n[lock]\nkeys = [\"gateway.host\"]\n",
+        );
         let user = write(&d, "u.toml", "[gateway]\nhost = \"evil.example\"\nport = 587\n");
         let c = Config::load(&Paths { machine, user }).unwrap();
         assert_eq!(c.gateway.host, "gw.stadt.de");
@@ -672,14 +699,26 @@ mod tests {
         use crate::registry::{to_layer, RegData};
         let d = tmp();
         let machine = write(&d, "m.toml", "[gateway]\nhost = \"file.stadt.de\"\nport = 465\n");
-        let user = write(&d, "u.toml", "[gateway]\nhost = \"user.example\"\nport = 2525\nusername = \"me\"\n[relay]\nconnections = 4\n");
+        let user = write(
+            &d,
+            "u.toml",
+            "[gateway]\nhost = \"user.example\"\nport = 2525\nusername = \"me\"\n[relay]\nconnections = 4\n",
+        );
         let mut cfg = Config::default();
-        let msi = to_layer(r"HKLM\SOFTWARE\demail\Helper", &[
-            ("gateway.host".into(), RegData::Str("msi.stadt.de".into())),
-            ("relay.connections".into(), RegData::Dword(3)),
-            ("lock.keys".into(), RegData::Str("relay.connections".into())),
-        ], false);
-        let gpo = to_layer(r"HKLM\SOFTWARE\Policies\demail\Helper", &[("gateway.port".into(), RegData::Dword(1465)), ("gateway.tls".into(), RegData::Str("implicit".into()))], true);
+        let msi = to_layer(
+            r"HKLM\SOFTWARE\demail\Helper",
+            &[
+                ("gateway.host".into(), RegData::Str("msi.stadt.de".into())),
+                ("relay.connections".into(), RegData::Dword(3)),
+                ("lock.keys".into(), RegData::Str("relay.connections".into())),
+            ],
+            false,
+        );
+        let gpo = to_layer(
+            r"HKLM\SOFTWARE\Policies\demail\Helper",
+            &[("gateway.port".into(), RegData::Dword(1465)), ("gateway.tls".into(), RegData::Str("implicit".into()))],
+            true,
+        );
         // Same order as Config::load on Windows: file, MSI, policy, then the user file.
         let text = std::fs::read_to_string(&machine).unwrap();
         let src = Source { path: &machine, text: &text, user: false };
@@ -697,7 +736,11 @@ mod tests {
         assert!(cfg.is_locked("gateway.port") && cfg.is_locked("relay.connections") && !cfg.is_locked("gateway.host"));
         assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
 
-        let bad = to_layer(r"HKLM\SOFTWARE\Policies\demail\Helper", &[("gateway.tls".into(), RegData::Str("none".into()))], true);
+        let bad = to_layer(
+            r"HKLM\SOFTWARE\Policies\demail\Helper",
+            &[("gateway.tls".into(), RegData::Str("none".into()))],
+            true,
+        );
         let e = apply_registry(&mut Config::default(), &bad).unwrap_err();
         assert_eq!(e.code, "config.invalid_value");
         assert_eq!(e.key.as_deref(), Some("gateway.tls"));

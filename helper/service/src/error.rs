@@ -61,7 +61,12 @@ impl ApiError {
     }
 
     pub fn not_found(what_de: &str, what_en: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "request.not_found", format!("{what_de} nicht gefunden."), format!("{what_en} not found."))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "request.not_found",
+            format!("{what_de} nicht gefunden."),
+            format!("{what_en} not found."),
+        )
     }
 
     pub fn invalid(field: &str, de: &str, en: &str) -> Self {
@@ -73,8 +78,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"demail-helper\""));
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"demail-helper\""),
+            );
         }
         resp
     }

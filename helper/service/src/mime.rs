@@ -141,7 +141,8 @@ fn judge(result: &CheckResult, confirmed: bool) -> Result<(), ApiError> {
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "submit.blocked",
-                r.map(|r| r.message.clone()).unwrap_or_else(|| "Diese Nachricht darf nicht als De-Mail versendet werden.".into()),
+                r.map(|r| r.message.clone())
+                    .unwrap_or_else(|| "Diese Nachricht darf nicht als De-Mail versendet werden.".into()),
                 r.map(|r| r.message_en.clone()).unwrap_or_else(|| "This message must not be sent as De-Mail.".into()),
             )
             .with_details(json!({ "check": result })))
@@ -176,9 +177,17 @@ fn clean_message_id(field: &str, v: &str) -> Result<String, ApiError> {
     header_safe(field, v)?;
     let id = v.trim().trim_start_matches('<').trim_end_matches('>');
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-@[]".contains(c);
-    let valid = id.len() <= 250 && id.matches('@').count() == 1 && !id.starts_with('@') && !id.ends_with('@') && id.chars().all(ok_char);
+    let valid = id.len() <= 250
+        && id.matches('@').count() == 1
+        && !id.starts_with('@')
+        && !id.ends_with('@')
+        && id.chars().all(ok_char);
     if !valid {
-        return Err(ApiError::invalid(field, "ist keine gültige Message-ID (lokal@domain).", "is not a valid Message-ID (local@domain)."));
+        return Err(ApiError::invalid(
+            field,
+            "ist keine gültige Message-ID (lokal@domain).",
+            "is not a valid Message-ID (local@domain).",
+        ));
     }
     Ok(id.to_string())
 }
@@ -193,18 +202,32 @@ fn new_message_id(sender: &str, env: &Env) -> String {
 /// Header lines, the private-id, and whether it was generated.
 type DemailHeaders = (Vec<(String, String)>, String, bool);
 
-fn demail_headers(policy: &Policy, options: OptionSet, private_id: Option<&str>, sender: &str, env: &Env) -> Result<DemailHeaders, ApiError> {
-    let h = api::headers(policy, options, private_id, Some(sender), env).map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &e.reason))?;
+fn demail_headers(
+    policy: &Policy,
+    options: OptionSet,
+    private_id: Option<&str>,
+    sender: &str,
+    env: &Env,
+) -> Result<DemailHeaders, ApiError> {
+    let h = api::headers(policy, options, private_id, Some(sender), env)
+        .map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &e.reason))?;
     let lines = h.headers.into_iter().map(|l| (l.name, l.value)).collect();
     Ok((lines, h.private_id, h.private_id_generated))
 }
 
 /// The subject and header lines for the gateway's dialect.
-fn dialect_view(dialect: Dialect, subject_text: &str, options: OptionSet, lines: Vec<(String, String)>, policy: &Policy) -> Result<(String, Vec<(String, String)>), ApiError> {
+fn dialect_view(
+    dialect: Dialect,
+    subject_text: &str,
+    options: OptionSet,
+    lines: Vec<(String, String)>,
+    policy: &Policy,
+) -> Result<(String, Vec<(String, String)>), ApiError> {
     match dialect {
         Dialect::Headers => Ok((subject_text.to_string(), lines)),
         Dialect::SubjectTags => {
-            let s = subject::format(subject_text, options, &policy.subject).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+            let s = subject::format(subject_text, options, &policy.subject)
+                .map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
             // The gateway reads options from the tags only; the reference still travels as header.
             let keep = lines.into_iter().filter(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).collect();
             Ok((s, keep))
@@ -239,7 +262,9 @@ fn address_list(field: &str, entries: &[String]) -> Result<Vec<Address<'static>>
 }
 
 fn valid_content_type(ct: &str) -> bool {
-    let token = |s: &str| !s.is_empty() && s.len() <= 127 && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c));
+    let token = |s: &str| {
+        !s.is_empty() && s.len() <= 127 && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+    };
     match ct.split_once('/') {
         Some((t, s)) => token(t) && token(s),
         None => false,
@@ -247,7 +272,12 @@ fn valid_content_type(ct: &str) -> bool {
 }
 
 /// Build a De-Mail from structured JSON.
-pub fn prepare_structured(req: &SubmitRequest, policy: &Policy, dialect: Dialect, env: &Env) -> Result<Prepared, ApiError> {
+pub fn prepare_structured(
+    req: &SubmitRequest,
+    policy: &Policy,
+    dialect: Dialect,
+    env: &Env,
+) -> Result<Prepared, ApiError> {
     header_safe("from", &req.from)?;
     for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
         for v in list {
@@ -262,7 +292,11 @@ pub fn prepare_structured(req: &SubmitRequest, policy: &Policy, dialect: Dialect
         header_safe("attachments.filename", &a.filename)?;
         header_safe("attachments.content_type", &a.content_type)?;
         if !valid_content_type(a.content_type.trim()) {
-            return Err(ApiError::invalid("attachments.content_type", "ist kein MIME-Typ (typ/untertyp).", "is not a MIME type (type/subtype)."));
+            return Err(ApiError::invalid(
+                "attachments.content_type",
+                "ist kein MIME-Typ (typ/untertyp).",
+                "is not a MIME type (type/subtype).",
+            ));
         }
         if a.filename.trim().is_empty() {
             return Err(ApiError::invalid("attachments.filename", "darf nicht leer sein.", "must not be empty."));
@@ -299,7 +333,8 @@ pub fn prepare_structured(req: &SubmitRequest, policy: &Policy, dialect: Dialect
     let Some(sender) = sender_list.first() else {
         return Err(ApiError::invalid("from", "fehlt.", "is missing."));
     };
-    let (lines, private_id, generated) = demail_headers(policy, result.options, req.private_id.as_deref(), &sender.address, env)?;
+    let (lines, private_id, generated) =
+        demail_headers(policy, result.options, req.private_id.as_deref(), &sender.address, env)?;
     let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
     let message_id = message_id.unwrap_or_else(|| new_message_id(&sender.address, env));
 
@@ -346,7 +381,16 @@ pub fn prepare_structured(req: &SubmitRequest, policy: &Policy, dialect: Dialect
     }
     let mime = b.write_to_vec().map_err(|e| ApiError::internal(&e.to_string()))?;
 
-    finish(Mime { head: mime, body: Bytes::new() }, &input, policy, req.confirmed, message_id, private_id, generated, clean_subject)
+    finish(
+        Mime { head: mime, body: Bytes::new() },
+        &input,
+        policy,
+        req.confirmed,
+        message_id,
+        private_id,
+        generated,
+        clean_subject,
+    )
 }
 
 /// The size rule needs the finished message: run the check once more with its size.
@@ -377,7 +421,8 @@ fn finish(
     }
     judge(&result, confirmed)?;
     // The envelope sender is the e-mail address; the gateway maps it to the De-Mail address.
-    let sender = parse_address_list(&input.from).ok().and_then(|l| l.first().map(|m| m.address.clone())).unwrap_or_default();
+    let sender =
+        parse_address_list(&input.from).ok().and_then(|l| l.first().map(|m| m.address.clone())).unwrap_or_default();
     Ok(Prepared {
         mime,
         message_id,
@@ -403,7 +448,12 @@ struct Field {
 }
 
 fn mime_invalid(de: &str, en: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "submit.mime_invalid", format!("Die Nachricht ist kein gültiges RFC-5322-Format: {de}"), format!("The message is not valid RFC 5322: {en}"))
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "submit.mime_invalid",
+        format!("Die Nachricht ist kein gültiges RFC-5322-Format: {de}"),
+        format!("The message is not valid RFC 5322: {en}"),
+    )
 }
 
 /// CRLF everywhere (bare LF becomes CRLF); a bare CR in the header block is refused
@@ -426,10 +476,9 @@ fn to_crlf(raw: Bytes) -> Bytes {
 }
 
 fn split_header(msg: &[u8]) -> Result<(Vec<Field>, usize), ApiError> {
-    let end = msg
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| mime_invalid("keine Leerzeile zwischen Kopf und Text.", "no blank line between header and body."))?;
+    let end = msg.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        mime_invalid("keine Leerzeile zwischen Kopf und Text.", "no blank line between header and body.")
+    })?;
     let head = &msg[..end + 2];
     let body_start = end + 4;
     let mut fields: Vec<Field> = Vec::new();
@@ -438,10 +487,14 @@ fn split_header(msg: &[u8]) -> Result<(Vec<Field>, usize), ApiError> {
         if content.contains(&b'\r') || content.contains(&0) {
             return Err(mime_invalid("Kopfzeile mit einzelnem CR oder NUL.", "header line with a bare CR or NUL."));
         }
-        let text = std::str::from_utf8(content).map_err(|_| mime_invalid("Kopfzeile ist nicht UTF-8.", "header line is not UTF-8."))?;
+        let text = std::str::from_utf8(content)
+            .map_err(|_| mime_invalid("Kopfzeile ist nicht UTF-8.", "header line is not UTF-8."))?;
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             let Some(f) = fields.last_mut() else {
-                return Err(mime_invalid("Fortsetzungszeile ohne Kopfzeile.", "continuation line without a header field."));
+                return Err(mime_invalid(
+                    "Fortsetzungszeile ohne Kopfzeile.",
+                    "continuation line without a header field.",
+                ));
             };
             f.value.push_str(text);
             f.raw.extend_from_slice(line);
@@ -481,7 +534,13 @@ pub struct RawExtras<'a> {
 
 /// Validate a complete message with the core and rewrite its De-Mail header fields
 /// for the gateway's dialect.
-pub fn prepare_raw(raw: Bytes, extras: &RawExtras, policy: &Policy, dialect: Dialect, env: &Env) -> Result<Prepared, ApiError> {
+pub fn prepare_raw(
+    raw: Bytes,
+    extras: &RawExtras,
+    policy: &Policy,
+    dialect: Dialect,
+    env: &Env,
+) -> Result<Prepared, ApiError> {
     let msg = to_crlf(raw);
     let (fields, body_start) = split_header(&msg)?;
     fn all<'a>(fields: &'a [Field], n: &'static str) -> impl Iterator<Item = &'a Field> + 'a {
@@ -491,7 +550,10 @@ pub fn prepare_raw(raw: Bytes, extras: &RawExtras, policy: &Policy, dialect: Dia
         let mut it = all(fields, n);
         let first = it.next();
         if it.next().is_some() {
-            return Err(mime_invalid(&format!("„{n}“ kommt mehrfach vor."), &format!("\"{n}\" occurs more than once.")));
+            return Err(mime_invalid(
+                &format!("„{n}“ kommt mehrfach vor."),
+                &format!("\"{n}\" occurs more than once."),
+            ));
         }
         Ok(first)
     }
@@ -544,7 +606,8 @@ pub fn prepare_raw(raw: Bytes, extras: &RawExtras, policy: &Policy, dialect: Dia
         .ok()
         .and_then(|l| l.into_iter().next())
         .ok_or_else(|| ApiError::invalid("From", "fehlt.", "is missing."))?;
-    let (lines, private_id, generated) = demail_headers(policy, result.options, private_id.as_deref(), &sender.address, env)?;
+    let (lines, private_id, generated) =
+        demail_headers(policy, result.options, private_id.as_deref(), &sender.address, env)?;
     let rewrite_subject = dialect == Dialect::SubjectTags || clean_subject != subject_text;
     let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
 
@@ -574,11 +637,13 @@ pub fn prepare_raw(raw: Bytes, extras: &RawExtras, policy: &Policy, dialect: Dia
     out.extend_from_slice(b"\r\n");
     let mime = Mime { head: out, body: msg.slice(body_start..) };
 
-    let mut prepared = finish(mime, &input, policy, extras.confirmed, message_id, private_id, generated, clean_subject)?;
+    let mut prepared =
+        finish(mime, &input, policy, extras.confirmed, message_id, private_id, generated, clean_subject)?;
     if let Some(env) = extras.envelope_rcpts {
         let mut rcpts = Vec::new();
         for r in env {
-            let a = demail_core::address::normalize_addr_spec(r).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+            let a = demail_core::address::normalize_addr_spec(r)
+                .map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
             if !rcpts.contains(&a) {
                 rcpts.push(a);
             }
@@ -638,7 +703,13 @@ mod tests {
     #[test]
     fn raw_is_rewritten() {
         let raw = b"From: peter.meier@musterstadt.de\nTo: anna@buerger.de-mail.de\nBcc: geheim@buerger.de-mail.de\nSubject: [P] Bescheid\nX-de-mail-private: no\nX-DE-MAIL-authoritative: yes\n\nText\n";
-        let extras = RawExtras { options: &[], private_id: Some("AZ-1"), confirmed: false, forwarded_demail: false, envelope_rcpts: None };
+        let extras = RawExtras {
+            options: &[],
+            private_id: Some("AZ-1"),
+            confirmed: false,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
         let p = prepare_raw(Bytes::from_static(raw), &extras, &Policy::default(), Dialect::Headers, &env()).unwrap();
         let s = String::from_utf8(p.mime.to_vec()).unwrap();
         assert!(!s.contains("Bcc"), "{s}");

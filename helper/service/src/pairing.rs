@@ -70,7 +70,12 @@ pub fn provision(store: &mut Store, client: &str, source: &str) -> Result<(Pairi
 }
 
 /// A pairing request from the add-in: pending until the user approves its code.
-pub fn request(store: &mut Store, client: &str, origin: Option<&str>, ttl_secs: u64) -> Result<(Pairing, String), StoreError> {
+pub fn request(
+    store: &mut Store,
+    client: &str,
+    origin: Option<&str>,
+    ttl_secs: u64,
+) -> Result<(Pairing, String), StoreError> {
     let token = new_token();
     let code = new_code();
     let expires = now_ms() + (ttl_secs as i64) * 1000;

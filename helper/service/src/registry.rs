@@ -98,7 +98,12 @@ fn convert(kind: &Value, d: &RegData) -> toml_edit::Value {
         Value::Array(_) => {
             let items: Vec<String> = match d {
                 RegData::Multi(v) => v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-                other => text(other).split([',', ';', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+                other => text(other)
+                    .split([',', ';', '\n'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
             };
             toml_edit::Value::Array(items.iter().collect())
         }
@@ -123,7 +128,8 @@ pub fn layers() -> Vec<Layer> {
 fn read_values(path: &str) -> Vec<(String, RegData)> {
     use winreg::enums::{RegType, HKEY_LOCAL_MACHINE, KEY_READ, KEY_WOW64_64KEY};
     use winreg::types::FromRegValue;
-    let Ok(key) = winreg::RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey_with_flags(path, KEY_READ | KEY_WOW64_64KEY) else {
+    let Ok(key) = winreg::RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey_with_flags(path, KEY_READ | KEY_WOW64_64KEY)
+    else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -177,7 +183,14 @@ mod tests {
 
     #[test]
     fn bad_text_stays_text_for_the_parser_to_refuse() {
-        let l = to_layer(r"HKLM\x", &[("gateway.port".into(), RegData::Str("viele".into())), ("relay.enabled".into(), RegData::Str("vielleicht".into()))], true);
+        let l = to_layer(
+            r"HKLM\x",
+            &[
+                ("gateway.port".into(), RegData::Str("viele".into())),
+                ("relay.enabled".into(), RegData::Str("vielleicht".into())),
+            ],
+            true,
+        );
         let t: toml::Table = toml::from_str(&l.toml).unwrap();
         assert_eq!(t["gateway"]["port"].as_str(), Some("viele"));
         assert_eq!(t["relay"]["enabled"].as_str(), Some("vielleicht"));

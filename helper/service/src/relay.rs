@@ -16,7 +16,9 @@ use crate::state::{AppState, GatewayState};
 use crate::store::{now_ms, ErrorInfo, OutboxEntry};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -91,7 +93,11 @@ fn tls_parameters(cfg: &Config) -> Result<TlsParameters, ErrorInfo> {
         tls = tls.add_root_certificate(Certificate::from_pem(&pem).map_err(|_| bad_ca(cfg))?);
     }
     tls.build_rustls().map_err(|e| {
-        info("relay.tls_setup", format!("TLS kann nicht eingerichtet werden: {}", chain(&e)), format!("TLS cannot be set up: {}", chain(&e)))
+        info(
+            "relay.tls_setup",
+            format!("TLS kann nicht eingerichtet werden: {}", chain(&e)),
+            format!("TLS cannot be set up: {}", chain(&e)),
+        )
     })
 }
 
@@ -105,7 +111,8 @@ fn rustls_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ErrorInfo> {
         roots.add_parsable_certificates(native.certs);
     }
     if let Some(pem) = ca_pem(cfg)? {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|_| bad_ca(cfg))?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|_| bad_ca(cfg))?;
         if certs.is_empty() {
             return Err(bad_ca(cfg));
         }
@@ -116,7 +123,13 @@ fn rustls_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ErrorInfo> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let c = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| info("relay.tls_setup", format!("TLS kann nicht eingerichtet werden: {e}"), format!("TLS cannot be set up: {e}")))?
+        .map_err(|e| {
+            info(
+                "relay.tls_setup",
+                format!("TLS kann nicht eingerichtet werden: {e}"),
+                format!("TLS cannot be set up: {e}"),
+            )
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(c))
@@ -171,7 +184,11 @@ fn tls_err(host: &str, text: &str) -> ErrorInfo {
     )
 }
 
-async fn timed<T, E: std::fmt::Display>(secs: u64, host: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<Result<T, E>, ErrorInfo> {
+async fn timed<T, E: std::fmt::Display>(
+    secs: u64,
+    host: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Result<T, E>, ErrorInfo> {
     tokio::time::timeout(Duration::from_secs(secs.max(1)), f)
         .await
         .map_err(|_| unreachable_err(host, &format!("keine Antwort nach {secs} s / no answer after {secs} s")))
@@ -189,8 +206,14 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
             "No gateway is configured (gateway.host). The message stays in the outbox.".into(),
         ));
     }
-    let hello = if g.hello_name.trim().is_empty() { ClientId::default() } else { ClientId::Domain(g.hello_name.trim().to_string()) };
-    let tcp = timed(g.timeout, host, TcpStream::connect((host, g.port))).await?.map_err(|e| unreachable_err(host, &e.to_string()))?;
+    let hello = if g.hello_name.trim().is_empty() {
+        ClientId::default()
+    } else {
+        ClientId::Domain(g.hello_name.trim().to_string())
+    };
+    let tcp = timed(g.timeout, host, TcpStream::connect((host, g.port)))
+        .await?
+        .map_err(|e| unreachable_err(host, &e.to_string()))?;
     // SMTP is a ping-pong of small writes: without this, Nagle and delayed ACKs cost 40 ms a message.
     let _ = tcp.set_nodelay(true);
     let mut conn = match g.tls {
@@ -212,8 +235,9 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
         }
         TlsMode::Implicit => {
             let config = rustls_config(cfg)?;
-            let name = rustls_pki_types::ServerName::try_from(host.to_string())
-                .map_err(|_| info("relay.tls_setup", format!("Ungültiger Host-Name {host}."), format!("Invalid host name {host}.")))?;
+            let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
+                info("relay.tls_setup", format!("Ungültiger Host-Name {host}."), format!("Invalid host name {host}."))
+            })?;
             let tls = timed(g.timeout, host, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
                 .await?
                 .map_err(|e| tls_err(host, &chain(&e)))?;
@@ -243,9 +267,13 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
 /// Fetch the password (blocking keyring call) when a gateway user is configured.
 async fn password(cfg: &Arc<Config>) -> Result<Option<String>, ErrorInfo> {
     let c = cfg.clone();
-    let r = tokio::task::spawn_blocking(move || crate::secrets::get(&c))
-        .await
-        .map_err(|_| info("internal", "Interner Fehler beim Lesen des Schlüsselbunds.".into(), "Internal error reading the keyring.".into()))?;
+    let r = tokio::task::spawn_blocking(move || crate::secrets::get(&c)).await.map_err(|_| {
+        info(
+            "internal",
+            "Interner Fehler beim Lesen des Schlüsselbunds.".into(),
+            "Internal error reading the keyring.".into(),
+        )
+    })?;
     match r {
         Ok(p) => Ok(p.map(|(p, _)| p)),
         Err(e) => Err(ErrorInfo { code: e.code, message: e.message, message_en: e.message_en }),
@@ -327,7 +355,11 @@ pub fn classify_error(e: &lettre::transport::smtp::Error, host: &str) -> ErrorIn
 fn envelope(entry: &OutboxEntry) -> Result<Envelope, Outcome> {
     let bad = |a: &str| {
         Outcome::Failed(
-            info("relay.address", format!("Die Adresse {a} ist für SMTP ungültig."), format!("The address {a} is invalid for SMTP.")),
+            info(
+                "relay.address",
+                format!("Die Adresse {a} ist für SMTP ungültig."),
+                format!("The address {a} is invalid for SMTP."),
+            ),
             None,
         )
     };
@@ -336,7 +368,8 @@ fn envelope(entry: &OutboxEntry) -> Result<Envelope, Outcome> {
     for r in &entry.recipients {
         rcpts.push(r.parse::<lettre::Address>().map_err(|_| bad(r))?);
     }
-    Envelope::new(Some(sender), rcpts).map_err(|_| Outcome::Failed(info("relay.address", "Keine Empfänger.".into(), "No recipients.".into()), None))
+    Envelope::new(Some(sender), rcpts)
+        .map_err(|_| Outcome::Failed(info("relay.address", "Keine Empfänger.".into(), "No recipients.".into()), None))
 }
 
 /// A session with the current password; `Err` is a reason to retry later.
@@ -347,7 +380,11 @@ pub async fn connect(cfg: &Arc<Config>) -> Result<AsyncSmtpConnection, ErrorInfo
 
 /// MAIL, RCPT, DATA and the message in 64 KiB pieces (lettre's `send` would copy the
 /// whole message once more for dot-stuffing).
-async fn transaction(conn: &mut AsyncSmtpConnection, envelope: &Envelope, mime: &[u8]) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    mime: &[u8],
+) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
     use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
     use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
     let mut params = Vec::new();
@@ -454,9 +491,7 @@ async fn worker(state: Arc<AppState>, n: u32) {
                 }
                 let next = state.with_store(|s| s.next_due()).await.ok().flatten();
                 let poll = Duration::from_secs(cfg.relay.poll_interval.max(1));
-                let wait = next
-                    .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64).min(poll))
-                    .unwrap_or(poll);
+                let wait = next.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64).min(poll)).unwrap_or(poll);
                 tokio::select! {
                     _ = state.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
@@ -501,8 +536,14 @@ async fn record(state: &Arc<AppState>, entry: &OutboxEntry, outcome: Outcome) {
                 tracing::warn!(id = %id, code = %err.code, "giving up after {age_secs} s");
                 let err = ErrorInfo {
                     code: "relay.gave_up".into(),
-                    message: format!("Die De-Mail konnte nicht zugestellt werden; der Helfer hat aufgegeben. Letzter Grund: {}", err.message),
-                    message_en: format!("The De-Mail could not be delivered; the helper gave up. Last reason: {}", err.message_en),
+                    message: format!(
+                        "Die De-Mail konnte nicht zugestellt werden; der Helfer hat aufgegeben. Letzter Grund: {}",
+                        err.message
+                    ),
+                    message_en: format!(
+                        "The De-Mail could not be delivered; the helper gave up. Last reason: {}",
+                        err.message_en
+                    ),
                 };
                 state.with_store(move |s| s.mark_failed(&id, &err, reply.as_deref())).await
             } else {

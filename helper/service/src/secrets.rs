@@ -81,9 +81,13 @@ fn backends(cfg: &Config) -> Vec<&'static str> {
 fn entry(backend: &str, user: &str) -> keyring::Result<Entry> {
     match backend {
         #[cfg(target_os = "linux")]
-        "secret-service" => Ok(Entry::new_with_credential(Box::new(keyring::secret_service::SsCredential::new_with_target(None, SERVICE, user)?))),
+        "secret-service" => Ok(Entry::new_with_credential(Box::new(
+            keyring::secret_service::SsCredential::new_with_target(None, SERVICE, user)?,
+        ))),
         #[cfg(target_os = "linux")]
-        "keyutils" => Ok(Entry::new_with_credential(Box::new(keyring::keyutils::KeyutilsCredential::new_with_target(None, SERVICE, user)?))),
+        "keyutils" => Ok(Entry::new_with_credential(Box::new(keyring::keyutils::KeyutilsCredential::new_with_target(
+            None, SERVICE, user,
+        )?))),
         #[cfg(any(windows, target_os = "macos"))]
         "windows" | "macos" => Entry::new(SERVICE, user),
         other => Err(keyring::Error::Invalid("backend".into(), format!("{other} is not available on this platform"))),

@@ -47,7 +47,11 @@ pub fn init_logging(cfg: &Config) -> Option<tracing_appender::non_blocking::Work
     use tracing_subscriber::Layer;
     let filter = || EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).with_filter(filter());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .with_filter(filter());
     let dir = cfg.log_dir();
     let file = crate::store::private_dir(&dir).ok().and_then(|_| {
         tracing_appender::rolling::Builder::new()
@@ -62,7 +66,9 @@ pub fn init_logging(cfg: &Config) -> Option<tracing_appender::non_blocking::Work
         Some(appender) => {
             // A small queue (the default holds 128,000 lines, 4 MB): lines beyond it are dropped
             // rather than blocking the service.
-            let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().buffered_lines_limit(2048).finish(appender);
+            let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(2048)
+                .finish(appender);
             let layer = tracing_subscriber::fmt::layer().with_writer(nb).with_ansi(false).with_filter(filter());
             let _ = tracing_subscriber::registry().with(stderr).with(layer).try_init();
             Some(guard)
@@ -129,11 +135,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     for w in &cfg.warnings {
         tracing::warn!(code = %w.code, "{}", w.message_en);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| start_err("internal", format!("Laufzeit kann nicht starten: {e}"), format!("Runtime cannot start: {e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        start_err("internal", format!("Laufzeit kann nicht starten: {e}"), format!("Runtime cannot start: {e}"))
+    })?;
     rt.block_on(run(cfg))
 }
 
@@ -242,7 +246,10 @@ impl Running {
 
     /// Serve the API until `shutdown` resolves or [`AppState::shutdown`] is called; then
     /// stop the relay (waiting up to 10 s for a message on the wire) and unpublish.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let Running { state, listener, lock, worker, submission, runtime_file, .. } = self;
         let app = api::router(state.clone());
         let st = state.clone();
@@ -265,7 +272,9 @@ impl Running {
         discovery::unpublish(&runtime_file);
         drop(lock);
         tracing::info!("helper stopped");
-        served.map_err(|e| start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}")))
+        served.map_err(|e| {
+            start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}"))
+        })
     }
 }
 
@@ -299,7 +308,8 @@ async fn serve_api(
             _ = &mut shutdown => break,
         };
         let svc = app.clone().map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new));
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc)));
+        let conn = graceful
+            .watch(http.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc)));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection closed");

@@ -154,13 +154,16 @@ pub fn load_policy(path: &std::path::Path) -> Result<(Policy, String), ApiError>
         return Ok((Policy::default(), "built-in".into()));
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => Policy::parse(&text)
-            .map(|p| (p, path.display().to_string()))
-            .map_err(|e| {
-                let e = e.with_file(path.display().to_string());
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "policy.invalid", e.reason.message.clone(), e.reason.message_en.clone())
-                    .with_details(serde_json::json!({ "policy_error": e }))
-            }),
+        Ok(text) => Policy::parse(&text).map(|p| (p, path.display().to_string())).map_err(|e| {
+            let e = e.with_file(path.display().to_string());
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "policy.invalid",
+                e.reason.message.clone(),
+                e.reason.message_en.clone(),
+            )
+            .with_details(serde_json::json!({ "policy_error": e }))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Policy::default(), "built-in".into())),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -249,7 +249,11 @@ fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxEntry> {
     let status: String = r.get(9)?;
     let code: Option<String> = r.get(12)?;
     let error = match code {
-        Some(code) => Some(ErrorInfo { code, message: r.get::<_, Option<String>>(13)?.unwrap_or_default(), message_en: r.get::<_, Option<String>>(14)?.unwrap_or_default() }),
+        Some(code) => Some(ErrorInfo {
+            code,
+            message: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
+            message_en: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+        }),
         None => None,
     };
     let next: i64 = r.get(11)?;
@@ -375,7 +379,8 @@ impl Store {
     }
 
     pub fn mime(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        let exists: Option<i64> = self.conn.query_row("SELECT 1 FROM message_bodies WHERE message = ?1", [id], |r| r.get(0)).optional()?;
+        let exists: Option<i64> =
+            self.conn.query_row("SELECT 1 FROM message_bodies WHERE message = ?1", [id], |r| r.get(0)).optional()?;
         match exists {
             Some(_) => Ok(Some(read_mime(&self.conn, id)?)),
             None => Ok(None),
@@ -401,10 +406,9 @@ impl Store {
     /// After a crash, messages left in `sending` go back to `queued`. The gateway sees
     /// the same Message-ID again and can drop the duplicate (see docs/protocol.md).
     pub fn recover(&mut self) -> Result<usize> {
-        Ok(self.conn.execute(
-            "UPDATE messages SET status = 'queued', updated_at = ?1 WHERE status = 'sending'",
-            [now_ms()],
-        )?)
+        Ok(self
+            .conn
+            .execute("UPDATE messages SET status = 'queued', updated_at = ?1 WHERE status = 'sending'", [now_ms()])?)
     }
 
     /// Claim the next due message: `queued` → `sending`, attempts + 1.
@@ -488,7 +492,13 @@ impl Store {
     // ---------------------------------------------------------------- journal
 
     /// Record a receipt. Returns false when it was known already.
-    pub fn add_receipt(&mut self, private_id: &str, kind: &str, time: Option<&str>, receipt_message_id: Option<&str>) -> Result<bool> {
+    pub fn add_receipt(
+        &mut self,
+        private_id: &str,
+        kind: &str,
+        time: Option<&str>,
+        receipt_message_id: Option<&str>,
+    ) -> Result<bool> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO receipts (private_id, type, time, receipt_message_id, reported_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![private_id, kind, time, receipt_message_id.unwrap_or(""), now_ms()],
@@ -502,7 +512,12 @@ impl Store {
         )?;
         let rows = st.query_map([private_id], |r| {
             let mid: String = r.get(2)?;
-            Ok(Receipt { kind: r.get(0)?, time: r.get(1)?, message_id: (!mid.is_empty()).then_some(mid), reported_at: r.get(3)? })
+            Ok(Receipt {
+                kind: r.get(0)?,
+                time: r.get(1)?,
+                message_id: (!mid.is_empty()).then_some(mid),
+                reported_at: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -562,9 +577,9 @@ impl Store {
 
     /// Every (id, token hash, status, expires_at) that could still authenticate.
     pub fn live_token_hashes(&self) -> Result<Vec<LiveToken>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, token_hash, status, expires_at FROM pairings WHERE status IN ('pending','approved')")?;
+        let mut st = self.conn.prepare(
+            "SELECT id, token_hash, status, expires_at FROM pairings WHERE status IN ('pending','approved')",
+        )?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -622,9 +637,7 @@ impl Store {
 
 /// Databases from before `message_bodies` kept the message in `messages.mime`.
 fn migrate(conn: &Connection) -> Result<()> {
-    let has_mime: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'mime'")?
-        .exists([])?;
+    let has_mime: bool = conn.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'mime'")?.exists([])?;
     if has_mime {
         conn.execute_batch(
             "BEGIN IMMEDIATE;

@@ -41,7 +41,13 @@ impl Handler for Submission {
         let dialect = state.config.gateway.dialect;
         let rcpts = env.rcpt_to.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let extras = RawExtras { options: &[], private_id: None, confirmed: false, forwarded_demail: false, envelope_rcpts: Some(&rcpts) };
+            let extras = RawExtras {
+                options: &[],
+                private_id: None,
+                confirmed: false,
+                forwarded_demail: false,
+                envelope_rcpts: Some(&rcpts),
+            };
             mime::prepare_raw(message.into(), &extras, &policy, dialect, &api::env())
         })
         .await

@@ -39,7 +39,8 @@ fn health_and_version_need_no_token() {
     let actions = r.json()["result"]["actions"].as_array().unwrap().clone();
     assert!(actions.iter().any(|a| a["action"] == "messages.submit" && a["since"] == 1));
     // The discovery file names the same port.
-    let disc: Value = serde_json::from_slice(&std::fs::read(h.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
+    let disc: Value =
+        serde_json::from_slice(&std::fs::read(h.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
     assert_eq!(disc["port"].as_u64(), Some(h.port as u64));
 }
 
@@ -82,15 +83,30 @@ fn foreign_host_and_origin_are_403() {
     assert_eq!(r.status, 403);
     assert_eq!(r.code(), "request.origin");
     assert!(r.header("access-control-allow-origin").is_none());
-    let r = h.raw("POST", "/v1/pairing", &[("Origin", "https://evil.example"), ("Content-Type", "application/json")], br#"{"client":"x"}"#);
+    let r = h.raw(
+        "POST",
+        "/v1/pairing",
+        &[("Origin", "https://evil.example"), ("Content-Type", "application/json")],
+        br#"{"client":"x"}"#,
+    );
     assert_eq!(r.status, 403, "a web page cannot even ask for pairing");
-    let r = h.raw("OPTIONS", "/v1/messages", &[("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")], b"");
+    let r = h.raw(
+        "OPTIONS",
+        "/v1/messages",
+        &[("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")],
+        b"",
+    );
     assert_eq!(r.status, 403);
     assert!(r.header("access-control-allow-origin").is_none());
     let r = h.raw("GET", "/v1/outbox", &[("Origin", "null"), ("Authorization", &auth)], b"");
     assert_eq!(r.status, 403);
     // The Thunderbird add-in's origin is fine.
-    let r = h.raw("GET", "/v1/outbox", &[("Origin", "moz-extension://5f0c2a4e-3b1d-4c59-9a51-1d2e3f4a5b6c"), ("Authorization", &auth)], b"");
+    let r = h.raw(
+        "GET",
+        "/v1/outbox",
+        &[("Origin", "moz-extension://5f0c2a4e-3b1d-4c59-9a51-1d2e3f4a5b6c"), ("Authorization", &auth)],
+        b"",
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -100,7 +116,12 @@ fn allowed_origin_gets_cors_only_when_listed() {
         machine: "[relay]\nenabled = false\n[api]\nallowed_origins = [\"https://addin.musterstadt.de\"]\n",
         ..Default::default()
     });
-    let r = h.raw("OPTIONS", "/v1/messages", &[("Origin", "https://addin.musterstadt.de"), ("Access-Control-Request-Method", "POST")], b"");
+    let r = h.raw(
+        "OPTIONS",
+        "/v1/messages",
+        &[("Origin", "https://addin.musterstadt.de"), ("Access-Control-Request-Method", "POST")],
+        b"",
+    );
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("https://addin.musterstadt.de"));
     let r = h.raw("GET", "/v1/health", &[("Origin", "https://addin.musterstadt.de.evil.example")], b"");
@@ -184,7 +205,10 @@ fn pending_pairings_are_limited() {
 
 #[test]
 fn oversize_body_is_413() {
-    let h = Helper::start_with(HelperOpts { machine: "[relay]\nenabled = false\n[api]\nmax_body = \"64 KiB\"\n", ..Default::default() });
+    let h = Helper::start_with(HelperOpts {
+        machine: "[relay]\nenabled = false\n[api]\nmax_body = \"64 KiB\"\n",
+        ..Default::default()
+    });
     let token = h.pair();
     let mut m = demail_message("groß");
     m["text"] = json!("x".repeat(100 * 1024));
@@ -195,7 +219,12 @@ fn oversize_body_is_413() {
     let body = "y".repeat(80 * 1024);
     let auth = format!("Bearer {token}");
     let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
-    let r = h.raw("POST", "/v1/check", &[("Authorization", &auth), ("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")], chunked.as_bytes());
+    let r = h.raw(
+        "POST",
+        "/v1/check",
+        &[("Authorization", &auth), ("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")],
+        chunked.as_bytes(),
+    );
     assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -206,7 +235,10 @@ fn slow_headers_are_cut_off_and_others_are_served() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Instant;
-    let h = Helper::start_with(HelperOpts { machine: "[relay]\nenabled = false\n[api]\nheader_timeout = 1\n", ..Default::default() });
+    let h = Helper::start_with(HelperOpts {
+        machine: "[relay]\nenabled = false\n[api]\nheader_timeout = 1\n",
+        ..Default::default()
+    });
     // Until the server hangs up (EOF or reset); None if it still holds the connection after `limit`.
     let closed_within = |mut s: TcpStream, limit: Duration| -> Option<Duration> {
         let t = Instant::now();
@@ -433,7 +465,8 @@ fn raw_mime_submissions() {
     assert_eq!(v["private_id"], "AZ-4711");
     assert_eq!(v["subject"], "Bürgerantrag");
     assert_eq!(v["recipients"], json!(["anna@buerger.de-mail.de", "akte@buerger.de-mail.de"]));
-    let stored = String::from_utf8(h.get(&format!("/v1/outbox/{}/raw", v["id"].as_str().unwrap()), Some(&token)).body).unwrap();
+    let stored =
+        String::from_utf8(h.get(&format!("/v1/outbox/{}/raw", v["id"].as_str().unwrap()), Some(&token)).body).unwrap();
     assert!(header_of(&stored, "Bcc").is_none(), "{stored}");
     assert_eq!(header_of(&stored, "X-de-mail-private"), Some("yes"));
     assert_eq!(header_of(&stored, "X-de-mail-confirmation-of-receipt"), Some("yes"));
@@ -447,7 +480,10 @@ fn raw_mime_submissions() {
         &json!({ "raw": base64::engine::general_purpose::STANDARD.encode(raw2), "options": ["authoritative"] }),
     );
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let stored = String::from_utf8(h.get(&format!("/v1/outbox/{}/raw", r.json()["result"]["id"].as_str().unwrap()), Some(&token)).body).unwrap();
+    let stored = String::from_utf8(
+        h.get(&format!("/v1/outbox/{}/raw", r.json()["result"]["id"].as_str().unwrap()), Some(&token)).body,
+    )
+    .unwrap();
     assert!(header_of(&stored, "Message-ID").is_some());
     assert_eq!(header_of(&stored, "X-de-mail-authoritative"), Some("yes"));
     assert!(!stored.contains("\n\n") || stored.contains("\r\n\r\n"), "CRLF line ends");
@@ -456,7 +492,8 @@ fn raw_mime_submissions() {
     let r = h.post("/v1/messages", Some(&token), &json!({ "raw": "eA==", "subject": "x" }));
     assert_eq!(r.status, 400);
     let bad = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nX-de-mail-private: Yes\r\n\r\nx\r\n";
-    let r = h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], bad.as_bytes());
+    let r =
+        h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], bad.as_bytes());
     assert_eq!(r.status, 422);
     assert_eq!(r.code(), "header.invalid_value");
 }
@@ -489,11 +526,17 @@ fn crlf_injection_in_every_field() {
     cases.push(("references", with("references", json!([format!("<a@b.de>{inj}")]))));
     cases.push((
         "attachment-filename",
-        with("attachments", json!([{ "filename": format!("a.pdf{inj}"), "content_type": "application/pdf", "data": "eA==" }])),
+        with(
+            "attachments",
+            json!([{ "filename": format!("a.pdf{inj}"), "content_type": "application/pdf", "data": "eA==" }]),
+        ),
     ));
     cases.push((
         "attachment-type",
-        with("attachments", json!([{ "filename": "a.pdf", "content_type": format!("application/pdf{inj}"), "data": "eA==" }])),
+        with(
+            "attachments",
+            json!([{ "filename": "a.pdf", "content_type": format!("application/pdf{inj}"), "data": "eA==" }]),
+        ),
     ));
     cases.push(("options", with("options", json!([format!("private{inj}")]))));
     for (name, m) in &cases {
@@ -505,8 +548,10 @@ fn crlf_injection_in_every_field() {
     }
     // Raw MIME with a bare CR inside a header.
     let auth = format!("Bearer {token}");
-    let raw = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: a\rX-Injected: yes\r\n\r\nx\r\n";
-    let r = h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], raw.as_bytes());
+    let raw =
+        "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: a\rX-Injected: yes\r\n\r\nx\r\n";
+    let r =
+        h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], raw.as_bytes());
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     // Line breaks in the body are text, never headers.
     let m = with("text", json!("Zeile 1\r\n\r\nX-Injected: yes\r\n"));
@@ -516,7 +561,8 @@ fn crlf_injection_in_every_field() {
     let list = h.get("/v1/outbox", Some(&token)).json()["result"]["messages"].clone();
     assert_eq!(list.as_array().unwrap().len(), 1, "only the clean message was stored");
     for e in list.as_array().unwrap() {
-        let raw = String::from_utf8(h.get(&format!("/v1/outbox/{}/raw", e["id"].as_str().unwrap()), Some(&token)).body).unwrap();
+        let raw = String::from_utf8(h.get(&format!("/v1/outbox/{}/raw", e["id"].as_str().unwrap()), Some(&token)).body)
+            .unwrap();
         assert!(header_of(&raw, "X-Injected").is_none(), "{raw}");
     }
 }
@@ -525,21 +571,37 @@ fn crlf_injection_in_every_field() {
 fn receipts_reach_the_journal() {
     let h = helper();
     let token = h.pair();
-    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": "AZ-1", "type": "dispatch", "time": "2026-11-27T10:00:00Z" }));
+    let r = h.post(
+        "/v1/journal/receipts",
+        Some(&token),
+        &json!({ "private_id": "AZ-1", "type": "dispatch", "time": "2026-11-27T10:00:00Z" }),
+    );
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["result"]["matched"], false, "no sent De-Mail with this id yet");
-    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": "AZ-1", "type": "dispatch", "time": "2026-11-27T10:00:00Z" }));
+    let r = h.post(
+        "/v1/journal/receipts",
+        Some(&token),
+        &json!({ "private_id": "AZ-1", "type": "dispatch", "time": "2026-11-27T10:00:00Z" }),
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["result"]["new"], false);
     let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": "AZ-1", "type": "lost" }));
     assert_eq!(r.status, 400);
     // A receipt message, classified by the core.
     let receipt = "From: Versandbestaetigung@provider.de-mail.de\r\nTo: peter.meier@musterstadt.de\r\nSubject: *Versandbestätigung* Bescheid\r\nX-de-mail-message-type: confirmation of dispatch\r\nX-de-mail-private-id: AZ-2\r\nMessage-ID: <r1@provider.de-mail.de>\r\n\r\nText\r\n";
-    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "raw": base64::engine::general_purpose::STANDARD.encode(receipt) }));
+    let r = h.post(
+        "/v1/journal/receipts",
+        Some(&token),
+        &json!({ "raw": base64::engine::general_purpose::STANDARD.encode(receipt) }),
+    );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["result"]["private_id"], "AZ-2");
     assert_eq!(r.json()["result"]["type"], "dispatch");
-    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "raw": base64::engine::general_purpose::STANDARD.encode("From: a@b.de\r\nSubject: hi\r\n\r\nx") }));
+    let r = h.post(
+        "/v1/journal/receipts",
+        Some(&token),
+        &json!({ "raw": base64::engine::general_purpose::STANDARD.encode("From: a@b.de\r\nSubject: hi\r\n\r\nx") }),
+    );
     assert_eq!(r.status, 422);
     assert_eq!(r.code(), "journal.not_a_receipt");
     let r = h.get("/v1/journal", Some(&token));
@@ -560,7 +622,8 @@ fn unknown_paths_and_methods() {
 #[test]
 fn config_locks_and_errors() {
     let machine = "[relay]\nenabled = false\n[gateway]\nhost = \"gw.musterstadt.de\"\n[lock]\nkeys = [\"gateway.host\", \"api.port\"]\n";
-    let h = Helper::start_with(HelperOpts { machine, user: "[gateway]\nhost = \"evil.example\"\n", ..Default::default() });
+    let h =
+        Helper::start_with(HelperOpts { machine, user: "[gateway]\nhost = \"evil.example\"\n", ..Default::default() });
     let (rc, cfg, _) = h.cli(&["config", "show"], None);
     assert_eq!(rc, 0);
     assert_eq!(cfg["gateway"]["host"], "gw.musterstadt.de");
@@ -611,11 +674,7 @@ fn native_host_discovers_the_port() {
     let d = h.dir.path();
     let mut cmd = std::process::Command::new(&bin);
     helper_env(&mut cmd, d);
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();

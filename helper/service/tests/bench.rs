@@ -40,13 +40,11 @@ fn startup_and_idle_rss() {
         let mut cmd = std::process::Command::new(demail_bin());
         cmd.args(["serve", "--port", &port.to_string()]);
         helper_env(&mut cmd, &d);
-        let mut child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/v1/health", &[], b"").status == 200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/v1/health", &[], b"").status == 200
+            {
                 break;
             }
             std::thread::sleep(Duration::from_micros(500));
@@ -59,7 +57,10 @@ fn startup_and_idle_rss() {
     let h = Helper::start("", "");
     std::thread::sleep(Duration::from_secs(2));
     let rss = proc_kb(pid(&h), "VmRSS:");
-    println!("BENCH start_to_ready_ms={:.1} (best of 10: spawn until the first /v1/health answer)", best.as_secs_f64() * 1000.0);
+    println!(
+        "BENCH start_to_ready_ms={:.1} (best of 10: spawn until the first /v1/health answer)",
+        best.as_secs_f64() * 1000.0
+    );
     println!("BENCH idle_rss_kb={rss}");
 }
 
@@ -122,7 +123,8 @@ fn large_message_peak_rss() {
         raw.push_str("\r\n");
     }
     let auth = format!("Bearer {token}");
-    let r = h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], raw.as_bytes());
+    let r =
+        h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], raw.as_bytes());
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["result"]["id"].as_str().unwrap().to_string();
     let v = h.wait_message(&token, &id, Duration::from_secs(120), |v| v["status"] == "sent");
@@ -176,7 +178,19 @@ fn relay_throughput_vs_postfix() {
     for round in 0..rounds {
         let t = Instant::now();
         let st = std::process::Command::new("smtp-source")
-            .args(["-c", "-l", "10240", "-m", &n.to_string(), "-s", "1", "-f", "peter.meier@musterstadt.de", "-t", "anna@buerger.de-mail.de"])
+            .args([
+                "-c",
+                "-l",
+                "10240",
+                "-m",
+                &n.to_string(),
+                "-s",
+                "1",
+                "-f",
+                "peter.meier@musterstadt.de",
+                "-t",
+                "anna@buerger.de-mail.de",
+            ])
             .arg(format!("127.0.0.1:{}", relay.port))
             .output()
             .expect("smtp-source");
@@ -187,7 +201,8 @@ fn relay_throughput_vs_postfix() {
         assert!(drained.is_some(), "postfix relay did not drain: {}", relay.log());
         let postfix_s = t.elapsed().as_secs_f64();
 
-        let sent_before = h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"].as_u64().unwrap_or(0);
+        let sent_before =
+            h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"].as_u64().unwrap_or(0);
         let mut conn = KeepAlive::open(h.port, &token);
         let t = Instant::now();
         for i in 0..n {
@@ -199,7 +214,8 @@ fn relay_throughput_vs_postfix() {
         let accepted_s = t.elapsed().as_secs_f64();
         let target = sent_before + n as u64;
         let done = demail_testkit::wait_until(Duration::from_secs(300), || {
-            (h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"].as_u64() == Some(target)).then_some(())
+            (h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"]["sent"].as_u64() == Some(target))
+                .then_some(())
         });
         assert!(done.is_some());
         let queued = demail_testkit::wait_until(Duration::from_secs(120), || (sink.queued() == 0).then_some(()));

@@ -133,7 +133,12 @@ fn subject_tags_dialect_through_the_gateway() {
     let r = h.post("/v1/messages", Some(&token), &demail_message("Ihr Antrag"));
     assert_eq!(r.status, 202);
     let id = r.json()["result"]["id"].as_str().unwrap().to_string();
-    assert_eq!(h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "sent")["status"], "sent", "{}", gw.log());
+    assert_eq!(
+        h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "sent")["status"],
+        "sent",
+        "{}",
+        gw.log()
+    );
     let got = gw.provider.wait_received(1, Duration::from_secs(30));
     let text = String::from_utf8_lossy(&got[0].message).into_owned();
     // The gateway turned the helper's tags back into headers and removed them.

@@ -49,7 +49,11 @@ fn starttls_with_internal_ca_then_journal_and_receipts() {
     let j = h.get("/v1/journal", Some(&token)).json()["result"]["messages"].clone();
     assert_eq!(j[0]["private_id"], private_id.as_str());
     assert_eq!(j[0]["receipt_status"], "sent");
-    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": private_id, "type": "dispatch", "time": "2026-11-27T10:00:00Z" }));
+    let r = h.post(
+        "/v1/journal/receipts",
+        Some(&token),
+        &json!({ "private_id": private_id, "type": "dispatch", "time": "2026-11-27T10:00:00Z" }),
+    );
     assert_eq!(r.json()["result"]["matched"], true);
     h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": private_id, "type": "receipt" }));
     let j = h.get(&format!("/v1/journal?private_id={private_id}"), Some(&token)).json()["result"]["messages"].clone();
@@ -108,7 +112,9 @@ fn gateway_down_for_a_while_then_delivered() {
     let h = Helper::start(&gateway_config(port, &pki.ca_cert, "starttls", ""), "");
     let token = h.pair();
     let id = submit(&h, &token, "Gateway aus");
-    let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.unreachable" && v["attempts"].as_i64() >= Some(2));
+    let v = h.wait_message(&token, &id, T, |v| {
+        v["error"]["code"] == "relay.unreachable" && v["attempts"].as_i64() >= Some(2)
+    });
     assert_eq!(v["status"], "queued", "{v}");
     assert_eq!(v["error"]["code"], "relay.unreachable", "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("nicht erreichbar"));
@@ -177,7 +183,10 @@ fn subject_tags_dialect_uses_the_core_formatter() {
     let tmp = demail_testkit::temp_dir();
     let pki = pki(tmp.path(), "gw");
     let sink = Sink::start(&pki, false, None, None);
-    let h = Helper::start(&gateway_config(sink.port, &pki.ca_cert, "starttls", ""), "[gateway]\ndialect = \"subject-tags\"\n");
+    let h = Helper::start(
+        &gateway_config(sink.port, &pki.ca_cert, "starttls", ""),
+        "[gateway]\ndialect = \"subject-tags\"\n",
+    );
     let token = h.pair();
     let id = submit(&h, &token, "Ihr Antrag");
     assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent", "{}", h.log_text());
@@ -195,7 +204,11 @@ fn keyutils_helper(dir: &std::path::Path, password: &str, setup: &str) -> (Sink,
     let sink = Sink::start(&pki, false, Some((&user, password)), None);
     let cfg = gateway_login_config(sink.port, &pki.ca_cert, &user, "keyutils");
     let script = format!("{setup} && exec {{demail}} serve --port 0");
-    let h = Helper::start_with(HelperOpts { machine: &cfg, keyutils: Some(Keyutils { user: &user, script: &script }), ..Default::default() });
+    let h = Helper::start_with(HelperOpts {
+        machine: &cfg,
+        keyutils: Some(Keyutils { user: &user, script: &script }),
+        ..Default::default()
+    });
     (sink, h, user)
 }
 
@@ -204,7 +217,11 @@ fn keyutils_helper(dir: &std::path::Path, password: &str, setup: &str) -> (Sink,
 #[test]
 fn smtp_auth_with_password_from_keyutils() {
     let tmp = demail_testkit::temp_dir();
-    let (sink, h, user) = keyutils_helper(tmp.path(), "Geheim-123", "printf 'Geheim-123\\n' | {demail} credentials set --password-stdin >&2 && {demail} credentials test >&2");
+    let (sink, h, user) = keyutils_helper(
+        tmp.path(),
+        "Geheim-123",
+        "printf 'Geheim-123\\n' | {demail} credentials set --password-stdin >&2 && {demail} credentials test >&2",
+    );
     let log = h.log_text();
     assert!(log.contains("\"backend\": \"keyutils\""), "{log}");
     assert!(log.contains("Anmeldung am Gateway sind in Ordnung"), "credentials test passed: {log}");
@@ -222,7 +239,8 @@ fn smtp_auth_with_password_from_keyutils() {
 #[test]
 fn wrong_password_is_explained() {
     let tmp = demail_testkit::temp_dir();
-    let (sink, h, _) = keyutils_helper(tmp.path(), "richtig", "printf 'falsch\\n' | {demail} credentials set --password-stdin >&2");
+    let (sink, h, _) =
+        keyutils_helper(tmp.path(), "richtig", "printf 'falsch\\n' | {demail} credentials set --password-stdin >&2");
     let token = h.pair();
     let id = submit(&h, &token, "Falsches Kennwort");
     let v = h.wait_message(&token, &id, T, |v| v["error"]["code"] == "relay.auth");
@@ -319,7 +337,13 @@ fn kill9_with_1000_messages_loses_nothing() {
     }
     let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
     let counts = h.get("/v1/outbox?limit=1", Some(&token)).json()["result"]["counts"].clone();
-    assert!(missing.is_empty(), "{} lost (received {}, before kill {before}, outbox {counts}): {:?}", missing.len(), got.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} lost (received {}, before kill {before}, outbox {counts}): {:?}",
+        missing.len(),
+        got.len(),
+        &missing[..missing.len().min(5)]
+    );
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     // Two relay connections (the default): at most two messages were on the wire.
     assert!(dups.len() <= 2 && dups.iter().all(|(_, n)| **n == 2), "at most the in-flight messages twice: {dups:?}");
@@ -353,7 +377,12 @@ fn doctor_names_why_the_autostart_did_not_come_up() {
     assert_eq!(found.len(), 2, "not running, and why: {v}");
     assert_eq!(found[1]["status"], "error");
     let de = found[1]["message"].as_str().unwrap();
-    assert!(de.starts_with("Letzter Startfehler (") && de.contains("service-start-error.log") && de.contains("Fehler [serve.bind]"), "{de}");
+    assert!(
+        de.starts_with("Letzter Startfehler (")
+            && de.contains("service-start-error.log")
+            && de.contains("Fehler [serve.bind]"),
+        "{de}"
+    );
     assert!(found[1]["message_en"].as_str().unwrap().contains("Error [serve.bind]"), "{v}");
     assert_eq!(out.status.code(), Some(1), "an error finding fails the doctor");
 
@@ -361,8 +390,13 @@ fn doctor_names_why_the_autostart_did_not_come_up() {
     drop(busy);
     let mut cmd = std::process::Command::new(service_bin());
     helper_env(&mut cmd, d.path());
-    let mut service = demail_testkit::ChildGuard::spawn("demail-service", cmd, Some(&d.path().join("service.log"))).unwrap();
+    let mut service =
+        demail_testkit::ChildGuard::spawn("demail-service", cmd, Some(&d.path().join("service.log"))).unwrap();
     let cleared = demail_testkit::wait_until(T, || (!file.exists()).then_some(()));
     service.kill();
-    assert!(cleared.is_some(), "a successful start removes the start-error file: {}", std::fs::read_to_string(d.path().join("service.log")).unwrap_or_default());
+    assert!(
+        cleared.is_some(),
+        "a successful start removes the start-error file: {}",
+        std::fs::read_to_string(d.path().join("service.log")).unwrap_or_default()
+    );
 }

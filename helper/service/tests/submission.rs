@@ -14,7 +14,11 @@ fn plain(user: &str, pw: &str) -> String {
 
 /// A whole submission with AUTH as `kfz`; reply 7 is the answer to the message.
 fn submit(port: u16, token: &str, rcpt: &[&str], msg: &str) -> Vec<(u16, String)> {
-    let mut steps = vec!["EHLO fachverfahren".to_string(), format!("AUTH PLAIN {}", plain("kfz", token)), "MAIL FROM:<peter.meier@musterstadt.de>".into()];
+    let mut steps = vec![
+        "EHLO fachverfahren".to_string(),
+        format!("AUTH PLAIN {}", plain("kfz", token)),
+        "MAIL FROM:<peter.meier@musterstadt.de>".into(),
+    ];
     steps.extend(rcpt.iter().map(|r| format!("RCPT TO:<{r}>")));
     steps.extend(["DATA".to_string(), msg.to_string(), "QUIT".into()]);
     smtp_dialogue(port, &steps.iter().map(String::as_str).collect::<Vec<_>>())
@@ -28,7 +32,8 @@ fn subject_tags_via_smtp_become_headers_and_are_relayed() {
     let machine = gateway_config(sink.port, &pki.ca_cert, "starttls", "") + "[submission]\nenabled = true\n";
     let h = Helper::start(&machine, "");
     let port = h.listening["submission_port"].as_u64().expect("submission port") as u16;
-    let disc: serde_json::Value = serde_json::from_slice(&std::fs::read(h.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
+    let disc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
     assert_eq!(disc["submission_port"].as_u64(), Some(port as u64));
     let (rc, out, _) = h.cli(&["pair", "provision", "--client", "Fachverfahren KFZ"], None);
     assert_eq!(rc, 0);
@@ -62,7 +67,12 @@ fn subject_tags_via_smtp_become_headers_and_are_relayed() {
     let msg = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de, x@example.org\r\nSubject: [P] Gemischt\r\n\r\nx\r\n.";
     let r = submit(port, &token, &["anna@buerger.de-mail.de", "x@example.org"], msg);
     assert_eq!(r[7].0, 550, "{r:?}");
-    assert!(r[7].1.contains("submit.blocked") && r[7].1.contains("De-Mail-Empfänger") && r[7].1.contains("De-Mail recipients"), "{r:?}");
+    assert!(
+        r[7].1.contains("submit.blocked")
+            && r[7].1.contains("De-Mail-Empfänger")
+            && r[7].1.contains("De-Mail recipients"),
+        "{r:?}"
+    );
 }
 
 #[test]

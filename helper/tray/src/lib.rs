@@ -22,8 +22,15 @@ use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Emitter, Manager, RunEvent, State, WindowEvent};
 
 /// The settings the window shows, in this order.
-const FIELDS: [&str; 7] =
-    ["gateway.host", "gateway.port", "gateway.tls", "gateway.ca_file", "gateway.username", "gateway.dialect", "gateway.ca_only"];
+const FIELDS: [&str; 7] = [
+    "gateway.host",
+    "gateway.port",
+    "gateway.tls",
+    "gateway.ca_file",
+    "gateway.username",
+    "gateway.dialect",
+    "gateway.ca_only",
+];
 
 struct Ui {
     state: Arc<AppState>,
@@ -43,7 +50,11 @@ fn err(code: &str, de: impl Into<String>, en: impl Into<String>) -> Reply {
 }
 
 fn store_err(e: impl std::fmt::Display) -> Reply {
-    err("store.unavailable", format!("Der Postausgang ist nicht verfügbar: {e}"), format!("The outbox is not available: {e}"))
+    err(
+        "store.unavailable",
+        format!("Der Postausgang ist nicht verfügbar: {e}"),
+        format!("The outbox is not available: {e}"),
+    )
 }
 
 fn value_of(cfg: &Config, key: &str) -> Value {
@@ -61,17 +72,17 @@ fn overview(ui: State<'_, Ui>) -> Reply {
 #[tauri::command]
 fn settings_get(ui: State<'_, Ui>) -> Reply {
     let (cfg, _) = ui.state.current_config();
-    let fields: Vec<Value> = FIELDS
-        .iter()
-        .map(|k| json!({ "key": k, "value": value_of(&cfg, k), "locked": cfg.is_locked(k) }))
-        .collect();
+    let fields: Vec<Value> =
+        FIELDS.iter().map(|k| json!({ "key": k, "value": value_of(&cfg, k), "locked": cfg.is_locked(k) })).collect();
     // Only whether a password is stored, never the password.
     let password = match demail_helper::secrets::get(&cfg) {
         Ok(Some(_)) => "stored",
         Ok(None) => "not-needed",
         Err(_) => "missing",
     };
-    ok(json!({ "fields": fields, "password": password, "files": cfg.files, "password_locked": cfg.is_locked("gateway.username") }))
+    ok(
+        json!({ "fields": fields, "password": password, "files": cfg.files, "password_locked": cfg.is_locked("gateway.username") }),
+    )
 }
 
 #[tauri::command]
@@ -455,7 +466,12 @@ pub fn run(opts: ServeOptions) -> Result<(), StartError> {
         ])
         .setup(move |app| {
             build_tray(app.handle())?;
-            tauri::async_runtime::spawn(watch(app.handle().clone(), state.clone(), report.clone(), show_request.clone()));
+            tauri::async_runtime::spawn(watch(
+                app.handle().clone(),
+                state.clone(),
+                report.clone(),
+                show_request.clone(),
+            ));
             if show_at_start {
                 show(app.handle(), "settings");
             }
@@ -482,7 +498,10 @@ pub fn run(opts: ServeOptions) -> Result<(), StartError> {
             }
             let task = served.lock().ok().and_then(|mut g| g.take());
             if let Some(t) = task {
-                let _ = tauri::async_runtime::block_on(async move { tokio::time::timeout(Duration::from_secs(12), t).await });
+                let _ =
+                    tauri::async_runtime::block_on(
+                        async move { tokio::time::timeout(Duration::from_secs(12), t).await },
+                    );
             }
         }
     });

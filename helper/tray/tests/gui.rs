@@ -27,15 +27,33 @@ impl Display {
             assert!(have(tool), "{tool} missing: run scripts/setup test");
         }
         let n = (90..200)
-            .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .find(|n| {
+                !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            })
             .expect("a free X display");
         let mut cmd = Command::new("Xvfb");
         cmd.args([&format!(":{n}"), "-screen", "0", "1280x800x24", "-nolisten", "tcp"]);
         let xvfb = ChildGuard::spawn("Xvfb", cmd, Some(&dir.join("xvfb.log"))).unwrap();
-        assert!(wait_until(T, || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists().then_some(())).is_some(), "Xvfb did not start");
+        assert!(
+            wait_until(T, || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists().then_some(())).is_some(),
+            "Xvfb did not start"
+        );
         let mut cmd = Command::new("trayer");
-        cmd.args(["--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "120", "--height", "32", "--transparent", "false"])
-            .env("DISPLAY", format!(":{n}"));
+        cmd.args([
+            "--edge",
+            "top",
+            "--align",
+            "right",
+            "--widthtype",
+            "pixel",
+            "--width",
+            "120",
+            "--height",
+            "32",
+            "--transparent",
+            "false",
+        ])
+        .env("DISPLAY", format!(":{n}"));
         let trayer = ChildGuard::spawn("trayer", cmd, Some(&dir.join("trayer.log"))).unwrap();
         Display { n, _xvfb: xvfb, _trayer: trayer }
     }
@@ -113,7 +131,9 @@ impl Tray {
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .find(|v| v["event"] == "listening")
         })
-        .unwrap_or_else(|| panic!("tray did not start: {}", std::fs::read_to_string(d.join("tray.log")).unwrap_or_default()));
+        .unwrap_or_else(|| {
+            panic!("tray did not start: {}", std::fs::read_to_string(d.join("tray.log")).unwrap_or_default())
+        });
         let port = listening["port"].as_u64().unwrap() as u16;
         let pid = listening["pid"].as_u64().unwrap() as u32;
         Tray { dir, child, port, pid }
@@ -159,8 +179,9 @@ impl Tray {
 
     /// The newest report that satisfies `pred`.
     fn wait_report(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_until(T, || self.reports().into_iter().rev().find(|r| pred(r)))
-            .unwrap_or_else(|| panic!("window never showed {what}; last: {:?}\nlog: {}", self.reports().last(), self.log()))
+        wait_until(T, || self.reports().into_iter().rev().find(|r| pred(r))).unwrap_or_else(|| {
+            panic!("window never showed {what}; last: {:?}\nlog: {}", self.reports().last(), self.log())
+        })
     }
 
     fn log(&self) -> String {
@@ -210,7 +231,9 @@ fn tray_window_pairing_and_menu() {
     let mut tray = Tray::start(&display, tray_dir, &machine);
 
     // 1. The settings render; the IT-locked host is shown and cannot be edited.
-    let r = tray.wait_report("the settings", |r| r["tab"] == "settings" && r["fields"].as_array().is_some_and(|f| !f.is_empty()));
+    let r = tray.wait_report("the settings", |r| {
+        r["tab"] == "settings" && r["fields"].as_array().is_some_and(|f| !f.is_empty())
+    });
     let host = r["fields"].as_array().unwrap().iter().find(|f| f["key"] == "gateway.host").unwrap().clone();
     assert_eq!(host["value"], "localhost");
     assert_eq!(host["locked"], true);
@@ -228,7 +251,9 @@ fn tray_window_pairing_and_menu() {
     let code = p["result"]["code"].as_str().unwrap().to_string();
     let token = p["result"]["token"].as_str().unwrap().to_string();
     let r = tray.wait_report("the pairing request", |r| {
-        r["tab"] == "pairing" && r["focused"] == "allow" && r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["code"] == code.as_str()))
+        r["tab"] == "pairing"
+            && r["focused"] == "allow"
+            && r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["code"] == code.as_str()))
     });
     assert!(r["text"].as_str().unwrap().contains("Thunderbird De-Mail-Add-in"));
     display.screenshot("2-pairing-request");
@@ -236,7 +261,9 @@ fn tray_window_pairing_and_menu() {
     let win = win.lines().next().expect("window").to_string();
     display.xdotool(&["windowfocus", "--sync", &win]);
     display.xdotool(&["key", "Return"]);
-    tray.wait_report("the approved pairing", |r| r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["status"] == "approved")));
+    tray.wait_report("the approved pairing", |r| {
+        r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["status"] == "approved"))
+    });
     assert_eq!(tray.http("GET", "/v1/pairing", Some(&token), None)["result"]["status"], "approved");
 
     // 2b. Started again from the menu: the running app opens its window (the outbox) and the
@@ -246,7 +273,8 @@ fn tray_window_pairing_and_menu() {
     assert!(again.status.success(), "second start: {again:?}");
     tray.wait_report("the outbox after a second start", |r| r["tab"] == "outbox");
     assert!(!tray.dir.path().join("data/demail/show-window.request").exists(), "request taken");
-    let found: Value = serde_json::from_slice(&std::fs::read(tray.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
+    let found: Value =
+        serde_json::from_slice(&std::fs::read(tray.dir.path().join("run/demail/helper.json")).unwrap()).unwrap();
     assert_eq!(found["pid"], tray.pid, "the discovery file still names the first app");
     assert_eq!(tray.http("GET", "/v1/health", None, None)["result"]["status"], "ok");
 
@@ -260,7 +288,8 @@ fn tray_window_pairing_and_menu() {
     display.open_tray_menu();
     display.screenshot("3-tray-menu");
     display.xdotool(&["key", "Down", "Down", "Return"]);
-    let r = tray.wait_report("the outbox", |r| r["tab"] == "outbox" && r["outbox"].as_array().is_some_and(|o| !o.is_empty()));
+    let r = tray
+        .wait_report("the outbox", |r| r["tab"] == "outbox" && r["outbox"].as_array().is_some_and(|o| !o.is_empty()));
     let row = &r["outbox"][0];
     assert_eq!(row["subject"], "Bescheid");
     assert_eq!(row["status"], "queued");
@@ -283,7 +312,8 @@ fn a_start_beside_a_headless_helper_says_why_in_the_log() {
     let d = demail_testkit::temp_dir();
     let data = d.path().join("data/demail");
     std::fs::create_dir_all(&data).unwrap();
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.join("helper.lock")).unwrap();
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.join("helper.lock")).unwrap();
     lock.lock().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-tray"));
     cmd.args(["--port", "0"]).env_remove("DISPLAY");

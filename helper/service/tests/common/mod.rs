@@ -16,21 +16,52 @@ use std::time::{Duration, Instant};
 /// Path of the `demail` binary, built once per test process.
 pub fn demail_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("demail-cli", "demail", &["core/src", "cli/src", "helper/service/src", "smtp/src", "core/Cargo.toml", "cli/Cargo.toml", "helper/service/Cargo.toml"]))
-        .clone()
+    BIN.get_or_init(|| {
+        workspace_bin(
+            "demail-cli",
+            "demail",
+            &[
+                "core/src",
+                "cli/src",
+                "helper/service/src",
+                "smtp/src",
+                "core/Cargo.toml",
+                "cli/Cargo.toml",
+                "helper/service/Cargo.toml",
+            ],
+        )
+    })
+    .clone()
 }
 
 /// Path of the gateway binary (the helper's upstream in end-to-end tests).
 pub fn gateway_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("demail-gateway", "demail-gateway", &["core/src", "gateway/src", "smtp/src", "gateway/Cargo.toml"])).clone()
+    BIN.get_or_init(|| {
+        workspace_bin(
+            "demail-gateway",
+            "demail-gateway",
+            &["core/src", "gateway/src", "smtp/src", "gateway/Cargo.toml"],
+        )
+    })
+    .clone()
 }
 
 /// `demail-service`, the Windows autostart build (also builds here; only its subsystem differs).
 pub fn service_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        workspace_bin("demail-service", "demail-service", &["installer/windows/service/src", "core/src", "helper/service/src", "smtp/src", "helper/service/Cargo.toml"])
+        workspace_bin(
+            "demail-service",
+            "demail-service",
+            &[
+                "installer/windows/service/src",
+                "core/src",
+                "helper/service/src",
+                "smtp/src",
+                "helper/service/Cargo.toml",
+            ],
+        )
     })
     .clone()
 }
@@ -211,7 +242,8 @@ impl Helper {
             child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
         }
         let out = child.wait_with_output().unwrap();
-        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| json!({ "_raw": String::from_utf8_lossy(&out.stdout) }));
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| json!({ "_raw": String::from_utf8_lossy(&out.stdout) }));
         (out.status.code().unwrap_or(-1), v, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
@@ -287,7 +319,11 @@ impl Drop for Helper {
         if !std::thread::panicking() {
             let out = out.expect("run keyctl session demail credentials delete");
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && stdout.contains("\"deleted\": 1"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success() && stdout.contains("\"deleted\": 1"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(gone.is_some(), "{desc} is still in a kernel keyring");
         }
     }
@@ -346,13 +382,15 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
 }
 
 fn parse_response(buf: &[u8]) -> Resp {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(buf)));
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))).collect();
     let mut body = buf[end + 4..].to_vec();
     if headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
         let mut out = Vec::new();
@@ -401,7 +439,11 @@ impl demail_smtp::Handler for SinkHandler {
         self.0.auth.as_ref().is_some_and(|(u, p)| u == user && p == password)
     }
 
-    async fn deliver(&self, env: &demail_smtp::Envelope, message: Vec<u8>) -> Result<demail_smtp::Accepted, demail_smtp::Reject> {
+    async fn deliver(
+        &self,
+        env: &demail_smtp::Envelope,
+        message: Vec<u8>,
+    ) -> Result<demail_smtp::Accepted, demail_smtp::Reject> {
         let mode = self.0.mode.lock().unwrap().clone();
         match mode {
             SinkMode::Accept => {
@@ -506,8 +548,10 @@ pub fn gateway_config(port: u16, ca: &Path, tls: &str, extra: &str) -> String {
 
 /// [`gateway_config`] with STARTTLS and SMTP AUTH as `user`, password from `backend`.
 pub fn gateway_login_config(port: u16, ca: &Path, user: &str, backend: &str) -> String {
-    gateway_config(port, ca, "starttls", "")
-        .replace("timeout = 10\n", &format!("timeout = 10\nusername = \"{user}\"\n[secrets]\nbackend = \"{backend}\"\n"))
+    gateway_config(port, ca, "starttls", "").replace(
+        "timeout = 10\n",
+        &format!("timeout = 10\nusername = \"{user}\"\n[secrets]\nbackend = \"{backend}\"\n"),
+    )
 }
 
 pub fn demail_message(subject: &str) -> Value {
