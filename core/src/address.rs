@@ -3,7 +3,7 @@
 //! Parsing is mail-parser's; this module adds normalisation (IDN, case) and the
 //! De-Mail rules on top.
 
-use crate::message::{quote, Reason};
+use crate::reason::{quote, Reason};
 use mail_parser::{parsers::MessageStream, Address, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -344,7 +344,7 @@ impl Serialize for DomainPattern {
 impl<'de> Deserialize<'de> for DomainPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        DomainPattern::parse(&s).map_err(|r| serde::de::Error::custom(crate::policy::encode_reason(&r)))
+        DomainPattern::parse(&s).map_err(|r| serde::de::Error::custom(crate::reason::encode_reason(&r)))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::check::{check, CheckInput};
 use crate::classify::{classify_headers, classify_raw, HeaderList};
-use crate::message::Reason;
+use crate::reason::Reason;
 use crate::options::{apply_rules, generate_private_id, option_headers, validate_private_id, OptionSet};
 use crate::policy::{Policy, PolicyError};
 use crate::subject;
@@ -62,7 +62,7 @@ pub const OPS: [&str; 13] = [
 ];
 
 fn bad_input(e: impl std::fmt::Display) -> ApiError {
-    let msg = crate::message::quote(&e.to_string());
+    let msg = crate::reason::quote(&e.to_string());
     Reason::new("input.invalid", format!("Ungültige Eingabe: {msg}"), format!("Invalid input: {msg}")).into()
 }
 
@@ -76,7 +76,7 @@ fn parse<T: serde::de::DeserializeOwned>(input_json: &str) -> Result<T, ApiError
             json_error(&e)
         } else {
             // Field validators (option ids) carry their own code through serde's string errors.
-            match crate::policy::decode_reason(&e.to_string()) {
+            match crate::reason::decode_reason(&e.to_string()) {
                 Some(r) => ApiError::from(r),
                 None => bad_input(e),
             }
@@ -87,8 +87,8 @@ fn parse<T: serde::de::DeserializeOwned>(input_json: &str) -> Result<T, ApiError
 fn json_error(e: &serde_json::Error) -> ApiError {
     ApiError::from(Reason::new(
         "input.json",
-        format!("Die Eingabe ist kein gültiges JSON: {}", crate::message::quote(&e.to_string())),
-        format!("The input is not valid JSON: {}", crate::message::quote(&e.to_string())),
+        format!("Die Eingabe ist kein gültiges JSON: {}", crate::reason::quote(&e.to_string())),
+        format!("The input is not valid JSON: {}", crate::reason::quote(&e.to_string())),
     ))
 }
 
@@ -115,6 +115,8 @@ pub enum Output {
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionInfo {
     pub ops: &'static [&'static str],
+    /// The five options with header and labels, in the order the add-ins show them.
+    pub options: [crate::options::OptionInfo; 5],
     pub version: &'static str,
 }
 
@@ -342,7 +344,7 @@ pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Out
         parse::<String>(input).map_err(|_| bad_input(format!("{op} expects {what} as a JSON string")))
     };
     Ok(match op {
-        "version" => Output::Version(VersionInfo { ops: &OPS, version: crate::VERSION }),
+        "version" => Output::Version(VersionInfo { ops: &OPS, options: crate::options::option_table(), version: crate::VERSION }),
         "policy.check" => Output::PolicyCheck(policy_check(&text("the policy text")?)),
         "subject.parse" => {
             let subject = match parse::<SubjectParseIn>(input)? {
@@ -425,8 +427,8 @@ pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Out
         other => {
             return Err(Reason::new(
                 "input.unknown_op",
-                format!("Unbekannte Operation „{}“.", crate::message::quote(other)),
-                format!("Unknown operation \"{}\".", crate::message::quote(other)),
+                format!("Unbekannte Operation „{}“.", crate::reason::quote(other)),
+                format!("Unknown operation \"{}\".", crate::reason::quote(other)),
             )
             .into())
         }

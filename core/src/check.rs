@@ -4,9 +4,9 @@
 //! relaying; all three get the same answer because all three call this.
 
 use crate::address::{parse_address_list, Mailbox};
-use crate::message::{quote, Reason, Severity};
-use crate::options::{apply_rules, validate_private_id, OptionSet};
-use crate::policy::{option_list_de, option_list_en, Action, MixedAddressing, Policy, RecipientKind};
+use crate::reason::{quote, Reason, Severity};
+use crate::options::{apply_rules, option_list_de, option_list_en, validate_private_id, OptionSet};
+use crate::policy::{Action, MixedAddressing, Policy, RecipientKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

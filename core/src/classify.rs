@@ -4,8 +4,9 @@
 //! Best effort by design: missing, duplicated or garbled headers produce warnings,
 //! never a failure, because a caseworker must still see the message.
 
-use crate::message::{quote, Reason};
-use crate::options::{self, is_demail_header, OptionSet};
+use crate::reason::{quote, Reason};
+use crate::headers::{self, is_demail_header};
+use crate::options::{self, OptionSet};
 use crate::policy::Policy;
 use mail_parser::{Address, MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
@@ -232,19 +233,19 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
 
     let subject = v.get("subject").map(str::to_string);
     let from = v.get("from").map(extract_addr);
-    let sender = v.get(options::SENDER).map(extract_addr).or_else(|| from.clone());
+    let sender = v.get(headers::SENDER).map(extract_addr).or_else(|| from.clone());
     let from_domain = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase());
     let from_local = from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(l, _)| l.to_string());
     let demail_evidence = has_demail_headers || from_domain.as_deref().is_some_and(|d| policy.is_demail_domain(d));
 
-    let private_id = v.get(options::PRIVATE_ID).map(str::to_string);
+    let private_id = v.get(headers::PRIVATE_ID).map(str::to_string);
     if let Some(id) = &private_id {
         if let Err(r) = options::validate_private_id(id) {
             warnings.push(r);
         }
     }
 
-    let auth_level = match v.get(options::AUTH_LEVEL) {
+    let auth_level = match v.get(headers::AUTH_LEVEL) {
         None => None,
         Some(a) if a == "normal" || a == "high" => Some(a.to_string()),
         Some(a) => {
@@ -254,7 +255,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
                     format!("X-de-mail-auth-level hat den ungültigen Wert „{}“ (erlaubt: normal, high).", quote(a)),
                     format!("X-de-mail-auth-level has the invalid value \"{}\" (allowed: normal, high).", quote(a)),
                 )
-                .about(options::AUTH_LEVEL),
+                .about(headers::AUTH_LEVEL),
             );
             None
         }
@@ -262,7 +263,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
 
     // Kind from the message type, else from sender and subject, but only with De-Mail evidence:
     // "Versandbestätigung: Ihre Bestellung" from a web shop is not a De-Mail receipt.
-    let mt_raw = v.get(options::MESSAGE_TYPE);
+    let mt_raw = v.get(headers::MESSAGE_TYPE);
     let mt_norm = mt_raw.map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase());
     let mut kind: Option<Kind> = None;
     let mut rtype: Option<ReceiptType> = None;
@@ -301,7 +302,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
                                 quote(mt_raw.unwrap_or(""))
                             ),
                         )
-                        .about(options::MESSAGE_TYPE),
+                        .about(headers::MESSAGE_TYPE),
                     );
                 }
             }
@@ -311,7 +312,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
                     format!("Unbekannter X-de-mail-message-type „{}“.", quote(mt_raw.unwrap_or(""))),
                     format!("Unknown X-de-mail-message-type \"{}\".", quote(mt_raw.unwrap_or(""))),
                 )
-                .about(options::MESSAGE_TYPE),
+                .about(headers::MESSAGE_TYPE),
             ),
         }
     }
@@ -349,7 +350,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
     let kind = kind.unwrap_or(Kind::Email);
 
     if kind == Kind::Notification && notification_type.is_none() {
-        notification_type = Some(match v.get(options::NOTIFICATION_TYPE).map(str::trim) {
+        notification_type = Some(match v.get(headers::NOTIFICATION_TYPE).map(str::trim) {
             Some(t @ ("unknown-recipient" | "closed-account" | "invalid-format" | "other")) => t.to_string(),
             Some(t) => {
                 warnings.push(
@@ -358,7 +359,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
                         format!("Unbekannter X-de-mail-notification-type „{}“; behandelt als „other“.", quote(t)),
                         format!("Unknown X-de-mail-notification-type \"{}\"; treated as \"other\".", quote(t)),
                     )
-                    .about(options::NOTIFICATION_TYPE),
+                    .about(headers::NOTIFICATION_TYPE),
                 );
                 "other".into()
             }
@@ -404,7 +405,7 @@ pub fn classify_headers(headers: &HeaderList, xml: Option<&str>, policy: &Policy
         sender: if kind == Kind::Email { None } else { sender },
         subject,
         message_id: v.get("message-id").map(|s| s.trim().to_string()),
-        demail_message_id: v.get(options::DEMAIL_MESSAGE_ID).map(str::to_string),
+        demail_message_id: v.get(headers::DEMAIL_MESSAGE_ID).map(str::to_string),
         warnings,
     }
 }

@@ -8,19 +8,33 @@
 // them everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
-pub mod address;
-pub mod api;
-pub mod check;
-pub mod classify;
+// Modules in layers; each uses only those above it (checked by tests/layers.rs):
+// reason → idn → headers → options → address → subject, seal → submission → policy →
+// mapping, check, classify → api.
+pub mod reason;
+
 pub mod idn;
-pub mod mapping;
-pub mod message;
+
+pub mod headers;
+
 pub mod options;
-pub mod policy;
+
+pub mod address;
+
 pub mod seal;
 pub mod subject;
 
-pub use message::Reason;
+pub mod submission;
+
+pub mod policy;
+
+pub mod check;
+pub mod classify;
+pub mod mapping;
+
+pub mod api;
+
+pub use reason::Reason;
 pub use options::{DeMailOption, OptionSet};
 pub use policy::Policy;
 

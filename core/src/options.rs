@@ -1,6 +1,7 @@
 //! The five TR shipping options, their headers, and `X-de-mail-private-id`.
 
-use crate::message::{quote, Reason};
+use crate::headers::{self, PRIVATE_ID, PRIVATE_ID_MAX};
+use crate::reason::{quote, Reason};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -25,6 +26,16 @@ impl DeMailOption {
         DeMailOption::Private,
     ];
 
+    /// The order in which the add-ins show the options: Persönlich first, then the
+    /// three confirmations in the order a message travels, Absenderbestätigt last.
+    pub const UI_ORDER: [DeMailOption; 5] = [
+        DeMailOption::Private,
+        DeMailOption::ConfirmationOfDispatch,
+        DeMailOption::ConfirmationOfReceipt,
+        DeMailOption::ConfirmationOfRetrieve,
+        DeMailOption::Authoritative,
+    ];
+
     pub fn id(self) -> &'static str {
         match self {
             DeMailOption::ConfirmationOfDispatch => "confirmation-of-dispatch",
@@ -43,11 +54,11 @@ impl DeMailOption {
     /// The header as the TR spells it.
     pub fn header(self) -> &'static str {
         match self {
-            DeMailOption::ConfirmationOfDispatch => "X-de-mail-confirmation-of-dispatch",
-            DeMailOption::ConfirmationOfReceipt => "X-de-mail-confirmation-of-receipt",
-            DeMailOption::ConfirmationOfRetrieve => "X-de-mail-confirmation-of-retrieve",
-            DeMailOption::Authoritative => "X-de-mail-authoritative",
-            DeMailOption::Private => "X-de-mail-private",
+            DeMailOption::ConfirmationOfDispatch => headers::CONFIRMATION_OF_DISPATCH,
+            DeMailOption::ConfirmationOfReceipt => headers::CONFIRMATION_OF_RECEIPT,
+            DeMailOption::ConfirmationOfRetrieve => headers::CONFIRMATION_OF_RETRIEVE,
+            DeMailOption::Authoritative => headers::AUTHORITATIVE,
+            DeMailOption::Private => headers::PRIVATE,
         }
     }
 
@@ -74,6 +85,22 @@ impl DeMailOption {
     fn bit(self) -> u8 {
         1 << (self as u8)
     }
+}
+
+/// One option as the add-ins list it (the `version` op's `options`): they read ids,
+/// headers and labels from here instead of keeping their own copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OptionInfo {
+    pub id: &'static str,
+    pub header: &'static str,
+    /// German label (the UI language).
+    pub label: &'static str,
+    pub label_en: &'static str,
+}
+
+/// The five options in [`DeMailOption::UI_ORDER`].
+pub fn option_table() -> [OptionInfo; 5] {
+    DeMailOption::UI_ORDER.map(|o| OptionInfo { id: o.id(), header: o.header(), label: o.label_de(), label_en: o.label_en() })
 }
 
 impl fmt::Display for DeMailOption {
@@ -173,25 +200,16 @@ impl<'de> Deserialize<'de> for OptionSet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
         OptionSet::parse_ids(v.iter().map(String::as_str))
-            .map_err(|r| serde::de::Error::custom(crate::policy::encode_reason(&r)))
+            .map_err(|r| serde::de::Error::custom(crate::reason::encode_reason(&r)))
     }
 }
 
-// ---------------------------------------------------------------------------
-// Header names
-// ---------------------------------------------------------------------------
-
-pub const PRIVATE_ID: &str = "X-de-mail-private-id";
-pub const MESSAGE_TYPE: &str = "X-de-mail-message-type";
-pub const NOTIFICATION_TYPE: &str = "X-de-mail-notification-type";
-pub const AUTH_LEVEL: &str = "X-de-mail-auth-level";
-pub const SENDER: &str = "X-de-mail-sender";
-pub const DEMAIL_MESSAGE_ID: &str = "X-de-mail-message-id";
-pub const PRIVATE_ID_MAX: usize = 1024;
-
-/// True for any `X-de-mail-*` header name, in any case.
-pub fn is_demail_header(name: &str) -> bool {
-    name.len() > 10 && name.as_bytes()[..10].eq_ignore_ascii_case(b"x-de-mail-")
+/// The option a sender lacks, phrased for people.
+pub(crate) fn option_list_de(opts: OptionSet) -> String {
+    opts.iter().map(DeMailOption::label_de).collect::<Vec<_>>().join(", ")
+}
+pub(crate) fn option_list_en(opts: OptionSet) -> String {
+    opts.iter().map(DeMailOption::label_en).collect::<Vec<_>>().join(", ")
 }
 
 /// Options read from a header list.

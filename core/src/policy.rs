@@ -4,8 +4,8 @@
 //! the position of the offending value; see `docs/policy.md` for the format.
 
 use crate::address::{normalize_addr_spec, DomainPattern};
-use crate::message::{quote, Reason};
-use crate::options::{DeMailOption, OptionSet};
+use crate::reason::{decode_reason, encode_reason, quote, Reason};
+use crate::options::OptionSet;
 use crate::subject::Vocabulary;
 use serde::{Deserialize, Serialize};
 
@@ -571,23 +571,6 @@ impl Policy {
 // Errors with position
 // ---------------------------------------------------------------------------
 
-const SEP: char = '\u{1f}';
-
-/// Carry a [`Reason`] through serde's string-only custom errors.
-pub(crate) fn encode_reason(r: &Reason) -> String {
-    format!("{}{SEP}{}{SEP}{}", r.code, r.message, r.message_en)
-}
-
-pub(crate) fn decode_reason(msg: &str) -> Option<Reason> {
-    let mut it = msg.splitn(3, SEP);
-    let code = it.next()?;
-    let de = it.next()?;
-    let en = it.next()?;
-    // serde_json appends " at line L column C"; the position is reported separately.
-    let en = en.split(" at line ").next().unwrap_or(en);
-    Some(Reason::new(code.trim(), de, en))
-}
-
 /// A policy that cannot be used, with where the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyError {
@@ -692,7 +675,7 @@ fn generic(msg: &str) -> Reason {
         "policy.duplicate_key" => "Doppelter Schlüssel in der Richtlinie",
         _ => "Die Richtlinie ist kein gültiges TOML/JSON",
     };
-    let msg = crate::message::quote_max(msg, 400);
+    let msg = crate::reason::quote_max(msg, 400);
     Reason::new(code, format!("{de}: {msg}"), format!("Invalid policy: {msg}"))
 }
 
@@ -724,14 +707,6 @@ fn key_path_at(src: &str, offset: usize) -> Option<String> {
         (true, Some(k)) => Some(k),
         (false, Some(k)) => Some(format!("{table}.{k}")),
     }
-}
-
-/// The option a sender lacks, phrased for people.
-pub(crate) fn option_list_de(opts: OptionSet) -> String {
-    opts.iter().map(DeMailOption::label_de).collect::<Vec<_>>().join(", ")
-}
-pub(crate) fn option_list_en(opts: OptionSet) -> String {
-    opts.iter().map(DeMailOption::label_en).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(all(test, feature = "toml"))]

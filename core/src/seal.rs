@@ -6,12 +6,12 @@
 //! `X-Demail-Gateway-Seal: v=1; kid=<key id>; s=<base64 signature>`. Readers verify
 //! with the public keys from the policy (`[seal]`). Pure: no I/O, keys are passed in.
 
-use crate::message::Reason;
+use crate::reason::Reason;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// The seal header's name.
-pub const HEADER: &str = "X-Demail-Gateway-Seal";
+use crate::headers::GATEWAY_SEAL as HEADER;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -29,7 +29,7 @@ fn valid_kid(kid: &str) -> bool {
 }
 
 fn key_error(s: &str, de: &str, en: &str) -> Reason {
-    let q = crate::message::quote(s);
+    let q = crate::reason::quote(s);
     Reason::new("policy.seal_key_invalid", format!("Siegel-Schlüssel „{q}“: {de}"), format!("Seal key \"{q}\": {en}"))
 }
 
@@ -71,7 +71,7 @@ impl Serialize for SealKey {
 impl<'de> Deserialize<'de> for SealKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        SealKey::parse(&s).map_err(|r| serde::de::Error::custom(crate::policy::encode_reason(&r)))
+        SealKey::parse(&s).map_err(|r| serde::de::Error::custom(crate::reason::encode_reason(&r)))
     }
 }
 
@@ -90,7 +90,7 @@ pub fn is_sealed_header(name: &str) -> bool {
     n.eq_ignore_ascii_case("message-id")
         || n.eq_ignore_ascii_case("from")
         || n.eq_ignore_ascii_case("date")
-        || n.get(..10).is_some_and(|p| p.eq_ignore_ascii_case("x-de-mail-"))
+        || crate::headers::is_demail_header(n)
 }
 
 /// Every header of a raw header block (or whole message) in order: name as written,

@@ -6,7 +6,7 @@
 //! every unknown token is an error, never silently dropped. Other brackets
 //! (`[Ticket#123]`) are left alone.
 
-use crate::message::{quote, Reason};
+use crate::reason::{quote, Reason};
 use crate::options::{DeMailOption, OptionSet};
 use serde::{Deserialize, Serialize};
 

@@ -3,8 +3,10 @@
 //! MIME parsing is mail-parser's, header writing mail-builder's.
 
 use demail_core::check::{check, CheckInput, Verdict};
-use demail_core::message::Severity;
-use demail_core::options::{self, generate_private_id, option_headers, options_from_headers, DeMailOption};
+use demail_core::reason::Severity;
+use demail_core::headers::{is_demail_header, PRIVATE_ID};
+use demail_core::options::{generate_private_id, option_headers, options_from_headers};
+use demail_core::submission::{dropped_from_submission, new_message_id};
 use demail_core::{subject, OptionSet, Policy, Reason};
 use demail_smtp::Reject;
 use mail_builder::headers::address::Address as MbAddress;
@@ -37,18 +39,10 @@ fn reason(code: &str, de: &str, en: &str) -> Reason {
     Reason::new(code, de, en)
 }
 
-/// Header names the gateway writes itself (the client's versions are replaced) or that
-/// only a provider or the gateway may set (a client's are forgeries and dropped): every
-/// `X-de-mail-*` except what the gateway writes from the options, and the gateway seal.
+/// The client's fields that do not pass: the core's submission rule, plus `From`, which
+/// the gateway writes anew with the mapped De-Mail sender.
 fn replaced(name: &str, rewrite_subject: bool) -> bool {
-    let n = name.trim();
-    options::is_demail_header(n)
-        || n.eq_ignore_ascii_case(demail_core::seal::HEADER)
-        || n.eq_ignore_ascii_case("from")
-        || n.eq_ignore_ascii_case("bcc")
-        || (rewrite_subject && n.eq_ignore_ascii_case("subject"))
-        || n.eq_ignore_ascii_case(options::PRIVATE_ID)
-        || DeMailOption::ALL.iter().any(|o| o.header().eq_ignore_ascii_case(n))
+    dropped_from_submission(name, rewrite_subject) || name.trim().eq_ignore_ascii_case("from")
 }
 
 fn header_line(name: &str, value: impl Header) -> Vec<u8> {
@@ -122,8 +116,8 @@ pub fn prepare(
         return Err(reject(550, "5.6.0", e));
     }
     let private_id =
-        raw_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID)).map(|(_, v)| v.clone());
-    let has_demail_header = raw_headers.iter().any(|(n, _)| options::is_demail_header(n));
+        raw_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).map(|(_, v)| v.clone());
+    let has_demail_header = raw_headers.iter().any(|(n, _)| is_demail_header(n));
 
     let input = CheckInput {
         from: from_addr.clone(),
@@ -198,9 +192,7 @@ pub fn prepare(
     let message_id = match message_id {
         Some(m) => Some(m),
         None => {
-            let dom = sender_demail.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
-            let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
-            let m = format!("{now_ms:x}.{hex}@{dom}");
+            let m = new_message_id(now_ms, entropy, &sender_demail);
             out.extend(format!("Message-ID: <{m}>\r\n").as_bytes());
             Some(m)
         }

@@ -2,7 +2,8 @@
 //! removed (only this gateway may seal), then the core signs the headers and the seal
 //! goes on top. The canonical form and the signature are the core's (`demail_core::seal`).
 
-use demail_core::seal::{self, HEADER};
+use demail_core::headers::GATEWAY_SEAL as HEADER;
+use demail_core::seal;
 
 /// Byte ranges of every seal header field (with folded lines and line end).
 fn seal_ranges(raw: &[u8]) -> Vec<std::ops::Range<usize>> {

@@ -11,6 +11,7 @@
 
 use crate::config::{Secret, TlsFiles};
 use base64::Engine;
+use demail_core::headers::{self as h, message_type};
 use demail_core::options::{self, options_from_headers, validate_private_id, DeMailOption};
 use demail_core::OptionSet;
 use demail_smtp::{Accepted, Envelope, Handler, Reject};
@@ -198,20 +199,30 @@ const SIGNED: [&str; 9] = [
     "Subject",
     "Date",
     "Message-ID",
-    "X-de-mail-private-id",
-    "X-de-mail-message-type",
-    "X-de-mail-message-id",
+    h::PRIVATE_ID,
+    h::MESSAGE_TYPE,
+    h::DEMAIL_MESSAGE_ID,
 ];
+
+/// The TR version the simulated provider implements.
+const TR_VERSION: &str = "1.8";
 
 /// Prepend provider headers to a submitted message and add the integrity value.
 fn stamp(raw: &[u8], host: &str, msg_id: &str, sender: &str) -> (Vec<u8>, String) {
-    let mut head = format!(
-        "X-de-mail-message-id: <{msg_id}@{host}>\r\nX-de-mail-originator-provider: {host}\r\nX-de-mail-auth-level: high\r\nX-de-mail-message-type: normal\r\nX-de-mail-version: 1.8\r\nX-de-mail-sender: {sender}\r\n"
-    )
-    .into_bytes();
+    let mut head = Vec::new();
+    for (name, value) in [
+        (h::DEMAIL_MESSAGE_ID, format!("<{msg_id}@{host}>")),
+        (h::ORIGINATOR_PROVIDER, host.to_string()),
+        (h::AUTH_LEVEL, "high".to_string()),
+        (h::MESSAGE_TYPE, message_type::NORMAL.to_string()),
+        (h::VERSION, TR_VERSION.to_string()),
+        (h::SENDER, sender.to_string()),
+    ] {
+        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
     head.extend_from_slice(raw);
     let integ = integrity(&head, &SIGNED);
-    let mut out = format!("X-de-mail-integrity: {integ}\r\n").into_bytes();
+    let mut out = format!("{}: {integ}\r\n", h::INTEGRITY).into_bytes();
     out.extend(head);
     (out, integ)
 }
@@ -344,19 +355,19 @@ impl Sim {
             DeMailOption::ConfirmationOfReceipt => (
                 "Eingangsbestätigung",
                 "Eingangsbestaetigung",
-                "confirmation of receipt",
+                message_type::CONFIRMATION_OF_RECEIPT,
                 "Ihre De-Mail ist im Postfach des Empfängers eingegangen.",
             ),
             DeMailOption::ConfirmationOfRetrieve => (
                 "Abholbestätigung",
                 "Abholbestaetigung",
-                "confirmation of retrieve",
+                message_type::CONFIRMATION_OF_RETRIEVE,
                 "Der Empfänger hat sich angemeldet; Ihre De-Mail gilt als abgeholt.",
             ),
             _ => (
                 "Versandbestätigung",
                 "Versandbestaetigung",
-                "confirmation of dispatch",
+                message_type::CONFIRMATION_OF_DISPATCH,
                 "Ihre De-Mail wurde versandt.",
             ),
         };
@@ -378,7 +389,7 @@ impl Sim {
             md("Message-ID", &format!("<{m}>"));
         }
         if let Some(p) = &orig.private_id {
-            md("X-de-mail-private-id", p);
+            md(h::PRIVATE_ID, p);
         }
         let delivery = if kind == DeMailOption::ConfirmationOfRetrieve {
             format!("  <DeliveryTime>{}</DeliveryTime>\n", rfc3339(orig.time))
@@ -405,19 +416,19 @@ impl Sim {
             .to(orig.from.as_str())
             .subject(format!("*{label}* {}", orig.subject))
             .header("Auto-Submitted", Raw::new("auto-generated"))
-            .header("X-de-mail-message-type", Raw::new(mtype))
-            .header("X-de-mail-version", Raw::new("1.8"))
-            .header("X-de-mail-originator-provider", Raw::new(self.cfg.hostname.clone()))
-            .header("X-de-mail-message-id", Raw::new(format!("<{}@{}>", new_id(), self.cfg.hostname)));
+            .header(h::MESSAGE_TYPE, Raw::new(mtype))
+            .header(h::VERSION, Raw::new(TR_VERSION))
+            .header(h::ORIGINATOR_PROVIDER, Raw::new(self.cfg.hostname.clone()))
+            .header(h::DEMAIL_MESSAGE_ID, Raw::new(format!("<{}@{}>", new_id(), self.cfg.hostname)));
         if kind != DeMailOption::ConfirmationOfDispatch {
             b = b.cc(rcpt);
         }
         if let Some(p) = &orig.private_id {
-            b = b.header(options::PRIVATE_ID, Text::new(p.clone()));
+            b = b.header(h::PRIVATE_ID, Text::new(p.clone()));
         }
         // Only Persönlich is copied onto receipts; an Abholbestätigung always carries it.
         if orig.options.contains(DeMailOption::Private) || kind == DeMailOption::ConfirmationOfRetrieve {
-            b = b.header("X-de-mail-private", Raw::new("yes"));
+            b = b.header(h::PRIVATE, Raw::new("yes"));
         }
         if let Some(m) = &orig.message_id {
             b = b.in_reply_to(m.as_str());
@@ -452,11 +463,11 @@ impl Sim {
             .to(orig.from.as_str())
             .subject(subject)
             .header("Auto-Submitted", Raw::new("auto-generated"))
-            .header("X-de-mail-message-type", Raw::new("notification"))
-            .header("X-de-mail-notification-type", Raw::new(ntype.to_string()))
-            .header("X-de-mail-version", Raw::new("1.8"));
+            .header(h::MESSAGE_TYPE, Raw::new(message_type::NOTIFICATION))
+            .header(h::NOTIFICATION_TYPE, Raw::new(ntype.to_string()))
+            .header(h::VERSION, Raw::new(TR_VERSION));
         if let Some(p) = &orig.private_id {
-            b = b.header(options::PRIVATE_ID, Text::new(p.clone()));
+            b = b.header(h::PRIVATE_ID, Text::new(p.clone()));
         }
         let body = MimePart::new(
             "multipart/mixed",
@@ -537,7 +548,7 @@ impl Sim {
 /// Receipts carry an integrity value over their own headers too.
 fn stamp_receipt(raw: Vec<u8>) -> (Vec<u8>, String) {
     let integ = integrity(&raw, &SIGNED);
-    let mut out = format!("X-de-mail-integrity: {integ}\r\n").into_bytes();
+    let mut out = format!("{}: {integ}\r\n", h::INTEGRITY).into_bytes();
     out.extend(raw);
     (out, integ)
 }
@@ -583,7 +594,7 @@ impl Handler for SimHandler {
             return Err(refuse(p));
         }
         let private_id =
-            heads.iter().find(|(n, _)| n.eq_ignore_ascii_case(options::PRIVATE_ID)).map(|(_, v)| v.clone());
+            heads.iter().find(|(n, _)| n.eq_ignore_ascii_case(h::PRIVATE_ID)).map(|(_, v)| v.clone());
         if let Some(p) = &private_id {
             validate_private_id(p).map_err(|r| refuse(&r))?;
         }

@@ -13,8 +13,10 @@ use axum::http::StatusCode;
 use demail_core::address::parse_address_list;
 use demail_core::api::{self, Env};
 use demail_core::check::{check, CheckInput, CheckResult, Verdict};
-use demail_core::message::Severity;
-use demail_core::options::{apply_rules, is_demail_header, options_from_headers, PRIVATE_ID};
+use demail_core::reason::Severity;
+use demail_core::headers::PRIVATE_ID;
+use demail_core::options::{apply_rules, options_from_headers};
+use demail_core::submission::{dropped_from_submission, new_message_id};
 use demail_core::{subject, OptionSet, Policy};
 use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
@@ -192,12 +194,6 @@ fn clean_message_id(field: &str, v: &str) -> Result<String, ApiError> {
     Ok(id.to_string())
 }
 
-fn new_message_id(sender: &str, env: &Env) -> String {
-    let domain = sender.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty()).unwrap_or("demail-helper.invalid");
-    let hex: String = env.entropy.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}.{hex}@{domain}", env.now_millis)
-}
-
 /// The header lines for the options and the private-id, from the core.
 /// Header lines, the private-id, and whether it was generated.
 type DemailHeaders = (Vec<(String, String)>, String, bool);
@@ -336,7 +332,7 @@ pub fn prepare_structured(
     let (lines, private_id, generated) =
         demail_headers(policy, result.options, req.private_id.as_deref(), &sender.address, env)?;
     let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
-    let message_id = message_id.unwrap_or_else(|| new_message_id(&sender.address, env));
+    let message_id = message_id.unwrap_or_else(|| new_message_id(env.now_millis, &env.entropy, &sender.address));
 
     let mut b = MessageBuilder::new()
         .from(mailbox_addr(sender))
@@ -615,7 +611,7 @@ pub fn prepare_raw(
     let message_id = match message_id {
         Some(m) => m,
         None => {
-            let m = new_message_id(&sender.address, env);
+            let m = new_message_id(env.now_millis, &env.entropy, &sender.address);
             out.extend_from_slice(format!("Message-ID: <{m}>\r\n").as_bytes());
             m
         }
@@ -627,10 +623,7 @@ pub fn prepare_raw(
         write_field(&mut out, "Subject", &subject_out);
     }
     for f in &fields {
-        let drop = f.name.eq_ignore_ascii_case("Bcc")
-            || is_demail_header(&f.name)
-            || (rewrite_subject && f.name.eq_ignore_ascii_case("Subject"));
-        if !drop {
+        if !dropped_from_submission(&f.name, rewrite_subject) {
             out.extend_from_slice(&f.raw);
         }
     }

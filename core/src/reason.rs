@@ -48,6 +48,25 @@ impl Reason {
     }
 }
 
+// serde's custom errors carry only a string; field validators (option ids, domains,
+// sizes) put their Reason through it with this separator, and the boundary takes it apart.
+const SEP: char = '\u{1f}';
+
+/// Carry a [`Reason`] through serde's string-only custom errors.
+pub(crate) fn encode_reason(r: &Reason) -> String {
+    format!("{}{SEP}{}{SEP}{}", r.code, r.message, r.message_en)
+}
+
+pub(crate) fn decode_reason(msg: &str) -> Option<Reason> {
+    let mut it = msg.splitn(3, SEP);
+    let code = it.next()?;
+    let de = it.next()?;
+    let en = it.next()?;
+    // serde_json appends " at line L column C"; the position is reported separately.
+    let en = en.split(" at line ").next().unwrap_or(en);
+    Some(Reason::new(code.trim(), de, en))
+}
+
 /// Shorten untrusted text before quoting it back in a message.
 pub(crate) fn quote(s: &str) -> String {
     quote_max(s, 80)
