@@ -34,7 +34,7 @@ pub mod mapping;
 
 pub mod api;
 
-pub use reason::Reason;
+pub use reason::{Error, Reason};
 pub use options::{DeMailOption, OptionSet};
 pub use policy::Policy;
 

@@ -48,6 +48,56 @@ impl Reason {
     }
 }
 
+impl std::fmt::Display for Reason {
+    /// `[code] German text`: the form for logs and SMTP replies, code first so programs can match it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
+/// The error every crate returns where a person (caseworker, admin, SMTP client) may
+/// see it: a [`Reason`], plus what caused it for the log. The cause is never shown to
+/// the person; it may hold paths or library texts in English.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub reason: Reason,
+    pub source: Option<String>,
+}
+
+impl Error {
+    pub fn new(code: &str, de: impl Into<String>, en: impl Into<String>) -> Self {
+        Error { reason: Reason::new(code, de, en), source: None }
+    }
+
+    /// Attach the underlying cause (for the log only).
+    pub fn caused_by(mut self, source: impl std::fmt::Display) -> Self {
+        self.source = Some(source.to_string());
+        self
+    }
+
+    pub fn code(&self) -> &str {
+        &self.reason.code
+    }
+}
+
+impl From<Reason> for Error {
+    fn from(reason: Reason) -> Self {
+        Error { reason, source: None }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.reason)?;
+        if let Some(s) = &self.source {
+            write!(f, " ({s})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
 // serde's custom errors carry only a string; field validators (option ids, domains,
 // sizes) put their Reason through it with this separator, and the boundary takes it apart.
 const SEP: char = '\u{1f}';
