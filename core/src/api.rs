@@ -5,9 +5,9 @@
 
 use crate::check::{check, CheckInput};
 use crate::classify::{classify_headers, classify_raw, HeaderList};
-use crate::reason::Reason;
 use crate::options::{apply_rules, generate_private_id, option_headers, validate_private_id, OptionSet};
 use crate::policy::{Policy, PolicyError};
+use crate::reason::Reason;
 use crate::subject;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{MapAccess, SeqAccess, Visitor};
@@ -344,7 +344,9 @@ pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Out
         parse::<String>(input).map_err(|_| bad_input(format!("{op} expects {what} as a JSON string")))
     };
     Ok(match op {
-        "version" => Output::Version(VersionInfo { ops: &OPS, options: crate::options::option_table(), version: crate::VERSION }),
+        "version" => {
+            Output::Version(VersionInfo { ops: &OPS, options: crate::options::option_table(), version: crate::VERSION })
+        }
         "policy.check" => Output::PolicyCheck(policy_check(&text("the policy text")?)),
         "subject.parse" => {
             let subject = match parse::<SubjectParseIn>(input)? {

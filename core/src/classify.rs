@@ -4,10 +4,10 @@
 //! Best effort by design: missing, duplicated or garbled headers produce warnings,
 //! never a failure, because a caseworker must still see the message.
 
-use crate::reason::{quote, Reason};
 use crate::headers::{self, is_demail_header};
 use crate::options::{self, OptionSet};
 use crate::policy::Policy;
+use crate::reason::{quote, Reason};
 use mail_parser::{Address, MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
 

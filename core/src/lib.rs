@@ -34,9 +34,9 @@ pub mod mapping;
 
 pub mod api;
 
-pub use reason::{Error, Reason};
 pub use options::{DeMailOption, OptionSet};
 pub use policy::Policy;
+pub use reason::{Error, Reason};
 
 /// Version of the rules and of the JSON shapes produced by [`api`].
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

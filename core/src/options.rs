@@ -100,7 +100,12 @@ pub struct OptionInfo {
 
 /// The five options in [`DeMailOption::UI_ORDER`].
 pub fn option_table() -> [OptionInfo; 5] {
-    DeMailOption::UI_ORDER.map(|o| OptionInfo { id: o.id(), header: o.header(), label: o.label_de(), label_en: o.label_en() })
+    DeMailOption::UI_ORDER.map(|o| OptionInfo {
+        id: o.id(),
+        header: o.header(),
+        label: o.label_de(),
+        label_en: o.label_en(),
+    })
 }
 
 impl fmt::Display for DeMailOption {

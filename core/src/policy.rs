@@ -4,8 +4,8 @@
 //! the position of the offending value; see `docs/policy.md` for the format.
 
 use crate::address::{normalize_addr_spec, DomainPattern};
-use crate::reason::{decode_reason, encode_reason, quote, Reason};
 use crate::options::OptionSet;
+use crate::reason::{decode_reason, encode_reason, quote, Reason};
 use crate::subject::Vocabulary;
 use serde::{Deserialize, Serialize};
 

@@ -6,8 +6,8 @@
 //! every unknown token is an error, never silently dropped. Other brackets
 //! (`[Ticket#123]`) are left alone.
 
-use crate::reason::{quote, Reason};
 use crate::options::{DeMailOption, OptionSet};
+use crate::reason::{quote, Reason};
 use serde::{Deserialize, Serialize};
 
 /// The configurable tag words. The first word of each list is used when writing tags.

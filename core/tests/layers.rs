@@ -85,6 +85,7 @@ fn modules_use_only_layers_above() {
 
 #[test]
 fn the_checker_sees_grouped_and_plain_paths() {
-    let u = uses("use crate::{reason::Reason, options};\n/// [`crate::api`]\nlet x = crate::policy::Policy::default();");
+    let u =
+        uses("use crate::{reason::Reason, options};\n/// [`crate::api`]\nlet x = crate::policy::Policy::default();");
     assert_eq!(u.into_iter().collect::<Vec<_>>(), ["options", "policy", "reason"]);
 }
