@@ -8,7 +8,9 @@
 //! Protocol hygiene handled here: EHLO/HELO (LHLO for LMTP), SIZE with 552 for
 //! oversize data (read to the end and discarded), AUTH PLAIN/LOGIN only over TLS,
 //! client allow-list, per-read and per-session timeouts, pipelining, no pipelined
-//! bytes after STARTTLS, bare LF/CR and NUL refused, VRFY/EXPN refused.
+//! bytes after STARTTLS, bare LF/CR and NUL refused, VRFY/EXPN refused. The end of
+//! DATA is exactly `<CRLF>.<CRLF>` ([`data`]); a DATA stream with a bare CR or LF is
+//! refused and the connection closed, so nothing after it is read as a command.
 //!
 //! ```no_run
 //! use demail_smtp::{serve, Accepted, Config, Envelope, Handler, Reject};
@@ -26,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod data;
 mod reply;
 mod server;
 pub mod tls;

@@ -228,17 +228,42 @@ async fn bare_lf_nul_and_injection_refused() {
     assert!(c.replies(1).await[0].starts_with("500 5.5.2"));
     c.send(b"EHLO c\r\nMAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
     assert!(c.replies(4).await[3].starts_with("354"));
-    // SMTP smuggling attempt: "\n.\n" must not end the data, and bare LF is refused.
-    c.send(b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<evil@x.de>\r\n.\r\n").await;
-    let r = c.replies(1).await;
-    assert!(r[0].starts_with("554 5.6.0"), "{r:?}");
-    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
-    assert!(c.replies(3).await[2].starts_with("354"));
+    // NUL: the message is refused, the framing is intact, the session goes on.
     c.send(b"Subject: a\r\n\r\nx\0y\r\n.\r\n").await;
     assert!(c.replies(1).await[0].starts_with("554 5.6.0"));
     c.send(b"VRFY root\r\n").await;
     assert!(c.replies(1).await[0].starts_with("502"));
+    // SMTP smuggling attempt: "\n.\n" must not end the data; the bare LF is refused and
+    // the connection closed, so nothing after it is read as a command.
+    c.send(b"MAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
+    assert!(c.replies(3).await[2].starts_with("354"));
+    c.send(b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<evil@x.de>\r\n.\r\n").await;
+    let t = c.all_text().await;
+    assert!(t.contains("554 5.6.0") && t.contains("421 4.7.0"), "{t}");
     assert!(store.got.lock().unwrap().is_empty());
+}
+
+/// The smuggling ends (CVE-2023-51764 class): after each, a complete second transaction
+/// follows. Zero messages may come of it, and the server must not answer the smuggled
+/// commands. `\r\n.\r\r\n` is the form smtp-proto's own DataReceiver takes for an end.
+#[tokio::test]
+async fn smuggled_transactions_never_become_messages() {
+    let (port, store) = start(plain()).await;
+    for end in [&b"\r\n.\r\r\n"[..], b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n"] {
+        let mut c = Raw::connect(port).await;
+        c.send(b"EHLO c\r\nMAIL FROM:<a@stadt.de>\r\nRCPT TO:<b@x.de>\r\nDATA\r\n").await;
+        assert!(c.replies(4).await[3].starts_with("354"));
+        let mut data = b"Subject: legit\r\n\r\nx".to_vec();
+        data.extend_from_slice(end);
+        data.extend_from_slice(
+            b"MAIL FROM:<mayor@stadt.de>\r\nRCPT TO:<victim@x.de>\r\nDATA\r\nSubject: forged\r\n\r\nforged\r\n.\r\nQUIT\r\n",
+        );
+        c.send(&data).await;
+        let t = c.all_text().await;
+        assert!(!t.contains("250 2.1.0") && !t.contains("354"), "{end:?}: smuggled commands answered: {t}");
+        assert!(t.contains("554 5.6.0"), "{end:?}: {t}");
+        assert!(store.got.lock().unwrap().is_empty(), "{end:?}: a message was taken");
+    }
 }
 
 #[tokio::test]
