@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -133,20 +133,28 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
         let (config, handler, slots) = (config.clone(), handler.clone(), slots.clone());
         tokio::spawn(async move {
             let permit = slots.try_acquire_owned();
+            let _ = stream.set_nodelay(true);
             handle(stream, peer, config, handler, permit.is_ok()).await;
             drop(permit);
         });
     }
 }
 
-async fn handle<H: Handler>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    config: Arc<Config>,
-    handler: Arc<H>,
-    have_slot: bool,
-) {
-    let _ = stream.set_nodelay(true);
+/// Run one SMTP session on an already accepted stream (a TCP connection after a PROXY
+/// header, or an in-memory stream in the fuzzer). No connection limit applies here.
+pub async fn serve_connection<S, H>(stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
+    handle(stream, peer, config, handler, true).await
+}
+
+async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, have_slot: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
     let deadline = Instant::now() + config.session_timeout;
     let write_timeout = config.command_timeout;
     let early = |code, esc, de: &str, en: &str| bilingual(code, esc, de, en);
