@@ -11,6 +11,9 @@
 //!
 //! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks).
 
+pub mod kdc;
+pub mod ldap;
+
 use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
