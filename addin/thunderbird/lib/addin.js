@@ -27,10 +27,16 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
     core: null,
     coreError: null, // policy problem shown to the user
     policySource: "builtin", // "managed" (IT, storage.managed) | "helper" (GET /v1/policy) | "builtin"
+    options: [], // the core's option table, [{id, header, label, label_en}] in UI order
     ready: null, // settled once init() has run
     i18n: (key, subs) => messenger.i18n.getMessage(key, subs) || key,
     german: () => !/^en/i.test(messenger.i18n.getUILanguage?.() || "de"),
     text: (reason) => (reason ? (ctx.german() ? reason.message || reason.message_en : reason.message_en || reason.message) : ""),
+    optionIds: () => ctx.options.map((o) => o.id),
+    optionLabel: (id) => {
+      const o = ctx.options.find((x) => x.id === id);
+      return o ? (ctx.german() ? o.label : o.label_en) : id;
+    },
     helper,
     forgetHelper: () => { helperClient = null; },
   };
@@ -45,7 +51,10 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
   // ------------------------------------------------------------------ setup
 
   async function init() {
-    const settings = (ctx.settings = await loadSettings(messenger));
+    // The option table is the same under every policy, and the settings need it to check
+    // default_options: read it first, from the built-in rules.
+    if (!ctx.options.length) ctx.options = (await loadCore("")).optionList();
+    const settings = (ctx.settings = await loadSettings(messenger, ctx.optionIds()));
     // The rules: IT's policy from storage.managed wins; else the helper's
     // (GET /v1/policy, the same file the helper and gateway apply); else built-in.
     let policyText = settings.policyText;
@@ -174,7 +183,8 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
   async function settingsView() {
     await ctx.ready;
     const { settings, coreError, policySource } = ctx;
-    return { values: settings.values, locked: settings.locked, managed: settings.managed, problems: settings.problems, policyProblem: coreError ? ctx.text(coreError) : null, policySource };
+    const options = ctx.options.map((o) => ({ id: o.id, label: ctx.optionLabel(o.id) }));
+    return { values: settings.values, locked: settings.locked, managed: settings.managed, problems: settings.problems, policyProblem: coreError ? ctx.text(coreError) : null, policySource, options };
   }
 
   /** The one message dispatcher for every page of the add-in. */
@@ -210,7 +220,7 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
           return { ok: true, result: await settingsView() };
         case MSG.settingsSet: {
           await ctx.ready;
-          const refused = await saveUserSettings(messenger, ctx.settings, msg.changes);
+          const refused = await saveUserSettings(messenger, ctx.settings, msg.changes, ctx.optionIds());
           await reloadSettings();
           return { ok: true, result: { refused, ...(await settingsView()) } };
         }

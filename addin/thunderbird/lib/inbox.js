@@ -2,7 +2,7 @@
 // and tagged (lib/receive.js); receipts are reported to the helper's journal; the banner
 // gets its data, for a sent De-Mail with the receipt timeline from that journal.
 
-import { OPTION_LABEL_KEYS, RECEIPT_FOR_OPTION } from "./constants.js";
+import { RECEIPT_FOR_OPTION } from "./constants.js";
 import * as receive from "./receive.js";
 import { HelperError } from "./helper.js";
 
@@ -180,7 +180,7 @@ export function createInbox(ctx) {
       title: i18n({ demail: "bannerDemail", receipt: "bannerReceipt", notification: "bannerNotification", malware: "bannerMalware", untrusted: "bannerUntrusted" }[b.kind] || "bannerDemail"),
       // Not confirmed by the gateway: say why, in words a caseworker understands.
       sealWarning: b.kind === "untrusted" ? i18n(b.seal?.state === "missing" ? "sealMissing" : "sealBroken") : null,
-      options: b.options.map((o) => i18n(OPTION_LABEL_KEYS[o])),
+      options: b.options.map(ctx.optionLabel),
       authLevel: b.authLevel ? i18n(b.authLevel === "high" ? "authHigh" : "authNormal") : null,
       receiptType: b.receipt ? i18n({ dispatch: "receiptDispatch", receipt: "receiptReceipt", retrieve: "receiptRetrieve" }[b.receipt.type] || "receiptDispatch") : null,
       notificationType: b.notificationType ? i18n(`notif_${b.notificationType.replace(/-/g, "_")}`) : null,

@@ -1,7 +1,6 @@
 // What the compose popup and the send dialog show (texts in the UI language, the core's
 // reasons), and the changes the popup sends back: options, marker, Kennung, fixes.
 
-import { OPTION_IDS, OPTION_LABEL_KEYS } from "./constants.js";
 import * as compose from "./compose.js";
 
 const FIX_LABEL_KEYS = { "remove-email": "fixRemoveEmail", "remove-external": "fixRemoveExternal", "remove-demail": "fixRemoveDemail", "clear-options": "fixClearOptions", unmark: "fixUnmark" };
@@ -16,7 +15,7 @@ export function createViews(ctx, tracker) {
   function optionView(o) {
     // Disabled or locked: the core's own reason (e.g. options.private_implied).
     const reason = o.disabled || o.locked ? ctx.text(o.reason) : null;
-    return { id: o.id, label: ctx.i18n(OPTION_LABEL_KEYS[o.id]), checked: o.checked, disabled: o.disabled, locked: o.locked, reason };
+    return { id: o.id, label: ctx.optionLabel(o.id), checked: o.checked, disabled: o.disabled, locked: o.locked, reason };
   }
 
   function view(tabId, st, ev) {
@@ -51,7 +50,7 @@ export function createViews(ctx, tracker) {
 
   async function composeSet(tabId, changes) {
     const st = await tracker.restoreState(tabId);
-    if (Array.isArray(changes.options)) st.options = OPTION_IDS.filter((o) => changes.options.includes(o));
+    if (Array.isArray(changes.options)) st.options = ctx.optionIds().filter((o) => changes.options.includes(o));
     if (typeof changes.marked === "boolean") st.marked = changes.marked;
     if (typeof changes.privateId === "string") st.privateId = changes.privateId;
     st.touched = true;
