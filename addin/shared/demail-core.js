@@ -17,6 +17,9 @@ function guard(fn) {
   }
 }
 
+// The option table does not depend on the policy: read once per page, shared by every DemailCore.
+let optionTable = null;
+
 export class DemailCore {
   /** @param {string} policy TOML or JSON policy text; "" means built-in defaults. */
   constructor(policy = "") {
@@ -31,6 +34,19 @@ export class DemailCore {
   classifyRaw(raw) {
     const bytes = typeof raw === "string" ? new TextEncoder().encode(raw) : raw;
     return guard(() => wasmClassifyRaw(this.policy, bytes));
+  }
+  /**
+   * The five options in UI order, [{id, header, label, label_en}], from the `version` op:
+   * the add-ins' only option list (ids, order, labels). Throws, with the core's reason,
+   * if the core fails.
+   */
+  optionList() {
+    if (!optionTable) {
+      const r = this.call("version");
+      if (!r.ok) throw Object.assign(new Error(r.error.message_en || "core error"), { reason: r.error });
+      optionTable = Object.freeze(r.result.options.map((o) => Object.freeze({ ...o })));
+    }
+    return optionTable;
   }
   check(input) { return this.call("check", input); }
   parseSubject(subject) { return this.call("subject.parse", subject); }

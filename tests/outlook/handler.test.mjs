@@ -14,6 +14,7 @@ import { execFileSync } from "node:child_process";
 import * as acorn from "acorn";
 import vm from "node:vm";
 import { ROOT, FIXED_NOW, FIXED_ENTROPY, bundleDir, demailBin, handlerRuntime } from "./env.mjs";
+import { loadCore } from "../../addin/shared/demail-core.js";
 
 const bundle = bundleDir();
 const handlerSrc = readFileSync(join(bundle, "outlook/launchevent.js"), "utf8");
@@ -56,6 +57,14 @@ test("the handler neither names nor needs WebAssembly", () => {
   const ctx = handlerRuntime();
   assert.equal(typeof ctx.WebAssembly, "undefined");
   assert.match(ctx.DemailCoreJs.version(), /^\d+\.\d+/);
+});
+
+test("the handler's option ids come from the translated core, the same table the panes read", async () => {
+  const ctx = handlerRuntime();
+  const table = (await loadCore("", readFileSync(join(ROOT, "addin/wasm/demail_wasm_bg.wasm")))).optionList();
+  const translated = JSON.parse(vm.runInContext("JSON.stringify(DemailSend.core('version', null).result.options)", ctx));
+  assert.deepEqual(translated, table);
+  assert.deepEqual(JSON.parse(vm.runInContext("JSON.stringify(DemailSend.options())", ctx)), table.map((o) => o.id));
 });
 
 test("Office.actions.associate registers both handlers under the manifest's names", () => {

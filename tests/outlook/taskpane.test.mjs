@@ -9,7 +9,7 @@ import "./office-stub.js";
 import { loadCore } from "../../addin/shared/demail-core.js";
 import { ComposeSession } from "../../addin/outlook/src/compose.js";
 import { processItem, classifyItem, CATEGORY } from "../../addin/outlook/src/read.js";
-import { language, strings, ALL_STRINGS, OPTION_IDS } from "../../addin/outlook/src/strings.js";
+import { language, strings, ALL_STRINGS, optionLabels } from "../../addin/outlook/src/strings.js";
 
 const Office = globalThis.Office;
 const policy = JSON.stringify(JSON.parse(execFileSync(demailBin(), ["policy", "check", join(ROOT, "examples/policy.toml")]).toString()).policy);
@@ -168,5 +168,13 @@ test("strings: German default, English for other display languages; both complet
   assert.equal(language("en-US"), "en");
   assert.equal(language("fr-FR"), "en");
   assert.deepEqual(Object.keys(ALL_STRINGS.de).sort(), Object.keys(ALL_STRINGS.en).sort());
-  for (const id of OPTION_IDS) assert.ok(strings("de")[`opt.${id}`] && strings("en")[`opt.${id}`]);
+  // Labels come from the core; the hints are ours, one per core option and no other.
+  const table = core.optionList();
+  const de = optionLabels(table, "de");
+  const en = optionLabels(table, "en");
+  for (const { id } of table) assert.ok(de.get(id) && en.get(id) && strings("de")[`optHint.${id}`] && strings("en")[`optHint.${id}`], id);
+  assert.equal(de.get("private"), "Persönlich");
+  assert.equal(en.get("private"), "Personal");
+  const hints = Object.keys(ALL_STRINGS.de).filter((k) => k.startsWith("optHint.")).map((k) => k.slice(8));
+  assert.deepEqual(hints, table.map((o) => o.id));
 });

@@ -1,7 +1,7 @@
 // Start-up shared by both panes: wait for Office, load the wasm core with the
 // organisation's policy (policy.js, written by scripts/build-outlook), fill static texts.
 import { loadCore } from "../../shared/demail-core.js";
-import { language, strings } from "./strings.js";
+import { language, optionLabels, strings } from "./strings.js";
 
 export async function boot() {
   const office = globalThis.Office;
@@ -12,7 +12,7 @@ export async function boot() {
   document.documentElement.lang = lang;
   for (const el of document.querySelectorAll("[data-s]")) el.textContent = t[el.dataset.s] || "";
   const core = await loadCore(typeof globalThis.DEMAIL_POLICY === "string" ? globalThis.DEMAIL_POLICY : "");
-  return { office, core, lang, t };
+  return { office, core, lang, t, labels: optionLabels(core.optionList(), lang) };
 }
 
 export function fatal(text) {

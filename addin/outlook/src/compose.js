@@ -2,7 +2,6 @@
 // header writes. Every rule (which options are allowed, implied or locked, which
 // recipient is De-Mail, the header names and values) comes from the core.
 
-import { OPTION_IDS } from "./strings.js";
 import { officeAsync, addressesOf, senderAddress } from "./office-async.js";
 
 function unwrap(res) {
@@ -34,8 +33,9 @@ export class ComposeSession {
     this.written = [];
     this.writeError = null;
     this.queue = Promise.resolve();
+    this.optionIds = core.optionList().map((o) => o.id); // the core's, in UI order
     // Every header name the core can write: the ones to remove when unticked.
-    const all = unwrap(core.headers(OPTION_IDS, "x"));
+    const all = unwrap(core.headers(this.optionIds, "x"));
     this.allNames = all.headers.map((h) => h.name);
   }
 
@@ -90,7 +90,7 @@ export class ComposeSession {
     );
     const locked = new Map((opts.locked || []).map((l) => [l.option, l.reason]));
     const disabled = new Map((opts.disabled || []).map((d) => [d.option, d.reason]));
-    const options = OPTION_IDS.map((id) => ({
+    const options = this.optionIds.map((id) => ({
       id,
       checked: effective.includes(id),
       locked: this.marked && locked.has(id),

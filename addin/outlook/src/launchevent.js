@@ -22,7 +22,6 @@ var DemailSend = (function () {
   // Outlook's limits: Smart Alerts dialog text and notification bar text.
   var MAX_ALERT = 500;
   var MAX_NOTICE = 150;
-  var OPTIONS = ["private", "confirmation-of-dispatch", "confirmation-of-receipt", "confirmation-of-retrieve", "authoritative"];
 
   // DEMAIL_POLICY: the organisation's policy as JSON, from policy.js (scripts/build-outlook).
   function policyText() {
@@ -57,11 +56,18 @@ var DemailSend = (function () {
     return res.result;
   }
 
+  var optionIds = null;
+  /** The option ids in UI order, from the core's option table (`version`). */
+  function options() {
+    if (!optionIds) optionIds = unwrap(core("version", null)).options.map(function (o) { return o.id; });
+    return optionIds;
+  }
+
   var headerNames = null;
   /** Every X-de-mail-* name the add-in can write, from the core. */
   function demailHeaderNames() {
     if (!headerNames) {
-      headerNames = unwrap(core("headers", { options: OPTIONS, private_id: "x" })).headers.map(function (h) { return h.name; });
+      headerNames = unwrap(core("headers", { options: options(), private_id: "x" })).headers.map(function (h) { return h.name; });
     }
     return headerNames;
   }
@@ -132,7 +138,7 @@ var DemailSend = (function () {
       to: p.to,
       cc: p.cc,
       bcc: p.bcc,
-      options: OPTIONS.filter(function (o) { return chosen.indexOf(o) >= 0; }),
+      options: options().filter(function (o) { return chosen.indexOf(o) >= 0; }),
       marked: marked,
       private_id: privateId,
     };
@@ -219,7 +225,7 @@ var DemailSend = (function () {
       .then(function (text) { done(); return text; }, function () { done(); return null; });
   }
 
-  return { onMessageSend: onMessageSend, onRecipientsChanged: onRecipientsChanged, gather: gather, buildInput: buildInput, decide: decide, core: core, demailHeaderNames: demailHeaderNames };
+  return { onMessageSend: onMessageSend, onRecipientsChanged: onRecipientsChanged, gather: gather, buildInput: buildInput, decide: decide, core: core, demailHeaderNames: demailHeaderNames, options: options };
 })();
 
 function onMessageSendHandler(event) {

@@ -5,7 +5,7 @@ import { coreText } from "./strings.js";
 
 const $ = (id) => document.getElementById(id);
 
-function render(res, t, lang, office) {
+function render(res, t, lang, labels) {
   const c = res.classification;
   $("kind").textContent = t[`readKind.${c.kind}`] || c.kind;
   $("kind").dataset.kind = c.kind;
@@ -13,7 +13,7 @@ function render(res, t, lang, office) {
   facts.replaceChildren();
   const fact = (label, value) => facts.append(el("dt", { text: label }), el("dd", { text: value }));
   if (c.kind !== "email") {
-    const opts = (c.options || []).map((o) => t[`opt.${o}`] || o);
+    const opts = (c.options || []).map((o) => labels.get(o) || o);
     fact(t.readOptions, opts.length ? opts.join(", ") : t.readNoOptions);
     fact(t.readAuthLevel, t[`auth.${c.auth_level || "unknown"}`] || c.auth_level);
     if (c.private_id) fact(t.readPrivateId, c.private_id);
@@ -46,14 +46,14 @@ async function main() {
     fatal(`Das De-Mail-Modul konnte nicht geladen werden. / The De-Mail module could not be loaded. (${e.message})`);
     return;
   }
-  const { office, core, lang, t } = ctx;
+  const { office, core, lang, t, labels } = ctx;
   if (!office.context.requirements.isSetSupported("Mailbox", "1.8")) {
     fatal(t.tooOld);
     return;
   }
   const show = () =>
     processItem(core, office).then(
-      (res) => render(res, t, lang, office),
+      (res) => render(res, t, lang, labels),
       (e) => fatal(`${t.readFailed} ${coreText(e.reason, lang) || e.message}`),
     );
   await show();

@@ -1,13 +1,6 @@
 // UI texts of the Outlook task pane, German first, English second. No De-Mail rule
-// lives here: every decision and every reason text comes from the core.
-
-export const OPTION_IDS = [
-  "private",
-  "confirmation-of-dispatch",
-  "confirmation-of-receipt",
-  "confirmation-of-retrieve",
-  "authoritative",
-];
+// lives here: every decision and every reason text comes from the core, and so do the
+// options with their labels (`core.optionList()`); only the hints are ours, by option id.
 
 const de = {
   title: "De-Mail",
@@ -15,11 +8,6 @@ const de = {
   markAsDemail: "Als De-Mail senden",
   markAsDemailHint: "Wird automatisch eingeschaltet, sobald Sie eine Option wählen oder einen De-Mail-Empfänger eintragen.",
   optionsLegend: "Versandoptionen",
-  "opt.private": "Persönlich",
-  "opt.confirmation-of-dispatch": "Versandbestätigung",
-  "opt.confirmation-of-receipt": "Eingangsbestätigung",
-  "opt.confirmation-of-retrieve": "Abholbestätigung",
-  "opt.authoritative": "Absenderbestätigt",
   "optHint.private": "Nur die Empfängerin oder der Empfänger selbst darf die Nachricht öffnen.",
   "optHint.confirmation-of-dispatch": "Sie erhalten eine Bestätigung, dass die De-Mail versandt wurde.",
   "optHint.confirmation-of-receipt": "Sie erhalten eine Bestätigung, dass die De-Mail im Postfach angekommen ist.",
@@ -70,11 +58,6 @@ const en = {
   markAsDemail: "Send as De-Mail",
   markAsDemailHint: "Switched on automatically as soon as you choose an option or add a De-Mail recipient.",
   optionsLegend: "Shipping options",
-  "opt.private": "Personal",
-  "opt.confirmation-of-dispatch": "Confirmation of dispatch",
-  "opt.confirmation-of-receipt": "Confirmation of receipt",
-  "opt.confirmation-of-retrieve": "Confirmation of retrieval",
-  "opt.authoritative": "Sender confirmed",
   "optHint.private": "Only the recipient in person may open the message.",
   "optHint.confirmation-of-dispatch": "You get a confirmation that the De-Mail was sent.",
   "optHint.confirmation-of-receipt": "You get a confirmation that the De-Mail reached the mailbox.",
@@ -131,6 +114,11 @@ export function strings(lang) {
 export function coreText(reason, lang) {
   if (!reason) return "";
   return lang === "en" ? reason.message_en || reason.message || "" : reason.message || reason.message_en || "";
+}
+
+/** Option id → label in the UI language, from the core's option table. */
+export function optionLabels(table, lang) {
+  return new Map(table.map((o) => [o.id, lang === "en" ? o.label_en : o.label]));
 }
 
 export const ALL_STRINGS = { de, en };

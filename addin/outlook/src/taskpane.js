@@ -5,7 +5,7 @@ import { coreText } from "./strings.js";
 
 const $ = (id) => document.getElementById(id);
 
-function render(v, t, lang) {
+function render(v, t, lang, labels) {
   $("marked").checked = v.marked;
   const box = $("options");
   box.replaceChildren();
@@ -18,7 +18,7 @@ function render(v, t, lang) {
       "div",
       { class: `opt${input.disabled ? " disabled" : ""}` },
       input,
-      el("label", { for: `opt-${o.id}`, text: t[`opt.${o.id}`] }),
+      el("label", { for: `opt-${o.id}`, text: labels.get(o.id) }),
       el("span", { class: "why", text: why }),
     );
     box.append(row);
@@ -64,7 +64,7 @@ async function main() {
     fatal(`Das De-Mail-Modul konnte nicht geladen werden. / The De-Mail module could not be loaded. (${e.message})`);
     return;
   }
-  const { office, core, lang, t } = ctx;
+  const { office, core, lang, t, labels } = ctx;
   const item = office.context.mailbox.item;
   if (!office.context.requirements.isSetSupported("Mailbox", "1.8")) {
     fatal(t.tooOld);
@@ -75,7 +75,7 @@ async function main() {
     return;
   }
   const session = new ComposeSession({ core, office });
-  const show = (v) => render(v, t, lang);
+  const show = (v) => render(v, t, lang, labels);
   const guard = (p) => p.then(show, (e) => fatal(coreText(e.reason, lang) || e.message));
   await guard(session.load().then((v) => session.recipientsChanged().then(() => session.view(), () => v)));
   $("loading").hidden = true;

@@ -2,8 +2,7 @@
 // and the core's answer into what the button, the popup and the send guard show.
 // Every De-Mail decision comes from the core (`check`, `subject.parse`,
 // `subject.format`, `headers`); this module only gathers input and presents output.
-
-import { OPTION_IDS } from "./constants.js";
+// Option ids and their order come from the core too (`core.optionList()`).
 
 /** A Thunderbird mailing-list pill ("Liste <Liste>": no @ inside the brackets). */
 export function isListReference(entry) {
@@ -47,8 +46,9 @@ export function senderOf(details) {
  * @param {{to:string[],cc:string[],bcc:string[]}} p.recipients resolved lists
  * @param {object} p.state the add-in's per-compose state {options, marked, privateId}
  * @param {object|null} p.subject the core's subject.parse result
+ * @param {string[]} p.optionIds the core's option ids in UI order
  */
-export function checkInput({ from, recipients, state, subject, size, forwardedDemail }) {
+export function checkInput({ from, recipients, state, subject, size, forwardedDemail, optionIds }) {
   const chosen = new Set(state?.options || []);
   for (const o of subject?.options || []) chosen.add(o);
   const input = {
@@ -56,7 +56,7 @@ export function checkInput({ from, recipients, state, subject, size, forwardedDe
     to: recipients.to || [],
     cc: recipients.cc || [],
     bcc: recipients.bcc || [],
-    options: OPTION_IDS.filter((o) => chosen.has(o)),
+    options: optionIds.filter((o) => chosen.has(o)),
     marked: Boolean(state?.marked || subject?.demail),
     forwarded_demail: Boolean(forwardedDemail),
   };
@@ -84,13 +84,17 @@ export function optionStates(core, input) {
   const r = unwrap(core.call("options", { from: input.from, options: input.options }));
   const locked = new Map((r.locked || []).map((x) => [x.option, x.reason]));
   const disabled = new Map((r.disabled || []).map((x) => [x.option, x.reason]));
-  return OPTION_IDS.map((id) => ({
+  return optionIdsOf(core).map((id) => ({
     id,
     checked: (r.options || []).includes(id),
     disabled: disabled.has(id),
     locked: locked.has(id),
     reason: disabled.get(id) || locked.get(id) || null,
   }));
+}
+
+function optionIdsOf(core) {
+  return core.optionList().map((o) => o.id);
 }
 
 /** Recipients grouped for display: De-Mail / intern / extern. */
@@ -156,7 +160,7 @@ export function evaluate(core, { from, recipients, state, subjectText, size, for
   } catch (e) {
     extra.push(e.reason);
   }
-  const input = checkInput({ from, recipients, state, subject, size, forwardedDemail });
+  const input = checkInput({ from, recipients, state, subject, size, forwardedDemail, optionIds: optionIdsOf(core) });
   let result;
   try {
     result = unwrap(core.check(input));
@@ -185,7 +189,7 @@ export function evaluate(core, { from, recipients, state, subjectText, size, for
     try {
       out.options = optionStates(core, input);
     } catch (e) {
-      out.options = OPTION_IDS.map((id) => ({ id, checked: input.options.includes(id), disabled: false, locked: false, reason: null }));
+      out.options = optionIdsOf(core).map((id) => ({ id, checked: input.options.includes(id), disabled: false, locked: false, reason: null }));
     }
   }
   return out;

@@ -1,25 +1,8 @@
 // Vocabulary shared by the add-in's pages. No De-Mail rule lives here: these are the
-// core's API ids (docs/core-api.md) and the add-in's own UI constants.
+// core's API ids (docs/core-api.md) and the add-in's own UI constants. The option list
+// (ids, order, labels) is not here either: it comes from the core (`version` op).
 
 export const ADDON_ID = "demail-addin@open-demail.de";
-
-/** The five shipping options, as the core names them, in the order the UI shows them. */
-export const OPTION_IDS = [
-  "private",
-  "confirmation-of-dispatch",
-  "confirmation-of-receipt",
-  "confirmation-of-retrieve",
-  "authoritative",
-];
-
-/** i18n message name of each option's label (_locales/<lang>/messages.json). */
-export const OPTION_LABEL_KEYS = {
-  "private": "optPrivate",
-  "confirmation-of-dispatch": "optDispatch",
-  "confirmation-of-receipt": "optReceipt",
-  "confirmation-of-retrieve": "optRetrieve",
-  "authoritative": "optAuthoritative",
-};
 
 /**
  * Message tags, stored by Thunderbird as IMAP keywords (so they survive across clients).

@@ -5,8 +5,8 @@
 // - `policy` (the De-Mail rules, core format, docs/policy.md) is IT-only.
 // - Every other managed value is a default the user may change, unless its key is
 //   listed in `locked` (then the options page shows it read-only).
-
-import { OPTION_IDS } from "./constants.js";
+// - `default_options` are checked against `optionIds`, the core's option ids (the
+//   add-in reads them from the core before the settings); without them none is valid.
 
 /** Settings the user may see and (when not locked) change. */
 export const USER_DEFAULTS = Object.freeze({
@@ -34,12 +34,12 @@ const CHOICES = {
 };
 
 /** Validate one user setting; returns the value or undefined when invalid. */
-export function validValue(key, value) {
+export function validValue(key, value, optionIds = []) {
   if (!(key in USER_DEFAULTS)) return undefined;
   const def = USER_DEFAULTS[key];
   if (CHOICES[key]) return CHOICES[key].includes(value) ? value : undefined;
   if (key === "default_options") {
-    return Array.isArray(value) && value.every((o) => OPTION_IDS.includes(o)) ? [...new Set(value)] : undefined;
+    return Array.isArray(value) && value.every((o) => optionIds.includes(o)) ? [...new Set(value)] : undefined;
   }
   if (key === "helper_url") {
     try {
@@ -60,7 +60,7 @@ export function validValue(key, value) {
  * Merge managed (IT) and local (user) settings.
  * @returns {{values, locked: string[], policyText: string, managed: boolean, problems: string[]}}
  */
-export function mergeSettings(managed, local) {
+export function mergeSettings(managed, local, optionIds = []) {
   managed = managed && typeof managed === "object" ? managed : {};
   local = local && typeof local === "object" ? local : {};
   const problems = [];
@@ -68,12 +68,12 @@ export function mergeSettings(managed, local) {
   const values = { ...USER_DEFAULTS };
   for (const key of Object.keys(USER_DEFAULTS)) {
     if (key in managed) {
-      const v = validValue(key, managed[key]);
+      const v = validValue(key, managed[key], optionIds);
       if (v === undefined) problems.push(`managed:${key}`);
       else values[key] = v;
     }
     if (!locked.includes(key) && key in local) {
-      const v = validValue(key, local[key]);
+      const v = validValue(key, local[key], optionIds);
       if (v !== undefined) values[key] = v;
     }
   }
@@ -86,7 +86,7 @@ export function mergeSettings(managed, local) {
 }
 
 /** Read both storage areas through the messenger API (managed may be absent). */
-export async function loadSettings(messenger) {
+export async function loadSettings(messenger, optionIds = []) {
   let managed = {};
   try {
     managed = await messenger.storage.managed.get(null);
@@ -94,16 +94,16 @@ export async function loadSettings(messenger) {
     // No policy deployed: storage.managed throws "Managed storage manifest not found".
   }
   const local = (await messenger.storage.local.get("settings")).settings || {};
-  return mergeSettings(managed, local);
+  return mergeSettings(managed, local, optionIds);
 }
 
 /** Store user changes; locked keys and invalid values are refused. */
-export async function saveUserSettings(messenger, merged, changes) {
+export async function saveUserSettings(messenger, merged, changes, optionIds = []) {
   const current = (await messenger.storage.local.get("settings")).settings || {};
   const refused = [];
   for (const [key, value] of Object.entries(changes || {})) {
     if (merged.locked.includes(key)) { refused.push(key); continue; }
-    const v = validValue(key, value);
+    const v = validValue(key, value, optionIds);
     if (v === undefined) { refused.push(key); continue; }
     current[key] = v;
   }

@@ -2,7 +2,6 @@
 // read-only with the reason.
 import { localize, send, t } from "../ui/i18n.js";
 import { el } from "../ui/render.js";
-import { OPTION_IDS, OPTION_LABEL_KEYS as LABEL } from "../lib/constants.js";
 
 function markLocked(input, locked) {
   input.disabled = locked;
@@ -25,12 +24,13 @@ function render(s) {
   const box = document.getElementById("default-options");
   box.replaceChildren();
   const lockedDefaults = s.locked.includes("default_options");
-  for (const id of OPTION_IDS) {
+  // The options, their order and labels come from the core, through the background.
+  for (const { id, label } of s.options) {
     const input = el("input", { type: "checkbox", id: `def-${id}`, "data-option": id });
     input.checked = s.values.default_options.includes(id);
     input.disabled = lockedDefaults;
     input.addEventListener("change", save);
-    box.append(el("div", { class: "opt" }, input, el("label", { for: `def-${id}`, text: t(LABEL[id]) })));
+    box.append(el("div", { class: "opt" }, input, el("label", { for: `def-${id}`, text: label })));
   }
   if (lockedDefaults) box.append(el("p", { class: "locked", text: t("setLocked") }));
   for (const input of document.querySelectorAll("[data-key]")) {

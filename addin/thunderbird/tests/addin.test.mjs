@@ -116,6 +116,23 @@ test("English UI uses the core's English texts", async () => {
   assert.equal(v.fixes[0].label, "Remove e-mail recipients");
 });
 
+test("option ids, order and labels come from the core: popup, options page, banner, in both languages", async () => {
+  const table = (await loadCore("")).optionList();
+  for (const lang of ["de", "en"]) {
+    const { messenger, addin } = await setup({ lang });
+    const label = (o) => (lang === "de" ? o.label : o.label_en);
+    const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"] });
+    const v = (await send(addin, MSG.composeState, { tabId: tab.id })).result;
+    assert.deepEqual(v.options.map((o) => [o.id, o.label]), table.map((o) => [o.id, label(o)]));
+    const s = (await send(addin, MSG.settingsGet)).result;
+    assert.deepEqual(s.options, table.map((o) => ({ id: o.id, label: label(o) })));
+    messenger.addFolder("inbox", ["inbox"]);
+    messenger.messageDisplay._shown.set(7, messenger.deliver("inbox", corpus("demail/02-versand-eingang-private-id-qp.eml")).id);
+    const b = (await send(addin, MSG.displayInfo, {}, { tab: { id: 7 } })).result;
+    assert.deepEqual(b.labels.options, ["confirmation-of-dispatch", "confirmation-of-receipt"].map((id) => label(table.find((o) => o.id === id))));
+  }
+});
+
 test("allowed De-Mail, helper unreachable, policy block: cancelled with the helper explanation", async () => {
   const { messenger, addin } = await setup({ token: "t0k" });
   const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });

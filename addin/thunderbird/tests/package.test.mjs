@@ -4,9 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ADDIN } from "./support.mjs";
+import { ADDIN, loadCore } from "./support.mjs";
 import { mergeSettings, USER_DEFAULTS, validValue } from "../lib/settings.js";
-import { OPTION_IDS } from "../lib/constants.js";
+
+// The option ids as the add-in gets them: from the core.
+const OPTION_IDS = (await loadCore("")).optionList().map((o) => o.id);
 
 const json = (p) => JSON.parse(readFileSync(join(ADDIN, p), "utf8"));
 
@@ -67,4 +69,11 @@ test("settings merge: managed defaults, user overrides, locks, invalid values ig
   assert.equal(m.policyText, '{"version":1}');
   assert.equal(validValue("helper_url", "http://localhost:9000/x"), "http://localhost:9000");
   assert.equal(validValue("default_options", ["private", "nope"]), undefined);
+});
+
+test("default_options are checked against the core's option ids", () => {
+  assert.deepEqual(validValue("default_options", ["confirmation-of-retrieve", "private"], OPTION_IDS), ["confirmation-of-retrieve", "private"]);
+  assert.equal(validValue("default_options", ["private", "nope"], OPTION_IDS), undefined);
+  const m = mergeSettings({ default_options: ["authoritative"] }, { default_options: ["private", "nope"] }, OPTION_IDS);
+  assert.deepEqual(m.values.default_options, ["authoritative"]);
 });
