@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import ROOT, USER, Dovecot, Harness, free_port, helper_bins  # noqa: E402
-from tb import IN_BROWSER, MAIN, TB, count_colour, hex_rgb  # noqa: E402
+from tb import COMPOSE, IN_BROWSER, MAIN, TB, count_colour, hex_rgb  # noqa: E402
 
 XPI = Path(os.environ.get("DEMAIL_XPI", ROOT / "artifacts/demail-thunderbird.xpi"))
 SHOTS = Path(os.environ.get("DEMAIL_SCREENSHOTS", ROOT / "artifacts/screenshots"))
@@ -1005,6 +1005,128 @@ class FirstSyncBenchmark(unittest.TestCase):
         self.assertTrue(scans, "the add-in logged its first sync")
         if os.environ.get("DEMAIL_BENCH") == "offline":
             self.assertLess(max(scans), 10000, lines)
+
+
+def _median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+@unittest.skipUnless(os.environ.get("DEMAIL_BENCH"), "benchmark: set DEMAIL_BENCH=1")
+class ComposeAndSendBenchmark(unittest.TestCase):
+    """What a caseworker waits for, in real Thunderbird (issue 13's targets, printed with
+    the goal; a benchmark, so it reports and does not fail on a miss):
+    - wasm instantiate and policy parse in the background page (goal 40 ms);
+    - compose popup opened → first verdict rendered (goal 150 ms median);
+    - Send of a De-Mail with a 10 MB attachment → compose window closed after the
+      helper's 202 (goal 3 s median)."""
+
+    POPUPS, RESTARTS, SENDS = 15, 5, 5
+    BIG_POLICY = {**POLICY, "rules": {**POLICY["rules"], "max_size": "20 MiB"}}
+
+    @classmethod
+    def setUpClass(cls):
+        if not XPI.exists():
+            raise unittest.SkipTest(f"{XPI} missing: run scripts/build-xpi")
+        if not helper_bins():
+            raise unittest.SkipTest("helper binaries missing: cargo build -p demail-cli -p demail-helper")
+        cls.h = Harness(XPI, managed={"policy": cls.BIG_POLICY}, helper_policy=cls.BIG_POLICY)
+        try:
+            cls.tb = TB(cls.h.m)
+            cls.host = cls.tb.addon_ready()
+            cls.tb.login()
+        except BaseException:
+            cls.h.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.h.close()
+
+    def tearDown(self):
+        try:
+            self.tb.close_dialogs()
+            if self.tb.compose_count():
+                self.tb.close_compose()
+        except Exception:
+            pass
+
+    def report(self, name, values, goal, unit):
+        med = _median(values)
+        TIMINGS[f"{name} ({unit}, median of {len(values)})"] = med
+        TIMINGS[f"{name} ({unit}, all)"] = [round(v, 1) for v in values]
+        verdict = "erreicht / met" if med <= goal else "VERFEHLT / MISSED"
+        print(f"\n{name}: median {med:.1f} {unit}, goal ≤ {goal} {unit}: {verdict}; all {[round(v, 1) for v in values]}", file=sys.stderr)
+
+    def startup(self):
+        self.tb.open_options(self.host)
+        r = self.tb.options("return (window.wrappedJSObject || window).browser.runtime.sendMessage({ type: 'ping' }).then(r => JSON.stringify(r.result.startup))")
+        self.tb.close_options()
+        return json.loads(r)
+
+    def test_1_wasm_instantiate_and_policy_parse(self):
+        total = []
+        for i in range(self.RESTARTS):
+            if i:
+                # A fresh background page: disable and enable the add-in.
+                self.tb.js("""
+                    const { AddonManager } = ChromeUtils.importESModule("resource://gre/modules/AddonManager.sys.mjs");
+                    const a = await AddonManager.getAddonByID(args[0]);
+                    await a.disable(); await a.enable(); return true;
+                """, "demail-addin@open-demail.de")
+                self.host = self.tb.addon_ready()
+            s = self.startup()
+            self.assertIsNotNone(s, "the background recorded its start-up")
+            total.append(s["instantiate_ms"] + s["policy_ms"])
+        self.report("wasm instantiate + policy parse in the background page", total, 40, "ms")
+
+    def test_2_popup_first_verdict(self):
+        tb = self.tb
+        tb.open_compose(to="Erika Schmidt <erika.schmidt@buerger.de-mail.de>", subject="Messung")
+        tb.wait_button("De-Mail")
+        times = []
+        for _ in range(self.POPUPS):
+            t0 = tb.js(COMPOSE + "const t = Date.now(); cw.document.getElementById(args[0]).click(); return t;", tb.button_id())
+            tb.wait(COMPOSE + IN_BROWSER + """
+                const b = [...cw.document.querySelectorAll("panel browser, .webextension-popup-browser")].find(b => b.currentURI?.spec.includes("/popup/compose.html"));
+                if (!b || !b.browsingContext?.currentWindowGlobal) return null;
+                return await inBrowser(b, "return document.body?.dataset.ready === '1'");
+            """, what="compose popup", interval=0.05)
+            shown = int(tb.popup("return document.body.dataset.firstVerdictAt;"))
+            times.append(shown - t0)
+            tb.close_popup()
+            time.sleep(0.3)
+        self.report("compose popup opened → first verdict rendered", times, 150, "ms")
+
+    def test_3_send_10mb_attachment(self):
+        tb, h = self.tb, self.h
+        blob = h.tmp / "anlage-10mb.pdf"
+        blob.write_bytes(b"%PDF-1.4\n" + os.urandom(10 * 1000 * 1000))
+        times = []
+        for i in range(self.SENDS):
+            tb.open_compose(to="Erika Schmidt <erika.schmidt@buerger.de-mail.de>", subject=f"Bescheid mit großer Anlage {i}")
+            tb.wait_button("De-Mail")
+            tb.open_popup()
+            tb.popup("document.getElementById('opt-confirmation-of-dispatch').click(); return true;")
+            time.sleep(0.5)
+            tb.close_popup()
+            tb.js("""
+                const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
+                const f = new FileUtils.File(args[0]);
+                const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
+                a.url = Services.io.newFileURI(f).spec; a.name = "anlage.pdf"; a.size = f.fileSize; a.contentType = "application/pdf";
+                await cw.AddAttachments([a]);
+            """, str(blob))
+            time.sleep(0.5)
+            t0 = time.time()
+            tb.press_send()
+            tb.wait('return [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).length === 0;', timeout=60, interval=0.02, what="compose closed after hand-off")
+            times.append(time.time() - t0)
+        token = h.helper.token()
+        out = h.helper.api("/v1/outbox?limit=100", token)["result"]["messages"]
+        self.assertEqual(len([m for m in out if m["subject"].startswith("Bescheid mit großer Anlage")]), self.SENDS)
+        self.report("Send of a De-Mail with a 10 MB attachment → compose closed", times, 3, "s")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ function render(v) {
   const pid = document.getElementById("private-id");
   if (document.activeElement !== pid) pid.value = v.privateId;
   renderGroups(document.getElementById("groups"), v.groups);
+  // When the caseworker first saw a verdict (epoch ms), for the benchmark.
+  if (!document.body.dataset.ready) document.body.dataset.firstVerdictAt = String(Date.now());
   document.body.dataset.ready = "1";
   if (focus && document.activeElement?.id !== focus) document.getElementById(focus)?.focus();
 }
