@@ -1,12 +1,13 @@
 //! The running gateway: SMTP handlers for both directions and the queue runner.
 
-use crate::archive::{Archive, NewEntry, SqliteArchive};
+use crate::archive::{self, Archive, NewEntry};
+use crate::billing::{self, Bill};
 use crate::config::{parse_net, Config, TlsMode};
 use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta, Spool, State};
-use crate::{billing, dsn, pipeline};
+use crate::{dsn, pipeline};
 use demail_core::classify::{classify_raw, Kind as MsgKind};
-use demail_core::Policy;
+use demail_core::{Error, Policy};
 use demail_smtp::{Accepted, Envelope, Handler, Reject};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -18,13 +19,26 @@ pub struct App {
     pub cfg: Config,
     pub policy: Policy,
     pub spool: Spool,
-    pub archive: SqliteArchive,
+    pub archive: Archive,
     wake: Notify,
     inflight: Mutex<HashSet<String>>,
     /// Seal key id and private key (from the keyring), read once at start.
     seal: Option<(String, [u8; 32])>,
     /// Outbound listener accounts and their secrets, read once at start.
     users: Vec<(crate::config::User, String)>,
+}
+
+fn spool_unreadable(e: std::io::Error) -> Error {
+    Error::new("spool.read", "Die Warteschlange ist nicht lesbar.", "The queue cannot be read.").caused_by(e)
+}
+
+fn spool_unwritable(e: std::io::Error) -> Error {
+    Error::new(
+        "spool.write",
+        "Die Nachricht lässt sich nicht in die Warteschlange schreiben.",
+        "The message cannot be written to the queue.",
+    )
+    .caused_by(e)
 }
 
 fn local_error(e: impl std::fmt::Display) -> Reject {
@@ -46,16 +60,24 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl App {
-    pub fn new(cfg: Config, policy: Policy) -> Result<Arc<App>, String> {
-        let spool =
-            Spool::open(&cfg.gateway.spool_dir).map_err(|e| format!("{}: {e}", cfg.gateway.spool_dir.display()))?;
-        let archive = SqliteArchive::open(&cfg.gateway.archive_db)?;
+    pub fn new(cfg: Config, policy: Policy) -> Result<Arc<App>, Error> {
+        let spool = Spool::open(&cfg.gateway.spool_dir).map_err(|e| {
+            Error::new(
+                "spool.open",
+                "Die Warteschlange (spool_dir) lässt sich nicht öffnen.",
+                "The queue (spool_dir) cannot be opened.",
+            )
+            .caused_by(format!("{}: {e}", cfg.gateway.spool_dir.display()))
+        })?;
+        let archive = archive::sqlite::open(&cfg.gateway.archive_db)?;
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
             if u.unbound() {
                 warn!(user = %u.name, "account not bound to senders (no senders/groups): it may send for every sender");
             }
-            users.push((u.clone(), u.password().read().map_err(|e| format!("outbound.users {}: {e}", u.name))?));
+            let password =
+                u.password().read().map_err(|e| crate::secret::concerning(&format!("outbound.users {}", u.name), e))?;
+            users.push((u.clone(), password));
         }
         let seal = match &cfg.seal {
             Some(sc) => {
@@ -89,11 +111,18 @@ impl App {
         nets: &[String],
         max: usize,
         client_ca: Option<&std::path::Path>,
-    ) -> Result<demail_smtp::Config, String> {
+    ) -> Result<demail_smtp::Config, Error> {
         let tls_cfg = match (tls, &self.cfg.tls) {
             (TlsMode::None, _) => None,
-            (_, Some(t)) => Some(demail_smtp::tls::server_config(&t.cert, &t.key, client_ca)?),
-            (_, None) => return Err("[tls] fehlt / missing".into()),
+            (_, Some(t)) => Some(demail_smtp::tls::server_config(&t.cert, &t.key, client_ca).map_err(|e| {
+                Error::new(
+                    "tls.server_config",
+                    "Zertifikat oder Schlüssel aus [tls] sind nicht nutzbar.",
+                    "The certificate or key from [tls] cannot be used.",
+                )
+                .caused_by(e)
+            })?),
+            (_, None) => return Err(crate::config::tls_missing().into()),
         };
         Ok(demail_smtp::Config {
             hostname: self.cfg.gateway.hostname.clone(),
@@ -107,7 +136,7 @@ impl App {
         })
     }
 
-    pub fn outbound_smtp(&self) -> Result<demail_smtp::Config, String> {
+    pub fn outbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let o = &self.cfg.outbound;
         let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None)?;
         c.offer_auth = !self.users.is_empty();
@@ -115,7 +144,7 @@ impl App {
         Ok(c)
     }
 
-    pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, String> {
+    pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let i = &self.cfg.inbound;
         self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref())
     }
@@ -144,7 +173,7 @@ impl App {
     }
 
     /// Archive entry, billing row and duplicate mark for a spooled outbound message.
-    fn record(&self, m: &Meta, message: &[u8]) -> Result<(), String> {
+    fn record(&self, m: &Meta, message: &[u8]) -> Result<(), Error> {
         let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
         self.archive
             .record_outbound(
@@ -156,7 +185,7 @@ impl App {
                     recipients: &m.rcpt_to,
                     data: message,
                 },
-                &crate::archive::Bill {
+                &Bill {
                     queue_id: &m.id,
                     sender: m.bounce_to.as_deref().unwrap_or(&m.mail_from),
                     cost_unit: &unit,
@@ -169,14 +198,14 @@ impl App {
 
     /// After a crash: record every spooled outbound message that was not recorded yet,
     /// before the listeners open (so a client's retry is recognised as a duplicate).
-    pub fn recover(&self) -> Result<usize, String> {
+    pub fn recover(&self) -> Result<usize, Error> {
         if let Some((from, to)) = self.archive.heal_head()? {
             warn!(from, to, "archive head file was behind its newest entries (unclean stop); moved forward");
         }
         let mut n = 0;
-        for (m, _) in self.spool.list().map_err(|e| e.to_string())? {
+        for (m, _) in self.spool.list().map_err(spool_unreadable)? {
             if m.kind == Kind::Provider && !self.archive.is_recorded(&m.id)? {
-                let (_, body) = self.spool.load(&m.id).map_err(|e| e.to_string())?;
+                let (_, body) = self.spool.load(&m.id).map_err(spool_unreadable)?;
                 self.record(&m, &body)?;
                 n += 1;
             }
@@ -281,7 +310,7 @@ impl Handler for Outbound {
         let (mid, sender_email) = (p.message_id.clone(), p.sender_email.clone());
         // The runner leaves these alone until they are recorded.
         let guard = Inflight::new(app, metas.iter().map(|m| m.id.clone()).collect());
-        let res = tokio::task::spawn_blocking(move || -> Result<Option<String>, String> {
+        let res = tokio::task::spawn_blocking(move || -> Result<Option<String>, Error> {
             // A client retrying after a lost 250 gets the earlier acceptance, not a second De-Mail.
             if let Some(mid) = &mid {
                 if let Some(q) = app2.archive.accepted_as(mid, &sender_email)? {
@@ -289,7 +318,7 @@ impl Handler for Outbound {
                 }
             }
             for m in &metas {
-                app2.spool.put(m, &p.message).map_err(|e| format!("spool: {e}"))?;
+                app2.spool.put(m, &p.message).map_err(spool_unwritable)?;
             }
             if let Err(e) = app2.record(&metas[0], &p.message) {
                 error!(id = %metas[0].id, error = %e, "spooled but not yet recorded; recorded before sending");
@@ -348,7 +377,7 @@ impl Handler for Inbound {
         let rcpts = env.rcpt_to.clone();
         let from = env.mail_from.clone();
         let (pid, mid) = (c.private_id.clone(), c.message_id.clone());
-        let res = tokio::task::spawn_blocking(move || -> Result<Option<i64>, String> {
+        let res = tokio::task::spawn_blocking(move || -> Result<Option<i64>, Error> {
             // The archive keeps the provider's exact bytes; the mailbox gets them sealed.
             let e = app2.archive.append(&NewEntry {
                 direction,
@@ -368,7 +397,7 @@ impl Handler for Inbound {
                 }
                 None => crate::seal::strip(message),
             };
-            app2.spool.put(&meta, &message).map_err(|e| format!("spool: {e}"))?;
+            app2.spool.put(&meta, &message).map_err(spool_unwritable)?;
             Ok(e.link)
         })
         .await;

@@ -1,16 +1,19 @@
-//! Audit-proof archive: append-only entries in a hash chain, SQLite by default.
+//! Audit-proof archive: append-only entries in a hash chain.
 //!
 //! Each entry stores the exact message bytes, their SHA-256, and the hash of the
-//! previous entry; the newest (seq, hash) is also written to `<db>.head` so that
-//! removing the last entries is detected too. Triggers refuse UPDATE and DELETE;
-//! `verify` catches what someone does around them.
+//! previous entry; the newest (seq, hash) is also written to a head file so that
+//! removing the newest entries is detected too. `verify` recomputes all of it.
+//!
+//! This module holds the chain rules. Where entries live is a [`Store`]: SQLite
+//! ([`sqlite`]) today; a store shared by a gateway cluster implements the same trait.
 
-use rusqlite::{params, Connection, OptionalExtension};
+pub mod sqlite;
+
+use crate::billing::Bill;
+use demail_core::Error;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// What the gateway records.
 #[derive(Debug, Clone)]
@@ -43,6 +46,7 @@ pub struct Entry {
     pub hash: String,
 }
 
+/// A finding of `verify`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     pub seq: Option<i64>,
@@ -51,17 +55,47 @@ pub struct Problem {
     pub message_en: String,
 }
 
-/// Storage behind the archive. SQLite here; PostgreSQL can implement the same.
-pub trait Archive: Send + Sync {
-    fn append(&self, e: &NewEntry<'_>) -> Result<Entry, String>;
-    /// All entries without their data, in order.
-    fn entries(&self) -> Result<Vec<Entry>, String>;
-    fn data(&self, seq: i64) -> Result<Vec<u8>, String>;
-    /// Empty when intact.
-    fn verify(&self) -> Result<Vec<Problem>, String>;
+/// One transaction of a [`Store`]: the rows an archive write consists of.
+pub trait Tx {
+    /// The newest entry's (seq, hash); appends are serialised, so nobody else adds one meanwhile.
+    fn newest(&mut self) -> Result<Option<(i64, String)>, Error>;
+    /// Seq of the newest `out` entry with this private-id.
+    fn sent_with(&mut self, private_id: &str) -> Result<Option<i64>, Error>;
+    fn insert(&mut self, entry: &Entry, data: &[u8]) -> Result<(), Error>;
+    /// Unix seconds.
+    fn insert_bill(&mut self, time: i64, bill: &Bill<'_>) -> Result<(), Error>;
+    /// The duplicate mark: this sender's Message-ID was accepted as `queue_id` (unique).
+    fn mark_accepted(&mut self, time: i64, queue_id: &str, message_id: Option<&str>, sender: &str)
+        -> Result<(), Error>;
 }
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Where the archive, the billing rows and the acceptance marks are kept: one database,
+/// so that recording an outbound message is all or nothing.
+pub trait Store: Send + Sync {
+    /// Run `write` in a transaction and return once that is durable. A failing `write`
+    /// leaves none of its rows. `committed` is called with the newest entry of each
+    /// committed transaction, in commit order, before any of its writers returns.
+    fn append(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<Entry, Error>;
+    /// Up to `limit` entries with a seq above `after`, in order, without their data.
+    fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error>;
+    fn data(&self, seq: i64) -> Result<Vec<u8>, Error>;
+    /// Is this queued message recorded (archive, billing)?
+    fn is_recorded(&self, queue_id: &str) -> Result<bool, Error>;
+    /// The queue id under which this sender's message with this Message-ID was accepted.
+    fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error>;
+    /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
+    fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
+}
+
+/// The hash before the first entry, and the head of an archive without entries.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Entries read at once by `verify` and `heal_head`.
+const PAGE: usize = 256;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -89,341 +123,12 @@ fn entry_hash(e: &Entry) -> String {
     sha256_hex(canon.to_string().as_bytes())
 }
 
-/// Writes use group commit: each writer adds its rows to one shared open transaction
-/// (in its own savepoint) and then waits until that transaction is committed. Whoever
-/// commits takes everyone who joined meanwhile, so parallel sessions share one fsync
-/// round (WAL commit plus head file) instead of queueing one round each. A caller still
-/// returns only after its rows are durable.
-pub struct SqliteArchive {
-    conn: Mutex<Db>,
-    head: PathBuf,
-    /// One committer at a time, in generation order.
-    commit_gate: Mutex<()>,
-    finished: Mutex<Finished>,
-}
-
-struct Db {
-    c: Connection,
-    /// Generation of the open shared transaction.
-    open: Option<u64>,
-    next_gen: u64,
-    /// Newest entry written in the open transaction (for the head file).
-    last: Option<(i64, String)>,
-}
-
-/// Highest finished generation, and the errors of recently failed ones.
-#[derive(Default)]
-struct Finished {
-    upto: u64,
-    failed: HashMap<u64, String>,
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
-    seq INTEGER PRIMARY KEY,
-    time INTEGER NOT NULL,
-    direction TEXT NOT NULL,
-    private_id TEXT,
-    message_id TEXT,
-    sender TEXT NOT NULL,
-    recipients TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    link INTEGER,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_private_id ON entries(private_id);
-CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'archive is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'archive is append-only'); END;
-CREATE TABLE IF NOT EXISTS billing (
-    id INTEGER PRIMARY KEY,
-    time INTEGER NOT NULL,
-    queue_id TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    cost_unit TEXT NOT NULL,
-    recipients INTEGER NOT NULL,
-    options TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS billing_time ON billing(time);
-CREATE TABLE IF NOT EXISTS accepted (
-    queue_id TEXT PRIMARY KEY,
-    message_id TEXT,
-    sender TEXT NOT NULL,
-    time INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS accepted_message_id ON accepted(message_id, sender);
-";
-
-fn db_err(e: rusqlite::Error) -> String {
-    format!("Archiv-Datenbank / archive database: {e}")
-}
-
-fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-    Ok(Entry {
-        seq: r.get(0)?,
-        time: r.get(1)?,
-        direction: r.get(2)?,
-        private_id: r.get(3)?,
-        message_id: r.get(4)?,
-        sender: r.get(5)?,
-        recipients: r.get(6)?,
-        sha256: r.get(7)?,
-        size: r.get(8)?,
-        link: r.get(9)?,
-        prev_hash: r.get(10)?,
-        hash: r.get(11)?,
-    })
-}
-
-const COLS: &str =
-    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash";
-
-impl SqliteArchive {
-    pub fn open(path: &Path) -> Result<SqliteArchive, String> {
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        }
-        let conn = Connection::open(path).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        // FULL: a committed entry survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
-        let mut head = path.as_os_str().to_owned();
-        head.push(".head");
-        Ok(SqliteArchive {
-            conn: Mutex::new(Db { c: conn, open: None, next_gen: 0, last: None }),
-            head: PathBuf::from(head),
-            commit_gate: Mutex::new(()),
-            finished: Mutex::new(Finished::default()),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Db> {
-        // A panic while holding the lock cannot leave SQLite inconsistent (transactions).
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Run `f` in the shared transaction, then return once that transaction is durable.
-    fn write(&self, f: impl FnOnce(&Connection) -> Result<Entry, String>) -> Result<Entry, String> {
-        let (gen, entry) = {
-            let mut db = self.lock();
-            let gen = match db.open {
-                Some(g) => g,
-                None => {
-                    db.c.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
-                    db.next_gen += 1;
-                    db.open = Some(db.next_gen);
-                    db.next_gen
-                }
-            };
-            db.c.execute_batch("SAVEPOINT record").map_err(db_err)?;
-            match f(&db.c) {
-                Ok(e) => {
-                    db.c.execute_batch("RELEASE record").map_err(db_err)?;
-                    db.last = Some((e.seq, e.hash.clone()));
-                    (gen, e)
-                }
-                Err(err) => {
-                    // Only this writer's rows go; the others in the transaction stay.
-                    let _ = db.c.execute_batch("ROLLBACK TO record; RELEASE record");
-                    return Err(err);
-                }
-            }
-        };
-        self.commit_through(gen)?;
-        Ok(entry)
-    }
-
-    fn commit_through(&self, gen: u64) -> Result<(), String> {
-        let _gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-            if f.upto >= gen {
-                return f.failed.get(&gen).map_or(Ok(()), |e| Err(e.clone()));
-            }
-        }
-        // Not finished while we hold the gate: the open transaction is ours.
-        let (done, last, res) = {
-            let mut db = self.lock();
-            let done = db.open.take().unwrap_or(gen);
-            let res = db.c.execute_batch("COMMIT").map_err(db_err);
-            if res.is_err() {
-                let _ = db.c.execute_batch("ROLLBACK");
-            }
-            (done, db.last.take(), res)
-        };
-        let res = res.and_then(|()| match &last {
-            Some((seq, hash)) => self.write_head(*seq, hash),
-            None => Ok(()),
-        });
-        let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-        f.upto = done;
-        if let Err(e) = &res {
-            f.failed.insert(done, e.clone());
-        }
-        f.failed.retain(|g, _| g + 1024 > done);
-        res
-    }
-
-    /// After a crash between a commit and its head-file write, the head names an older
-    /// entry. Move it to the newest entry when the entries after it chain from it; any
-    /// other difference stays for `verify` to report. Returns (old seq, new seq) if moved.
-    /// Call at start, before writers: it shares no lock with another process.
-    pub fn heal_head(&self) -> Result<Option<(i64, i64)>, String> {
-        let _gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
-        let db = self.lock();
-        let Some((hs, hh)) = self.read_head() else {
-            // A new archive gets a head at the genesis, so that a crash in its very first
-            // commit leaves a head that is behind, not one that is missing (which stays a
-            // finding: it may have been deleted). Only here, in the gateway's start: the
-            // CLI opens the same archive and must not write.
-            let empty =
-                db.c.query_row("SELECT NOT EXISTS (SELECT 1 FROM entries)", [], |r| r.get::<_, bool>(0))
-                    .map_err(db_err)?;
-            if empty && !self.head.exists() {
-                self.write_head(0, GENESIS)?;
-            }
-            return Ok(None);
-        };
-        let named = if hs == 0 {
-            hh == GENESIS
-        } else {
-            db.c.query_row("SELECT hash FROM entries WHERE seq = ?1", [hs], |r| r.get::<_, String>(0))
-                .optional()
-                .map_err(db_err)?
-                == Some(hh.clone())
-        };
-        if !named {
-            return Ok(None);
-        }
-        let tail = {
-            let mut st =
-                db.c.prepare(&format!("SELECT {COLS} FROM entries WHERE seq > ?1 ORDER BY seq")).map_err(db_err)?;
-            let rows = st.query_map([hs], row_entry).map_err(db_err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
-        };
-        drop(db);
-        if tail.is_empty() {
-            return Ok(None);
-        }
-        let (mut seq, mut hash) = (hs, hh);
-        for e in &tail {
-            if e.seq != seq + 1 || e.prev_hash != hash || entry_hash(e) != e.hash {
-                return Ok(None);
-            }
-            (seq, hash) = (e.seq, e.hash.clone());
-        }
-        self.write_head(seq, &hash)?;
-        Ok(Some((hs, seq)))
-    }
-
-    fn read_head(&self) -> Option<(i64, String)> {
-        let h = std::fs::read_to_string(&self.head).ok()?;
-        let (s, h) = h.trim().split_once(' ')?;
-        Some((s.parse().ok()?, h.to_string()))
-    }
-
-    fn write_head(&self, seq: i64, hash: &str) -> Result<(), String> {
-        let tmp = self.head.with_extension("head.tmp");
-        let res = (|| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{seq} {hash}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.head)?;
-            if let Some(d) = self.head.parent() {
-                std::fs::File::open(d)?.sync_all()?;
-            }
-            Ok(())
-        })();
-        res.map_err(|e| format!("{}: {e}", self.head.display()))
-    }
-
-    /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
-    pub fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, String> {
-        let db = self.lock();
-        let mut st = db
-            .c
-            .prepare("SELECT cost_unit, recipients, options FROM billing WHERE time >= ?1 AND time < ?2 ORDER BY id")
-            .map_err(db_err)?;
-        let rows = st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(db_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
-    }
-}
-
-/// Billing facts of one outbound De-Mail.
-pub struct Bill<'a> {
-    pub queue_id: &'a str,
-    pub sender: &'a str,
-    pub cost_unit: &'a str,
-    pub recipients: usize,
-    pub options: &'a str,
-}
-
-impl SqliteArchive {
-    /// Archive entry, billing row and the "accepted" mark of a spooled outbound
-    /// message, all or nothing.
-    pub fn record_outbound(&self, e: &NewEntry<'_>, bill: &Bill<'_>) -> Result<Entry, String> {
-        self.write(|c| {
-            let entry = append_tx(c, e)?;
-            let now = crate::spool::now() as i64;
-            c.execute(
-                "INSERT INTO billing (time, queue_id, sender, cost_unit, recipients, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![now, bill.queue_id, bill.sender, bill.cost_unit, bill.recipients as i64, bill.options],
-            )
-            .map_err(db_err)?;
-            c.execute(
-                "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES (?1, ?2, ?3, ?4)",
-                params![bill.queue_id, e.message_id, bill.sender, now],
-            )
-            .map_err(db_err)?;
-            Ok(entry)
-        })
-    }
-
-    /// Is this queued message recorded (archive, billing)?
-    pub fn is_recorded(&self, queue_id: &str) -> Result<bool, String> {
-        self.lock()
-            .c
-            .query_row("SELECT 1 FROM accepted WHERE queue_id = ?1", [queue_id], |_| Ok(()))
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(db_err)
-    }
-
-    /// The queue id under which this sender's message with this Message-ID was accepted.
-    pub fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, String> {
-        self.lock()
-            .c
-            .query_row(
-                "SELECT queue_id FROM accepted WHERE message_id = ?1 AND sender = ?2 LIMIT 1",
-                [message_id, sender],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)
-    }
-}
-
-fn append_tx(tx: &Connection, e: &NewEntry<'_>) -> Result<Entry, String> {
-    let last: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(db_err)?;
-    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+/// The next entry of the chain, inside the writer's transaction.
+fn link_and_insert(tx: &mut dyn Tx, e: &NewEntry<'_>) -> Result<Entry, Error> {
+    let (prev_seq, prev_hash) = tx.newest()?.unwrap_or((0, GENESIS.to_string()));
     // Receipts and notifications point at the De-Mail they are about.
-    let link: Option<i64> = match (e.direction, e.private_id) {
-        ("receipt" | "notification" | "malware", Some(pid)) => tx
-            .query_row(
-                "SELECT seq FROM entries WHERE direction = 'out' AND private_id = ?1 ORDER BY seq DESC LIMIT 1",
-                [pid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?,
+    let link = match (e.direction, e.private_id) {
+        ("receipt" | "notification" | "malware", Some(pid)) => tx.sent_with(pid)?,
         _ => None,
     };
     let mut entry = Entry {
@@ -441,54 +146,150 @@ fn append_tx(tx: &Connection, e: &NewEntry<'_>) -> Result<Entry, String> {
         hash: String::new(),
     };
     entry.hash = entry_hash(&entry);
-    // The message goes in through incremental blob I/O: a 25 MB message is not copied
-    // into SQLite's bind buffer in one piece.
-    tx.execute(
-            &format!("INSERT INTO entries ({COLS}, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, zeroblob(?13))"),
-            params![
-                entry.seq,
-                entry.time,
-                entry.direction,
-                entry.private_id,
-                entry.message_id,
-                entry.sender,
-                entry.recipients,
-                entry.sha256,
-                entry.size,
-                entry.link,
-                entry.prev_hash,
-                entry.hash,
-                e.data.len() as i64
-            ],
-        )
-        .map_err(db_err)?;
-    {
-        use std::io::Write;
-        let mut blob = tx.blob_open("main", "entries", "data", entry.seq, false).map_err(db_err)?;
-        for chunk in e.data.chunks(1 << 20) {
-            blob.write_all(chunk).map_err(|er| format!("Archiv-Datenbank / archive database: {er}"))?;
-        }
-    }
+    tx.insert(&entry, e.data)?;
     Ok(entry)
 }
 
-impl Archive for SqliteArchive {
-    fn append(&self, e: &NewEntry<'_>) -> Result<Entry, String> {
-        self.write(|c| append_tx(c, e))
+/// `<seq> <hash>` of the newest entry, outside the store: removing the newest entries
+/// (or the whole database) is then noticed. Copies on write-once storage keep it honest.
+struct Head {
+    path: PathBuf,
+}
+
+impl Head {
+    /// None when missing or garbled.
+    fn read(&self) -> Option<(i64, String)> {
+        let h = std::fs::read_to_string(&self.path).ok()?;
+        let (s, h) = h.trim().split_once(' ')?;
+        Some((s.parse().ok()?, h.to_string()))
     }
 
-    fn entries(&self) -> Result<Vec<Entry>, String> {
-        let db = self.lock();
-        let mut st = db.c.prepare(&format!("SELECT {COLS} FROM entries ORDER BY seq")).map_err(db_err)?;
-        let rows = st.query_map([], row_entry).map_err(db_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    fn exists(&self) -> bool {
+        self.path.exists()
     }
 
-    fn data(&self, seq: i64) -> Result<Vec<u8>, String> {
-        self.lock().c.query_row("SELECT data FROM entries WHERE seq = ?1", [seq], |r| r.get(0)).map_err(db_err)
+    /// Atomically (temporary file, fsync, rename, directory fsync).
+    fn write(&self, seq: i64, hash: &str) -> Result<(), Error> {
+        let tmp = self.path.with_extension("head.tmp");
+        let res = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{seq} {hash}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(d) = self.path.parent() {
+                std::fs::File::open(d)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        res.map_err(|e| {
+            Error::new(
+                "archive.head_write",
+                "Die Kopfdatei des Archivs (.head) lässt sich nicht schreiben.",
+                "The archive head file (.head) cannot be written.",
+            )
+            .caused_by(format!("{}: {e}", self.path.display()))
+        })
+    }
+}
+
+/// The archive: chain rules over a [`Store`] and the head file.
+pub struct Archive {
+    store: Box<dyn Store>,
+    head: Head,
+}
+
+impl Archive {
+    pub fn new(store: Box<dyn Store>, head_file: PathBuf) -> Archive {
+        Archive { store, head: Head { path: head_file } }
     }
 
-    fn verify(&self) -> Result<Vec<Problem>, String> {
+    fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>) -> Result<Entry, Error> {
+        self.store.append(f, &|seq, hash| self.head.write(seq, hash))
+    }
+
+    pub fn append(&self, e: &NewEntry<'_>) -> Result<Entry, Error> {
+        self.write(&mut |tx| link_and_insert(tx, e))
+    }
+
+    /// Archive entry, billing row and the "accepted" mark of a spooled outbound
+    /// message, all or nothing.
+    pub fn record_outbound(&self, e: &NewEntry<'_>, bill: &Bill<'_>) -> Result<Entry, Error> {
+        self.write(&mut |tx| {
+            let entry = link_and_insert(tx, e)?;
+            let now = crate::spool::now() as i64;
+            tx.insert_bill(now, bill)?;
+            tx.mark_accepted(now, bill.queue_id, e.message_id, bill.sender)?;
+            Ok(entry)
+        })
+    }
+
+    pub fn is_recorded(&self, queue_id: &str) -> Result<bool, Error> {
+        self.store.is_recorded(queue_id)
+    }
+
+    pub fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
+        self.store.accepted_as(message_id, sender)
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// All entries without their data, in order.
+    pub fn entries(&self) -> Result<Vec<Entry>, Error> {
+        self.store.entries(0, usize::MAX)
+    }
+
+    pub fn data(&self, seq: i64) -> Result<Vec<u8>, Error> {
+        self.store.data(seq)
+    }
+
+    /// After a crash between a commit and its head-file write, the head names an older
+    /// entry. Move it to the newest entry when the entries after it chain from it; any
+    /// other difference stays for `verify` to report. Returns (old seq, new seq) if moved.
+    /// Call at start, before writers.
+    pub fn heal_head(&self) -> Result<Option<(i64, i64)>, Error> {
+        let Some((hs, hh)) = self.head.read() else {
+            // A new archive gets a head at the genesis, so that a crash in its very first
+            // commit leaves a head that is behind, not one that is missing (which stays a
+            // finding: it may have been deleted). Only here, in the gateway's start: the
+            // CLI opens the same archive and must not write.
+            if !self.head.exists() && self.store.entries(0, 1)?.is_empty() {
+                self.head.write(0, GENESIS)?;
+            }
+            return Ok(None);
+        };
+        let named = if hs == 0 {
+            hh == GENESIS
+        } else {
+            self.store.entries(hs - 1, 1)?.first().is_some_and(|e| e.seq == hs && e.hash == hh)
+        };
+        if !named {
+            return Ok(None);
+        }
+        let (mut seq, mut hash) = (hs, hh);
+        loop {
+            let page = self.store.entries(seq, PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                if e.seq != seq + 1 || e.prev_hash != hash || entry_hash(&e) != e.hash {
+                    return Ok(None);
+                }
+                (seq, hash) = (e.seq, e.hash);
+            }
+        }
+        if seq == hs {
+            return Ok(None);
+        }
+        self.head.write(seq, &hash)?;
+        Ok(Some((hs, seq)))
+    }
+
+    /// Every message hash, entry hash and link, and the head. Empty when intact.
+    pub fn verify(&self) -> Result<Vec<Problem>, Error> {
         let mut problems = Vec::new();
         let mut p = |seq: Option<i64>, code: &'static str, de: String, en: String| {
             problems.push(Problem { seq, code, message: de, message_en: en })
@@ -496,7 +297,7 @@ impl Archive for SqliteArchive {
         // The head first: a writer commits before it writes the head, so the entries read
         // next reach at least as far. A head behind the newest entry is then a commit in
         // progress (or a crash before the head write) and fine if it names its entry.
-        let head = match (self.read_head(), self.head.exists()) {
+        let head = match (self.head.read(), self.head.exists()) {
             (Some(h), _) => Some(h),
             // Present but garbled: a head that matches no entry.
             (None, true) => Some((-1, String::new())),
@@ -504,54 +305,56 @@ impl Archive for SqliteArchive {
         };
         // The genesis head of a new archive names no entry; behind that is every entry.
         let mut head_entry_ok = head.as_ref().is_some_and(|(hs, hh)| *hs == 0 && hh == GENESIS);
-        let db = self.lock();
-        let mut st = db.c.prepare(&format!("SELECT {COLS}, data FROM entries ORDER BY seq")).map_err(db_err)?;
-        let mut rows = st.query([]).map_err(db_err)?;
         let mut expect_seq = 1i64;
         let mut prev = GENESIS.to_string();
         let mut last: Option<(i64, String)> = None;
-        while let Some(r) = rows.next().map_err(db_err)? {
-            let e = row_entry(r).map_err(db_err)?;
-            let data: Vec<u8> = r.get(12).map_err(db_err)?;
-            let s = e.seq;
-            if s != expect_seq {
-                p(
-                    Some(s),
-                    "archive.gap",
-                    format!("Einträge {expect_seq} bis {} fehlen (gelöscht).", s - 1),
-                    format!("Entries {expect_seq} to {} are missing (deleted).", s - 1),
-                );
+        loop {
+            let page = self.store.entries(last.as_ref().map_or(0, |(s, _)| *s), PAGE)?;
+            if page.is_empty() {
+                break;
             }
-            if sha256_hex(&data) != e.sha256 || data.len() as i64 != e.size {
-                p(
-                    Some(s),
-                    "archive.data_altered",
-                    format!("Eintrag {s}: Nachrichteninhalt wurde verändert."),
-                    format!("Entry {s}: message content was altered."),
-                );
+            for e in page {
+                let data = self.store.data(e.seq)?;
+                let s = e.seq;
+                if s != expect_seq {
+                    p(
+                        Some(s),
+                        "archive.gap",
+                        format!("Einträge {expect_seq} bis {} fehlen (gelöscht).", s - 1),
+                        format!("Entries {expect_seq} to {} are missing (deleted).", s - 1),
+                    );
+                }
+                if sha256_hex(&data) != e.sha256 || data.len() as i64 != e.size {
+                    p(
+                        Some(s),
+                        "archive.data_altered",
+                        format!("Eintrag {s}: Nachrichteninhalt wurde verändert."),
+                        format!("Entry {s}: message content was altered."),
+                    );
+                }
+                if e.prev_hash != prev {
+                    p(
+                        Some(s),
+                        "archive.chain_broken",
+                        format!("Eintrag {s}: Verkettung zum Vorgänger stimmt nicht."),
+                        format!("Entry {s}: link to the previous entry does not match."),
+                    );
+                }
+                if entry_hash(&e) != e.hash {
+                    p(
+                        Some(s),
+                        "archive.entry_altered",
+                        format!("Eintrag {s}: Metadaten wurden verändert."),
+                        format!("Entry {s}: metadata was altered."),
+                    );
+                }
+                if head.as_ref().is_some_and(|(hs, hh)| *hs == s && *hh == e.hash) {
+                    head_entry_ok = true;
+                }
+                prev = e.hash.clone();
+                expect_seq = s + 1;
+                last = Some((s, e.hash));
             }
-            if e.prev_hash != prev {
-                p(
-                    Some(s),
-                    "archive.chain_broken",
-                    format!("Eintrag {s}: Verkettung zum Vorgänger stimmt nicht."),
-                    format!("Entry {s}: link to the previous entry does not match."),
-                );
-            }
-            if entry_hash(&e) != e.hash {
-                p(
-                    Some(s),
-                    "archive.entry_altered",
-                    format!("Eintrag {s}: Metadaten wurden verändert."),
-                    format!("Entry {s}: metadata was altered."),
-                );
-            }
-            if head.as_ref().is_some_and(|(hs, hh)| *hs == s && *hh == e.hash) {
-                head_entry_ok = true;
-            }
-            prev = e.hash.clone();
-            expect_seq = s + 1;
-            last = Some((s, e.hash));
         }
         match (head, last) {
             (None, None) => {}
@@ -578,234 +381,140 @@ impl Archive for SqliteArchive {
         }
         Ok(problems)
     }
-}
 
-/// Write every entry as `<seq>-<direction>.eml` plus `manifest.json` with hashes.
-pub fn export(a: &dyn Archive, dir: &Path) -> Result<usize, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let entries = a.entries()?;
-    let mut manifest = Vec::new();
-    for e in &entries {
-        let file = format!("{:08}-{}.eml", e.seq, e.direction);
-        let data = a.data(e.seq)?;
-        std::fs::write(dir.join(&file), &data).map_err(|er| format!("{file}: {er}"))?;
-        let mut v = serde_json::to_value(e).map_err(|er| er.to_string())?;
-        v["file"] = serde_json::Value::String(file);
-        manifest.push(v);
+    /// Write every entry as `<seq>-<direction>.eml` plus `manifest.json` with hashes.
+    pub fn export(&self, dir: &Path) -> Result<usize, Error> {
+        let failed = |what: String, e: &dyn std::fmt::Display| {
+            Error::new(
+                "archive.export_failed",
+                "Der Export lässt sich nicht schreiben.",
+                "The export cannot be written.",
+            )
+            .caused_by(format!("{what}: {e}"))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir.display().to_string(), &e))?;
+        let entries = self.entries()?;
+        let mut manifest = Vec::new();
+        for e in &entries {
+            let file = format!("{:08}-{}.eml", e.seq, e.direction);
+            let data = self.data(e.seq)?;
+            std::fs::write(dir.join(&file), &data).map_err(|er| failed(file.clone(), &er))?;
+            let mut v = serde_json::to_value(e).map_err(|er| failed(file.clone(), &er))?;
+            v["file"] = serde_json::Value::String(file);
+            manifest.push(v);
+        }
+        let m = serde_json::json!({ "format": "demail-archive-export/1", "entries": manifest });
+        let text = serde_json::to_vec_pretty(&m).map_err(|e| failed("manifest.json".into(), &e))?;
+        std::fs::write(dir.join("manifest.json"), text).map_err(|e| failed("manifest.json".into(), &e))?;
+        Ok(entries.len())
     }
-    let m = serde_json::json!({ "format": "demail-archive-export/1", "entries": manifest });
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("manifest.json: {e}"))?;
-    Ok(entries.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
-    fn add(a: &SqliteArchive, dir: &str, pid: &str, data: &[u8]) -> Entry {
-        a.append(&NewEntry {
-            direction: dir,
-            private_id: Some(pid),
-            message_id: None,
-            sender: "a@x.de-mail.de",
-            recipients: &["b@y.de-mail.de".into()],
-            data,
-        })
-        .unwrap()
+    /// The rows of a store that keeps everything in memory: the chain needs nothing but
+    /// the trait. A transaction works on a copy that replaces the rows on success.
+    #[derive(Default, Clone)]
+    struct Rows {
+        entries: Vec<(Entry, Vec<u8>)>,
+        bills: Vec<(i64, String, i64, String)>,
+        accepted: Vec<(String, Option<String>, String)>,
+    }
+
+    impl Tx for Rows {
+        fn newest(&mut self) -> Result<Option<(i64, String)>, Error> {
+            Ok(self.entries.last().map(|(e, _)| (e.seq, e.hash.clone())))
+        }
+        fn sent_with(&mut self, pid: &str) -> Result<Option<i64>, Error> {
+            let out =
+                self.entries.iter().rev().find(|(e, _)| e.direction == "out" && e.private_id.as_deref() == Some(pid));
+            Ok(out.map(|(e, _)| e.seq))
+        }
+        fn insert(&mut self, entry: &Entry, data: &[u8]) -> Result<(), Error> {
+            self.entries.push((entry.clone(), data.to_vec()));
+            Ok(())
+        }
+        fn insert_bill(&mut self, time: i64, b: &Bill<'_>) -> Result<(), Error> {
+            self.bills.push((time, b.cost_unit.into(), b.recipients as i64, b.options.into()));
+            Ok(())
+        }
+        fn mark_accepted(&mut self, _: i64, q: &str, mid: Option<&str>, sender: &str) -> Result<(), Error> {
+            if self.accepted.iter().any(|(a, _, _)| a == q) {
+                return Err(Error::new("test.duplicate", "doppelt", "duplicate"));
+            }
+            self.accepted.push((q.into(), mid.map(str::to_string), sender.into()));
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Memory(Mutex<Rows>);
+
+    impl Store for Memory {
+        fn append(
+            &self,
+            write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
+            committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+        ) -> Result<Entry, Error> {
+            let mut rows = self.0.lock().unwrap();
+            let mut tx = rows.clone();
+            let e = write(&mut tx)?;
+            *rows = tx;
+            committed(e.seq, &e.hash)?;
+            Ok(e)
+        }
+        fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error> {
+            let rows = self.0.lock().unwrap();
+            Ok(rows.entries.iter().filter(|(e, _)| e.seq > after).take(limit).map(|(e, _)| e.clone()).collect())
+        }
+        fn data(&self, seq: i64) -> Result<Vec<u8>, Error> {
+            let rows = self.0.lock().unwrap();
+            Ok(rows.entries.iter().find(|(e, _)| e.seq == seq).map(|(_, d)| d.clone()).unwrap_or_default())
+        }
+        fn is_recorded(&self, q: &str) -> Result<bool, Error> {
+            Ok(self.0.lock().unwrap().accepted.iter().any(|(a, _, _)| a == q))
+        }
+        fn accepted_as(&self, mid: &str, sender: &str) -> Result<Option<String>, Error> {
+            let rows = self.0.lock().unwrap();
+            let a = rows.accepted.iter().find(|(_, m, s)| m.as_deref() == Some(mid) && s == sender);
+            Ok(a.map(|(q, _, _)| q.clone()))
+        }
+        fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
+            let rows = self.0.lock().unwrap();
+            let r = rows.bills.iter().filter(|(t, ..)| (from..to).contains(t));
+            Ok(r.map(|(_, u, n, o)| (u.clone(), *n, o.clone())).collect())
+        }
     }
 
     #[test]
-    fn record_outbound_marks_accepted() {
+    fn the_chain_needs_nothing_but_the_store_trait() {
         let d = tempfile::tempdir().unwrap();
-        let a = SqliteArchive::open(&d.path().join("a.sqlite")).unwrap();
-        let e = NewEntry {
-            direction: "out",
+        let a = Archive::new(Box::new(Memory::default()), d.path().join("memory.head"));
+        assert_eq!(a.heal_head().unwrap(), None);
+        assert!(a.verify().unwrap().is_empty(), "a new archive with its genesis head is intact");
+        let e = |direction, data| NewEntry {
+            direction,
             private_id: Some("P"),
             message_id: Some("<m@x>"),
             sender: "a@x.de-mail.de",
             recipients: &[],
-            data: b"m",
+            data,
         };
-        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private" };
-        a.record_outbound(&e, &b).unwrap();
-        assert!(a.is_recorded("q1").unwrap());
+        let bill = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+        let out = a.record_outbound(&e("out", b"m"), &bill).unwrap();
+        assert!(a.record_outbound(&e("out", b"m"), &bill).is_err(), "a second mark for q1 fails the whole record");
+        let receipt = a.append(&e("receipt", b"r")).unwrap();
+        assert_eq!((out.seq, receipt.seq, receipt.link), (1, 2, Some(1)));
+        assert_eq!(receipt.prev_hash, out.hash);
         assert_eq!(a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
-        assert_eq!(a.accepted_as("<m@x>", "b@x.de").unwrap(), None);
-        assert_eq!(a.billing_rows(0, i64::MAX).unwrap().len(), 1);
-        // The same queue id twice is refused as a whole: no half records.
-        assert!(a.record_outbound(&e, &b).is_err());
-        assert_eq!(a.entries().unwrap().len(), 1);
-        assert!(a.verify().unwrap().is_empty());
-    }
-
-    /// Group commit: parallel writers share transactions; every caller that got Ok is in
-    /// the chain, in a consistent order, and one writer's failure takes no one else's rows.
-    #[test]
-    fn parallel_writers_share_commits_and_keep_the_chain() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = std::sync::Arc::new(SqliteArchive::open(&path).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let a = a.clone();
-                std::thread::spawn(move || {
-                    let mut seqs = Vec::new();
-                    for i in 0..25 {
-                        // Every thread also retries queue id "dup" once: only the first wins.
-                        let q = if i == 7 { "dup".to_string() } else { format!("q{t}-{i}") };
-                        let e = NewEntry {
-                            direction: "out",
-                            private_id: Some("P"),
-                            message_id: None,
-                            sender: "a@x.de-mail.de",
-                            recipients: &[],
-                            data: q.as_bytes(),
-                        };
-                        let b = Bill { queue_id: &q, sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
-                        if let Ok(entry) = a.record_outbound(&e, &b) {
-                            seqs.push((q, entry.seq));
-                        }
-                    }
-                    seqs
-                })
-            })
-            .collect();
-        let ok: Vec<(String, i64)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-        assert_eq!(ok.len(), 8 * 24 + 1, "all but the seven duplicate tries");
-        assert_eq!(ok.iter().filter(|(q, _)| q == "dup").count(), 1);
-        let entries = a.entries().unwrap();
-        assert_eq!(entries.len(), ok.len());
-        for (q, seq) in &ok {
-            assert!(a.is_recorded(q).unwrap());
-            assert_eq!(a.data(*seq).unwrap(), q.as_bytes(), "the seq returned is the caller's own entry");
-        }
+        assert_eq!(a.store().billing_rows(0, i64::MAX).unwrap().len(), 1);
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
-        // What the callers were told is on disk: a second connection sees all of it.
-        drop(a);
-        let again = SqliteArchive::open(&path).unwrap();
-        assert_eq!(again.entries().unwrap().len(), ok.len());
-        assert!(again.verify().unwrap().is_empty());
-    }
-
-    #[test]
-    fn chain_links_and_tamper_detection() {
-        let (_d, _, a) = fresh();
-        let out = add(&a, "out", "AZ-1", b"m1");
-        let r = add(&a, "receipt", "AZ-1", b"r1");
-        add(&a, "in", "X", b"m2");
-        assert_eq!(r.link, Some(out.seq));
-        assert!(a.verify().unwrap().is_empty());
-        // The triggers refuse changes.
-        assert!(a.lock().c.execute("UPDATE entries SET data = x'00' WHERE seq = 1", []).is_err());
-        // Around the triggers: alter data of entry 2.
-        a.lock()
-            .c
-            .execute_batch("DROP TRIGGER entries_no_update; UPDATE entries SET data = x'00' WHERE seq = 2;")
-            .unwrap();
-        let p = a.verify().unwrap();
-        assert_eq!(p[0].code, "archive.data_altered");
-        // Delete the newest entry: the head file notices.
-        let (_d2, _, a2) = fresh();
-        add(&a2, "out", "1", b"x");
-        add(&a2, "out", "2", b"y");
-        a2.lock().c.execute_batch("DROP TRIGGER entries_no_delete; DELETE FROM entries WHERE seq = 2;").unwrap();
-        assert_eq!(a2.verify().unwrap()[0].code, "archive.truncated");
-    }
-
-    /// A new archive in its own directory, and its path.
-    fn fresh() -> (tempfile::TempDir, PathBuf, SqliteArchive) {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.sqlite");
-        let a = SqliteArchive::open(&path).unwrap();
-        (d, path, a)
-    }
-
-    fn head_path(path: &Path) -> PathBuf {
-        path.with_extension("sqlite.head")
-    }
-
-    fn head_of(path: &Path) -> String {
-        std::fs::read_to_string(head_path(path)).unwrap()
-    }
-
-    #[test]
-    fn a_head_left_behind_by_a_crash_is_accepted_and_moved_forward() {
-        let (_d, path, a) = fresh();
-        let first = add(&a, "out", "1", b"x");
-        let after_first = head_of(&path);
-        add(&a, "out", "2", b"y");
-        let third = add(&a, "in", "3", b"z");
-        // The crash: entries 2 and 3 committed, their head writes lost.
-        std::fs::write(head_path(&path), &after_first).unwrap();
-        drop(a);
-        let a = SqliteArchive::open(&path).unwrap();
-        assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
-        assert_eq!(a.heal_head().unwrap(), Some((first.seq, third.seq)));
-        assert_eq!(head_of(&path).trim(), format!("{} {}", third.seq, third.hash));
-        assert_eq!(a.heal_head().unwrap(), None, "nothing left to move");
-        assert!(a.verify().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_crash_in_the_first_commit_leaves_a_genesis_head_that_is_healed() {
-        let (_d, path, a) = fresh();
-        assert!(!head_path(&path).exists(), "opening writes nothing");
-        assert_eq!(a.heal_head().unwrap(), None);
-        let genesis = head_of(&path);
-        assert_eq!(genesis.trim(), format!("0 {GENESIS}"));
-        assert!(a.verify().unwrap().is_empty(), "a new archive is intact");
-        let first = add(&a, "out", "1", b"x");
-        let second = add(&a, "out", "2", b"y");
-        std::fs::write(head_path(&path), &genesis).unwrap();
-        assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
-        assert_eq!(a.heal_head().unwrap(), Some((0, second.seq)));
-        assert_ne!(first.hash, second.hash);
-        assert_eq!(head_of(&path).trim(), format!("2 {}", second.hash));
-        // Reopening an archive with entries does not reset its head.
-        drop(a);
-        let a = SqliteArchive::open(&path).unwrap();
-        assert_eq!(a.heal_head().unwrap(), None);
-        assert_eq!(head_of(&path).trim(), format!("2 {}", second.hash));
-        drop(a);
-        // A deleted head file is not recreated: it stays a finding.
-        std::fs::remove_file(head_path(&path)).unwrap();
-        let a = SqliteArchive::open(&path).unwrap();
-        assert_eq!(a.heal_head().unwrap(), None);
-        assert_eq!(a.verify().unwrap()[0].code, "archive.head_missing");
-    }
-
-    #[test]
-    fn a_head_that_names_no_entry_is_reported_and_not_moved() {
-        let (_d, path, a) = fresh();
-        add(&a, "out", "1", b"x");
-        add(&a, "out", "2", b"y");
-        let hp = head_path(&path);
-        for bad in [format!("1 {GENESIS}\n"), "kaputt\n".to_string()] {
-            std::fs::write(&hp, &bad).unwrap();
-            assert_eq!(a.heal_head().unwrap(), None);
-            assert_eq!(std::fs::read_to_string(&hp).unwrap(), bad, "left as found");
-            let p = a.verify().unwrap();
-            assert_eq!(p.len(), 1, "{p:?}");
-            assert_eq!(p[0].code, "archive.head_mismatch");
-        }
-    }
-
-    #[test]
-    fn a_head_is_not_moved_over_an_altered_entry() {
-        let (_d, path, a) = fresh();
-        add(&a, "out", "1", b"x");
-        let after_first = head_of(&path);
-        add(&a, "out", "2", b"y");
-        add(&a, "out", "3", b"z");
-        std::fs::write(head_path(&path), &after_first).unwrap();
-        a.lock()
-            .c
-            .execute_batch("DROP TRIGGER entries_no_update; UPDATE entries SET sender = 'x@evil.de' WHERE seq = 3;")
-            .unwrap();
-        assert_eq!(a.heal_head().unwrap(), None);
-        assert_eq!(head_of(&path), after_first);
-        let codes: Vec<_> = a.verify().unwrap().iter().map(|p| p.code).collect();
-        assert_eq!(codes, ["archive.entry_altered"]);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("memory.head")).unwrap().trim(),
+            format!("2 {}", receipt.hash)
+        );
     }
 }

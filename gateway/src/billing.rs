@@ -1,8 +1,53 @@
-//! Billing report per cost unit and period, from the rows written at acceptance.
+//! Billing: one row per accepted outbound De-Mail (written with its archive entry, in
+//! the same transaction), and the report per cost unit and period.
 
 use demail_core::DeMailOption;
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// Billing facts of one outbound De-Mail.
+pub struct Bill<'a> {
+    pub queue_id: &'a str,
+    pub sender: &'a str,
+    pub cost_unit: &'a str,
+    pub recipients: usize,
+    pub options: &'a str,
+}
+
+/// The table in the archive's SQLite database and its queries.
+pub(crate) mod sqlite {
+    use super::Bill;
+    use rusqlite::{params, Connection};
+
+    pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS billing (
+    id INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    queue_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    cost_unit TEXT NOT NULL,
+    recipients INTEGER NOT NULL,
+    options TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS billing_time ON billing(time);
+";
+
+    pub fn insert(c: &Connection, time: i64, b: &Bill<'_>) -> rusqlite::Result<()> {
+        c.execute(
+            "INSERT INTO billing (time, queue_id, sender, cost_unit, recipients, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![time, b.queue_id, b.sender, b.cost_unit, b.recipients as i64, b.options],
+        )
+        .map(|_| ())
+    }
+
+    /// Rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
+    pub fn rows(c: &Connection, from: i64, to: i64) -> rusqlite::Result<Vec<(String, i64, String)>> {
+        let mut st =
+            c.prepare("SELECT cost_unit, recipients, options FROM billing WHERE time >= ?1 AND time < ?2 ORDER BY id")?;
+        let rows = st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Line {

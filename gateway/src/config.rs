@@ -5,7 +5,7 @@
 //! or, for tests and demos, an environment variable (`*_env`).
 
 pub use crate::secret::Secret;
-use demail_core::Policy;
+use demail_core::{Error, Policy, Reason};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -49,29 +49,37 @@ impl SealCfg {
     }
 
     /// The private key (in the service). Errors name the place, never the value.
-    pub fn read_key(&self) -> Result<[u8; 32], String> {
+    pub fn read_key(&self) -> Result<[u8; 32], Error> {
         self.decode_key(self.key().read())
     }
 
     /// The private key as the administrator (`secret public`), also outside the service.
-    pub fn read_key_admin(&self, store: &crate::secret::CredStore) -> Result<[u8; 32], String> {
+    pub fn read_key_admin(&self, store: &crate::secret::CredStore) -> Result<[u8; 32], Error> {
         self.decode_key(self.key().read_admin(store))
     }
 
-    fn decode_key(&self, read: Result<String, String>) -> Result<[u8; 32], String> {
+    fn decode_key(&self, read: Result<String, Error>) -> Result<[u8; 32], Error> {
         use base64::Engine;
         let place = self.key().place();
-        let b64 = read.map_err(|e| format!("Siegel-Schlüssel nicht lesbar / seal key not readable: {e}"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| format!("Siegel-Schlüssel {place}: kein Base64 / seal key {place}: not base64"))?;
-        bytes
-            .try_into()
-            .map_err(|_| format!("Siegel-Schlüssel {place}: 32 Byte erwartet / seal key {place}: 32 bytes expected"))
+        let b64 = read.map_err(|e| crate::secret::concerning("seal", e))?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| {
+            Error::new(
+                "seal.key_not_base64",
+                format!("Siegel-Schlüssel {place}: kein Base64."),
+                format!("seal key {place}: not base64."),
+            )
+        })?;
+        bytes.try_into().map_err(|_| {
+            Error::new(
+                "seal.key_length",
+                format!("Siegel-Schlüssel {place}: 32 Byte erwartet."),
+                format!("seal key {place}: 32 bytes expected."),
+            )
+        })
     }
 
     /// Store a private key where the configuration says.
-    pub fn write_key(&self, key: &[u8; 32], store: &crate::secret::CredStore) -> Result<String, String> {
+    pub fn write_key(&self, key: &[u8; 32], store: &crate::secret::CredStore) -> Result<String, Error> {
         use base64::Engine;
         self.key().store(&base64::engine::general_purpose::STANDARD.encode(key), store)
     }
@@ -291,31 +299,34 @@ impl Default for Queue {
     }
 }
 
-/// A config error with file, line and field.
+/// A config error with file, line and field. Its texts name line and field too, as the
+/// core's policy errors do.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
     pub file: String,
     pub line: Option<usize>,
     pub field: Option<String>,
-    pub de: String,
-    pub en: String,
+    pub reason: Reason,
+}
+
+impl ConfigError {
+    fn at(file: &str, line: Option<usize>, field: Option<String>, mut reason: Reason) -> ConfigError {
+        let (loc_de, loc_en) = match (line, &field) {
+            (Some(l), Some(k)) => (format!(" (Zeile {l}, Feld „{k}“)"), format!(" (line {l}, field \"{k}\")")),
+            (Some(l), None) => (format!(" (Zeile {l})"), format!(" (line {l})")),
+            (None, Some(k)) => (format!(" (Feld „{k}“)"), format!(" (field \"{k}\")")),
+            _ => (String::new(), String::new()),
+        };
+        reason.message.push_str(&loc_de);
+        reason.message_en.push_str(&loc_en);
+        ConfigError { file: file.to_string(), line, field, reason }
+    }
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let loc_de = match (self.line, &self.field) {
-            (Some(l), Some(k)) => format!(" (Zeile {l}, Feld „{k}“)"),
-            (Some(l), None) => format!(" (Zeile {l})"),
-            (None, Some(k)) => format!(" (Feld „{k}“)"),
-            _ => String::new(),
-        };
-        let loc_en = match (self.line, &self.field) {
-            (Some(l), Some(k)) => format!(" (line {l}, field \"{k}\")"),
-            (Some(l), None) => format!(" (line {l})"),
-            (None, Some(k)) => format!(" (field \"{k}\")"),
-            _ => String::new(),
-        };
-        write!(f, "{}: {}{loc_de}\n{}: {}{loc_en}", self.file, self.de, self.file, self.en)
+        let (file, r) = (&self.file, &self.reason);
+        write!(f, "{file}: {r}\n{file}: [{}] {}", r.code, r.message_en)
     }
 }
 
@@ -332,12 +343,10 @@ fn line_of_key(src: &str, key: &str) -> Option<usize> {
 impl Config {
     pub fn load(path: &Path) -> Result<(Config, Policy), ConfigError> {
         let file = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            line: None,
-            field: None,
-            de: format!("Datei nicht lesbar: {e}"),
-            en: format!("cannot read file: {e}"),
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            let r =
+                Reason::new("config.unreadable", format!("Datei nicht lesbar: {e}"), format!("cannot read file: {e}"));
+            ConfigError::at(&file, None, None, r)
         })?;
         let cfg: Config = toml::from_str(&src).map_err(|e| {
             let line = e.span().map(|s| line_of(&src, s.start));
@@ -345,20 +354,15 @@ impl Config {
                 .and_then(|l| src.lines().nth(l - 1))
                 .and_then(|l| l.split_once('='))
                 .map(|(k, _)| k.trim().to_string());
-            ConfigError {
-                file: file.clone(),
-                line,
-                field,
-                de: format!("Ungültige Konfiguration: {}", e.message()),
-                en: format!("invalid configuration: {}", e.message()),
-            }
+            let r = Reason::new(
+                "config.invalid",
+                format!("Ungültige Konfiguration: {}", e.message()),
+                format!("invalid configuration: {}", e.message()),
+            );
+            ConfigError::at(&file, line, field, r)
         })?;
-        let err = |field: &str, de: String, en: String| ConfigError {
-            file: file.clone(),
-            line: line_of_key(&src, field),
-            field: Some(field.to_string()),
-            de,
-            en,
+        let err = |field: &str, reason: Reason| {
+            ConfigError::at(&file, line_of_key(&src, field), Some(field.to_string()), reason)
         };
         // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -373,28 +377,28 @@ impl Config {
             if parse_net(net).is_none() {
                 return Err(err(
                     field,
-                    format!("„{net}“ ist kein Netz (z. B. 10.0.0.0/8)"),
-                    format!("\"{net}\" is not a network (e.g. 10.0.0.0/8)"),
+                    Reason::new(
+                        "config.network_invalid",
+                        format!("„{net}“ ist kein Netz (z. B. 10.0.0.0/8)"),
+                        format!("\"{net}\" is not a network (e.g. 10.0.0.0/8)"),
+                    ),
                 ));
             }
         }
         let needs_tls = cfg.outbound.tls != TlsMode::None || cfg.inbound.tls != TlsMode::None;
         if needs_tls {
             match &cfg.tls {
-                None => {
-                    return Err(err(
-                        "tls",
-                        "Abschnitt [tls] mit cert und key fehlt".into(),
-                        "section [tls] with cert and key is missing".into(),
-                    ))
-                }
+                None => return Err(err("tls", tls_missing())),
                 Some(t) => {
                     for (f, p) in [("cert", &t.cert), ("key", &t.key)] {
                         if !p.is_file() {
                             return Err(err(
                                 f,
-                                format!("Datei {} fehlt", p.display()),
-                                format!("file {} is missing", p.display()),
+                                Reason::new(
+                                    "config.file_missing",
+                                    format!("Datei {} fehlt", p.display()),
+                                    format!("file {} is missing", p.display()),
+                                ),
                             ));
                         }
                     }
@@ -403,49 +407,58 @@ impl Config {
         }
         for u in &cfg.outbound.users {
             check_place(&u.password(), "password", &format!("Benutzer {}", u.name), &format!("user {}", u.name))
-                .map_err(|(f, de, en)| err(&f, de, en))?;
+                .map_err(|(f, r)| err(&f, r))?;
         }
         if cfg.outbound.require_auth && cfg.outbound.users.is_empty() {
             return Err(err(
                 "outbound.users",
-                "require_auth ist gesetzt, aber es gibt keine [[outbound.users]]".into(),
-                "require_auth is set but there are no [[outbound.users]]".into(),
+                Reason::new(
+                    "config.no_users",
+                    "require_auth ist gesetzt, aber es gibt keine [[outbound.users]]",
+                    "require_auth is set but there are no [[outbound.users]]",
+                ),
             ));
         }
         for p in &cfg.providers {
             if !p.ca.is_file() {
                 return Err(err(
                     "ca",
-                    format!("Anbieter {}: CA-Datei {} fehlt", p.name, p.ca.display()),
-                    format!("provider {}: CA file {} is missing", p.name, p.ca.display()),
+                    Reason::new(
+                        "config.file_missing",
+                        format!("Anbieter {}: CA-Datei {} fehlt", p.name, p.ca.display()),
+                        format!("provider {}: CA file {} is missing", p.name, p.ca.display()),
+                    ),
                 ));
             }
             if p.client_cert.is_some() != p.client_key.is_some() {
                 return Err(err(
                     "client_cert",
-                    format!("Anbieter {}: client_cert und client_key nur zusammen", p.name),
-                    format!("provider {}: client_cert and client_key go together", p.name),
+                    Reason::new(
+                        "config.client_cert_pair",
+                        format!("Anbieter {}: client_cert und client_key nur zusammen", p.name),
+                        format!("provider {}: client_cert and client_key go together", p.name),
+                    ),
                 ));
             }
             check_place(&p.secret(), "secret", &format!("Anbieter {}", p.name), &format!("provider {}", p.name))
-                .map_err(|(f, de, en)| err(&f, de, en))?;
+                .map_err(|(f, r)| err(&f, r))?;
         }
         let policy_src = std::fs::read_to_string(&cfg.gateway.policy).map_err(|e| {
             err(
                 "policy",
-                format!("Richtlinie {} nicht lesbar: {e}", cfg.gateway.policy.display()),
-                format!("cannot read policy {}: {e}", cfg.gateway.policy.display()),
+                Reason::new(
+                    "config.policy_unreadable",
+                    format!("Richtlinie {} nicht lesbar: {e}", cfg.gateway.policy.display()),
+                    format!("cannot read policy {}: {e}", cfg.gateway.policy.display()),
+                ),
             )
         })?;
-        let policy = Policy::parse(&policy_src).map_err(|e| {
-            let e = e.with_file(cfg.gateway.policy.display().to_string());
-            ConfigError {
-                file: cfg.gateway.policy.display().to_string(),
-                line: e.line,
-                field: e.field.clone(),
-                de: e.reason.message.clone(),
-                en: e.reason.message_en.clone(),
-            }
+        // The policy's own error, located in the policy file.
+        let policy = Policy::parse(&policy_src).map_err(|e| ConfigError {
+            file: cfg.gateway.policy.display().to_string(),
+            line: e.line,
+            field: e.field,
+            reason: e.reason,
         })?;
         if let Some(sc) = &cfg.seal {
             let ok = !sc.kid.is_empty()
@@ -454,19 +467,25 @@ impl Config {
             if !ok {
                 return Err(err(
                     "kid",
-                    "seal.kid: nur A–Z, a–z, 0–9, „.“, „_“, „-“ (1–64 Zeichen)".into(),
-                    "seal.kid: only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)".into(),
+                    Reason::new(
+                        "config.seal_kid",
+                        "seal.kid: nur A–Z, a–z, 0–9, „.“, „_“, „-“ (1–64 Zeichen)",
+                        "seal.kid: only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)",
+                    ),
                 ));
             }
-            check_place(&sc.key(), "key", "seal", "seal").map_err(|(f, de, en)| err(&f, de, en))?;
+            check_place(&sc.key(), "key", "seal", "seal").map_err(|(f, r)| err(&f, r))?;
         }
         for u in &cfg.outbound.users {
             for g in &u.groups {
                 if !policy.authorization.groups.iter().any(|pg| pg.name == *g) {
                     return Err(err(
                         "groups",
-                        format!("Benutzer {}: Gruppe „{g}“ steht nicht in der Richtlinie", u.name),
-                        format!("user {}: group \"{g}\" is not in the policy", u.name),
+                        Reason::new(
+                            "config.unknown_group",
+                            format!("Benutzer {}: Gruppe „{g}“ steht nicht in der Richtlinie", u.name),
+                            format!("user {}: group \"{g}\" is not in the policy", u.name),
+                        ),
                     ));
                 }
             }
@@ -478,8 +497,11 @@ impl Config {
                 if !ok {
                     return Err(err(
                         "senders",
-                        format!("Benutzer {}: „{p}“ ist weder eine Adresse noch „*@domain“", u.name),
-                        format!("user {}: \"{p}\" is neither an address nor \"*@domain\"", u.name),
+                        Reason::new(
+                            "config.sender_pattern",
+                            format!("Benutzer {}: „{p}“ ist weder eine Adresse noch „*@domain“", u.name),
+                            format!("user {}: \"{p}\" is neither an address nor \"*@domain\"", u.name),
+                        ),
                     ));
                 }
             }
@@ -526,21 +548,27 @@ impl Config {
 
 /// Exactly one place for a secret, and a well-formed one. `prefix` is the field stem
 /// (`password`, `secret`, `key`); errors name the field.
-fn check_place(s: &Secret, prefix: &str, who_de: &str, who_en: &str) -> Result<(), (String, String, String)> {
+fn check_place(s: &Secret, prefix: &str, who_de: &str, who_en: &str) -> Result<(), (String, Reason)> {
     let fields = format!("{prefix}_credential / {prefix}_keyring / {prefix}_env");
     if s.sources() != 1 {
         return Err((
             format!("{prefix}_credential"),
-            format!("{who_de}: genau eines von {fields} angeben"),
-            format!("{who_en}: give exactly one of {fields}"),
+            Reason::new(
+                "config.secret_place",
+                format!("{who_de}: genau eines von {fields} angeben"),
+                format!("{who_en}: give exactly one of {fields}"),
+            ),
         ));
     }
     if let Some(k) = &s.secret_keyring {
         if !k.contains('/') {
             return Err((
                 format!("{prefix}_keyring"),
-                format!("{who_de}: {prefix}_keyring erwartet service/user"),
-                format!("{who_en}: {prefix}_keyring expects service/user"),
+                Reason::new(
+                    "config.keyring_entry",
+                    format!("{who_de}: {prefix}_keyring erwartet service/user"),
+                    format!("{who_en}: {prefix}_keyring expects service/user"),
+                ),
             ));
         }
     }
@@ -548,12 +576,26 @@ fn check_place(s: &Secret, prefix: &str, who_de: &str, who_en: &str) -> Result<(
         if !crate::secret::valid_credential_name(c) {
             return Err((
                 format!("{prefix}_credential"),
-                format!("{who_de}: {prefix}_credential „{c}“: nur A–Z, a–z, 0–9, „.“, „_“, „-“ (1–64 Zeichen)"),
-                format!("{who_en}: {prefix}_credential \"{c}\": only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)"),
+                Reason::new(
+                    "config.credential_name",
+                    format!("{who_de}: {prefix}_credential „{c}“: nur A–Z, a–z, 0–9, „.“, „_“, „-“ (1–64 Zeichen)"),
+                    format!(
+                        "{who_en}: {prefix}_credential \"{c}\": only A-Z, a-z, 0-9, '.', '_', '-' (1-64 characters)"
+                    ),
+                ),
             ));
         }
     }
     Ok(())
+}
+
+/// Both listeners with TLS need `[tls]`.
+pub fn tls_missing() -> Reason {
+    Reason::new(
+        "config.tls_missing",
+        "Abschnitt [tls] mit cert und key fehlt",
+        "section [tls] with cert and key is missing",
+    )
 }
 
 /// `10.0.0.0/8` or a single address.

@@ -1,7 +1,11 @@
 //! `demail-gateway`: the organisation's De-Mail gateway (docs/gateway.md).
 
+// Errors carry a code plus German and English text (demail_core::Error, as in the core);
+// they are rare, and boxing them everywhere would only add noise.
+#![allow(clippy::result_large_err)]
+
 use clap::{Parser, Subcommand};
-use demail_gateway::archive::Archive;
+use demail_core::Error;
 use demail_gateway::{app, archive, billing, config, spool};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,9 +128,22 @@ enum BillingCmd {
     },
 }
 
-fn fail(de: &str, en: &str) -> ExitCode {
-    eprintln!("Fehler: {de}\nError: {en}");
+/// Exit 2 with the reason in German and English; the cause (paths, library texts) after it.
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("{}", demail_gateway::error_lines(e));
     ExitCode::from(2)
+}
+
+fn spool_error(e: std::io::Error) -> ExitCode {
+    fail(&Error::new("spool.access", "Die Warteschlange ist nicht nutzbar.", "The queue cannot be used.").caused_by(e))
+}
+
+fn not_queued(id: &str) -> ExitCode {
+    fail(&Error::new(
+        "queue.not_found",
+        format!("{id} ist nicht in der Warteschlange."),
+        format!("{id} is not queued."),
+    ))
 }
 
 fn main() -> ExitCode {
@@ -164,9 +181,9 @@ fn main() -> ExitCode {
         }
         Cmd::Queue { cmd } => queue(&cfg, cmd),
         Cmd::Archive { cmd } => {
-            let a = match archive::SqliteArchive::open(&cfg.gateway.archive_db) {
+            let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
                 Ok(a) => a,
-                Err(e) => return fail(&e, &e),
+                Err(e) => return fail(&e),
             };
             match cmd {
                 ArchiveCmd::Verify => match a.verify() {
@@ -179,26 +196,30 @@ fn main() -> ExitCode {
                         println!("{}", serde_json::json!({ "valid": false, "problems": p }));
                         ExitCode::from(1)
                     }
-                    Err(e) => fail(&e, &e),
+                    Err(e) => fail(&e),
                 },
-                ArchiveCmd::Export { out } => match archive::export(&a, &out) {
+                ArchiveCmd::Export { out } => match a.export(&out) {
                     Ok(n) => {
                         println!("{}", serde_json::json!({ "exported": n, "dir": out }));
                         ExitCode::SUCCESS
                     }
-                    Err(e) => fail(&e, &e),
+                    Err(e) => fail(&e),
                 },
             }
         }
         Cmd::Billing { cmd: BillingCmd::Report { from, to, format } } => {
             let (Some(f), Some(t)) = (billing::parse_date(&from), billing::parse_date(&to)) else {
-                return fail("Datum im Format JJJJ-MM-TT erwartet.", "Expected dates as YYYY-MM-DD.");
+                return fail(&Error::new(
+                    "billing.date_format",
+                    "Datum im Format JJJJ-MM-TT erwartet.",
+                    "Expected dates as YYYY-MM-DD.",
+                ));
             };
-            let a = match archive::SqliteArchive::open(&cfg.gateway.archive_db) {
+            let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
                 Ok(a) => a,
-                Err(e) => return fail(&e, &e),
+                Err(e) => return fail(&e),
             };
-            match a.billing_rows(f, t + 86_400) {
+            match a.store().billing_rows(f, t + 86_400) {
                 Ok(rows) => {
                     let r = billing::report(&rows);
                     if format == "json" {
@@ -208,7 +229,7 @@ fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(&e, &e),
+                Err(e) => fail(&e),
             }
         }
     }
@@ -217,7 +238,7 @@ fn main() -> ExitCode {
 fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
     let s = match spool::Spool::open(&cfg.gateway.spool_dir) {
         Ok(s) => s,
-        Err(e) => return fail(&e.to_string(), &e.to_string()),
+        Err(e) => return spool_error(e),
     };
     match cmd {
         QueueCmd::List => match s.list() {
@@ -227,21 +248,27 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e.to_string(), &e.to_string()),
+            Err(e) => spool_error(e),
         },
         QueueCmd::Retry { id, all } => {
             let ids: Vec<String> = match (id, all) {
                 (Some(id), false) => vec![id],
                 (None, true) => s.list().map(|l| l.into_iter().map(|(m, _)| m.id).collect()).unwrap_or_default(),
-                _ => return fail("Eine Kennung oder --all angeben.", "Give one id or --all."),
+                _ => {
+                    return fail(&Error::new(
+                        "queue.id_or_all",
+                        "Eine Kennung oder --all angeben.",
+                        "Give one id or --all.",
+                    ))
+                }
             };
             for id in &ids {
                 if !s.exists(id) {
-                    return fail(&format!("{id} ist nicht in der Warteschlange."), &format!("{id} is not queued."));
+                    return not_queued(id);
                 }
                 let st = spool::State { held: false, next_try: 0, ..s.state(id) };
                 if let Err(e) = s.set_state(id, &st) {
-                    return fail(&e.to_string(), &e.to_string());
+                    return spool_error(e);
                 }
             }
             println!("{}", serde_json::json!({ "retry": ids }));
@@ -249,7 +276,7 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
         }
         QueueCmd::Drop { id } => {
             if !s.exists(&id) {
-                return fail(&format!("{id} ist nicht in der Warteschlange."), &format!("{id} is not queued."));
+                return not_queued(&id);
             }
             match s.remove(&id) {
                 Ok(()) => {
@@ -257,7 +284,7 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
                     println!("{}", serde_json::json!({ "dropped": id }));
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(&e.to_string(), &e.to_string()),
+                Err(e) => spool_error(e),
             }
         }
     }
@@ -266,15 +293,18 @@ fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
 /// One secret line from a terminal (no echo, asked twice) or from stdin.
 fn read_secret(what: &str) -> Result<String, ExitCode> {
     use std::io::IsTerminal;
-    let read_err = |e: std::io::Error| fail(&format!("Eingabe nicht lesbar: {e}"), &format!("cannot read input: {e}"));
+    let read_err = |e: std::io::Error| {
+        fail(&Error::new("secret.input_unreadable", "Eingabe nicht lesbar.", "cannot read input.").caused_by(e))
+    };
     let value = if std::io::stdin().is_terminal() {
         let a = rpassword::prompt_password(format!("{what}: ")).map_err(read_err)?;
         let b = rpassword::prompt_password("Wiederholen / repeat: ").map_err(read_err)?;
         if a != b {
-            return Err(fail(
+            return Err(fail(&Error::new(
+                "secret.entries_differ",
                 "Die Eingaben stimmen nicht überein; nichts gespeichert.",
                 "the entries differ; nothing stored.",
-            ));
+            )));
         }
         a
     } else {
@@ -283,10 +313,11 @@ fn read_secret(what: &str) -> Result<String, ExitCode> {
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     if value.is_empty() || value.contains(['\r', '\n', '\0']) {
-        return Err(fail(
+        return Err(fail(&Error::new(
+            "secret.empty_or_multiline",
             "Leeres oder mehrzeiliges Geheimnis; nichts gespeichert.",
             "empty or multi-line secret; nothing stored.",
-        ));
+        )));
     }
     Ok(value)
 }
@@ -325,10 +356,11 @@ fn secret_list(cfg: &config::Config, store: &demail_gateway::secret::CredStore) 
         println!("{}", serde_json::json!({"secret": what, "place": s.place(), "stored": present}));
     }
     if missing > 0 {
-        return fail(
-            &format!("{missing} Geheimnis(se) fehlen: demail-gateway secret set …"),
-            &format!("{missing} secret(s) missing: demail-gateway secret set …"),
-        );
+        return fail(&Error::new(
+            "secret.missing",
+            format!("{missing} Geheimnis(se) fehlen: demail-gateway secret set …"),
+            format!("{missing} secret(s) missing: demail-gateway secret set …"),
+        ));
     }
     ExitCode::SUCCESS
 }
@@ -340,10 +372,11 @@ fn secret_set(
     store: &demail_gateway::secret::CredStore,
 ) -> ExitCode {
     let Some(name) = name else {
-        return fail(
-            &format!("Name fehlt: demail-gateway secret set {kind} NAME"),
-            &format!("name missing: demail-gateway secret set {kind} NAME"),
-        );
+        return fail(&Error::new(
+            "secret.name_missing",
+            format!("Name fehlt: demail-gateway secret set {kind} NAME"),
+            format!("name missing: demail-gateway secret set {kind} NAME"),
+        ));
     };
     let target = if kind == "provider" {
         cfg.providers.iter().find(|p| p.name == name).map(|p| p.secret())
@@ -351,10 +384,11 @@ fn secret_set(
         cfg.outbound.users.iter().find(|u| u.name == name).map(|u| u.password())
     };
     let Some(target) = target else {
-        return fail(
-            &format!("Kein {kind} „{name}“ in der Konfiguration."),
-            &format!("no {kind} \"{name}\" in the configuration."),
-        );
+        return fail(&Error::new(
+            "secret.unknown_owner",
+            format!("Kein {kind} „{name}“ in der Konfiguration."),
+            format!("no {kind} \"{name}\" in the configuration."),
+        ));
     };
     let value = match read_secret(&format!("Geheimnis für {kind} {name} / secret for {kind} {name}")) {
         Ok(v) => v,
@@ -366,17 +400,18 @@ fn secret_set(
             println!("Danach / then: systemctl restart demail-gateway");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e, &e),
+        Err(e) => fail(&e),
     }
 }
 
 fn seal_key(cfg: &config::Config, op: SealOp, store: &demail_gateway::secret::CredStore) -> ExitCode {
     use base64::Engine;
     let Some(sc) = &cfg.seal else {
-        return fail(
+        return fail(&Error::new(
+            "seal.not_configured",
             "Abschnitt [seal] mit kid und key_credential oder key_keyring fehlt in der Konfiguration.",
             "section [seal] with kid and key_credential or key_keyring is missing from the configuration.",
-        );
+        ));
     };
     let key = match op {
         SealOp::Set => {
@@ -389,29 +424,34 @@ fn seal_key(cfg: &config::Config, op: SealOp, store: &demail_gateway::secret::Cr
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok());
             let Some(key) = bytes else {
-                return fail(
+                return fail(&Error::new(
+                    "seal.key_invalid",
                     "Erwartet: 32 Byte Ed25519-Privatschlüssel in Base64.",
                     "expected: a 32-byte Ed25519 private key in base64.",
-                );
+                ));
             };
             if let Err(e) = sc.write_key(&key, store) {
-                return fail(&e, &e);
+                return fail(&e);
             }
             key
         }
         SealOp::Generate => {
             let mut key = [0u8; 32];
             if getrandom::fill(&mut key).is_err() {
-                return fail("Kein Zufall vom System.", "no randomness from the OS.");
+                return fail(&Error::new(
+                    "seal.no_randomness",
+                    "Kein Zufall vom System.",
+                    "no randomness from the OS.",
+                ));
             }
             if let Err(e) = sc.write_key(&key, store) {
-                return fail(&e, &e);
+                return fail(&e);
             }
             key
         }
         SealOp::Public => match sc.read_key_admin(store) {
             Ok(k) => k,
-            Err(e) => return fail(&e, &e),
+            Err(e) => return fail(&e),
         },
     };
     // Only the public half is ever printed: it goes into the policy's [seal] public_keys.
@@ -422,29 +462,29 @@ fn seal_key(cfg: &config::Config, op: SealOp, store: &demail_gateway::secret::Cr
 fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return fail(&e.to_string(), &e.to_string()),
+        Err(e) => return fail(&start_failed(e)),
     };
     rt.block_on(async move {
         let app = match app::App::new(cfg, policy) {
             Ok(a) => a,
-            Err(e) => return fail(&e, &e),
+            Err(e) => return fail(&e),
         };
         match app.recover() {
             Ok(0) => {}
             Ok(n) => tracing::warn!(count = n, "recorded spooled messages after an unclean stop"),
-            Err(e) => return fail(&e, &e),
+            Err(e) => return fail(&e),
         }
         let (out_cfg, in_cfg) = match (app.outbound_smtp(), app.inbound_smtp()) {
             (Ok(o), Ok(i)) => (o, i),
-            (Err(e), _) | (_, Err(e)) => return fail(&e, &e),
+            (Err(e), _) | (_, Err(e)) => return fail(&e),
         };
         let out_l = match tokio::net::TcpListener::bind(&app.cfg.outbound.listen).await {
             Ok(l) => l,
-            Err(e) => return fail(&format!("{}: {e}", app.cfg.outbound.listen), &format!("{}: {e}", app.cfg.outbound.listen)),
+            Err(e) => return fail(&cannot_listen(&app.cfg.outbound.listen, e)),
         };
         let in_l = match tokio::net::TcpListener::bind(&app.cfg.inbound.listen).await {
             Ok(l) => l,
-            Err(e) => return fail(&format!("{}: {e}", app.cfg.inbound.listen), &format!("{}: {e}", app.cfg.inbound.listen)),
+            Err(e) => return fail(&cannot_listen(&app.cfg.inbound.listen, e)),
         };
         tracing::info!(outbound = %app.cfg.outbound.listen, inbound = %app.cfg.inbound.listen, providers = app.cfg.providers.len(), "gateway ready");
         let out = tokio::spawn(demail_smtp::serve(out_l, Arc::new(out_cfg), Arc::new(app::Outbound(app.clone()))));
@@ -452,7 +492,7 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         let runner = tokio::spawn(app.clone().run_queue());
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
-            Err(e) => return fail(&e.to_string(), &e.to_string()),
+            Err(e) => return fail(&start_failed(e)),
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -465,4 +505,17 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         tracing::info!("gateway stopped");
         ExitCode::SUCCESS
     })
+}
+
+fn start_failed(e: std::io::Error) -> Error {
+    Error::new("gateway.start_failed", "Das Gateway kann nicht starten.", "The gateway cannot start.").caused_by(e)
+}
+
+fn cannot_listen(addr: &str, e: std::io::Error) -> Error {
+    Error::new(
+        "listener.bind_failed",
+        format!("Auf {addr} kann nicht gelauscht werden."),
+        format!("cannot listen on {addr}."),
+    )
+    .caused_by(e)
 }

@@ -2,10 +2,10 @@
 //! this file only gathers the inputs, applies the verdict and rewrites headers.
 //! MIME parsing is mail-parser's, header writing mail-builder's.
 
-use demail_core::check::{check, CheckInput, Verdict};
-use demail_core::reason::Severity;
+use demail_core::check::{check, CheckInput, CheckResult, Verdict};
 use demail_core::headers::{is_demail_header, PRIVATE_ID};
 use demail_core::options::{generate_private_id, option_headers, options_from_headers};
+use demail_core::reason::Severity;
 use demail_core::submission::{dropped_from_submission, new_message_id};
 use demail_core::{subject, OptionSet, Policy, Reason};
 use demail_smtp::Reject;
@@ -64,11 +64,56 @@ pub fn prepare(
     now_ms: u64,
     entropy: &[u8],
 ) -> Result<Prepared, Reject> {
-    let raw: &[u8] = &message;
+    let msg = parse(&message)?;
+    let sender = header_sender(&msg, envelope_from);
+    let asked = requested(&msg, &message, policy)?;
+    let checked = send_check(policy, &sender, rcpts, &asked, message.len())?;
+    let sender_demail = checked.sender_demail.clone().ok_or_else(no_demail_sender)?;
+    let (private_id, private_id_generated) = match asked.private_id.filter(|s| !s.trim().is_empty()) {
+        Some(id) => (id, false),
+        None => (generate_private_id(now_ms, entropy), true),
+    };
+    // Every De-Mail gets a Message-ID: it is the key by which a resend after a crash is
+    // recognised (by the provider, and by us for a client's retry).
+    let (message_id, generated_message_id) = match msg.message_id() {
+        Some(m) => (m.to_string(), false),
+        None => (new_message_id(now_ms, entropy, &sender_demail), true),
+    };
+    let ours = Ours {
+        from_name: sender.name.as_deref(),
+        sender_demail: &sender_demail,
+        subject: asked.new_subject.as_deref(),
+        options: checked.options,
+        private_id: &private_id,
+        message_id: generated_message_id.then_some(message_id.as_str()),
+    };
+    let block = new_header_block(&msg, &message, &ours);
+    // The blank line and body stay byte for byte; only the header block is replaced.
+    let body_start = (msg.root_part().offset_body as usize).min(message.len());
+    let header_end = msg.headers().iter().map(|h| h.offset_end as usize).max().unwrap_or(0).min(body_start);
+    drop(msg);
+    message.splice(..header_end, block);
+
+    Ok(Prepared {
+        message,
+        demail_rcpts: checked.demail_recipients,
+        email_rcpts: checked.email_recipients,
+        sender_email: sender.address,
+        sender_demail,
+        private_id,
+        private_id_generated,
+        options: checked.options,
+        cost_unit: checked.cost_unit,
+        message_id: Some(message_id),
+    })
+}
+
+/// The header block, or `mime.unparseable`.
+fn parse(raw: &[u8]) -> Result<mail_parser::Message<'_>, Reject> {
     // RFC 5322 field names are printable ASCII without ':'; binary junk parses as one long "name".
     let valid_name =
         |n: &str| !n.is_empty() && n.len() <= 998 && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
-    let msg = MessageParser::default()
+    MessageParser::default()
         .parse_headers(raw)
         .filter(|m| m.headers().iter().any(|h| valid_name(h.name.as_str())))
         .ok_or_else(|| {
@@ -81,7 +126,43 @@ pub fn prepare(
                     "The message is not a readable Internet message.",
                 ),
             )
-        })?;
+        })
+}
+
+/// Who sends: the header `From` when it names one mailbox, else the envelope sender.
+struct Sender {
+    name: Option<String>,
+    address: String,
+}
+
+fn header_sender(msg: &mail_parser::Message<'_>, envelope_from: &str) -> Sender {
+    let (name, address) = match msg.from() {
+        Some(Address::List(l)) if l.len() == 1 => {
+            (l[0].name.as_deref().map(str::to_string), l[0].address.as_deref().unwrap_or("").to_string())
+        }
+        _ => (None, String::new()),
+    };
+    Sender { name, address: if address.is_empty() { envelope_from.to_string() } else { address } }
+}
+
+/// What the client asked for, from subject tags (clients without the add-in) and
+/// `X-de-mail-*` headers (the add-in and helper path).
+struct Asked {
+    options: OptionSet,
+    /// The subject without its tags, when it had any.
+    new_subject: Option<String>,
+    private_id: Option<String>,
+    /// A tag or an `X-de-mail-*` header: the client meant De-Mail.
+    marked: bool,
+}
+
+fn requested(msg: &mail_parser::Message<'_>, raw: &[u8], policy: &Policy) -> Result<Asked, Reject> {
+    let subj = msg.subject().unwrap_or("");
+    let parsed = subject::parse(subj, &policy.subject);
+    if let Some(e) = parsed.errors.iter().find(|e| e.code != "subject.crlf") {
+        return Err(reject(550, "5.6.0", e));
+    }
+    let new_subject = (parsed.subject != subj).then_some(parsed.subject);
 
     // Raw header values (unfolded) for the core's header readers.
     let raw_headers: Vec<(String, String)> = msg
@@ -93,39 +174,34 @@ pub fn prepare(
             (h.name.as_str().to_string(), v.trim().to_string())
         })
         .collect();
-
-    let (from_name, from_addr) = match msg.from() {
-        Some(Address::List(l)) if l.len() == 1 => {
-            (l[0].name.as_deref().map(str::to_string), l[0].address.as_deref().unwrap_or("").to_string())
-        }
-        _ => (None, String::new()),
-    };
-    let from_addr = if from_addr.is_empty() { envelope_from.to_string() } else { from_addr };
-
-    // Subject tags (the fallback for clients without the add-in).
-    let subj = msg.subject().unwrap_or("").to_string();
-    let parsed = subject::parse(&subj, &policy.subject);
-    if let Some(e) = parsed.errors.iter().find(|e| e.code != "subject.crlf") {
-        return Err(reject(550, "5.6.0", e));
-    }
-    let tags_stripped = parsed.subject != subj;
-
-    // Options from headers (the add-in and helper path).
     let ho = options_from_headers(raw_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     if let Some(e) = ho.problems.iter().find(|e| e.code == "header.invalid_value") {
         return Err(reject(550, "5.6.0", e));
     }
-    let private_id =
-        raw_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).map(|(_, v)| v.clone());
-    let has_demail_header = raw_headers.iter().any(|(n, _)| is_demail_header(n));
-
-    let input = CheckInput {
-        from: from_addr.clone(),
-        to: rcpts.to_vec(),
+    Ok(Asked {
         options: parsed.options.union(ho.options),
-        marked: parsed.demail || has_demail_header,
-        size: Some(raw.len() as u64),
-        private_id: private_id.clone(),
+        new_subject,
+        private_id: raw_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).map(|(_, v)| v.clone()),
+        marked: parsed.demail || raw_headers.iter().any(|(n, _)| is_demail_header(n)),
+    })
+}
+
+/// The core's send check with every envelope recipient. Only a De-Mail passes: blocked
+/// is refused with the check's reasons, plain e-mail does not belong on this path.
+fn send_check(
+    policy: &Policy,
+    sender: &Sender,
+    rcpts: &[String],
+    asked: &Asked,
+    size: usize,
+) -> Result<CheckResult, Reject> {
+    let input = CheckInput {
+        from: sender.address.clone(),
+        to: rcpts.to_vec(),
+        options: asked.options,
+        marked: asked.marked,
+        size: Some(size as u64),
+        private_id: asked.private_id.clone(),
         ..CheckInput::default()
     };
     let result = check(&input, policy);
@@ -136,94 +212,73 @@ pub fn prepare(
                 if blocks.iter().any(|r| r.code == "size.exceeded") { (552, "5.3.4") } else { (550, "5.7.1") };
             let de = blocks.iter().map(|r| format!("[{}] {}", r.code, r.message)).collect::<Vec<_>>().join(" ");
             let en = blocks.iter().map(|r| format!("[{}] {}", r.code, r.message_en)).collect::<Vec<_>>().join(" ");
-            return Err(Reject::new(code, esc, de, en));
+            Err(Reject::new(code, esc, de, en))
         }
-        Verdict::Email => {
-            return Err(reject(
-                550,
-                "5.1.1",
-                &reason(
-                    "gateway.no_demail_recipient",
-                    "Diese Nachricht hat keinen De-Mail-Empfänger; normale E-Mail nimmt das De-Mail-Gateway nicht an.",
-                    "This message has no De-Mail recipient; the De-Mail gateway does not take ordinary e-mail.",
-                ),
-            ))
-        }
-        // A confirmation was the client's to ask; what reaches the gateway was confirmed.
-        Verdict::Demail | Verdict::Confirm => {}
-    }
-    let sender_demail = result.sender_demail.clone().ok_or_else(|| {
-        reject(
+        Verdict::Email => Err(reject(
             550,
-            "5.7.1",
+            "5.1.1",
             &reason(
-                "sender.no_demail_address",
-                "Für den Absender ist keine De-Mail-Adresse eingerichtet.",
-                "No De-Mail address is set up for the sender.",
+                "gateway.no_demail_recipient",
+                "Diese Nachricht hat keinen De-Mail-Empfänger; normale E-Mail nimmt das De-Mail-Gateway nicht an.",
+                "This message has no De-Mail recipient; the De-Mail gateway does not take ordinary e-mail.",
             ),
-        )
-    })?;
-
-    let (private_id, generated) = match private_id.filter(|s| !s.trim().is_empty()) {
-        Some(id) => (id, false),
-        None => (generate_private_id(now_ms, entropy), true),
-    };
-
-    // New header block: ours first, then the client's in order, minus the replaced ones.
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let from_value = match &from_name {
-        Some(n) => MbAddress::new_address(Some(n.as_str()), sender_demail.as_str()),
-        None => MbAddress::new_address(None::<&str>, sender_demail.as_str()),
-    };
-    out.extend(header_line("From", from_value));
-    if tags_stripped {
-        out.extend(header_line("Subject", Text::new(parsed.subject.as_str())));
+        )),
+        // A confirmation was the client's to ask; what reaches the gateway was confirmed.
+        Verdict::Demail | Verdict::Confirm => Ok(result),
     }
-    for (n, v) in option_headers(result.options, Some(&private_id)) {
+}
+
+fn no_demail_sender() -> Reject {
+    reject(
+        550,
+        "5.7.1",
+        &reason(
+            "sender.no_demail_address",
+            "Für den Absender ist keine De-Mail-Adresse eingerichtet.",
+            "No De-Mail address is set up for the sender.",
+        ),
+    )
+}
+
+/// The header fields the gateway writes itself.
+struct Ours<'a> {
+    /// The client's display name, kept with the mapped De-Mail sender.
+    from_name: Option<&'a str>,
+    sender_demail: &'a str,
+    /// The subject without its tags, when it had any.
+    subject: Option<&'a str>,
+    options: OptionSet,
+    private_id: &'a str,
+    /// Generated because the client sent none.
+    message_id: Option<&'a str>,
+}
+
+/// Ours first, then the client's fields in order, minus the replaced ones.
+fn new_header_block(msg: &mail_parser::Message<'_>, raw: &[u8], ours: &Ours<'_>) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    out.extend(header_line("From", MbAddress::new_address(ours.from_name, ours.sender_demail)));
+    if let Some(s) = ours.subject {
+        out.extend(header_line("Subject", Text::new(s)));
+    }
+    for (n, v) in option_headers(ours.options, Some(ours.private_id)) {
         if v.is_ascii() {
             out.extend(format!("{n}: {v}\r\n").as_bytes());
         } else {
             out.extend(header_line(&n, Text::new(v.as_str())));
         }
     }
-    // Every De-Mail gets a Message-ID: it is the key by which a resend after a crash is
-    // recognised (by the provider, and by us for a client's retry).
-    let message_id = msg.message_id().map(str::to_string);
-    let message_id = match message_id {
-        Some(m) => Some(m),
-        None => {
-            let m = new_message_id(now_ms, entropy, &sender_demail);
-            out.extend(format!("Message-ID: <{m}>\r\n").as_bytes());
-            Some(m)
-        }
-    };
-    let root = msg.root_part();
+    if let Some(m) = ours.message_id {
+        out.extend(format!("Message-ID: <{m}>\r\n").as_bytes());
+    }
     for h in msg.headers() {
-        if replaced(h.name.as_str(), tags_stripped) {
+        if replaced(h.name.as_str(), ours.subject.is_some()) {
             continue;
         }
         if let Some(field) = raw.get(h.offset_field as usize..h.offset_end as usize) {
             out.extend_from_slice(field);
         }
     }
-    // The blank line and body stay byte for byte; only the header block is replaced.
-    let body_start = (root.offset_body as usize).min(raw.len());
-    let header_end = msg.headers().iter().map(|h| h.offset_end as usize).max().unwrap_or(0).min(body_start);
-    drop(msg);
-    message.splice(..header_end, out);
-
-    Ok(Prepared {
-        message,
-        demail_rcpts: result.demail_recipients.clone(),
-        email_rcpts: result.email_recipients.clone(),
-        sender_email: from_addr,
-        sender_demail,
-        private_id,
-        private_id_generated: generated,
-        options: result.options,
-        cost_unit: result.cost_unit.clone(),
-        message_id,
-    })
+    out
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ pub async fn to_provider(
     message: &[u8],
     before_data: impl FnOnce(),
 ) -> Result<Delivered, Failure> {
-    let secret = p.secret().read().map_err(Failure::Transient)?;
+    let secret = p.secret().read().map_err(|e| Failure::Transient(e.to_string()))?;
     let client = match (&p.client_cert, &p.client_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,

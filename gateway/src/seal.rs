@@ -38,10 +38,10 @@ fn remove(raw: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
 }
 
 /// The message without foreign seals, with ours on top. Returns how many were removed.
-pub fn reseal(raw: &[u8], kid: &str, key: &[u8; 32]) -> Result<(Vec<u8>, usize), String> {
+pub fn reseal(raw: &[u8], kid: &str, key: &[u8; 32]) -> Result<(Vec<u8>, usize), demail_core::Error> {
     let ranges = seal_ranges(raw);
     let clean = remove(raw, &ranges);
-    let value = seal::sign(&clean, kid, key).map_err(|r| r.message_en)?;
+    let value = seal::sign(&clean, kid, key)?;
     let mut out = Vec::with_capacity(clean.len() + value.len() + 32);
     out.extend_from_slice(HEADER.as_bytes());
     out.extend_from_slice(b": ");

@@ -10,6 +10,7 @@
 //!
 //! Errors name the place, never the value.
 
+use demail_core::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,6 +41,40 @@ pub fn valid_credential_name(n: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// `e` with the configuration entry it concerns before both texts, e.g. `outbound.users helper`.
+pub fn concerning(what: &str, mut e: Error) -> Error {
+    e.reason.message = format!("{what}: {}", e.reason.message);
+    e.reason.message_en = format!("{what}: {}", e.reason.message_en);
+    e
+}
+
+fn systemd_creds_missing(e: std::io::Error) -> Error {
+    Error::new(
+        "secret.systemd_creds_missing",
+        "systemd-creds ist nicht ausführbar (Paket systemd).",
+        "systemd-creds cannot be run (package systemd).",
+    )
+    .caused_by(e)
+}
+
+fn not_writable(path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        "secret.store_not_writable",
+        "Die Ablage für Geheimnisse lässt sich nicht schreiben.",
+        "The secret store cannot be written.",
+    )
+    .caused_by(format!("{}: {e}", path.display()))
+}
+
+fn keyring_failed(entry: &str, e: keyring::Error) -> Error {
+    Error::new(
+        "secret.keyring",
+        format!("Schlüsselbund-Eintrag {entry}: Zugriff fehlgeschlagen."),
+        format!("keyring entry {entry}: access failed."),
+    )
+    .caused_by(e)
+}
+
 impl Secret {
     /// How many places are configured (must be 1).
     pub fn sources(&self) -> usize {
@@ -60,51 +95,71 @@ impl Secret {
     }
 
     /// Read the secret.
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, Error> {
         if let Some(name) = &self.credential {
             let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
-                return Err(format!(
-                    "systemd-Credential {name}: der Dienst wurde ohne Credentials gestartet (LoadCredentialEncrypted=, siehe demail-gateway secret set) / \
-                     systemd credential {name}: the service was started without credentials (LoadCredentialEncrypted=, see demail-gateway secret set)"
+                return Err(Error::new(
+                    "secret.credential_not_loaded",
+                    format!(
+                        "systemd-Credential {name}: der Dienst wurde ohne Credentials gestartet \
+                         (LoadCredentialEncrypted=, siehe demail-gateway secret set)."
+                    ),
+                    format!(
+                        "systemd credential {name}: the service was started without credentials \
+                         (LoadCredentialEncrypted=, see demail-gateway secret set)."
+                    ),
                 ));
             };
             let path = Path::new(&dir).join(name);
             return std::fs::read_to_string(&path).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(|e| {
-                format!("systemd-Credential {name} nicht lesbar / systemd credential {name} not readable: {e}")
+                Error::new(
+                    "secret.credential_unreadable",
+                    format!("systemd-Credential {name} ist nicht lesbar."),
+                    format!("systemd credential {name} is not readable."),
+                )
+                .caused_by(e)
             });
         }
         if let Some(var) = &self.secret_env {
-            return std::env::var(var)
-                .map_err(|_| format!("Umgebungsvariable {var} fehlt / environment variable {var} is not set"));
+            return std::env::var(var).map_err(|_| {
+                Error::new(
+                    "secret.env_missing",
+                    format!("Umgebungsvariable {var} fehlt."),
+                    format!("environment variable {var} is not set."),
+                )
+            });
         }
         if let Some(entry) = &self.secret_keyring {
-            return keyring_entry(entry)?.get_password().map_err(|e| format!("keyring {entry}: {e}"));
+            return keyring_entry(entry)?.get_password().map_err(|e| keyring_failed(entry, e));
         }
-        Err("kein Geheimnis konfiguriert (secret_credential, secret_keyring oder secret_env) / no secret configured (secret_credential, secret_keyring or secret_env)".into())
+        Err(not_configured())
     }
 
     /// Store `value` where the configuration says it lives. Returns what was written
     /// (paths, never the value).
-    pub fn store(&self, value: &str, store: &CredStore) -> Result<String, String> {
+    pub fn store(&self, value: &str, store: &CredStore) -> Result<String, Error> {
         if let Some(name) = &self.credential {
             return store_credential(name, value, store);
         }
         if let Some(entry) = &self.secret_keyring {
-            keyring_entry(entry)?.set_password(value).map_err(|e| format!("keyring {entry}: {e}"))?;
+            keyring_entry(entry)?.set_password(value).map_err(|e| keyring_failed(entry, e))?;
             return Ok(format!("keyring {entry}"));
         }
         if let Some(var) = &self.secret_env {
-            return Err(format!(
-                "{var} ist eine Umgebungsvariable (nur für Tests); für den Betrieb secret_credential verwenden / \
-                 {var} is an environment variable (tests only); use secret_credential in production"
+            return Err(Error::new(
+                "secret.env_not_storable",
+                format!(
+                    "{var} ist eine Umgebungsvariable (nur für Tests); für den Betrieb secret_credential verwenden."
+                ),
+                format!("{var} is an environment variable (tests only); use secret_credential in production."),
             ));
         }
-        Err("kein Ort für das Geheimnis konfiguriert / no place configured for the secret".into())
+        Err(not_configured())
     }
 
     /// Read as the administrator: a systemd credential outside its service is decrypted
     /// from the store with `systemd-creds` (root); everything else as [`Secret::read`].
-    pub fn read_admin(&self, store: &CredStore) -> Result<String, String> {
+    pub fn read_admin(&self, store: &CredStore) -> Result<String, Error> {
         let Some(name) = &self.credential else {
             return self.read();
         };
@@ -117,13 +172,22 @@ impl Secret {
             .arg("-")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}"))?;
+            .map_err(systemd_creds_missing)?;
         if !out.status.success() {
-            return Err(format!("systemd-creds decrypt {name}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(Error::new(
+                "secret.decrypt_failed",
+                format!("systemd-Credential {name} lässt sich nicht entschlüsseln."),
+                format!("systemd credential {name} cannot be decrypted."),
+            )
+            .caused_by(String::from_utf8_lossy(&out.stderr).trim()));
         }
-        String::from_utf8(out.stdout)
-            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|_| format!("systemd-Credential {name}: kein UTF-8 / not UTF-8"))
+        String::from_utf8(out.stdout).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(|_| {
+            Error::new(
+                "secret.not_utf8",
+                format!("systemd-Credential {name}: kein UTF-8."),
+                format!("systemd credential {name}: not UTF-8."),
+            )
+        })
     }
 
     /// Is the secret stored (without reading it where that needs the service)?
@@ -138,29 +202,43 @@ impl Secret {
     }
 }
 
-fn keyring_entry(entry: &str) -> Result<keyring::Entry, String> {
+fn not_configured() -> Error {
+    Error::new(
+        "secret.not_configured",
+        "Kein Ort für das Geheimnis konfiguriert (secret_credential, secret_keyring oder secret_env).",
+        "No place configured for the secret (secret_credential, secret_keyring or secret_env).",
+    )
+}
+
+fn keyring_entry(entry: &str) -> Result<keyring::Entry, Error> {
     let (service, user) = entry.split_once('/').ok_or_else(|| {
-        format!(
-            "Schlüsselbund-Eintrag „{entry}“: erwartet service/user / keyring entry \"{entry}\": expected service/user"
+        Error::new(
+            "secret.keyring_entry_invalid",
+            format!("Schlüsselbund-Eintrag „{entry}“: erwartet service/user."),
+            format!("keyring entry \"{entry}\": expected service/user."),
         )
     })?;
-    keyring::Entry::new(service, user).map_err(|e| format!("keyring {entry}: {e}"))
+    keyring::Entry::new(service, user).map_err(|e| keyring_failed(entry, e))
 }
 
 /// Encrypt with `systemd-creds` (the plaintext only travels through a pipe) into the
 /// credential store, and add a unit drop-in that loads it. Both are written atomically.
-fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String, String> {
+fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String, Error> {
     if !valid_credential_name(name) {
-        return Err(format!("Credential-Name „{name}“ ungültig / invalid credential name \"{name}\""));
+        return Err(Error::new(
+            "secret.credential_name_invalid",
+            format!("Credential-Name „{name}“ ungültig."),
+            format!("invalid credential name \"{name}\"."),
+        ));
     }
-    let mkdir = |d: &Path, mode: u32| -> Result<(), String> {
+    let mkdir = |d: &Path, mode: u32| -> Result<(), Error> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(mode).create(d).map_err(|e| format!("{}: {e}", d.display()))
+        std::fs::DirBuilder::new().recursive(true).mode(mode).create(d).map_err(|e| not_writable(d, e))
     };
     mkdir(&store.dir, 0o700)?;
     mkdir(&store.dropin_dir, 0o755)?;
     // systemd needs an absolute path in the drop-in.
-    let dir = std::path::absolute(&store.dir).map_err(|e| format!("{}: {e}", store.dir.display()))?;
+    let dir = std::path::absolute(&store.dir).map_err(|e| not_writable(&store.dir, e))?;
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut child = Command::new("systemd-creds")
@@ -170,17 +248,25 @@ fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("systemd-creds nicht ausführbar (Paket systemd) / cannot run systemd-creds: {e}"))?;
+        .map_err(systemd_creds_missing)?;
+    let encrypt_failed = |cause: String| {
+        Error::new(
+            "secret.encrypt_failed",
+            format!("systemd-Credential {name} lässt sich nicht verschlüsseln."),
+            format!("systemd credential {name} cannot be encrypted."),
+        )
+        .caused_by(cause)
+    };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(value.as_bytes()).map_err(|e| format!("systemd-creds: {e}"))?;
+        stdin.write_all(value.as_bytes()).map_err(|e| encrypt_failed(e.to_string()))?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("systemd-creds: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| encrypt_failed(e.to_string()))?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("systemd-creds encrypt: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(encrypt_failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     set_mode(&tmp, 0o600)?;
-    std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+    std::fs::rename(&tmp, &target).map_err(|e| not_writable(&target, e))?;
 
     // LoadCredentialEncrypted= with a bare name searches /etc/credstore.encrypted; an
     // explicit path also works for a store elsewhere.
@@ -191,18 +277,18 @@ fn store_credential(name: &str, value: &str, store: &CredStore) -> Result<String
         target.display()
     );
     let dtmp = store.dropin_dir.join(format!(".credential-{name}.conf.tmp"));
-    std::fs::write(&dtmp, text).map_err(|e| format!("{}: {e}", dtmp.display()))?;
+    std::fs::write(&dtmp, text).map_err(|e| not_writable(&dtmp, e))?;
     set_mode(&dtmp, 0o644)?;
-    std::fs::rename(&dtmp, &dropin).map_err(|e| format!("{}: {e}", dropin.display()))?;
+    std::fs::rename(&dtmp, &dropin).map_err(|e| not_writable(&dropin, e))?;
     if Path::new("/run/systemd/system").is_dir() {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
     }
     Ok(format!("{} + {}", target.display(), dropin.display()))
 }
 
-fn set_mode(p: &Path, mode: u32) -> Result<(), String> {
+fn set_mode(p: &Path, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", p.display()))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| not_writable(p, e))
 }
 
 #[cfg(test)]
@@ -212,7 +298,7 @@ mod tests {
     #[test]
     fn names_their_source_not_their_value() {
         let s = Secret { secret_env: Some("DEMAIL_TEST_UNSET_VAR".into()), ..Default::default() };
-        assert!(s.read().unwrap_err().contains("DEMAIL_TEST_UNSET_VAR"));
+        assert!(s.read().unwrap_err().to_string().contains("DEMAIL_TEST_UNSET_VAR"));
     }
 
     #[test]

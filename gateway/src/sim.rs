@@ -13,7 +13,7 @@ use crate::config::{Secret, TlsFiles};
 use base64::Engine;
 use demail_core::headers::{self as h, message_type};
 use demail_core::options::{self, options_from_headers, validate_private_id, DeMailOption};
-use demail_core::OptionSet;
+use demail_core::{Error, OptionSet};
 use demail_smtp::{Accepted, Envelope, Handler, Reject};
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
@@ -65,9 +65,15 @@ pub struct GatewayPeer {
 }
 
 impl SimConfig {
-    pub fn load(path: &Path) -> Result<SimConfig, String> {
-        let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&src).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<SimConfig, Error> {
+        let bad = |code, de, en, e: &dyn std::fmt::Display| {
+            Error::new(code, de, en).caused_by(format!("{}: {e}", path.display()))
+        };
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            bad("sim.config_unreadable", "Konfiguration nicht lesbar.", "Configuration not readable.", &e)
+        })?;
+        toml::from_str(&src)
+            .map_err(|e| bad("sim.config_invalid", "Konfiguration ungültig.", "Configuration invalid.", &e))
     }
 }
 
@@ -192,17 +198,8 @@ pub fn integrity(raw: &[u8], names: &[&str]) -> String {
     format!("c=simple/simple; a=sha256; h={}; b={b}", used.join(":"))
 }
 
-const SIGNED: [&str; 9] = [
-    "From",
-    "To",
-    "Cc",
-    "Subject",
-    "Date",
-    "Message-ID",
-    h::PRIVATE_ID,
-    h::MESSAGE_TYPE,
-    h::DEMAIL_MESSAGE_ID,
-];
+const SIGNED: [&str; 9] =
+    ["From", "To", "Cc", "Subject", "Date", "Message-ID", h::PRIVATE_ID, h::MESSAGE_TYPE, h::DEMAIL_MESSAGE_ID];
 
 /// The TR version the simulated provider implements.
 const TR_VERSION: &str = "1.8";
@@ -255,11 +252,12 @@ pub fn idempotency_key(from: &str, message_id: &str, rcpts: &[String]) -> String
 }
 
 impl Sim {
-    pub fn new(cfg: SimConfig) -> Result<Arc<Sim>, String> {
+    pub fn new(cfg: SimConfig) -> Result<Arc<Sim>, Error> {
         let secret = Secret { secret_env: Some(cfg.secret_env.clone()), ..Default::default() }.read()?;
-        std::fs::create_dir_all(&cfg.store_dir).map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
-        std::fs::create_dir_all(cfg.store_dir.join("idempotency"))
-            .map_err(|e| format!("{}: {e}", cfg.store_dir.display()))?;
+        std::fs::create_dir_all(cfg.store_dir.join("idempotency")).map_err(|e| {
+            Error::new("sim.store", "Ablage (store_dir) nicht anlegbar.", "store_dir cannot be created.")
+                .caused_by(format!("{}: {e}", cfg.store_dir.display()))
+        })?;
         Ok(Arc::new(Sim { cfg, secret, storing: Default::default() }))
     }
 
@@ -322,19 +320,23 @@ impl Sim {
     }
 
     /// Send a message to the gateway's inbound listener (implicit TLS, client certificate).
-    pub async fn to_gateway(&self, from: &str, rcpts: &[String], raw: &[u8]) -> Result<(), String> {
+    pub async fn to_gateway(&self, from: &str, rcpts: &[String], raw: &[u8]) -> Result<(), Error> {
         let g = &self.cfg.gateway;
         let client = match (&g.client_cert, &g.client_key) {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             _ => None,
         };
-        let tls = demail_smtp::tls::client_config(&g.ca, client)?;
+        let failed = |e: String| {
+            Error::new("sim.to_gateway", "Zustellung an das Gateway fehlgeschlagen.", "Delivery to the gateway failed.")
+                .caused_by(e)
+        };
+        let tls = demail_smtp::tls::client_config(&g.ca, client).map_err(failed)?;
         let b =
             SmtpClientBuilder::new_with_tls_connector(g.host.clone(), g.port, tokio_rustls::TlsConnector::from(tls))
                 .implicit_tls(true)
                 .helo_host(self.cfg.hostname.clone())
                 .timeout(Duration::from_secs(60));
-        let mut c = b.connect().await.map_err(|e| e.to_string())?;
+        let mut c = b.connect().await.map_err(|e| failed(e.to_string()))?;
         let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
         let msg = Message {
             mail_from: Address { email: Cow::Borrowed(from), parameters: Default::default() },
@@ -344,7 +346,7 @@ impl Sim {
                 .collect(),
             body: Cow::Borrowed(body),
         };
-        c.send(msg).await.map_err(|e| e.to_string())?;
+        c.send(msg).await.map_err(|e| failed(e.to_string()))?;
         let _ = c.quit().await;
         Ok(())
     }
@@ -508,7 +510,7 @@ impl Sim {
     }
 
     /// A simulated recipient logs in: Abholbestätigung for every stored De-Mail with this private-id.
-    pub async fn retrieve(&self, private_id: &str) -> Result<usize, String> {
+    pub async fn retrieve(&self, private_id: &str) -> Result<usize, Error> {
         let mut n = 0;
         for s in self.stored().into_iter().filter(|s| s.private_id.as_deref() == Some(private_id)) {
             if !s.options.contains(DeMailOption::ConfirmationOfRetrieve) {
@@ -532,12 +534,14 @@ impl Sim {
         body: &str,
         opts: OptionSet,
         private_id: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Error> {
         let mut b = MessageBuilder::new().from(from).to(to).subject(subject).text_body(body.to_string());
         for (n, v) in options::option_headers(opts, private_id) {
             b = b.header(n, Text::new(v));
         }
-        let raw = b.write_to_vec().map_err(|e| e.to_string())?;
+        let raw = b.write_to_vec().map_err(|e| {
+            Error::new("sim.build", "Nachricht nicht erzeugbar.", "Cannot build the message.").caused_by(e)
+        })?;
         let id = new_id();
         let (stamped, _) = stamp(&raw, &self.cfg.hostname, &id, from);
         self.to_gateway(from, &[to.to_string()], &stamped).await?;
@@ -593,8 +597,7 @@ impl Handler for SimHandler {
         if let Some(p) = ho.problems.iter().find(|p| p.code == "header.invalid_value") {
             return Err(refuse(p));
         }
-        let private_id =
-            heads.iter().find(|(n, _)| n.eq_ignore_ascii_case(h::PRIVATE_ID)).map(|(_, v)| v.clone());
+        let private_id = heads.iter().find(|(n, _)| n.eq_ignore_ascii_case(h::PRIVATE_ID)).map(|(_, v)| v.clone());
         if let Some(p) = &private_id {
             validate_private_id(p).map_err(|r| refuse(&r))?;
         }

@@ -115,7 +115,8 @@ impl Slapd {
             "-h",
             &format!("ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/", self.port, self.tls_port),
         ]);
-        self.child = Some(ChildGuard::spawn("slapd", cmd, Some(&self.dir.join("slapd.log"))).map_err(|e| e.to_string())?);
+        self.child =
+            Some(ChildGuard::spawn("slapd", cmd, Some(&self.dir.join("slapd.log"))).map_err(|e| e.to_string())?);
         if !wait_for_port(self.port, Duration::from_secs(10)) || !wait_for_port(self.tls_port, Duration::from_secs(5)) {
             let log = fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
             return Err(format!("slapd did not listen: {log}"));

@@ -1,6 +1,11 @@
 //! `demail-provider-sim`: a De-Mail provider (DMDA) stand-in for tests and the demo.
 
+// Errors carry a code plus German and English text (demail_core::Error, as in the core);
+// they are rare, and boxing them everywhere would only add noise.
+#![allow(clippy::result_large_err)]
+
 use clap::{Parser, Subcommand};
+use demail_core::Error;
 use demail_gateway::sim::{Sim, SimConfig, SimHandler};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,9 +51,13 @@ enum Cmd {
     },
 }
 
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("Fehler / error: {msg}");
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("{}", demail_gateway::error_lines(e));
     ExitCode::from(2)
+}
+
+fn failed(code: &str, de: &str, en: &str, cause: impl std::fmt::Display) -> ExitCode {
+    fail(&Error::new(code, de, en).caused_by(cause))
 }
 
 fn main() -> ExitCode {
@@ -70,7 +79,7 @@ fn main() -> ExitCode {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return failed("sim.start_failed", "Start fehlgeschlagen.", "Cannot start.", e),
     };
     rt.block_on(async move {
         match cli.cmd {
@@ -78,7 +87,7 @@ fn main() -> ExitCode {
                 let c = &sim.cfg;
                 let tls = match demail_smtp::tls::server_config(&c.tls.cert, &c.tls.key, c.client_ca.as_deref()) {
                     Ok(t) => t,
-                    Err(e) => return fail(&e),
+                    Err(e) => return failed("tls.server_config", "TLS nicht nutzbar.", "TLS not usable.", e),
                 };
                 let smtp = demail_smtp::Config {
                     hostname: c.hostname.clone(),
@@ -91,7 +100,10 @@ fn main() -> ExitCode {
                 };
                 let l = match tokio::net::TcpListener::bind(&c.listen).await {
                     Ok(l) => l,
-                    Err(e) => return fail(&format!("{}: {e}", c.listen)),
+                    Err(e) => {
+                        let cause = format!("{}: {e}", c.listen);
+                        return failed("listener.bind_failed", "Lauschen fehlgeschlagen.", "Cannot listen.", cause);
+                    }
                 };
                 tracing::info!(listen = %c.listen, "provider simulator ready");
                 tokio::select! {
@@ -110,7 +122,7 @@ fn main() -> ExitCode {
             Cmd::Inject { from, to, subject, body, options, private_id } => {
                 let opts = match demail_core::OptionSet::parse_ids(options.split(',')) {
                     Ok(o) => o,
-                    Err(r) => return fail(&format!("{} / {}", r.message, r.message_en)),
+                    Err(r) => return fail(&r.into()),
                 };
                 match sim.inject(&from, &to, &subject, &body, opts, private_id.as_deref()).await {
                     Ok(id) => {
