@@ -10,7 +10,7 @@
 
 // Modules in layers; each uses only those above it (checked by tests/layers.rs):
 // reason → idn → headers → options → address → subject, seal → submission → policy →
-// mapping, check, classify → api.
+// mapping, check, classify, rights → api.
 pub mod reason;
 
 pub mod idn;
@@ -31,6 +31,7 @@ pub mod policy;
 pub mod check;
 pub mod classify;
 pub mod mapping;
+pub mod rights;
 
 pub mod api;
 

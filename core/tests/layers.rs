@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["seal", "subject"],
     &["submission"],
     &["policy"],
-    &["check", "classify", "mapping"],
+    &["check", "classify", "mapping", "rights"],
     &["api"],
 ];
 
