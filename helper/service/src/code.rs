@@ -1,5 +1,7 @@
 //! Every error code the helper itself gives out, and no other module spells one: clients
-//! branch on them, so the docs list them by the groups below.
+//! branch on them, so `docs/protocol.md` §6 and `docs/helper.md` list exactly the groups
+//! below (`tests/codes.rs` compares, and fails on a code literal elsewhere in the
+//! helper or the tray).
 //!
 //! Codes the core decides (an invalid address, an unknown option) reach API clients
 //! unchanged; the docs list them as families (`address.*`), see [`CORE_FAMILIES`].
