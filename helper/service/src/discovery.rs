@@ -88,8 +88,7 @@ pub fn read() -> Option<RuntimeInfo> {
 pub fn lock_instance(data_dir: &Path) -> Result<File, Error> {
     let path = data_dir.join(LOCK_FILE);
     // A directory the helper cannot use holds no outbox either.
-    let unusable =
-        |e: std::io::Error| Error::from(store::unusable(data_dir)).caused_by(format!("{}: {e}", path.display()));
+    let unusable = |e: std::io::Error| Error::from(store::unusable(data_dir)).caused_by(e);
     private_dir(data_dir).map_err(unusable)?;
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(unusable)?;
     match f.try_lock() {

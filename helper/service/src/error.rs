@@ -124,3 +124,24 @@ pub fn reason_in_serde_message(msg: &str) -> Option<Reason> {
     let (code, de, en) = (parts.next()?, parts.next()?, parts.next()?);
     Some(Reason::new(code.trim(), de, en))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_shows_its_code_and_keeps_its_cause_for_the_log() {
+        let e = ApiError::from(StoreError::new("disk I/O error: /home/peter/.local/share/demail"));
+        assert_eq!((e.code(), e.status), ("store.unavailable", StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(e.error.source.as_deref(), Some("disk I/O error: /home/peter/.local/share/demail"));
+        let body = e.body().to_string();
+        assert!(!body.contains("disk I/O") && !body.contains("/home/peter"), "{body}");
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not in code::CORE_FAMILIES")]
+    fn an_undocumented_core_family_is_refused() {
+        ApiError::core(StatusCode::BAD_REQUEST, Reason::new("seal.missing", "de", "en"));
+    }
+}
