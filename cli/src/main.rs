@@ -8,6 +8,7 @@
 use clap::{Args, Parser, Subcommand};
 use demail_core::api::{self, ApiError, Env};
 use demail_core::Policy;
+use demail_helper::error::bilingual;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
@@ -433,12 +434,18 @@ fn run(cli: Cli) -> Result<Value, Fail> {
     }
 }
 
-fn admin_fail(e: demail_helper::admin::AdminError) -> Fail {
-    input_error(&e.code, e.message, e.message_en)
+/// A helper command failed: the admin reads the reason, the helper's log gets the cause.
+fn admin_fail(cfg: &demail_helper::config::Config, e: demail_helper::error::Error) -> Fail {
+    demail_helper::server::log_cause_to_file(cfg, &e);
+    Fail::Input(e.reason.into())
+}
+
+fn config_fail(e: Box<demail_helper::config::ConfigIssue>) -> Fail {
+    Fail::Input(demail_core::Reason::from(e).into())
 }
 
 fn helper_config(cli: &Cli) -> Result<(demail_helper::config::Config, demail_helper::config::Paths), Fail> {
-    demail_helper::server::load_config(cli.config.as_deref()).map_err(|e| input_error(&e.code, e.message, e.message_en))
+    demail_helper::server::load_config(cli.config.as_deref()).map_err(config_fail)
 }
 
 fn read_password(from_stdin: bool) -> Result<String, Fail> {
@@ -471,15 +478,17 @@ fn helper_command(cli: &Cli) -> Option<Result<Value, Fail>> {
                 PairCmd::Revoke { id } => admin::pair_revoke(&cfg, id),
                 PairCmd::Provision { client } => admin::pair_provision(&cfg, client),
             }
-            .map_err(admin_fail)
+            .map_err(|e| admin_fail(&cfg, e))
         }),
-        Cmd::Credentials(c) => helper_config(cli).and_then(|(cfg, _)| match c {
-            CredentialsCmd::Set { password_stdin } => {
-                let pw = read_password(*password_stdin)?;
-                admin::credentials_set(&cfg, &pw).map_err(admin_fail)
+        Cmd::Credentials(c) => helper_config(cli).and_then(|(cfg, _)| {
+            match c {
+                CredentialsCmd::Set { password_stdin } => {
+                    admin::credentials_set(&cfg, &read_password(*password_stdin)?)
+                }
+                CredentialsCmd::Test => admin::credentials_test(&cfg),
+                CredentialsCmd::Delete => admin::credentials_delete(&cfg),
             }
-            CredentialsCmd::Test => admin::credentials_test(&cfg).map_err(admin_fail),
-            CredentialsCmd::Delete => admin::credentials_delete(&cfg).map_err(admin_fail),
+            .map_err(|e| admin_fail(&cfg, e))
         }),
         Cmd::Outbox(c) => helper_config(cli).and_then(|(cfg, _)| {
             match c {
@@ -487,7 +496,7 @@ fn helper_command(cli: &Cli) -> Option<Result<Value, Fail>> {
                 OutboxCmd::Retry { id } => admin::outbox_retry(&cfg, id),
                 OutboxCmd::Cancel { id } => admin::outbox_cancel(&cfg, id),
             }
-            .map_err(admin_fail)
+            .map_err(|e| admin_fail(&cfg, e))
         }),
         Cmd::Doctor { offline } => {
             let paths = demail_helper::config::Paths::resolve(cli.config.as_deref());
@@ -503,10 +512,10 @@ fn helper_command(cli: &Cli) -> Option<Result<Value, Fail>> {
             match c {
                 ConfigCmd::Show => demail_helper::config::Config::load(&paths)
                     .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
-                    .map_err(|e| input_error(&e.code, e.message, e.message_en)),
+                    .map_err(config_fail),
                 ConfigCmd::Set { key, value } => demail_helper::config::set_user_value(&paths, key, value)
                     .map(|c| json!({ "file": paths.user, "config": c }))
-                    .map_err(|e| input_error(&e.code, e.message, e.message_en)),
+                    .map_err(config_fail),
                 ConfigCmd::Keys => Ok(json!(demail_helper::config::KEYS)),
             }
         }
@@ -609,8 +618,7 @@ fn main() -> ExitCode {
         return match demail_tray::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("Fehler [{}]: {}", e.code, e.message);
-                eprintln!("Error [{}]: {}", e.code, e.message_en);
+                eprint!("{}", bilingual(&e.reason));
                 ExitCode::from(2)
             }
         };
@@ -620,8 +628,7 @@ fn main() -> ExitCode {
         return match demail_helper::server::serve(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("Fehler [{}]: {}", e.code, e.message);
-                eprintln!("Error [{}]: {}", e.code, e.message_en);
+                eprint!("{}", bilingual(&e.reason));
                 ExitCode::from(2)
             }
         };
@@ -648,8 +655,7 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Fail::Input(e)) => {
-            eprintln!("Fehler [{}]: {}", e.reason.code, e.reason.message);
-            eprintln!("Error [{}]: {}", e.reason.code, e.reason.message_en);
+            eprint!("{}", bilingual(&e.reason));
             ExitCode::from(2)
         }
     }

@@ -2,51 +2,17 @@
 //! They work on the same per-user store as the running service (SQLite in WAL mode
 //! allows both at once), so they also work while the service is stopped.
 
+use crate::code;
 use crate::config::{Config, Paths};
 use crate::relay;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
+use demail_core::{Error, Reason};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// A failed admin command: stable code, German and English text.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdminError {
-    pub code: String,
-    pub message: String,
-    pub message_en: String,
-}
-
-impl AdminError {
-    pub fn new(code: &str, de: impl Into<String>, en: impl Into<String>) -> Self {
-        AdminError { code: code.into(), message: de.into(), message_en: en.into() }
-    }
-}
-
-impl From<StoreError> for AdminError {
-    fn from(e: StoreError) -> Self {
-        AdminError::new(
-            "store.unavailable",
-            format!("Der Speicher des Helfers ist nicht verfügbar: {e}"),
-            format!("The helper's storage is not available: {e}"),
-        )
-    }
-}
-
-impl From<Box<crate::config::ConfigIssue>> for AdminError {
-    fn from(i: Box<crate::config::ConfigIssue>) -> Self {
-        let i = *i;
-        AdminError { code: i.code, message: i.message, message_en: i.message_en }
-    }
-}
-
-impl From<crate::secrets::SecretError> for AdminError {
-    fn from(e: crate::secrets::SecretError) -> Self {
-        AdminError { code: e.code, message: e.message, message_en: e.message_en }
-    }
-}
-
-pub type Result<T> = std::result::Result<T, AdminError>;
+/// A failed admin command: the reason for the person, the cause for the log.
+pub type Result<T> = std::result::Result<T, Error>;
 
 fn store(cfg: &Config) -> Result<Store> {
     Ok(Store::open(&cfg.data_dir())?)
@@ -72,11 +38,11 @@ pub fn pair_list(cfg: &Config) -> Result<Value> {
     Ok(json!({ "pairings": list }))
 }
 
-fn no_request(code: &str) -> AdminError {
-    AdminError::new(
-        "pairing.unknown",
-        format!("Keine offene Kopplungsanfrage mit dem Code „{code}“ (abgelaufen oder schon entschieden?)."),
-        format!("No open pairing request with the code \"{code}\" (expired or already decided?)."),
+fn no_request(pairing: &str) -> Error {
+    Error::new(
+        code::PAIRING_UNKNOWN,
+        format!("Keine offene Kopplungsanfrage mit dem Code „{pairing}“ (abgelaufen oder schon entschieden?)."),
+        format!("No open pairing request with the code \"{pairing}\" (expired or already decided?)."),
     )
 }
 
@@ -90,8 +56,8 @@ pub fn pair_revoke(cfg: &Config, id: &str) -> Result<Value> {
     let mut s = store(cfg)?;
     let n = s.revoke(id)?;
     if n == 0 {
-        return Err(AdminError::new(
-            "pairing.unknown",
+        return Err(Error::new(
+            code::PAIRING_UNKNOWN,
             format!("Keine aktive Kopplung „{id}“."),
             format!("No active pairing \"{id}\"."),
         ));
@@ -114,9 +80,9 @@ pub fn outbox_list(cfg: &Config, status: Option<&str>) -> Result<Value> {
     Ok(json!({ "messages": s.list(status, 1000)?, "counts": counts }))
 }
 
-fn outbox_missing(id: &str) -> AdminError {
-    AdminError::new(
-        "outbox.not_found",
+fn outbox_missing(id: &str) -> Error {
+    Error::new(
+        code::OUTBOX_NOT_FOUND.id,
         format!("Die Nachricht „{id}“ ist nicht im Postausgang."),
         format!("The message \"{id}\" is not in the outbox."),
     )
@@ -126,8 +92,8 @@ pub fn outbox_retry(cfg: &Config, id: &str) -> Result<Value> {
     let mut s = store(cfg)?;
     let (changed, e) = s.retry(id)?.ok_or_else(|| outbox_missing(id))?;
     if !changed {
-        return Err(AdminError::new(
-            "outbox.state",
+        return Err(Error::new(
+            code::OUTBOX_STATE.id,
             format!("Im Zustand „{}“ kann die Nachricht nicht erneut gesendet werden.", e.status),
             format!("The message cannot be retried in state \"{}\".", e.status),
         ));
@@ -139,8 +105,8 @@ pub fn outbox_cancel(cfg: &Config, id: &str) -> Result<Value> {
     let mut s = store(cfg)?;
     let (changed, e) = s.cancel(id)?.ok_or_else(|| outbox_missing(id))?;
     if !changed {
-        return Err(AdminError::new(
-            "outbox.state",
+        return Err(Error::new(
+            code::OUTBOX_STATE.id,
             format!("Im Zustand „{}“ kann die Nachricht nicht mehr zurückgehalten werden.", e.status),
             format!("The message can no longer be cancelled in state \"{}\".", e.status),
         ));
@@ -166,24 +132,25 @@ pub fn credentials_delete(cfg: &Config) -> Result<Value> {
 /// Connect to the gateway with TLS and AUTH, send nothing.
 pub fn credentials_test(cfg: &Config) -> Result<Value> {
     let password = crate::secrets::get(cfg)?.map(|(p, _)| p);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AdminError::new("internal", e.to_string(), e.to_string()))?;
     let authenticated = password.is_some();
-    let r = rt.block_on(async {
+    session_test(cfg, password)?;
+    Ok(json!({
+        "ok": true, "host": cfg.gateway.host, "port": cfg.gateway.port, "tls": cfg.gateway.tls, "authenticated": authenticated,
+        "message": "Verbindung, TLS-Prüfung und Anmeldung am Gateway sind in Ordnung.",
+        "message_en": "Connection, TLS verification and authentication at the gateway are fine.",
+    }))
+}
+
+/// Open a gateway session (TLS, AUTH) and close it again.
+fn session_test(cfg: &Config, password: Option<String>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        Error::new(code::INTERNAL.id, "Die Laufzeit kann nicht starten.", "The runtime cannot start.").caused_by(e)
+    })?;
+    rt.block_on(async {
         let mut c = relay::open_session(cfg, password).await?;
         let _ = c.quit().await;
-        Ok::<_, crate::store::ErrorInfo>(())
-    });
-    match r {
-        Ok(()) => Ok(json!({
-            "ok": true, "host": cfg.gateway.host, "port": cfg.gateway.port, "tls": cfg.gateway.tls, "authenticated": authenticated,
-            "message": "Verbindung, TLS-Prüfung und Anmeldung am Gateway sind in Ordnung.",
-            "message_en": "Connection, TLS verification and authentication at the gateway are fine.",
-        })),
-        Err(e) => Err(AdminError { code: e.code, message: e.message, message_en: e.message_en }),
-    }
+        Ok(())
+    })
 }
 
 // ------------------------------------------------------------------ doctor
@@ -199,6 +166,11 @@ pub struct Finding {
 
 fn finding(check: &'static str, status: &'static str, de: impl Into<String>, en: impl Into<String>) -> Finding {
     Finding { check, status, message: de.into(), message_en: en.into() }
+}
+
+/// A finding that states a reason's text (a finding names its check, not a code).
+fn reason_finding(check: &'static str, status: &'static str, r: Reason) -> Finding {
+    finding(check, status, r.message, r.message_en)
 }
 
 /// The newest start-error file (there only if no start succeeded since): its name, time,
@@ -247,12 +219,12 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 ));
             }
             for w in &c.warnings {
-                f.push(finding("config", "warn", w.message.clone(), w.message_en.clone()));
+                f.push(reason_finding("config", "warn", w.reason.clone()));
             }
             c
         }
         Err(e) => {
-            f.push(finding("config", "error", e.message, e.message_en));
+            f.push(reason_finding("config", "error", e.into()));
             return json!({ "ok": false, "findings": f });
         }
     };
@@ -265,7 +237,7 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
             format!("No policy at {}; the built-in rules apply (*.de-mail.de, mixed addressing is rejected).", cfg.policy.file),
         )),
         Ok((_, src)) => f.push(finding("policy", "ok", format!("Richtlinie gültig: {src}."), format!("Policy valid: {src}."))),
-        Err(e) => f.push(finding("policy", "error", e.message, e.message_en)),
+        Err(e) => f.push(reason_finding("policy", "error", e.error.reason)),
     }
 
     match store(&cfg) {
@@ -321,7 +293,10 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 ));
             }
         }
-        Err(e) => f.push(finding("storage", "error", e.message, e.message_en)),
+        Err(e) => {
+            crate::server::log_cause_to_file(&cfg, &e);
+            f.push(reason_finding("storage", "error", e.reason));
+        }
     }
 
     match crate::discovery::read() {
@@ -363,7 +338,7 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 ));
             }
             Ok(None) => {}
-            Err(e) => f.push(finding("keyring", "error", e.message, e.message_en)),
+            Err(e) => f.push(reason_finding("keyring", "error", e.reason)),
         }
     } else {
         f.push(finding(
@@ -402,19 +377,7 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 format!("Gateway {target} ist erreichbar."),
                 format!("Gateway {target} is reachable."),
             ));
-            let res = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| ("internal".to_string(), e.to_string(), e.to_string()))
-                .and_then(|rt| {
-                    rt.block_on(async {
-                        let mut c =
-                            relay::open_session(&cfg, password).await.map_err(|e| (e.code, e.message, e.message_en))?;
-                        let _ = c.quit().await;
-                        Ok(())
-                    })
-                });
-            match res {
+            match session_test(&cfg, password) {
                 Ok(_) => f.push(finding(
                     "tls",
                     "ok",
@@ -427,7 +390,7 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                         cfg.gateway.tls
                     ),
                 )),
-                Err((_, de, en)) => f.push(finding("tls", "error", de, en)),
+                Err(e) => f.push(reason_finding("tls", "error", e.reason)),
             }
         }
     }

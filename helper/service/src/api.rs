@@ -6,6 +6,7 @@
 //! limit, every request has a deadline, and all routes except health, version and the
 //! pairing request need a paired token.
 
+use crate::code;
 use crate::error::ApiError;
 use crate::mime::{self, RawExtras, SubmitRequest};
 use crate::pairing::{self, TokenState};
@@ -76,22 +77,17 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "request.not_found", "Diese Adresse gibt es nicht.", "No such endpoint.")
+    ApiError::new(code::REQUEST_NOT_FOUND, "Diese Adresse gibt es nicht.", "No such endpoint.")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "request.method",
-        "Diese Methode ist hier nicht erlaubt.",
-        "This method is not allowed here.",
-    )
+    ApiError::new(code::REQUEST_METHOD, "Diese Methode ist hier nicht erlaubt.", "This method is not allowed here.")
 }
 
 // ------------------------------------------------------------------ guard
 
-fn forbidden(code: &str, de: &str, en: &str) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, code, de, en).into_response()
+fn forbidden(code: code::ApiCode, de: &str, en: &str) -> Response {
+    ApiError::new(code, de, en).into_response()
 }
 
 /// Is this `Origin` allowed? `None`: no Origin header (native clients, extension
@@ -113,7 +109,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     let host_ok = host == format!("127.0.0.1:{port}") || host == format!("localhost:{port}");
     if !host_ok {
         return forbidden(
-            "request.host",
+            code::REQUEST_HOST,
             "Falscher Host-Kopf: Der Helfer antwortet nur unter 127.0.0.1 oder localhost mit seinem Port.",
             "Wrong Host header: the helper answers only as 127.0.0.1 or localhost with its port.",
         );
@@ -123,7 +119,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
         Some(Ok(o)) if origin_allowed(&state, o) => Some(o.to_string()),
         Some(_) => {
             return forbidden(
-                "request.origin",
+                code::REQUEST_ORIGIN,
                 "Anfragen von Webseiten sind nicht erlaubt.",
                 "Requests from web pages are not allowed.",
             )
@@ -134,7 +130,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     if req.method() == Method::OPTIONS {
         let Some(o) = cors else {
             return forbidden(
-                "request.origin",
+                code::REQUEST_ORIGIN,
                 "Keine CORS-Freigabe für diesen Ursprung.",
                 "No CORS permission for this origin.",
             );
@@ -153,13 +149,10 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     let timeout = Duration::from_secs(state.config.api.request_timeout.max(1));
     let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request.timeout",
-            "Die Anfrage hat zu lange gedauert.",
-            "The request took too long.",
-        )
-        .into_response(),
+        Err(_) => {
+            ApiError::new(code::REQUEST_TIMEOUT, "Die Anfrage hat zu lange gedauert.", "The request took too long.")
+                .into_response()
+        }
     };
     let h = resp.headers_mut();
     h.insert("x-demail-protocol", HeaderValue::from(PROTOCOL));
@@ -177,8 +170,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
 fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     let missing = || {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "auth.missing",
+            code::AUTH_MISSING,
             "Anmeldung fehlt: Das Add-in muss mit dem Helfer gekoppelt sein (Authorization: Bearer …).",
             "Authentication missing: the add-in must be paired with the helper (Authorization: Bearer …).",
         )
@@ -194,8 +186,7 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
 
 fn invalid_token() -> ApiError {
     ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "auth.invalid",
+        code::AUTH_INVALID,
         "Die Kopplung ist ungültig oder wurde widerrufen. Bitte koppeln Sie das Add-in neu.",
         "The pairing is invalid or was revoked. Please pair the add-in again.",
     )
@@ -203,7 +194,7 @@ fn invalid_token() -> ApiError {
 
 async fn token_state(state: &Arc<AppState>, headers: &HeaderMap) -> Result<TokenState, ApiError> {
     let token = bearer(headers)?;
-    state.with_store(move |s| pairing::verify(s, &token)).await.map_err(ApiError::store)
+    Ok(state.with_store(move |s| pairing::verify(s, &token)).await?)
 }
 
 /// A request with an approved pairing.
@@ -218,8 +209,7 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         match token_state(state, &parts.headers).await? {
             TokenState::Approved(id) => Ok(Authed { pairing_id: id }),
             TokenState::Pending(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "auth.pending",
+                code::AUTH_PENDING,
                 "Die Kopplung wartet noch auf die Bestätigung durch den Benutzer.",
                 "The pairing is still waiting for the user's approval.",
             )),
@@ -234,8 +224,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResu
     let limit = state.config.api.max_body.0 as usize;
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request.too_large",
+            code::REQUEST_TOO_LARGE,
             format!("Die Anfrage ist größer als die erlaubten {} Bytes.", limit),
             format!("The request is larger than the allowed {} bytes.", limit),
         )
@@ -266,8 +255,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResu
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
             Err(_) => {
                 return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "request.body",
+                    code::REQUEST_BODY,
                     "Der Inhalt der Anfrage konnte nicht gelesen werden.",
                     "The request body could not be read.",
                 ))
@@ -280,8 +268,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResu
 fn parse_json(bytes: &[u8]) -> AppResult<Value> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.json",
+            code::REQUEST_JSON,
             format!("Die Anfrage ist kein gültiges JSON (Zeile {}, Spalte {}).", e.line(), e.column()),
             format!("The request is not valid JSON (line {}, column {}).", e.line(), e.column()),
         )
@@ -291,13 +278,11 @@ fn parse_json(bytes: &[u8]) -> AppResult<Value> {
 fn shape<T: for<'de> Deserialize<'de>>(v: Value) -> AppResult<T> {
     serde_json::from_value(v).map_err(|e| {
         let msg = e.to_string();
-        // Option ids carry a core reason (code, German, English separated by U+001F).
-        let mut parts = msg.split('\u{1f}');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(code), Some(de), Some(en)) => ApiError::new(StatusCode::BAD_REQUEST, code.trim(), de, en),
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "request.invalid",
+        // Option ids carry the core's reason.
+        match crate::error::reason_in_serde_message(&msg) {
+            Some(r) => ApiError::core(StatusCode::BAD_REQUEST, r),
+            None => ApiError::new(
+                code::REQUEST_INVALID,
                 format!("Die Anfrage hat nicht die erwartete Form: {msg}"),
                 format!("The request does not have the expected shape: {msg}"),
             ),
@@ -318,8 +303,7 @@ fn need_json(headers: &HeaderMap) -> AppResult<()> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request.content_type",
+            code::REQUEST_CONTENT_TYPE,
             "Erwartet wird Content-Type: application/json.",
             "Expected Content-Type: application/json.",
         ))
@@ -389,12 +373,10 @@ async fn pairing_request(State(state): State<Arc<AppState>>, headers: HeaderMap,
             }
             pairing::request(s, &client, origin.as_deref(), ttl).map(Some)
         })
-        .await
-        .map_err(ApiError::store)?;
+        .await?;
     let Some((p, token)) = res else {
         return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "pairing.limit",
+            code::PAIRING_LIMIT,
             "Es warten bereits zu viele Kopplungsanfragen. Bestätigen oder verwerfen Sie diese zuerst („demail pair list“).",
             "Too many pairing requests are waiting. Approve or deny them first (\"demail pair list\").",
         ));
@@ -419,7 +401,7 @@ async fn pairing_status(State(state): State<Arc<AppState>>, headers: HeaderMap) 
         TokenState::Approved(id) | TokenState::Pending(id) => id,
         TokenState::Invalid => return Err(invalid_token()),
     };
-    let p = state.with_store(move |s| s.pairing(&id)).await.map_err(ApiError::store)?.ok_or_else(invalid_token)?;
+    let p = state.with_store(move |s| s.pairing(&id)).await?.ok_or_else(invalid_token)?;
     Ok(ok(StatusCode::OK, json!({ "pairing_id": p.id, "client": p.client, "status": p.status })))
 }
 
@@ -440,7 +422,7 @@ async fn policy(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query<
     });
     if let Some(sender) = q.sender {
         let addr = demail_core::address::normalize_addr_spec(&sender)
-            .map_err(|r| ApiError::from_reason(StatusCode::BAD_REQUEST, &r))?;
+            .map_err(|r| ApiError::core(StatusCode::BAD_REQUEST, r))?;
         let grant = p.grant(&addr);
         summary["sender"] = json!(addr);
         summary["authorized"] = json!(grant.allowed);
@@ -459,7 +441,7 @@ async fn check(State(state): State<Arc<AppState>>, _a: Authed, headers: HeaderMa
     let input = parse_json(&bytes)?;
     let (p, _) = state.policy()?;
     let out = demail_core::api::call("check", &p, &input, &env())
-        .map_err(|e| ApiError::from_reason(StatusCode::BAD_REQUEST, &e.reason))?;
+        .map_err(|e| ApiError::core(StatusCode::BAD_REQUEST, e.reason))?;
     Ok(ok(StatusCode::OK, out))
 }
 
@@ -502,7 +484,7 @@ async fn submit(
             mime::prepare_raw(bytes, &extras, &policy, dialect, &env())
         })
         .await
-        .map_err(|e| ApiError::internal(&e.to_string()))??
+        .map_err(ApiError::internal)??
     } else {
         let req: SubmitRequest = shape(parse_json(&bytes)?)?;
         drop(bytes);
@@ -541,7 +523,7 @@ async fn submit(
             }
         })
         .await
-        .map_err(|e| ApiError::internal(&e.to_string()))??
+        .map_err(ApiError::internal)??
     };
 
     let check = serde_json::to_value(&prepared.check).unwrap_or(Value::Null);
@@ -582,8 +564,7 @@ pub(crate) async fn store_prepared(
                 client: client.as_deref(),
             })
         })
-        .await
-        .map_err(ApiError::store)?;
+        .await?;
     let (entry, duplicate) = match stored {
         Enqueued::New(e) => (e, false),
         Enqueued::Existing(e) => (e, true),
@@ -620,40 +601,34 @@ async fn outbox_list(
         }
     }
     let limit = q.limit.unwrap_or(200).min(1000);
-    let (list, counts) = state
-        .with_store(move |s| Ok((s.list(q.status.as_deref(), limit)?, s.counts()?)))
-        .await
-        .map_err(ApiError::store)?;
+    let (list, counts) = state.with_store(move |s| Ok((s.list(q.status.as_deref(), limit)?, s.counts()?))).await?;
     let counts: serde_json::Map<String, Value> = counts.into_iter().map(|(k, v)| (k, json!(v))).collect();
     Ok(ok(StatusCode::OK, json!({ "messages": list, "counts": counts })))
 }
 
 fn outbox_missing() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "outbox.not_found",
+        code::OUTBOX_NOT_FOUND,
         "Diese Nachricht ist nicht im Postausgang.",
         "This message is not in the outbox.",
     )
 }
 
 async fn outbox_get(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
-    let e = state.with_store(move |s| s.get(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
+    let e = state.with_store(move |s| s.get(&id)).await?.ok_or_else(outbox_missing)?;
     Ok(ok(StatusCode::OK, outbox_json(&e)))
 }
 
 async fn outbox_raw(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
-    let m = state.with_store(move |s| s.mime(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
+    let m = state.with_store(move |s| s.mime(&id)).await?.ok_or_else(outbox_missing)?;
     Ok(([(header::CONTENT_TYPE, "message/rfc822")], m).into_response())
 }
 
 async fn outbox_retry(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
-    let (changed, e) =
-        state.with_store(move |s| s.retry(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
+    let (changed, e) = state.with_store(move |s| s.retry(&id)).await?.ok_or_else(outbox_missing)?;
     if !changed {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "outbox.state",
+            code::OUTBOX_STATE,
             format!("Im Zustand „{}“ kann die Nachricht nicht erneut gesendet werden.", e.status),
             format!("The message cannot be retried in state \"{}\".", e.status),
         )
@@ -664,12 +639,10 @@ async fn outbox_retry(State(state): State<Arc<AppState>>, _a: Authed, Path(id): 
 }
 
 async fn outbox_cancel(State(state): State<Arc<AppState>>, _a: Authed, Path(id): Path<String>) -> AppResult<Response> {
-    let (changed, e) =
-        state.with_store(move |s| s.cancel(&id)).await.map_err(ApiError::store)?.ok_or_else(outbox_missing)?;
+    let (changed, e) = state.with_store(move |s| s.cancel(&id)).await?.ok_or_else(outbox_missing)?;
     if !changed {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "outbox.state",
+            code::OUTBOX_STATE,
             format!("Im Zustand „{}“ kann die Nachricht nicht mehr zurückgehalten werden.", e.status),
             format!("The message can no longer be cancelled in state \"{}\".", e.status),
         )
@@ -704,8 +677,7 @@ async fn journal(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query
             }
             Ok(out)
         })
-        .await
-        .map_err(ApiError::store)?;
+        .await?;
     let list: Vec<Value> = entries
         .into_iter()
         .map(|(e, r)| {
@@ -746,16 +718,13 @@ async fn journal_receipt(
             .decode(raw.trim())
             .map_err(|_| ApiError::invalid("raw", "ist kein gültiges Base64.", "is not valid base64."))?;
         let (policy, _) = state.policy()?;
-        let c = tokio::task::spawn_blocking(move || classify_raw(&raw, &policy))
-            .await
-            .map_err(|e| ApiError::internal(&e.to_string()))?;
+        let c = tokio::task::spawn_blocking(move || classify_raw(&raw, &policy)).await.map_err(ApiError::internal)?;
         let kind = c.receipt.as_ref().and_then(|x| x.kind);
         match (c.kind, c.private_id, kind) {
             (Kind::Receipt, Some(p), Some(k)) => (p, k, c.receipt.and_then(|x| x.time), c.message_id),
             _ => {
                 return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "journal.not_a_receipt",
+                    code::JOURNAL_NOT_A_RECEIPT,
                     "Die Nachricht ist keine De-Mail-Bestätigung mit Nachrichten-Kennung.",
                     "The message is not a De-Mail receipt with a private-id.",
                 ))
@@ -795,8 +764,7 @@ async fn journal_receipt(
             let new = s.add_receipt(&pid, kind_s, time.as_deref(), message_id.as_deref())?;
             Ok((new, s.journal(Some(&pid), 1)?))
         })
-        .await
-        .map_err(ApiError::store)?;
+        .await?;
     Ok(ok(
         if new { StatusCode::CREATED } else { StatusCode::OK },
         json!({ "private_id": private_id, "type": kind_s, "new": new, "matched": !sent.is_empty() }),

@@ -3,7 +3,9 @@
 //! machine file locks in `[lock] keys = [...]`. Every error names the file, the line and
 //! the key.
 
+use crate::code;
 use demail_core::policy::Size;
+use demail_core::Reason;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -203,12 +205,11 @@ struct Source<'a> {
     user: bool,
 }
 
-/// A configuration problem with its place.
+/// A configuration problem with its place (also in the texts, so the reason alone says it all).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigIssue {
-    pub code: String,
-    pub message: String,
-    pub message_en: String,
+    #[serde(flatten)]
+    pub reason: Reason,
     pub file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
@@ -216,9 +217,15 @@ pub struct ConfigIssue {
     pub key: Option<String>,
 }
 
-impl std::fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} / {}", self.message, self.message_en)
+impl From<Box<ConfigIssue>> for Reason {
+    fn from(i: Box<ConfigIssue>) -> Self {
+        i.reason
+    }
+}
+
+impl From<Box<ConfigIssue>> for demail_core::Error {
+    fn from(i: Box<ConfigIssue>) -> Self {
+        i.reason.into()
     }
 }
 
@@ -232,9 +239,7 @@ impl ConfigIssue {
             (None, None) => (f.clone(), f.clone()),
         };
         Box::new(ConfigIssue {
-            code: code.into(),
-            message: format!("{loc_de}: {de}"),
-            message_en: format!("{loc_en}: {en}"),
+            reason: Reason::new(code, format!("{loc_de}: {de}"), format!("{loc_en}: {en}")),
             file: f,
             line,
             key,
@@ -244,7 +249,7 @@ impl ConfigIssue {
     fn locked(src: &Source, key: &str) -> Self {
         let line = key_line(src.text, key);
         *Self::at(
-            "config.locked",
+            code::CONFIG_LOCKED,
             src.path,
             line,
             Some(key.into()),
@@ -325,7 +330,7 @@ impl Config {
             for k in &f.lock.keys {
                 if !KEYS.contains(&k.as_str()) && !KEYS.iter().any(|x| x.split('.').next() == Some(k.as_str())) {
                     return Err(ConfigIssue::at(
-                        "config.unknown_key",
+                        code::CONFIG_UNKNOWN_KEY,
                         &paths.machine,
                         key_line(&text, "lock.keys"),
                         Some(k.clone()),
@@ -348,7 +353,7 @@ impl Config {
             let f = parse_file(&src)?;
             if !f.lock.keys.is_empty() {
                 return Err(ConfigIssue::at(
-                    "config.lock_in_user_file",
+                    code::CONFIG_LOCK_IN_USER_FILE,
                     &paths.user,
                     key_line(&text, "lock.keys"),
                     Some("lock.keys".into()),
@@ -366,7 +371,7 @@ impl Config {
     fn validate(&self) -> Result<(), Box<ConfigIssue>> {
         let file = self.files.last().cloned().unwrap_or_default();
         let bad = |key: &str, de: &str, en: &str| {
-            ConfigIssue::at("config.invalid_value", &file, None, Some(key.into()), de, en)
+            ConfigIssue::at(code::CONFIG_INVALID_VALUE, &file, None, Some(key.into()), de, en)
         };
         if self.gateway.port == 0 {
             return Err(bad("gateway.port", "Der Port darf nicht 0 sein.", "The port must not be 0."));
@@ -439,18 +444,18 @@ impl Config {
 fn apply_registry(cfg: &mut Config, layer: &crate::registry::Layer) -> Result<(), Box<ConfigIssue>> {
     let place = Path::new(&layer.place);
     let src = Source { path: place, text: &layer.toml, user: false };
-    let f = parse_file(&src).map_err(|e| {
-        let key = e.key.clone();
-        let strip = |m: &str| match e.line {
-            Some(l) => m.replacen(&format!(", Zeile {l}"), "", 1).replacen(&format!(", line {l}"), "", 1),
-            None => m.to_string(),
-        };
-        Box::new(ConfigIssue { line: None, key, message: strip(&e.message), message_en: strip(&e.message_en), ..*e })
+    let f = parse_file(&src).map_err(|mut e| {
+        if let Some(l) = e.line.take() {
+            let strip = |m: &str| m.replacen(&format!(", Zeile {l}"), "", 1).replacen(&format!(", line {l}"), "", 1);
+            e.reason.message = strip(&e.reason.message);
+            e.reason.message_en = strip(&e.reason.message_en);
+        }
+        e
     })?;
     for k in &f.lock.keys {
         if !KEYS.contains(&k.as_str()) && !KEYS.iter().any(|x| x.split('.').next() == Some(k.as_str())) {
             return Err(ConfigIssue::at(
-                "config.unknown_key",
+                code::CONFIG_UNKNOWN_KEY,
                 place,
                 None,
                 Some(k.clone()),
@@ -473,7 +478,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, Box<ConfigIssue>> {
     match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
             ConfigIssue::at(
-                "config.encoding",
+                code::CONFIG_ENCODING,
                 path,
                 None,
                 None,
@@ -483,7 +488,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, Box<ConfigIssue>> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ConfigIssue::at(
-            "config.read",
+            code::CONFIG_READ,
             path,
             None,
             None,
@@ -499,22 +504,20 @@ fn parse_file(src: &Source) -> Result<FileConfig, Box<ConfigIssue>> {
         let line = off.map(|o| line_of(src.text, o));
         let key = off.and_then(|o| key_path_at(src.text, o));
         let msg = e.message().trim().to_string();
+        // Size errors from the core carry their own reason.
+        if let Some(r) = crate::error::reason_in_serde_message(&msg) {
+            return ConfigIssue::at(&r.code, src.path, line, key, &r.message, &r.message_en);
+        }
         let (code, de) = if msg.contains("unknown field") {
-            ("config.unknown_key", "Unbekannter Schlüssel")
+            (code::CONFIG_UNKNOWN_KEY, "Unbekannter Schlüssel")
         } else if msg.contains("unknown variant") || msg.contains("invalid type") || msg.contains("invalid value") {
-            ("config.invalid_value", "Ungültiger Wert")
+            (code::CONFIG_INVALID_VALUE, "Ungültiger Wert")
         } else if msg.contains("duplicate") {
-            ("config.duplicate_key", "Doppelter Schlüssel")
+            (code::CONFIG_DUPLICATE_KEY, "Doppelter Schlüssel")
         } else {
-            ("config.syntax", "Kein gültiges TOML")
+            (code::CONFIG_SYNTAX, "Kein gültiges TOML")
         };
-        // Size errors from the core carry their own bilingual text, separated by U+001F.
-        let mut parts = msg.split('\u{1f}');
-        let (code, de, en) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(c), Some(d), Some(en)) => (c.trim().to_string(), d.to_string(), en.to_string()),
-            _ => (code.to_string(), format!("{de}: {msg}"), msg.clone()),
-        };
-        ConfigIssue::at(&code, src.path, line, key, &de, &en)
+        ConfigIssue::at(code, src.path, line, key, &format!("{de}: {msg}"), &msg)
     })
 }
 
@@ -573,7 +576,7 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, B
     let (section, name) = key.split_once('.').unwrap_or(("", key));
     if !KEYS.contains(&key) {
         return Err(ConfigIssue::at(
-            "config.unknown_key",
+            code::CONFIG_UNKNOWN_KEY,
             &paths.user,
             None,
             Some(key.into()),
@@ -583,7 +586,7 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, B
     }
     if current.is_locked(key) {
         return Err(ConfigIssue::at(
-            "config.locked",
+            code::CONFIG_LOCKED,
             &paths.machine,
             key_line(&std::fs::read_to_string(&paths.machine).unwrap_or_default(), "lock.keys"),
             Some(key.into()),
@@ -594,7 +597,7 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, B
     let text = read_optional(&paths.user)?.unwrap_or_default();
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
         let line = e.span().map(|s| line_of(&text, s.start));
-        ConfigIssue::at("config.syntax", &paths.user, line, None, "Kein gültiges TOML.", "Not valid TOML.")
+        ConfigIssue::at(code::CONFIG_SYNTAX, &paths.user, line, None, "Kein gültiges TOML.", "Not valid TOML.")
     })?;
     // A value that is not TOML syntax is taken as a string (`config set gateway.host gw.stadt.de`).
     let v: toml_edit::Value = value.parse().unwrap_or_else(|_| toml_edit::Value::from(value));
@@ -602,7 +605,7 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, B
         doc.entry(section).or_insert(toml_edit::Item::Table(toml_edit::Table::new())).as_table_mut().ok_or_else(
             || {
                 ConfigIssue::at(
-                    "config.syntax",
+                    code::CONFIG_SYNTAX,
                     &paths.user,
                     None,
                     Some(section.into()),
@@ -624,7 +627,7 @@ pub fn set_user_value(paths: &Paths, key: &str, value: &str) -> Result<Config, B
 
 fn io_issue(path: &Path, e: std::io::Error) -> Box<ConfigIssue> {
     ConfigIssue::at(
-        "config.write",
+        code::CONFIG_WRITE,
         path,
         None,
         None,
@@ -665,7 +668,7 @@ mod tests {
         assert_eq!(c.gateway.host, "gw.stadt.de");
         assert_eq!(c.gateway.port, 587);
         assert_eq!(c.gateway.tls, TlsMode::Implicit);
-        assert_eq!(c.warnings[0].code, "config.locked");
+        assert_eq!(c.warnings[0].reason.code, "config.locked");
         assert_eq!(c.warnings[0].line, Some(2));
         let _ = std::fs::remove_dir_all(d);
     }
@@ -675,19 +678,19 @@ mod tests {
         let d = tmp();
         let machine = write(&d, "m.toml", "[gateway]\nhost = \"gw\"\ntls = \"plain\"\n");
         let e = Config::load(&Paths { machine: machine.clone(), user: d.join("none.toml") }).unwrap_err();
-        assert_eq!(e.code, "config.invalid_value");
+        assert_eq!(e.reason.code, "config.invalid_value");
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("gateway.tls"));
-        assert!(e.message.contains("m.toml"), "{}", e.message);
+        assert!(e.reason.message.contains("m.toml"), "{}", e.reason.message);
 
         let machine = write(&d, "m.toml", "[relay]\nretry_inital = 3\n");
         let e = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap_err();
-        assert_eq!(e.code, "config.unknown_key");
+        assert_eq!(e.reason.code, "config.unknown_key");
         assert_eq!(e.line, Some(2));
 
         let machine = write(&d, "m.toml", "[api]\nmax_body = \"viel\"\n");
         let e = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap_err();
-        assert_eq!(e.code, "policy.size_invalid");
+        assert_eq!(e.reason.code, "policy.size_invalid");
         assert_eq!(e.key.as_deref(), Some("api.max_body"));
         let _ = std::fs::remove_dir_all(d);
     }
@@ -742,11 +745,15 @@ mod tests {
             true,
         );
         let e = apply_registry(&mut Config::default(), &bad).unwrap_err();
-        assert_eq!(e.code, "config.invalid_value");
+        assert_eq!(e.reason.code, "config.invalid_value");
         assert_eq!(e.key.as_deref(), Some("gateway.tls"));
-        assert!(e.message.starts_with(r"HKLM\SOFTWARE\Policies\demail\Helper, Schlüssel"), "{}", e.message);
+        assert!(
+            e.reason.message.starts_with(r"HKLM\SOFTWARE\Policies\demail\Helper, Schlüssel"),
+            "{}",
+            e.reason.message
+        );
         let unknown = to_layer("HKLM", &[("gateway.hots".into(), RegData::Str("x".into()))], true);
-        assert_eq!(apply_registry(&mut Config::default(), &unknown).unwrap_err().code, "config.unknown_key");
+        assert_eq!(apply_registry(&mut Config::default(), &unknown).unwrap_err().reason.code, "config.unknown_key");
         let _ = std::fs::remove_dir_all(d);
     }
 
@@ -757,12 +764,12 @@ mod tests {
         let user = write(&d, "u.toml", "# mine\n[log]\nlevel = \"debug\"\n");
         let paths = Paths { machine, user: user.clone() };
         let e = set_user_value(&paths, "gateway.host", "x.example").unwrap_err();
-        assert_eq!(e.code, "config.locked");
+        assert_eq!(e.reason.code, "config.locked");
         let c = set_user_value(&paths, "relay.poll_interval", "5").unwrap();
         assert_eq!(c.relay.poll_interval, 5);
         assert!(std::fs::read_to_string(&user).unwrap().starts_with("# mine"));
         let e = set_user_value(&paths, "relay.poll_interval", "\"oft\"").unwrap_err();
-        assert_eq!(e.code, "config.invalid_value");
+        assert_eq!(e.reason.code, "config.invalid_value");
         let _ = std::fs::remove_dir_all(d);
     }
 }

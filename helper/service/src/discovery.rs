@@ -7,14 +7,18 @@
 //! as the same user, allowed only for the add-in's id by its manifest), which reads the
 //! file and answers. Each user thus reaches only their own helper, whatever port it got.
 
+use crate::code;
 use crate::config::Config;
-use crate::store::{private_dir, write_atomic};
+use crate::error::envelope;
+use crate::store::{self, private_dir, write_atomic};
+use demail_core::{Error, Reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub const RUNTIME_FILE: &str = "helper.json";
+pub const LOCK_FILE: &str = "helper.lock";
 pub const NATIVE_HOST_NAME: &str = "de.demail.helper";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,16 +85,21 @@ pub fn read() -> Option<RuntimeInfo> {
 }
 
 /// One helper per user and data directory: an exclusive lock held while it runs.
-pub fn lock_instance(data_dir: &Path) -> Result<File, String> {
-    private_dir(data_dir).map_err(|e| e.to_string())?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(data_dir.join("helper.lock"))
-        .map_err(|e| e.to_string())?;
-    f.try_lock().map_err(|_| format!("lock {}", data_dir.join("helper.lock").display()))?;
-    Ok(f)
+pub fn lock_instance(data_dir: &Path) -> Result<File, Error> {
+    let path = data_dir.join(LOCK_FILE);
+    // A directory the helper cannot use holds no outbox either.
+    let unusable = |e: std::io::Error| Error::from(store::unusable(data_dir)).caused_by(e);
+    private_dir(data_dir).map_err(unusable)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(unusable)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+            code::SERVE_RUNNING,
+            format!("Für diesen Benutzer läuft bereits ein De-Mail-Helfer (lock {}).", path.display()),
+            format!("A De-Mail helper is already running for this user (lock {}).", path.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(unusable(e)),
+    }
 }
 
 // ------------------------------------------------------------------ native messaging
@@ -101,12 +110,12 @@ pub fn lock_instance(data_dir: &Path) -> Result<File, String> {
 /// - `{"action":"pair","client":"…"}` → a token, only when IT set
 ///   `pairing.native_auto_approve = true`; otherwise `pairing.manual`.
 pub fn native_handle(req: &Value, cfg: &Config) -> Value {
-    let err = |code: &str, de: &str, en: &str| json!({ "ok": false, "error": { "code": code, "message": de, "message_en": en } });
+    let err = |code: &str, de: &str, en: &str| envelope(&Reason::new(code, de, en), None);
     match req.get("action").and_then(Value::as_str) {
         Some("discover") => match read() {
             Some(i) => json!({ "ok": true, "result": { "running": true, "port": i.port, "url": i.url, "version": i.version, "protocol": i.protocol } }),
             None => err(
-                "helper.not_running",
+                code::HELPER_NOT_RUNNING,
                 "Der De-Mail-Helfer läuft nicht. Er startet bei der Anmeldung; sonst „demail serve“ starten oder die IT fragen.",
                 "The De-Mail helper is not running. It starts at login; otherwise start \"demail serve\" or ask IT.",
             ),
@@ -114,7 +123,7 @@ pub fn native_handle(req: &Value, cfg: &Config) -> Value {
         Some("pair") => {
             if !cfg.pairing.native_auto_approve {
                 return err(
-                    "pairing.manual",
+                    code::PAIRING_MANUAL,
                     "Die automatische Kopplung ist nicht freigegeben; bitte über POST /v1/pairing koppeln und den Code bestätigen.",
                     "Automatic pairing is not enabled; pair via POST /v1/pairing and approve the code.",
                 );
@@ -123,14 +132,13 @@ pub fn native_handle(req: &Value, cfg: &Config) -> Value {
             let store = crate::store::Store::open(&cfg.data_dir());
             match store.and_then(|mut s| crate::pairing::provision(&mut s, &client, "native")) {
                 Ok((p, token)) => json!({ "ok": true, "result": { "pairing_id": p.id, "token": token, "status": p.status } }),
-                Err(_) => err(
-                    "store.unavailable",
-                    "Der Speicher des Helfers ist nicht verfügbar.",
-                    "The helper's storage is not available.",
-                ),
+                Err(e) => {
+                    crate::server::log_cause_to_file(cfg, &e.0);
+                    envelope(&e.0.reason, None)
+                }
             }
         }
-        _ => err("request.invalid", "Unbekannte Aktion.", "Unknown action."),
+        _ => err(code::REQUEST_INVALID.id, "Unbekannte Aktion.", "Unknown action."),
     }
 }
 

@@ -8,9 +8,15 @@
 //! - [`discovery`]: per-user runtime file and the native-messaging host
 //! - [`admin`]: the `demail` CLI's helper commands (pair, outbox, credentials, doctor)
 //! - [`submission`]: optional local SMTP submission for programs without the add-in
+//! - [`error`]: the error shapes (all carry a core `Reason`); [`code`]: every code the helper gives out
+
+// Errors carry a core `Reason` (three texts) and a cause; they travel only the cold path
+// out, where their size costs nothing and boxing would only add noise.
+#![allow(clippy::result_large_err)]
 
 pub mod admin;
 pub mod api;
+pub mod code;
 pub mod config;
 pub mod discovery;
 pub mod error;

@@ -6,6 +6,7 @@
 //! MIME plumbing: building with mail-builder, splitting and rewriting a header block,
 //! and refusing anything that could inject header lines.
 
+use crate::code;
 use crate::config::Dialect;
 use crate::error::ApiError;
 use axum::body::Bytes;
@@ -17,7 +18,7 @@ use demail_core::headers::PRIVATE_ID;
 use demail_core::options::{apply_rules, options_from_headers};
 use demail_core::reason::Severity;
 use demail_core::submission::{dropped_from_submission, new_message_id};
-use demail_core::{subject, OptionSet, Policy};
+use demail_core::{subject, OptionSet, Policy, Reason};
 use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
@@ -111,8 +112,7 @@ const MAX_FIELD: usize = 16 * 1024;
 
 fn crlf(field: &str) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "submit.crlf",
+        code::SUBMIT_CRLF,
         format!("Das Feld „{field}“ enthält Zeilenumbrüche oder Steuerzeichen; das ist nicht erlaubt."),
         format!("The field \"{field}\" contains line breaks or control characters, which is not allowed."),
     )
@@ -130,38 +130,37 @@ fn header_safe(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn reason_error(status: StatusCode, r: &demail_core::Reason) -> ApiError {
-    ApiError::from_reason(status, r).with_details(json!({ "reasons": [r] }))
+/// The core's refusal, passed on with the reason also in `details.reasons`.
+fn reason_error(status: StatusCode, r: Reason) -> ApiError {
+    let details = json!({ "reasons": [&r] });
+    ApiError::core(status, r).with_details(details)
 }
 
 /// Turn the core's verdict into "go on" or a refusal with the core's reasons.
 fn judge(result: &CheckResult, confirmed: bool) -> Result<(), ApiError> {
-    let first = |sev: Severity| result.reasons.iter().find(|r| r.severity == Some(sev));
+    // The first reason of that weight says why, under the helper's code.
+    let refuse = |code: code::ApiCode, sev: Severity, de: &str, en: &str| {
+        let e = match result.reasons.iter().find(|r| r.severity == Some(sev)) {
+            Some(r) => ApiError::wrap(code, r.clone()),
+            None => ApiError::new(code, de, en),
+        };
+        Err(e.with_details(json!({ "check": result })))
+    };
     match result.verdict {
-        Verdict::Blocked => {
-            let r = first(Severity::Block);
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "submit.blocked",
-                r.map(|r| r.message.clone())
-                    .unwrap_or_else(|| "Diese Nachricht darf nicht als De-Mail versendet werden.".into()),
-                r.map(|r| r.message_en.clone()).unwrap_or_else(|| "This message must not be sent as De-Mail.".into()),
-            )
-            .with_details(json!({ "check": result })))
-        }
-        Verdict::Confirm if !confirmed => {
-            let r = first(Severity::Confirm);
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "submit.confirm_required",
-                r.map(|r| r.message.clone()).unwrap_or_default(),
-                r.map(|r| r.message_en.clone()).unwrap_or_default(),
-            )
-            .with_details(json!({ "check": result })))
-        }
+        Verdict::Blocked => refuse(
+            code::SUBMIT_BLOCKED,
+            Severity::Block,
+            "Diese Nachricht darf nicht als De-Mail versendet werden.",
+            "This message must not be sent as De-Mail.",
+        ),
+        Verdict::Confirm if !confirmed => refuse(
+            code::SUBMIT_CONFIRM_REQUIRED,
+            Severity::Confirm,
+            "Bitte bestätigen Sie den Versand als De-Mail.",
+            "Please confirm sending as De-Mail.",
+        ),
         Verdict::Email => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "submit.not_demail",
+            code::SUBMIT_NOT_DEMAIL,
             "Diese Nachricht hat keinen De-Mail-Empfänger; sie gehört nicht in den De-Mail-Postausgang.",
             "This message has no De-Mail recipient; it does not belong in the De-Mail outbox.",
         )
@@ -171,7 +170,7 @@ fn judge(result: &CheckResult, confirmed: bool) -> Result<(), ApiError> {
 }
 
 fn parse_options(ids: &[String]) -> Result<OptionSet, ApiError> {
-    OptionSet::parse_ids(ids.iter().map(String::as_str)).map_err(|r| reason_error(StatusCode::BAD_REQUEST, &r))
+    OptionSet::parse_ids(ids.iter().map(String::as_str)).map_err(|r| reason_error(StatusCode::BAD_REQUEST, r))
 }
 
 /// A Message-ID given by a client: `local@domain` from atext and dots, at most 250 bytes.
@@ -206,7 +205,7 @@ fn demail_headers(
     env: &Env,
 ) -> Result<DemailHeaders, ApiError> {
     let h = api::headers(policy, options, private_id, Some(sender), env)
-        .map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &e.reason))?;
+        .map_err(|e| reason_error(StatusCode::UNPROCESSABLE_ENTITY, e.reason))?;
     let lines = h.headers.into_iter().map(|l| (l.name, l.value)).collect();
     Ok((lines, h.private_id, h.private_id_generated))
 }
@@ -223,7 +222,7 @@ fn dialect_view(
         Dialect::Headers => Ok((subject_text.to_string(), lines)),
         Dialect::SubjectTags => {
             let s = subject::format(subject_text, options, &policy.subject)
-                .map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+                .map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, r))?;
             // The gateway reads options from the tags only; the reference still travels as header.
             let keep = lines.into_iter().filter(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).collect();
             Ok((s, keep))
@@ -234,7 +233,7 @@ fn dialect_view(
 /// Tags typed into a subject count like ticked options (as at the gateway).
 fn subject_options(subject_text: &str, policy: &Policy) -> Result<(String, OptionSet), ApiError> {
     let parsed = subject::parse(subject_text, &policy.subject);
-    if let Some(e) = parsed.errors.first() {
+    if let Some(e) = parsed.errors.into_iter().next() {
         return Err(reason_error(StatusCode::UNPROCESSABLE_ENTITY, e));
     }
     Ok((parsed.subject, if parsed.demail { parsed.options } else { OptionSet::EMPTY }))
@@ -248,9 +247,8 @@ fn address_list(field: &str, entries: &[String]) -> Result<Vec<Address<'static>>
     let mut out = Vec::new();
     for e in entries {
         let list = parse_address_list(e).map_err(|r| {
-            let mut err = reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r);
-            err.details = Some(json!({ "field": field, "reasons": [r] }));
-            err
+            let details = json!({ "field": field, "reasons": [&r] });
+            ApiError::core(StatusCode::UNPROCESSABLE_ENTITY, r).with_details(details)
         })?;
         out.extend(list.iter().map(mailbox_addr));
     }
@@ -325,7 +323,7 @@ pub fn prepare_structured(
     let result = check(&input, policy);
     judge(&result, req.confirmed)?;
 
-    let sender_list = parse_address_list(&req.from).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+    let sender_list = parse_address_list(&req.from).map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, r))?;
     let Some(sender) = sender_list.first() else {
         return Err(ApiError::invalid("from", "fehlt.", "is missing."));
     };
@@ -375,7 +373,7 @@ pub fn prepare_structured(
             .map_err(|_| ApiError::invalid("attachments.data", "ist kein gültiges Base64.", "is not valid base64."))?;
         b = b.attachment(ContentType::new(a.content_type.trim().to_ascii_lowercase()), a.filename.clone(), data);
     }
-    let mime = b.write_to_vec().map_err(|e| ApiError::internal(&e.to_string()))?;
+    let mime = b.write_to_vec().map_err(ApiError::internal)?;
 
     finish(
         Mime { head: mime, body: Bytes::new() },
@@ -404,16 +402,9 @@ fn finish(
     let mut sized = input.clone();
     sized.size = Some(mime.len() as u64);
     let result = check(&sized, policy);
-    if result.verdict == Verdict::Blocked && result.reasons.iter().any(|r| r.code == "size.exceeded") {
-        let r = result.reasons.iter().find(|r| r.code == "size.exceeded").cloned();
-        let mut e = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "submit.too_large",
-            r.as_ref().map(|r| r.message.clone()).unwrap_or_default(),
-            r.as_ref().map(|r| r.message_en.clone()).unwrap_or_default(),
-        );
-        e.details = Some(json!({ "check": result }));
-        return Err(e);
+    let too_large = result.reasons.iter().find(|r| r.code == code::CORE_SIZE_EXCEEDED);
+    if let (Verdict::Blocked, Some(r)) = (result.verdict, too_large) {
+        return Err(ApiError::wrap(code::SUBMIT_TOO_LARGE, r.clone()).with_details(json!({ "check": result })));
     }
     judge(&result, confirmed)?;
     // The envelope sender is the e-mail address; the gateway maps it to the De-Mail address.
@@ -445,8 +436,7 @@ struct Field {
 
 fn mime_invalid(de: &str, en: &str) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "submit.mime_invalid",
+        code::SUBMIT_MIME_INVALID,
         format!("Die Nachricht ist kein gültiges RFC-5322-Format: {de}"),
         format!("The message is not valid RFC 5322: {en}"),
     )
@@ -569,13 +559,13 @@ pub fn prepare_raw(
     }
 
     let header_opts = options_from_headers(fields.iter().map(|f| (f.name.as_str(), f.value.as_str())));
-    if let Some(p) = header_opts.problems.first() {
+    if let Some(p) = header_opts.problems.into_iter().next() {
         return Err(reason_error(StatusCode::UNPROCESSABLE_ENTITY, p));
     }
     let (clean_subject, tag_options) = subject_options(&subject_text, policy)?;
     let options = header_opts.options.union(tag_options).union(parse_options(extras.options)?);
     let (_, contradictions) = apply_rules(options, header_opts.explicit_no, None);
-    if let Some(p) = contradictions.first() {
+    if let Some(p) = contradictions.into_iter().next() {
         return Err(reason_error(StatusCode::UNPROCESSABLE_ENTITY, p));
     }
     let header_private_id = all(&fields, PRIVATE_ID).next().map(|f| f.value.clone());
@@ -636,7 +626,7 @@ pub fn prepare_raw(
         let mut rcpts = Vec::new();
         for r in env {
             let a = demail_core::address::normalize_addr_spec(r)
-                .map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+                .map_err(|r| reason_error(StatusCode::UNPROCESSABLE_ENTITY, r))?;
             if !rcpts.contains(&a) {
                 rcpts.push(a);
             }
@@ -690,7 +680,7 @@ mod tests {
         let mut r = req();
         r.subject = "Hallo\r\nBcc: evil@example.org".into();
         let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
-        assert_eq!(e.code, "submit.crlf");
+        assert_eq!(e.code(), "submit.crlf");
     }
 
     #[test]
@@ -719,7 +709,7 @@ mod tests {
         let mut r = req();
         r.to.push("x@example.org".into());
         let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
-        assert_eq!(e.code, "submit.blocked");
+        assert_eq!(e.code(), "submit.blocked");
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

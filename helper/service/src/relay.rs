@@ -11,9 +11,11 @@
 //! send the message is retried with the same Message-ID, so the gateway can drop the
 //! second copy (docs/protocol.md, "Delivery guarantees").
 
+use crate::code;
 use crate::config::{Config, TlsMode};
 use crate::state::{AppState, GatewayState};
-use crate::store::{now_ms, ErrorInfo, OutboxEntry};
+use crate::store::{now_ms, OutboxEntry};
+use demail_core::Reason;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
@@ -27,16 +29,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// What one delivery attempt came to.
+/// What one delivery attempt came to; the reason is what the outbox shows.
 #[derive(Debug)]
 pub enum Outcome {
     Sent(String),
-    Retry(ErrorInfo, Option<String>),
-    Failed(ErrorInfo, Option<String>),
-}
-
-fn info(code: &str, de: String, en: String) -> ErrorInfo {
-    ErrorInfo { code: code.into(), message: de, message_en: en }
+    Retry(Reason, Option<String>),
+    Failed(Reason, Option<String>),
 }
 
 /// The full error text including sources, without secrets (lettre never prints credentials).
@@ -54,37 +52,37 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn ca_pem(cfg: &Config) -> Result<Option<Vec<u8>>, ErrorInfo> {
+fn ca_pem(cfg: &Config) -> Result<Option<Vec<u8>>, Reason> {
     let g = &cfg.gateway;
     if g.ca_file.trim().is_empty() {
         if g.ca_only {
-            return Err(info(
-                "relay.ca_file",
-                "gateway.ca_only ist gesetzt, aber gateway.ca_file fehlt.".into(),
-                "gateway.ca_only is set, but gateway.ca_file is missing.".into(),
+            return Err(Reason::new(
+                code::RELAY_CA_FILE,
+                "gateway.ca_only ist gesetzt, aber gateway.ca_file fehlt.",
+                "gateway.ca_only is set, but gateway.ca_file is missing.",
             ));
         }
         return Ok(None);
     }
     std::fs::read(g.ca_file.trim()).map(Some).map_err(|e| {
-        info(
-            "relay.ca_file",
+        Reason::new(
+            code::RELAY_CA_FILE,
             format!("Die CA-Datei {} kann nicht gelesen werden ({e}).", g.ca_file),
             format!("The CA file {} cannot be read ({e}).", g.ca_file),
         )
     })
 }
 
-fn bad_ca(cfg: &Config) -> ErrorInfo {
-    info(
-        "relay.ca_file",
+fn bad_ca(cfg: &Config) -> Reason {
+    Reason::new(
+        code::RELAY_CA_FILE,
         format!("Die CA-Datei {} enthält kein gültiges PEM-Zertifikat.", cfg.gateway.ca_file),
         format!("The CA file {} holds no valid PEM certificate.", cfg.gateway.ca_file),
     )
 }
 
 /// lettre's TLS parameters for STARTTLS: system roots (unless `ca_only`) plus the internal CA.
-fn tls_parameters(cfg: &Config) -> Result<TlsParameters, ErrorInfo> {
+fn tls_parameters(cfg: &Config) -> Result<TlsParameters, Reason> {
     let mut tls = TlsParameters::builder(cfg.gateway.host.trim().to_string());
     if cfg.gateway.ca_only {
         tls = tls.certificate_store(CertificateStore::None);
@@ -93,8 +91,8 @@ fn tls_parameters(cfg: &Config) -> Result<TlsParameters, ErrorInfo> {
         tls = tls.add_root_certificate(Certificate::from_pem(&pem).map_err(|_| bad_ca(cfg))?);
     }
     tls.build_rustls().map_err(|e| {
-        info(
-            "relay.tls_setup",
+        Reason::new(
+            code::RELAY_TLS_SETUP,
             format!("TLS kann nicht eingerichtet werden: {}", chain(&e)),
             format!("TLS cannot be set up: {}", chain(&e)),
         )
@@ -102,7 +100,7 @@ fn tls_parameters(cfg: &Config) -> Result<TlsParameters, ErrorInfo> {
 }
 
 /// The same trust for implicit TLS, which we set up ourselves (see [`TlsTcp`]).
-fn rustls_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ErrorInfo> {
+fn rustls_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, Reason> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
@@ -124,8 +122,8 @@ fn rustls_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ErrorInfo> {
     let c = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| {
-            info(
-                "relay.tls_setup",
+            Reason::new(
+                code::RELAY_TLS_SETUP,
                 format!("TLS kann nicht eingerichtet werden: {e}"),
                 format!("TLS cannot be set up: {e}"),
             )
@@ -168,17 +166,17 @@ impl AsyncTokioStream for TlsTcp {
     }
 }
 
-fn unreachable_err(host: &str, text: &str) -> ErrorInfo {
-    info(
-        "relay.unreachable",
+fn unreachable_err(host: &str, text: &str) -> Reason {
+    Reason::new(
+        code::RELAY_UNREACHABLE,
         format!("Das Gateway {host} ist nicht erreichbar; die De-Mail wird später erneut gesendet ({text})."),
         format!("The gateway {host} is not reachable; the De-Mail will be sent again later ({text})."),
     )
 }
 
-fn tls_err(host: &str, text: &str) -> ErrorInfo {
-    info(
-        "relay.tls",
+fn tls_err(host: &str, text: &str) -> Reason {
+    Reason::new(
+        code::RELAY_TLS,
         format!("Die TLS-Verbindung zum Gateway {host} wurde abgelehnt: Das Zertifikat des Gateways ist nicht vertrauenswürdig oder passt nicht zum Namen. Prüfen Sie gateway.ca_file und gateway.host. ({text})"),
         format!("The TLS connection to the gateway {host} was refused: the gateway's certificate is not trusted or does not match its name. Check gateway.ca_file and gateway.host. ({text})"),
     )
@@ -188,7 +186,7 @@ async fn timed<T, E: std::fmt::Display>(
     secs: u64,
     host: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<Result<T, E>, ErrorInfo> {
+) -> Result<Result<T, E>, Reason> {
     tokio::time::timeout(Duration::from_secs(secs.max(1)), f)
         .await
         .map_err(|_| unreachable_err(host, &format!("keine Antwort nach {secs} s / no answer after {secs} s")))
@@ -196,14 +194,14 @@ async fn timed<T, E: std::fmt::Display>(
 
 /// A connection to the gateway: TCP with `TCP_NODELAY`, verified TLS (STARTTLS required,
 /// or implicit), then AUTH when a password is given. Nothing is ever sent in clear.
-pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<AsyncSmtpConnection, ErrorInfo> {
+pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<AsyncSmtpConnection, Reason> {
     let g = &cfg.gateway;
     let host = g.host.trim();
     if host.is_empty() {
-        return Err(info(
-            "relay.not_configured",
-            "Es ist kein Gateway konfiguriert (gateway.host). Die Nachricht bleibt im Postausgang.".into(),
-            "No gateway is configured (gateway.host). The message stays in the outbox.".into(),
+        return Err(Reason::new(
+            code::RELAY_NOT_CONFIGURED,
+            "Es ist kein Gateway konfiguriert (gateway.host). Die Nachricht bleibt im Postausgang.",
+            "No gateway is configured (gateway.host). The message stays in the outbox.",
         ));
     }
     let hello = if g.hello_name.trim().is_empty() {
@@ -224,8 +222,8 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
                 .map_err(|e| classify_error(&e, host))?;
             if !conn.can_starttls() {
                 conn.abort().await;
-                return Err(info(
-                    "relay.no_starttls",
+                return Err(Reason::new(
+                    code::RELAY_NO_STARTTLS,
                     format!("Das Gateway {host} bietet kein STARTTLS an. Ohne TLS sendet der Helfer nicht; prüfen Sie gateway.tls und gateway.port."),
                     format!("The gateway {host} does not offer STARTTLS. The helper never sends without TLS; check gateway.tls and gateway.port."),
                 ));
@@ -236,7 +234,11 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
         TlsMode::Implicit => {
             let config = rustls_config(cfg)?;
             let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
-                info("relay.tls_setup", format!("Ungültiger Host-Name {host}."), format!("Invalid host name {host}."))
+                Reason::new(
+                    code::RELAY_TLS_SETUP,
+                    format!("Ungültiger Host-Name {host}."),
+                    format!("Invalid host name {host}."),
+                )
             })?;
             let tls = timed(g.timeout, host, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
                 .await?
@@ -252,9 +254,9 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
         if let Err(e) = r {
             conn.abort().await;
             return Err(match classify(&e, host) {
-                Outcome::Retry(i, _) | Outcome::Failed(i, _) if i.code == "relay.auth" => i,
-                _ => info(
-                    "relay.auth",
+                Refusal { reason, .. } if reason.code == code::RELAY_AUTH => reason,
+                _ => Reason::new(
+                    code::RELAY_AUTH,
                     format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Benutzer und Kennwort („demail credentials set“). Antwort: {}", chain(&e)),
                     format!("Authentication at the gateway failed. Check user and password (\"demail credentials set\"). Reply: {}", chain(&e)),
                 ),
@@ -265,38 +267,55 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
 }
 
 /// Fetch the password (blocking keyring call) when a gateway user is configured.
-async fn password(cfg: &Arc<Config>) -> Result<Option<String>, ErrorInfo> {
+async fn password(cfg: &Arc<Config>) -> Result<Option<String>, Reason> {
     let c = cfg.clone();
-    let r = tokio::task::spawn_blocking(move || crate::secrets::get(&c)).await.map_err(|_| {
-        info(
-            "internal",
-            "Interner Fehler beim Lesen des Schlüsselbunds.".into(),
-            "Internal error reading the keyring.".into(),
+    let r = tokio::task::spawn_blocking(move || crate::secrets::get(&c)).await.map_err(|e| {
+        tracing::error!(error = %e, "keyring task failed");
+        Reason::new(
+            code::INTERNAL.id,
+            "Interner Fehler beim Lesen des Schlüsselbunds.",
+            "Internal error reading the keyring.",
         )
     })?;
-    match r {
-        Ok(p) => Ok(p.map(|(p, _)| p)),
-        Err(e) => Err(ErrorInfo { code: e.code, message: e.message, message_en: e.message_en }),
-    }
+    r.map(|p| p.map(|(p, _)| p)).map_err(|e| e.reason)
 }
 
 fn reply_text(e: &lettre::transport::smtp::Error) -> Option<String> {
     e.status().map(|_| chain(e))
 }
 
+/// Why the gateway (or the way to it) refused: the outbox reason, the gateway's reply if
+/// it gave one, and whether trying again can help.
+struct Refusal {
+    reason: Reason,
+    reply: Option<String>,
+    permanent: bool,
+}
+
+impl From<Refusal> for Outcome {
+    fn from(r: Refusal) -> Self {
+        if r.permanent {
+            Outcome::Failed(r.reason, r.reply)
+        } else {
+            Outcome::Retry(r.reason, r.reply)
+        }
+    }
+}
+
 /// Classify a lettre error.
-fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Outcome {
+fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Refusal {
     let text = chain(e);
     let lower = text.to_ascii_lowercase();
+    let transient = |reason: Reason, reply: Option<String>| Refusal { reason, reply, permanent: false };
     if e.is_tls() || lower.contains("certificate") || lower.contains("handshake") {
-        return Outcome::Retry(tls_err(host, &text), None);
+        return transient(tls_err(host, &text), None);
     }
     let code = e.status().map(|c| c.to_string());
     let code_num: u16 = code.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
     if matches!(code_num, 530 | 534 | 535 | 538 | 454) {
-        return Outcome::Retry(
-            info(
-                "relay.auth",
+        return transient(
+            Reason::new(
+                code::RELAY_AUTH,
                 format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Benutzer und Kennwort („demail credentials set“). Antwort: {text}"),
                 format!("Authentication at the gateway failed. Check user and password (\"demail credentials set\"). Reply: {text}"),
             ),
@@ -304,19 +323,20 @@ fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Outcome {
         );
     }
     if e.is_permanent() {
-        return Outcome::Failed(
-            info(
-                "relay.rejected",
+        return Refusal {
+            reason: Reason::new(
+                code::RELAY_REJECTED,
                 format!("Das Gateway hat die De-Mail endgültig abgelehnt: {text}"),
                 format!("The gateway rejected the De-Mail permanently: {text}"),
             ),
-            reply_text(e),
-        );
+            reply: reply_text(e),
+            permanent: true,
+        };
     }
     if e.is_transient() {
-        return Outcome::Retry(
-            info(
-                "relay.deferred",
+        return transient(
+            Reason::new(
+                code::RELAY_DEFERRED,
                 format!("Das Gateway hat die De-Mail vorläufig abgelehnt; sie wird später erneut gesendet: {text}"),
                 format!("The gateway deferred the De-Mail; it will be sent again later: {text}"),
             ),
@@ -324,39 +344,29 @@ fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Outcome {
         );
     }
     if text.to_ascii_lowercase().contains("auth") {
-        return Outcome::Retry(
-            info(
-                "relay.auth",
+        return transient(
+            Reason::new(
+                code::RELAY_AUTH,
                 format!("Die Anmeldung am Gateway ist nicht möglich: {text}"),
                 format!("Authentication at the gateway is not possible: {text}"),
             ),
             None,
         );
     }
-    Outcome::Retry(
-        info(
-            "relay.unreachable",
-            format!("Das Gateway {host} ist nicht erreichbar; die De-Mail wird später erneut gesendet ({text})."),
-            format!("The gateway {host} is not reachable; the De-Mail will be sent again later ({text})."),
-        ),
-        None,
-    )
+    transient(unreachable_err(host, &text), None)
 }
 
 /// The reason for a failed connection or send, as the outbox would show it.
-pub fn classify_error(e: &lettre::transport::smtp::Error, host: &str) -> ErrorInfo {
-    match classify(e, host) {
-        Outcome::Retry(i, _) | Outcome::Failed(i, _) => i,
-        Outcome::Sent(_) => info("internal", String::new(), String::new()),
-    }
+pub fn classify_error(e: &lettre::transport::smtp::Error, host: &str) -> Reason {
+    classify(e, host).reason
 }
 
 /// Envelope from the outbox entry; an address lettre refuses is a permanent failure.
 fn envelope(entry: &OutboxEntry) -> Result<Envelope, Outcome> {
     let bad = |a: &str| {
         Outcome::Failed(
-            info(
-                "relay.address",
+            Reason::new(
+                code::RELAY_ADDRESS,
                 format!("Die Adresse {a} ist für SMTP ungültig."),
                 format!("The address {a} is invalid for SMTP."),
             ),
@@ -369,11 +379,11 @@ fn envelope(entry: &OutboxEntry) -> Result<Envelope, Outcome> {
         rcpts.push(r.parse::<lettre::Address>().map_err(|_| bad(r))?);
     }
     Envelope::new(Some(sender), rcpts)
-        .map_err(|_| Outcome::Failed(info("relay.address", "Keine Empfänger.".into(), "No recipients.".into()), None))
+        .map_err(|_| Outcome::Failed(Reason::new(code::RELAY_ADDRESS, "Keine Empfänger.", "No recipients."), None))
 }
 
 /// A session with the current password; `Err` is a reason to retry later.
-pub async fn connect(cfg: &Arc<Config>) -> Result<AsyncSmtpConnection, ErrorInfo> {
+pub async fn connect(cfg: &Arc<Config>) -> Result<AsyncSmtpConnection, Reason> {
     let password = password(cfg).await?;
     open_session(cfg, password).await
 }
@@ -416,7 +426,7 @@ pub async fn deliver(cfg: &Config, conn: &mut AsyncSmtpConnection, entry: &Outbo
     match timed(secs, host, transaction(conn, &envelope, mime)).await {
         Err(i) => Outcome::Retry(i, None),
         Ok(Ok(resp)) => Outcome::Sent(format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" "))),
-        Ok(Err(e)) => classify(&e, host),
+        Ok(Err(e)) => classify(&e, host).into(),
     }
 }
 
@@ -530,21 +540,18 @@ async fn record(state: &Arc<AppState>, entry: &OutboxEntry, outcome: Outcome) {
         }
         Outcome::Retry(err, reply) => {
             let age_secs = ((now_ms() - entry.created_at) / 1000).max(0) as u64;
-            let gw = if err.code == "relay.unreachable" { GatewayState::Unreachable } else { GatewayState::Error };
+            let gw = if err.code == code::RELAY_UNREACHABLE { GatewayState::Unreachable } else { GatewayState::Error };
             state.set_gateway(gw, Some(err.clone()));
             if age_secs >= cfg.relay.give_up_after {
                 tracing::warn!(id = %id, code = %err.code, "giving up after {age_secs} s");
-                let err = ErrorInfo {
-                    code: "relay.gave_up".into(),
-                    message: format!(
+                let err = Reason::new(
+                    code::RELAY_GAVE_UP,
+                    format!(
                         "Die De-Mail konnte nicht zugestellt werden; der Helfer hat aufgegeben. Letzter Grund: {}",
                         err.message
                     ),
-                    message_en: format!(
-                        "The De-Mail could not be delivered; the helper gave up. Last reason: {}",
-                        err.message_en
-                    ),
-                };
+                    format!("The De-Mail could not be delivered; the helper gave up. Last reason: {}", err.message_en),
+                );
                 state.with_store(move |s| s.mark_failed(&id, &err, reply.as_deref())).await
             } else {
                 let delay = backoff(cfg, entry.attempts);

@@ -4,52 +4,36 @@
 //! Passwords never reach logs, files, error texts or the API. Errors carry the backend's
 //! kind of failure, not its text (which could echo attributes).
 
+use crate::code;
 use crate::config::{Config, SecretBackend};
+use demail_core::Error;
 use keyring::Entry;
-use serde::Serialize;
 
 pub const SERVICE: &str = "de.demail.helper";
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SecretError {
-    pub code: String,
-    pub message: String,
-    pub message_en: String,
-}
-
-impl std::fmt::Display for SecretError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} / {}", self.message, self.message_en)
-    }
-}
-
-fn err(code: &str, de: &str, en: &str) -> SecretError {
-    SecretError { code: code.into(), message: de.into(), message_en: en.into() }
-}
 
 /// The advice shown when no keyring backend can be reached.
 pub const NO_BACKEND_HELP_DE: &str = "Kein Schlüsselbund erreichbar. Unter Linux braucht der Helfer den Secret Service (GNOME Keyring, KWallet) in der Sitzung oder den Kernel-Schlüsselbund (keyutils, nur bis zum Abmelden/Neustart). Alternative: secrets.backend = \"keyutils\" setzen und das Kennwort nach jeder Anmeldung mit „demail credentials set“ eintragen (z. B. per Anmeldeskript), oder ein Gateway-Konto ohne Kennwort (Zertifikat/IP-Freigabe) verwenden.";
 pub const NO_BACKEND_HELP_EN: &str = "No keyring reachable. On Linux the helper needs the Secret Service (GNOME Keyring, KWallet) in the session, or the kernel keyring (keyutils, kept only until logout/reboot). Alternative: set secrets.backend = \"keyutils\" and enter the password after each login with \"demail credentials set\" (e.g. from a login script), or use a gateway account without a password (certificate/IP allow-list).";
 
-fn classify(e: &keyring::Error, backend: &str) -> SecretError {
+fn classify(e: &keyring::Error, backend: &str) -> Error {
     match e {
-        keyring::Error::NoEntry => err(
-            "secrets.missing",
+        keyring::Error::NoEntry => Error::new(
+            code::SECRETS_MISSING,
             "Für das Gateway-Konto ist kein Kennwort im Schlüsselbund hinterlegt. Setzen Sie es mit „demail credentials set“.",
             "No password for the gateway account is stored in the keyring. Set it with \"demail credentials set\".",
         ),
-        keyring::Error::NoStorageAccess(_) | keyring::Error::PlatformFailure(_) => SecretError {
-            code: "secrets.unavailable".into(),
-            message: format!("Der Schlüsselbund ({backend}) ist nicht erreichbar oder gesperrt. {NO_BACKEND_HELP_DE}"),
-            message_en: format!("The keyring ({backend}) is not reachable or locked. {NO_BACKEND_HELP_EN}"),
-        },
-        keyring::Error::BadEncoding(_) => err(
-            "secrets.encoding",
+        keyring::Error::NoStorageAccess(_) | keyring::Error::PlatformFailure(_) => Error::new(
+            code::SECRETS_UNAVAILABLE,
+            format!("Der Schlüsselbund ({backend}) ist nicht erreichbar oder gesperrt. {NO_BACKEND_HELP_DE}"),
+            format!("The keyring ({backend}) is not reachable or locked. {NO_BACKEND_HELP_EN}"),
+        ),
+        keyring::Error::BadEncoding(_) => Error::new(
+            code::SECRETS_ENCODING,
             "Das gespeicherte Kennwort ist kein UTF-8-Text. Setzen Sie es neu.",
             "The stored password is not UTF-8 text. Set it again.",
         ),
-        _ => err(
-            "secrets.failed",
+        _ => Error::new(
+            code::SECRETS_FAILED,
             "Der Schlüsselbund hat die Anfrage abgelehnt.",
             "The keyring refused the request.",
         ),
@@ -94,19 +78,23 @@ fn entry(backend: &str, user: &str) -> keyring::Result<Entry> {
     }
 }
 
-fn no_account() -> SecretError {
-    err(
-        "secrets.no_account",
+fn no_backend() -> Error {
+    Error::new(code::SECRETS_UNAVAILABLE, NO_BACKEND_HELP_DE, NO_BACKEND_HELP_EN)
+}
+
+fn no_account() -> Error {
+    Error::new(
+        code::SECRETS_NO_ACCOUNT,
         "Es ist kein Gateway-Benutzer konfiguriert (gateway.username).",
         "No gateway user is configured (gateway.username).",
     )
 }
 
 /// Store the password; returns the backend that took it.
-pub fn set(cfg: &Config, password: &str) -> Result<&'static str, SecretError> {
+pub fn set(cfg: &Config, password: &str) -> Result<&'static str, Error> {
     let user = account(cfg).ok_or_else(no_account)?;
     if password.is_empty() {
-        return Err(err("secrets.empty", "Das Kennwort ist leer.", "The password is empty."));
+        return Err(Error::new(code::SECRETS_EMPTY, "Das Kennwort ist leer.", "The password is empty."));
     }
     let mut last = None;
     for b in backends(cfg) {
@@ -116,30 +104,30 @@ pub fn set(cfg: &Config, password: &str) -> Result<&'static str, SecretError> {
             Err(e) => return Err(classify(&e, b)),
         }
     }
-    Err(last.unwrap_or_else(|| err("secrets.unavailable", NO_BACKEND_HELP_DE, NO_BACKEND_HELP_EN)))
+    Err(last.unwrap_or_else(no_backend))
 }
 
 /// Read the password; `Ok(None)` when no gateway user is configured.
-pub fn get(cfg: &Config) -> Result<Option<(String, &'static str)>, SecretError> {
+pub fn get(cfg: &Config) -> Result<Option<(String, &'static str)>, Error> {
     let Some(user) = account(cfg) else { return Ok(None) };
-    let mut first_err: Option<SecretError> = None;
+    let mut first_err: Option<Error> = None;
     for b in backends(cfg) {
         match entry(b, &user).and_then(|e| e.get_password()) {
             Ok(p) => return Ok(Some((p, b))),
             Err(e) => {
                 // Prefer "missing" over "unavailable" when one backend works but is empty.
                 let c = classify(&e, b);
-                if first_err.as_ref().is_none_or(|f| f.code == "secrets.unavailable") {
+                if first_err.as_ref().is_none_or(|f| f.code() == code::SECRETS_UNAVAILABLE) {
                     first_err = Some(c);
                 }
             }
         }
     }
-    Err(first_err.unwrap_or_else(|| err("secrets.unavailable", NO_BACKEND_HELP_DE, NO_BACKEND_HELP_EN)))
+    Err(first_err.unwrap_or_else(no_backend))
 }
 
 /// Remove the password from every backend that has it.
-pub fn delete(cfg: &Config) -> Result<usize, SecretError> {
+pub fn delete(cfg: &Config) -> Result<usize, Error> {
     let user = account(cfg).ok_or_else(no_account)?;
     let mut n = 0;
     for b in backends(cfg) {

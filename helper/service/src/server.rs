@@ -2,9 +2,11 @@
 //! port for discovery, run the API and the relay worker until SIGINT/SIGTERM.
 
 use crate::config::{Config, ConfigIssue, Paths};
+use crate::error::{bilingual, log_cause};
 use crate::state::AppState;
 use crate::store::Store;
-use crate::{api, discovery, relay};
+use crate::{api, code, discovery, relay};
+use demail_core::Error;
 use serde_json::json;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,25 +19,6 @@ pub struct ServeOptions {
     pub port: Option<u16>,
     /// `--config`: the per-user file to use instead of the default.
     pub config: Option<PathBuf>,
-}
-
-/// A startup failure with German and English text.
-#[derive(Debug)]
-pub struct StartError {
-    pub code: String,
-    pub message: String,
-    pub message_en: String,
-}
-
-impl From<Box<ConfigIssue>> for StartError {
-    fn from(i: Box<ConfigIssue>) -> Self {
-        let i = *i;
-        StartError { code: i.code, message: i.message, message_en: i.message_en }
-    }
-}
-
-fn start_err(code: &str, de: String, en: String) -> StartError {
-    StartError { code: code.into(), message: de, message_en: en }
 }
 
 /// Logging: stderr plus daily-rotated files in the log directory. Nothing logged by
@@ -52,17 +35,7 @@ pub fn init_logging(cfg: &Config) -> Option<tracing_appender::non_blocking::Work
         .with_ansi(ansi)
         .with_target(false)
         .with_filter(filter());
-    let dir = cfg.log_dir();
-    let file = crate::store::private_dir(&dir).ok().and_then(|_| {
-        tracing_appender::rolling::Builder::new()
-            .rotation(tracing_appender::rolling::Rotation::DAILY)
-            .filename_prefix("helper")
-            .filename_suffix("log")
-            .max_log_files(cfg.log.max_files.max(1) as usize)
-            .build(&dir)
-            .ok()
-    });
-    match file {
+    match log_file(cfg) {
         Some(appender) => {
             // A small queue (the default holds 128,000 lines, 4 MB): lines beyond it are dropped
             // rather than blocking the service.
@@ -80,8 +53,33 @@ pub fn init_logging(cfg: &Config) -> Option<tracing_appender::non_blocking::Work
     }
 }
 
+/// The daily log files in the log directory.
+fn log_file(cfg: &Config) -> Option<tracing_appender::rolling::RollingFileAppender> {
+    let dir = cfg.log_dir();
+    crate::store::private_dir(&dir).ok()?;
+    tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("helper")
+        .filename_suffix("log")
+        .max_log_files(cfg.log.max_files.max(1) as usize)
+        .build(&dir)
+        .ok()
+}
+
+/// For one-shot programs (the CLI's helper commands, the native-messaging host): an
+/// error's cause goes into the helper's log file, the person gets only the reason.
+pub fn log_cause_to_file(cfg: &Config, e: &Error) {
+    if e.source.is_none() {
+        return;
+    }
+    if let Some(file) = log_file(cfg) {
+        let subscriber = tracing_subscriber::fmt().with_writer(file).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || log_cause(e));
+    }
+}
+
 /// Load the configuration for `serve` and the CLI.
-pub fn load_config(user_file: Option<&std::path::Path>) -> Result<(Config, Paths), StartError> {
+pub fn load_config(user_file: Option<&std::path::Path>) -> Result<(Config, Paths), Box<ConfigIssue>> {
     let paths = Paths::resolve(user_file);
     let cfg = Config::load(&paths)?;
     Ok((cfg, paths))
@@ -89,12 +87,12 @@ pub fn load_config(user_file: Option<&std::path::Path>) -> Result<(Config, Paths
 
 /// Run the helper in the foreground. Returns when a signal arrives.
 /// The configuration for `serve`/`tray`: files plus `--port` (refused when IT locked it).
-pub fn effective_config(opts: &ServeOptions) -> Result<Config, StartError> {
+pub fn effective_config(opts: &ServeOptions) -> Result<Config, Error> {
     let (mut cfg, _paths) = load_config(opts.config.as_deref())?;
     if let Some(p) = opts.port {
         if cfg.is_locked("api.port") && p != cfg.api.port {
-            return Err(start_err(
-                "config.locked",
+            return Err(Error::new(
+                code::CONFIG_LOCKED,
                 format!("Der Port ist von der IT auf {} festgelegt; --port {p} ist nicht erlaubt.", cfg.api.port),
                 format!("The port is locked by IT to {}; --port {p} is not allowed.", cfg.api.port),
             ));
@@ -118,8 +116,8 @@ pub fn start_error_dir() -> PathBuf {
 /// error in German and English, also appended to `<data dir>/logs/<file>`, because what
 /// failed may be the configuration that would have set up the log. A successful start of
 /// any helper removes these files. Returns the text.
-pub fn record_start_error(file: &str, e: &StartError) -> String {
-    let text = format!("Fehler [{}]: {}\nError [{}]: {}\n", e.code, e.message, e.code, e.message_en);
+pub fn record_start_error(file: &str, e: &Error) -> String {
+    let text = bilingual(&e.reason);
     let dir = start_error_dir();
     if crate::store::private_dir(&dir).is_ok() {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(file)) {
@@ -129,19 +127,19 @@ pub fn record_start_error(file: &str, e: &StartError) -> String {
     text
 }
 
-pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
+pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     let cfg = effective_config(&opts)?;
     let _guard = init_logging(&cfg);
     for w in &cfg.warnings {
-        tracing::warn!(code = %w.code, "{}", w.message_en);
+        tracing::warn!(code = %w.reason.code, "{}", w.reason.message_en);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-        start_err("internal", format!("Laufzeit kann nicht starten: {e}"), format!("Runtime cannot start: {e}"))
+        Error::new(code::INTERNAL.id, format!("Laufzeit kann nicht starten: {e}"), format!("Runtime cannot start: {e}"))
     })?;
-    rt.block_on(run(cfg))
+    rt.block_on(run(cfg)).inspect_err(log_cause)
 }
 
-async fn run(cfg: Config) -> Result<(), StartError> {
+async fn run(cfg: Config) -> Result<(), Error> {
     let running = start(cfg).await?;
     running.announce();
     running.serve(signal()).await
@@ -162,30 +160,18 @@ pub struct Running {
 
 /// Lock the user's instance, open the outbox, bind the API (and the optional SMTP
 /// listener) on 127.0.0.1, publish the port, start the relay.
-pub async fn start(cfg: Config) -> Result<Running, StartError> {
+pub async fn start(cfg: Config) -> Result<Running, Error> {
     let data = cfg.data_dir();
-    let lock = discovery::lock_instance(&data).map_err(|e| {
-        start_err(
-            "serve.running",
-            format!("Für diesen Benutzer läuft bereits ein De-Mail-Helfer ({e})."),
-            format!("A De-Mail helper is already running for this user ({e})."),
-        )
-    })?;
-    let mut store = Store::open(&data).map_err(|e| {
-        start_err(
-            "store.unavailable",
-            format!("Der Postausgang in {} kann nicht geöffnet werden: {e}", data.display()),
-            format!("The outbox in {} cannot be opened: {e}", data.display()),
-        )
-    })?;
+    let lock = discovery::lock_instance(&data)?;
+    let mut store = Store::open(&data)?;
     let recovered = store.recover().unwrap_or(0);
     if recovered > 0 {
         tracing::warn!(count = recovered, "messages were being sent when the helper stopped; they are queued again");
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], cfg.api.port));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        start_err(
-            "serve.bind",
+        Error::new(
+            code::SERVE_BIND,
             format!("Port {} auf 127.0.0.1 ist nicht verfügbar: {e}", cfg.api.port),
             format!("Port {} on 127.0.0.1 is not available: {e}", cfg.api.port),
         )
@@ -200,8 +186,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if state.config.submission.enabled {
         let addr = SocketAddr::from(([127, 0, 0, 1], state.config.submission.port));
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            start_err(
-                "serve.bind",
+            Error::new(
+                code::SERVE_BIND,
                 format!("Der SMTP-Port {} auf 127.0.0.1 ist nicht verfügbar: {e}", state.config.submission.port),
                 format!("SMTP port {} on 127.0.0.1 is not available: {e}", state.config.submission.port),
             )
@@ -214,8 +200,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         submission_port = Some(p);
     }
     let runtime_file = discovery::publish(port, submission_port).map_err(|e| {
-        start_err(
-            "serve.discovery",
+        Error::new(
+            code::SERVE_DISCOVERY,
             format!("Die Discovery-Datei kann nicht geschrieben werden: {e}"),
             format!("The discovery file cannot be written: {e}"),
         )
@@ -246,10 +232,7 @@ impl Running {
 
     /// Serve the API until `shutdown` resolves or [`AppState::shutdown`] is called; then
     /// stop the relay (waiting up to 10 s for a message on the wire) and unpublish.
-    pub async fn serve(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let Running { state, listener, lock, worker, submission, runtime_file, .. } = self;
         let app = api::router(state.clone());
         let st = state.clone();
@@ -273,7 +256,11 @@ impl Running {
         drop(lock);
         tracing::info!("helper stopped");
         served.map_err(|e| {
-            start_err("serve.failed", format!("Der Dienst ist ausgefallen: {e}"), format!("The service failed: {e}"))
+            Error::new(
+                code::SERVE_FAILED,
+                format!("Der Dienst ist ausgefallen: {e}"),
+                format!("The service failed: {e}"),
+            )
         })
     }
 }

@@ -1,10 +1,10 @@
 //! Shared state of a running helper.
 
+use crate::code;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::store::{ErrorInfo, Store, StoreError};
-use axum::http::StatusCode;
-use demail_core::Policy;
+use crate::store::{Store, StoreError};
+use demail_core::{Policy, Reason};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -41,7 +41,7 @@ pub struct AppState {
     /// Wakes the relay worker (new or retried message).
     pub wake: Notify,
     shutdown_tx: watch::Sender<bool>,
-    gateway: Mutex<(GatewayState, Option<ErrorInfo>)>,
+    gateway: Mutex<(GatewayState, Option<Reason>)>,
     policy: Mutex<Option<PolicyCache>>,
     pub port: AtomicU16,
     pub started: Instant,
@@ -77,7 +77,7 @@ impl AppState {
             f(&mut g)
         })
         .await
-        .map_err(|e| StoreError(format!("store task: {e}")))?
+        .map_err(|e| StoreError::new(format!("store task: {e}")))?
     }
 
     pub fn shutdown(&self) {
@@ -98,12 +98,12 @@ impl AppState {
         }
     }
 
-    pub fn set_gateway(&self, s: GatewayState, err: Option<ErrorInfo>) {
+    pub fn set_gateway(&self, s: GatewayState, err: Option<Reason>) {
         let mut g = self.gateway.lock().unwrap_or_else(|p| p.into_inner());
         *g = (s, err);
     }
 
-    pub fn gateway(&self) -> (GatewayState, Option<ErrorInfo>) {
+    pub fn gateway(&self) -> (GatewayState, Option<Reason>) {
         self.gateway.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -156,18 +156,12 @@ pub fn load_policy(path: &std::path::Path) -> Result<(Policy, String), ApiError>
     match std::fs::read_to_string(path) {
         Ok(text) => Policy::parse(&text).map(|p| (p, path.display().to_string())).map_err(|e| {
             let e = e.with_file(path.display().to_string());
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "policy.invalid",
-                e.reason.message.clone(),
-                e.reason.message_en.clone(),
-            )
-            .with_details(serde_json::json!({ "policy_error": e }))
+            let details = serde_json::json!({ "policy_error": &e });
+            ApiError::wrap(code::POLICY_INVALID, e.reason).with_details(details)
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Policy::default(), "built-in".into())),
         Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "policy.unreadable",
+            code::POLICY_UNREADABLE,
             format!("Die Richtlinie {} kann nicht gelesen werden ({e}).", path.display()),
             format!("The policy {} cannot be read ({e}).", path.display()),
         )),

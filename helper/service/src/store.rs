@@ -4,6 +4,8 @@
 //! returns, so the API may answer 202 right after storing a message. The CLI opens the
 //! same file (pairing approval, outbox commands) while the service runs.
 
+use crate::code;
+use demail_core::Reason;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -73,26 +75,57 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
 }
 
-/// A store error: the text never contains message content or secrets.
+/// A store failure: the person gets a stable code and text, the log the SQLite or I/O
+/// cause (which never holds message content or secrets).
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub struct StoreError(pub demail_core::Error);
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl StoreError {
+    pub fn new(cause: impl std::fmt::Display) -> Self {
+        StoreError(
+            demail_core::Error::new(
+                code::STORE_UNAVAILABLE.id,
+                "Der Speicher des Helfers ist nicht verfügbar (Datenträger, Rechte?).",
+                "The helper's storage is not available (disk, permissions?).",
+            )
+            .caused_by(cause),
+        )
     }
 }
 
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError::new(e)
     }
 }
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError::new(e)
     }
+}
+
+impl From<StoreError> for demail_core::Error {
+    fn from(e: StoreError) -> Self {
+        e.0
+    }
+}
+
+/// The outbox directory itself cannot be used (the cause goes to the log).
+pub(crate) fn unusable(dir: &Path) -> Reason {
+    Reason::new(
+        code::STORE_UNAVAILABLE.id,
+        format!("Der Postausgang in {} kann nicht geöffnet werden.", dir.display()),
+        format!("The outbox in {} cannot be opened.", dir.display()),
+    )
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -174,18 +207,11 @@ pub struct OutboxEntry {
     pub status: String,
     pub attempts: i64,
     pub next_attempt_at: Option<i64>,
-    pub error: Option<ErrorInfo>,
+    pub error: Option<Reason>,
     pub gateway_reply: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub sent_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorInfo {
-    pub code: String,
-    pub message: String,
-    pub message_en: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -249,11 +275,11 @@ fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxEntry> {
     let status: String = r.get(9)?;
     let code: Option<String> = r.get(12)?;
     let error = match code {
-        Some(code) => Some(ErrorInfo {
-            code,
-            message: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
-            message_en: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
-        }),
+        Some(code) => Some(Reason::new(
+            &code,
+            r.get::<_, Option<String>>(13)?.unwrap_or_default(),
+            r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+        )),
         None => None,
     };
     let next: i64 = r.get(11)?;
@@ -299,6 +325,10 @@ fn pairing_row(r: &rusqlite::Row) -> rusqlite::Result<Pairing> {
 impl Store {
     /// Open (and create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_in(dir).map_err(|e| StoreError(demail_core::Error { reason: unusable(dir), ..e.0 }))
+    }
+
+    fn open_in(dir: &Path) -> Result<Store> {
         private_dir(dir)?;
         let path = dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
@@ -368,7 +398,7 @@ impl Store {
             blob.write_at(m.mime_body, m.mime_head.len())?;
         }
         tx.commit()?;
-        Ok(Enqueued::New(self.get(&id)?.ok_or_else(|| StoreError("stored message vanished".into()))?))
+        Ok(Enqueued::New(self.get(&id)?.ok_or_else(|| StoreError::new("stored message vanished"))?))
     }
 
     pub fn get(&self, id: &str) -> Result<Option<OutboxEntry>> {
@@ -453,7 +483,7 @@ impl Store {
     }
 
     /// Transient failure: back to `queued`, due again at `next`.
-    pub fn mark_retry(&mut self, id: &str, next: i64, err: &ErrorInfo, reply: Option<&str>) -> Result<()> {
+    pub fn mark_retry(&mut self, id: &str, next: i64, err: &Reason, reply: Option<&str>) -> Result<()> {
         self.relaxed(|s| Ok(s.conn.execute(
             "UPDATE messages SET status = 'queued', next_attempt_at = ?2, error_code = ?3, error = ?4, error_en = ?5, gateway_reply = ?6, updated_at = ?7 WHERE id = ?1 AND status = 'sending'",
             params![id, next, err.code, err.message, err.message_en, reply, now_ms()],
@@ -461,7 +491,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn mark_failed(&mut self, id: &str, err: &ErrorInfo, reply: Option<&str>) -> Result<()> {
+    pub fn mark_failed(&mut self, id: &str, err: &Reason, reply: Option<&str>) -> Result<()> {
         self.conn.execute(
             "UPDATE messages SET status = 'failed', error_code = ?2, error = ?3, error_en = ?4, gateway_reply = ?5, updated_at = ?6 WHERE id = ?1",
             params![id, err.code, err.message, err.message_en, reply, now_ms()],
@@ -559,7 +589,7 @@ impl Store {
             "INSERT INTO pairings (id, client, code, token_hash, status, source, origin, created_at, expires_at, decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![id, client, code, token_hash, status, source, origin, now, expires_at, decided],
         )?;
-        self.pairing(&id)?.ok_or_else(|| StoreError("stored pairing vanished".into()))
+        self.pairing(&id)?.ok_or_else(|| StoreError::new("stored pairing vanished"))
     }
 
     pub fn pairing(&self, id: &str) -> Result<Option<Pairing>> {

@@ -20,13 +20,16 @@ pub struct Submission {
     pub state: Arc<AppState>,
 }
 
+/// The API's refusal as an SMTP reply: `[code] German … / … English`.
 fn reject_from(e: &crate::error::ApiError) -> Reject {
+    crate::error::log_cause(&e.error);
     let (code, enhanced) = match e.status.as_u16() {
         413 => (552, "5.3.4"),
         409 | 422 | 400 => (550, "5.7.1"),
         _ => (451, "4.3.0"),
     };
-    Reject::new(code, enhanced, format!("[{}] {}", e.code, e.message), format!("[{}] {}", e.code, e.message_en))
+    let r = e.reason();
+    Reject::new(code, enhanced, r.to_string(), format!("[{}] {}", r.code, r.message_en))
 }
 
 impl Handler for Submission {

@@ -647,6 +647,32 @@ fn config_locks_and_errors() {
 }
 
 #[test]
+fn a_store_failure_shows_its_code_and_logs_its_cause() {
+    let d = demail_testkit::temp_dir();
+    std::fs::write(d.path().join("a-file"), "").unwrap();
+    let machine = format!(
+        "[storage]\ndir = \"{}\"\n[log]\ndir = \"{}\"\n",
+        d.path().join("a-file/outbox").display(),
+        d.path().join("logs").display()
+    );
+    std::fs::write(d.path().join("machine.toml"), machine).unwrap();
+    let mut cmd = std::process::Command::new(demail_bin());
+    cmd.args(["pair", "list"]);
+    helper_env(&mut cmd, d.path());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Fehler [store.unavailable]") && stderr.contains("Error [store.unavailable]"), "{stderr}");
+    assert!(!stderr.contains("os error"), "the cause is for the log: {stderr}");
+    let log: String = std::fs::read_dir(d.path().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(log.contains("store.unavailable") && log.contains("os error"), "{log}");
+}
+
+#[test]
 fn second_helper_for_the_same_user_is_refused() {
     let h = helper();
     let (rc, _, err) = h.cli(&["serve", "--port", "0"], None);

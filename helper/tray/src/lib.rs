@@ -7,8 +7,14 @@
 //! Tray colours: green connected, grey nothing sent yet, blue De-Mails waiting, orange
 //! gateway unreachable, red an error (TLS, login, configuration) or a failed De-Mail.
 
+// The helper's errors carry a core `Reason` (three texts) and a cause; they travel only
+// the cold path out, where their size costs nothing and boxing would only add noise.
+#![allow(clippy::result_large_err)]
+
+use demail_helper::code;
 use demail_helper::config::{self, Config, Paths};
-use demail_helper::server::{self, ServeOptions, StartError};
+use demail_helper::error::{envelope, log_cause, Error};
+use demail_helper::server::{self, ServeOptions};
 use demail_helper::state::{AppState, GatewayState};
 use demail_helper::store::now_ms;
 use serde_json::{json, Value};
@@ -45,16 +51,15 @@ fn ok(v: Value) -> Reply {
     json!({ "ok": true, "result": v })
 }
 
-fn err(code: &str, de: impl Into<String>, en: impl Into<String>) -> Reply {
-    json!({ "ok": false, "error": { "code": code, "message": de.into(), "message_en": en.into() } })
+/// The window gets the reason, the log the cause.
+fn fail(e: impl Into<Error>) -> Reply {
+    let e = e.into();
+    log_cause(&e);
+    envelope(&e.reason, None)
 }
 
-fn store_err(e: impl std::fmt::Display) -> Reply {
-    err(
-        "store.unavailable",
-        format!("Der Postausgang ist nicht verfügbar: {e}"),
-        format!("The outbox is not available: {e}"),
-    )
+fn err(code: &str, de: impl Into<String>, en: impl Into<String>) -> Reply {
+    fail(Error::new(code, de, en))
 }
 
 fn value_of(cfg: &Config, key: &str) -> Value {
@@ -88,14 +93,14 @@ fn settings_get(ui: State<'_, Ui>) -> Reply {
 #[tauri::command]
 fn settings_set(ui: State<'_, Ui>, key: String, value: String) -> Reply {
     if !FIELDS.contains(&key.as_str()) {
-        return err("request.invalid", "Unbekanntes Feld.", "Unknown field.");
+        return err(code::REQUEST_INVALID.id, "Unbekanntes Feld.", "Unknown field.");
     }
     match config::set_user_value(&ui.paths, &key, &value) {
         Ok(cfg) => {
             ui.state.replace_config(cfg);
             ok(json!({ "key": key }))
         }
-        Err(e) => err(&e.code, e.message.clone(), e.message_en.clone()),
+        Err(e) => fail(e),
     }
 }
 
@@ -108,7 +113,7 @@ fn password_set(ui: State<'_, Ui>, password: String) -> Reply {
             ui.state.replace_config((*cfg).clone());
             ok(json!({ "backend": backend }))
         }
-        Err(e) => err(&e.code, e.message, e.message_en),
+        Err(e) => fail(e),
     }
 }
 
@@ -118,8 +123,8 @@ async fn connection_test(ui: State<'_, Ui>) -> Result<Reply, ()> {
     let r = tauri::async_runtime::spawn_blocking(move || demail_helper::admin::credentials_test(&cfg)).await;
     Ok(match r {
         Ok(Ok(v)) => ok(v),
-        Ok(Err(e)) => err(&e.code, e.message, e.message_en),
-        Err(_) => err("internal", "Interner Fehler.", "Internal error."),
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(Error::new(code::INTERNAL.id, "Interner Fehler.", "Internal error.").caused_by(e)),
     })
 }
 
@@ -150,7 +155,7 @@ async fn outbox_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
             let counts: serde_json::Map<String, Value> = counts.into_iter().map(|(k, v)| (k, json!(v))).collect();
             ok(json!({ "messages": messages, "counts": counts }))
         }
-        Err(e) => store_err(e),
+        Err(e) => fail(e),
     })
 }
 
@@ -162,12 +167,12 @@ async fn outbox_action(ui: State<'_, Ui>, id: String, action: String) -> Result<
     Ok(match r {
         Ok(Some((true, e))) => ok(serde_json::to_value(e).unwrap_or(Value::Null)),
         Ok(Some((false, e))) => err(
-            "outbox.state",
+            code::OUTBOX_STATE.id,
             format!("Im Zustand „{}“ nicht möglich.", e.status),
             format!("Not possible in state \"{}\".", e.status),
         ),
-        Ok(None) => err("outbox.not_found", "Nicht im Postausgang.", "Not in the outbox."),
-        Err(e) => store_err(e),
+        Ok(None) => err(code::OUTBOX_NOT_FOUND.id, "Nicht im Postausgang.", "Not in the outbox."),
+        Err(e) => fail(e),
     })
 }
 
@@ -184,7 +189,7 @@ async fn pairings_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
                 .collect();
             ok(json!({ "pairings": list }))
         }
-        Err(e) => store_err(e),
+        Err(e) => fail(e),
     })
 }
 
@@ -196,8 +201,10 @@ async fn pairing_decide(ui: State<'_, Ui>, code: String, approve: bool) -> Resul
             tracing::info!(pairing = %p.id, approve, "pairing decided in the tray");
             ok(serde_json::to_value(p).unwrap_or(Value::Null))
         }
-        Ok(None) => err("pairing.unknown", "Keine offene Anfrage mit diesem Code.", "No open request with this code."),
-        Err(e) => store_err(e),
+        Ok(None) => {
+            err(code::PAIRING_UNKNOWN, "Keine offene Anfrage mit diesem Code.", "No open request with this code.")
+        }
+        Err(e) => fail(e),
     })
 }
 
@@ -206,7 +213,7 @@ async fn pairing_revoke(ui: State<'_, Ui>, id: String) -> Result<Reply, ()> {
     let r = ui.state.with_store(move |s| s.revoke(&id)).await;
     Ok(match r {
         Ok(n) => ok(json!({ "revoked": n })),
-        Err(e) => store_err(e),
+        Err(e) => fail(e),
     })
 }
 
@@ -414,7 +421,7 @@ const SHOW_REQUEST: &str = "show-window.request";
 /// Another helper holds this user's lock: ask it to open its window. Only a tray reads the
 /// request; if none does within a few seconds (a headless `demail serve`), the start error
 /// stands and the request is withdrawn.
-fn show_running(request: &std::path::Path, err: StartError) -> Result<(), StartError> {
+fn show_running(request: &std::path::Path, err: Error) -> Result<(), Error> {
     if std::fs::write(request, b"").is_err() {
         return Err(err);
     }
@@ -430,15 +437,18 @@ fn show_running(request: &std::path::Path, err: StartError) -> Result<(), StartE
 }
 
 /// Run the tray app with the helper inside. Returns when the user quits.
-pub fn run(opts: ServeOptions) -> Result<(), StartError> {
+pub fn run(opts: ServeOptions) -> Result<(), Error> {
     let cfg = server::effective_config(&opts)?;
     let (_, paths) = server::load_config(opts.config.as_deref())?;
     let _log = server::init_logging(&cfg);
     let show_request = cfg.data_dir().join(SHOW_REQUEST);
     let running = match tauri::async_runtime::block_on(server::start(cfg)) {
         Ok(r) => r,
-        Err(e) if e.code == "serve.running" => return show_running(&show_request, e),
-        Err(e) => return Err(e),
+        Err(e) if e.code() == code::SERVE_RUNNING => return show_running(&show_request, e),
+        Err(e) => {
+            log_cause(&e);
+            return Err(e);
+        }
     };
     // A request left from before (a crash) is not the user's click now.
     let _ = std::fs::remove_file(&show_request);
@@ -485,10 +495,12 @@ pub fn run(opts: ServeOptions) -> Result<(), StartError> {
             }
         })
         .build(tauri::generate_context!())
-        .map_err(|e| StartError {
-            code: "tray.start".into(),
-            message: format!("Die Oberfläche kann nicht starten (Anzeige, WebKitGTK?): {e}"),
-            message_en: format!("The user interface cannot start (display, WebKitGTK?): {e}"),
+        .map_err(|e| {
+            Error::new(
+                code::TRAY_START,
+                format!("Die Oberfläche kann nicht starten (Anzeige, WebKitGTK?): {e}"),
+                format!("The user interface cannot start (display, WebKitGTK?): {e}"),
+            )
         })?;
     app.run(move |handle, event| {
         if let RunEvent::Exit = event {
