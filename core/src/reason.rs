@@ -107,7 +107,9 @@ pub(crate) fn encode_reason(r: &Reason) -> String {
     format!("{}{SEP}{}{SEP}{}", r.code, r.message, r.message_en)
 }
 
-pub(crate) fn decode_reason(msg: &str) -> Option<Reason> {
+/// The [`Reason`] a field validator put into a serde error message, if any (callers that
+/// deserialise core types themselves, e.g. the helper's API, use it too).
+pub fn decode_reason(msg: &str) -> Option<Reason> {
     let mut it = msg.splitn(3, SEP);
     let code = it.next()?;
     let de = it.next()?;

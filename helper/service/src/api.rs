@@ -279,7 +279,7 @@ fn shape<T: for<'de> Deserialize<'de>>(v: Value) -> AppResult<T> {
     serde_json::from_value(v).map_err(|e| {
         let msg = e.to_string();
         // Option ids carry the core's reason.
-        match crate::error::reason_in_serde_message(&msg) {
+        match demail_core::reason::decode_reason(&msg) {
             Some(r) => ApiError::core(StatusCode::BAD_REQUEST, r),
             None => ApiError::new(
                 code::REQUEST_INVALID,

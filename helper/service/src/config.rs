@@ -505,7 +505,7 @@ fn parse_file(src: &Source) -> Result<FileConfig, Box<ConfigIssue>> {
         let key = off.and_then(|o| key_path_at(src.text, o));
         let msg = e.message().trim().to_string();
         // Size errors from the core carry their own reason.
-        if let Some(r) = crate::error::reason_in_serde_message(&msg) {
+        if let Some(r) = demail_core::reason::decode_reason(&msg) {
             return ConfigIssue::at(&r.code, src.path, line, key, &r.message, &r.message_en);
         }
         let (code, de) = if msg.contains("unknown field") {

@@ -117,14 +117,6 @@ pub fn bilingual(r: &Reason) -> String {
     format!("Fehler [{c}]: {}\nError [{c}]: {}\n", r.message, r.message_en, c = r.code)
 }
 
-/// A core reason carried through serde's string-only errors (option ids, sizes): code,
-/// German and English text separated by U+001F. The core's decoder is crate-private.
-pub fn reason_in_serde_message(msg: &str) -> Option<Reason> {
-    let mut parts = msg.splitn(3, '\u{1f}');
-    let (code, de, en) = (parts.next()?, parts.next()?, parts.next()?);
-    Some(Reason::new(code.trim(), de, en))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
