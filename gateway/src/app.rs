@@ -8,7 +8,7 @@ use crate::spool::{self, Kind, Meta, Spool, State};
 use crate::{dsn, pipeline};
 use demail_core::classify::{classify_raw, Kind as MsgKind};
 use demail_core::{Error, Policy};
-use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -241,12 +241,16 @@ impl Drop for Inflight {
 pub struct Outbound(pub Arc<App>);
 
 impl Handler for Outbound {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
         let mut ok = false;
         for (u, p) in &self.0.users {
             ok |= same(&u.name, user) & same(p, password);
         }
-        ok
+        if ok {
+            AuthResult::Accepted(Authenticated { user: user.to_string(), method: "account".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
 
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {

@@ -35,4 +35,6 @@ pub mod tls;
 
 pub use ipnet::IpNet;
 pub use reply::{Accepted, Reject};
-pub use server::{serve, serve_connection, Config, Envelope, Handler, SessionInfo};
+pub use server::{
+    serve, serve_connection, AuthResult, Authenticated, Config, Envelope, Handler, SaslExchange, SaslStep, SessionInfo,
+};

@@ -8,6 +8,7 @@ use smtp_proto::request::receiver::{LineReceiver, RequestReceiver};
 use smtp_proto::{EhloResponse, Error as ProtoError, Request};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,8 +31,11 @@ pub struct Config {
     pub implicit_tls: bool,
     /// Refuse MAIL until the session is encrypted.
     pub require_tls: bool,
-    /// Offer AUTH PLAIN/LOGIN (checked by [`Handler::authenticate`]).
+    /// Offer AUTH: PLAIN/LOGIN (checked by [`Handler::authenticate`], unless
+    /// `password_auth` is off) and the mechanisms of [`Handler::sasl_mechanisms`].
     pub offer_auth: bool,
+    /// Offer PLAIN and LOGIN (a gateway with Kerberos only turns this off).
+    pub password_auth: bool,
     /// Refuse MAIL until the client has authenticated.
     pub require_auth: bool,
     /// Allow AUTH on an unencrypted session (tests only; passwords travel in clear).
@@ -61,6 +65,7 @@ impl Default for Config {
             implicit_tls: false,
             require_tls: false,
             offer_auth: false,
+            password_auth: true,
             require_auth: false,
             allow_auth_without_tls: false,
             allowed_clients: Vec::new(),
@@ -84,6 +89,44 @@ pub struct SessionInfo {
     pub tls: bool,
     /// The authenticated user, if any.
     pub auth_user: Option<String>,
+    /// How they signed in ([`Authenticated::method`]).
+    pub auth_method: Option<String>,
+}
+
+/// Who signed in, as the application decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The identity the session carries from now on (a login, a Kerberos principal).
+    pub user: String,
+    /// How, in the application's own word (`password`, `kerberos`, …).
+    pub method: String,
+    /// Shown in the 235 reply (e.g. the person's name); `user` when absent.
+    pub display: Option<String>,
+}
+
+/// The answer to a sign-in attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    Accepted(Authenticated),
+    /// Wrong credentials: 535, and it counts as a failed attempt.
+    Refused,
+    /// Cannot be decided now (the directory is down): this reply, 454 4.7.0 as a rule.
+    /// Not a failed attempt; the client tries again later.
+    Unavailable(Reject),
+}
+
+/// The next move in a SASL exchange the application runs.
+pub enum SaslStep {
+    /// Send this challenge (`334 <base64>`) and wait for the client's response.
+    Challenge(Vec<u8>),
+    Finished(AuthResult),
+}
+
+/// One exchange of a SASL mechanism the application implements (e.g. GSSAPI).
+pub trait SaslExchange: Send {
+    /// Take the client's (decoded) response; the first call gets the initial response,
+    /// or nothing when the client sent none.
+    fn step<'a>(&'a mut self, response: &'a [u8]) -> Pin<Box<dyn Future<Output = SaslStep> + Send + 'a>>;
 }
 
 /// One transaction: who sends to whom.
@@ -98,8 +141,19 @@ pub struct Envelope {
 /// The application side of the server. Only [`Handler::deliver`] is required.
 pub trait Handler: Send + Sync + 'static {
     /// Check AUTH PLAIN/LOGIN credentials. The default refuses everyone.
-    fn authenticate(&self, _user: &str, _password: &str) -> impl Future<Output = bool> + Send {
-        async { false }
+    fn authenticate(&self, _user: &str, _password: &str) -> impl Future<Output = AuthResult> + Send {
+        async { AuthResult::Refused }
+    }
+
+    /// SASL mechanisms beyond PLAIN and LOGIN the application runs itself, as
+    /// smtp-proto `AUTH_*` bits (e.g. `AUTH_GSSAPI`).
+    fn sasl_mechanisms(&self) -> u64 {
+        0
+    }
+
+    /// Start an exchange for one of [`Handler::sasl_mechanisms`].
+    fn sasl_start(&self, _mechanism: u64, _session: &SessionInfo) -> Option<Box<dyn SaslExchange>> {
+        None
     }
 
     /// Accept or refuse a reverse path.
@@ -180,7 +234,7 @@ where
         return;
     }
     debug!(client = %peer, "connected");
-    let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None };
+    let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None, auth_method: None };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     if config.implicit_tls {
         let Some(acc) = tls else {
@@ -228,6 +282,11 @@ enum Mode {
     AuthLogin {
         line: LineReceiver<()>,
         user: Option<String>,
+    },
+    /// A mechanism of the application's (GSSAPI): a challenge is out, a response comes.
+    Sasl {
+        line: LineReceiver<()>,
+        exchange: Box<dyn SaslExchange>,
     },
 }
 
@@ -477,6 +536,17 @@ impl<H: Handler> Session<H> {
                             Step::Continue
                         }
                     }
+                    Mode::Sasl { line, .. } => {
+                        if line.ingest(&mut iter) {
+                            let l = String::from_utf8_lossy(&line.buf).to_string();
+                            let Mode::Sasl { exchange, .. } = std::mem::replace(&mut mode, Mode::Command) else {
+                                unreachable!("matched above")
+                            };
+                            self.sasl_response(&l, exchange, &mut mode).await
+                        } else {
+                            Step::Continue
+                        }
+                    }
                 };
                 match step {
                     Step::Continue => {}
@@ -589,7 +659,10 @@ impl<H: Handler> Session<H> {
         }
         if self.auth_possible() && self.info.auth_user.is_none() {
             r.capabilities |= smtp_proto::EXT_AUTH;
-            r.auth_mechanisms = smtp_proto::AUTH_PLAIN | smtp_proto::AUTH_LOGIN;
+            r.auth_mechanisms = self.handler.sasl_mechanisms();
+            if self.cfg.password_auth {
+                r.auth_mechanisms |= smtp_proto::AUTH_PLAIN | smtp_proto::AUTH_LOGIN;
+            }
         }
         let _ = r.write(&mut self.out);
     }
@@ -757,6 +830,33 @@ impl<H: Handler> Session<H> {
         if self.info.auth_user.is_some() || self.mail_from.is_some() {
             return self.error(503, "5.5.1", "AUTH ist jetzt nicht erlaubt.", "AUTH not allowed now.");
         }
+        if mechanism & self.handler.sasl_mechanisms() != 0 {
+            let Some(exchange) = self.handler.sasl_start(mechanism, &self.info) else {
+                return self.error(
+                    504,
+                    "5.5.4",
+                    "Anmeldeverfahren nicht verfügbar.",
+                    "Authentication mechanism not available.",
+                );
+            };
+            // "=" is an empty initial response (RFC 4954); none at all starts with an empty challenge.
+            let first = match initial.as_str() {
+                "" | "=" => Vec::new(),
+                s => match b64(s) {
+                    Some(v) => v,
+                    None => return self.auth_malformed(),
+                },
+            };
+            return self.sasl_step(exchange, &first, mode).await;
+        }
+        if !self.cfg.password_auth {
+            return self.error(
+                504,
+                "5.5.4",
+                "Anmeldeverfahren nicht unterstützt.",
+                "Authentication mechanism not supported.",
+            );
+        }
         if mechanism == smtp_proto::AUTH_PLAIN {
             if initial.is_empty() {
                 self.out.extend_from_slice(b"334 \r\n");
@@ -824,14 +924,60 @@ impl<H: Handler> Session<H> {
     }
 
     async fn auth_check(&mut self, user: String, pass: String) -> Step {
-        if !user.is_empty() && self.handler.authenticate(&user, &pass).await {
-            info!(client = %self.info.client, user = %user, "authenticated");
-            self.info.auth_user = Some(user);
-            self.say(235, "2.7.0", "Anmeldung erfolgreich.", "Authentication successful.");
-            Step::Continue
-        } else {
-            info!(client = %self.info.client, "authentication failed");
-            self.auth_failed().await
+        if user.is_empty() {
+            info!(client = %self.info.client, "authentication failed (no user name)");
+            return self.auth_failed().await;
+        }
+        let result = self.handler.authenticate(&user, &pass).await;
+        self.auth_done(result).await
+    }
+
+    async fn sasl_response(&mut self, line: &str, exchange: Box<dyn SaslExchange>, mode: &mut Mode) -> Step {
+        if Self::auth_cancelled(line) {
+            return self.error(501, "5.0.0", "Anmeldung abgebrochen.", "Authentication cancelled.");
+        }
+        let Some(response) = b64(line) else {
+            return self.auth_malformed();
+        };
+        self.sasl_step(exchange, &response, mode).await
+    }
+
+    async fn sasl_step(&mut self, mut exchange: Box<dyn SaslExchange>, response: &[u8], mode: &mut Mode) -> Step {
+        match exchange.step(response).await {
+            SaslStep::Challenge(c) => {
+                let c = base64::engine::general_purpose::STANDARD.encode(c);
+                self.out.extend_from_slice(format!("334 {c}\r\n").as_bytes());
+                *mode = Mode::Sasl { line: LineReceiver::new(()), exchange };
+                Step::Continue
+            }
+            SaslStep::Finished(result) => self.auth_done(result).await,
+        }
+    }
+
+    async fn auth_done(&mut self, result: AuthResult) -> Step {
+        match result {
+            AuthResult::Accepted(a) => {
+                info!(client = %self.info.client, user = %a.user, method = %a.method, "authenticated");
+                let who = a.display.clone().unwrap_or_else(|| a.user.clone());
+                self.say(
+                    235,
+                    "2.7.0",
+                    &format!("Angemeldet als {who} ({}).", a.method),
+                    &format!("Authenticated as {who} ({}).", a.method),
+                );
+                self.info.auth_user = Some(a.user);
+                self.info.auth_method = Some(a.method);
+                Step::Continue
+            }
+            AuthResult::Refused => {
+                info!(client = %self.info.client, "authentication failed");
+                self.auth_failed().await
+            }
+            AuthResult::Unavailable(r) => {
+                info!(client = %self.info.client, code = r.code, "authentication not possible now");
+                self.out.extend(r.to_wire());
+                Step::Continue
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The server against real clients: lettre (STARTTLS, implicit TLS, AUTH), swaks,
 //! and raw sockets for hostile input.
 
-use demail_smtp::{serve, tls, Accepted, Config, Envelope, Handler, IpNet, Reject};
+use demail_smtp::{serve, tls, Accepted, AuthResult, Authenticated, Config, Envelope, Handler, IpNet, Reject};
 use demail_testkit::{temp_dir, Pki};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
@@ -17,8 +17,12 @@ struct Store {
 }
 
 impl Handler for Store {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == "caseworker" && password == "s3cret"
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == "caseworker" && password == "s3cret" {
+            AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
 
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {

@@ -2,7 +2,7 @@
 //! the internal mail server, and a TLS+AUTH SMTP sink standing in for the provider.
 #![allow(dead_code)]
 
-use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
 use demail_testkit::{free_port, temp_dir, wait_for_port, wait_until, ChildGuard, Dovecot, Pki, TempDir};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Identity, Tls, TlsParameters};
@@ -56,8 +56,12 @@ pub struct Received {
 struct ProviderSink(Arc<Received>);
 
 impl Handler for ProviderSink {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == PROVIDER_USER && password == PROVIDER_SECRET
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == PROVIDER_USER && password == PROVIDER_SECRET {
+            AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
         if rcpt.starts_with("unbekannt@") {
