@@ -1,7 +1,239 @@
 //! Who sends: each person is authenticated by the organisation's directory, never by a
-//! secret shared between desks. Kerberos single sign-on (SASL GSSAPI) or a password
-//! checked by an LDAP bind; the person's De-Mail rights come from the directory
-//! ([`demail_core::rights`] decides, [`directory`] fetches).
+//! secret shared between desks. Kerberos single sign-on (SASL GSSAPI, [`kerberos`]) or a
+//! password checked by an LDAP bind ([`directory`]); the person's De-Mail rights come
+//! from the directory and are decided by [`demail_core::rights`].
+//!
+//! The organisation's own mail server may relay for people it authenticated, as a
+//! **connector**: fixed source addresses and a client certificate (mutual TLS), never a
+//! password ([`ConnectorConfig`]).
 
 pub mod directory;
 pub mod kerberos;
+
+use demail_core::rights::{self, OptionGroups, Person, Rules, SharedSender};
+use demail_core::{DeMailOption, Error, OptionSet, Reason};
+use demail_smtp::{AuthResult, Authenticated, Reject, SaslExchange, SaslStep};
+use directory::{Directory, Failure, Freshness, Key};
+use serde::Deserialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// The words the archive, billing and logs use for how a person signed in.
+pub const METHOD_KERBEROS: &str = "kerberos";
+pub const METHOD_LDAP: &str = "ldap";
+pub const METHOD_CONNECTOR: &str = "connector";
+
+/// `[identity]` in gateway.toml.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Kerberos single sign-on (SASL GSSAPI) on the outbound listener.
+    #[serde(default)]
+    pub kerberos: bool,
+    /// The gateway's keytab (else `KRB5_KTNAME` or the system default).
+    #[serde(default)]
+    pub keytab: Option<PathBuf>,
+    /// The gateway's service principal (`smtp/gw.example.org@REALM`); any key in the keytab when unset.
+    #[serde(default)]
+    pub service_principal: Option<String>,
+    /// Realms whose people may sign in; empty: any the keytab can check.
+    #[serde(default)]
+    pub realms: Vec<String>,
+    /// AUTH PLAIN/LOGIN, checked by an LDAP bind as the person (over TLS only).
+    #[serde(default)]
+    pub ldap_password: bool,
+    /// Members (direct or nested) hold the De-Mail right.
+    #[serde(default)]
+    pub demail_group: Option<String>,
+    #[serde(default)]
+    pub shared_senders: Vec<SharedSenderConfig>,
+    #[serde(default)]
+    pub limited_options: Vec<LimitedOptionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSenderConfig {
+    pub address: String,
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitedOptionConfig {
+    pub option: String,
+    pub groups: Vec<String>,
+}
+
+/// `[[outbound.connectors]]`: the organisation's mail server relaying for the people it
+/// authenticated. Recognised by source address AND client certificate, never a password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    pub name: String,
+    /// Source networks (CIDR), e.g. the Exchange servers.
+    pub sources: Vec<String>,
+    /// SHA-256 fingerprints (hex, colons allowed) of the client certificates it presents.
+    pub certificate_sha256: Vec<String>,
+}
+
+impl IdentityConfig {
+    pub fn rules(&self) -> Result<Rules, Error> {
+        let mut limited = Vec::new();
+        for l in &self.limited_options {
+            let option = DeMailOption::from_id(&l.option).ok_or_else(|| {
+                Error::new(
+                    "identity.unknown_option",
+                    format!("[identity] limited_options: unbekannte Option „{}“.", l.option),
+                    format!("[identity] limited_options: unknown option \"{}\".", l.option),
+                )
+            })?;
+            limited.push(OptionGroups { option, groups: l.groups.clone() });
+        }
+        Ok(Rules {
+            demail_group: self.demail_group.clone(),
+            shared_senders: self
+                .shared_senders
+                .iter()
+                .map(|s| SharedSender { address: s.address.trim().to_lowercase(), group: s.group.clone() })
+                .collect(),
+            limited_options: limited,
+        })
+    }
+}
+
+/// The running identity side of the outbound listener.
+pub struct Identity {
+    pub cfg: IdentityConfig,
+    pub rules: Rules,
+    pub directory: Option<Arc<Directory>>,
+}
+
+fn temporary(e: &Error) -> Reject {
+    Reject::new(
+        454,
+        "4.7.0",
+        format!("[{}] {}", e.reason.code, e.reason.message),
+        format!("[{}] {}", e.reason.code, e.reason.message_en),
+    )
+}
+
+/// A person's sign-in as the SMTP session records it.
+fn signed_in(person: &Person, user: &str, method: &str) -> Authenticated {
+    Authenticated { user: user.to_string(), method: method.to_string(), display: Some(person.display_name.clone()) }
+}
+
+impl Identity {
+    pub fn new(cfg: IdentityConfig, directory: Option<Arc<Directory>>) -> Result<Identity, Error> {
+        let rules = cfg.rules()?;
+        Ok(Identity { cfg, rules, directory })
+    }
+
+    /// Who the session's user is, from the directory (cached). `method` says which key:
+    /// a Kerberos principal or a login.
+    pub async fn person(&self, user: &str, method: &str) -> Result<(Person, Freshness), Failure> {
+        let Some(d) = &self.directory else {
+            return Err(Failure::Unavailable(Error::new(
+                "directory.not_configured",
+                "Es ist kein Verzeichnis konfiguriert ([directory]).",
+                "No directory is configured ([directory]).",
+            )));
+        };
+        let key = if method == METHOD_KERBEROS { Key::Principal(user.into()) } else { Key::Login(user.into()) };
+        d.person(&key).await
+    }
+
+    /// AUTH PLAIN/LOGIN: an LDAP bind as the person.
+    pub async fn check_password(&self, login: &str, password: &str) -> AuthResult {
+        let Some(d) = self.directory.as_ref().filter(|_| self.cfg.ldap_password) else {
+            return AuthResult::Refused;
+        };
+        match d.check_password(login, password).await {
+            Ok(p) => AuthResult::Accepted(signed_in(&p, login, METHOD_LDAP)),
+            Err(Failure::Refused(e)) => {
+                info!(login, code = %e.reason.code, "password sign-in refused");
+                AuthResult::Refused
+            }
+            Err(Failure::Unavailable(e)) => {
+                warn!(login, error = %e, "password sign-in not possible now");
+                AuthResult::Unavailable(temporary(&e))
+            }
+        }
+    }
+
+    /// A SASL GSSAPI exchange; at its end the principal is looked up in the directory.
+    pub fn kerberos_exchange(self: &Arc<Self>) -> Box<dyn SaslExchange> {
+        let server = kerberos::GssapiServer::new(self.cfg.service_principal.clone(), self.cfg.realms.clone());
+        Box::new(KerberosExchange { server, identity: self.clone() })
+    }
+
+    /// May the signed-in person send this De-Mail? `Err` is the SMTP refusal: 550 with the
+    /// core's reason, or 451 when the directory cannot say and the grace time is over.
+    pub async fn authorize(
+        &self,
+        user: &str,
+        method: &str,
+        from: &str,
+        options: OptionSet,
+        granted: bool,
+    ) -> Result<Person, Reject> {
+        let (person, freshness) = self.person(user, method).await.map_err(|f| match f {
+            Failure::Unavailable(e) => {
+                warn!(user, error = %e, "directory unreachable beyond the grace time; sender asked to retry");
+                Reject::new(
+                    451,
+                    "4.7.0",
+                    format!("[{}] {} Die Nachricht bleibt im Postausgang.", e.reason.code, e.reason.message),
+                    format!("[{}] {} The message stays in the outbox.", e.reason.code, e.reason.message_en),
+                )
+            }
+            Failure::Refused(e) => refusal(&e.reason),
+        })?;
+        if freshness == Freshness::Stale {
+            warn!(user, "rights from the cache (directory unreachable, within the grace time)");
+        }
+        rights::may_send(&person, &self.rules, granted, from, options).map_err(|r| {
+            info!(user, from, code = %r.code, "De-Mail refused by the person's rights");
+            refusal(&r)
+        })?;
+        Ok(person)
+    }
+}
+
+/// A permanent refusal carrying the reason's code and both texts.
+pub fn refusal(r: &Reason) -> Reject {
+    Reject::new(550, "5.7.1", format!("[{}] {}", r.code, r.message), format!("[{}] {}", r.code, r.message_en))
+}
+
+struct KerberosExchange {
+    server: kerberos::GssapiServer,
+    identity: Arc<Identity>,
+}
+
+impl SaslExchange for KerberosExchange {
+    fn step<'a>(&'a mut self, response: &'a [u8]) -> Pin<Box<dyn Future<Output = SaslStep> + Send + 'a>> {
+        Box::pin(async move {
+            match self.server.step(response) {
+                kerberos::Step::Challenge(c) => SaslStep::Challenge(c),
+                kerberos::Step::Failed(r) => {
+                    info!(code = %r.code, reason = %r.message_en, "Kerberos sign-in refused");
+                    SaslStep::Finished(AuthResult::Refused)
+                }
+                kerberos::Step::Done(principal) => {
+                    SaslStep::Finished(match self.identity.person(&principal, METHOD_KERBEROS).await {
+                        Ok((p, _)) => AuthResult::Accepted(signed_in(&p, &principal, METHOD_KERBEROS)),
+                        // A valid ticket of someone the directory does not know: no sign-in.
+                        Err(Failure::Refused(e)) => {
+                            info!(principal, code = %e.reason.code, "Kerberos principal not in the directory");
+                            AuthResult::Refused
+                        }
+                        Err(Failure::Unavailable(e)) => AuthResult::Unavailable(temporary(&e)),
+                    })
+                }
+            }
+        })
+    }
+}
