@@ -1,6 +1,7 @@
 //! The connection loop: smtp-proto parses, this file decides and answers.
 
 use crate::data::{DataFault, StrictData};
+use crate::limits::{AuthThrottle, PerIp};
 use crate::reply::{bilingual, Accepted, Reject};
 use base64::Engine;
 use ipnet::IpNet;
@@ -50,6 +51,15 @@ pub struct Config {
     /// Protocol errors before the server hangs up.
     pub max_errors: usize,
     pub max_connections: usize,
+    /// Concurrent connections from one client address (within `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// Longest wait for the next command (and for the TLS handshake) while the client
+    /// has neither authenticated nor given MAIL: an idle stranger should not hold a slot
+    /// for the whole `command_timeout`.
+    pub pre_auth_timeout: Duration,
+    /// AUTH failure counters, per client address and per user name, shared by every
+    /// connection that uses this configuration.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl Default for Config {
@@ -71,6 +81,9 @@ impl Default for Config {
             session_timeout: Duration::from_secs(1800),
             max_errors: 20,
             max_connections: 200,
+            max_connections_per_ip: 20,
+            pre_auth_timeout: Duration::from_secs(30),
+            auth_throttle: Arc::new(AuthThrottle::default()),
         }
     }
 }
@@ -120,6 +133,7 @@ pub trait Handler: Send + Sync + 'static {
 /// Accept connections until the listener fails; each connection runs in its own task.
 pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handler: Arc<H>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -130,12 +144,18 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
                 continue;
             }
         };
-        let (config, handler, slots) = (config.clone(), handler.clone(), slots.clone());
+        let (config, handler, slots, per_ip) = (config.clone(), handler.clone(), slots.clone(), per_ip.clone());
         tokio::spawn(async move {
             let permit = slots.try_acquire_owned();
+            let ip_slot = per_ip.acquire(peer.ip(), config.max_connections_per_ip);
             let _ = stream.set_nodelay(true);
-            handle(stream, peer, config, handler, permit.is_ok()).await;
-            drop(permit);
+            let slot = match (&permit, &ip_slot) {
+                (Err(_), _) => Slot::Full,
+                (Ok(_), None) => Slot::IpFull,
+                (Ok(_), Some(_)) => Slot::Free,
+            };
+            handle(stream, peer, config, handler, slot).await;
+            drop((permit, ip_slot));
         });
     }
 }
@@ -147,10 +167,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    handle(stream, peer, config, handler, true).await
+    handle(stream, peer, config, handler, Slot::Free).await
 }
 
-async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, have_slot: bool)
+/// Whether a new connection may be served.
+enum Slot {
+    Free,
+    /// `max_connections` reached.
+    Full,
+    /// `max_connections_per_ip` reached for this client address.
+    IpFull,
+}
+
+async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, slot: Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
@@ -158,13 +187,28 @@ where
     let deadline = Instant::now() + config.session_timeout;
     let write_timeout = config.command_timeout;
     let early = |code, esc, de: &str, en: &str| bilingual(code, esc, de, en);
-    if !have_slot {
-        let msg = early(
-            421,
-            "4.3.2",
-            "Zu viele Verbindungen, bitte später erneut versuchen.",
-            "Too many connections, try again later.",
-        );
+    let refuse = match slot {
+        Slot::Free => None,
+        Slot::Full => {
+            warn!(client = %peer, max = config.max_connections, "connection refused: too many connections");
+            Some(early(
+                421,
+                "4.3.2",
+                "Zu viele Verbindungen, bitte später erneut versuchen.",
+                "Too many connections, try again later.",
+            ))
+        }
+        Slot::IpFull => {
+            warn!(client = %peer, max = config.max_connections_per_ip, "connection refused: too many connections from this address");
+            Some(early(
+                421,
+                "4.7.0",
+                "Zu viele gleichzeitige Verbindungen von Ihrer Adresse, bitte später erneut versuchen.",
+                "Too many concurrent connections from your address, try again later.",
+            ))
+        }
+    };
+    if let Some(msg) = refuse {
         let _ = tokio::time::timeout(write_timeout, stream.write_all(&msg)).await;
         return;
     }
@@ -182,12 +226,14 @@ where
     debug!(client = %peer, "connected");
     let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    // A handshake comes before any login: the short pre-auth wait applies.
+    let handshake_timeout = config.pre_auth_timeout.min(config.command_timeout);
     if config.implicit_tls {
         let Some(acc) = tls else {
             warn!("implicit TLS without a certificate");
             return;
         };
-        match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 let mut st = Session::new(config.clone(), handler, SessionInfo { tls: true, ..info }, deadline);
                 let _ = st.run(s, true).await;
@@ -200,7 +246,7 @@ where
     let mut st = Session::new(config.clone(), handler.clone(), info.clone(), deadline);
     if let Ok(Some(stream)) = st.run(stream, true).await {
         let Some(acc) = tls else { return };
-        match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 // RFC 3207: forget everything learned before the handshake.
                 let mut st = Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
@@ -247,6 +293,8 @@ struct Session<H> {
     rcpts: Vec<String>,
     errors: usize,
     auth_failures: usize,
+    /// Authenticated or gave MAIL: from here on `command_timeout` instead of `pre_auth_timeout`.
+    engaged: bool,
     out: Vec<u8>,
     // CR/LF check of the command line being read (smtp-proto accepts a bare LF).
     line_prev: u8,
@@ -289,6 +337,7 @@ impl<H: Handler> Session<H> {
             rcpts: Vec::new(),
             errors: 0,
             auth_failures: 0,
+            engaged: false,
             out: Vec::new(),
             line_prev: b'\n',
             line_bad: false,
@@ -367,6 +416,7 @@ impl<H: Handler> Session<H> {
             self.flush(&mut s).await?;
             let per_read = match mode {
                 Mode::Data { .. } | Mode::Discard { .. } => self.cfg.data_timeout,
+                _ if !self.engaged => self.cfg.command_timeout.min(self.cfg.pre_auth_timeout),
                 _ => self.cfg.command_timeout,
             };
             let now = Instant::now();
@@ -380,6 +430,17 @@ impl<H: Handler> Session<H> {
                 Ok(Ok(0)) => return Ok(None),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(e),
+                Err(_) if !self.engaged && per_read < self.cfg.command_timeout => {
+                    info!(client = %self.info.client, secs = per_read.as_secs_f32(), "idle before AUTH/MAIL; closing");
+                    self.say(
+                        421,
+                        "4.4.2",
+                        "Zeitüberschreitung vor der Anmeldung, Verbindung wird getrennt.",
+                        "Timeout before authentication, closing connection.",
+                    );
+                    let _ = self.flush(&mut s).await;
+                    return Ok(None);
+                }
                 Err(_) => {
                     debug!(client = %self.info.client, "timeout");
                     self.say(
@@ -655,6 +716,7 @@ impl<H: Handler> Session<H> {
                 }
                 match self.handler.mail_from(&self.info, &from.address) {
                     Ok(()) => {
+                        self.engaged = true;
                         self.mail_from = Some(from.address);
                         self.say(250, "2.1.0", "Absender in Ordnung.", "Sender OK.");
                     }
@@ -801,7 +863,7 @@ impl<H: Handler> Session<H> {
             return self.auth_malformed();
         };
         if !authz.is_empty() && authz != user {
-            return self.auth_failed().await;
+            return self.auth_failed(Some(&user)).await;
         }
         self.auth_check(user, pass).await
     }
@@ -824,18 +886,36 @@ impl<H: Handler> Session<H> {
     }
 
     async fn auth_check(&mut self, user: String, pass: String) -> Step {
+        let ip = self.info.client.ip();
+        // Locked after repeated failures: the password is not even looked at.
+        if let Some(left) = self.cfg.auth_throttle.locked(ip, &user) {
+            let secs = left.as_secs().max(1);
+            warn!(client = %self.info.client, user = %user, secs, "AUTH refused: locked after repeated failures");
+            self.say(
+                454,
+                "4.7.0",
+                &format!("Zu viele fehlgeschlagene Anmeldungen; bitte in {secs} Sekunden erneut versuchen."),
+                &format!("Too many failed logins; try again in {secs} seconds."),
+            );
+            return self.count_error();
+        }
         if !user.is_empty() && self.handler.authenticate(&user, &pass).await {
             info!(client = %self.info.client, user = %user, "authenticated");
+            self.cfg.auth_throttle.succeeded(ip, &user);
+            self.engaged = true;
             self.info.auth_user = Some(user);
             self.say(235, "2.7.0", "Anmeldung erfolgreich.", "Authentication successful.");
             Step::Continue
         } else {
-            info!(client = %self.info.client, "authentication failed");
-            self.auth_failed().await
+            info!(client = %self.info.client, user = %user, "authentication failed");
+            self.auth_failed(Some(&user)).await
         }
     }
 
-    async fn auth_failed(&mut self) -> Step {
+    async fn auth_failed(&mut self, user: Option<&str>) -> Step {
+        if let Some(lock) = self.cfg.auth_throttle.failed(self.info.client.ip(), user) {
+            warn!(client = %self.info.client, user = user.unwrap_or(""), secs = lock.as_secs(), "repeated AUTH failures: locked out");
+        }
         self.auth_failures += 1;
         // Slow down guessing.
         tokio::time::sleep(Duration::from_millis(250)).await;
