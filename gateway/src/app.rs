@@ -69,6 +69,7 @@ impl App {
             )
             .caused_by(format!("{}: {e}", cfg.gateway.spool_dir.display()))
         })?;
+        spool.clean().map_err(spool_unreadable)?;
         let archive = archive::sqlite::open(&cfg.gateway.archive_db)?;
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
