@@ -7,7 +7,8 @@ use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta, Spool, State};
 use crate::{dsn, pipeline};
 use demail_core::classify::{classify_raw, Kind as MsgKind};
-use demail_core::{Error, Policy};
+use demail_core::submission::unconfirmed;
+use demail_core::{Error, Policy, Reason};
 use demail_smtp::{Accepted, Envelope, Handler, Reject};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -254,16 +255,46 @@ impl Handler for Outbound {
         let app = &self.0;
         let entropy = spool::random_bytes::<8>();
         let p = pipeline::prepare(&app.policy, &env.mail_from, &env.rcpt_to, message, spool::now_millis(), &entropy)?;
-        // An account sends only as the senders it is bound to.
-        if let Some(user) = &env.session.auth_user {
-            let bound = app.users.iter().find(|(u, _)| u.name == *user);
-            if !bound.is_some_and(|(u, _)| u.may_send_as(&p.sender_email, &app.policy)) {
+        let account =
+            env.session.auth_user.as_ref().map(|name| (name, app.users.iter().find(|(u, _)| u.name == *name)));
+        // An account sends only as the senders it is bound to, and names only those as Sender.
+        if let Some((user, bound)) = account {
+            let may = |addr: &str| bound.is_some_and(|(u, _)| u.may_send_as(addr, &app.policy));
+            if !may(&p.sender_email) {
                 warn!(user = %user, sender = %p.sender_email, "account may not send as this sender");
                 return Err(Reject::new(
                     550,
                     "5.7.1",
                     format!("[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.", p.sender_email),
                     format!("[gateway.sender_not_bound] The account {user} may not send as {}.", p.sender_email),
+                ));
+            }
+            if let Some(s) = p.sender_field.iter().find(|s| !may(s)) {
+                warn!(user = %user, sender_field = %s, "account may not name this Sender");
+                return Err(Reject::new(
+                    550,
+                    "5.7.1",
+                    format!("[gateway.sender_field_not_bound] Das Konto {user} darf {s} nicht als „Sender“ nennen."),
+                    format!("[gateway.sender_field_not_bound] The account {user} may not name {s} as \"Sender\"."),
+                ));
+            }
+        }
+        // `confirm` verdicts: the gateway cannot ask the person. What the client states as
+        // confirmed passed already; an account whose client asks (the helper) counts as
+        // confirmed; anything else is refused with how to confirm.
+        if !p.unconfirmed.is_empty() {
+            let codes: Vec<&str> = p.unconfirmed.iter().map(|r| r.code.as_str()).collect();
+            let asks = account.and_then(|(_, b)| b).is_some_and(|(u, _)| u.confirmed_by_client);
+            if asks {
+                info!(codes = ?codes, user = ?env.session.auth_user, "confirm verdict taken as confirmed by the account's client");
+            } else {
+                warn!(codes = ?codes, sender = %p.sender_email, "confirm verdict without a confirmation; refused");
+                let rs: Vec<Reason> = p.unconfirmed.iter().map(|r| unconfirmed(r, &app.policy.subject)).collect();
+                return Err(Reject::new(
+                    550,
+                    "5.7.1",
+                    rs.iter().map(|r| format!("[{}] {}", r.code, r.message)).collect::<Vec<_>>().join(" "),
+                    rs.iter().map(|r| format!("[{}] {}", r.code, r.message_en)).collect::<Vec<_>>().join(" "),
                 ));
             }
         }

@@ -170,6 +170,10 @@ pub struct User {
     /// Policy groups (`[[authorization.groups]]` names) whose members it may send as.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The client behind this account (the helper) runs the send check and asks the
+    /// person before it submits: its `confirm` verdicts count as confirmed.
+    #[serde(default)]
+    pub confirmed_by_client: bool,
 }
 
 impl User {
