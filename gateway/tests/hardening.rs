@@ -5,6 +5,9 @@
 mod common;
 
 use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 const PETER: &str = "peter.meier@musterstadt.de";
@@ -16,6 +19,105 @@ fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
         demail_testkit::free_port()
     )
     .into_bytes()
+}
+
+/// Read until a final reply line (`NNN text`) arrives; all lines read.
+fn reply(s: &mut TcpStream) -> String {
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if text.ends_with("\r\n") && text.lines().last().is_some_and(|l| l.len() >= 4 && l.as_bytes()[3] == b' ') {
+            return text;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+fn say(s: &mut TcpStream, line: &str) -> String {
+    s.write_all(line.as_bytes()).unwrap();
+    reply(s)
+}
+
+/// The queue id in a "queued as <id>" reply.
+fn queue_id(reply: &str) -> Option<String> {
+    let rest = &reply[reply.find("queued as ")? + "queued as ".len()..];
+    Some(rest.trim_end_matches(|c: char| c.is_whitespace() || c == '.').split(['.', '\r']).next()?.to_string())
+}
+
+#[test]
+fn twenty_concurrent_submissions_of_one_message_id_are_queued_once() {
+    const N: usize = 20;
+    let mut h = plain_harness(POLICY);
+    let m = msg(PETER, ANNA, "[P] Zwanzigmal", "");
+    // Dot-stuffed for the wire.
+    let data = String::from_utf8(m.clone()).unwrap().replace("\r\n.", "\r\n..");
+    let barrier = Arc::new(Barrier::new(N));
+    let port = h.out_port;
+    let clients: Vec<_> = (0..N)
+        .map(|_| {
+            let (data, barrier) = (data.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                assert!(reply(&mut s).starts_with("220"));
+                say(&mut s, "EHLO parallel\r\n");
+                assert!(say(&mut s, &format!("MAIL FROM:<{PETER}>\r\n")).starts_with("250"));
+                assert!(say(&mut s, &format!("RCPT TO:<{ANNA}>\r\n")).starts_with("250"));
+                assert!(say(&mut s, "DATA\r\n").starts_with("354"));
+                s.write_all(data.as_bytes()).unwrap();
+                // Every client ends its DATA at the same moment.
+                barrier.wait();
+                say(&mut s, ".\r\n")
+            })
+        })
+        .collect();
+    let replies: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let ids: Vec<Option<String>> = replies.iter().map(|r| queue_id(r)).collect();
+    for (r, id) in replies.iter().zip(&ids) {
+        assert!(r.starts_with("250") && id.is_some(), "{r}\n{}", h.log());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "one queue id for all: {ids:?}");
+    // Exactly one in the spool and in the archive (the provider is not up yet).
+    assert_eq!(h.queue_len(), 1, "{:?}", h.spool_files());
+    assert_eq!(h.archive_count("SELECT count(*) FROM entries WHERE direction = 'out'"), 1);
+    assert_eq!(h.archive_count("SELECT count(*) FROM reservations"), 1);
+    assert_eq!(h.archive_count("SELECT count(*) FROM billing"), 1);
+    assert!(h.log().contains("duplicate submission"), "{}", h.log());
+    // And once at the provider (the in-test sink keeps every copy it gets).
+    h.start_provider();
+    h.wait_provider(1, 30);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(h.provider_msgs().len(), 1);
+}
+
+#[test]
+fn a_failed_spool_write_is_rolled_back_and_the_retry_is_queued_once() {
+    let mut h = Harness::new();
+    h.gateway.take().unwrap().terminate(Duration::from_secs(3));
+    h.env.push((demail_gateway::app::SPOOL_FAULT_ENV.into(), "1".into()));
+    h.start_gateway();
+    assert!(h.log().contains("TEST-ONLY fault hook"), "{}", h.log());
+    let m = msg(PETER, ANNA, "[P] Nach dem Fehler", "");
+    let e = h.submit(PETER, &[ANNA], &m).unwrap_err();
+    assert!(e.contains("[spool.write]") && e.contains("Transient"), "{e}");
+    // Nothing of it is left: no spool file, no reservation, no archive entry.
+    assert_eq!(h.spool_files(), Vec::<String>::new());
+    assert_eq!(h.archive_count("SELECT count(*) FROM reservations"), 0);
+    assert_eq!(h.archive_count("SELECT count(*) FROM entries"), 0);
+    // The client's retry is taken, once; a further retry is the duplicate.
+    let a = h.submit(PETER, &[ANNA], &m).unwrap();
+    let b = h.submit(PETER, &[ANNA], &m).unwrap();
+    assert!(a.starts_with("250") && queue_id(&a).is_some(), "{a}");
+    assert_eq!(queue_id(&a), queue_id(&b));
+    assert_eq!(h.queue_len(), 1);
+    assert_eq!(h.archive_count("SELECT count(*) FROM entries WHERE direction = 'out'"), 1);
+    h.start_provider();
+    h.wait_provider(1, 30);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(h.provider_msgs().len(), 1);
 }
 
 #[test]
