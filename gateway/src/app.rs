@@ -145,6 +145,7 @@ impl App {
         nets: &[String],
         max: usize,
         client_ca: Option<&std::path::Path>,
+        limits: &crate::config::Limits,
     ) -> Result<demail_smtp::Config, Error> {
         let tls_cfg = match (tls, &self.cfg.tls) {
             (TlsMode::None, _) => None,
@@ -166,13 +167,22 @@ impl App {
             allowed_clients: nets.iter().filter_map(|n| parse_net(n)).collect(),
             max_message_size: max,
             command_timeout: Duration::from_secs(self.cfg.outbound.command_timeout_secs),
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            pre_auth_timeout: Duration::from_secs(limits.pre_auth_timeout_secs),
+            auth_throttle: Arc::new(demail_smtp::AuthThrottle::new(demail_smtp::AuthLimits {
+                per_ip: limits.auth_failures_per_ip,
+                per_user: limits.auth_failures_per_user,
+                lockout: Duration::from_secs(limits.auth_lockout_secs),
+                lockout_max: Duration::from_secs(limits.auth_lockout_max_secs),
+            })),
             ..demail_smtp::Config::default()
         })
     }
 
     pub fn outbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let o = &self.cfg.outbound;
-        let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None)?;
+        let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None, &o.limits)?;
         c.offer_auth = !self.users.is_empty();
         c.require_auth = o.require_auth;
         Ok(c)
@@ -180,7 +190,7 @@ impl App {
 
     pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let i = &self.cfg.inbound;
-        self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref())
+        self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref(), &i.limits)
     }
 
     fn meta(

@@ -8,7 +8,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PETER: &str = "peter.meier@musterstadt.de";
 const ANNA: &str = "anna@buerger.de-mail.de";
@@ -203,4 +203,67 @@ fn confirm_verdicts_pass_only_confirmed() {
     assert!(got.iter().all(|(_, m)| header(m, "X-Demail-Confirmed").is_none()));
     assert_eq!(h.dovecot.wait_for_messages(kollegin, 2, Duration::from_secs(20)).len(), 2);
     assert!(h.log().contains("confirm verdict without a confirmation; refused"));
+}
+
+/// A connection to `port` from the loopback address `src`, as a blocking stream.
+fn connect_from(h: &Harness, src: &str, port: u16) -> TcpStream {
+    let s = h.rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+        sock.connect(([127, 0, 0, 1], port).into()).await.unwrap().into_std().unwrap()
+    });
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn swaks_from(h: &Harness, src: &str, password: &str) -> std::process::Output {
+    std::process::Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &h.out_port.to_string(), "--local-interface", src])
+        .args(["--tls", "--tls-verify", "--tls-sni", "localhost"])
+        .arg("--tls-ca-path")
+        .arg(&h.gw_pki.ca_cert)
+        .args(["--auth", "PLAIN", "--auth-user", HELPER_USER, "--auth-password", password])
+        .args(["--from", PETER, "--to", ANNA])
+        .args(["--header", &format!("From: {PETER}"), "--header", "Subject: [P] Nach der Sperre", "--body", "Text"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn listener_limits_come_from_the_configuration() {
+    assert!(demail_testkit::have("swaks"), "swaks missing: scripts/setup test");
+    let mut h = Harness::custom(POLICY, |c| {
+        c + "\n[outbound.limits]\nmax_connections_per_ip = 2\npre_auth_timeout_secs = 1\nauth_failures_per_ip = 2\n"
+    });
+    h.start_provider();
+    // Per address: the third connection from 127.0.0.1 is refused, 127.0.0.2 is served.
+    let mut a = connect_from(&h, "127.0.0.1", h.out_port);
+    let mut b = connect_from(&h, "127.0.0.1", h.out_port);
+    assert!(reply(&mut a).starts_with("220") && reply(&mut b).starts_with("220"));
+    let mut c = connect_from(&h, "127.0.0.1", h.out_port);
+    let t = reply(&mut c);
+    assert!(t.contains("421-4.7.0 Zu viele gleichzeitige Verbindungen") && t.contains("Too many concurrent"), "{t}");
+    let mut d = connect_from(&h, "127.0.0.2", h.out_port);
+    assert!(reply(&mut d).starts_with("220"));
+    // Idle before AUTH: dropped after the short pre-auth timeout, not the command timeout.
+    let t0 = Instant::now();
+    let t = reply(&mut a);
+    assert!(t.starts_with("421-4.4.2 Zeitüberschreitung vor der Anmeldung"), "{t}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    drop((a, b, c, d));
+    std::thread::sleep(Duration::from_millis(300));
+    // Wrong passwords lock their address out, across connections; another address logs in.
+    for _ in 0..2 {
+        let o = swaks_from(&h, "127.0.0.1", "falsch");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("535 5.7.8"), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    let o = swaks_from(&h, "127.0.0.1", HELPER_PASSWORD);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success() && out.contains("454 4.7.0"), "{out}");
+    let o = swaks_from(&h, "127.0.0.2", HELPER_PASSWORD);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(h.wait_provider(1, 20).len(), 1);
+    let log = h.log();
+    assert!(log.contains("connection limits") && log.contains("locked out"), "{log}");
 }
