@@ -267,3 +267,52 @@ fn listener_limits_come_from_the_configuration() {
     let log = h.log();
     assert!(log.contains("connection limits") && log.contains("locked out"), "{log}");
 }
+
+/// The smuggling ends (CVE-2023-51764 class), each followed by a complete transaction of
+/// the mayor's. Nothing of it may reach the queue, the archive or the provider.
+#[test]
+fn smuggled_transactions_never_reach_the_queue_or_the_provider() {
+    let policy = format!("{POLICY}\n[[authorization.senders]]\naddress = \"buergermeister@musterstadt.de\"\n");
+    let mut h = plain_harness(&policy);
+    let _sim = h.start_sim();
+    let ends: [&[u8]; 6] = [b"\r\n.\r\r\n", b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n"];
+    for (i, end) in ends.iter().enumerate() {
+        let mut s = format!(
+            "EHLO legit\r\nMAIL FROM:<{PETER}>\r\nRCPT TO:<{ANNA}>\r\nDATA\r\nFrom: Peter Meier <{PETER}>\r\nTo: {ANNA}\r\nSubject: [P] Legitim {i}\r\nMessage-ID: <legit-{i}@test>\r\n\r\nText"
+        )
+        .into_bytes();
+        s.extend_from_slice(end);
+        s.extend_from_slice(
+            format!(
+                "MAIL FROM:<buergermeister@musterstadt.de>\r\nRCPT TO:<opfer@buerger.de-mail.de>\r\nDATA\r\n\
+                 From: Der Buergermeister <buergermeister@musterstadt.de>\r\nTo: opfer@buerger.de-mail.de\r\n\
+                 Subject: [P] Gefaelscht {i}\r\nMessage-ID: <forged-{i}@test>\r\n\r\nGefaelscht\r\n.\r\nQUIT\r\n"
+            )
+            .as_bytes(),
+        );
+        let t = raw_session(h.out_port, &s, Duration::from_secs(10));
+        assert_eq!(t.matches("250 2.1.0").count(), 1, "{end:?}: the smuggled MAIL was answered: {t}");
+        assert_eq!(t.matches("354 ").count(), 1, "{end:?}: the smuggled DATA was answered: {t}");
+        assert!(t.contains("554 5.6.0"), "{end:?}: {t}");
+    }
+    // A legitimate message afterwards reaches the simulator: the path works, so the
+    // emptiness below is not for want of a working path.
+    let clean = format!(
+        "EHLO legit\r\nMAIL FROM:<{PETER}>\r\nRCPT TO:<{ANNA}>\r\nDATA\r\nFrom: Peter Meier <{PETER}>\r\nTo: {ANNA}\r\nSubject: [P] Sauber\r\nMessage-ID: <clean@test>\r\n\r\nText\r\n.\r\nQUIT\r\n"
+    );
+    assert!(raw_session(h.out_port, clean.as_bytes(), Duration::from_secs(10)).contains("queued as"));
+    let stored = demail_testkit::wait_until(Duration::from_secs(30), || {
+        let s = h.sim_stored();
+        (!s.is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("nothing at the simulator:\n{}\n{}", h.log(), h.sim_log()));
+    std::thread::sleep(Duration::from_secs(1));
+    let stored_now = h.sim_stored();
+    assert_eq!(stored_now.len(), 1, "only the clean message: {}", stored.len());
+    let text = String::from_utf8_lossy(&stored_now[0]);
+    assert!(text.contains("Sauber") && !text.contains("Gefaelscht"), "{text}");
+    assert_eq!(h.archive_count("SELECT count(*) FROM entries WHERE data LIKE '%Gefaelscht%'"), 0);
+    assert_eq!(h.archive_count("SELECT count(*) FROM entries"), 1);
+    assert!(demail_testkit::wait_until(Duration::from_secs(10), || (h.queue_len() == 0).then_some(())).is_some());
+    assert!(h.gateway.as_mut().unwrap().try_wait().is_none(), "gateway died: {}", h.log());
+}
