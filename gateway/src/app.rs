@@ -581,11 +581,14 @@ impl Handler for Inbound {
             })?;
             let message = match &app2.seal {
                 Some((kid, key)) => {
-                    let (sealed, removed) = crate::seal::reseal(&message, kid, key)?;
-                    if removed > 0 {
-                        warn!(removed, "foreign gateway seal removed from an inbound message");
+                    let r = crate::seal::reseal(&message, kid, key)?;
+                    if r.removed > 0 {
+                        warn!(removed = r.removed, "foreign gateway seal removed from an inbound message");
                     }
-                    sealed
+                    if !r.sealed {
+                        warn!("inbound message too malformed to carry a seal that verifies; delivered unsealed");
+                    }
+                    r.message
                 }
                 None => crate::seal::strip(message),
             };

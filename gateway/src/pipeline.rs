@@ -106,7 +106,12 @@ pub fn prepare(
     };
     // Every De-Mail gets a Message-ID: it is the key by which a resend after a crash is
     // recognised (by the provider, and by us for a client's retry).
-    let (message_id, generated_message_id) = match msg.message_id() {
+    // The client's only if it gave exactly one that reads as an id: an empty one (`<>`)
+    // would make every such message the "same", and of several the provider might key on
+    // another than we do.
+    let ids = msg.headers().iter().filter(|h| h.name.as_str().trim().eq_ignore_ascii_case("message-id")).count();
+    let client_id = msg.message_id().map(str::trim).filter(|m| !m.is_empty() && ids == 1);
+    let (message_id, generated_message_id) = match client_id {
         Some(m) => (m.to_string(), false),
         None => (new_message_id(now_ms, entropy, &sender_demail), true),
     };
@@ -323,7 +328,10 @@ fn new_header_block(
     let mut sender_field = Vec::new();
     for h in msg.headers() {
         let name = h.name.as_str();
-        if name.trim().eq_ignore_ascii_case("from") {
+        // The client's Message-ID fields go when we write ours (none was usable): two
+        // would leave the provider's idempotency key to chance.
+        let unusable_id = ours.message_id.is_some() && name.trim().eq_ignore_ascii_case("message-id");
+        if name.trim().eq_ignore_ascii_case("from") || unusable_id {
             continue;
         }
         let value = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or(b"");
@@ -533,6 +541,24 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         // Confirming something else does not count.
         let raw = b"From: peter@stadt.de\r\nX-Demail-Confirmed: demail.not_marked\r\nSubject: [P] x\r\n\r\nT\r\n";
         assert_eq!(prepare(&pol, "", &rcpts, raw.to_vec(), 0, &E).unwrap().unconfirmed.len(), 1);
+    }
+
+    /// Fuzz finding (gateway_prepare): an empty `Message-ID:` was kept next to the
+    /// generated one, so the message went out with two; `<>` was taken as the idempotency
+    /// key (a second such message would have been a "duplicate"); of two fields, the last
+    /// was the key while the provider may read the first.
+    #[test]
+    fn an_unreadable_message_id_is_replaced_not_doubled() {
+        for raw in [
+            &b"From: peter@stadt.de\r\nSender: sek@stadt.de\r\nReply-To: team@stadt.de\r\nMessage-ID:\r\nSubject: [De-Mail] x\r\n\r\n"[..],
+            b"From: peter@stadt.de\r\nMessage-ID: <>\r\nSubject: x\r\n\r\nT\r\n",
+            b"From: peter@stadt.de\r\nMessage-ID: <a@x>\r\nMessage-ID:\r\n (kaputt)\r\nSubject: x\r\n\r\nT\r\n",
+        ] {
+            let p = prepare_one(raw);
+            let s = String::from_utf8(p.message).unwrap();
+            assert_eq!(s.to_ascii_lowercase().matches("message-id:").count(), 1, "{s}");
+            assert!(s.contains(&format!("Message-ID: <{}>\r\n", p.message_id.unwrap())), "{s}");
+        }
     }
 
     #[test]
