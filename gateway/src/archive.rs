@@ -67,6 +67,20 @@ pub trait Tx {
     /// The duplicate mark: this sender's Message-ID was accepted as `queue_id` (unique).
     fn mark_accepted(&mut self, time: i64, queue_id: &str, message_id: Option<&str>, sender: &str)
         -> Result<(), Error>;
+    /// The queue id holding the reservation of this sender's Message-ID.
+    fn reserved(&mut self, message_id: &str, sender: &str) -> Result<Option<String>, Error>;
+    /// Reserve this sender's Message-ID for `queue_id`: a new row (the pair is a unique
+    /// key), or, with `stale`, the row held by that queue id taken over.
+    fn set_reservation(
+        &mut self,
+        time: i64,
+        message_id: &str,
+        sender: &str,
+        queue_id: &str,
+        stale: Option<&str>,
+    ) -> Result<(), Error>;
+    /// Remove the reservation if `queue_id` still holds it.
+    fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error>;
 }
 
 /// Where the archive, the billing rows and the acceptance marks are kept: one database,
@@ -80,13 +94,17 @@ pub trait Store: Send + Sync {
         write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
         committed: &dyn Fn(i64, &str) -> Result<(), Error>,
     ) -> Result<Entry, Error>;
+    /// Like [`Store::append`] for a write that adds no entry (reservations).
+    fn transact(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<(), Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<(), Error>;
     /// Up to `limit` entries with a seq above `after`, in order, without their data.
     fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error>;
     fn data(&self, seq: i64) -> Result<Vec<u8>, Error>;
     /// Is this queued message recorded (archive, billing)?
     fn is_recorded(&self, queue_id: &str) -> Result<bool, Error>;
-    /// The queue id under which this sender's message with this Message-ID was accepted.
-    fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error>;
     /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
 }
@@ -193,6 +211,15 @@ impl Head {
     }
 }
 
+/// The outcome of [`Archive::reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// The caller's queue id holds the reservation: it may spool the message.
+    Ours,
+    /// Another queue id holds it (accepted, being accepted, or a stale attempt).
+    Held(String),
+}
+
 /// The archive: chain rules over a [`Store`] and the head file.
 pub struct Archive {
     store: Box<dyn Store>,
@@ -213,13 +240,20 @@ impl Archive {
     }
 
     /// Archive entry, billing row and the "accepted" mark of a spooled outbound
-    /// message, all or nothing.
+    /// message, all or nothing. The reservation of its Message-ID is set to it as well
+    /// (after a crash, or for a message spooled before reservations existed).
     pub fn record_outbound(&self, e: &NewEntry<'_>, bill: &Bill<'_>) -> Result<Entry, Error> {
         self.write(&mut |tx| {
             let entry = link_and_insert(tx, e)?;
             let now = crate::spool::now() as i64;
             tx.insert_bill(now, bill)?;
             tx.mark_accepted(now, bill.queue_id, e.message_id, bill.sender)?;
+            if let Some(mid) = e.message_id {
+                match tx.reserved(mid, bill.sender)? {
+                    Some(q) if q == bill.queue_id => {}
+                    held => tx.set_reservation(now, mid, bill.sender, bill.queue_id, held.as_deref())?,
+                }
+            }
             Ok(entry)
         })
     }
@@ -228,8 +262,53 @@ impl Archive {
         self.store.is_recorded(queue_id)
     }
 
-    pub fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
-        self.store.accepted_as(message_id, sender)
+    /// Reserve this sender's Message-ID for `queue_id` before its message is spooled, in
+    /// one transaction, durable on return. `stale`: a queue id known to hold the
+    /// reservation without being queued (a failed or crashed attempt), to take over.
+    pub fn reserve(
+        &self,
+        message_id: &str,
+        sender: &str,
+        queue_id: &str,
+        stale: Option<&str>,
+    ) -> Result<Reserved, Error> {
+        let mut out = Reserved::Ours;
+        self.store.transact(
+            &mut |tx| {
+                out = match tx.reserved(message_id, sender)? {
+                    Some(q) if q == queue_id => Reserved::Ours,
+                    Some(q) if stale != Some(q.as_str()) => Reserved::Held(q),
+                    held => {
+                        let now = crate::spool::now() as i64;
+                        tx.set_reservation(now, message_id, sender, queue_id, held.as_deref())?;
+                        Reserved::Ours
+                    }
+                };
+                Ok(())
+            },
+            &|seq, hash| self.head.write(seq, hash),
+        )?;
+        Ok(out)
+    }
+
+    /// Give up `queue_id`'s reservation (its spooling failed and was rolled back).
+    pub fn release(&self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error> {
+        self.store.transact(&mut |tx| tx.delete_reservation(message_id, sender, queue_id), &|seq, hash| {
+            self.head.write(seq, hash)
+        })
+    }
+
+    /// The queue id holding the reservation of this sender's Message-ID.
+    pub fn reserved(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
+        let mut out = None;
+        self.store.transact(
+            &mut |tx| {
+                out = tx.reserved(message_id, sender)?;
+                Ok(())
+            },
+            &|seq, hash| self.head.write(seq, hash),
+        )?;
+        Ok(out)
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -422,6 +501,8 @@ mod tests {
         entries: Vec<(Entry, Vec<u8>)>,
         bills: Vec<(i64, String, i64, String)>,
         accepted: Vec<(String, Option<String>, String)>,
+        /// (message id, sender) → queue id
+        reservations: std::collections::HashMap<(String, String), String>,
     }
 
     impl Tx for Rows {
@@ -448,6 +529,24 @@ mod tests {
             self.accepted.push((q.into(), mid.map(str::to_string), sender.into()));
             Ok(())
         }
+        fn reserved(&mut self, mid: &str, sender: &str) -> Result<Option<String>, Error> {
+            Ok(self.reservations.get(&(mid.into(), sender.into())).cloned())
+        }
+        fn set_reservation(&mut self, _: i64, mid: &str, s: &str, q: &str, stale: Option<&str>) -> Result<(), Error> {
+            let key = (mid.to_string(), s.to_string());
+            if self.reservations.get(&key).map(String::as_str) != stale {
+                return Err(Error::new("test.reserved", "reserviert", "reserved"));
+            }
+            self.reservations.insert(key, q.into());
+            Ok(())
+        }
+        fn delete_reservation(&mut self, mid: &str, s: &str, q: &str) -> Result<(), Error> {
+            let key = (mid.to_string(), s.to_string());
+            if self.reservations.get(&key).is_some_and(|h| h == q) {
+                self.reservations.remove(&key);
+            }
+            Ok(())
+        }
     }
 
     #[derive(Default)]
@@ -466,6 +565,17 @@ mod tests {
             committed(e.seq, &e.hash)?;
             Ok(e)
         }
+        fn transact(
+            &self,
+            write: &mut dyn FnMut(&mut dyn Tx) -> Result<(), Error>,
+            _committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+        ) -> Result<(), Error> {
+            let mut rows = self.0.lock().unwrap();
+            let mut tx = rows.clone();
+            write(&mut tx)?;
+            *rows = tx;
+            Ok(())
+        }
         fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error> {
             let rows = self.0.lock().unwrap();
             Ok(rows.entries.iter().filter(|(e, _)| e.seq > after).take(limit).map(|(e, _)| e.clone()).collect())
@@ -476,11 +586,6 @@ mod tests {
         }
         fn is_recorded(&self, q: &str) -> Result<bool, Error> {
             Ok(self.0.lock().unwrap().accepted.iter().any(|(a, _, _)| a == q))
-        }
-        fn accepted_as(&self, mid: &str, sender: &str) -> Result<Option<String>, Error> {
-            let rows = self.0.lock().unwrap();
-            let a = rows.accepted.iter().find(|(_, m, s)| m.as_deref() == Some(mid) && s == sender);
-            Ok(a.map(|(q, _, _)| q.clone()))
         }
         fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
             let rows = self.0.lock().unwrap();
@@ -509,7 +614,16 @@ mod tests {
         let receipt = a.append(&e("receipt", b"r")).unwrap();
         assert_eq!((out.seq, receipt.seq, receipt.link), (1, 2, Some(1)));
         assert_eq!(receipt.prev_hash, out.hash);
-        assert_eq!(a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"), "recording reserves");
+        // Reservations: one holder per (Message-ID, sender); a stale one can be taken over.
+        assert_eq!(a.reserve("<n@x>", "a@x.de", "q2", None).unwrap(), Reserved::Ours);
+        assert_eq!(a.reserve("<n@x>", "a@x.de", "q3", None).unwrap(), Reserved::Held("q2".into()));
+        assert_eq!(a.reserve("<n@x>", "b@x.de", "q3", None).unwrap(), Reserved::Ours, "another sender");
+        assert_eq!(a.reserve("<n@x>", "a@x.de", "q3", Some("q2")).unwrap(), Reserved::Ours);
+        a.release("<n@x>", "a@x.de", "q2").unwrap();
+        assert_eq!(a.reserved("<n@x>", "a@x.de").unwrap().as_deref(), Some("q3"), "only the holder releases");
+        a.release("<n@x>", "a@x.de", "q3").unwrap();
+        assert_eq!(a.reserved("<n@x>", "a@x.de").unwrap(), None);
         assert_eq!(a.store().billing_rows(0, i64::MAX).unwrap().len(), 1);
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
         assert_eq!(

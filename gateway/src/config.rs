@@ -139,6 +139,61 @@ pub struct Listener {
     pub users: Vec<User>,
     #[serde(default = "default_cmd_timeout")]
     pub command_timeout_secs: u64,
+    /// `[outbound.limits]`
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[outbound.limits]` / `[inbound.limits]`: what one client may hold of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent connections in all.
+    pub max_connections: usize,
+    /// Concurrent connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Longest idle wait before AUTH or MAIL (and for the TLS handshake).
+    pub pre_auth_timeout_secs: u64,
+    /// AUTH failures from one address before it is locked out.
+    pub auth_failures_per_ip: u32,
+    /// AUTH failures for one user name before it is locked out for addresses it has
+    /// not logged in from during the last day.
+    pub auth_failures_per_user: u32,
+    /// First lock-out; doubles with each further failure up to `auth_lockout_max_secs`.
+    pub auth_lockout_secs: u64,
+    pub auth_lockout_max_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 200,
+            max_connections_per_ip: 20,
+            pre_auth_timeout_secs: 30,
+            auth_failures_per_ip: 5,
+            auth_failures_per_user: 10,
+            auth_lockout_secs: 60,
+            auth_lockout_max_secs: 3600,
+        }
+    }
+}
+
+impl Limits {
+    /// The first key whose value cannot work (0, or a maximum below the first lock).
+    fn invalid(&self) -> Option<&'static str> {
+        let zero = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("pre_auth_timeout_secs", self.pre_auth_timeout_secs),
+            ("auth_failures_per_ip", self.auth_failures_per_ip.into()),
+            ("auth_failures_per_user", self.auth_failures_per_user.into()),
+            ("auth_lockout_secs", self.auth_lockout_secs),
+        ];
+        zero.iter()
+            .find(|(_, v)| *v == 0)
+            .map(|(k, _)| *k)
+            .or((self.auth_lockout_max_secs < self.auth_lockout_secs).then_some("auth_lockout_max_secs"))
+    }
 }
 
 fn yes() -> bool {
@@ -170,6 +225,10 @@ pub struct User {
     /// Policy groups (`[[authorization.groups]]` names) whose members it may send as.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The client behind this account (the helper) runs the send check and asks the
+    /// person before it submits: its `confirm` verdicts count as confirmed.
+    #[serde(default)]
+    pub confirmed_by_client: bool,
 }
 
 impl User {
@@ -217,6 +276,9 @@ pub struct Inbound {
     pub max_message_size: usize,
     /// Where inbound De-Mail (and DSNs) go: the internal mail server.
     pub deliver: Target,
+    /// `[inbound.limits]`
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -381,6 +443,18 @@ impl Config {
                         "config.network_invalid",
                         format!("„{net}“ ist kein Netz (z. B. 10.0.0.0/8)"),
                         format!("\"{net}\" is not a network (e.g. 10.0.0.0/8)"),
+                    ),
+                ));
+            }
+        }
+        for (table, l) in [("outbound.limits", &cfg.outbound.limits), ("inbound.limits", &cfg.inbound.limits)] {
+            if let Some(key) = l.invalid() {
+                return Err(err(
+                    key,
+                    Reason::new(
+                        "config.limit_invalid",
+                        format!("{table}.{key}: muss größer als 0 sein (auth_lockout_max_secs mindestens auth_lockout_secs)"),
+                        format!("{table}.{key}: must be above 0 (auth_lockout_max_secs at least auth_lockout_secs)"),
                     ),
                 ));
             }

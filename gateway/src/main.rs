@@ -486,6 +486,19 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&cannot_listen(&app.cfg.inbound.listen, e)),
         };
+        for (side, l) in [("outbound", &app.cfg.outbound.limits), ("inbound", &app.cfg.inbound.limits)] {
+            tracing::info!(
+                listener = side,
+                max_connections = l.max_connections,
+                per_ip = l.max_connections_per_ip,
+                pre_auth_timeout_secs = l.pre_auth_timeout_secs,
+                auth_failures_per_ip = l.auth_failures_per_ip,
+                auth_failures_per_user = l.auth_failures_per_user,
+                auth_lockout_secs = l.auth_lockout_secs,
+                auth_lockout_max_secs = l.auth_lockout_max_secs,
+                "connection limits"
+            );
+        }
         tracing::info!(outbound = %app.cfg.outbound.listen, inbound = %app.cfg.inbound.listen, providers = app.cfg.providers.len(), "gateway ready");
         let out = tokio::spawn(demail_smtp::serve(out_l, Arc::new(out_cfg), Arc::new(app::Outbound(app.clone()))));
         let inb = tokio::spawn(demail_smtp::serve(in_l, Arc::new(in_cfg), Arc::new(app::Inbound(app.clone()))));

@@ -541,39 +541,8 @@ fn an_account_sends_only_as_its_bound_senders() {
     assert!(err.contains("Kämmerei") && err.contains("groups") && err.contains("gateway.toml"), "{err}");
 }
 
-/// The outbound listener without TLS/AUTH (loopback only) and a short command timeout,
-/// so raw bytes can be thrown at the real binary.
 fn plain_harness() -> Harness {
-    Harness::custom(POLICY, |c| {
-        c.replace(
-            "tls = \"starttls\"\nrequire_auth = true",
-            "tls = \"none\"\nrequire_auth = false\ncommand_timeout_secs = 2",
-        )
-    })
-}
-
-/// Write `script` from one thread while another reads every reply (a server that hangs
-/// up mid-burst must not make us lose the replies it sent before).
-fn raw_session(port: u16, script: &[u8], read_for: Duration) -> String {
-    use std::io::{Read, Write};
-    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(read_for)).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let script = script.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&script);
-    });
-    let mut r = s;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let _ = writer.join();
-    String::from_utf8_lossy(&out).to_string()
+    common::plain_harness(POLICY)
 }
 
 fn transaction(i: usize) -> String {

@@ -1,6 +1,7 @@
 //! The connection loop: smtp-proto parses, this file decides and answers.
 
 use crate::data::{DataFault, StrictData};
+use crate::limits::{AuthThrottle, PerIp};
 use crate::reply::{bilingual, Accepted, Reject};
 use base64::Engine;
 use ipnet::IpNet;
@@ -54,6 +55,15 @@ pub struct Config {
     /// Protocol errors before the server hangs up.
     pub max_errors: usize,
     pub max_connections: usize,
+    /// Concurrent connections from one client address (within `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// Longest wait for the next command (and for the TLS handshake) while the client
+    /// has neither authenticated nor given MAIL: an idle stranger should not hold a slot
+    /// for the whole `command_timeout`.
+    pub pre_auth_timeout: Duration,
+    /// AUTH failure counters, per client address and per user name, shared by every
+    /// connection that uses this configuration.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl Default for Config {
@@ -76,6 +86,9 @@ impl Default for Config {
             session_timeout: Duration::from_secs(1800),
             max_errors: 20,
             max_connections: 200,
+            max_connections_per_ip: 20,
+            pre_auth_timeout: Duration::from_secs(30),
+            auth_throttle: Arc::new(AuthThrottle::default()),
         }
     }
 }
@@ -174,6 +187,7 @@ pub trait Handler: Send + Sync + 'static {
 /// Accept connections until the listener fails; each connection runs in its own task.
 pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handler: Arc<H>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -184,12 +198,18 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
                 continue;
             }
         };
-        let (config, handler, slots) = (config.clone(), handler.clone(), slots.clone());
+        let (config, handler, slots, per_ip) = (config.clone(), handler.clone(), slots.clone(), per_ip.clone());
         tokio::spawn(async move {
             let permit = slots.try_acquire_owned();
+            let ip_slot = per_ip.acquire(peer.ip(), config.max_connections_per_ip);
             let _ = stream.set_nodelay(true);
-            handle(stream, peer, config, handler, permit.is_ok()).await;
-            drop(permit);
+            let slot = match (&permit, &ip_slot) {
+                (Err(_), _) => Slot::Full,
+                (Ok(_), None) => Slot::IpFull,
+                (Ok(_), Some(_)) => Slot::Free,
+            };
+            handle(stream, peer, config, handler, slot).await;
+            drop((permit, ip_slot));
         });
     }
 }
@@ -201,10 +221,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    handle(stream, peer, config, handler, true).await
+    handle(stream, peer, config, handler, Slot::Free).await
 }
 
-async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, have_slot: bool)
+/// Whether a new connection may be served.
+enum Slot {
+    Free,
+    /// `max_connections` reached.
+    Full,
+    /// `max_connections_per_ip` reached for this client address.
+    IpFull,
+}
+
+async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, slot: Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
@@ -212,13 +241,28 @@ where
     let deadline = Instant::now() + config.session_timeout;
     let write_timeout = config.command_timeout;
     let early = |code, esc, de: &str, en: &str| bilingual(code, esc, de, en);
-    if !have_slot {
-        let msg = early(
-            421,
-            "4.3.2",
-            "Zu viele Verbindungen, bitte später erneut versuchen.",
-            "Too many connections, try again later.",
-        );
+    let refuse = match slot {
+        Slot::Free => None,
+        Slot::Full => {
+            warn!(client = %peer, max = config.max_connections, "connection refused: too many connections");
+            Some(early(
+                421,
+                "4.3.2",
+                "Zu viele Verbindungen, bitte später erneut versuchen.",
+                "Too many connections, try again later.",
+            ))
+        }
+        Slot::IpFull => {
+            warn!(client = %peer, max = config.max_connections_per_ip, "connection refused: too many connections from this address");
+            Some(early(
+                421,
+                "4.7.0",
+                "Zu viele gleichzeitige Verbindungen von Ihrer Adresse, bitte später erneut versuchen.",
+                "Too many concurrent connections from your address, try again later.",
+            ))
+        }
+    };
+    if let Some(msg) = refuse {
         let _ = tokio::time::timeout(write_timeout, stream.write_all(&msg)).await;
         return;
     }
@@ -236,12 +280,14 @@ where
     debug!(client = %peer, "connected");
     let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None, auth_method: None };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    // A handshake comes before any login: the short pre-auth wait applies.
+    let handshake_timeout = config.pre_auth_timeout.min(config.command_timeout);
     if config.implicit_tls {
         let Some(acc) = tls else {
             warn!("implicit TLS without a certificate");
             return;
         };
-        match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 let mut st = Session::new(config.clone(), handler, SessionInfo { tls: true, ..info }, deadline);
                 let _ = st.run(s, true).await;
@@ -254,7 +300,7 @@ where
     let mut st = Session::new(config.clone(), handler.clone(), info.clone(), deadline);
     if let Ok(Some(stream)) = st.run(stream, true).await {
         let Some(acc) = tls else { return };
-        match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 // RFC 3207: forget everything learned before the handshake.
                 let mut st = Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
@@ -306,6 +352,8 @@ struct Session<H> {
     rcpts: Vec<String>,
     errors: usize,
     auth_failures: usize,
+    /// Authenticated or gave MAIL: from here on `command_timeout` instead of `pre_auth_timeout`.
+    engaged: bool,
     out: Vec<u8>,
     // CR/LF check of the command line being read (smtp-proto accepts a bare LF).
     line_prev: u8,
@@ -348,6 +396,7 @@ impl<H: Handler> Session<H> {
             rcpts: Vec::new(),
             errors: 0,
             auth_failures: 0,
+            engaged: false,
             out: Vec::new(),
             line_prev: b'\n',
             line_bad: false,
@@ -426,6 +475,7 @@ impl<H: Handler> Session<H> {
             self.flush(&mut s).await?;
             let per_read = match mode {
                 Mode::Data { .. } | Mode::Discard { .. } => self.cfg.data_timeout,
+                _ if !self.engaged => self.cfg.command_timeout.min(self.cfg.pre_auth_timeout),
                 _ => self.cfg.command_timeout,
             };
             let now = Instant::now();
@@ -439,6 +489,17 @@ impl<H: Handler> Session<H> {
                 Ok(Ok(0)) => return Ok(None),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(e),
+                Err(_) if !self.engaged && per_read < self.cfg.command_timeout => {
+                    info!(client = %self.info.client, secs = per_read.as_secs_f32(), "idle before AUTH/MAIL; closing");
+                    self.say(
+                        421,
+                        "4.4.2",
+                        "Zeitüberschreitung vor der Anmeldung, Verbindung wird getrennt.",
+                        "Timeout before authentication, closing connection.",
+                    );
+                    let _ = self.flush(&mut s).await;
+                    return Ok(None);
+                }
                 Err(_) => {
                     debug!(client = %self.info.client, "timeout");
                     self.say(
@@ -728,6 +789,7 @@ impl<H: Handler> Session<H> {
                 }
                 match self.handler.mail_from(&self.info, &from.address) {
                     Ok(()) => {
+                        self.engaged = true;
                         self.mail_from = Some(from.address);
                         self.say(250, "2.1.0", "Absender in Ordnung.", "Sender OK.");
                     }
@@ -831,6 +893,9 @@ impl<H: Handler> Session<H> {
             return self.error(503, "5.5.1", "AUTH ist jetzt nicht erlaubt.", "AUTH not allowed now.");
         }
         if mechanism & self.handler.sasl_mechanisms() != 0 {
+            if let Some(step) = self.locked_out("") {
+                return step;
+            }
             let Some(exchange) = self.handler.sasl_start(mechanism, &self.info) else {
                 return self.error(
                     504,
@@ -901,7 +966,7 @@ impl<H: Handler> Session<H> {
             return self.auth_malformed();
         };
         if !authz.is_empty() && authz != user {
-            return self.auth_failed().await;
+            return self.auth_failed(Some(&user)).await;
         }
         self.auth_check(user, pass).await
     }
@@ -926,10 +991,28 @@ impl<H: Handler> Session<H> {
     async fn auth_check(&mut self, user: String, pass: String) -> Step {
         if user.is_empty() {
             info!(client = %self.info.client, "authentication failed (no user name)");
-            return self.auth_failed().await;
+            return self.auth_failed(None).await;
+        }
+        if let Some(step) = self.locked_out(&user) {
+            return step;
         }
         let result = self.handler.authenticate(&user, &pass).await;
-        self.auth_done(result).await
+        self.auth_done(result, Some(&user)).await
+    }
+
+    /// Locked after repeated failures (this address, or this user name from strangers):
+    /// the credentials are not even looked at.
+    fn locked_out(&mut self, user: &str) -> Option<Step> {
+        let left = self.cfg.auth_throttle.locked(self.info.client.ip(), user)?;
+        let secs = left.as_secs().max(1);
+        warn!(client = %self.info.client, user = %user, secs, "AUTH refused: locked after repeated failures");
+        self.say(
+            454,
+            "4.7.0",
+            &format!("Zu viele fehlgeschlagene Anmeldungen; bitte in {secs} Sekunden erneut versuchen."),
+            &format!("Too many failed logins; try again in {secs} seconds."),
+        );
+        Some(self.count_error())
     }
 
     async fn sasl_response(&mut self, line: &str, exchange: Box<dyn SaslExchange>, mode: &mut Mode) -> Step {
@@ -950,14 +1033,17 @@ impl<H: Handler> Session<H> {
                 *mode = Mode::Sasl { line: LineReceiver::new(()), exchange };
                 Step::Continue
             }
-            SaslStep::Finished(result) => self.auth_done(result).await,
+            // The user is known only at the end of the exchange; failures count per address.
+            SaslStep::Finished(result) => self.auth_done(result, None).await,
         }
     }
 
-    async fn auth_done(&mut self, result: AuthResult) -> Step {
+    async fn auth_done(&mut self, result: AuthResult, user: Option<&str>) -> Step {
         match result {
             AuthResult::Accepted(a) => {
                 info!(client = %self.info.client, user = %a.user, method = %a.method, "authenticated");
+                self.cfg.auth_throttle.succeeded(self.info.client.ip(), user.unwrap_or(&a.user));
+                self.engaged = true;
                 let who = a.display.clone().unwrap_or_else(|| a.user.clone());
                 self.say(
                     235,
@@ -970,8 +1056,8 @@ impl<H: Handler> Session<H> {
                 Step::Continue
             }
             AuthResult::Refused => {
-                info!(client = %self.info.client, "authentication failed");
-                self.auth_failed().await
+                info!(client = %self.info.client, user = user.unwrap_or(""), "authentication failed");
+                self.auth_failed(user).await
             }
             AuthResult::Unavailable(r) => {
                 info!(client = %self.info.client, code = r.code, "authentication not possible now");
@@ -981,7 +1067,10 @@ impl<H: Handler> Session<H> {
         }
     }
 
-    async fn auth_failed(&mut self) -> Step {
+    async fn auth_failed(&mut self, user: Option<&str>) -> Step {
+        if let Some(lock) = self.cfg.auth_throttle.failed(self.info.client.ip(), user) {
+            warn!(client = %self.info.client, user = user.unwrap_or(""), secs = lock.as_secs(), "repeated AUTH failures: locked out");
+        }
         self.auth_failures += 1;
         // Slow down guessing.
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -71,6 +71,20 @@ CREATE TABLE IF NOT EXISTS accepted (
     time INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS accepted_message_id ON accepted(message_id, sender);
+CREATE TABLE IF NOT EXISTS reservations (
+    message_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (message_id, sender)
+);
+";
+
+/// An archive from before reservations: its accepted messages hold theirs (the first
+/// acceptance of a pair wins), so a client's retry of one is still recognised.
+const MIGRATE_RESERVATIONS: &str = "
+INSERT OR IGNORE INTO reservations (message_id, sender, queue_id, time)
+    SELECT message_id, sender, queue_id, time FROM accepted WHERE message_id IS NOT NULL ORDER BY time, rowid;
 ";
 
 fn db_err(e: impl std::fmt::Display) -> Error {
@@ -119,7 +133,16 @@ impl SqliteStore {
         // FULL: a committed entry survives power loss.
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
+        let had_reservations: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'reservations'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(db_err)?
+            > 0;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        if !had_reservations {
+            conn.execute_batch(MIGRATE_RESERVATIONS).map_err(db_err)?;
+        }
         conn.execute_batch(billing::sqlite::SCHEMA).map_err(db_err)?;
         Ok(SqliteStore {
             conn: Mutex::new(Db { c: conn, open: None, next_gen: 0, last: None }),
@@ -238,14 +261,66 @@ impl Tx for SqliteTx<'_> {
             .map(|_| ())
             .map_err(db_err)
     }
+
+    fn reserved(&mut self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
+        self.0
+            .query_row(
+                "SELECT queue_id FROM reservations WHERE message_id = ?1 AND sender = ?2",
+                [message_id, sender],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_reservation(
+        &mut self,
+        time: i64,
+        message_id: &str,
+        sender: &str,
+        queue_id: &str,
+        stale: Option<&str>,
+    ) -> Result<(), Error> {
+        let n = match stale {
+            // The primary key refuses a second holder.
+            None => self.0.execute(
+                "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES (?1, ?2, ?3, ?4)",
+                params![message_id, sender, queue_id, time],
+            ),
+            Some(old) => self.0.execute(
+                "UPDATE reservations SET queue_id = ?3, time = ?4 WHERE message_id = ?1 AND sender = ?2 AND queue_id = ?5",
+                params![message_id, sender, queue_id, time, old],
+            ),
+        }
+        .map_err(db_err)?;
+        if n != 1 {
+            return Err(db_err(format!("reservation of {message_id} changed meanwhile")));
+        }
+        Ok(())
+    }
+
+    fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error> {
+        self.0
+            .execute(
+                "DELETE FROM reservations WHERE message_id = ?1 AND sender = ?2 AND queue_id = ?3",
+                [message_id, sender, queue_id],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+    }
 }
 
-impl Store for SqliteStore {
-    fn append(
+/// A writer that may append an entry.
+type Write<'a> = dyn FnMut(&mut dyn Tx) -> Result<Option<Entry>, Error> + 'a;
+
+impl SqliteStore {
+    /// `write` in its own savepoint of the shared transaction, then wait until that is
+    /// committed. An entry it returns becomes the head candidate.
+    fn in_group(
         &self,
-        write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
+        write: &mut Write<'_>,
         committed: &dyn Fn(i64, &str) -> Result<(), Error>,
-    ) -> Result<Entry, Error> {
+    ) -> Result<Option<Entry>, Error> {
         let (gen, entry) = {
             let mut db = self.lock();
             let gen = match db.open {
@@ -261,7 +336,9 @@ impl Store for SqliteStore {
             match write(&mut SqliteTx(&db.c)) {
                 Ok(e) => {
                     db.c.execute_batch("RELEASE record").map_err(db_err)?;
-                    db.last = Some((e.seq, e.hash.clone()));
+                    if let Some(e) = &e {
+                        db.last = Some((e.seq, e.hash.clone()));
+                    }
                     (gen, e)
                 }
                 Err(err) => {
@@ -273,6 +350,24 @@ impl Store for SqliteStore {
         };
         self.commit_through(gen, committed)?;
         Ok(entry)
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<Entry, Error> {
+        self.in_group(&mut |tx| write(tx).map(Some), committed)?.ok_or_else(|| db_err("append wrote no entry"))
+    }
+
+    fn transact(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<(), Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.in_group(&mut |tx| write(tx).map(|()| None), committed).map(|_| ())
     }
 
     fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error> {
@@ -298,18 +393,6 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
-    fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
-        self.lock()
-            .c
-            .query_row(
-                "SELECT queue_id FROM accepted WHERE message_id = ?1 AND sender = ?2 LIMIT 1",
-                [message_id, sender],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)
-    }
-
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
         billing::sqlite::rows(&self.lock().c, from, to).map_err(db_err)
     }
@@ -318,7 +401,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::{NewEntry, GENESIS};
+    use crate::archive::{NewEntry, Reserved, GENESIS};
 
     /// A second connection, as someone working around the triggers would use.
     fn sql(path: &Path) -> Connection {
@@ -352,13 +435,54 @@ mod tests {
         let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private" };
         a.record_outbound(&e, &b).unwrap();
         assert!(a.is_recorded("q1").unwrap());
-        assert_eq!(a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
-        assert_eq!(a.accepted_as("<m@x>", "b@x.de").unwrap(), None);
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
+        assert_eq!(a.reserved("<m@x>", "b@x.de").unwrap(), None);
         assert_eq!(a.store().billing_rows(0, i64::MAX).unwrap().len(), 1);
         // The same queue id twice is refused as a whole: no half records.
         assert!(a.record_outbound(&e, &b).is_err());
         assert_eq!(a.entries().unwrap().len(), 1);
         assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reservations_are_unique_and_survive_reopening() {
+        let (_d, path, a) = fresh();
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q1", None).unwrap(), Reserved::Ours);
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q2", None).unwrap(), Reserved::Held("q1".into()));
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q1", None).unwrap(), Reserved::Ours, "the holder again");
+        // Only the stale holder named can be taken over.
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q2", Some("q9")).unwrap(), Reserved::Held("q1".into()));
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q2", Some("q1")).unwrap(), Reserved::Ours);
+        a.release("<m@x>", "a@x.de", "q1").unwrap();
+        drop(a);
+        let a = open(&path).unwrap();
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q2"));
+        a.release("<m@x>", "a@x.de", "q2").unwrap();
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap(), None);
+        // A second row for the pair is refused by the key itself, whoever writes it.
+        let c = sql(&path);
+        c.execute("INSERT INTO reservations VALUES ('<k@x>', 's', 'q1', 0)", []).unwrap();
+        assert!(c.execute("INSERT INTO reservations VALUES ('<k@x>', 's', 'q2', 0)", []).is_err());
+        assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_archive_from_before_reservations_gets_them_from_its_acceptances() {
+        let (_d, path, a) = fresh();
+        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+        let e = NewEntry {
+            direction: "out",
+            private_id: None,
+            message_id: Some("<m@x>"),
+            sender: "a@x.de-mail.de",
+            recipients: &[],
+            data: b"m",
+        };
+        a.record_outbound(&e, &b).unwrap();
+        drop(a);
+        sql(&path).execute_batch("DROP TABLE reservations;").unwrap();
+        let a = open(&path).unwrap();
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
     }
 
     /// Group commit: parallel writers share transactions; every caller that got Ok is in

@@ -92,6 +92,8 @@ pub struct Harness {
     /// Run the gateway in a fresh kernel session keyring (`keyctl session`) with a
     /// seal key generated there first; its public line lands in `seal-public.txt`.
     pub sealed: bool,
+    /// Further environment of the gateway process (e.g. a test-only fault hook).
+    pub env: Vec<(String, String)>,
 }
 
 impl Harness {
@@ -161,6 +163,7 @@ impl Harness {
             rt,
             sink_task: None,
             sealed,
+            env: Vec::new(),
         };
         h.start_gateway();
         h
@@ -198,6 +201,7 @@ impl Harness {
             c
         };
         cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD).env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let g = demail_testkit::start_gateway(cmd, self.out_port, self.in_port, &self.dir.path().join("gateway.log"))
             .unwrap_or_else(|e| panic!("{e}"));
         self.gateway = Some(g);
@@ -356,10 +360,15 @@ domains = ["musterstadt.de-mail.de"]
 
     /// Submit like a helper: STARTTLS (verified against the gateway CA) and AUTH.
     pub fn submit(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
+        self.submit_as(HELPER_USER, from, to, raw)
+    }
+
+    /// [`Harness::submit`] with another account (its password is the helper's).
+    pub fn submit_as(&self, user: &str, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
         let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.out_port)
             .tls(Tls::Required(self.tls_params(&self.gw_pki.ca_pem, None)))
-            .credentials(Credentials::new(HELPER_USER.into(), HELPER_PASSWORD.into()))
+            .credentials(Credentials::new(user.into(), HELPER_PASSWORD.into()))
             .authentication(vec![Mechanism::Plain])
             .timeout(Some(Duration::from_secs(30)))
             .build();
@@ -422,6 +431,54 @@ domains = ["musterstadt.de-mail.de"]
         let out = self.cli(&["queue", "list"]);
         String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
     }
+
+    /// Files in the spool's queue directory (messages and their state).
+    pub fn spool_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.path().join("spool/queue"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One number from the archive database (a second connection, as an auditor's).
+    pub fn archive_count(&self, sql: &str) -> i64 {
+        let c = rusqlite::Connection::open(self.path().join("archive/archive.sqlite")).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+/// The outbound listener without TLS/AUTH (loopback only) and a short command timeout,
+/// so raw bytes can be thrown at the real binary.
+pub fn plain_harness(policy: &str) -> Harness {
+    Harness::custom(policy, |c| {
+        c.replace(
+            "tls = \"starttls\"\nrequire_auth = true",
+            "tls = \"none\"\nrequire_auth = false\ncommand_timeout_secs = 2",
+        )
+    })
+}
+
+/// Write `script` from one thread while another reads every reply (a server that hangs
+/// up mid-burst must not make us lose the replies it sent before).
+pub fn raw_session(port: u16, script: &[u8], read_for: Duration) -> String {
+    use std::io::{Read, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(read_for)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let script = script.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&script);
+    });
+    let mut r = s;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let _ = writer.join();
+    String::from_utf8_lossy(&out).to_string()
 }
 
 impl Drop for Harness {
