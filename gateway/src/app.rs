@@ -3,13 +3,15 @@
 use crate::archive::{self, Archive, NewEntry, Reserved};
 use crate::billing::{self, Bill};
 use crate::config::{parse_net, Config, TlsMode};
+use crate::identity::directory::Directory;
+use crate::identity::{self, Identity, METHOD_ACCOUNT, METHOD_CONNECTOR, METHOD_KERBEROS, METHOD_LDAP};
 use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta, Spool, State};
 use crate::{dsn, pipeline};
 use demail_core::classify::{classify_raw, Kind as MsgKind};
 use demail_core::submission::unconfirmed;
 use demail_core::{Error, Policy, Reason};
-use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject, SaslExchange, SessionInfo};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,8 @@ pub struct App {
     seal: Option<(String, [u8; 32])>,
     /// Outbound listener accounts and their secrets, read once at start.
     users: Vec<(crate::config::User, String)>,
+    /// People's sign-in and rights (`[identity]`, `[directory]`).
+    pub identity: Arc<Identity>,
 }
 
 fn spool_unreadable(e: std::io::Error) -> Error {
@@ -95,13 +99,18 @@ impl App {
         let archive = archive::sqlite::open(&cfg.gateway.archive_db)?;
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
-            if u.unbound() {
-                warn!(user = %u.name, "account not bound to senders (no senders/groups): it may send for every sender");
-            }
             let password =
                 u.password().read().map_err(|e| crate::secret::concerning(&format!("outbound.users {}", u.name), e))?;
             users.push((u.clone(), password));
         }
+        let directory = match &cfg.directory {
+            Some(d) => {
+                let pw = d.bind_password().read().map_err(|e| crate::secret::concerning("directory", e))?;
+                Some(Arc::new(Directory::new(d.clone(), pw)?))
+            }
+            None => None,
+        };
+        let identity = Arc::new(Identity::new(cfg.identity.clone(), directory)?);
         let seal = match &cfg.seal {
             Some(sc) => {
                 let key = sc.read_key()?;
@@ -136,6 +145,7 @@ impl App {
             settled: Notify::new(),
             spool_faults: AtomicU32::new(spool_faults),
             users,
+            identity,
         }))
     }
 
@@ -183,7 +193,29 @@ impl App {
     pub fn outbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let o = &self.cfg.outbound;
         let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None, &o.limits)?;
-        c.offer_auth = !self.users.is_empty();
+        let id = &self.cfg.identity;
+        c.offer_auth = !self.users.is_empty() || id.kerberos || id.ldap_password;
+        c.password_auth = !self.users.is_empty() || id.ldap_password;
+        // Start-up refuses a plaintext listener that is reachable from other hosts.
+        c.allow_auth_without_tls = o.tls == TlsMode::None && o.loopback_only();
+        // Connectors sign in with a pinned client certificate; people do not present one.
+        if !o.connectors.is_empty() {
+            if let Some(t) = &self.cfg.tls {
+                let pins = o
+                    .connectors
+                    .iter()
+                    .flat_map(|c| c.certificate_sha256.iter().filter_map(|f| identity::fingerprint(f)))
+                    .collect();
+                c.tls = Some(demail_smtp::tls::server_config_pinned_clients(&t.cert, &t.key, pins).map_err(|e| {
+                    Error::new(
+                        "tls.server_config",
+                        "Zertifikat oder Schlüssel aus [tls] sind nicht nutzbar.",
+                        "The certificate or key from [tls] cannot be used.",
+                    )
+                    .caused_by(e)
+                })?);
+            }
+        }
         c.require_auth = o.require_auth;
         Ok(c)
     }
@@ -213,6 +245,7 @@ impl App {
             message_id: None,
             cost_unit: None,
             options: Vec::new(),
+            actor: None,
         }
     }
 
@@ -228,6 +261,7 @@ impl App {
                     sender: &m.mail_from,
                     recipients: &m.rcpt_to,
                     data: message,
+                    actor: m.actor.as_deref(),
                 },
                 &Bill {
                     queue_id: &m.id,
@@ -235,6 +269,7 @@ impl App {
                     cost_unit: &unit,
                     recipients: m.rcpt_to.len(),
                     options: &m.options.join(","),
+                    person: m.actor.as_deref().unwrap_or(""),
                 },
             )
             .map(|_| ())
@@ -404,51 +439,121 @@ pub struct Outbound(pub Arc<App>);
 
 impl Handler for Outbound {
     async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        // An application account (exact senders only), else a person by directory bind.
         let mut ok = false;
         for (u, p) in &self.0.users {
             ok |= same(&u.name, user) & same(p, password);
         }
         if ok {
-            AuthResult::Accepted(Authenticated { user: user.to_string(), method: "account".into(), display: None })
-        } else {
-            AuthResult::Refused
+            return AuthResult::Accepted(Authenticated {
+                user: user.to_string(),
+                method: METHOD_ACCOUNT.into(),
+                display: None,
+            });
         }
+        if self.0.users.iter().any(|(u, _)| same(&u.name, user)) {
+            return AuthResult::Refused;
+        }
+        self.0.identity.check_password(user, password).await
+    }
+
+    fn sasl_mechanisms(&self) -> u64 {
+        if self.0.cfg.identity.kerberos {
+            demail_smtp::AUTH_GSSAPI
+        } else {
+            0
+        }
+    }
+
+    fn tls_identity(&self, session: &SessionInfo) -> Option<Authenticated> {
+        self.0.identity.connector_for(&self.0.cfg.outbound.connectors, session)
+    }
+
+    fn sasl_start(&self, mechanism: u64, _session: &SessionInfo) -> Option<Box<dyn SaslExchange>> {
+        (mechanism == demail_smtp::AUTH_GSSAPI && self.0.cfg.identity.kerberos)
+            .then(|| self.0.identity.kerberos_exchange())
     }
 
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
         let app = &self.0;
         let entropy = spool::random_bytes::<8>();
         let p = pipeline::prepare(&app.policy, &env.mail_from, &env.rcpt_to, message, spool::now_millis(), &entropy)?;
-        let account =
-            env.session.auth_user.as_ref().map(|name| (name, app.users.iter().find(|(u, _)| u.name == *name)));
-        // An account sends only as the senders it is bound to, and names only those as Sender.
-        if let Some((user, bound)) = account {
-            let may = |addr: &str| bound.is_some_and(|(u, _)| u.may_send_as(addr, &app.policy));
-            if !may(&p.sender_email) {
-                warn!(user = %user, sender = %p.sender_email, "account may not send as this sender");
-                return Err(Reject::new(
-                    550,
-                    "5.7.1",
-                    format!("[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.", p.sender_email),
-                    format!("[gateway.sender_not_bound] The account {user} may not send as {}.", p.sender_email),
-                ));
+        let (user, method) = match (&env.session.auth_user, &env.session.auth_method) {
+            (Some(u), Some(m)) => (u.as_str(), m.as_str()),
+            // require_auth is enforced at start-up; a session without a sign-in never gets here.
+            _ => return Err(identity::refusal(&identity::not_signed_in())),
+        };
+        let account = (method == METHOD_ACCOUNT).then(|| app.users.iter().find(|(u, _)| u.name == user)).flatten();
+        match method {
+            // An application account sends only as its own senders, and names only those as Sender.
+            METHOD_ACCOUNT => {
+                let may = |addr: &str| account.is_some_and(|(u, _)| u.may_send_as(addr));
+                if !may(&p.sender_email) {
+                    warn!(user = %user, sender = %p.sender_email, "account may not send as this sender");
+                    return Err(Reject::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.",
+                            p.sender_email
+                        ),
+                        format!("[gateway.sender_not_bound] The account {user} may not send as {}.", p.sender_email),
+                    ));
+                }
+                if let Some(s) = p.sender_field.iter().find(|s| !may(s)) {
+                    warn!(user = %user, sender_field = %s, "account may not name this Sender");
+                    return Err(Reject::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "[gateway.sender_field_not_bound] Das Konto {user} darf {s} nicht als „Sender“ nennen."
+                        ),
+                        format!("[gateway.sender_field_not_bound] The account {user} may not name {s} as \"Sender\"."),
+                    ));
+                }
             }
-            if let Some(s) = p.sender_field.iter().find(|s| !may(s)) {
-                warn!(user = %user, sender_field = %s, "account may not name this Sender");
-                return Err(Reject::new(
-                    550,
-                    "5.7.1",
-                    format!("[gateway.sender_field_not_bound] Das Konto {user} darf {s} nicht als „Sender“ nennen."),
-                    format!("[gateway.sender_field_not_bound] The account {user} may not name {s} as \"Sender\"."),
-                ));
+            // A person: the directory says which senders and options, and whether De-Mail at all.
+            METHOD_KERBEROS | METHOD_LDAP => {
+                let granted = false;
+                let person = app.identity.authorize(user, method, &p.sender_email, p.options, granted).await?;
+                let allowed = demail_core::rights::allowed_senders(&person, &app.identity.rules);
+                if let Some(s) = p.sender_field.iter().find(|s| !allowed.contains(&s.to_lowercase())) {
+                    warn!(user = %user, sender_field = %s, "person may not name this Sender");
+                    return Err(Reject::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "[identity.sender_field_not_allowed] {} darf {s} nicht als „Sender“ nennen.",
+                            person.display_name
+                        ),
+                        format!(
+                            "[identity.sender_field_not_allowed] {} may not name {s} as \"Sender\".",
+                            person.display_name
+                        ),
+                    ));
+                }
             }
+            // The organisation's mail server authenticated the person; the directory still
+            // says whether the owner of the From address may send De-Mail.
+            METHOD_CONNECTOR => {
+                if app.identity.directory.is_some() {
+                    app.identity
+                        .authorize(&p.sender_email, METHOD_CONNECTOR, &p.sender_email, p.options, false)
+                        .await?;
+                }
+            }
+            _ => return Err(identity::refusal(&identity::not_signed_in())),
         }
+        let actor = match method {
+            METHOD_CONNECTOR => format!("{method}:{user}/{}", p.sender_email),
+            _ => format!("{method}:{user}"),
+        };
         // `confirm` verdicts: the gateway cannot ask the person. What the client states as
         // confirmed passed already; an account whose client asks (the helper) counts as
         // confirmed; anything else is refused with how to confirm.
         if !p.unconfirmed.is_empty() {
             let codes: Vec<&str> = p.unconfirmed.iter().map(|r| r.code.as_str()).collect();
-            let asks = account.and_then(|(_, b)| b).is_some_and(|(u, _)| u.confirmed_by_client);
+            let asks = account.is_some_and(|(u, _)| u.confirmed_by_client);
             if asks {
                 info!(codes = ?codes, user = ?env.session.auth_user, "confirm verdict taken as confirmed by the account's client");
             } else {
@@ -483,6 +588,7 @@ impl Handler for Outbound {
         meta_out.message_id = p.message_id.clone();
         meta_out.cost_unit = p.cost_unit.clone();
         meta_out.options = p.options.ids().into_iter().map(str::to_string).collect();
+        meta_out.actor = Some(actor.clone());
         let prov_name = provider.name.clone();
         let id = meta_out.id.clone();
         let mut metas = vec![meta_out];
@@ -582,6 +688,7 @@ impl Handler for Inbound {
                 sender: &from,
                 recipients: &rcpts,
                 data: &message,
+                actor: None,
             })?;
             let message = match &app2.seal {
                 Some((kid, key)) => {

@@ -26,6 +26,9 @@ pub struct NewEntry<'a> {
     pub recipients: &'a [String],
     /// The exact bytes relayed or received.
     pub data: &'a [u8],
+    /// Who caused it, as `<method>:<identity>` (`kerberos:peter@REALM`, `ldap:peter`,
+    /// `connector:exchange`, `admin:root`); none for what the provider sent.
+    pub actor: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +47,9 @@ pub struct Entry {
     pub link: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
+    /// [`NewEntry::actor`]; left out of the JSON (and of the hash) when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// A finding of `verify`.
@@ -125,7 +131,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Hash of one entry: JSON of every field in a fixed order, so no separator is ambiguous.
 fn entry_hash(e: &Entry) -> String {
-    let canon = serde_json::json!([
+    let mut canon = serde_json::json!([
         e.prev_hash,
         e.seq,
         e.time,
@@ -138,6 +144,10 @@ fn entry_hash(e: &Entry) -> String {
         e.size,
         e.link
     ]);
+    // Appended only when present: entries written before actors existed keep their hash.
+    if let (Some(a), Some(list)) = (&e.actor, canon.as_array_mut()) {
+        list.push(serde_json::json!(a));
+    }
     sha256_hex(canon.to_string().as_bytes())
 }
 
@@ -162,6 +172,7 @@ fn link_and_insert(tx: &mut dyn Tx, e: &NewEntry<'_>) -> Result<Entry, Error> {
         link,
         prev_hash,
         hash: String::new(),
+        actor: e.actor.map(str::to_string),
     };
     entry.hash = entry_hash(&entry);
     tx.insert(&entry, e.data)?;
@@ -607,8 +618,9 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &[],
             data,
+            actor: None,
         };
-        let bill = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+        let bill = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "", person: "" };
         let out = a.record_outbound(&e("out", b"m"), &bill).unwrap();
         assert!(a.record_outbound(&e("out", b"m"), &bill).is_err(), "a second mark for q1 fails the whole record");
         let receipt = a.append(&e("receipt", b"r")).unwrap();

@@ -61,10 +61,11 @@ enum Cmd {
 #[derive(Subcommand)]
 enum SecretCmd {
     /// Store a secret where the configuration names it: `provider NAME` (token secret),
-    /// `user NAME` (a listener account's password), `seal-key` (base64 Ed25519 key).
+    /// `user NAME` (an application account's password), `directory` (the gateway's own
+    /// directory account), `seal-key` (base64 Ed25519 key).
     /// Prompted without echo on a terminal, else one line from stdin.
     Set {
-        #[arg(value_parser = ["provider", "user", "seal-key"])]
+        #[arg(value_parser = ["provider", "user", "directory", "seal-key"])]
         kind: String,
         /// The provider's or user's `name` in the configuration.
         name: Option<String>,
@@ -167,7 +168,8 @@ fn main() -> ExitCode {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(1);
+            // `config check` reports a verdict (1); a service that cannot start fails (2).
+            return ExitCode::from(if matches!(cli.cmd, Cmd::Serve) { 2 } else { 1 });
         }
     };
     match cli.cmd {
@@ -346,6 +348,9 @@ fn secret_list(cfg: &config::Config, store: &demail_gateway::secret::CredStore) 
     for p in &cfg.providers {
         all.push((format!("provider {}", p.name), p.secret()));
     }
+    if let Some(d) = &cfg.directory {
+        all.push(("directory".into(), d.bind_password()));
+    }
     if let Some(sc) = &cfg.seal {
         all.push(("seal-key".into(), sc.key()));
     }
@@ -371,6 +376,16 @@ fn secret_set(
     name: Option<String>,
     store: &demail_gateway::secret::CredStore,
 ) -> ExitCode {
+    if kind == "directory" {
+        let Some(d) = &cfg.directory else {
+            return fail(&Error::new(
+                "secret.unknown_owner",
+                "Kein Abschnitt [directory] in der Konfiguration.",
+                "No [directory] section in the configuration.",
+            ));
+        };
+        return store_secret(d.bind_password(), "directory", store);
+    }
     let Some(name) = name else {
         return fail(&Error::new(
             "secret.name_missing",
@@ -390,7 +405,11 @@ fn secret_set(
             format!("no {kind} \"{name}\" in the configuration."),
         ));
     };
-    let value = match read_secret(&format!("Geheimnis für {kind} {name} / secret for {kind} {name}")) {
+    store_secret(target, &format!("{kind} {name}"), store)
+}
+
+fn store_secret(target: config::Secret, what: &str, store: &demail_gateway::secret::CredStore) -> ExitCode {
+    let value = match read_secret(&format!("Geheimnis für {what} / secret for {what}")) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -460,6 +479,11 @@ fn seal_key(cfg: &config::Config, op: SealOp, store: &demail_gateway::secret::Cr
 }
 
 fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
+    // The Kerberos library reads the keytab's place from the environment; set it before
+    // any thread starts (the runtime's workers, the GSS calls).
+    if let Some(kt) = &cfg.identity.keytab {
+        std::env::set_var("KRB5_KTNAME", format!("FILE:{}", kt.display()));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&start_failed(e)),

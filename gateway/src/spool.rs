@@ -41,6 +41,9 @@ pub struct Meta {
     pub cost_unit: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// Who submitted it (the archive's actor, `kerberos:peter@REALM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -275,6 +278,7 @@ mod tests {
             message_id: None,
             cost_unit: None,
             options: vec![],
+            actor: None,
         };
         s.put(&m, b"Subject: x\r\n\r\nbody\n\xff").unwrap();
         let l = s.list().unwrap();

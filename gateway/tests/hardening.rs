@@ -64,6 +64,7 @@ fn twenty_concurrent_submissions_of_one_message_id_are_queued_once() {
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 assert!(reply(&mut s).starts_with("220"));
                 say(&mut s, "EHLO parallel\r\n");
+                assert!(say(&mut s, &auth_plain()).starts_with("235"));
                 assert!(say(&mut s, &format!("MAIL FROM:<{PETER}>\r\n")).starts_with("250"));
                 assert!(say(&mut s, &format!("RCPT TO:<{ANNA}>\r\n")).starts_with("250"));
                 assert!(say(&mut s, "DATA\r\n").starts_with("354"));
@@ -149,23 +150,24 @@ fn sender_is_dropped_and_reply_to_kept_inside_the_organisation_by_default() {
 fn a_rewritten_sender_must_be_one_the_account_may_send_as() {
     let policy = POLICY.replace("max_size = \"10 MiB\"", "max_size = \"10 MiB\"\nsender_header = \"rewrite\"");
     assert_ne!(policy, POLICY);
+    // The application account may send as Peter and as the secretariat.
     let mut h = Harness::custom(&policy, |c| {
-        c.replace(
-            "password_env = \"TEST_GW_HELPER_PASSWORD\" }]",
-            "password_env = \"TEST_GW_HELPER_PASSWORD\", senders = [\"peter.meier@musterstadt.de\", \"sekretariat@musterstadt.de\"] }]",
-        )
+        c.replace("\"buergermeister@musterstadt.de\"] }]", "\"sekretariat@musterstadt.de\"] }]")
     });
     h.start_provider();
     let ok = msg(PETER, ANNA, "[P] Im Auftrag", "Sender: Sekretariat <sekretariat@musterstadt.de>\r\n");
-    assert!(h.submit(PETER, &[ANNA], &ok).is_ok());
+    assert!(h.submit_as(HELPER_USER, PETER, &[ANNA], &ok).is_ok());
     let got = h.wait_provider(1, 20);
     let sender = header(&got[0].1, "Sender").unwrap_or_default();
     assert!(sender.contains("<sekretariat@musterstadt.de-mail.de>"), "{sender}");
     let bad = msg(PETER, ANNA, "[P] Im Auftrag", "Sender: recht@musterstadt.de\r\n");
-    let e = h.submit(PETER, &[ANNA], &bad).unwrap_err();
+    let e = h.submit_as(HELPER_USER, PETER, &[ANNA], &bad).unwrap_err();
     assert!(e.contains("5.7.1 [gateway.sender_field_not_bound]"), "{e}");
     let outside = msg(PETER, ANNA, "[P] Im Auftrag", "Sender: chef@example.org\r\n");
-    assert!(h.submit(PETER, &[ANNA], &outside).unwrap_err().contains("[sender_field.outside]"));
+    assert!(h.submit_as(HELPER_USER, PETER, &[ANNA], &outside).unwrap_err().contains("[sender_field.outside]"));
+    // A person may name as Sender only addresses the directory gives them.
+    let e = h.submit(PETER, &[ANNA], &ok).unwrap_err();
+    assert!(e.contains("5.7.1 [identity.sender_field_not_allowed]"), "{e}");
 }
 
 #[test]
@@ -174,8 +176,8 @@ fn confirm_verdicts_pass_only_confirmed() {
         POLICY.replace("mixed_addressing = \"reject\"", "mixed_addressing = \"warn\"\nrequire_marking = \"confirm\"");
     let mut h = Harness::custom(&policy, |c| {
         c.replace(
-            "password_env = \"TEST_GW_HELPER_PASSWORD\" }]",
-            "password_env = \"TEST_GW_HELPER_PASSWORD\" }, { name = \"helfer-app\", password_env = \"TEST_GW_HELPER_PASSWORD\", confirmed_by_client = true }]",
+            "\"buergermeister@musterstadt.de\"] }]",
+            "\"buergermeister@musterstadt.de\"] }, { name = \"helfer-app\", password_env = \"TEST_GW_HELPER_PASSWORD\", senders = [\"peter.meier@musterstadt.de\"], confirmed_by_client = true }]",
         )
     });
     h.start_provider();

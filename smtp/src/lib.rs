@@ -42,3 +42,5 @@ pub use reply::{Accepted, Reject};
 pub use server::{
     serve, serve_connection, AuthResult, Authenticated, Config, Envelope, Handler, SaslExchange, SaslStep, SessionInfo,
 };
+/// SASL mechanism bits for [`Handler::sasl_mechanisms`].
+pub use smtp_proto::AUTH_GSSAPI;

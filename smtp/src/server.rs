@@ -104,6 +104,8 @@ pub struct SessionInfo {
     pub auth_user: Option<String>,
     /// How they signed in ([`Authenticated::method`]).
     pub auth_method: Option<String>,
+    /// SHA-256 of the client certificate presented in the TLS handshake, if any.
+    pub client_cert: Option<[u8; 32]>,
 }
 
 /// Who signed in, as the application decided.
@@ -162,6 +164,12 @@ pub trait Handler: Send + Sync + 'static {
     /// smtp-proto `AUTH_*` bits (e.g. `AUTH_GSSAPI`).
     fn sasl_mechanisms(&self) -> u64 {
         0
+    }
+
+    /// After the TLS handshake: a client certificate the application recognises signs the
+    /// session in without AUTH (the organisation's mail server as a connector).
+    fn tls_identity(&self, _session: &SessionInfo) -> Option<Authenticated> {
+        None
     }
 
     /// Start an exchange for one of [`Handler::sasl_mechanisms`].
@@ -278,7 +286,14 @@ where
         return;
     }
     debug!(client = %peer, "connected");
-    let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None, auth_method: None };
+    let info = SessionInfo {
+        client: peer,
+        helo: String::new(),
+        tls: false,
+        auth_user: None,
+        auth_method: None,
+        client_cert: None,
+    };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     // A handshake comes before any login: the short pre-auth wait applies.
     let handshake_timeout = config.pre_auth_timeout.min(config.command_timeout);
@@ -289,7 +304,8 @@ where
         };
         match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
-                let mut st = Session::new(config.clone(), handler, SessionInfo { tls: true, ..info }, deadline);
+                let info = after_handshake(&*handler, info, s.get_ref().1);
+                let mut st = Session::new(config.clone(), handler, info, deadline);
                 let _ = st.run(s, true).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "TLS handshake failed"),
@@ -303,13 +319,27 @@ where
         match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 // RFC 3207: forget everything learned before the handshake.
-                let mut st = Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
+                let info = after_handshake(&*handler, info, s.get_ref().1);
+                let mut st = Session::new(config, handler, info, deadline);
                 let _ = st.run(s, false).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "STARTTLS handshake failed"),
             Err(_) => info!(client = %peer, "STARTTLS handshake timed out"),
         }
     }
+}
+
+/// The session as TLS leaves it: encrypted, with the client certificate's fingerprint,
+/// and signed in when the application recognises that certificate (a connector).
+fn after_handshake<H: Handler>(handler: &H, info: SessionInfo, conn: &rustls::ServerConnection) -> SessionInfo {
+    let cert = conn.peer_certificates().and_then(|c| c.first()).map(|c| crate::tls::fingerprint(c.as_ref()));
+    let mut info = SessionInfo { tls: true, client_cert: cert, auth_user: None, auth_method: None, ..info };
+    if let Some(a) = handler.tls_identity(&info) {
+        info!(client = %info.client, user = %a.user, method = %a.method, "signed in by client certificate");
+        info.auth_user = Some(a.user);
+        info.auth_method = Some(a.method);
+    }
+    info
 }
 
 enum Mode {

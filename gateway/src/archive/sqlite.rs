@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS entries (
     link INTEGER,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    actor TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_private_id ON entries(private_id);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'archive is append-only'); END;
@@ -87,6 +88,20 @@ INSERT OR IGNORE INTO reservations (message_id, sender, queue_id, time)
     SELECT message_id, sender, queue_id, time FROM accepted WHERE message_id IS NOT NULL ORDER BY time, rowid;
 ";
 
+/// `ALTER TABLE … ADD COLUMN` unless the column is there already.
+pub(crate) fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> Result<(), Error> {
+    let have: bool = c
+        .query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"), [column], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(db_err)?
+        > 0;
+    if !have {
+        c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")).map_err(db_err)?;
+    }
+    Ok(())
+}
+
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::new(
         "archive.database",
@@ -110,11 +125,12 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         link: r.get(9)?,
         prev_hash: r.get(10)?,
         hash: r.get(11)?,
+        actor: r.get(12)?,
     })
 }
 
 const COLS: &str =
-    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash";
+    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash, actor";
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, Error> {
@@ -140,10 +156,14 @@ impl SqliteStore {
             .map_err(db_err)?
             > 0;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        // Archives from before actors: the column is added (no entry changes, so the
+        // append-only triggers are not involved).
+        add_column(&conn, "entries", "actor", "TEXT")?;
         if !had_reservations {
             conn.execute_batch(MIGRATE_RESERVATIONS).map_err(db_err)?;
         }
         conn.execute_batch(billing::sqlite::SCHEMA).map_err(db_err)?;
+        add_column(&conn, "billing", "person", "TEXT NOT NULL DEFAULT ''")?;
         Ok(SqliteStore {
             conn: Mutex::new(Db { c: conn, open: None, next_gen: 0, last: None }),
             commit_gate: Mutex::new(()),
@@ -215,7 +235,7 @@ impl Tx for SqliteTx<'_> {
         self.0
             .execute(
                 &format!(
-                    "INSERT INTO entries ({COLS}, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, zeroblob(?13))"
+                    "INSERT INTO entries ({COLS}, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, zeroblob(?14))"
                 ),
                 params![
                     entry.seq,
@@ -230,6 +250,7 @@ impl Tx for SqliteTx<'_> {
                     entry.link,
                     entry.prev_hash,
                     entry.hash,
+                    entry.actor,
                     data.len() as i64
                 ],
             )
@@ -416,6 +437,7 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &["b@y.de-mail.de".into()],
             data,
+            actor: None,
         })
         .unwrap()
     }
@@ -431,8 +453,10 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &[],
             data: b"m",
+            actor: None,
         };
-        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private" };
+        let b =
+            Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private", person: "" };
         a.record_outbound(&e, &b).unwrap();
         assert!(a.is_recorded("q1").unwrap());
         assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
@@ -469,7 +493,7 @@ mod tests {
     #[test]
     fn an_archive_from_before_reservations_gets_them_from_its_acceptances() {
         let (_d, path, a) = fresh();
-        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "", person: "" };
         let e = NewEntry {
             direction: "out",
             private_id: None,
@@ -477,6 +501,7 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &[],
             data: b"m",
+            actor: None,
         };
         a.record_outbound(&e, &b).unwrap();
         drop(a);
@@ -507,8 +532,16 @@ mod tests {
                             sender: "a@x.de-mail.de",
                             recipients: &[],
                             data: q.as_bytes(),
+                            actor: None,
                         };
-                        let b = Bill { queue_id: &q, sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+                        let b = Bill {
+                            queue_id: &q,
+                            sender: "a@x.de",
+                            cost_unit: "K",
+                            recipients: 1,
+                            options: "",
+                            person: "",
+                        };
                         if let Ok(entry) = a.record_outbound(&e, &b) {
                             seqs.push((q, entry.seq));
                         }

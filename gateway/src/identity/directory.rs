@@ -42,6 +42,9 @@ pub struct DirectoryConfig {
     /// Finds a person by Kerberos principal; `{principal}` and `{login}` (the part before `@`).
     #[serde(default = "default_principal_filter")]
     pub principal_filter: String,
+    /// Finds the person who owns a mail address (for mail a connector relays); `{mail}`.
+    #[serde(default = "default_mail_filter")]
+    pub mail_filter: String,
     /// Which objects are groups (combined with `(member=<dn>)` when walking nested groups).
     #[serde(default = "default_group_filter")]
     pub group_filter: String,
@@ -66,6 +69,9 @@ fn default_login_filter() -> String {
 }
 fn default_principal_filter() -> String {
     "(|(userPrincipalName={principal})(sAMAccountName={login})(uid={login}))".into()
+}
+fn default_mail_filter() -> String {
+    "(|(mail={mail})(proxyAddresses=smtp:{mail}))".into()
 }
 fn default_group_filter() -> String {
     "(|(objectClass=group)(objectClass=groupOfNames))".into()
@@ -124,6 +130,8 @@ impl DirectoryConfig {
 pub enum Key {
     Login(String),
     Principal(String),
+    /// The owner of a mail address.
+    Mail(String),
 }
 
 impl Key {
@@ -131,6 +139,7 @@ impl Key {
         match self {
             Key::Login(l) => format!("l:{}", l.to_lowercase()),
             Key::Principal(p) => format!("p:{}", p.to_lowercase()),
+            Key::Mail(m) => format!("m:{}", m.to_lowercase()),
         }
     }
 }
@@ -256,6 +265,7 @@ impl Directory {
                     .replace("{principal}", &ldap_escape(p.as_str()))
                     .replace("{login}", &ldap_escape(login))
             }
+            Key::Mail(m) => self.cfg.mail_filter.replace("{mail}", &ldap_escape(m.as_str())),
         }
     }
 
@@ -272,7 +282,7 @@ impl Directory {
                 .success()
                 .map_err(unavailable)?;
         let who = match key {
-            Key::Login(l) | Key::Principal(l) => l.clone(),
+            Key::Login(l) | Key::Principal(l) | Key::Mail(l) => l.clone(),
         };
         let mut found = entries.into_iter().map(SearchEntry::construct);
         let Some(e) = found.next() else { return Err(unknown(&who)) };

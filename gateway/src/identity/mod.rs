@@ -12,7 +12,7 @@ pub mod kerberos;
 
 use demail_core::rights::{self, OptionGroups, Person, Rules, SharedSender};
 use demail_core::{DeMailOption, Error, OptionSet, Reason};
-use demail_smtp::{AuthResult, Authenticated, Reject, SaslExchange, SaslStep};
+use demail_smtp::{AuthResult, Authenticated, Reject, SaslExchange, SaslStep, SessionInfo};
 use directory::{Directory, Failure, Freshness, Key};
 use serde::Deserialize;
 use std::future::Future;
@@ -25,6 +25,8 @@ use tracing::{info, warn};
 pub const METHOD_KERBEROS: &str = "kerberos";
 pub const METHOD_LDAP: &str = "ldap";
 pub const METHOD_CONNECTOR: &str = "connector";
+/// An application account of `[[outbound.users]]` (a Fachverfahren with its own senders).
+pub const METHOD_ACCOUNT: &str = "account";
 
 /// `[identity]` in gateway.toml.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -78,6 +80,32 @@ pub struct ConnectorConfig {
     pub sources: Vec<String>,
     /// SHA-256 fingerprints (hex, colons allowed) of the client certificates it presents.
     pub certificate_sha256: Vec<String>,
+}
+
+/// `[access]`: the De-Mail right where IT keeps no directory group for it (the
+/// article's two processes): a person asks ("De-Mail für mich beantragen" in the helper)
+/// and IT approves with `demail-gateway access approve`, or, with `self_service`, the
+/// request grants it at once. Every request, grant, revocation and refusal is an entry
+/// in the audit archive.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    pub self_service: bool,
+    /// The envelope recipient of a request (`RCPT TO`); `de-mail-zugang@<hostname>` by default.
+    pub request_address: Option<String>,
+}
+
+/// A SHA-256 fingerprint written as hex, with or without colons, in any case.
+pub fn fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl IdentityConfig {
@@ -142,7 +170,11 @@ impl Identity {
                 "No directory is configured ([directory]).",
             )));
         };
-        let key = if method == METHOD_KERBEROS { Key::Principal(user.into()) } else { Key::Login(user.into()) };
+        let key = match method {
+            METHOD_KERBEROS => Key::Principal(user.into()),
+            METHOD_CONNECTOR => Key::Mail(user.into()),
+            _ => Key::Login(user.into()),
+        };
         d.person(&key).await
     }
 
@@ -162,6 +194,23 @@ impl Identity {
                 AuthResult::Unavailable(temporary(&e))
             }
         }
+    }
+
+    /// A connector's TLS sign-in: its pinned certificate from one of its source networks.
+    pub fn connector_for(&self, connectors: &[ConnectorConfig], session: &SessionInfo) -> Option<Authenticated> {
+        let cert = session.client_cert?;
+        let ip = session.client.ip();
+        connectors
+            .iter()
+            .find(|c| {
+                c.certificate_sha256.iter().any(|f| fingerprint(f) == Some(cert))
+                    && c.sources.iter().any(|n| crate::config::parse_net(n).is_some_and(|n| n.contains(&ip)))
+            })
+            .map(|c| Authenticated {
+                user: c.name.clone(),
+                method: METHOD_CONNECTOR.into(),
+                display: Some(c.name.clone()),
+            })
     }
 
     /// A SASL GSSAPI exchange; at its end the principal is looked up in the directory.
@@ -201,6 +250,15 @@ impl Identity {
         })?;
         Ok(person)
     }
+}
+
+/// A session that reached DATA without anyone signed in.
+pub fn not_signed_in() -> Reason {
+    Reason::new(
+        "identity.not_signed_in",
+        "Ohne Anmeldung nimmt das Gateway keine De-Mail an.",
+        "The gateway takes no De-Mail without a sign-in.",
+    )
 }
 
 /// A permanent refusal carrying the reason's code and both texts.
