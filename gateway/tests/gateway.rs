@@ -6,14 +6,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
-    format!(
-        "From: Peter Meier <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n{extra}\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n",
-        demail_testkit::free_port()
-    )
-    .into_bytes()
-}
-
 #[test]
 fn subject_tags_become_headers_and_sender_is_mapped() {
     let mut h = Harness::new();

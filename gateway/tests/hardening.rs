@@ -13,14 +13,6 @@ use std::time::{Duration, Instant};
 const PETER: &str = "peter.meier@musterstadt.de";
 const ANNA: &str = "anna@buerger.de-mail.de";
 
-fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
-    format!(
-        "From: Peter Meier <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n{extra}\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n",
-        demail_testkit::free_port()
-    )
-    .into_bytes()
-}
-
 /// Read until a final reply line (`NNN text`) arrives; all lines read.
 fn reply(s: &mut TcpStream) -> String {
     let mut text = String::new();

@@ -51,27 +51,43 @@ impl TestDirectory {
     }
 
     pub fn person_with(&self, address: &str, demail: bool) -> String {
-        self.add(&address.trim().to_lowercase(), address, demail)
+        self.add(&address.trim().to_lowercase(), address, None, demail)
     }
 
     /// A person with their own login (e.g. unique per test) who owns `address`.
     pub fn person_named(&self, login: &str, address: &str) -> String {
-        self.add(login, address, true)
+        self.add(login, address, None, true)
     }
 
-    fn add(&self, login: &str, address: &str, demail: bool) -> String {
+    /// A person the KDC knows as `principal` (`peter@REALM`); returns the directory DN.
+    pub fn kerberos_person(&self, login: &str, address: &str, principal: &str, demail: bool) -> String {
+        self.add(login, address, Some(principal), demail);
+        crate::ldap::Slapd::person_dn(login)
+    }
+
+    fn add(&self, login: &str, address: &str, principal: Option<&str>, demail: bool) -> String {
         let login = login.to_string();
         let address = address.trim().to_lowercase();
         let mut people = self.people.lock().unwrap();
         if people.insert(login.clone()) {
-            let name = login.split('@').next().unwrap_or(&login).replace('.', " ");
+            // "peter.meier@…" → "Peter Meier"
+            let name = address
+                .split('@')
+                .next()
+                .unwrap_or(&address)
+                .split('.')
+                .map(|w| w.chars().take(1).flat_map(char::to_uppercase).chain(w.chars().skip(1)).collect::<String>())
+                .collect::<Vec<_>>()
+                .join(" ");
             let dn = self
                 .ldap
                 .add_person(&Person {
                     uid: &login,
                     display_name: &name,
                     password: PERSON_PASSWORD,
-                    principal: &format!("{}@MUSTERSTADT.TEST", login.replace('@', ".")),
+                    principal: &principal
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{}@MUSTERSTADT.TEST", login.replace('@', "."))),
                     mail: &[&address],
                     proxy_addresses: &[],
                 })
@@ -81,6 +97,15 @@ impl TestDirectory {
             }
         }
         login
+    }
+
+    /// `[identity]` with Kerberos as well (keytab, realm) for [`TestDirectory::gateway_toml`].
+    pub fn gateway_toml_kerberos(&self, bind_env: &str, keytab: &Path, realm: &str) -> String {
+        self.gateway_toml(bind_env).replacen(
+            "[identity]\n",
+            &format!("[identity]\nkerberos = true\nkeytab = \"{}\"\nrealms = [\"{realm}\"]\n", keytab.display()),
+            1,
+        )
     }
 
     /// `[identity]` (directory password sign-in, the De-Mail group) and `[directory]`

@@ -551,6 +551,15 @@ pub fn identity(cert: &Path, key: &Path) -> Identity {
     Identity::from_pem(der.as_ref(), &std::fs::read(key).unwrap()).unwrap()
 }
 
+/// A small test message with a unique Message-ID; `extra` is further header lines.
+pub fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: Peter Meier <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n{extra}\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n",
+        demail_testkit::free_port()
+    )
+    .into_bytes()
+}
+
 /// The value of a header (first occurrence, unfolded) in raw bytes, via mail-parser.
 pub fn header(raw: &[u8], name: &str) -> Option<String> {
     let m = mail_parser::MessageParser::default().parse(raw)?;
