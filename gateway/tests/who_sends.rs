@@ -77,7 +77,7 @@ fn gateway(r: &Realm, ttl: u64, grace: u64) -> (Harness, String) {
     });
     let peter = h.directory.kerberos_person("peter", PETER, "peter@MUSTERSTADT.TEST", true);
     h.directory.kerberos_person("anna", ANNA, "anna@MUSTERSTADT.TEST", false);
-    h.directory.ldap.add_group("poststelle", &[h.directory.bind_dn.clone()]).unwrap();
+    h.directory.ldap.add_group("poststelle", std::slice::from_ref(&h.directory.bind_dn)).unwrap();
     (h, peter)
 }
 
