@@ -250,6 +250,54 @@ impl App {
     }
 
     /// Archive entry, billing row and duplicate mark for a spooled outbound message.
+    /// Does an approved request (or self-service) give this person the De-Mail right?
+    fn granted(&self, dn: &str) -> Result<bool, Reject> {
+        let rec = self.archive.access(dn).map_err(local_error)?;
+        Ok(rec.is_some_and(|r| r.state == identity::ACCESS_GRANTED))
+    }
+
+    /// "De-Mail für mich beantragen": a signed-in person's request, sent by their helper
+    /// to the request address. Recorded in the archive; with self-service it grants at once.
+    async fn access_request(self: &Arc<Self>, env: &Envelope, user: &str, method: &str) -> Result<Accepted, Reject> {
+        if env.rcpt_to.len() != 1 {
+            return Err(identity::refusal(&Reason::new(
+                "access.request_mixed",
+                "Ein Antrag auf De-Mail geht allein an die Antragsadresse, nicht zusammen mit anderen Empfängern.",
+                "A De-Mail request goes to the request address alone, not together with other recipients.",
+            )));
+        }
+        if method != METHOD_KERBEROS && method != METHOD_LDAP {
+            return Err(identity::refusal(&Reason::new(
+                "access.request_not_a_person",
+                "Nur Personen können De-Mail für sich beantragen.",
+                "Only people can request De-Mail for themselves.",
+            )));
+        }
+        let person = self.identity.signed_in_person(user, method).await?;
+        let granted = self.granted(&person.dn)?;
+        if demail_core::rights::has_demail_right(&person, &self.identity.rules, granted) {
+            info!(user, "access request: already holds the De-Mail right");
+            return Ok(Accepted { id: "zugang-besteht".into() });
+        }
+        let state = if self.cfg.access.self_service { identity::ACCESS_GRANTED } else { identity::ACCESS_REQUESTED };
+        let actor = format!("{method}:{user}");
+        let record = crate::archive::AccessRecord {
+            dn: person.dn.clone(),
+            login: person.login.clone(),
+            name: person.display_name.clone(),
+            state: state.into(),
+            time: spool::now() as i64,
+            by: actor.clone(),
+        };
+        let sender = person.addresses.first().cloned().unwrap_or_else(|| person.login.clone());
+        let app = self.clone();
+        blocking(move || app.archive.record_access(&record, &actor, &sender).map(|_| ())).await?;
+        info!(user, state, "access request recorded");
+        Ok(Accepted {
+            id: if state == identity::ACCESS_GRANTED { "zugang-erteilt" } else { "zugang-beantragt" }.into(),
+        })
+    }
+
     fn record(&self, m: &Meta, message: &[u8]) -> Result<(), Error> {
         let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
         self.archive
@@ -476,13 +524,17 @@ impl Handler for Outbound {
 
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
         let app = &self.0;
-        let entropy = spool::random_bytes::<8>();
-        let p = pipeline::prepare(&app.policy, &env.mail_from, &env.rcpt_to, message, spool::now_millis(), &entropy)?;
         let (user, method) = match (&env.session.auth_user, &env.session.auth_method) {
             (Some(u), Some(m)) => (u.as_str(), m.as_str()),
             // require_auth is enforced at start-up; a session without a sign-in never gets here.
             _ => return Err(identity::refusal(&identity::not_signed_in())),
         };
+        let request_to = app.cfg.access.request_address(&app.cfg.gateway.hostname);
+        if env.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&request_to)) {
+            return app.access_request(env, user, method).await;
+        }
+        let entropy = spool::random_bytes::<8>();
+        let p = pipeline::prepare(&app.policy, &env.mail_from, &env.rcpt_to, message, spool::now_millis(), &entropy)?;
         let account = (method == METHOD_ACCOUNT).then(|| app.users.iter().find(|(u, _)| u.name == user)).flatten();
         match method {
             // An application account sends only as its own senders, and names only those as Sender.
@@ -514,8 +566,9 @@ impl Handler for Outbound {
             }
             // A person: the directory says which senders and options, and whether De-Mail at all.
             METHOD_KERBEROS | METHOD_LDAP => {
-                let granted = false;
-                let person = app.identity.authorize(user, method, &p.sender_email, p.options, granted).await?;
+                let person = app.identity.signed_in_person(user, method).await?;
+                let granted = app.granted(&person.dn)?;
+                app.identity.authorize(&person, granted, &p.sender_email, p.options)?;
                 let allowed = demail_core::rights::allowed_senders(&person, &app.identity.rules);
                 if let Some(s) = p.sender_field.iter().find(|s| !allowed.contains(&s.to_lowercase())) {
                     warn!(user = %user, sender_field = %s, "person may not name this Sender");
@@ -537,9 +590,9 @@ impl Handler for Outbound {
             // says whether the owner of the From address may send De-Mail.
             METHOD_CONNECTOR => {
                 if app.identity.directory.is_some() {
-                    app.identity
-                        .authorize(&p.sender_email, METHOD_CONNECTOR, &p.sender_email, p.options, false)
-                        .await?;
+                    let person = app.identity.signed_in_person(&p.sender_email, METHOD_CONNECTOR).await?;
+                    let granted = app.granted(&person.dn)?;
+                    app.identity.authorize(&person, granted, &p.sender_email, p.options)?;
                 }
             }
             _ => return Err(identity::refusal(&identity::not_signed_in())),

@@ -52,6 +52,21 @@ pub struct Entry {
     pub actor: Option<String>,
 }
 
+/// Whether a person holds the De-Mail right by request (`[access]`), keyed by the
+/// directory entry. The events behind it are archive entries (direction `access`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessRecord {
+    pub dn: String,
+    pub login: String,
+    pub name: String,
+    /// `requested`, `granted`, `revoked` or `refused`.
+    pub state: String,
+    /// Unix seconds of the last change.
+    pub time: i64,
+    /// Who changed it: the person (a request, self-service) or the administrator.
+    pub by: String,
+}
+
 /// A finding of `verify`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -86,6 +101,8 @@ pub trait Tx {
         stale: Option<&str>,
     ) -> Result<(), Error>;
     /// Remove the reservation if `queue_id` still holds it.
+    /// The person's access record (keyed by the lower-case DN), replaced.
+    fn set_access(&mut self, record: &AccessRecord) -> Result<(), Error>;
     fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error>;
 }
 
@@ -113,6 +130,8 @@ pub trait Store: Send + Sync {
     fn is_recorded(&self, queue_id: &str) -> Result<bool, Error>;
     /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
+    /// Every access record, oldest change first.
+    fn access_records(&self) -> Result<Vec<AccessRecord>, Error>;
 }
 
 /// The hash before the first entry, and the head of an archive without entries.
@@ -197,11 +216,22 @@ impl Head {
         self.path.exists()
     }
 
-    /// Atomically (temporary file, fsync, rename, directory fsync).
+    /// Atomically (temporary file, fsync, rename, directory fsync), and only forward: the
+    /// gateway and an administrator's command (`access approve`) both append, each writing
+    /// the head after its commit, so under a lock a head never replaces a newer one.
     fn write(&self, seq: i64, hash: &str) -> Result<(), Error> {
-        let tmp = self.path.with_extension("head.tmp");
+        let tmp = self.path.with_extension(format!("head.tmp.{}", std::process::id()));
         let res = (|| -> std::io::Result<()> {
             use std::io::Write;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.path.with_extension("head.lock"))?;
+            lock.lock()?;
+            if self.read().is_some_and(|(cur, _)| cur > seq) {
+                return Ok(());
+            }
             let mut f = std::fs::File::create(&tmp)?;
             writeln!(f, "{seq} {hash}")?;
             f.sync_all()?;
@@ -253,6 +283,36 @@ impl Archive {
     /// Archive entry, billing row and the "accepted" mark of a spooled outbound
     /// message, all or nothing. The reservation of its Message-ID is set to it as well
     /// (after a crash, or for a message spooled before reservations existed).
+    /// An access event (request, grant, revocation, refusal): an `access` entry in the
+    /// chain with the record as its content, and the person's record, in one transaction.
+    pub fn record_access(&self, record: &AccessRecord, actor: &str, sender: &str) -> Result<Entry, Error> {
+        let data = serde_json::to_vec(record)
+            .map_err(|e| Error::new("archive.encode", "Interner Fehler.", "Internal error.").caused_by(e))?;
+        let e = NewEntry {
+            direction: "access",
+            private_id: None,
+            message_id: None,
+            sender,
+            recipients: &[],
+            data: &data,
+            actor: Some(actor),
+        };
+        self.write(&mut |tx| {
+            let entry = link_and_insert(tx, &e)?;
+            tx.set_access(record)?;
+            Ok(entry)
+        })
+    }
+
+    /// The access record of a person (by DN, any case).
+    pub fn access(&self, dn: &str) -> Result<Option<AccessRecord>, Error> {
+        Ok(self.store.access_records()?.into_iter().find(|r| r.dn.eq_ignore_ascii_case(dn)))
+    }
+
+    pub fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
+        self.store.access_records()
+    }
+
     pub fn record_outbound(&self, e: &NewEntry<'_>, bill: &Bill<'_>) -> Result<Entry, Error> {
         self.write(&mut |tx| {
             let entry = link_and_insert(tx, e)?;
@@ -514,6 +574,7 @@ mod tests {
         accepted: Vec<(String, Option<String>, String)>,
         /// (message id, sender) → queue id
         reservations: std::collections::HashMap<(String, String), String>,
+        access: Vec<AccessRecord>,
     }
 
     impl Tx for Rows {
@@ -542,6 +603,11 @@ mod tests {
         }
         fn reserved(&mut self, mid: &str, sender: &str) -> Result<Option<String>, Error> {
             Ok(self.reservations.get(&(mid.into(), sender.into())).cloned())
+        }
+        fn set_access(&mut self, r: &AccessRecord) -> Result<(), Error> {
+            self.access.retain(|a| !a.dn.eq_ignore_ascii_case(&r.dn));
+            self.access.push(r.clone());
+            Ok(())
         }
         fn set_reservation(&mut self, _: i64, mid: &str, s: &str, q: &str, stale: Option<&str>) -> Result<(), Error> {
             let key = (mid.to_string(), s.to_string());
@@ -602,6 +668,9 @@ mod tests {
             let rows = self.0.lock().unwrap();
             let r = rows.bills.iter().filter(|(t, ..)| (from..to).contains(t));
             Ok(r.map(|(_, u, n, o)| (u.clone(), *n, o.clone())).collect())
+        }
+        fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
+            Ok(self.0.lock().unwrap().access.clone())
         }
     }
 

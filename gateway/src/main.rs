@@ -40,6 +40,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ArchiveCmd,
     },
+    /// The De-Mail right by request (`[access]`): requests, approvals, revocations.
+    Access {
+        #[command(subcommand)]
+        cmd: AccessCmd,
+    },
     /// Billing per cost unit.
     Billing {
         #[command(subcommand)]
@@ -117,6 +122,20 @@ enum ArchiveCmd {
 }
 
 #[derive(Subcommand)]
+enum AccessCmd {
+    /// Open requests as JSON lines.
+    Requests,
+    /// Every access record as JSON lines.
+    List,
+    /// Grant a request: the person may send De-Mail.
+    Approve { who: String },
+    /// Refuse a request.
+    Refuse { who: String },
+    /// Take the De-Mail right away again.
+    Revoke { who: String },
+}
+
+#[derive(Subcommand)]
 enum BillingCmd {
     /// Counts per cost unit for [from, to] (dates, UTC, both inclusive).
     Report {
@@ -182,6 +201,7 @@ fn main() -> ExitCode {
             secret(&cfg, cmd, &demail_gateway::secret::CredStore { dir: credstore, dropin_dir: unit_dropins })
         }
         Cmd::Queue { cmd } => queue(&cfg, cmd),
+        Cmd::Access { cmd } => access(&cfg, cmd),
         Cmd::Archive { cmd } => {
             let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
                 Ok(a) => a,
@@ -234,6 +254,61 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+/// Who runs an administrative command (recorded in the archive as `admin:<name>`).
+fn administrator() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "admin".into())
+}
+
+fn access(cfg: &config::Config, cmd: AccessCmd) -> ExitCode {
+    use demail_gateway::identity::{ACCESS_GRANTED, ACCESS_REFUSED, ACCESS_REQUESTED, ACCESS_REVOKED};
+    let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    let records = match a.access_records() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let (who, to, from): (&str, &str, &[&str]) = match &cmd {
+        AccessCmd::Requests | AccessCmd::List => {
+            for r in records.iter().filter(|r| matches!(cmd, AccessCmd::List) || r.state == ACCESS_REQUESTED) {
+                println!("{}", serde_json::json!(r));
+            }
+            return ExitCode::SUCCESS;
+        }
+        AccessCmd::Approve { who } => (who, ACCESS_GRANTED, &[ACCESS_REQUESTED, ACCESS_REVOKED, ACCESS_REFUSED]),
+        AccessCmd::Refuse { who } => (who, ACCESS_REFUSED, &[ACCESS_REQUESTED]),
+        AccessCmd::Revoke { who } => (who, ACCESS_REVOKED, &[ACCESS_GRANTED]),
+    };
+    let Some(r) = records.iter().find(|r| r.login.eq_ignore_ascii_case(who) || r.dn.eq_ignore_ascii_case(who)) else {
+        return fail(&Error::new(
+            "access.unknown",
+            format!("Für „{who}“ gibt es keinen Antrag. De-Mail ohne Antrag gibt die Verzeichnisgruppe ([identity] demail_group)."),
+            format!("There is no request for \"{who}\". De-Mail without a request comes from the directory group ([identity] demail_group)."),
+        ));
+    };
+    if !from.contains(&r.state.as_str()) {
+        return fail(&Error::new(
+            "access.state",
+            format!("{} ({}) ist „{}“; das lässt sich nicht auf „{to}“ ändern.", r.name, r.login, r.state),
+            format!("{} ({}) is \"{}\"; that cannot change to \"{to}\".", r.name, r.login, r.state),
+        ));
+    }
+    let by = administrator();
+    let record =
+        archive::AccessRecord { state: to.into(), time: spool::now() as i64, by: format!("admin:{by}"), ..r.clone() };
+    match a.record_access(&record, &format!("admin:{by}"), &r.login) {
+        Ok(e) => {
+            println!("{}", serde_json::json!({"access": record, "archive_seq": e.seq}));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -88,6 +88,10 @@ fn login(r: &Realm, who: &str, pw: &str) {
 
 /// Submit over STARTTLS with Kerberos sign-in: (the 235 text, the final reply) or the error.
 fn kerberos_submit(h: &Harness, from: &str, raw: &[u8]) -> Result<(String, String), String> {
+    kerberos_submit_to(h, from, CITIZEN, raw)
+}
+
+fn kerberos_submit_to(h: &Harness, from: &str, to: &str, raw: &[u8]) -> Result<(String, String), String> {
     h.rt.block_on(async {
         let tls = TlsParameters::builder("localhost".into())
             .certificate_store(CertificateStore::None)
@@ -106,7 +110,7 @@ fn kerberos_submit(h: &Harness, from: &str, raw: &[u8]) -> Result<(String, Strin
         .map_err(|e| format!("{e:?}"))?;
         conn.starttls(tls, &hello).await.map_err(|e| format!("{e:?}"))?;
         let who = kerberos::authenticate(&mut conn, "smtp/localhost").await.map_err(|e| e.to_string())?;
-        let env = lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![CITIZEN.parse().unwrap()]).unwrap();
+        let env = lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
         let r = conn.send(&env, raw).await.map_err(|e| format!("{e}"))?;
         let _ = conn.quit().await;
         Ok((who, r.message().collect::<Vec<_>>().join(" ")))
@@ -225,4 +229,70 @@ fn directory_down_cached_rights_then_try_later_then_delivered() {
     kerberos_submit(&h, PETER, &note(PETER, "[P] Nach der Karenz")).unwrap();
     let got = h.wait_provider(3, 20);
     assert_eq!(got.len(), 3);
+}
+
+/// The article's request process where IT keeps no directory group for De-Mail: the
+/// caseworker asks through the helper, IT approves or revokes with the CLI; every step is
+/// an archive entry, and the chain still verifies.
+#[test]
+fn request_approve_revoke_each_step_in_the_archive() {
+    let r = realm();
+    let (mut h, _) = gateway(&r, 60, 60);
+    h.start_provider();
+    login(&r, "anna", "Anna-Passwort-1");
+    let request_to = "de-mail-zugang@gw.musterstadt.de";
+    let refused = |h: &Harness| {
+        let e = kerberos_submit(h, ANNA, &note(ANNA, "[P] Von Anna")).unwrap_err();
+        assert!(e.contains("identity.no_demail_right"), "{e}");
+    };
+    refused(&h);
+    let (_, reply) =
+        kerberos_submit_to(&h, ANNA, request_to, b"Subject: De-Mail fuer mich\r\n\r\nBitte freischalten.\r\n").unwrap();
+    assert!(reply.contains("zugang-beantragt"), "{reply}");
+    let open = h.cli(&["access", "requests"]);
+    let listed = String::from_utf8_lossy(&open.stdout);
+    assert!(listed.contains("\"login\":\"anna\"") && listed.contains("requested"), "{listed}");
+    // A request alone gives no right.
+    refused(&h);
+    let ok = h.cli(&["access", "approve", "anna"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    kerberos_submit(&h, ANNA, &note(ANNA, "[P] Von Anna, freigeschaltet")).unwrap();
+    assert!(h.cli(&["access", "revoke", "anna"]).status.success());
+    refused(&h);
+    // Revoking twice, or approving someone without a request, is refused with a code.
+    let again = h.cli(&["access", "revoke", "anna"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("access.state"));
+    assert!(String::from_utf8_lossy(&h.cli(&["access", "approve", "niemand"]).stderr).contains("access.unknown"));
+
+    let access: Vec<_> = h.archive_entries().into_iter().filter(|e| e["direction"] == "access").collect();
+    let actors: Vec<&str> = access.iter().map(|e| e["actor"].as_str().unwrap()).collect();
+    assert_eq!(actors.len(), 3, "{access:?}");
+    assert_eq!(actors[0], "kerberos:anna@MUSTERSTADT.TEST");
+    assert!(actors[1].starts_with("admin:") && actors[2].starts_with("admin:"), "{actors:?}");
+    let verify = h.cli(&["archive", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert_eq!(h.wait_provider(1, 20).len(), 1);
+}
+
+#[test]
+fn self_service_grants_on_request() {
+    let r = realm();
+    let (h, _) = gateway(&r, 60, 60);
+    let mut h = {
+        let mut cfg = std::fs::read_to_string(&h.config).unwrap();
+        cfg.push_str("\n[access]\nself_service = true\n");
+        std::fs::write(&h.config, cfg).unwrap();
+        let mut h = h;
+        h.gateway.take().unwrap().terminate(Duration::from_secs(3));
+        h.start_gateway();
+        h
+    };
+    h.start_provider();
+    login(&r, "anna", "Anna-Passwort-1");
+    let (_, reply) =
+        kerberos_submit_to(&h, ANNA, "de-mail-zugang@gw.musterstadt.de", b"Subject: x\r\n\r\nx\r\n").unwrap();
+    assert!(reply.contains("zugang-erteilt"), "{reply}");
+    kerberos_submit(&h, ANNA, &note(ANNA, "[P] Selbst freigeschaltet")).unwrap();
+    assert_eq!(h.wait_provider(1, 20).len(), 1);
 }

@@ -7,7 +7,7 @@
 //! plus head file) instead of queueing one round each. A caller still returns only after
 //! its rows are durable.
 
-use super::{Archive, Entry, Store, Tx};
+use super::{AccessRecord, Archive, Entry, Store, Tx};
 use crate::billing::{self, Bill};
 use demail_core::Error;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -72,6 +72,14 @@ CREATE TABLE IF NOT EXISTS accepted (
     time INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS accepted_message_id ON accepted(message_id, sender);
+CREATE TABLE IF NOT EXISTS access (
+    dn TEXT PRIMARY KEY,
+    login TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    by TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reservations (
     message_id TEXT NOT NULL,
     sender TEXT NOT NULL,
@@ -215,6 +223,16 @@ impl Tx for SqliteTx<'_> {
         self.0
             .query_row("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
+            .map_err(db_err)
+    }
+
+    fn set_access(&mut self, r: &AccessRecord) -> Result<(), Error> {
+        self.0
+            .execute(
+                "INSERT OR REPLACE INTO access (dn, login, name, state, time, by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.dn.to_lowercase(), r.login, r.name, r.state, r.time, r.by],
+            )
+            .map(|_| ())
             .map_err(db_err)
     }
 
@@ -416,6 +434,25 @@ impl Store for SqliteStore {
 
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
         billing::sqlite::rows(&self.lock().c, from, to).map_err(db_err)
+    }
+
+    fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
+        let db = self.lock();
+        let mut st =
+            db.c.prepare("SELECT dn, login, name, state, time, by FROM access ORDER BY time, dn").map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AccessRecord {
+                    dn: r.get(0)?,
+                    login: r.get(1)?,
+                    name: r.get(2)?,
+                    state: r.get(3)?,
+                    time: r.get(4)?,
+                    by: r.get(5)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 }
 

@@ -271,7 +271,7 @@ impl Directory {
 
     /// The person's entry: (DN, Person without groups).
     async fn find(&self, ldap: &mut ldap3::Ldap, key: &Key) -> Result<(String, Person), Failure> {
-        let mut attrs: Vec<&str> = vec![&self.cfg.display_name_attribute, "cn"];
+        let mut attrs: Vec<&str> = vec![&self.cfg.display_name_attribute, "cn", "sAMAccountName", "uid"];
         attrs.extend(self.cfg.mail_attributes.iter().map(String::as_str));
         let filter = self.filter(key);
         let (entries, _) =
@@ -298,6 +298,8 @@ impl Directory {
         let first = |a: &str| e.attrs.get(a).and_then(|v| v.first()).cloned();
         let display_name =
             first(&self.cfg.display_name_attribute).or_else(|| first("cn")).unwrap_or_else(|| who.clone());
+        // The account name IT knows the person by (AD, then OpenLDAP), whatever they signed in with.
+        let login = first("sAMAccountName").or_else(|| first("uid")).unwrap_or_else(|| who.clone());
         let values: Vec<&str> = self
             .cfg
             .mail_attributes
@@ -305,8 +307,13 @@ impl Directory {
             .filter_map(|a| e.attrs.get(a))
             .flat_map(|v| v.iter().map(String::as_str))
             .collect();
-        let person =
-            Person { login: who, display_name, addresses: addresses_from_directory(values), groups: Vec::new() };
+        let person = Person {
+            dn: e.dn.clone(),
+            login,
+            display_name,
+            addresses: addresses_from_directory(values),
+            groups: Vec::new(),
+        };
         Ok((e.dn, person))
     }
 

@@ -95,6 +95,19 @@ pub struct AccessConfig {
     pub request_address: Option<String>,
 }
 
+impl AccessConfig {
+    /// Where requests go: the configured address, else `de-mail-zugang@<hostname>`.
+    pub fn request_address(&self, hostname: &str) -> String {
+        self.request_address.clone().unwrap_or_else(|| format!("de-mail-zugang@{hostname}")).to_lowercase()
+    }
+}
+
+/// The access states of [`crate::archive::AccessRecord`].
+pub const ACCESS_REQUESTED: &str = "requested";
+pub const ACCESS_GRANTED: &str = "granted";
+pub const ACCESS_REVOKED: &str = "revoked";
+pub const ACCESS_REFUSED: &str = "refused";
+
 /// A SHA-256 fingerprint written as hex, with or without colons, in any case.
 pub fn fingerprint(text: &str) -> Option<[u8; 32]> {
     let hex: String = text.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
@@ -219,16 +232,9 @@ impl Identity {
         Box::new(KerberosExchange { server, identity: self.clone() })
     }
 
-    /// May the signed-in person send this De-Mail? `Err` is the SMTP refusal: 550 with the
-    /// core's reason, or 451 when the directory cannot say and the grace time is over.
-    pub async fn authorize(
-        &self,
-        user: &str,
-        method: &str,
-        from: &str,
-        options: OptionSet,
-        granted: bool,
-    ) -> Result<Person, Reject> {
+    /// The signed-in person's directory facts for a decision. `Err` is the SMTP refusal:
+    /// 451 when the directory cannot say and the grace time is over, else 550.
+    pub async fn signed_in_person(&self, user: &str, method: &str) -> Result<Person, Reject> {
         let (person, freshness) = self.person(user, method).await.map_err(|f| match f {
             Failure::Unavailable(e) => {
                 warn!(user, error = %e, "directory unreachable beyond the grace time; sender asked to retry");
@@ -244,11 +250,15 @@ impl Identity {
         if freshness == Freshness::Stale {
             warn!(user, "rights from the cache (directory unreachable, within the grace time)");
         }
-        rights::may_send(&person, &self.rules, granted, from, options).map_err(|r| {
-            info!(user, from, code = %r.code, "De-Mail refused by the person's rights");
-            refusal(&r)
-        })?;
         Ok(person)
+    }
+
+    /// May this person send this De-Mail? `granted`: an approved request (`[access]`).
+    pub fn authorize(&self, person: &Person, granted: bool, from: &str, options: OptionSet) -> Result<(), Reject> {
+        rights::may_send(person, &self.rules, granted, from, options).map_err(|r| {
+            info!(user = %person.login, from, code = %r.code, "De-Mail refused by the person's rights");
+            refusal(&r)
+        })
     }
 }
 
