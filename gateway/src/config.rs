@@ -687,6 +687,13 @@ pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
+impl Config {
+    /// The who-sends rules alone (no files touched): for templates and `config check`.
+    pub fn check_identity(&self) -> Result<(), Reason> {
+        identity_rules(self).map_err(|(_, r)| r)
+    }
+}
+
 /// Who may sign in: refuse what would let anyone send in someone else's name
 /// (docs/gateway.md, "Wer sendet"). The field and the reason of the first problem.
 fn identity_rules(cfg: &Config) -> Result<(), (&'static str, Reason)> {
