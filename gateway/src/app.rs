@@ -5,6 +5,7 @@ use crate::billing::{self, Bill};
 use crate::config::{parse_net, Config, TlsMode};
 use crate::identity::directory::Directory;
 use crate::identity::{self, Identity, METHOD_ACCOUNT, METHOD_CONNECTOR, METHOD_KERBEROS, METHOD_LDAP};
+use crate::pg::Pg;
 use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta, Spool, State};
 use crate::{dsn, pipeline};
@@ -19,10 +20,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+mod cluster;
+
+/// Where accepted mail waits: the spool directory (with the SQLite archive) of one
+/// gateway, or the PostgreSQL database shared by a cluster's nodes.
+pub enum Backend {
+    Files(Spool),
+    Postgres(Arc<Pg>),
+}
+
 pub struct App {
     pub cfg: Config,
     pub policy: Policy,
-    pub spool: Spool,
+    pub backend: Backend,
     pub archive: Archive,
     wake: Notify,
     inflight: Mutex<HashSet<String>>,
@@ -86,17 +96,35 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl App {
-    pub fn new(cfg: Config, policy: Policy) -> Result<Arc<App>, Error> {
-        let spool = Spool::open(&cfg.gateway.spool_dir).map_err(|e| {
-            Error::new(
-                "spool.open",
-                "Die Warteschlange (spool_dir) lässt sich nicht öffnen.",
-                "The queue (spool_dir) cannot be opened.",
-            )
-            .caused_by(format!("{}: {e}", cfg.gateway.spool_dir.display()))
-        })?;
-        spool.clean().map_err(spool_unreadable)?;
-        let archive = archive::sqlite::open(&cfg.gateway.archive_db)?;
+    /// The spool and archive of `[storage]`: files and SQLite, or PostgreSQL (connected,
+    /// its schema migrated).
+    pub async fn open(cfg: Config, policy: Policy) -> Result<Arc<App>, Error> {
+        let (backend, archive) = match cfg.storage.backend {
+            crate::config::Backend::Sqlite => {
+                let spool = Spool::open(&cfg.gateway.spool_dir).map_err(|e| {
+                    Error::new(
+                        "spool.open",
+                        "Die Warteschlange (spool_dir) lässt sich nicht öffnen.",
+                        "The queue (spool_dir) cannot be opened.",
+                    )
+                    .caused_by(format!("{}: {e}", cfg.gateway.spool_dir.display()))
+                })?;
+                spool.clean().map_err(spool_unreadable)?;
+                (Backend::Files(spool), archive::sqlite::open(&cfg.gateway.archive_db)?)
+            }
+            crate::config::Backend::Postgres => {
+                let s = &cfg.storage;
+                let password = s.password().read().map_err(|e| crate::secret::concerning("storage", e))?;
+                let pg = Pg::new(crate::pg::connect(s, &password).await?, s);
+                info!(node = %pg.node, lease_secs = s.lease_secs, "storage: PostgreSQL (cluster)");
+                let archive = pg.archive(tokio::runtime::Handle::current());
+                (Backend::Postgres(Arc::new(pg)), archive)
+            }
+        };
+        App::new(cfg, policy, backend, archive)
+    }
+
+    fn new(cfg: Config, policy: Policy, backend: Backend, archive: Archive) -> Result<Arc<App>, Error> {
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
             let password =
@@ -137,7 +165,7 @@ impl App {
             seal,
             cfg,
             policy,
-            spool,
+            backend,
             archive,
             wake: Notify::new(),
             inflight: Mutex::new(HashSet::new()),
@@ -249,10 +277,18 @@ impl App {
         }
     }
 
-    /// Archive entry, billing row and duplicate mark for a spooled outbound message.
+    /// The spool: only on the files backend's paths (the PostgreSQL ones never call it).
+    fn spool(&self) -> &Spool {
+        match &self.backend {
+            Backend::Files(s) => s,
+            Backend::Postgres(_) => unreachable!("the spool belongs to the files backend"),
+        }
+    }
+
     /// Does an approved request (or self-service) give this person the De-Mail right?
-    fn granted(&self, dn: &str) -> Result<bool, Reject> {
-        let rec = self.archive.access(dn).map_err(local_error)?;
+    async fn granted(self: &Arc<Self>, dn: &str) -> Result<bool, Reject> {
+        let (app, dn) = (self.clone(), dn.to_string());
+        let rec = blocking(move || app.archive.access(&dn)).await?;
         Ok(rec.is_some_and(|r| r.state == identity::ACCESS_GRANTED))
     }
 
@@ -274,7 +310,7 @@ impl App {
             )));
         }
         let person = self.identity.signed_in_person(user, method).await?;
-        let granted = self.granted(&person.dn)?;
+        let granted = self.granted(&person.dn).await?;
         if demail_core::rights::has_demail_right(&person, &self.identity.rules, granted) {
             info!(user, "access request: already holds the De-Mail right");
             return Ok(Accepted { id: "zugang-besteht".into() });
@@ -298,46 +334,57 @@ impl App {
         })
     }
 
+    /// Archive entry, billing row and duplicate mark for a spooled outbound message.
     fn record(&self, m: &Meta, message: &[u8]) -> Result<(), Error> {
         let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
-        self.archive
-            .record_outbound(
-                &NewEntry {
-                    direction: "out",
-                    private_id: m.private_id.as_deref(),
-                    message_id: m.message_id.as_deref(),
-                    sender: &m.mail_from,
-                    recipients: &m.rcpt_to,
-                    data: message,
-                    actor: m.actor.as_deref(),
-                },
-                &Bill {
-                    queue_id: &m.id,
-                    sender: m.bounce_to.as_deref().unwrap_or(&m.mail_from),
-                    cost_unit: &unit,
-                    recipients: m.rcpt_to.len(),
-                    options: &m.options.join(","),
-                    person: m.actor.as_deref().unwrap_or(""),
-                },
-            )
-            .map(|_| ())
+        let options = m.options.join(",");
+        self.archive.record_outbound(&out_entry(m, message), &out_bill(m, &unit, &options)).map(|_| ())
     }
 
     /// After a crash: record every spooled outbound message that was not recorded yet,
     /// before the listeners open (so a client's retry is recognised as a duplicate).
     pub fn recover(&self) -> Result<usize, Error> {
+        // On PostgreSQL acceptance is one transaction: nothing is half written.
+        if matches!(self.backend, Backend::Postgres(_)) {
+            return Ok(0);
+        }
         if let Some((from, to)) = self.archive.heal_head()? {
             warn!(from, to, "archive head file was behind its newest entries (unclean stop); moved forward");
         }
         let mut n = 0;
-        for (m, _) in self.spool.list().map_err(spool_unreadable)? {
+        for (m, _) in self.spool().list().map_err(spool_unreadable)? {
             if m.kind == Kind::Provider && !self.archive.is_recorded(&m.id)? {
-                let (_, body) = self.spool.load(&m.id).map_err(spool_unreadable)?;
+                let (_, body) = self.spool().load(&m.id).map_err(spool_unreadable)?;
                 self.record(&m, &body)?;
                 n += 1;
             }
         }
         Ok(n)
+    }
+}
+
+/// The archive entry of an accepted outbound De-Mail.
+fn out_entry<'a>(m: &'a Meta, message: &'a [u8]) -> NewEntry<'a> {
+    NewEntry {
+        direction: "out",
+        private_id: m.private_id.as_deref(),
+        message_id: m.message_id.as_deref(),
+        sender: &m.mail_from,
+        recipients: &m.rcpt_to,
+        data: message,
+        actor: m.actor.as_deref(),
+    }
+}
+
+/// Its billing facts (`unit`: the cost unit, or [`billing::UNASSIGNED`]; `options` joined by commas).
+fn out_bill<'a>(m: &'a Meta, unit: &'a str, options: &'a str) -> Bill<'a> {
+    Bill {
+        queue_id: &m.id,
+        sender: m.bounce_to.as_deref().unwrap_or(&m.mail_from),
+        cost_unit: unit,
+        recipients: m.rcpt_to.len(),
+        options,
+        person: m.actor.as_deref().unwrap_or(""),
     }
 }
 
@@ -410,7 +457,7 @@ impl App {
 
     /// Queued or already sent: in the spool, or recorded (the runner records before sending).
     fn committed(&self, id: &str) -> Result<bool, Error> {
-        Ok(self.spool.exists(id) || self.archive.is_recorded(id)?)
+        Ok(self.spool().exists(id) || self.archive.is_recorded(id)?)
     }
 
     /// Reserve (Message-ID, sender) for `id` before spooling. `None`: ours, go on.
@@ -445,7 +492,7 @@ impl App {
 
     /// Spool an outbound message (the test-only fault hook applies here).
     fn put_outbound(&self, m: &Meta, message: &[u8]) -> std::io::Result<()> {
-        self.spool.put(m, message)?;
+        self.spool().put(m, message)?;
         if self.spool_faults.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(std::io::Error::other(format!("injected fault ({SPOOL_FAULT_ENV}, test only)")));
         }
@@ -461,7 +508,7 @@ impl App {
             let Err(e) = self.put_outbound(m, message) else { continue };
             let mut clean = true;
             for m in &metas[..=i] {
-                match self.spool.remove(&m.id) {
+                match self.spool().remove(&m.id) {
                     Ok(()) => {}
                     Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
                     Err(r) => {
@@ -567,7 +614,7 @@ impl Handler for Outbound {
             // A person: the directory says which senders and options, and whether De-Mail at all.
             METHOD_KERBEROS | METHOD_LDAP => {
                 let person = app.identity.signed_in_person(user, method).await?;
-                let granted = app.granted(&person.dn)?;
+                let granted = app.granted(&person.dn).await?;
                 app.identity.authorize(&person, granted, &p.sender_email, p.options)?;
                 let allowed = demail_core::rights::allowed_senders(&person, &app.identity.rules);
                 if let Some(s) = p.sender_field.iter().find(|s| !allowed.contains(&s.to_lowercase())) {
@@ -591,7 +638,7 @@ impl Handler for Outbound {
             METHOD_CONNECTOR => {
                 if app.identity.directory.is_some() {
                     let person = app.identity.signed_in_person(&p.sender_email, METHOD_CONNECTOR).await?;
-                    let granted = app.granted(&person.dn)?;
+                    let granted = app.granted(&person.dn).await?;
                     app.identity.authorize(&person, granted, &p.sender_email, p.options)?;
                 }
             }
@@ -658,6 +705,18 @@ impl Handler for Outbound {
         }
         let rcpt_count = p.demail_rcpts.len();
         let generated = p.private_id_generated;
+        if let Backend::Postgres(pg) = &app.backend {
+            // One transaction: reservation, message, recipients, billing, archive entry.
+            let key = p.message_id.as_deref().map(|m| (m, p.sender_email.as_str()));
+            let held = cluster::accept_outbound(pg, &metas, &p.message, key).await.map_err(local_error)?;
+            if held != id {
+                info!(id = %held, "duplicate submission (same Message-ID and sender); not queued again");
+            } else {
+                app.wake.notify_one();
+                info!(id = %id, provider = %prov_name, rcpts = rcpt_count, generated_private_id = generated, node = %pg.node, "De-Mail queued");
+            }
+            return Ok(Accepted { id: held });
+        }
         // The runner leaves these alone until they are recorded.
         let guard = Inflight::new(app, metas.iter().map(|m| m.id.clone()).collect());
         let accepting = Accepting::new(app, &id);
@@ -732,6 +791,23 @@ impl Handler for Inbound {
         let rcpts = env.rcpt_to.clone();
         let from = env.mail_from.clone();
         let (pid, mid) = (c.private_id.clone(), c.message_id.clone());
+        if let Backend::Postgres(pg) = &app.backend {
+            let (app2, original) = (app.clone(), message.clone());
+            let sealed = blocking(move || app2.sealed(original)).await?;
+            let entry = NewEntry {
+                direction,
+                private_id: pid.as_deref(),
+                message_id: mid.as_deref(),
+                sender: &from,
+                recipients: &rcpts,
+                data: &message,
+                actor: None,
+            };
+            let e = pg.accept_inbound(&meta, &sealed, &entry).await.map_err(local_error)?;
+            app.wake.notify_one();
+            info!(id = %id, kind = direction, linked_to = ?e.link, rcpts = internal.len(), node = %pg.node, "inbound queued");
+            return Ok(Accepted { id });
+        }
         let res = tokio::task::spawn_blocking(move || -> Result<Option<i64>, Error> {
             // The archive keeps the provider's exact bytes; the mailbox gets them sealed.
             let e = app2.archive.append(&NewEntry {
@@ -743,20 +819,8 @@ impl Handler for Inbound {
                 data: &message,
                 actor: None,
             })?;
-            let message = match &app2.seal {
-                Some((kid, key)) => {
-                    let r = crate::seal::reseal(&message, kid, key)?;
-                    if r.removed > 0 {
-                        warn!(removed = r.removed, "foreign gateway seal removed from an inbound message");
-                    }
-                    if !r.sealed {
-                        warn!("inbound message too malformed to carry a seal that verifies; delivered unsealed");
-                    }
-                    r.message
-                }
-                None => crate::seal::strip(message),
-            };
-            app2.spool.put(&meta, &message).map_err(spool_unwritable)?;
+            let message = app2.sealed(message)?;
+            app2.spool().put(&meta, &message).map_err(spool_unwritable)?;
             Ok(e.link)
         })
         .await;
@@ -764,6 +828,25 @@ impl Handler for Inbound {
         app.wake.notify_one();
         info!(id = %id, kind = direction, linked_to = ?link, rcpts = internal.len(), "inbound queued");
         Ok(Accepted { id })
+    }
+}
+
+impl App {
+    /// What the mailbox gets: foreign seals removed, ours on top (when configured).
+    fn sealed(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
+        Ok(match &self.seal {
+            Some((kid, key)) => {
+                let r = crate::seal::reseal(&message, kid, key)?;
+                if r.removed > 0 {
+                    warn!(removed = r.removed, "foreign gateway seal removed from an inbound message");
+                }
+                if !r.sealed {
+                    warn!("inbound message too malformed to carry a seal that verifies; delivered unsealed");
+                }
+                r.message
+            }
+            None => crate::seal::strip(message),
+        })
     }
 }
 
@@ -780,13 +863,16 @@ fn backoff(cfg: &crate::config::Queue, attempts: u32) -> u64 {
 impl App {
     /// Deliver due messages until the process ends.
     pub async fn run_queue(self: Arc<Self>) {
+        if let Backend::Postgres(pg) = &self.backend {
+            return cluster::run(self.clone(), pg.clone()).await;
+        }
         let interval = Duration::from_millis(self.cfg.queue.scan_interval_ms.max(10));
         let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.queue.concurrency.max(1)));
         loop {
             let now = spool::now();
             let list = {
                 let app = self.clone();
-                tokio::task::spawn_blocking(move || app.spool.list()).await
+                tokio::task::spawn_blocking(move || app.spool().list()).await
             };
             match list {
                 Ok(Ok(list)) => {
@@ -824,7 +910,7 @@ impl App {
 
     async fn attempt(self: &Arc<Self>, meta: Meta, mut st: State) {
         let id = meta.id.clone();
-        let message = match self.spool.load(&id) {
+        let message = match self.spool().load(&id) {
             Ok((_, m)) => m,
             Err(e) => {
                 // Dropped by an administrator meanwhile, or unreadable: leave it alone.
@@ -841,7 +927,7 @@ impl App {
                 st.attempts += 1;
                 st.last_error = Some(format!("archive: {e}"));
                 st.next_try = spool::now() + backoff(&self.cfg.queue, st.attempts);
-                let _ = self.spool.set_state(&id, &st);
+                let _ = self.spool().set_state(&id, &st);
                 error!(id = %id, error = %e, "cannot record; not sending yet");
                 return;
             }
@@ -851,12 +937,12 @@ impl App {
                 match meta.provider.as_deref().and_then(|n| self.cfg.providers.iter().find(|p| p.name == n)) {
                     Some(p) => {
                         let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
-                        if self.spool.was_sending(&id) {
+                        if self.spool().was_sending(&id) {
                             // The provider may hold it already; the Message-ID is unchanged, so a
                             // provider that deduplicates (as the simulator does) stores it once.
                             warn!(id = %id, "previous attempt interrupted during DATA (crash or lost answer); sending again with the same Message-ID");
                         }
-                        let spool = &self.spool;
+                        let spool = &self.spool();
                         match relay::to_provider(p, &helo, &meta.mail_from, &todo, &message, || spool.mark_sending(&id))
                             .await
                         {
@@ -881,7 +967,7 @@ impl App {
         match result {
             Ok(()) => {
                 info!(id = %id, kind = ?meta.kind, "delivered");
-                if let Err(e) = self.spool.remove(&id) {
+                if let Err(e) = self.spool().remove(&id) {
                     error!(id = %id, error = %e, "delivered but cannot remove from spool (may be sent again)");
                 }
             }
@@ -898,13 +984,13 @@ impl App {
                         // Never drop mail for the organisation: park it for an administrator.
                         st.held = true;
                         error!(id = %id, error = %f.text(), "internal delivery refused; message held (queue list / queue retry)");
-                        let _ = self.spool.set_state(&id, &st);
+                        let _ = self.spool().set_state(&id, &st);
                     }
                     _ => {
                         st.held = expired;
                         st.next_try = spool::now() + backoff(&self.cfg.queue, st.attempts);
                         warn!(id = %id, attempts = st.attempts, next_try = st.next_try, error = %f.text(), "delivery deferred");
-                        if let Err(e) = self.spool.set_state(&id, &st) {
+                        if let Err(e) = self.spool().set_state(&id, &st) {
                             error!(id = %id, error = %e, "cannot update queue state");
                         }
                     }
@@ -917,7 +1003,7 @@ impl App {
     /// `Ok` when every recipient is settled, else a transient failure (retry the rest).
     fn after_provider(&self, meta: &Meta, st: &mut State, d: relay::Delivered, message: &[u8]) -> Result<(), Failure> {
         st.done_rcpts.extend(d.accepted.iter().cloned());
-        self.spool.clear_sending(&meta.id);
+        self.spool().clear_sending(&meta.id);
         if !d.refused.is_empty() {
             let delivered: Vec<String> =
                 st.done_rcpts.iter().filter(|r| !st.bounced_rcpts.contains(r)).cloned().collect();
@@ -946,7 +1032,7 @@ impl App {
         };
         let d = dsn::build(&self.cfg.gateway.postmaster, &self.cfg.gateway.hostname, &to, failed, delivered, message);
         let m = App::meta(Kind::Internal, "", vec![to], meta.private_id.clone(), None, None);
-        match self.spool.put(&m, &d) {
+        match self.spool().put(&m, &d) {
             Ok(()) => {
                 info!(id = %meta.id, dsn = %m.id, "bounce queued to sender");
                 self.wake.notify_one();
@@ -966,13 +1052,13 @@ impl App {
             pending_rcpts(&meta.rcpt_to, &st.done_rcpts).into_iter().map(|r| (r, reason.to_string())).collect();
         let delivered: Vec<String> = st.done_rcpts.iter().filter(|r| !st.bounced_rcpts.contains(r)).cloned().collect();
         if self.queue_dsn(meta, &failed, &delivered, message) {
-            if let Err(e) = self.spool.remove(id) {
+            if let Err(e) = self.spool().remove(id) {
                 error!(id = %id, error = %e, "cannot remove bounced message");
             }
         } else {
             warn!(id = %id, "permanent failure and no DSN could be queued; message held");
             let st = State { held: true, last_error: Some(reason.to_string()), ..st.clone() };
-            let _ = self.spool.set_state(id, &st);
+            let _ = self.spool().set_state(id, &st);
         }
     }
 }

@@ -132,6 +132,11 @@ pub trait Store: Send + Sync {
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
     /// Every access record, oldest change first.
     fn access_records(&self) -> Result<Vec<AccessRecord>, Error>;
+    /// The chain head kept as a row of this store (seq, hash); `None` where the archive
+    /// keeps a head file instead.
+    fn head_row(&self) -> Result<Option<(i64, String)>, Error> {
+        Ok(None)
+    }
 }
 
 /// The hash before the first entry, and the head of an archive without entries.
@@ -170,23 +175,26 @@ fn entry_hash(e: &Entry) -> String {
     sha256_hex(canon.to_string().as_bytes())
 }
 
-/// The next entry of the chain, inside the writer's transaction.
-fn link_and_insert(tx: &mut dyn Tx, e: &NewEntry<'_>) -> Result<Entry, Error> {
-    let (prev_seq, prev_hash) = tx.newest()?.unwrap_or((0, GENESIS.to_string()));
-    // Receipts and notifications point at the De-Mail they are about.
-    let link = match (e.direction, e.private_id) {
-        ("receipt" | "notification" | "malware", Some(pid)) => tx.sent_with(pid)?,
-        _ => None,
-    };
+/// The entry that follows `prev` (the newest entry's seq and hash, none for the first):
+/// the chain rule every store uses, inside the transaction that holds the chain head.
+/// `sha256` is [`sha256_hex`] of the data, computed before the head is taken.
+pub fn next_entry(
+    prev: Option<(i64, String)>,
+    link: Option<i64>,
+    e: &NewEntry<'_>,
+    time_ms: i64,
+    sha256: String,
+) -> Entry {
+    let (prev_seq, prev_hash) = prev.unwrap_or((0, GENESIS.to_string()));
     let mut entry = Entry {
         seq: prev_seq + 1,
-        time: crate::spool::now_millis() as i64,
+        time: time_ms,
         direction: e.direction.to_string(),
         private_id: e.private_id.map(str::to_string),
         message_id: e.message_id.map(str::to_string),
         sender: e.sender.to_string(),
         recipients: e.recipients.join(","),
-        sha256: sha256_hex(e.data),
+        sha256,
         size: e.data.len() as i64,
         link,
         prev_hash,
@@ -194,17 +202,70 @@ fn link_and_insert(tx: &mut dyn Tx, e: &NewEntry<'_>) -> Result<Entry, Error> {
         actor: e.actor.map(str::to_string),
     };
     entry.hash = entry_hash(&entry);
+    entry
+}
+
+/// Receipts and notifications point at the De-Mail they are about (by private-id).
+pub fn wants_link<'a>(e: &NewEntry<'a>) -> Option<&'a str> {
+    match (e.direction, e.private_id) {
+        ("receipt" | "notification" | "malware", Some(pid)) => Some(pid),
+        _ => None,
+    }
+}
+
+/// The next entry of the chain, inside the writer's transaction.
+fn link_and_insert(tx: &mut dyn Tx, e: &NewEntry<'_>) -> Result<Entry, Error> {
+    let link = match wants_link(e) {
+        Some(pid) => tx.sent_with(pid)?,
+        None => None,
+    };
+    let sha256 = sha256_hex(e.data);
+    // The head last: a store that locks it holds the lock only until its commit.
+    let prev = tx.newest()?;
+    let entry = next_entry(prev, link, e, crate::spool::now_millis() as i64, sha256);
     tx.insert(&entry, e.data)?;
     Ok(entry)
 }
 
-/// `<seq> <hash>` of the newest entry, outside the store: removing the newest entries
-/// (or the whole database) is then noticed. Copies on write-once storage keep it honest.
-struct Head {
-    path: PathBuf,
+/// Where the newest (seq, hash) is kept apart from the entries.
+enum Head {
+    /// A file beside the SQLite archive, written after each commit.
+    File(HeadFile),
+    /// A row of a shared store, moved in the appending transaction ([`Store::head_row`]).
+    Row,
 }
 
 impl Head {
+    /// None when missing or garbled.
+    fn read(&self, store: &dyn Store) -> Result<Option<(i64, String)>, Error> {
+        match self {
+            Head::File(f) => Ok(f.read()),
+            Head::Row => store.head_row(),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        match self {
+            Head::File(f) => f.exists(),
+            Head::Row => true,
+        }
+    }
+
+    fn write(&self, seq: i64, hash: &str) -> Result<(), Error> {
+        match self {
+            Head::File(f) => f.write(seq, hash),
+            Head::Row => Ok(()),
+        }
+    }
+}
+
+/// `<seq> <hash>` of the newest entry, outside the store: removing the newest entries
+/// (or the whole database) is then noticed. Copies on write-once storage keep it honest.
+struct HeadFile {
+    path: PathBuf,
+}
+
+impl HeadFile {
     /// None when missing or garbled.
     fn read(&self) -> Option<(i64, String)> {
         let h = std::fs::read_to_string(&self.path).ok()?;
@@ -269,7 +330,12 @@ pub struct Archive {
 
 impl Archive {
     pub fn new(store: Box<dyn Store>, head_file: PathBuf) -> Archive {
-        Archive { store, head: Head { path: head_file } }
+        Archive { store, head: Head::File(HeadFile { path: head_file }) }
+    }
+
+    /// An archive whose store keeps the chain head as a row ([`Store::head_row`]).
+    pub fn with_head_row(store: Box<dyn Store>) -> Archive {
+        Archive { store, head: Head::Row }
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>) -> Result<Entry, Error> {
@@ -400,7 +466,9 @@ impl Archive {
     /// other difference stays for `verify` to report. Returns (old seq, new seq) if moved.
     /// Call at start, before writers.
     pub fn heal_head(&self) -> Result<Option<(i64, i64)>, Error> {
-        let Some((hs, hh)) = self.head.read() else {
+        // A head row moves with its entries: nothing is left behind.
+        let Head::File(file) = &self.head else { return Ok(None) };
+        let Some((hs, hh)) = file.read() else {
             // A new archive gets a head at the genesis, so that a crash in its very first
             // commit leaves a head that is behind, not one that is missing (which stays a
             // finding: it may have been deleted). Only here, in the gateway's start: the
@@ -447,7 +515,7 @@ impl Archive {
         // The head first: a writer commits before it writes the head, so the entries read
         // next reach at least as far. A head behind the newest entry is then a commit in
         // progress (or a crash before the head write) and fine if it names its entry.
-        let head = match (self.head.read(), self.head.exists()) {
+        let head = match (self.head.read(self.store.as_ref())?, self.head.exists()) {
             (Some(h), _) => Some(h),
             // Present but garbled: a head that matches no entry.
             (None, true) => Some((-1, String::new())),

@@ -32,6 +32,77 @@ pub struct Config {
     /// De-Mail right by request or self-service, where IT has no directory group for it.
     #[serde(default)]
     pub access: crate::identity::AccessConfig,
+    /// Where queue, archive and billing live: SQLite and files (one node), or PostgreSQL (a cluster).
+    #[serde(default)]
+    pub storage: Storage,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The spool directory and the SQLite archive of one gateway (the default).
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database shared by several gateway nodes.
+    Postgres,
+}
+
+/// `[storage]`: the backend and, for PostgreSQL, how to reach it (docs/gateway.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub backend: Backend,
+    /// `postgresql://user@host:port/database?…` (no password in it: that is a secret).
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password_credential: Option<String>,
+    pub password_keyring: Option<String>,
+    /// Tests and demos only.
+    pub password_env: Option<String>,
+    /// CA (PEM) of the server certificate; always verified.
+    pub ca: Option<PathBuf>,
+    /// This node's name in leases and logs; default: the host name and process id.
+    pub node: Option<String>,
+    /// How long a claimed recipient stays with this node without a renewal.
+    pub lease_secs: u64,
+    /// Connections per node.
+    pub pool_size: usize,
+    /// Longest wait for a connection and for one statement.
+    pub timeout_secs: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            backend: Backend::Sqlite,
+            url: None,
+            host: None,
+            port: None,
+            database: None,
+            user: None,
+            password_credential: None,
+            password_keyring: None,
+            password_env: None,
+            ca: None,
+            node: None,
+            lease_secs: 30,
+            pool_size: 16,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Storage {
+    pub fn password(&self) -> Secret {
+        Secret {
+            secret_env: self.password_env.clone(),
+            secret_keyring: self.password_keyring.clone(),
+            credential: self.password_credential.clone(),
+        }
+    }
 }
 
 /// `[seal]`: key id and where the Ed25519 private key lives (OS store only: a systemd
@@ -100,7 +171,10 @@ pub struct General {
     /// Name in greetings, Received headers and DSNs.
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// The spool and the SQLite archive (`[storage] backend = "sqlite"`, the default).
+    #[serde(default)]
     pub spool_dir: PathBuf,
+    #[serde(default)]
     pub archive_db: PathBuf,
     /// The core policy file (docs/policy.md).
     pub policy: PathBuf,
@@ -499,6 +573,24 @@ impl Config {
                 .map_err(|(f, r)| err(&f, r))?;
         }
         identity_rules(&cfg).map_err(|(f, r)| err(f, r))?;
+        if cfg.storage.backend == Backend::Sqlite {
+            for (f, p) in [("spool_dir", &cfg.gateway.spool_dir), ("archive_db", &cfg.gateway.archive_db)] {
+                if p.as_os_str().is_empty() {
+                    return Err(err(
+                        f,
+                        Reason::new(
+                            "config.field_missing",
+                            format!("gateway.{f} fehlt (nötig mit [storage] backend = \"sqlite\")"),
+                            format!("gateway.{f} is missing (needed with [storage] backend = \"sqlite\")"),
+                        ),
+                    ));
+                }
+            }
+        }
+        if cfg.storage.backend == Backend::Postgres {
+            crate::pg::check_config(&cfg.storage).map_err(|(f, r)| err(f, r))?;
+            check_place(&cfg.storage.password(), "password", "storage", "storage").map_err(|(f, r)| err(&f, r))?;
+        }
         if let Some(d) = &cfg.directory {
             d.validate().map_err(|e| err("directory", e.reason))?;
             if !d.ca.is_file() {
@@ -589,13 +681,16 @@ impl Config {
 
     fn resolve(mut self, base: &Path) -> Config {
         let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
+            if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         };
         fix(&mut self.gateway.spool_dir);
         fix(&mut self.gateway.archive_db);
         fix(&mut self.gateway.policy);
+        if let Some(c) = &mut self.storage.ca {
+            fix(c);
+        }
         if let Some(t) = &mut self.tls {
             fix(&mut t.cert);
             fix(&mut t.key);

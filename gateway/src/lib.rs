@@ -11,6 +11,7 @@ pub mod billing;
 pub mod config;
 pub mod dsn;
 pub mod identity;
+pub mod pg;
 pub mod pipeline;
 pub mod relay;
 pub mod seal;

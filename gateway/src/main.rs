@@ -203,7 +203,7 @@ fn main() -> ExitCode {
         Cmd::Queue { cmd } => queue(&cfg, cmd),
         Cmd::Access { cmd } => access(&cfg, cmd),
         Cmd::Archive { cmd } => {
-            let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
+            let a = match open_archive(&cfg) {
                 Ok(a) => a,
                 Err(e) => return fail(&e),
             };
@@ -237,7 +237,7 @@ fn main() -> ExitCode {
                     "Expected dates as YYYY-MM-DD.",
                 ));
             };
-            let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
+            let a = match open_archive(&cfg) {
                 Ok(a) => a,
                 Err(e) => return fail(&e),
             };
@@ -257,6 +257,69 @@ fn main() -> ExitCode {
     }
 }
 
+/// The archive `[storage]` names: the SQLite file, or the cluster's PostgreSQL database.
+fn open_archive(cfg: &config::Config) -> Result<archive::Archive, Error> {
+    match cfg.storage.backend {
+        config::Backend::Sqlite => archive::sqlite::open(&cfg.gateway.archive_db),
+        config::Backend::Postgres => demail_gateway::pg::open_archive(&cfg.storage),
+    }
+}
+
+/// `queue …` on the cluster's database.
+fn queue_pg(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
+    let (pg, rt) = match demail_gateway::pg::open_queue(&cfg.storage) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    rt.block_on(async {
+        match cmd {
+            QueueCmd::List => match pg.list().await {
+                Ok(l) => {
+                    for (m, st) in l {
+                        println!("{}", serde_json::json!({ "meta": m, "state": st }));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
+            QueueCmd::Retry { id, all } => {
+                let ids: Vec<String> = match (id, all) {
+                    (Some(id), false) => vec![id],
+                    (None, true) => match pg.list().await {
+                        Ok(l) => l.into_iter().map(|(m, _)| m.id).collect(),
+                        Err(e) => return fail(&e),
+                    },
+                    _ => {
+                        return fail(&Error::new(
+                            "queue.id_or_all",
+                            "Eine Kennung oder --all angeben.",
+                            "Give one id or --all.",
+                        ))
+                    }
+                };
+                for id in &ids {
+                    match pg.retry(id).await {
+                        Ok(true) => {}
+                        Ok(false) => return not_queued(id),
+                        Err(e) => return fail(&e),
+                    }
+                }
+                println!("{}", serde_json::json!({ "retry": ids }));
+                ExitCode::SUCCESS
+            }
+            QueueCmd::Drop { id } => match pg.drop_message(&id).await {
+                Ok(true) => {
+                    tracing::warn!(id = %id, "dropped by administrator");
+                    println!("{}", serde_json::json!({ "dropped": id }));
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => not_queued(&id),
+                Err(e) => fail(&e),
+            },
+        }
+    })
+}
+
 /// Who runs an administrative command (recorded in the archive as `admin:<name>`).
 fn administrator() -> String {
     ["SUDO_USER", "USER", "LOGNAME"]
@@ -267,7 +330,7 @@ fn administrator() -> String {
 
 fn access(cfg: &config::Config, cmd: AccessCmd) -> ExitCode {
     use demail_gateway::identity::{ACCESS_GRANTED, ACCESS_REFUSED, ACCESS_REQUESTED, ACCESS_REVOKED};
-    let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
+    let a = match open_archive(cfg) {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
@@ -313,6 +376,9 @@ fn access(cfg: &config::Config, cmd: AccessCmd) -> ExitCode {
 }
 
 fn queue(cfg: &config::Config, cmd: QueueCmd) -> ExitCode {
+    if cfg.storage.backend == config::Backend::Postgres {
+        return queue_pg(cfg, cmd);
+    }
     let s = match spool::Spool::open(&cfg.gateway.spool_dir) {
         Ok(s) => s,
         Err(e) => return spool_error(e),
@@ -564,7 +630,7 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         Err(e) => return fail(&start_failed(e)),
     };
     rt.block_on(async move {
-        let app = match app::App::new(cfg, policy) {
+        let app = match app::App::open(cfg, policy).await {
             Ok(a) => a,
             Err(e) => return fail(&e),
         };

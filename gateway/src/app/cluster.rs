@@ -1,0 +1,240 @@
+//! Acceptance and the queue runner on PostgreSQL (`[storage] backend = "postgres"`):
+//! any node accepts, any node delivers what is due, leases keep two nodes from working on
+//! the same recipients, and the epoch fences a node that lost its lease.
+
+use super::{backoff, out_bill, out_entry, App};
+use crate::pg::{Delivery, Job, Outcome, Pg, Settled};
+use crate::relay::{self, Failure};
+use crate::spool::{self, Kind, Meta};
+use crate::{billing, dsn};
+use demail_core::Error;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// Accept in one transaction; the queue id holding the message (an earlier one for a
+/// duplicate of `key`).
+pub(super) async fn accept_outbound(
+    pg: &Pg,
+    metas: &[Meta],
+    message: &[u8],
+    key: Option<(&str, &str)>,
+) -> Result<String, Error> {
+    let m = &metas[0];
+    let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
+    let options = m.options.join(",");
+    pg.accept_outbound(metas, message, key, &out_entry(m, message), &out_bill(m, &unit, &options)).await
+}
+
+/// Claim due recipients and deliver them, until the process ends.
+pub(super) async fn run(app: Arc<App>, pg: Arc<Pg>) {
+    let interval = Duration::from_millis(app.cfg.queue.scan_interval_ms.max(10));
+    let limit = app.cfg.queue.concurrency.max(1);
+    let running = Arc::new(AtomicUsize::new(0));
+    loop {
+        let free = limit.saturating_sub(running.load(Ordering::SeqCst));
+        let mut more = false;
+        if free > 0 {
+            match pg.claim(free).await {
+                Ok(jobs) => {
+                    more = jobs.iter().map(|j| j.rcpts.len()).sum::<usize>() >= free;
+                    for job in jobs {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        let (app, pg, running) = (app.clone(), pg.clone(), running.clone());
+                        tokio::spawn(async move {
+                            deliver(&app, &pg, job).await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            app.wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot claim due recipients (database); trying again"),
+            }
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            _ = app.wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Keep the lease while the session runs. Returns when the lease is lost: another node
+/// holds the recipients now, or renewals failed until the lease, as this node last saw it,
+/// ran out (the database may give it to another node from then on).
+async fn keep_lease(pg: &Pg, job: &Job, claimed: Instant) {
+    let lease = pg.lease;
+    // Stop a little before the database's lease ends: clocks run alike, sessions do not stop at once.
+    let margin = Duration::from_millis(500).max(lease / 10);
+    let mut until = claimed + lease - margin;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let asked = Instant::now();
+        match pg.renew(job).await {
+            Ok(true) => until = asked + lease - margin,
+            Ok(false) => {
+                warn!(id = %job.meta.id, epoch = job.epoch, "lease taken over by another node");
+                return;
+            }
+            Err(e) => {
+                warn!(id = %job.meta.id, error = %e, "cannot renew the lease");
+                if Instant::now() >= until {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
+    let claimed = Instant::now();
+    let id = job.meta.id.clone();
+    let body = match pg.load(&id, true).await {
+        Ok((_, b)) => b,
+        Err(e) => {
+            // Dropped meanwhile, or the database is away: the lease lapses, it comes back.
+            warn!(id = %id, error = %e, "cannot load queued message");
+            return;
+        }
+    };
+    if job.interrupted {
+        warn!(id = %id, "previous attempt interrupted during DATA (crash or lost lease); sending again with the same Message-ID");
+    }
+    let helo = app.cfg.gateway.hostname.clone();
+    let work = async {
+        match job.meta.kind {
+            Kind::Provider => {
+                let provider =
+                    job.meta.provider.as_deref().and_then(|n| app.cfg.providers.iter().find(|p| p.name == n));
+                let Some(p) = provider else {
+                    let f = Failure::Transient(format!(
+                        "provider {:?} not configured / Anbieter nicht konfiguriert",
+                        job.meta.provider
+                    ));
+                    return Err(f);
+                };
+                let mark = || {
+                    let (pg, job) = (pg.clone(), job.clone());
+                    tokio::spawn(async move {
+                        let _ = pg.mark_sending(&job).await;
+                    });
+                };
+                relay::to_provider(p, &helo, &job.meta.mail_from, &job.rcpts, &body, mark).await.map(Ok)
+            }
+            Kind::Internal => {
+                let (done, fail) =
+                    relay::to_internal(&app.cfg.inbound.deliver, &helo, &job.meta.mail_from, &job.rcpts, &body).await;
+                Ok(Err((done, fail)))
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = keep_lease(pg, &job, claimed) => {
+            // Dropping the session closes the connection: a DATA phase not yet ended by
+            // its final dot is discarded by the peer.
+            warn!(id = %id, epoch = job.epoch, "lease lost during delivery; session aborted, nothing recorded");
+            return;
+        }
+    };
+    let mut o = Outcome::default();
+    let expired = spool::now().saturating_sub(job.meta.created) > app.cfg.queue.give_up_after_secs;
+    let retry_secs = backoff(&app.cfg.queue, job.attempts + 1);
+    match result {
+        Ok(Ok(d)) => {
+            o.delivered = d.accepted.clone();
+            if !d.refused.is_empty() {
+                match dsn_for(app, &job.meta, &d.refused, &d.accepted, &body) {
+                    Some(m) => {
+                        o.bounced = d.refused.iter().map(|(r, _)| r.clone()).collect();
+                        o.dsn = Some(m);
+                        info!(id = %id, refused = d.refused.len(), delivered = d.accepted.len(), "provider refused some recipients; sender informed about just those");
+                    }
+                    None => o.retry.extend(d.refused.iter().map(|(r, _)| r.clone())),
+                }
+            }
+            o.retry.extend(d.deferred.iter().map(|(r, _)| r.clone()));
+            o.error = d.deferred.first().map(|(r, why)| format!("{r}: {why}"));
+            o.record = Some(Delivery { provider: job.meta.provider.as_deref().unwrap_or(""), body: &body });
+        }
+        Err(f) if matches!(f, Failure::Permanent(_)) || expired => {
+            let failed: Vec<(String, String)> = job.rcpts.iter().map(|r| (r.clone(), f.text().to_string())).collect();
+            match dsn_for(app, &job.meta, &failed, &[], &body) {
+                Some(m) => {
+                    o.bounced = job.rcpts.clone();
+                    o.dsn = Some(m);
+                }
+                None => {
+                    warn!(id = %id, "permanent failure and no DSN could be queued; message held");
+                    o.retry = job.rcpts.clone();
+                    o.held = true;
+                }
+            }
+            o.error = Some(f.text().chars().take(500).collect());
+        }
+        Err(f) => {
+            o.retry = job.rcpts.clone();
+            o.error = Some(f.text().chars().take(500).collect());
+        }
+        Ok(Err((done, fail))) => {
+            o.retry = job.rcpts.iter().filter(|r| !done.contains(r)).cloned().collect();
+            o.delivered = done;
+            if let Some(f) = fail {
+                // Never drop mail for the organisation: park it for an administrator.
+                o.held = matches!(f, Failure::Permanent(_)) || expired;
+                o.error = Some(f.text().chars().take(500).collect());
+            }
+        }
+    }
+    o.retry_secs = retry_secs;
+    // Fencing makes a retry safe: once another node holds the epoch, nothing is written.
+    let mut wait = Duration::from_millis(200);
+    let until = Instant::now() + Duration::from_secs(300);
+    loop {
+        match pg.settle(&job, &o).await {
+            Ok(Settled::Written) => break,
+            Ok(Settled::Fenced) => {
+                warn!(id = %id, epoch = job.epoch, "lease lost (another node holds these recipients, or they are settled); nothing recorded");
+                return;
+            }
+            Err(e) if Instant::now() < until => {
+                warn!(id = %id, error = %e, "cannot record the outcome yet (database); trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                error!(id = %id, error = %e, "outcome not recorded; the lease lapses and another attempt follows");
+                return;
+            }
+        }
+    }
+    if o.dsn.is_some() {
+        app.wake.notify_one();
+    }
+    if o.retry.is_empty() {
+        info!(id = %id, kind = ?job.meta.kind, rcpts = o.delivered.len(), node = %pg.node, "delivered");
+    } else if o.held {
+        error!(id = %id, error = ?o.error, "delivery refused; recipients held (queue list / queue retry)");
+    } else {
+        warn!(id = %id, attempts = job.attempts + 1, retry_secs, error = ?o.error, "delivery deferred");
+    }
+}
+
+/// A DSN to the internal sender for `failed` (naming who got it); none without a sender.
+fn dsn_for(
+    app: &App,
+    meta: &Meta,
+    failed: &[(String, String)],
+    delivered: &[String],
+    message: &[u8],
+) -> Option<(Meta, Vec<u8>)> {
+    let to = meta.bounce_to.clone().filter(|s| !s.is_empty())?;
+    let d = dsn::build(&app.cfg.gateway.postmaster, &app.cfg.gateway.hostname, &to, failed, delivered, message);
+    let m = App::meta(Kind::Internal, "", vec![to], meta.private_id.clone(), None, None);
+    info!(id = %meta.id, dsn = %m.id, "bounce queued to sender");
+    Some((m, d))
+}
