@@ -11,8 +11,10 @@
 //! - [`gateway`]: [`GatewayConfig`] and [`start_gateway`] for the real `demail-gateway` binary.
 //! - [`directory`]: slapd with the gateway's account, a De-Mail group, people added on first use.
 //! - [`kdc`]: an MIT Kerberos KDC with a throwaway realm; [`ldap`]: OpenLDAP `slapd` with TLS.
+//! - [`postgres`]: PostgreSQL (`initdb`, `pg_ctl`) with TLS on a free loopback port, for the
+//!   gateway cluster; [`proxy`]: a TCP proxy the test can partition.
 //!
-//! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks).
+//! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks, postgresql).
 
 pub mod ca;
 pub mod directory;
@@ -22,6 +24,8 @@ pub mod kdc;
 pub mod ldap;
 pub mod ports;
 pub mod postfix;
+pub mod postgres;
+pub mod proxy;
 pub mod process;
 
 pub use ca::Pki;
@@ -29,6 +33,8 @@ pub use dovecot::Dovecot;
 pub use gateway::{start_gateway, GatewayConfig};
 pub use ports::{free_port, wait_for_port};
 pub use postfix::{Postfix, SmtpSink};
+pub use postgres::Postgres;
+pub use proxy::Proxy;
 pub use process::{have, wait_until, ChildGuard};
 pub use tempfile::TempDir;
 

@@ -397,8 +397,21 @@ domains = ["musterstadt.de-mail.de"]
         to: &[&str],
         raw: &[u8],
     ) -> Result<String, String> {
+        self.submit_at(self.out_port, user, password, from, to, raw)
+    }
+
+    /// [`Harness::submit_with`] to the outbound listener on `port` (another gateway node).
+    pub fn submit_at(
+        &self,
+        port: u16,
+        user: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        raw: &[u8],
+    ) -> Result<String, String> {
         let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(self.out_port)
+            .port(port)
             .tls(Tls::Required(self.tls_params(&self.gw_pki.ca_pem, None)))
             .credentials(Credentials::new(user.into(), password.into()))
             .authentication(vec![Mechanism::Plain])
