@@ -220,3 +220,206 @@ fn one_node_on_postgres_accepts_delivers_and_keeps_the_books() {
     assert_eq!(c.h.archive_entries().len(), 2);
     c.nodes[0].kill();
 }
+
+/// Submit `raw` until some live node answers 250, starting at node `first`; the replies
+/// that were not 250 are counted in `refused`.
+fn submit_anywhere(c: &Cluster, alive: &[AtomicBool], first: usize, raw: &[u8], refused: &AtomicUsize) -> String {
+    let n = alive.len();
+    let mut node = first % n;
+    let end = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < end {
+        if alive[node].load(Ordering::SeqCst) {
+            match c.submit(node, FROM, &[TO], raw) {
+                Ok(r) if r.starts_with("250") => return r,
+                _ => {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        node = (node + 1) % n;
+    }
+    panic!("no node accepted {}\n{}", mid(raw), c.logs());
+}
+
+/// Wait until the simulator holds every one of `ids`.
+fn wait_delivered(c: &Cluster, ids: &HashSet<String>, secs: u64) {
+    let done = demail_testkit::wait_until(Duration::from_secs(secs), || {
+        let (_, got) = stored_ids(&c.h);
+        ids.is_subset(&got).then_some(())
+    });
+    if done.is_none() {
+        let (_, got) = stored_ids(&c.h);
+        let missing: Vec<_> = ids.difference(&got).take(5).collect();
+        panic!("{} of {} not at the provider, e.g. {missing:?}\n{}", ids.len() - ids.intersection(&got).count(), ids.len(), c.logs());
+    }
+    demail_testkit::wait_until(Duration::from_secs(30), || (c.count("SELECT count(*) FROM messages") == 0).then_some(()))
+        .unwrap_or_else(|| panic!("queue not drained\n{}", c.logs()));
+}
+
+/// The issue's run: 1,000 De-Mails to three nodes; one node killed (-9) while clients are
+/// in DATA with it, another while it holds leases on deliveries. Every Message-ID that got
+/// a 250 reaches the provider, each is accepted and billed once, the chain verifies.
+#[test]
+fn killed_nodes_lose_nothing_and_bill_once() {
+    const N: usize = 1000;
+    const WORKERS: usize = 6;
+    let mut c = Cluster::new(3, 3, 4);
+    let _sim = c.h.start_sim();
+    let alive: Vec<AtomicBool> = (0..3).map(|_| AtomicBool::new(true)).collect();
+    let acked = Mutex::new(HashSet::new());
+    let refused = AtomicUsize::new(0);
+    let (pid2, pid3) = (c.nodes[1].pid(), c.nodes[2].pid());
+    let mut held_by_gw3 = 0;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let (c, alive, acked, refused) = (&c, &alive, &acked, &refused);
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                s.spawn(move || {
+                    for i in (w..N).step_by(WORKERS) {
+                        let m = plain("kill", i);
+                        submit_anywhere(c, alive, i, &m, refused);
+                        acked.lock().unwrap().insert(mid(&m));
+                    }
+                })
+            })
+            .collect();
+        let progress = || acked.lock().unwrap().len();
+        // Node 2 dies while sessions are in DATA with it (each worker sends to it in turn).
+        while progress() < N / 4 && !workers.iter().all(|w| w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(Command::new("kill").args(["-9", &pid2.to_string()]).status().unwrap().success());
+        alive[1].store(false, Ordering::SeqCst);
+        // Node 3 dies while it holds leases on recipients it is delivering.
+        while progress() < N / 2 && !workers.iter().all(|w| w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let leased = "SELECT count(*) FROM recipients WHERE lease_owner = 'gw3' AND lease_until > now() AND state = 'queued'";
+        demail_testkit::wait_until(Duration::from_secs(60), || (c.count(leased) > 0).then_some(()))
+            .expect("gw3 never held a lease");
+        assert!(Command::new("kill").args(["-9", &pid3.to_string()]).status().unwrap().success());
+        alive[2].store(false, Ordering::SeqCst);
+        held_by_gw3 = c.count("SELECT count(*) FROM recipients WHERE lease_owner = 'gw3' AND state = 'queued'");
+        for w in workers {
+            w.join().unwrap();
+        }
+    });
+    c.nodes[1].kill();
+    c.nodes[2].kill();
+    let accepted_in = t.elapsed().as_secs_f64();
+    let acked = acked.into_inner().unwrap();
+    assert_eq!(acked.len(), N);
+    wait_delivered(&c, &acked, 300);
+    std::thread::sleep(Duration::from_secs(2));
+    let (stored, unique) = stored_ids(&c.h);
+    let resends = c.h.sim_log().matches("duplicate submission").count();
+    println!(
+        "CLUSTER: {N} De-Mails to 3 nodes in {accepted_in:.1}s; gw2 killed in DATA, gw3 killed holding {held_by_gw3} leased recipients; \
+         non-250 replies retried elsewhere: {}; provider stored {stored}, unique {}; resends the provider deduplicated \
+         (a non-deduplicating sink would hold them twice): {resends}",
+        refused.load(Ordering::SeqCst),
+        unique.len()
+    );
+    assert_eq!(unique.len(), N, "0 lost");
+    assert_eq!(stored, N, "the provider deduplicates by Message-ID");
+    // One acceptance per Message-ID, whatever node the client retried at.
+    assert_eq!(c.count("SELECT count(*) FROM accepted"), N as i64);
+    assert_eq!(c.count("SELECT count(DISTINCT message_id) FROM accepted"), N as i64);
+    // Resends come only from deliveries in flight on the killed nodes (at most their concurrency each).
+    assert!(resends <= 16, "{resends} resends");
+    c.check_books();
+    assert_eq!(c.count("SELECT count(*) FROM entries"), 2 * N as i64, "out + delivered per De-Mail");
+}
+
+/// A provider that holds its answer to the first DATA until released (the node that sent
+/// it is stopped meanwhile) and answers everything else at once.
+#[derive(Default)]
+struct HoldingSink {
+    got: Mutex<Vec<String>>,
+    release: AtomicBool,
+}
+
+struct HoldingHandler(Arc<HoldingSink>);
+
+impl Handler for HoldingHandler {
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == PROVIDER_USER && password == PROVIDER_SECRET {
+            AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
+    }
+    async fn deliver(&self, _env: &Envelope, msg: Vec<u8>) -> Result<Accepted, Reject> {
+        let first = {
+            let mut g = self.0.got.lock().unwrap();
+            g.push(mid(&msg));
+            g.len() == 1
+        };
+        while first && !self.0.release.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Accepted { id: "P1".into() })
+    }
+}
+
+fn start_holding_sink(h: &Harness) -> Arc<HoldingSink> {
+    let pki = &h.provider_pki;
+    let cfg = demail_smtp::Config {
+        tls: Some(demail_smtp::tls::server_config(&pki.server_cert, &pki.server_key, Some(&pki.ca_cert)).unwrap()),
+        implicit_tls: true,
+        require_tls: true,
+        offer_auth: true,
+        require_auth: true,
+        command_timeout: Duration::from_secs(120),
+        ..demail_smtp::Config::default()
+    };
+    let sink = Arc::new(HoldingSink::default());
+    let (port, s) = (h.provider_port, sink.clone());
+    h.rt.spawn(async move {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let _ = demail_smtp::serve(l, Arc::new(cfg), Arc::new(HoldingHandler(s))).await;
+    });
+    assert!(demail_testkit::wait_for_port(port, Duration::from_secs(5)));
+    sink
+}
+
+/// A node stopped (SIGSTOP) in the middle of a delivery, past its lease: another node
+/// takes the recipients over and delivers; the stopped node, resumed, records nothing.
+#[test]
+fn a_node_stopped_past_its_lease_is_fenced() {
+    let mut c = Cluster::new(2, 1, 3);
+    let sink = start_holding_sink(&c.h);
+    let m = plain("stop", 1);
+    assert!(c.submit(0, FROM, &[TO], &m).unwrap().starts_with("250"));
+    demail_testkit::wait_until(Duration::from_secs(20), || (sink.got.lock().unwrap().len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("gw1 did not deliver\n{}", c.logs()));
+    // gw1 has sent the whole message and waits for the answer: stop it there.
+    c.nodes[0].signal("-STOP");
+    let stopped = Instant::now();
+    c.start(1);
+    demail_testkit::wait_until(Duration::from_secs(30), || (sink.got.lock().unwrap().len() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("gw2 did not take over\n{}", c.logs()));
+    let takeover = stopped.elapsed().as_secs_f64();
+    let delivered = "SELECT count(*) FROM billing WHERE event = 'delivered'";
+    demail_testkit::wait_until(Duration::from_secs(20), || (c.count(delivered) == 1).then_some(()))
+        .unwrap_or_else(|| panic!("gw2 did not record\n{}", c.logs()));
+    // gw1 comes back and gets the provider's late 250.
+    sink.release.store(true, Ordering::SeqCst);
+    c.nodes[0].signal("-CONT");
+    let fenced = demail_testkit::wait_until(Duration::from_secs(20), || {
+        let l = c.nodes[0].log();
+        (l.contains("lease lost") || l.contains("lease taken over")).then_some(())
+    });
+    assert!(fenced.is_some(), "gw1 did not notice it lost the lease\n{}", c.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    println!("FENCE: takeover after SIGSTOP {takeover:.1}s (lease 3 s); provider got {} copies", sink.got.lock().unwrap().len());
+    assert_eq!(c.count(delivered), 1, "billed once");
+    assert_eq!(c.count("SELECT count(*) FROM entries WHERE direction = 'delivered'"), 1, "archived once");
+    assert_eq!(
+        c.pg.sql("SELECT convert_from(data, 'UTF8')::json->>'node' FROM entries WHERE direction = 'delivered'").unwrap(),
+        "gw2"
+    );
+    c.check_books();
+}
