@@ -88,7 +88,7 @@ impl Default for Storage {
             password_env: None,
             ca: None,
             node: None,
-            lease_secs: 30,
+            lease_secs: 15,
             pool_size: 16,
             timeout_secs: 10,
         }

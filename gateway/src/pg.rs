@@ -227,7 +227,8 @@ pub async fn connect(s: &Storage, password: &str) -> Result<Pool, Error> {
         .recycle_timeout(Some(t))
         .build()
         .map_err(db_err)?;
-    migrate(&pool).await?;
+    // Starting against a database that does not answer fails instead of hanging.
+    tokio::time::timeout(t * 6, migrate(&pool)).await.map_err(|_| timed_out())??;
     Ok(pool)
 }
 
@@ -701,7 +702,7 @@ impl Pg {
     }
 
     pub fn archive(&self, handle: tokio::runtime::Handle) -> Archive {
-        Archive::with_head_row(Box::new(PgStore { pool: self.pool.clone(), handle, _rt: None }))
+        Archive::with_head_row(Box::new(PgStore { pool: self.pool.clone(), handle, timeout: self.timeout, _rt: None }))
     }
 }
 
@@ -856,69 +857,120 @@ fn row_entry(r: &tokio_postgres::Row) -> Entry {
 /// The archive's [`Store`] on PostgreSQL for the chain rules, `archive verify`/`export`,
 /// billing reports and access records. Synchronous like the trait: it blocks on `handle`,
 /// so call it from a blocking thread (or, on the command line, outside the runtime).
+/// Every statement has the node's timeout: a partition gives an error, never a hang.
 pub struct PgStore {
     pool: Pool,
     handle: tokio::runtime::Handle,
+    timeout: Duration,
     /// The command line's own runtime, kept alive for the pool's connections.
     _rt: Option<Arc<tokio::runtime::Runtime>>,
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new("gateway.internal", "Interner Fehler.", "Internal error.").caused_by(e))
+}
+
 /// The archive of the cluster database for the command line (its own small runtime).
 pub fn open_archive(s: &Storage) -> Result<Archive, Error> {
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new("gateway.internal", "Interner Fehler.", "Internal error.").caused_by(e))?,
-    );
+    let rt = Arc::new(runtime()?);
     let password = s.password().read().map_err(|e| crate::secret::concerning("storage", e))?;
     let pool = rt.block_on(connect(s, &password))?;
-    Ok(Archive::with_head_row(Box::new(PgStore { pool, handle: rt.handle().clone(), _rt: Some(rt) })))
+    let store =
+        PgStore { pool, handle: rt.handle().clone(), timeout: Duration::from_secs(s.timeout_secs), _rt: Some(rt) };
+    Ok(Archive::with_head_row(Box::new(store)))
 }
 
 /// The queue of the cluster database for the command line, with the runtime to drive it.
 pub fn open_queue(s: &Storage) -> Result<(Pg, tokio::runtime::Runtime), Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::new("gateway.internal", "Interner Fehler.", "Internal error.").caused_by(e))?;
+    let rt = runtime()?;
     let password = s.password().read().map_err(|e| crate::secret::concerning("storage", e))?;
     let pool = rt.block_on(connect(s, &password))?;
     Ok((Pg::new(pool, s), rt))
 }
 
+/// A connection given up on (timed out, or closed by the server) is not handed out again.
+fn discard_if(obj: Object, broken: bool) {
+    if broken || obj.is_closed() {
+        drop(Object::take(obj));
+    }
+}
+
+/// Run `$body` (a future using `$c`, a pooled connection) on the store's runtime with its timeout.
+macro_rules! blocking_read {
+    ($s:expr, $c:ident, $body:expr) => {{
+        let obj = $s.get()?;
+        let res = {
+            let $c: &Object = &obj;
+            // The timer is made inside: the command line calls from outside the runtime.
+            $s.handle.block_on(async { tokio::time::timeout($s.timeout, $body).await })
+        };
+        let broken = res.is_err();
+        discard_if(obj, broken);
+        match res {
+            Ok(r) => r.map_err(db_err),
+            Err(_) => Err(timed_out()),
+        }
+    }};
+}
+
 impl PgStore {
-    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
-        self.handle.block_on(f)
+    fn get(&self) -> Result<Object, Error> {
+        self.handle.block_on(self.pool.get()).map_err(unreachable_db)
+    }
+
+    /// One statement inside a transaction, with the timeout; `broken` is set when it
+    /// timed out (the connection must not be reused).
+    fn block<T, E: std::fmt::Display>(
+        &self,
+        broken: &mut bool,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Error> {
+        match self.handle.block_on(async { tokio::time::timeout(self.timeout, f).await }) {
+            Ok(r) => r.map_err(db_err),
+            Err(_) => {
+                *broken = true;
+                Err(timed_out())
+            }
+        }
     }
 }
 
 struct PgTx<'a, 'b> {
     tx: &'a Transaction<'b>,
-    handle: &'a tokio::runtime::Handle,
+    store: &'a PgStore,
+    broken: bool,
+}
+
+impl PgTx<'_, '_> {
+    fn run<T, E: std::fmt::Display>(&mut self, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, Error> {
+        self.store.block(&mut self.broken, f)
+    }
 }
 
 impl Tx for PgTx<'_, '_> {
     fn newest(&mut self) -> Result<Option<(i64, String)>, Error> {
-        let r = self
-            .handle
-            .block_on(self.tx.query_one("SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE", &[]))
-            .map_err(db_err)?;
+        let tx = self.tx;
+        let r = self.run(tx.query_one("SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE", &[]))?;
         let (seq, hash): (i64, String) = (r.get(0), r.get(1));
         Ok((seq > 0).then_some((seq, hash)))
     }
     fn sent_with(&mut self, private_id: &str) -> Result<Option<i64>, Error> {
-        self.handle.block_on(sent_with(self.tx, private_id))
+        let tx = self.tx;
+        self.run(sent_with(tx, private_id))
     }
     fn insert(&mut self, entry: &Entry, data: &[u8]) -> Result<(), Error> {
-        self.handle.block_on(insert_entry(self.tx, entry, data))
+        let tx = self.tx;
+        self.run(insert_entry(tx, entry, data))
     }
     /// Through this generic path the recipients' addresses are unknown: numbered rows.
     fn insert_bill(&mut self, time: i64, bill: &Bill<'_>) -> Result<(), Error> {
         let rcpts: Vec<String> = (1..=bill.recipients).map(|i| format!("#{i}")).collect();
-        self.handle.block_on(insert_bills(self.tx, time, bill, &rcpts, "accepted"))
+        let tx = self.tx;
+        self.run(insert_bills(tx, time, bill, &rcpts, "accepted"))
     }
     fn mark_accepted(
         &mut self,
@@ -927,22 +979,20 @@ impl Tx for PgTx<'_, '_> {
         message_id: Option<&str>,
         sender: &str,
     ) -> Result<(), Error> {
-        self.handle
-            .block_on(self.tx.execute(
-                "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES ($1, $2, $3, $4)",
-                &[&queue_id, &message_id, &sender, &time],
-            ))
-            .map(|_| ())
-            .map_err(db_err)
+        let tx = self.tx;
+        self.run(tx.execute(
+            "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES ($1, $2, $3, $4)",
+            &[&queue_id, &message_id, &sender, &time],
+        ))
+        .map(|_| ())
     }
     fn reserved(&mut self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
-        self.handle
-            .block_on(self.tx.query_opt(
-                "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
-                &[&message_id, &sender],
-            ))
-            .map(|r| r.map(|r| r.get(0)))
-            .map_err(db_err)
+        let tx = self.tx;
+        self.run(tx.query_opt(
+            "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
+            &[&message_id, &sender],
+        ))
+        .map(|r| r.map(|r| r.get(0)))
     }
     fn set_reservation(
         &mut self,
@@ -952,40 +1002,38 @@ impl Tx for PgTx<'_, '_> {
         queue_id: &str,
         stale: Option<&str>,
     ) -> Result<(), Error> {
+        let tx = self.tx;
         let n = match stale {
-            None => self.handle.block_on(self.tx.execute(
+            None => self.run(tx.execute(
                 "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES ($1, $2, $3, $4)",
                 &[&message_id, &sender, &queue_id, &time],
-            )),
-            Some(old) => self.handle.block_on(self.tx.execute(
+            ))?,
+            Some(old) => self.run(tx.execute(
                 "UPDATE reservations SET queue_id = $3, time = $4 WHERE message_id = $1 AND sender = $2 AND queue_id = $5",
                 &[&message_id, &sender, &queue_id, &time, &old],
-            )),
-        }
-        .map_err(db_err)?;
+            ))?,
+        };
         if n != 1 {
             return Err(db_err(format!("reservation of {message_id} changed meanwhile")));
         }
         Ok(())
     }
     fn set_access(&mut self, r: &AccessRecord) -> Result<(), Error> {
-        self.handle
-            .block_on(self.tx.execute(
-                "INSERT INTO access (dn, login, name, state, time, \"by\") VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (dn) DO UPDATE SET login = $2, name = $3, state = $4, time = $5, \"by\" = $6",
-                &[&r.dn.to_lowercase(), &r.login, &r.name, &r.state, &r.time, &r.by],
-            ))
-            .map(|_| ())
-            .map_err(db_err)
+        let tx = self.tx;
+        self.run(tx.execute(
+            "INSERT INTO access (dn, login, name, state, time, \"by\") VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (dn) DO UPDATE SET login = $2, name = $3, state = $4, time = $5, \"by\" = $6",
+            &[&r.dn.to_lowercase(), &r.login, &r.name, &r.state, &r.time, &r.by],
+        ))
+        .map(|_| ())
     }
     fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error> {
-        self.handle
-            .block_on(self.tx.execute(
-                "DELETE FROM reservations WHERE message_id = $1 AND sender = $2 AND queue_id = $3",
-                &[&message_id, &sender, &queue_id],
-            ))
-            .map(|_| ())
-            .map_err(db_err)
+        let tx = self.tx;
+        self.run(tx.execute(
+            "DELETE FROM reservations WHERE message_id = $1 AND sender = $2 AND queue_id = $3",
+            &[&message_id, &sender, &queue_id],
+        ))
+        .map(|_| ())
     }
 }
 
@@ -996,22 +1044,32 @@ impl PgStore {
         newest: impl Fn(&T) -> Option<(i64, String)>,
         committed: &dyn Fn(i64, &str) -> Result<(), Error>,
     ) -> Result<T, Error> {
-        let mut c = self.run(async { self.pool.get().await.map_err(unreachable_db) })?;
-        let tx = self.handle.block_on(c.transaction()).map_err(db_err)?;
-        let out = write(&mut PgTx { tx: &tx, handle: &self.handle });
-        match out {
-            Ok(v) => {
-                self.handle.block_on(tx.commit()).map_err(db_err)?;
-                if let Some((seq, hash)) = newest(&v) {
-                    committed(seq, &hash)?;
+        let mut c = self.get()?;
+        let mut broken = false;
+        let res = match self.block(&mut broken, c.transaction()) {
+            Err(e) => Err(e),
+            Ok(tx) => {
+                let mut ptx = PgTx { tx: &tx, store: self, broken: false };
+                let out = write(&mut ptx);
+                broken = ptx.broken;
+                match out {
+                    Ok(v) if !broken => self.block(&mut broken, tx.commit()).map(|()| v),
+                    Ok(_) => Err(timed_out()),
+                    Err(e) => {
+                        if !broken {
+                            let _ = self.block(&mut broken, tx.rollback());
+                        }
+                        Err(e)
+                    }
                 }
-                Ok(v)
             }
-            Err(e) => {
-                let _ = self.handle.block_on(tx.rollback());
-                Err(e)
-            }
+        };
+        discard_if(c, broken);
+        let v = res?;
+        if let Some((seq, hash)) = newest(&v) {
+            committed(seq, &hash)?;
         }
+        Ok(v)
     }
 }
 
@@ -1034,77 +1092,59 @@ impl Store for PgStore {
 
     fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run(async {
-            let c = self.pool.get().await.map_err(unreachable_db)?;
-            let rows = c
-                .query(&format!("SELECT {COLS} FROM entries WHERE seq > $1 ORDER BY seq LIMIT $2"), &[&after, &limit])
-                .await
-                .map_err(db_err)?;
-            Ok(rows.iter().map(row_entry).collect())
-        })
+        let q = format!("SELECT {COLS} FROM entries WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let rows = blocking_read!(self, c, c.query(&q, &[&after, &limit]))?;
+        Ok(rows.iter().map(row_entry).collect())
     }
 
     fn data(&self, seq: i64) -> Result<Vec<u8>, Error> {
-        self.run(async {
-            let c = self.pool.get().await.map_err(unreachable_db)?;
-            let r = c.query_one("SELECT data FROM entries WHERE seq = $1", &[&seq]).await.map_err(db_err)?;
-            Ok(r.get(0))
-        })
+        let r = blocking_read!(self, c, c.query_one("SELECT data FROM entries WHERE seq = $1", &[&seq]))?;
+        Ok(r.get(0))
     }
 
     fn is_recorded(&self, queue_id: &str) -> Result<bool, Error> {
-        self.run(async {
-            let c = self.pool.get().await.map_err(unreachable_db)?;
-            let r = c.query_opt("SELECT 1 FROM accepted WHERE queue_id = $1", &[&queue_id]).await.map_err(db_err)?;
-            Ok(r.is_some())
-        })
+        let r = blocking_read!(self, c, c.query_opt("SELECT 1 FROM accepted WHERE queue_id = $1", &[&queue_id]))?;
+        Ok(r.is_some())
     }
 
     /// One row per accepted message, as the report expects: the recipients counted.
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
-        self.run(async {
-            let c = self.pool.get().await.map_err(unreachable_db)?;
-            let rows = c
-                .query(
-                    "SELECT cost_unit, count(*), options FROM billing
-                      WHERE event = 'accepted' AND time >= $1 AND time < $2
-                      GROUP BY queue_id, cost_unit, options ORDER BY min(id)",
-                    &[&from, &to],
-                )
-                .await
-                .map_err(db_err)?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
-        })
+        let rows = blocking_read!(
+            self,
+            c,
+            c.query(
+                "SELECT cost_unit, count(*), options FROM billing
+                  WHERE event = 'accepted' AND time >= $1 AND time < $2
+                  GROUP BY queue_id, cost_unit, options ORDER BY min(id)",
+                &[&from, &to],
+            )
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
     fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
-        self.run(async {
-            let c = self.pool.get().await.map_err(unreachable_db)?;
-            let rows = c
-                .query("SELECT dn, login, name, state, time, \"by\" FROM access ORDER BY time, dn", &[])
-                .await
-                .map_err(db_err)?;
-            Ok(rows
-                .iter()
-                .map(|r| AccessRecord {
-                    dn: r.get(0),
-                    login: r.get(1),
-                    name: r.get(2),
-                    state: r.get(3),
-                    time: r.get(4),
-                    by: r.get(5),
-                })
-                .collect())
-        })
+        let rows = blocking_read!(
+            self,
+            c,
+            c.query("SELECT dn, login, name, state, time, \"by\" FROM access ORDER BY time, dn", &[])
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| AccessRecord {
+                dn: r.get(0),
+                login: r.get(1),
+                name: r.get(2),
+                state: r.get(3),
+                time: r.get(4),
+                by: r.get(5),
+            })
+            .collect())
     }
 
     fn head_row(&self) -> Result<Option<(i64, String)>, Error> {
-        self.run(async {
-            let c = self.pool.get().await.map_err(unreachable_db)?;
-            let r = c.query_one("SELECT seq, hash FROM archive_head WHERE id = 1", &[]).await.map_err(db_err)?;
-            let (seq, hash): (i64, String) = (r.get(0), r.get(1));
-            // The genesis row names no entry, as a new SQLite archive's head file does.
-            Ok(Some(if seq == 0 { (0, GENESIS.to_string()) } else { (seq, hash) }))
-        })
+        let r = blocking_read!(self, c, c.query_one("SELECT seq, hash FROM archive_head WHERE id = 1", &[]))?;
+        let (seq, hash): (i64, String) = (r.get(0), r.get(1));
+        // The genesis row names no entry, as a new SQLite archive's head file does.
+        Ok(Some(if seq == 0 { (0, GENESIS.to_string()) } else { (seq, hash) }))
     }
 }

@@ -25,8 +25,8 @@ pub mod ldap;
 pub mod ports;
 pub mod postfix;
 pub mod postgres;
-pub mod proxy;
 pub mod process;
+pub mod proxy;
 
 pub use ca::Pki;
 pub use dovecot::Dovecot;
@@ -34,8 +34,8 @@ pub use gateway::{start_gateway, GatewayConfig};
 pub use ports::{free_port, wait_for_port};
 pub use postfix::{Postfix, SmtpSink};
 pub use postgres::Postgres;
-pub use proxy::Proxy;
 pub use process::{have, wait_until, ChildGuard};
+pub use proxy::Proxy;
 pub use tempfile::TempDir;
 
 /// A fresh temporary directory, removed on drop.

@@ -10,6 +10,7 @@ use crate::process::{have, whoami};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The database and role the gateway uses, and the role's password.
@@ -27,7 +28,7 @@ pub struct Postgres {
     bin: PathBuf,
     run_as: Option<&'static str>,
     log: PathBuf,
-    running: bool,
+    running: AtomicBool,
 }
 
 /// The newest installed server's programs (`/usr/lib/postgresql/<version>/bin`).
@@ -83,7 +84,7 @@ impl Postgres {
             out(Command::new("chown").args(["-R", user]).arg(&dir).output(), "chown")?;
         }
         let port = free_port();
-        let mut pg = Postgres {
+        let pg = Postgres {
             port,
             ca: pki.ca_cert.clone(),
             data,
@@ -92,7 +93,7 @@ impl Postgres {
             run_as,
             log: dir.join("postgres.log"),
             dir,
-            running: false,
+            running: AtomicBool::new(false),
         };
         pg.server(&["initdb", "-D"], &[&pg.data], &["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])?;
         for (from, to) in [(&pki.server_cert, "server.pem"), (&pki.server_key, "server-key.pem")] {
@@ -141,7 +142,7 @@ impl Postgres {
         out(cmd.output(), prog[0])
     }
 
-    fn ctl(&mut self, action: &str) -> Result<(), String> {
+    fn ctl(&self, action: &str) -> Result<(), String> {
         let log = self.log.clone();
         let l = log.to_str().unwrap_or_default();
         let res = match action {
@@ -156,23 +157,23 @@ impl Postgres {
             let _ = Command::new("chown").args([user]).arg(&self.log).status();
         }
         res.map_err(|e| format!("{e}\n{}", fs::read_to_string(&self.log).unwrap_or_default()))?;
-        self.running = action != "stop";
-        if self.running && !wait_for_port(self.port, Duration::from_secs(30)) {
+        self.running.store(action != "stop", Ordering::SeqCst);
+        if action != "stop" && !wait_for_port(self.port, Duration::from_secs(30)) {
             return Err("postgres did not listen".into());
         }
         Ok(())
     }
 
     /// Stop and start again (`pg_ctl restart -m fast`): every session is cut.
-    pub fn restart(&mut self) -> Result<(), String> {
+    pub fn restart(&self) -> Result<(), String> {
         self.ctl("restart")
     }
 
-    pub fn stop(&mut self) -> Result<(), String> {
+    pub fn stop(&self) -> Result<(), String> {
         self.ctl("stop")
     }
 
-    pub fn start_again(&mut self) -> Result<(), String> {
+    pub fn start_again(&self) -> Result<(), String> {
         self.ctl("start")
     }
 
@@ -216,7 +217,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if self.running {
+        if self.running.load(Ordering::SeqCst) {
             let _ = self.server(&["pg_ctl", "-D"], &[&self.data], &["-w", "-t", "30", "-m", "immediate", "stop"]);
         }
     }
