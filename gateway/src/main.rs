@@ -67,10 +67,11 @@ enum Cmd {
 enum SecretCmd {
     /// Store a secret where the configuration names it: `provider NAME` (token secret),
     /// `user NAME` (an application account's password), `directory` (the gateway's own
-    /// directory account), `seal-key` (base64 Ed25519 key).
+    /// directory account), `storage` (the PostgreSQL role's password), `seal-key` (base64
+    /// Ed25519 key).
     /// Prompted without echo on a terminal, else one line from stdin.
     Set {
-        #[arg(value_parser = ["provider", "user", "directory", "seal-key"])]
+        #[arg(value_parser = ["provider", "user", "directory", "storage", "seal-key"])]
         kind: String,
         /// The provider's or user's `name` in the configuration.
         name: Option<String>,
@@ -495,6 +496,9 @@ fn secret_list(cfg: &config::Config, store: &demail_gateway::secret::CredStore) 
     if let Some(sc) = &cfg.seal {
         all.push(("seal-key".into(), sc.key()));
     }
+    if cfg.storage.backend == config::Backend::Postgres {
+        all.push(("storage".into(), cfg.storage.password()));
+    }
     let mut missing = 0;
     for (what, s) in all {
         let present = s.present(store);
@@ -517,6 +521,16 @@ fn secret_set(
     name: Option<String>,
     store: &demail_gateway::secret::CredStore,
 ) -> ExitCode {
+    if kind == "storage" {
+        if cfg.storage.backend != config::Backend::Postgres {
+            return fail(&Error::new(
+                "secret.unknown_owner",
+                "Die Konfiguration nennt keine Datenbank ([storage] backend = \"postgres\").",
+                "The configuration names no database ([storage] backend = \"postgres\").",
+            ));
+        }
+        return store_secret(cfg.storage.password(), "storage", store);
+    }
     if kind == "directory" {
         let Some(d) = &cfg.directory else {
             return fail(&Error::new(

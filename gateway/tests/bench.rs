@@ -317,3 +317,250 @@ fn sign_in_latency_kerberos_and_ldap() {
     }
     println!("SIGNIN account (baseline): session median {base50:.2} ms p99 {base99:.2} ms");
 }
+
+/// The outbound listener on loopback without TLS (as in the Postfix comparison).
+fn plaintext(c: String) -> String {
+    c.replace("tls = \"starttls\"\nrequire_auth = true", "tls = \"none\"\nrequire_auth = true")
+}
+
+/// [`load`] spread over several nodes: the sessions go round-robin to `ports`.
+fn load_nodes(h: &Harness, ports: &[u16], n: usize, size: usize, login: (&str, &str)) {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::AsyncSmtpConnection;
+    use lettre::transport::smtp::extension::ClientId;
+    const SESSIONS: usize = 12;
+    let login = Credentials::new(login.0.into(), login.1.into());
+    let ports = ports.to_vec();
+    h.rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..SESSIONS {
+            let (login, port) = (login.clone(), ports[w % ports.len()]);
+            tasks.push(tokio::spawn(async move {
+                let hello = ClientId::Domain("last".into());
+                let mut c =
+                    AsyncSmtpConnection::connect_tokio1(("127.0.0.1", port), None, &hello, None, None).await.unwrap();
+                c.auth(&[Mechanism::Plain], &login).await.unwrap();
+                for _ in (w..n).step_by(SESSIONS) {
+                    let env = lettre::address::Envelope::new(
+                        Some("peter.meier@musterstadt.de".parse().unwrap()),
+                        vec!["anna@buerger.de-mail.de".parse().unwrap()],
+                    )
+                    .unwrap();
+                    c.send(&env, &msg(NEXT.fetch_add(1, Ordering::Relaxed), size)).await.unwrap();
+                }
+                let _ = c.quit().await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// Seconds until the in-test provider holds `n` more messages after submitting them.
+fn relay_secs(h: &Harness, ports: &[u16], n: usize, what: &str, login: Option<(&str, &str)>) -> f64 {
+    const SIZE: usize = 10 * 1024;
+    let start = h.provider_msgs().len();
+    let t = Instant::now();
+    match login {
+        Some(l) => load_nodes(h, ports, n, SIZE, l),
+        None => load(h, ports[0], n, SIZE, None),
+    }
+    let accepted = t.elapsed().as_secs_f64();
+    demail_testkit::wait_until(Duration::from_secs(600), || (count_from(h, start) >= n).then_some(()))
+        .unwrap_or_else(|| panic!("{what}: only {} of {n}", count_from(h, start)));
+    let total = t.elapsed().as_secs_f64();
+    println!(
+        "CLUSTER-THROUGHPUT {what}: {n} x {SIZE} B accepted in {accepted:.2}s, relayed in {total:.2}s = {:.0} msg/s",
+        n as f64 / total
+    );
+    total
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// One node on PostgreSQL against one on SQLite, the same load (10 KB De-Mails, people
+/// signed in against the directory, the in-test provider): goal ratio ≥ 0.7.
+#[test]
+#[ignore]
+fn postgres_node_against_sqlite_node() {
+    use common::cluster::Cluster;
+    const N: usize = 1000;
+    let mut sqlite = Harness::custom(POLICY, plaintext);
+    sqlite.start_provider();
+    let mut c = Cluster::build(1, 1, 15, false, plaintext);
+    c.h.start_provider();
+    let (l1, l2) =
+        (sqlite.directory.person("peter.meier@musterstadt.de"), c.h.directory.person("peter.meier@musterstadt.de"));
+    let mut ratios = Vec::new();
+    for round in 0..3 {
+        let s = || relay_secs(&sqlite, &[sqlite.out_port], N, "sqlite", Some((&l1, PERSON_PASSWORD)));
+        let p = || relay_secs(&c.h, &[c.nodes[0].out_port], N, "postgres", Some((&l2, PERSON_PASSWORD)));
+        let (s, p) = if round % 2 == 0 {
+            (s(), p())
+        } else {
+            let p = p();
+            (s(), p)
+        };
+        println!("CLUSTER-THROUGHPUT round={round} ratio postgres/sqlite = {:.2}", s / p);
+        ratios.push(s / p);
+    }
+    let (m, lo, hi) = median(ratios);
+    println!("CLUSTER-THROUGHPUT median ratio one node postgres/sqlite = {m:.2} (rounds {lo:.2}-{hi:.2}; goal >= 0.7)");
+    c.check_books();
+}
+
+/// Three nodes on PostgreSQL (the load spread over them) against Postfix, as in
+/// [`relay_throughput_against_postfix`]: goal ratio ≥ 1.0.
+#[test]
+#[ignore]
+fn three_postgres_nodes_against_postfix() {
+    use common::cluster::Cluster;
+    const N: usize = 1000;
+    let mut c = Cluster::build(3, 3, 15, false, plaintext);
+    c.h.start_provider();
+    let login = c.h.directory.person("peter.meier@musterstadt.de");
+    let p = &c.h.provider_pki;
+    let main_cf = format!(
+        "relayhost = [localhost]:{}\nsmtp_host_lookup = native\nsmtp_tls_wrappermode = yes\nsmtp_tls_security_level = secure\nsmtp_tls_secure_cert_match = nexthop\n\
+         smtp_tls_CAfile = {}\nsmtp_tls_cert_file = {}\nsmtp_tls_key_file = {}\nsmtp_sasl_auth_enable = yes\n\
+         smtp_sasl_password_maps = static:{PROVIDER_USER}:{PROVIDER_SECRET}\nsmtp_sasl_security_options = noanonymous\nsmtp_sasl_tls_security_options = noanonymous\n\
+         default_destination_concurrency_limit = 8\n",
+        c.h.provider_port,
+        p.ca_cert.display(),
+        p.client_cert.display(),
+        p.client_key.display()
+    );
+    let pf = demail_testkit::Postfix::start(c.h.path(), &main_cf).expect("postfix");
+    let ports: Vec<u16> = c.nodes.iter().map(|n| n.out_port).collect();
+    let mut ratios = Vec::new();
+    for round in 0..3 {
+        let g = || relay_secs(&c.h, &ports, N, "3 nodes", Some((&login, PERSON_PASSWORD)));
+        let x = || relay_secs(&c.h, &[pf.port], N, "postfix", None);
+        let (g, x) = if round % 2 == 0 {
+            (g(), x())
+        } else {
+            let x = x();
+            (g(), x)
+        };
+        println!("CLUSTER-THROUGHPUT round={round} ratio 3 nodes/postfix = {:.2}", x / g);
+        ratios.push(x / g);
+    }
+    let (m, lo, hi) = median(ratios);
+    println!(
+        "CLUSTER-THROUGHPUT median ratio three postgres nodes/postfix = {m:.2} (rounds {lo:.2}-{hi:.2}; goal >= 1.0)"
+    );
+    drop(pf);
+    c.check_books();
+}
+
+/// From a node's death (kill -9 while it waits for the provider's answer to DATA) to the
+/// first delivery of that message by the other node, with the default lease (15 s): goal ≤ 30 s.
+#[test]
+#[ignore]
+fn takeover_after_a_node_dies() {
+    use common::cluster::*;
+    let mut c = Cluster::build(2, 1, 15, false, |c| c);
+    let sink = start_holding_sink(&c.h);
+    let mut secs = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            // The survivor becomes the victim: restart the dead one as the survivor.
+            c.nodes.swap(0, 1);
+            sink.got.lock().unwrap().clear();
+            sink.release.store(false, Ordering::SeqCst);
+        }
+        let m = plain(&format!("takeover{round}"), round);
+        assert!(c.submit(0, FROM, &[TO], &m).unwrap().starts_with("250"));
+        demail_testkit::wait_until(Duration::from_secs(30), || (sink.got.lock().unwrap().len() == 1).then_some(()))
+            .expect("first node did not deliver");
+        c.start(1);
+        c.nodes[0].kill();
+        let died = Instant::now();
+        demail_testkit::wait_until(Duration::from_secs(60), || (sink.got.lock().unwrap().len() == 2).then_some(()))
+            .unwrap_or_else(|| panic!("no takeover\n{}", c.logs()));
+        let s = died.elapsed().as_secs_f64();
+        println!("TAKEOVER round={round}: {s:.1}s from kill -9 to the other node's delivery (lease 15 s)");
+        secs.push(s);
+        sink.release.store(true, Ordering::SeqCst);
+    }
+    let (m, lo, hi) = median(secs);
+    println!("TAKEOVER median {m:.1}s (rounds {lo:.1}-{hi:.1}s; goal <= 30 s)");
+}
+
+/// Appends per second to the PostgreSQL archive chain (4 writers, one entry per
+/// transaction, 1 KB each) with an empty archive and with 1,000,000 entries: goal ≥ 0.9.
+#[test]
+#[ignore]
+fn archive_append_at_a_million_entries() {
+    use demail_gateway::archive::NewEntry;
+    use demail_gateway::config::{Backend, Storage};
+    use demail_testkit::postgres;
+    let dir = demail_testkit::temp_dir();
+    let pg = demail_testkit::Postgres::start(dir.path()).unwrap();
+    std::env::set_var("BENCH_PG_PASSWORD", postgres::PASSWORD);
+    let storage = Storage {
+        backend: Backend::Postgres,
+        host: Some("127.0.0.1".into()),
+        port: Some(pg.port),
+        database: Some(postgres::DATABASE.into()),
+        user: Some(postgres::USER.into()),
+        password_env: Some("BENCH_PG_PASSWORD".into()),
+        ca: Some(pg.ca.clone()),
+        ..Storage::default()
+    };
+    let archive = demail_gateway::pg::open_archive(&storage).unwrap();
+    let data = vec![b'x'; 1024];
+    let rate = |what: &str| -> f64 {
+        let n = AtomicUsize::new(0);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    while t.elapsed() < Duration::from_secs(15) {
+                        archive
+                            .append(&NewEntry {
+                                direction: "out",
+                                private_id: Some("DM-bench"),
+                                message_id: Some("<bench@x>"),
+                                sender: "a@x.de-mail.de",
+                                recipients: &["b@y.de-mail.de".into()],
+                                data: &data,
+                                actor: None,
+                            })
+                            .unwrap();
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let r = n.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+        println!("ARCHIVE {what}: {r:.0} appends/s");
+        r
+    };
+    let empty = rate("empty archive");
+    // Fill to 1,000,000 entries in SQL (linked, not hash-valid: appending reads only the head).
+    let (seq, hash) = {
+        let h = pg.sql("SELECT seq, hash FROM archive_head").unwrap();
+        let (s, h) = h.split_once('|').unwrap();
+        (s.parse::<i64>().unwrap(), h.to_string())
+    };
+    let t = Instant::now();
+    pg.sql(&format!(
+        "INSERT INTO entries (seq, time, direction, private_id, message_id, sender, recipients, sha256, size, prev_hash, hash, data)
+         SELECT s, 0, 'out', 'DM-fill', '<fill@x>', 'a@x.de-mail.de', 'b@y.de-mail.de', encode(sha256(s::text::bytea), 'hex'), 1024,
+                CASE WHEN s = {first} THEN '{hash}' ELSE encode(sha256(('h' || (s - 1))::bytea), 'hex') END,
+                encode(sha256(('h' || s)::bytea), 'hex'), decode(repeat('78', 1024), 'hex')
+           FROM generate_series({first}, 1000000) s",
+        first = seq + 1
+    ))
+    .unwrap();
+    pg.sql("UPDATE archive_head SET seq = 1000000, hash = (SELECT hash FROM entries WHERE seq = 1000000)").unwrap();
+    pg.sql("VACUUM ANALYZE entries").unwrap();
+    println!("ARCHIVE filled to 1,000,000 entries in {:.0}s", t.elapsed().as_secs_f64());
+    let full = rate("1,000,000 entries");
+    println!("ARCHIVE ratio appends at 1,000,000 entries / empty = {:.2} (goal >= 0.9)", full / empty);
+}

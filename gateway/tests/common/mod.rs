@@ -2,6 +2,8 @@
 //! the internal mail server, and a TLS+AUTH SMTP sink standing in for the provider.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
 use demail_testkit::directory::{TestDirectory, BIND_PASSWORD};
 use demail_testkit::{free_port, temp_dir, wait_for_port, wait_until, ChildGuard, Dovecot, Pki, TempDir};
