@@ -27,13 +27,23 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migra
 /// The advisory lock under which nodes apply migrations (one at a time).
 const MIGRATION_LOCK: i64 = 0x0064_656d_6169_6c01;
 
-fn db_err(e: impl std::fmt::Display) -> Error {
+fn db_err(e: impl std::fmt::Display + 'static) -> Error {
+    // tokio-postgres says only "db error"; the server's code and text are what an admin needs.
+    let any: &dyn std::any::Any = &e;
+    let cause = match any.downcast_ref::<tokio_postgres::Error>() {
+        Some(pg) => match (pg.as_db_error(), std::error::Error::source(pg)) {
+            (Some(db), _) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+            (None, Some(src)) => format!("{pg}: {src}"),
+            (None, None) => pg.to_string(),
+        },
+        None => e.to_string(),
+    };
     Error::new(
         "storage.database",
         "Die Datenbank (PostgreSQL) meldet einen Fehler.",
         "The database (PostgreSQL) reported an error.",
     )
-    .caused_by(e)
+    .caused_by(cause)
 }
 
 fn timed_out() -> Error {
@@ -924,7 +934,7 @@ impl PgStore {
 
     /// One statement inside a transaction, with the timeout; `broken` is set when it
     /// timed out (the connection must not be reused).
-    fn block<T, E: std::fmt::Display>(
+    fn block<T, E: std::fmt::Display + 'static>(
         &self,
         broken: &mut bool,
         f: impl std::future::Future<Output = Result<T, E>>,
@@ -946,7 +956,10 @@ struct PgTx<'a, 'b> {
 }
 
 impl PgTx<'_, '_> {
-    fn run<T, E: std::fmt::Display>(&mut self, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, Error> {
+    fn run<T, E: std::fmt::Display + 'static>(
+        &mut self,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Error> {
         self.store.block(&mut self.broken, f)
     }
 }
