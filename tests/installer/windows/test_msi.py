@@ -93,8 +93,15 @@ class Wine:
 
     def reg(self, key):
         """Values of one key: {name: (type, data)}; None when the key is missing."""
-        p = self.run("reg", "query", key)
-        if p.returncode != 0:
+        # wine's reg.exe now and then fails to start under load (CI saw one such miss on a
+        # key the install had written): a missing key is asked three times before it counts.
+        for _ in range(3):
+            p = self.run("reg", "query", key)
+            if p.returncode == 0:
+                break
+            self.wait()
+        else:
+            print(f"    reg query {key}: exit {p.returncode}: {p.stderr.decode(errors='replace')[-300:]}")
             return None
         out = {}
         for line in p.stdout.decode("utf-8", errors="replace").splitlines():
