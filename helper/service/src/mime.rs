@@ -359,10 +359,10 @@ pub fn prepare_structured(
         (None, None) => b = b.text_body(String::new()),
         (text, html) => {
             if let Some(t) = text {
-                b = b.text_body(t.clone());
+                b = b.text_body(body_text("text", t)?);
             }
             if let Some(h) = html {
-                b = b.html_body(h.clone());
+                b = b.html_body(body_text("html", h)?);
             }
         }
     }
@@ -442,8 +442,53 @@ fn mime_invalid(de: &str, en: &str) -> ApiError {
     )
 }
 
-/// CRLF everywhere (bare LF becomes CRLF); a bare CR in the header block is refused
-/// later. A message that has only CRLF already is not copied.
+/// A bare CR or a NUL anywhere in the message: the gateway refuses both (554 5.6.0, with
+/// the same texts), so the helper refuses them when they are submitted, not after the
+/// caseworker's window has closed.
+fn bare_cr_or_nul(raw: &[u8]) -> Result<(), ApiError> {
+    for i in memchr::memchr2_iter(b'\r', 0, raw) {
+        if raw[i] == 0 {
+            return Err(ApiError::new(
+                code::SUBMIT_NUL,
+                "Die Nachricht enthält NUL-Bytes.",
+                "The message contains NUL bytes.",
+            ));
+        }
+        if raw.get(i + 1) != Some(&b'\n') {
+            return Err(ApiError::new(
+                code::SUBMIT_BARE_CR,
+                "Die Nachricht enthält ein CR ohne LF (bare CR).",
+                "The message contains a bare CR.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A text or HTML body for mail-builder, which writes it unencoded when it can: a lone CR
+/// (an old line end) becomes CRLF, a NUL is refused; either would make the gateway
+/// refuse the whole message.
+fn body_text(field: &str, v: &str) -> Result<String, ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::new(
+            code::SUBMIT_NUL,
+            format!("Das Feld „{field}“ enthält NUL-Zeichen."),
+            format!("The field \"{field}\" contains NUL characters."),
+        )
+        .with_details(json!({ "field": field })));
+    }
+    let mut out = String::with_capacity(v.len());
+    let mut it = v.chars().peekable();
+    while let Some(c) = it.next() {
+        out.push(c);
+        if c == '\r' && it.peek() != Some(&'\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// CRLF everywhere (bare LF becomes CRLF). A message that has only CRLF already is not copied.
 fn to_crlf(raw: Bytes) -> Bytes {
     let has_bare_lf = raw.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
     if !has_bare_lf {
@@ -527,6 +572,7 @@ pub fn prepare_raw(
     dialect: Dialect,
     env: &Env,
 ) -> Result<Prepared, ApiError> {
+    bare_cr_or_nul(&raw)?;
     let msg = to_crlf(raw);
     let (fields, body_start) = split_header(&msg)?;
     fn all<'a>(fields: &'a [Field], n: &'static str) -> impl Iterator<Item = &'a Field> + 'a {
@@ -711,5 +757,40 @@ mod tests {
         let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
         assert_eq!(e.code(), "submit.blocked");
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn bare_cr_and_nul_are_refused_anywhere_bare_lf_is_fixed() {
+        let extras = RawExtras {
+            options: &[],
+            private_id: None,
+            confirmed: false,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
+        let head = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: x\r\n\r\n";
+        let go = |m: String| prepare_raw(Bytes::from(m), &extras, &Policy::default(), Dialect::Headers, &env());
+        assert_eq!(go(format!("{head}a\rb\r\n")).unwrap_err().code(), "submit.bare_cr");
+        assert_eq!(go(format!("{head}ab\r")).unwrap_err().code(), "submit.bare_cr");
+        assert_eq!(go(format!("{head}a\u{0}b\r\n")).unwrap_err().code(), "submit.nul");
+        let ok = go(format!("{head}a\nb\n")).unwrap();
+        assert!(!ok.mime.to_vec().windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+    }
+
+    /// What the structured path builds never holds a bare CR or NUL either, whatever the
+    /// text: the gateway would refuse it after the caseworker's window closed.
+    #[test]
+    fn structured_text_with_cr_or_nul_gives_a_clean_message() {
+        for text in ["Zeile 1\rZeile 2", "a\r\r\nb", "\r", "x\n\ry"] {
+            let mut r = req();
+            r.text = Some(text.into());
+            r.html = Some(format!("<p>{text}</p>"));
+            let m = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap().mime.to_vec();
+            assert!(bare_cr_or_nul(&m).is_ok(), "{text:?}: {}", String::from_utf8_lossy(&m));
+        }
+        let mut r = req();
+        r.text = Some("Text\u{0}mehr".into());
+        let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
+        assert_eq!((e.code(), e.details.as_ref().map(|d| d["field"].clone())), ("submit.nul", Some(json!("text"))));
     }
 }

@@ -35,7 +35,8 @@ fn reject_from(e: &crate::error::ApiError) -> Reject {
 impl Handler for Submission {
     async fn authenticate(&self, _user: &str, password: &str) -> bool {
         let token = password.to_string();
-        matches!(self.state.with_store(move |s| pairing::verify(s, &token)).await, Ok(TokenState::Approved(_)))
+        let ttl = pairing::token_ttl(&self.state.config);
+        matches!(self.state.with_store(move |s| pairing::verify(s, &token, ttl)).await, Ok(TokenState::Approved(_)))
     }
 
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
