@@ -465,9 +465,9 @@ fn bare_cr_or_nul(raw: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A text or HTML body for mail-builder, which writes it unencoded when it can: a lone CR
-/// (an old line end) becomes CRLF, a NUL is refused; either would make the gateway
-/// refuse the whole message.
+/// A text or HTML body for mail-builder with CRLF line ends only: a lone CR or LF becomes
+/// CRLF (mail-builder passes a bare LF after a tab through quoted-printable; found by
+/// fuzzing), a NUL is refused; either would make the gateway refuse the whole message.
 fn body_text(field: &str, v: &str) -> Result<String, ApiError> {
     if v.contains('\0') {
         return Err(ApiError::new(
@@ -477,12 +477,18 @@ fn body_text(field: &str, v: &str) -> Result<String, ApiError> {
         )
         .with_details(json!({ "field": field })));
     }
-    let mut out = String::with_capacity(v.len());
+    let mut out = String::with_capacity(v.len() + v.len() / 50);
     let mut it = v.chars().peekable();
     while let Some(c) = it.next() {
-        out.push(c);
-        if c == '\r' && it.peek() != Some(&'\n') {
-            out.push('\n');
+        match c {
+            '\r' => {
+                out.push_str("\r\n");
+                if it.peek() == Some(&'\n') {
+                    it.next();
+                }
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
         }
     }
     Ok(out)
@@ -781,16 +787,46 @@ mod tests {
     /// text: the gateway would refuse it after the caseworker's window closed.
     #[test]
     fn structured_text_with_cr_or_nul_gives_a_clean_message() {
-        for text in ["Zeile 1\rZeile 2", "a\r\r\nb", "\r", "x\n\ry"] {
+        // The last: fuzz/artifacts/helper_prepare_structured/crash-0be5a9d1… (a bare LF after
+        // a tab came out of mail-builder's quoted-printable unchanged).
+        for text in ["Zeile 1\rZeile 2", "a\r\r\nb", "\r", "x\n\ry", "a\t\nb", "a \nb", ".on?i\r\t\net\r\u{11}"] {
             let mut r = req();
             r.text = Some(text.into());
             r.html = Some(format!("<p>{text}</p>"));
             let m = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap().mime.to_vec();
-            assert!(bare_cr_or_nul(&m).is_ok(), "{text:?}: {}", String::from_utf8_lossy(&m));
+            let bare_lf = m.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || m[i - 1] != b'\r'));
+            assert!(bare_cr_or_nul(&m).is_ok() && !bare_lf, "{text:?}: {}", String::from_utf8_lossy(&m));
         }
         let mut r = req();
         r.text = Some("Text\u{0}mehr".into());
         let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
         assert_eq!((e.code(), e.details.as_ref().map(|d| d["field"].clone())), ("submit.nul", Some(json!("text"))));
+    }
+
+    /// Fuzz regressions (fuzz/fuzz_targets/helper_prepare_raw.rs): the helper adds no
+    /// header the input did not have, read the same way on both sides (CRLF).
+    #[test]
+    fn fuzz_raw_inputs_get_no_new_headers() {
+        let names = |m: &[u8]| -> Vec<String> {
+            let crlf = to_crlf(Bytes::copy_from_slice(m));
+            let p = mail_parser::MessageParser::new().parse_headers(&crlf[..]).unwrap();
+            p.headers().iter().map(|h| h.name().to_ascii_lowercase()).collect()
+        };
+        let input = include_bytes!("../tests/data/fuzz/helper_prepare_raw-c53dba72");
+        let extras = RawExtras {
+            options: &["private".into(), "confirmation-of-dispatch".into()],
+            private_id: None,
+            confirmed: true,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
+        let raw = &input[1..];
+        let p = prepare_raw(Bytes::copy_from_slice(raw), &extras, &Policy::default(), Dialect::Headers, &env()).unwrap();
+        let before = names(raw);
+        for n in names(&p.mime.to_vec()) {
+            let ours = n == "message-id" || n == "subject" || n.starts_with("x-de-mail-");
+            assert!(ours || before.contains(&n), "{n} is new");
+        }
+        assert!(before.contains(&"ssage-id".to_string()), "the odd header was the input's own");
     }
 }
