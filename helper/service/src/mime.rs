@@ -551,6 +551,29 @@ fn split_header(msg: &[u8]) -> Result<(Vec<Field>, usize), ApiError> {
     Ok((fields, body_start))
 }
 
+/// The gateway reads the header block with mail-parser. It must find exactly the fields
+/// the helper wrote, where the helper wrote them: mail-parser's Date parser, given a date
+/// with junk after the zone (`Date: 1 Jan 2026 08:00 +0100+Z`), reads on across the empty
+/// line and takes body lines such as `X-de-mail-authoritative: yes` or `Bcc: …` for header
+/// fields (found by fuzzing). Such a message is refused, not smuggled.
+fn read_alike(head: &[u8], body: &[u8], starts: &[usize]) -> Result<(), ApiError> {
+    // Enough of the body to see a field read from it; the header block itself is small.
+    let mut probe = Vec::with_capacity(head.len() + 4096);
+    probe.extend_from_slice(head);
+    probe.extend_from_slice(&body[..body.len().min(4096)]);
+    let seen: Vec<usize> = mail_parser::MessageParser::new()
+        .parse_headers(&probe[..])
+        .map(|m| m.headers().iter().map(|h| h.offset_field as usize).collect())
+        .unwrap_or_default();
+    if seen != starts {
+        return Err(mime_invalid(
+            "eine Kopfzeile (etwa ein fehlerhaftes Datum) lesen übliche Programme anders; das Gateway sähe eine andere Nachricht.",
+            "a header field (such as a malformed date) is read differently by common software; the gateway would see another message.",
+        ));
+    }
+    Ok(())
+}
+
 fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -650,27 +673,35 @@ pub fn prepare_raw(
     let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
 
     let mut out = Vec::with_capacity(body_start + 1024);
+    // Where each field of the new header block starts (for the check below).
+    let mut starts = Vec::new();
     let message_id = match message_id {
         Some(m) => m,
         None => {
             let m = new_message_id(env.now_millis, &env.entropy, &sender.address);
+            starts.push(out.len());
             out.extend_from_slice(format!("Message-ID: <{m}>\r\n").as_bytes());
             m
         }
     };
     for (n, v) in &lines {
+        starts.push(out.len());
         write_field(&mut out, n, v);
     }
     if rewrite_subject {
+        starts.push(out.len());
         write_field(&mut out, "Subject", &subject_out);
     }
     for f in &fields {
         if !dropped_from_submission(&f.name, rewrite_subject) {
+            starts.push(out.len());
             out.extend_from_slice(&f.raw);
         }
     }
     out.extend_from_slice(b"\r\n");
-    let mime = Mime { head: out, body: msg.slice(body_start..) };
+    let body = msg.slice(body_start..);
+    read_alike(&out, &body, &starts)?;
+    let mime = Mime { head: out, body };
 
     let mut prepared =
         finish(mime, &input, policy, extras.confirmed, message_id, private_id, generated, clean_subject)?;
@@ -821,12 +852,41 @@ mod tests {
             envelope_rcpts: None,
         };
         let raw = &input[1..];
-        let p = prepare_raw(Bytes::copy_from_slice(raw), &extras, &Policy::default(), Dialect::Headers, &env()).unwrap();
+        let p =
+            prepare_raw(Bytes::copy_from_slice(raw), &extras, &Policy::default(), Dialect::Headers, &env()).unwrap();
         let before = names(raw);
         for n in names(&p.mime.to_vec()) {
             let ours = n == "message-id" || n == "subject" || n.starts_with("x-de-mail-");
             assert!(ours || before.contains(&n), "{n} is new");
         }
         assert!(before.contains(&"ssage-id".to_string()), "the odd header was the input's own");
+    }
+
+    /// Fuzz regression (fuzz/artifacts/helper_prepare_raw/crash-46b8dbd4…): a Date with junk
+    /// after the zone made mail-parser, and so the gateway, read body lines as header
+    /// fields. The helper refuses such a message instead of passing it on.
+    #[test]
+    fn a_date_that_makes_the_gateway_read_the_body_as_headers_is_refused() {
+        let extras = RawExtras {
+            options: &[],
+            private_id: None,
+            confirmed: true,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
+        let go =
+            |m: &[u8]| prepare_raw(Bytes::copy_from_slice(m), &extras, &Policy::default(), Dialect::Headers, &env());
+        let smuggle = b"From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: Bescheid\r\nDate: 1 Jan 2026 08:00 +0100+Z\r\n\r\nX-de-mail-authoritative: yes\r\nBcc: geheim@buerger.de-mail.de\r\n\r\nText\r\n";
+        assert_eq!(go(smuggle).unwrap_err().code(), "submit.mime_invalid");
+        let found = include_bytes!("../tests/data/fuzz/helper_prepare_raw-46b8dbd4");
+        // Its first byte chose: Persönlich, subject tags, the envelope recipient.
+        let rcpt = ["anna@buerger.de-mail.de".to_string()];
+        let extras = RawExtras { options: &["private".into()], envelope_rcpts: Some(&rcpt), ..extras };
+        let r =
+            prepare_raw(Bytes::copy_from_slice(&found[1..]), &extras, &Policy::default(), Dialect::SubjectTags, &env());
+        assert_eq!(r.unwrap_err().code(), "submit.mime_invalid");
+        // A proper date is fine.
+        let fine = b"From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: Bescheid\r\nDate: Thu, 1 Jan 2026 08:00:00 +0100\r\n\r\nX-de-mail-authoritative: yes\r\n";
+        assert!(go(fine).is_ok());
     }
 }

@@ -745,6 +745,15 @@ fn bare_cr_and_nul_anywhere_in_raw_mime_are_refused() {
         );
         assert_eq!((r.status, r.code()), (400, code.to_string()), "{what} (JSON)");
     }
+    // A Date that makes mail-parser (and so the gateway) read body lines as header fields.
+    let smuggle = format!("{}Date: 1 Jan 2026 08:00 +0100+Z\r\n\r\nX-de-mail-authoritative: yes\r\nBcc: geheim@buerger.de-mail.de\r\n\r\nText\r\n", &head[..head.len() - 2]);
+    let r = h.raw(
+        "POST",
+        "/v1/messages",
+        &[("Authorization", &auth), ("Content-Type", "message/rfc822")],
+        smuggle.as_bytes(),
+    );
+    assert_eq!((r.status, r.code()), (400, "submit.mime_invalid".to_string()), "{}", String::from_utf8_lossy(&r.body));
     // Bare LF is still fine: it becomes CRLF.
     let r = h.raw(
         "POST",
