@@ -7,6 +7,7 @@ use crate::address::{normalize_addr_spec, DomainPattern};
 use crate::options::OptionSet;
 use crate::reason::{decode_reason, encode_reason, quote, Reason};
 use crate::subject::Vocabulary;
+use crate::submission::{FieldRules, ReplyTo, SenderHeader};
 use serde::{Deserialize, Serialize};
 
 /// What to do with mixed De-Mail and e-mail recipients in one message.
@@ -172,6 +173,17 @@ pub struct Rules {
     pub forwarded_demail_to_email: Action,
     /// Largest De-Mail the organisation sends.
     pub max_size: Size,
+    /// A client's `Sender:` field (core `submission`).
+    pub sender_header: SenderHeader,
+    /// A client's `Reply-To:` field (core `submission`).
+    pub reply_to: ReplyTo,
+}
+
+impl Rules {
+    /// The keys of [`crate::submission::client_field`].
+    pub fn field_rules(&self) -> FieldRules {
+        FieldRules { sender_header: self.sender_header, reply_to: self.reply_to }
+    }
 }
 
 impl Default for Rules {
@@ -181,6 +193,8 @@ impl Default for Rules {
             require_marking: Action::Allow,
             forwarded_demail_to_email: Action::Confirm,
             max_size: Size(10 * 1024 * 1024),
+            sender_header: SenderHeader::Drop,
+            reply_to: ReplyTo::KeepInternal,
         }
     }
 }
@@ -737,6 +751,20 @@ mod tests {
         let e = Policy::from_toml("[rules]\nmax_sise = 3\n").unwrap_err();
         assert_eq!(e.reason.code, "policy.unknown_field");
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn sender_and_reply_to_rules() {
+        let p = Policy::from_toml("").unwrap();
+        assert_eq!((p.rules.sender_header, p.rules.reply_to), (SenderHeader::Drop, ReplyTo::KeepInternal));
+        let p = Policy::from_toml("[rules]\nsender_header = \"rewrite\"\nreply_to = \"drop\"\n").unwrap();
+        assert_eq!(p.rules.field_rules(), FieldRules { sender_header: SenderHeader::Rewrite, reply_to: ReplyTo::Drop });
+        let p = Policy::from_json(r#"{"rules": {"reply_to": "keep"}}"#).unwrap();
+        assert_eq!(p.rules.reply_to, ReplyTo::Keep);
+        let e = Policy::from_toml("[rules]\nreply_to = \"keep-all\"\n").unwrap_err();
+        assert_eq!((e.reason.code.as_str(), e.field.as_deref()), ("policy.invalid_value", Some("rules.reply_to")));
+        let e = Policy::from_toml("[rules]\nsender_header = \"keep\"\n").unwrap_err();
+        assert_eq!((e.reason.code.as_str(), e.line), ("policy.invalid_value", Some(2)));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use crate::reason::{quote, Reason};
 /// What the directory says about one person.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Person {
+    /// The directory entry's distinguished name: who it is, whatever the sign-in.
+    pub dn: String,
     /// The name the person signed in with (login or Kerberos principal).
     pub login: String,
     pub display_name: String,
@@ -213,6 +215,7 @@ mod tests {
 
     fn peter(groups: &[&str]) -> Person {
         Person {
+            dn: "uid=peter,ou=people,dc=musterstadt,dc=test".into(),
             login: "peter".into(),
             display_name: "Peter Meier".into(),
             addresses: vec!["peter.meier@musterstadt.test".into()],

@@ -6,7 +6,7 @@
 //! the way a conforming upstream MTA does (by CRLF lines only) and sent in one DATA. The
 //! oracle: one DATA never yields more than one message; a body with a bare CR, bare LF or
 //! NUL yields none; any other body arrives byte for byte.
-use demail_smtp::{serve_connection, Accepted, Config, Envelope, Handler, Reject};
+use demail_smtp::{serve_connection, Accepted, AuthResult, Authenticated, Config, Envelope, Handler, Reject};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -16,8 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Sink(Mutex<Vec<Vec<u8>>>);
 
 impl Handler for Sink {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == "u" && password == "p"
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == "u" && password == "p" {
+            AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
     async fn deliver(&self, _env: &Envelope, msg: Vec<u8>) -> Result<Accepted, Reject> {
         self.0.lock().unwrap().push(msg);

@@ -1,15 +1,19 @@
 //! The running gateway: SMTP handlers for both directions and the queue runner.
 
-use crate::archive::{self, Archive, NewEntry};
+use crate::archive::{self, Archive, NewEntry, Reserved};
 use crate::billing::{self, Bill};
 use crate::config::{parse_net, Config, TlsMode};
+use crate::identity::directory::Directory;
+use crate::identity::{self, Identity, METHOD_ACCOUNT, METHOD_CONNECTOR, METHOD_KERBEROS, METHOD_LDAP};
 use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta, Spool, State};
 use crate::{dsn, pipeline};
 use demail_core::classify::{classify_raw, Kind as MsgKind};
-use demail_core::{Error, Policy};
-use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_core::submission::unconfirmed;
+use demail_core::{Error, Policy, Reason};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject, SaslExchange, SessionInfo};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -22,10 +26,18 @@ pub struct App {
     pub archive: Archive,
     wake: Notify,
     inflight: Mutex<HashSet<String>>,
+    /// Outbound queue ids whose acceptance is being decided: reserved, not yet spooled
+    /// and recorded, nor rolled back. A duplicate waits for them ([`App::settled`]).
+    accepting: Mutex<HashSet<String>>,
+    settled: Notify,
+    /// Test-only fault hook ([`SPOOL_FAULT_ENV`]): outbound spool writes still to fail.
+    spool_faults: AtomicU32,
     /// Seal key id and private key (from the keyring), read once at start.
     seal: Option<(String, [u8; 32])>,
     /// Outbound listener accounts and their secrets, read once at start.
     users: Vec<(crate::config::User, String)>,
+    /// People's sign-in and rights (`[identity]`, `[directory]`).
+    pub identity: Arc<Identity>,
 }
 
 fn spool_unreadable(e: std::io::Error) -> Error {
@@ -41,12 +53,26 @@ fn spool_unwritable(e: std::io::Error) -> Error {
     .caused_by(e)
 }
 
-fn local_error(e: impl std::fmt::Display) -> Reject {
+/// Test-only (docs/gateway.md): `DEMAIL_GATEWAY_TEST_FAIL_SPOOL=N` makes the first N
+/// outbound spool writes fail after their file reached the queue (the worst moment), so
+/// tests can see the roll-back. Unset (always in production) it does nothing.
+pub const SPOOL_FAULT_ENV: &str = "DEMAIL_GATEWAY_TEST_FAIL_SPOOL";
+
+/// How long a duplicate waits for the first submission's outcome before answering 451.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(60);
+
+/// 451 for a failure of our own (queue, archive): the code first, the client retries.
+fn local_error(e: Error) -> Reject {
     error!(error = %e, "local failure; message not accepted");
+    let r = &e.reason;
     Reject::temporary(
-        "Vorübergehender Fehler im Gateway; bitte später erneut senden.",
-        "Temporary gateway failure; please send again later.",
+        format!("[{}] {} Vorübergehender Fehler im Gateway; bitte später erneut senden.", r.code, r.message),
+        format!("[{}] {} Temporary gateway failure; please send again later.", r.code, r.message_en),
     )
+}
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::new("gateway.internal", "Interner Fehler im Gateway.", "Internal gateway failure.").caused_by(e)
 }
 
 /// Constant-time comparison, so response times do not reveal a password prefix.
@@ -69,16 +95,22 @@ impl App {
             )
             .caused_by(format!("{}: {e}", cfg.gateway.spool_dir.display()))
         })?;
+        spool.clean().map_err(spool_unreadable)?;
         let archive = archive::sqlite::open(&cfg.gateway.archive_db)?;
         let mut users = Vec::new();
         for u in &cfg.outbound.users {
-            if u.unbound() {
-                warn!(user = %u.name, "account not bound to senders (no senders/groups): it may send for every sender");
-            }
             let password =
                 u.password().read().map_err(|e| crate::secret::concerning(&format!("outbound.users {}", u.name), e))?;
             users.push((u.clone(), password));
         }
+        let directory = match &cfg.directory {
+            Some(d) => {
+                let pw = d.bind_password().read().map_err(|e| crate::secret::concerning("directory", e))?;
+                Some(Arc::new(Directory::new(d.clone(), pw)?))
+            }
+            None => None,
+        };
+        let identity = Arc::new(Identity::new(cfg.identity.clone(), directory)?);
         let seal = match &cfg.seal {
             Some(sc) => {
                 let key = sc.read_key()?;
@@ -93,6 +125,14 @@ impl App {
                 None
             }
         };
+        let spool_faults = std::env::var(SPOOL_FAULT_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        if spool_faults > 0 {
+            warn!(
+                env = SPOOL_FAULT_ENV,
+                count = spool_faults,
+                "TEST-ONLY fault hook set: outbound spool writes will fail"
+            );
+        }
         Ok(Arc::new(App {
             seal,
             cfg,
@@ -101,7 +141,11 @@ impl App {
             archive,
             wake: Notify::new(),
             inflight: Mutex::new(HashSet::new()),
+            accepting: Mutex::new(HashSet::new()),
+            settled: Notify::new(),
+            spool_faults: AtomicU32::new(spool_faults),
             users,
+            identity,
         }))
     }
 
@@ -111,6 +155,7 @@ impl App {
         nets: &[String],
         max: usize,
         client_ca: Option<&std::path::Path>,
+        limits: &crate::config::Limits,
     ) -> Result<demail_smtp::Config, Error> {
         let tls_cfg = match (tls, &self.cfg.tls) {
             (TlsMode::None, _) => None,
@@ -132,21 +177,52 @@ impl App {
             allowed_clients: nets.iter().filter_map(|n| parse_net(n)).collect(),
             max_message_size: max,
             command_timeout: Duration::from_secs(self.cfg.outbound.command_timeout_secs),
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            pre_auth_timeout: Duration::from_secs(limits.pre_auth_timeout_secs),
+            auth_throttle: Arc::new(demail_smtp::AuthThrottle::new(demail_smtp::AuthLimits {
+                per_ip: limits.auth_failures_per_ip,
+                per_user: limits.auth_failures_per_user,
+                lockout: Duration::from_secs(limits.auth_lockout_secs),
+                lockout_max: Duration::from_secs(limits.auth_lockout_max_secs),
+            })),
             ..demail_smtp::Config::default()
         })
     }
 
     pub fn outbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let o = &self.cfg.outbound;
-        let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None)?;
-        c.offer_auth = !self.users.is_empty();
+        let mut c = self.smtp_config(o.tls, &o.allowed_clients, o.max_message_size, None, &o.limits)?;
+        let id = &self.cfg.identity;
+        c.offer_auth = !self.users.is_empty() || id.kerberos || id.ldap_password;
+        c.password_auth = !self.users.is_empty() || id.ldap_password;
+        // Start-up refuses a plaintext listener that is reachable from other hosts.
+        c.allow_auth_without_tls = o.tls == TlsMode::None && o.loopback_only();
+        // Connectors sign in with a pinned client certificate; people do not present one.
+        if !o.connectors.is_empty() {
+            if let Some(t) = &self.cfg.tls {
+                let pins = o
+                    .connectors
+                    .iter()
+                    .flat_map(|c| c.certificate_sha256.iter().filter_map(|f| identity::fingerprint(f)))
+                    .collect();
+                c.tls = Some(demail_smtp::tls::server_config_pinned_clients(&t.cert, &t.key, pins).map_err(|e| {
+                    Error::new(
+                        "tls.server_config",
+                        "Zertifikat oder Schlüssel aus [tls] sind nicht nutzbar.",
+                        "The certificate or key from [tls] cannot be used.",
+                    )
+                    .caused_by(e)
+                })?);
+            }
+        }
         c.require_auth = o.require_auth;
         Ok(c)
     }
 
     pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let i = &self.cfg.inbound;
-        self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref())
+        self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref(), &i.limits)
     }
 
     fn meta(
@@ -169,10 +245,59 @@ impl App {
             message_id: None,
             cost_unit: None,
             options: Vec::new(),
+            actor: None,
         }
     }
 
     /// Archive entry, billing row and duplicate mark for a spooled outbound message.
+    /// Does an approved request (or self-service) give this person the De-Mail right?
+    fn granted(&self, dn: &str) -> Result<bool, Reject> {
+        let rec = self.archive.access(dn).map_err(local_error)?;
+        Ok(rec.is_some_and(|r| r.state == identity::ACCESS_GRANTED))
+    }
+
+    /// "De-Mail für mich beantragen": a signed-in person's request, sent by their helper
+    /// to the request address. Recorded in the archive; with self-service it grants at once.
+    async fn access_request(self: &Arc<Self>, env: &Envelope, user: &str, method: &str) -> Result<Accepted, Reject> {
+        if env.rcpt_to.len() != 1 {
+            return Err(identity::refusal(&Reason::new(
+                "access.request_mixed",
+                "Ein Antrag auf De-Mail geht allein an die Antragsadresse, nicht zusammen mit anderen Empfängern.",
+                "A De-Mail request goes to the request address alone, not together with other recipients.",
+            )));
+        }
+        if method != METHOD_KERBEROS && method != METHOD_LDAP {
+            return Err(identity::refusal(&Reason::new(
+                "access.request_not_a_person",
+                "Nur Personen können De-Mail für sich beantragen.",
+                "Only people can request De-Mail for themselves.",
+            )));
+        }
+        let person = self.identity.signed_in_person(user, method).await?;
+        let granted = self.granted(&person.dn)?;
+        if demail_core::rights::has_demail_right(&person, &self.identity.rules, granted) {
+            info!(user, "access request: already holds the De-Mail right");
+            return Ok(Accepted { id: "zugang-besteht".into() });
+        }
+        let state = if self.cfg.access.self_service { identity::ACCESS_GRANTED } else { identity::ACCESS_REQUESTED };
+        let actor = format!("{method}:{user}");
+        let record = crate::archive::AccessRecord {
+            dn: person.dn.clone(),
+            login: person.login.clone(),
+            name: person.display_name.clone(),
+            state: state.into(),
+            time: spool::now() as i64,
+            by: actor.clone(),
+        };
+        let sender = person.addresses.first().cloned().unwrap_or_else(|| person.login.clone());
+        let app = self.clone();
+        blocking(move || app.archive.record_access(&record, &actor, &sender).map(|_| ())).await?;
+        info!(user, state, "access request recorded");
+        Ok(Accepted {
+            id: if state == identity::ACCESS_GRANTED { "zugang-erteilt" } else { "zugang-beantragt" }.into(),
+        })
+    }
+
     fn record(&self, m: &Meta, message: &[u8]) -> Result<(), Error> {
         let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
         self.archive
@@ -184,6 +309,7 @@ impl App {
                     sender: &m.mail_from,
                     recipients: &m.rcpt_to,
                     data: message,
+                    actor: m.actor.as_deref(),
                 },
                 &Bill {
                     queue_id: &m.id,
@@ -191,6 +317,7 @@ impl App {
                     cost_unit: &unit,
                     recipients: m.rcpt_to.len(),
                     options: &m.options.join(","),
+                    person: m.actor.as_deref().unwrap_or(""),
                 },
             )
             .map(|_| ())
@@ -237,32 +364,259 @@ impl Drop for Inflight {
     }
 }
 
+/// A queue id whose acceptance is being decided. Marked before its reservation is
+/// written, so whoever finds the reservation also finds the mark; on drop the outcome is
+/// settled (spooled, or rolled back) and waiting duplicates look again.
+struct Accepting {
+    app: Arc<App>,
+    id: String,
+}
+
+impl Accepting {
+    fn new(app: &Arc<App>, id: &str) -> Accepting {
+        app.accepting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        Accepting { app: app.clone(), id: id.to_string() }
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.app.accepting.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.app.settled.notify_waiters();
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Reject> {
+    tokio::task::spawn_blocking(f).await.map_err(task_failed).and_then(|r| r).map_err(local_error)
+}
+
+impl App {
+    fn is_accepting(&self, id: &str) -> bool {
+        self.accepting.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// Until `id`'s acceptance is settled (or `until` passes).
+    async fn wait_settled(&self, id: &str, until: tokio::time::Instant) {
+        while tokio::time::Instant::now() < until {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_accepting(id) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+        }
+    }
+
+    /// Queued or already sent: in the spool, or recorded (the runner records before sending).
+    fn committed(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.spool.exists(id) || self.archive.is_recorded(id)?)
+    }
+
+    /// Reserve (Message-ID, sender) for `id` before spooling. `None`: ours, go on.
+    /// `Some(earlier)`: a submission with the same pair is queued as `earlier`; if it is
+    /// still being accepted, wait for its outcome: when it rolls back, this one goes on.
+    async fn reserve(self: &Arc<Self>, mid: &str, sender: &str, id: &str) -> Result<Option<String>, Reject> {
+        let until = tokio::time::Instant::now() + DUPLICATE_WAIT;
+        let mut stale: Option<String> = None;
+        while tokio::time::Instant::now() < until {
+            let (app, m, s, i, st) = (self.clone(), mid.to_string(), sender.to_string(), id.to_string(), stale.take());
+            let held = match blocking(move || app.archive.reserve(&m, &s, &i, st.as_deref())).await? {
+                Reserved::Ours => return Ok(None),
+                Reserved::Held(q) => q,
+            };
+            if self.is_accepting(&held) {
+                self.wait_settled(&held, until).await;
+                continue;
+            }
+            let (app, q) = (self.clone(), held.clone());
+            if blocking(move || app.committed(&q)).await? {
+                return Ok(Some(held));
+            }
+            // Neither queued nor sent: an attempt that failed or died; take its place.
+            warn!(stale = %held, id, "stale reservation of this Message-ID taken over");
+            stale = Some(held);
+        }
+        Err(Reject::temporary(
+            "[gateway.duplicate_pending] Dieselbe Nachricht wird gerade schon angenommen; bitte später erneut senden.",
+            "[gateway.duplicate_pending] The same message is being accepted right now; please send again later.",
+        ))
+    }
+
+    /// Spool an outbound message (the test-only fault hook applies here).
+    fn put_outbound(&self, m: &Meta, message: &[u8]) -> std::io::Result<()> {
+        self.spool.put(m, message)?;
+        if self.spool_faults.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(std::io::Error::other(format!("injected fault ({SPOOL_FAULT_ENV}, test only)")));
+        }
+        Ok(())
+    }
+
+    /// Spool every part of a submission, or none: on a failure the parts already written
+    /// (and the failing one, should its file exist) are removed and the reservation
+    /// released, so the client's retry is taken once. If a part cannot be removed, the
+    /// reservation stays: that part will be sent, and a retry is answered as a duplicate.
+    fn spool_all(&self, metas: &[Meta], message: &[u8], key: Option<(&str, &str)>) -> Result<(), Error> {
+        for (i, m) in metas.iter().enumerate() {
+            let Err(e) = self.put_outbound(m, message) else { continue };
+            let mut clean = true;
+            for m in &metas[..=i] {
+                match self.spool.remove(&m.id) {
+                    Ok(()) => {}
+                    Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(r) => {
+                        clean = false;
+                        error!(id = %m.id, error = %r, "cannot remove a partly spooled submission; it stays queued");
+                    }
+                }
+            }
+            if let (true, Some((mid, sender))) = (clean, key) {
+                if let Err(r) = self.archive.release(mid, sender, &metas[0].id) {
+                    // Harmless: a reservation whose message is not queued is taken over.
+                    warn!(id = %metas[0].id, error = %r, "cannot release the reservation");
+                }
+            }
+            return Err(spool_unwritable(e));
+        }
+        Ok(())
+    }
+}
+
 /// The organisation side: helpers and the internal mail server submit here.
 pub struct Outbound(pub Arc<App>);
 
 impl Handler for Outbound {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        // An application account (exact senders only), else a person by directory bind.
         let mut ok = false;
         for (u, p) in &self.0.users {
             ok |= same(&u.name, user) & same(p, password);
         }
-        ok
+        if ok {
+            return AuthResult::Accepted(Authenticated {
+                user: user.to_string(),
+                method: METHOD_ACCOUNT.into(),
+                display: None,
+            });
+        }
+        if self.0.users.iter().any(|(u, _)| same(&u.name, user)) {
+            return AuthResult::Refused;
+        }
+        self.0.identity.check_password(user, password).await
+    }
+
+    fn sasl_mechanisms(&self) -> u64 {
+        if self.0.cfg.identity.kerberos {
+            demail_smtp::AUTH_GSSAPI
+        } else {
+            0
+        }
+    }
+
+    fn tls_identity(&self, session: &SessionInfo) -> Option<Authenticated> {
+        self.0.identity.connector_for(&self.0.cfg.outbound.connectors, session)
+    }
+
+    fn sasl_start(&self, mechanism: u64, _session: &SessionInfo) -> Option<Box<dyn SaslExchange>> {
+        (mechanism == demail_smtp::AUTH_GSSAPI && self.0.cfg.identity.kerberos)
+            .then(|| self.0.identity.kerberos_exchange())
     }
 
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {
         let app = &self.0;
+        let (user, method) = match (&env.session.auth_user, &env.session.auth_method) {
+            (Some(u), Some(m)) => (u.as_str(), m.as_str()),
+            // require_auth is enforced at start-up; a session without a sign-in never gets here.
+            _ => return Err(identity::refusal(&identity::not_signed_in())),
+        };
+        let request_to = app.cfg.access.request_address(&app.cfg.gateway.hostname);
+        if env.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&request_to)) {
+            return app.access_request(env, user, method).await;
+        }
         let entropy = spool::random_bytes::<8>();
         let p = pipeline::prepare(&app.policy, &env.mail_from, &env.rcpt_to, message, spool::now_millis(), &entropy)?;
-        // An account sends only as the senders it is bound to.
-        if let Some(user) = &env.session.auth_user {
-            let bound = app.users.iter().find(|(u, _)| u.name == *user);
-            if !bound.is_some_and(|(u, _)| u.may_send_as(&p.sender_email, &app.policy)) {
-                warn!(user = %user, sender = %p.sender_email, "account may not send as this sender");
+        let account = (method == METHOD_ACCOUNT).then(|| app.users.iter().find(|(u, _)| u.name == user)).flatten();
+        match method {
+            // An application account sends only as its own senders, and names only those as Sender.
+            METHOD_ACCOUNT => {
+                let may = |addr: &str| account.is_some_and(|(u, _)| u.may_send_as(addr));
+                if !may(&p.sender_email) {
+                    warn!(user = %user, sender = %p.sender_email, "account may not send as this sender");
+                    return Err(Reject::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.",
+                            p.sender_email
+                        ),
+                        format!("[gateway.sender_not_bound] The account {user} may not send as {}.", p.sender_email),
+                    ));
+                }
+                if let Some(s) = p.sender_field.iter().find(|s| !may(s)) {
+                    warn!(user = %user, sender_field = %s, "account may not name this Sender");
+                    return Err(Reject::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "[gateway.sender_field_not_bound] Das Konto {user} darf {s} nicht als „Sender“ nennen."
+                        ),
+                        format!("[gateway.sender_field_not_bound] The account {user} may not name {s} as \"Sender\"."),
+                    ));
+                }
+            }
+            // A person: the directory says which senders and options, and whether De-Mail at all.
+            METHOD_KERBEROS | METHOD_LDAP => {
+                let person = app.identity.signed_in_person(user, method).await?;
+                let granted = app.granted(&person.dn)?;
+                app.identity.authorize(&person, granted, &p.sender_email, p.options)?;
+                let allowed = demail_core::rights::allowed_senders(&person, &app.identity.rules);
+                if let Some(s) = p.sender_field.iter().find(|s| !allowed.contains(&s.to_lowercase())) {
+                    warn!(user = %user, sender_field = %s, "person may not name this Sender");
+                    return Err(Reject::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "[identity.sender_field_not_allowed] {} darf {s} nicht als „Sender“ nennen.",
+                            person.display_name
+                        ),
+                        format!(
+                            "[identity.sender_field_not_allowed] {} may not name {s} as \"Sender\".",
+                            person.display_name
+                        ),
+                    ));
+                }
+            }
+            // The organisation's mail server authenticated the person; the directory still
+            // says whether the owner of the From address may send De-Mail.
+            METHOD_CONNECTOR => {
+                if app.identity.directory.is_some() {
+                    let person = app.identity.signed_in_person(&p.sender_email, METHOD_CONNECTOR).await?;
+                    let granted = app.granted(&person.dn)?;
+                    app.identity.authorize(&person, granted, &p.sender_email, p.options)?;
+                }
+            }
+            _ => return Err(identity::refusal(&identity::not_signed_in())),
+        }
+        let actor = match method {
+            METHOD_CONNECTOR => format!("{method}:{user}/{}", p.sender_email),
+            _ => format!("{method}:{user}"),
+        };
+        // `confirm` verdicts: the gateway cannot ask the person. What the client states as
+        // confirmed passed already; an account whose client asks (the helper) counts as
+        // confirmed; anything else is refused with how to confirm.
+        if !p.unconfirmed.is_empty() {
+            let codes: Vec<&str> = p.unconfirmed.iter().map(|r| r.code.as_str()).collect();
+            let asks = account.is_some_and(|(u, _)| u.confirmed_by_client);
+            if asks {
+                info!(codes = ?codes, user = ?env.session.auth_user, "confirm verdict taken as confirmed by the account's client");
+            } else {
+                warn!(codes = ?codes, sender = %p.sender_email, "confirm verdict without a confirmation; refused");
+                let rs: Vec<Reason> = p.unconfirmed.iter().map(|r| unconfirmed(r, &app.policy.subject)).collect();
                 return Err(Reject::new(
                     550,
                     "5.7.1",
-                    format!("[gateway.sender_not_bound] Das Konto {user} darf nicht als {} senden.", p.sender_email),
-                    format!("[gateway.sender_not_bound] The account {user} may not send as {}.", p.sender_email),
+                    rs.iter().map(|r| format!("[{}] {}", r.code, r.message)).collect::<Vec<_>>().join(" "),
+                    rs.iter().map(|r| format!("[{}] {}", r.code, r.message_en)).collect::<Vec<_>>().join(" "),
                 ));
             }
         }
@@ -287,6 +641,7 @@ impl Handler for Outbound {
         meta_out.message_id = p.message_id.clone();
         meta_out.cost_unit = p.cost_unit.clone();
         meta_out.options = p.options.ids().into_iter().map(str::to_string).collect();
+        meta_out.actor = Some(actor.clone());
         let prov_name = provider.name.clone();
         let id = meta_out.id.clone();
         let mut metas = vec![meta_out];
@@ -303,34 +658,34 @@ impl Handler for Outbound {
         }
         let rcpt_count = p.demail_rcpts.len();
         let generated = p.private_id_generated;
+        // The runner leaves these alone until they are recorded.
+        let guard = Inflight::new(app, metas.iter().map(|m| m.id.clone()).collect());
+        let accepting = Accepting::new(app, &id);
+        // One acceptance per (Message-ID, sender): reserved before anything is spooled, so
+        // a client retrying after a lost 250, or the same message submitted twice at
+        // once, gets the first queue id instead of a second De-Mail.
+        let sender_email = p.sender_email.clone();
+        if let Some(mid) = &p.message_id {
+            if let Some(earlier) = app.reserve(mid, &sender_email, &id).await? {
+                info!(id = %earlier, "duplicate submission (same Message-ID and sender); not queued again");
+                return Ok(Accepted { id: earlier });
+            }
+        }
         // The spool is the commit point; the record (archive, billing, duplicate mark)
         // follows. Should recording fail, the runner records before sending, and a
         // restart records everything spooled: no message leaves unrecorded.
         let app2 = app.clone();
-        let (mid, sender_email) = (p.message_id.clone(), p.sender_email.clone());
-        // The runner leaves these alone until they are recorded.
-        let guard = Inflight::new(app, metas.iter().map(|m| m.id.clone()).collect());
-        let res = tokio::task::spawn_blocking(move || -> Result<Option<String>, Error> {
-            // A client retrying after a lost 250 gets the earlier acceptance, not a second De-Mail.
-            if let Some(mid) = &mid {
-                if let Some(q) = app2.archive.accepted_as(mid, &sender_email)? {
-                    return Ok(Some(q));
-                }
-            }
-            for m in &metas {
-                app2.spool.put(m, &p.message).map_err(spool_unwritable)?;
-            }
+        let mid = p.message_id.clone();
+        blocking(move || {
+            app2.spool_all(&metas, &p.message, mid.as_deref().map(|m| (m, sender_email.as_str())))?;
             if let Err(e) = app2.record(&metas[0], &p.message) {
                 error!(id = %metas[0].id, error = %e, "spooled but not yet recorded; recorded before sending");
             }
-            Ok(None)
+            Ok(())
         })
-        .await;
-        drop(guard);
-        if let Some(earlier) = res.map_err(local_error)?.map_err(local_error)? {
-            info!(id = %earlier, "duplicate submission (same Message-ID and sender); not queued again");
-            return Ok(Accepted { id: earlier });
-        }
+        .await?;
+        // Settled: duplicates may look, the runner may send.
+        drop((accepting, guard));
         app.wake.notify_one();
         info!(id = %id, provider = %prov_name, rcpts = rcpt_count, generated_private_id = generated, "De-Mail queued");
         Ok(Accepted { id })
@@ -386,14 +741,18 @@ impl Handler for Inbound {
                 sender: &from,
                 recipients: &rcpts,
                 data: &message,
+                actor: None,
             })?;
             let message = match &app2.seal {
                 Some((kid, key)) => {
-                    let (sealed, removed) = crate::seal::reseal(&message, kid, key)?;
-                    if removed > 0 {
-                        warn!(removed, "foreign gateway seal removed from an inbound message");
+                    let r = crate::seal::reseal(&message, kid, key)?;
+                    if r.removed > 0 {
+                        warn!(removed = r.removed, "foreign gateway seal removed from an inbound message");
                     }
-                    sealed
+                    if !r.sealed {
+                        warn!("inbound message too malformed to carry a seal that verifies; delivered unsealed");
+                    }
+                    r.message
                 }
                 None => crate::seal::strip(message),
             };
@@ -401,7 +760,7 @@ impl Handler for Inbound {
             Ok(e.link)
         })
         .await;
-        let link = res.map_err(local_error)?.map_err(local_error)?;
+        let link = res.map_err(task_failed).and_then(|r| r).map_err(local_error)?;
         app.wake.notify_one();
         info!(id = %id, kind = direction, linked_to = ?link, rcpts = internal.len(), "inbound queued");
         Ok(Accepted { id })

@@ -26,6 +26,9 @@ pub struct NewEntry<'a> {
     pub recipients: &'a [String],
     /// The exact bytes relayed or received.
     pub data: &'a [u8],
+    /// Who caused it, as `<method>:<identity>` (`kerberos:peter@REALM`, `ldap:peter`,
+    /// `connector:exchange`, `admin:root`); none for what the provider sent.
+    pub actor: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +47,24 @@ pub struct Entry {
     pub link: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
+    /// [`NewEntry::actor`]; left out of the JSON (and of the hash) when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// Whether a person holds the De-Mail right by request (`[access]`), keyed by the
+/// directory entry. The events behind it are archive entries (direction `access`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessRecord {
+    pub dn: String,
+    pub login: String,
+    pub name: String,
+    /// `requested`, `granted`, `revoked` or `refused`.
+    pub state: String,
+    /// Unix seconds of the last change.
+    pub time: i64,
+    /// Who changed it: the person (a request, self-service) or the administrator.
+    pub by: String,
 }
 
 /// A finding of `verify`.
@@ -67,6 +88,22 @@ pub trait Tx {
     /// The duplicate mark: this sender's Message-ID was accepted as `queue_id` (unique).
     fn mark_accepted(&mut self, time: i64, queue_id: &str, message_id: Option<&str>, sender: &str)
         -> Result<(), Error>;
+    /// The queue id holding the reservation of this sender's Message-ID.
+    fn reserved(&mut self, message_id: &str, sender: &str) -> Result<Option<String>, Error>;
+    /// Reserve this sender's Message-ID for `queue_id`: a new row (the pair is a unique
+    /// key), or, with `stale`, the row held by that queue id taken over.
+    fn set_reservation(
+        &mut self,
+        time: i64,
+        message_id: &str,
+        sender: &str,
+        queue_id: &str,
+        stale: Option<&str>,
+    ) -> Result<(), Error>;
+    /// Remove the reservation if `queue_id` still holds it.
+    /// The person's access record (keyed by the lower-case DN), replaced.
+    fn set_access(&mut self, record: &AccessRecord) -> Result<(), Error>;
+    fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error>;
 }
 
 /// Where the archive, the billing rows and the acceptance marks are kept: one database,
@@ -80,15 +117,21 @@ pub trait Store: Send + Sync {
         write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
         committed: &dyn Fn(i64, &str) -> Result<(), Error>,
     ) -> Result<Entry, Error>;
+    /// Like [`Store::append`] for a write that adds no entry (reservations).
+    fn transact(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<(), Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<(), Error>;
     /// Up to `limit` entries with a seq above `after`, in order, without their data.
     fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error>;
     fn data(&self, seq: i64) -> Result<Vec<u8>, Error>;
     /// Is this queued message recorded (archive, billing)?
     fn is_recorded(&self, queue_id: &str) -> Result<bool, Error>;
-    /// The queue id under which this sender's message with this Message-ID was accepted.
-    fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error>;
     /// Billing rows with `from <= time < to` (unix seconds): (cost_unit, recipients, options).
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
+    /// Every access record, oldest change first.
+    fn access_records(&self) -> Result<Vec<AccessRecord>, Error>;
 }
 
 /// The hash before the first entry, and the head of an archive without entries.
@@ -107,7 +150,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Hash of one entry: JSON of every field in a fixed order, so no separator is ambiguous.
 fn entry_hash(e: &Entry) -> String {
-    let canon = serde_json::json!([
+    let mut canon = serde_json::json!([
         e.prev_hash,
         e.seq,
         e.time,
@@ -120,6 +163,10 @@ fn entry_hash(e: &Entry) -> String {
         e.size,
         e.link
     ]);
+    // Appended only when present: entries written before actors existed keep their hash.
+    if let (Some(a), Some(list)) = (&e.actor, canon.as_array_mut()) {
+        list.push(serde_json::json!(a));
+    }
     sha256_hex(canon.to_string().as_bytes())
 }
 
@@ -144,6 +191,7 @@ fn link_and_insert(tx: &mut dyn Tx, e: &NewEntry<'_>) -> Result<Entry, Error> {
         link,
         prev_hash,
         hash: String::new(),
+        actor: e.actor.map(str::to_string),
     };
     entry.hash = entry_hash(&entry);
     tx.insert(&entry, e.data)?;
@@ -168,11 +216,22 @@ impl Head {
         self.path.exists()
     }
 
-    /// Atomically (temporary file, fsync, rename, directory fsync).
+    /// Atomically (temporary file, fsync, rename, directory fsync), and only forward: the
+    /// gateway and an administrator's command (`access approve`) both append, each writing
+    /// the head after its commit, so under a lock a head never replaces a newer one.
     fn write(&self, seq: i64, hash: &str) -> Result<(), Error> {
-        let tmp = self.path.with_extension("head.tmp");
+        let tmp = self.path.with_extension(format!("head.tmp.{}", std::process::id()));
         let res = (|| -> std::io::Result<()> {
             use std::io::Write;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.path.with_extension("head.lock"))?;
+            lock.lock()?;
+            if self.read().is_some_and(|(cur, _)| cur > seq) {
+                return Ok(());
+            }
             let mut f = std::fs::File::create(&tmp)?;
             writeln!(f, "{seq} {hash}")?;
             f.sync_all()?;
@@ -191,6 +250,15 @@ impl Head {
             .caused_by(format!("{}: {e}", self.path.display()))
         })
     }
+}
+
+/// The outcome of [`Archive::reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// The caller's queue id holds the reservation: it may spool the message.
+    Ours,
+    /// Another queue id holds it (accepted, being accepted, or a stale attempt).
+    Held(String),
 }
 
 /// The archive: chain rules over a [`Store`] and the head file.
@@ -213,13 +281,50 @@ impl Archive {
     }
 
     /// Archive entry, billing row and the "accepted" mark of a spooled outbound
-    /// message, all or nothing.
+    /// message, all or nothing. The reservation of its Message-ID is set to it as well
+    /// (after a crash, or for a message spooled before reservations existed).
+    /// An access event (request, grant, revocation, refusal): an `access` entry in the
+    /// chain with the record as its content, and the person's record, in one transaction.
+    pub fn record_access(&self, record: &AccessRecord, actor: &str, sender: &str) -> Result<Entry, Error> {
+        let data = serde_json::to_vec(record)
+            .map_err(|e| Error::new("archive.encode", "Interner Fehler.", "Internal error.").caused_by(e))?;
+        let e = NewEntry {
+            direction: "access",
+            private_id: None,
+            message_id: None,
+            sender,
+            recipients: &[],
+            data: &data,
+            actor: Some(actor),
+        };
+        self.write(&mut |tx| {
+            let entry = link_and_insert(tx, &e)?;
+            tx.set_access(record)?;
+            Ok(entry)
+        })
+    }
+
+    /// The access record of a person (by DN, any case).
+    pub fn access(&self, dn: &str) -> Result<Option<AccessRecord>, Error> {
+        Ok(self.store.access_records()?.into_iter().find(|r| r.dn.eq_ignore_ascii_case(dn)))
+    }
+
+    pub fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
+        self.store.access_records()
+    }
+
     pub fn record_outbound(&self, e: &NewEntry<'_>, bill: &Bill<'_>) -> Result<Entry, Error> {
         self.write(&mut |tx| {
             let entry = link_and_insert(tx, e)?;
             let now = crate::spool::now() as i64;
             tx.insert_bill(now, bill)?;
             tx.mark_accepted(now, bill.queue_id, e.message_id, bill.sender)?;
+            if let Some(mid) = e.message_id {
+                match tx.reserved(mid, bill.sender)? {
+                    Some(q) if q == bill.queue_id => {}
+                    held => tx.set_reservation(now, mid, bill.sender, bill.queue_id, held.as_deref())?,
+                }
+            }
             Ok(entry)
         })
     }
@@ -228,8 +333,53 @@ impl Archive {
         self.store.is_recorded(queue_id)
     }
 
-    pub fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
-        self.store.accepted_as(message_id, sender)
+    /// Reserve this sender's Message-ID for `queue_id` before its message is spooled, in
+    /// one transaction, durable on return. `stale`: a queue id known to hold the
+    /// reservation without being queued (a failed or crashed attempt), to take over.
+    pub fn reserve(
+        &self,
+        message_id: &str,
+        sender: &str,
+        queue_id: &str,
+        stale: Option<&str>,
+    ) -> Result<Reserved, Error> {
+        let mut out = Reserved::Ours;
+        self.store.transact(
+            &mut |tx| {
+                out = match tx.reserved(message_id, sender)? {
+                    Some(q) if q == queue_id => Reserved::Ours,
+                    Some(q) if stale != Some(q.as_str()) => Reserved::Held(q),
+                    held => {
+                        let now = crate::spool::now() as i64;
+                        tx.set_reservation(now, message_id, sender, queue_id, held.as_deref())?;
+                        Reserved::Ours
+                    }
+                };
+                Ok(())
+            },
+            &|seq, hash| self.head.write(seq, hash),
+        )?;
+        Ok(out)
+    }
+
+    /// Give up `queue_id`'s reservation (its spooling failed and was rolled back).
+    pub fn release(&self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error> {
+        self.store.transact(&mut |tx| tx.delete_reservation(message_id, sender, queue_id), &|seq, hash| {
+            self.head.write(seq, hash)
+        })
+    }
+
+    /// The queue id holding the reservation of this sender's Message-ID.
+    pub fn reserved(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
+        let mut out = None;
+        self.store.transact(
+            &mut |tx| {
+                out = tx.reserved(message_id, sender)?;
+                Ok(())
+            },
+            &|seq, hash| self.head.write(seq, hash),
+        )?;
+        Ok(out)
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -422,6 +572,9 @@ mod tests {
         entries: Vec<(Entry, Vec<u8>)>,
         bills: Vec<(i64, String, i64, String)>,
         accepted: Vec<(String, Option<String>, String)>,
+        /// (message id, sender) → queue id
+        reservations: std::collections::HashMap<(String, String), String>,
+        access: Vec<AccessRecord>,
     }
 
     impl Tx for Rows {
@@ -448,6 +601,29 @@ mod tests {
             self.accepted.push((q.into(), mid.map(str::to_string), sender.into()));
             Ok(())
         }
+        fn reserved(&mut self, mid: &str, sender: &str) -> Result<Option<String>, Error> {
+            Ok(self.reservations.get(&(mid.into(), sender.into())).cloned())
+        }
+        fn set_access(&mut self, r: &AccessRecord) -> Result<(), Error> {
+            self.access.retain(|a| !a.dn.eq_ignore_ascii_case(&r.dn));
+            self.access.push(r.clone());
+            Ok(())
+        }
+        fn set_reservation(&mut self, _: i64, mid: &str, s: &str, q: &str, stale: Option<&str>) -> Result<(), Error> {
+            let key = (mid.to_string(), s.to_string());
+            if self.reservations.get(&key).map(String::as_str) != stale {
+                return Err(Error::new("test.reserved", "reserviert", "reserved"));
+            }
+            self.reservations.insert(key, q.into());
+            Ok(())
+        }
+        fn delete_reservation(&mut self, mid: &str, s: &str, q: &str) -> Result<(), Error> {
+            let key = (mid.to_string(), s.to_string());
+            if self.reservations.get(&key).is_some_and(|h| h == q) {
+                self.reservations.remove(&key);
+            }
+            Ok(())
+        }
     }
 
     #[derive(Default)]
@@ -466,6 +642,17 @@ mod tests {
             committed(e.seq, &e.hash)?;
             Ok(e)
         }
+        fn transact(
+            &self,
+            write: &mut dyn FnMut(&mut dyn Tx) -> Result<(), Error>,
+            _committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+        ) -> Result<(), Error> {
+            let mut rows = self.0.lock().unwrap();
+            let mut tx = rows.clone();
+            write(&mut tx)?;
+            *rows = tx;
+            Ok(())
+        }
         fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error> {
             let rows = self.0.lock().unwrap();
             Ok(rows.entries.iter().filter(|(e, _)| e.seq > after).take(limit).map(|(e, _)| e.clone()).collect())
@@ -477,15 +664,13 @@ mod tests {
         fn is_recorded(&self, q: &str) -> Result<bool, Error> {
             Ok(self.0.lock().unwrap().accepted.iter().any(|(a, _, _)| a == q))
         }
-        fn accepted_as(&self, mid: &str, sender: &str) -> Result<Option<String>, Error> {
-            let rows = self.0.lock().unwrap();
-            let a = rows.accepted.iter().find(|(_, m, s)| m.as_deref() == Some(mid) && s == sender);
-            Ok(a.map(|(q, _, _)| q.clone()))
-        }
         fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
             let rows = self.0.lock().unwrap();
             let r = rows.bills.iter().filter(|(t, ..)| (from..to).contains(t));
             Ok(r.map(|(_, u, n, o)| (u.clone(), *n, o.clone())).collect())
+        }
+        fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
+            Ok(self.0.lock().unwrap().access.clone())
         }
     }
 
@@ -502,14 +687,24 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &[],
             data,
+            actor: None,
         };
-        let bill = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+        let bill = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "", person: "" };
         let out = a.record_outbound(&e("out", b"m"), &bill).unwrap();
         assert!(a.record_outbound(&e("out", b"m"), &bill).is_err(), "a second mark for q1 fails the whole record");
         let receipt = a.append(&e("receipt", b"r")).unwrap();
         assert_eq!((out.seq, receipt.seq, receipt.link), (1, 2, Some(1)));
         assert_eq!(receipt.prev_hash, out.hash);
-        assert_eq!(a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"), "recording reserves");
+        // Reservations: one holder per (Message-ID, sender); a stale one can be taken over.
+        assert_eq!(a.reserve("<n@x>", "a@x.de", "q2", None).unwrap(), Reserved::Ours);
+        assert_eq!(a.reserve("<n@x>", "a@x.de", "q3", None).unwrap(), Reserved::Held("q2".into()));
+        assert_eq!(a.reserve("<n@x>", "b@x.de", "q3", None).unwrap(), Reserved::Ours, "another sender");
+        assert_eq!(a.reserve("<n@x>", "a@x.de", "q3", Some("q2")).unwrap(), Reserved::Ours);
+        a.release("<n@x>", "a@x.de", "q2").unwrap();
+        assert_eq!(a.reserved("<n@x>", "a@x.de").unwrap().as_deref(), Some("q3"), "only the holder releases");
+        a.release("<n@x>", "a@x.de", "q3").unwrap();
+        assert_eq!(a.reserved("<n@x>", "a@x.de").unwrap(), None);
         assert_eq!(a.store().billing_rows(0, i64::MAX).unwrap().len(), 1);
         assert!(a.verify().unwrap().is_empty(), "{:?}", a.verify());
         assert_eq!(

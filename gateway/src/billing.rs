@@ -12,6 +12,8 @@ pub struct Bill<'a> {
     pub cost_unit: &'a str,
     pub recipients: usize,
     pub options: &'a str,
+    /// Who sent it, as the archive's actor (`kerberos:peter@REALM`); empty when unknown.
+    pub person: &'a str,
 }
 
 /// The table in the archive's SQLite database and its queries.
@@ -27,15 +29,16 @@ CREATE TABLE IF NOT EXISTS billing (
     sender TEXT NOT NULL,
     cost_unit TEXT NOT NULL,
     recipients INTEGER NOT NULL,
-    options TEXT NOT NULL
+    options TEXT NOT NULL,
+    person TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS billing_time ON billing(time);
 ";
 
     pub fn insert(c: &Connection, time: i64, b: &Bill<'_>) -> rusqlite::Result<()> {
         c.execute(
-            "INSERT INTO billing (time, queue_id, sender, cost_unit, recipients, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![time, b.queue_id, b.sender, b.cost_unit, b.recipients as i64, b.options],
+            "INSERT INTO billing (time, queue_id, sender, cost_unit, recipients, options, person) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![time, b.queue_id, b.sender, b.cost_unit, b.recipients as i64, b.options, b.person],
         )
         .map(|_| ())
     }

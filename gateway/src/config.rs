@@ -23,6 +23,15 @@ pub struct Config {
     /// Gateway seal on inbound messages (docs/gateway.md, core `seal`).
     #[serde(default)]
     pub seal: Option<SealCfg>,
+    /// Who may sign in on the outbound listener and what they may send (docs/gateway.md).
+    #[serde(default)]
+    pub identity: crate::identity::IdentityConfig,
+    /// The organisation's directory (Active Directory or LDAP).
+    #[serde(default)]
+    pub directory: Option<crate::identity::directory::DirectoryConfig>,
+    /// De-Mail right by request or self-service, where IT has no directory group for it.
+    #[serde(default)]
+    pub access: crate::identity::AccessConfig,
 }
 
 /// `[seal]`: key id and where the Ed25519 private key lives (OS store only: a systemd
@@ -135,10 +144,79 @@ pub struct Listener {
     /// Bytes; the policy's `max_size` still applies to De-Mail.
     #[serde(default = "default_max")]
     pub max_message_size: usize,
+    /// Application accounts (a Fachverfahren), each bound to its own exact sender
+    /// addresses. People sign in through `[identity]`, never with one of these.
     #[serde(default)]
     pub users: Vec<User>,
+    /// The organisation's mail server relaying for the people it authenticated.
+    #[serde(default)]
+    pub connectors: Vec<crate::identity::ConnectorConfig>,
     #[serde(default = "default_cmd_timeout")]
     pub command_timeout_secs: u64,
+    /// `[outbound.limits]`
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Listener {
+    /// Only clients on this host may connect (then a listener without TLS carries no
+    /// password across a network).
+    pub fn loopback_only(&self) -> bool {
+        !self.allowed_clients.is_empty()
+            && self.allowed_clients.iter().all(|n| parse_net(n).is_some_and(|n| n.addr().is_loopback()))
+    }
+}
+
+/// `[outbound.limits]` / `[inbound.limits]`: what one client may hold of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent connections in all.
+    pub max_connections: usize,
+    /// Concurrent connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Longest idle wait before AUTH or MAIL (and for the TLS handshake).
+    pub pre_auth_timeout_secs: u64,
+    /// AUTH failures from one address before it is locked out.
+    pub auth_failures_per_ip: u32,
+    /// AUTH failures for one user name before it is locked out for addresses it has
+    /// not logged in from during the last day.
+    pub auth_failures_per_user: u32,
+    /// First lock-out; doubles with each further failure up to `auth_lockout_max_secs`.
+    pub auth_lockout_secs: u64,
+    pub auth_lockout_max_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 200,
+            max_connections_per_ip: 20,
+            pre_auth_timeout_secs: 30,
+            auth_failures_per_ip: 5,
+            auth_failures_per_user: 10,
+            auth_lockout_secs: 60,
+            auth_lockout_max_secs: 3600,
+        }
+    }
+}
+
+impl Limits {
+    /// The first key whose value cannot work (0, or a maximum below the first lock).
+    fn invalid(&self) -> Option<&'static str> {
+        let zero = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("pre_auth_timeout_secs", self.pre_auth_timeout_secs),
+            ("auth_failures_per_ip", self.auth_failures_per_ip.into()),
+            ("auth_failures_per_user", self.auth_failures_per_user.into()),
+            ("auth_lockout_secs", self.auth_lockout_secs),
+        ];
+        zero.iter()
+            .find(|(_, v)| *v == 0)
+            .map(|(k, _)| *k)
+            .or((self.auth_lockout_max_secs < self.auth_lockout_secs).then_some("auth_lockout_max_secs"))
+    }
 }
 
 fn yes() -> bool {
@@ -164,33 +242,29 @@ pub struct User {
     /// systemd credential with the password.
     #[serde(default)]
     pub password_credential: Option<String>,
-    /// The From addresses this account may send as: `user@domain` or `*@domain`.
+    /// The exact From addresses this account may send as.
     #[serde(default)]
     pub senders: Vec<String>,
-    /// Policy groups (`[[authorization.groups]]` names) whose members it may send as.
+    /// No longer allowed (an account for a whole group is a shared account); kept so
+    /// that an old configuration gets a clear refusal instead of "unknown field".
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The client behind this account (the helper) runs the send check and asks the
+    /// person before it submits: its `confirm` verdicts count as confirmed.
+    #[serde(default)]
+    pub confirmed_by_client: bool,
 }
 
 impl User {
-    /// Neither senders nor groups: the account may send for every sender of the
-    /// organisation (the internal mail server); the policy still decides who may send De-Mail.
-    pub fn unbound(&self) -> bool {
-        self.senders.is_empty() && self.groups.is_empty()
+    /// An account that may send for more than its own exact addresses (none given, a
+    /// `*@domain` pattern, a group): a secret shared by everyone it covers. Refused.
+    pub fn shared(&self) -> bool {
+        self.senders.is_empty() || !self.groups.is_empty() || self.senders.iter().any(|s| s.contains('*'))
     }
 
     /// May this account send with `from` (a normalised address) as the header From?
-    pub fn may_send_as(&self, from: &str, policy: &Policy) -> bool {
-        if self.unbound() {
-            return true;
-        }
-        let pattern = |p: &str| demail_core::policy::MemberPattern(p.trim().to_ascii_lowercase());
-        self.senders.iter().any(|p| pattern(p).matches(from))
-            || policy
-                .authorization
-                .groups
-                .iter()
-                .any(|g| self.groups.contains(&g.name) && g.members.iter().any(|m| m.matches(from)))
+    pub fn may_send_as(&self, from: &str) -> bool {
+        !self.shared() && self.senders.iter().any(|s| s.trim().eq_ignore_ascii_case(from))
     }
 }
 
@@ -217,6 +291,9 @@ pub struct Inbound {
     pub max_message_size: usize,
     /// Where inbound De-Mail (and DSNs) go: the internal mail server.
     pub deliver: Target,
+    /// `[inbound.limits]`
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -385,6 +462,18 @@ impl Config {
                 ));
             }
         }
+        for (table, l) in [("outbound.limits", &cfg.outbound.limits), ("inbound.limits", &cfg.inbound.limits)] {
+            if let Some(key) = l.invalid() {
+                return Err(err(
+                    key,
+                    Reason::new(
+                        "config.limit_invalid",
+                        format!("{table}.{key}: muss größer als 0 sein (auth_lockout_max_secs mindestens auth_lockout_secs)"),
+                        format!("{table}.{key}: must be above 0 (auth_lockout_max_secs at least auth_lockout_secs)"),
+                    ),
+                ));
+            }
+        }
         let needs_tls = cfg.outbound.tls != TlsMode::None || cfg.inbound.tls != TlsMode::None;
         if needs_tls {
             match &cfg.tls {
@@ -409,15 +498,20 @@ impl Config {
             check_place(&u.password(), "password", &format!("Benutzer {}", u.name), &format!("user {}", u.name))
                 .map_err(|(f, r)| err(&f, r))?;
         }
-        if cfg.outbound.require_auth && cfg.outbound.users.is_empty() {
-            return Err(err(
-                "outbound.users",
-                Reason::new(
-                    "config.no_users",
-                    "require_auth ist gesetzt, aber es gibt keine [[outbound.users]]",
-                    "require_auth is set but there are no [[outbound.users]]",
-                ),
-            ));
+        identity_rules(&cfg).map_err(|(f, r)| err(f, r))?;
+        if let Some(d) = &cfg.directory {
+            d.validate().map_err(|e| err("directory", e.reason))?;
+            if !d.ca.is_file() {
+                return Err(err(
+                    "ca",
+                    Reason::new(
+                        "config.file_missing",
+                        format!("directory: CA-Datei {} fehlt", d.ca.display()),
+                        format!("directory: CA file {} is missing", d.ca.display()),
+                    ),
+                ));
+            }
+            check_place(&d.bind_password(), "bind_password", "directory", "directory").map_err(|(f, r)| err(&f, r))?;
         }
         for p in &cfg.providers {
             if !p.ca.is_file() {
@@ -477,30 +571,14 @@ impl Config {
             check_place(&sc.key(), "key", "seal", "seal").map_err(|(f, r)| err(&f, r))?;
         }
         for u in &cfg.outbound.users {
-            for g in &u.groups {
-                if !policy.authorization.groups.iter().any(|pg| pg.name == *g) {
-                    return Err(err(
-                        "groups",
-                        Reason::new(
-                            "config.unknown_group",
-                            format!("Benutzer {}: Gruppe „{g}“ steht nicht in der Richtlinie", u.name),
-                            format!("user {}: group \"{g}\" is not in the policy", u.name),
-                        ),
-                    ));
-                }
-            }
             for p in &u.senders {
-                let ok = match p.trim().strip_prefix("*@") {
-                    Some(d) => demail_core::address::domain_to_ascii(d).is_some(),
-                    None => demail_core::address::normalize_addr_spec(p).is_ok(),
-                };
-                if !ok {
+                if demail_core::address::normalize_addr_spec(p).is_err() {
                     return Err(err(
                         "senders",
                         Reason::new(
-                            "config.sender_pattern",
-                            format!("Benutzer {}: „{p}“ ist weder eine Adresse noch „*@domain“", u.name),
-                            format!("user {}: \"{p}\" is neither an address nor \"*@domain\"", u.name),
+                            "config.sender_address",
+                            format!("Benutzer {}: „{p}“ ist keine Adresse", u.name),
+                            format!("user {}: \"{p}\" is not an address", u.name),
                         ),
                     ));
                 }
@@ -521,6 +599,12 @@ impl Config {
         if let Some(t) = &mut self.tls {
             fix(&mut t.cert);
             fix(&mut t.key);
+        }
+        if let Some(k) = &mut self.identity.keytab {
+            fix(k);
+        }
+        if let Some(d) = &mut self.directory {
+            fix(&mut d.ca);
         }
         if let Some(c) = &mut self.inbound.client_ca {
             fix(c);
@@ -603,6 +687,120 @@ pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
+impl Config {
+    /// The who-sends rules alone (no files touched): for templates and `config check`.
+    pub fn check_identity(&self) -> Result<(), Reason> {
+        identity_rules(self).map_err(|(_, r)| r)
+    }
+}
+
+/// Who may sign in: refuse what would let anyone send in someone else's name
+/// (docs/gateway.md, "Wer sendet"). The field and the reason of the first problem.
+fn identity_rules(cfg: &Config) -> Result<(), (&'static str, Reason)> {
+    let o = &cfg.outbound;
+    if let Some(u) = o.users.iter().find(|u| u.shared()) {
+        return Err((
+            "users",
+            Reason::new(
+                "identity.shared_account",
+                format!(
+                    "Das Konto „{}“ dürfte für mehrere oder alle Absender senden (keine, „*@…“- oder Gruppen-Absender): ein Passwort, das sich Arbeitsplätze teilen. Personen melden sich über [identity] an (Kerberos oder Verzeichnis-Passwort); der Mailserver der Organisation als [[outbound.connectors]] (feste Adressen, Client-Zertifikat); ein Konto hier nur für ein Fachverfahren mit seinen eigenen, genau genannten Absendern.",
+                    u.name
+                ),
+                format!(
+                    "The account \"{}\" could send for several or all senders (none, \"*@…\" or group senders): a password shared between desks. People sign in through [identity] (Kerberos or directory password); the organisation's mail server as [[outbound.connectors]] (fixed addresses, client certificate); an account here only for an application with its own, exactly named senders.",
+                    u.name
+                ),
+            ),
+        ));
+    }
+    if !o.require_auth {
+        return Err((
+            "require_auth",
+            Reason::new(
+                "identity.unauthenticated_listener",
+                "outbound.require_auth = false: Ohne Anmeldung wüsste das Gateway nicht, wer eine De-Mail sendet. Der Mailserver der Organisation meldet sich als [[outbound.connectors]] an (feste Adressen, Client-Zertifikat).",
+                "outbound.require_auth = false: without sign-in the gateway would not know who sends a De-Mail. The organisation's mail server signs in as [[outbound.connectors]] (fixed addresses, client certificate).",
+            ),
+        ));
+    }
+    let id = &cfg.identity;
+    if (id.kerberos || id.ldap_password) && cfg.directory.is_none() {
+        return Err((
+            "identity",
+            Reason::new(
+                "identity.no_directory",
+                "[identity] kerberos/ldap_password braucht [directory]: die Rechte einer Person stehen im Verzeichnis.",
+                "[identity] kerberos/ldap_password needs [directory]: a person's rights are in the directory.",
+            ),
+        ));
+    }
+    if o.tls == TlsMode::None && !o.loopback_only() {
+        return Err((
+            "tls",
+            Reason::new(
+                "identity.password_without_tls",
+                "outbound.tls = \"none\" nur, wenn allowed_clients ausschließlich Loopback nennt (127.0.0.0/8, ::1): Passwörter gehen nie unverschlüsselt über das Netz.",
+                "outbound.tls = \"none\" only when allowed_clients names loopback alone (127.0.0.0/8, ::1): passwords never cross the network unencrypted.",
+            ),
+        ));
+    }
+    if !id.kerberos && !id.ldap_password && o.users.is_empty() && o.connectors.is_empty() {
+        return Err((
+            "identity",
+            Reason::new(
+                "identity.no_sign_in",
+                "Niemand kann sich am Gateway anmelden: [identity] kerberos oder ldap_password einschalten (oder einen Connector bzw. ein Fachverfahren-Konto einrichten).",
+                "Nobody can sign in at the gateway: turn on [identity] kerberos or ldap_password (or set up a connector or an application account).",
+            ),
+        ));
+    }
+    if let Err(e) = id.rules() {
+        return Err(("limited_options", e.reason));
+    }
+    for c in &o.connectors {
+        if c.sources.is_empty() || c.sources.iter().any(|n| parse_net(n).is_none()) {
+            return Err((
+                "sources",
+                Reason::new(
+                    "identity.connector_sources",
+                    format!("Connector {}: sources muss feste Netze nennen (z. B. 10.0.0.5/32).", c.name),
+                    format!("connector {}: sources must name fixed networks (e.g. 10.0.0.5/32).", c.name),
+                ),
+            ));
+        }
+        if c.certificate_sha256.is_empty()
+            || c.certificate_sha256.iter().any(|f| crate::identity::fingerprint(f).is_none())
+        {
+            return Err((
+                "certificate_sha256",
+                Reason::new(
+                    "identity.connector_certificate",
+                    format!(
+                        "Connector {}: certificate_sha256 muss SHA-256-Fingerabdrücke der Client-Zertifikate nennen.",
+                        c.name
+                    ),
+                    format!(
+                        "connector {}: certificate_sha256 must name SHA-256 fingerprints of the client certificates.",
+                        c.name
+                    ),
+                ),
+            ));
+        }
+        if o.tls == TlsMode::None {
+            return Err((
+                "connectors",
+                Reason::new(
+                    "identity.connector_without_tls",
+                    "Ein Connector meldet sich mit seinem Client-Zertifikat an: der Ausgangs-Listener braucht TLS.",
+                    "A connector signs in with its client certificate: the outbound listener needs TLS.",
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,8 +809,13 @@ mod tests {
     fn example_config_parses() {
         let c: Config = toml::from_str(include_str!("../../examples/gateway.toml")).unwrap();
         assert_eq!(c.providers[0].secret().credential.as_deref(), Some("demail-gateway.provider-dmda"));
-        assert_eq!(c.outbound.users.len(), 2);
-        assert!(!c.outbound.users[0].unbound() && c.outbound.users[1].unbound());
+        assert_eq!(c.outbound.users.len(), 1);
+        assert!(!c.outbound.users[0].shared());
+        assert!(c.identity.kerberos && c.identity.ldap_password);
+        assert_eq!(c.outbound.connectors[0].sources.len(), 2);
+        assert!(crate::identity::fingerprint(&c.outbound.connectors[0].certificate_sha256[0]).is_some());
+        assert!(c.identity.rules().is_ok());
+        assert_eq!(c.directory.as_ref().map(|d| d.cache_ttl_secs), Some(60));
         assert_eq!(c.seal.as_ref().map(|s| s.kid.as_str()), Some("musterstadt-2026"));
         assert!(c.provider_for("MusterStadt.de-mail.de").is_some());
     }

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod billing;
 pub mod config;
 pub mod dsn;
+pub mod identity;
 pub mod pipeline;
 pub mod relay;
 pub mod seal;

@@ -40,6 +40,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ArchiveCmd,
     },
+    /// The De-Mail right by request (`[access]`): requests, approvals, revocations.
+    Access {
+        #[command(subcommand)]
+        cmd: AccessCmd,
+    },
     /// Billing per cost unit.
     Billing {
         #[command(subcommand)]
@@ -61,10 +66,11 @@ enum Cmd {
 #[derive(Subcommand)]
 enum SecretCmd {
     /// Store a secret where the configuration names it: `provider NAME` (token secret),
-    /// `user NAME` (a listener account's password), `seal-key` (base64 Ed25519 key).
+    /// `user NAME` (an application account's password), `directory` (the gateway's own
+    /// directory account), `seal-key` (base64 Ed25519 key).
     /// Prompted without echo on a terminal, else one line from stdin.
     Set {
-        #[arg(value_parser = ["provider", "user", "seal-key"])]
+        #[arg(value_parser = ["provider", "user", "directory", "seal-key"])]
         kind: String,
         /// The provider's or user's `name` in the configuration.
         name: Option<String>,
@@ -113,6 +119,20 @@ enum ArchiveCmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AccessCmd {
+    /// Open requests as JSON lines.
+    Requests,
+    /// Every access record as JSON lines.
+    List,
+    /// Grant a request: the person may send De-Mail.
+    Approve { who: String },
+    /// Refuse a request.
+    Refuse { who: String },
+    /// Take the De-Mail right away again.
+    Revoke { who: String },
 }
 
 #[derive(Subcommand)]
@@ -167,7 +187,8 @@ fn main() -> ExitCode {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(1);
+            // `config check` reports a verdict (1); a service that cannot start fails (2).
+            return ExitCode::from(if matches!(cli.cmd, Cmd::Serve) { 2 } else { 1 });
         }
     };
     match cli.cmd {
@@ -180,6 +201,7 @@ fn main() -> ExitCode {
             secret(&cfg, cmd, &demail_gateway::secret::CredStore { dir: credstore, dropin_dir: unit_dropins })
         }
         Cmd::Queue { cmd } => queue(&cfg, cmd),
+        Cmd::Access { cmd } => access(&cfg, cmd),
         Cmd::Archive { cmd } => {
             let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
                 Ok(a) => a,
@@ -232,6 +254,61 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+/// Who runs an administrative command (recorded in the archive as `admin:<name>`).
+fn administrator() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "admin".into())
+}
+
+fn access(cfg: &config::Config, cmd: AccessCmd) -> ExitCode {
+    use demail_gateway::identity::{ACCESS_GRANTED, ACCESS_REFUSED, ACCESS_REQUESTED, ACCESS_REVOKED};
+    let a = match archive::sqlite::open(&cfg.gateway.archive_db) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    let records = match a.access_records() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let (who, to, from): (&str, &str, &[&str]) = match &cmd {
+        AccessCmd::Requests | AccessCmd::List => {
+            for r in records.iter().filter(|r| matches!(cmd, AccessCmd::List) || r.state == ACCESS_REQUESTED) {
+                println!("{}", serde_json::json!(r));
+            }
+            return ExitCode::SUCCESS;
+        }
+        AccessCmd::Approve { who } => (who, ACCESS_GRANTED, &[ACCESS_REQUESTED, ACCESS_REVOKED, ACCESS_REFUSED]),
+        AccessCmd::Refuse { who } => (who, ACCESS_REFUSED, &[ACCESS_REQUESTED]),
+        AccessCmd::Revoke { who } => (who, ACCESS_REVOKED, &[ACCESS_GRANTED]),
+    };
+    let Some(r) = records.iter().find(|r| r.login.eq_ignore_ascii_case(who) || r.dn.eq_ignore_ascii_case(who)) else {
+        return fail(&Error::new(
+            "access.unknown",
+            format!("Für „{who}“ gibt es keinen Antrag. De-Mail ohne Antrag gibt die Verzeichnisgruppe ([identity] demail_group)."),
+            format!("There is no request for \"{who}\". De-Mail without a request comes from the directory group ([identity] demail_group)."),
+        ));
+    };
+    if !from.contains(&r.state.as_str()) {
+        return fail(&Error::new(
+            "access.state",
+            format!("{} ({}) ist „{}“; das lässt sich nicht auf „{to}“ ändern.", r.name, r.login, r.state),
+            format!("{} ({}) is \"{}\"; that cannot change to \"{to}\".", r.name, r.login, r.state),
+        ));
+    }
+    let by = administrator();
+    let record =
+        archive::AccessRecord { state: to.into(), time: spool::now() as i64, by: format!("admin:{by}"), ..r.clone() };
+    match a.record_access(&record, &format!("admin:{by}"), &r.login) {
+        Ok(e) => {
+            println!("{}", serde_json::json!({"access": record, "archive_seq": e.seq}));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 
@@ -346,6 +423,9 @@ fn secret_list(cfg: &config::Config, store: &demail_gateway::secret::CredStore) 
     for p in &cfg.providers {
         all.push((format!("provider {}", p.name), p.secret()));
     }
+    if let Some(d) = &cfg.directory {
+        all.push(("directory".into(), d.bind_password()));
+    }
     if let Some(sc) = &cfg.seal {
         all.push(("seal-key".into(), sc.key()));
     }
@@ -371,6 +451,16 @@ fn secret_set(
     name: Option<String>,
     store: &demail_gateway::secret::CredStore,
 ) -> ExitCode {
+    if kind == "directory" {
+        let Some(d) = &cfg.directory else {
+            return fail(&Error::new(
+                "secret.unknown_owner",
+                "Kein Abschnitt [directory] in der Konfiguration.",
+                "No [directory] section in the configuration.",
+            ));
+        };
+        return store_secret(d.bind_password(), "directory", store);
+    }
     let Some(name) = name else {
         return fail(&Error::new(
             "secret.name_missing",
@@ -390,7 +480,11 @@ fn secret_set(
             format!("no {kind} \"{name}\" in the configuration."),
         ));
     };
-    let value = match read_secret(&format!("Geheimnis für {kind} {name} / secret for {kind} {name}")) {
+    store_secret(target, &format!("{kind} {name}"), store)
+}
+
+fn store_secret(target: config::Secret, what: &str, store: &demail_gateway::secret::CredStore) -> ExitCode {
+    let value = match read_secret(&format!("Geheimnis für {what} / secret for {what}")) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -460,6 +554,11 @@ fn seal_key(cfg: &config::Config, op: SealOp, store: &demail_gateway::secret::Cr
 }
 
 fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
+    // The Kerberos library reads the keytab's place from the environment; set it before
+    // any thread starts (the runtime's workers, the GSS calls).
+    if let Some(kt) = &cfg.identity.keytab {
+        std::env::set_var("KRB5_KTNAME", format!("FILE:{}", kt.display()));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&start_failed(e)),
@@ -486,6 +585,19 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&cannot_listen(&app.cfg.inbound.listen, e)),
         };
+        for (side, l) in [("outbound", &app.cfg.outbound.limits), ("inbound", &app.cfg.inbound.limits)] {
+            tracing::info!(
+                listener = side,
+                max_connections = l.max_connections,
+                per_ip = l.max_connections_per_ip,
+                pre_auth_timeout_secs = l.pre_auth_timeout_secs,
+                auth_failures_per_ip = l.auth_failures_per_ip,
+                auth_failures_per_user = l.auth_failures_per_user,
+                auth_lockout_secs = l.auth_lockout_secs,
+                auth_lockout_max_secs = l.auth_lockout_max_secs,
+                "connection limits"
+            );
+        }
         tracing::info!(outbound = %app.cfg.outbound.listen, inbound = %app.cfg.inbound.listen, providers = app.cfg.providers.len(), "gateway ready");
         let out = tokio::spawn(demail_smtp::serve(out_l, Arc::new(out_cfg), Arc::new(app::Outbound(app.clone()))));
         let inb = tokio::spawn(demail_smtp::serve(in_l, Arc::new(in_cfg), Arc::new(app::Inbound(app.clone()))));

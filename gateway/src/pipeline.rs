@@ -4,9 +4,10 @@
 
 use demail_core::check::{check, CheckInput, CheckResult, Verdict};
 use demail_core::headers::{is_demail_header, PRIVATE_ID};
+use demail_core::mapping::MappedVia;
 use demail_core::options::{generate_private_id, option_headers, options_from_headers};
 use demail_core::reason::Severity;
-use demail_core::submission::{dropped_from_submission, new_message_id};
+use demail_core::submission::{client_field, confirmed_codes, new_message_id, Fate, Reach, Rewritten, CONFIRMED};
 use demail_core::{subject, OptionSet, Policy, Reason};
 use demail_smtp::Reject;
 use mail_builder::headers::address::Address as MbAddress;
@@ -28,6 +29,12 @@ pub struct Prepared {
     pub options: OptionSet,
     pub cost_unit: Option<String>,
     pub message_id: Option<String>,
+    /// `confirm` reasons of the send check the client did not state as confirmed
+    /// ([`CONFIRMED`]); the caller decides (it knows the account).
+    pub unconfirmed: Vec<Reason>,
+    /// The addresses a kept `Sender:` named (policy `sender_header = "rewrite"`); the
+    /// caller checks the account may act as them.
+    pub sender_field: Vec<String>,
 }
 
 fn reject(code: u16, esc: &str, r: &Reason) -> Reject {
@@ -39,10 +46,28 @@ fn reason(code: &str, de: &str, en: &str) -> Reason {
     Reason::new(code, de, en)
 }
 
-/// The client's fields that do not pass: the core's submission rule, plus `From`, which
-/// the gateway writes anew with the mapped De-Mail sender.
-fn replaced(name: &str, rewrite_subject: bool) -> bool {
-    dropped_from_submission(name, rewrite_subject) || name.trim().eq_ignore_ascii_case("from")
+/// Where an address named in `Sender:` or `Reply-To:` leads: own De-Mail addresses (the
+/// mapping's, or in the sender's De-Mail domain), internal e-mail addresses through the
+/// mapping, everything else outside. The catch-all does not make an address ours.
+fn reach<'a>(policy: &'a Policy, sender_demail: &'a str) -> impl Fn(&str) -> Reach + 'a {
+    let own_domain = sender_demail.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    move |addr: &str| {
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if policy.is_demail_domain(domain) {
+            let mapped = policy.demail_to_email(addr).is_some_and(|m| m.via != MappedVia::CatchAll);
+            if mapped || domain.eq_ignore_ascii_case(own_domain) {
+                Reach::Own(addr.to_lowercase())
+            } else {
+                Reach::Outside
+            }
+        } else if let Some(m) = policy.email_to_demail(addr) {
+            Reach::Own(m.address)
+        } else if policy.is_internal_domain(domain) {
+            Reach::NoDemail
+        } else {
+            Reach::Outside
+        }
+    }
 }
 
 fn header_line(name: &str, value: impl Header) -> Vec<u8> {
@@ -68,6 +93,12 @@ pub fn prepare(
     let sender = header_sender(&msg, envelope_from);
     let asked = requested(&msg, &message, policy)?;
     let checked = send_check(policy, &sender, rcpts, &asked, message.len())?;
+    let unconfirmed: Vec<Reason> = checked
+        .reasons
+        .iter()
+        .filter(|r| r.severity == Some(Severity::Confirm) && !asked.confirmed.contains(&r.code))
+        .cloned()
+        .collect();
     let sender_demail = checked.sender_demail.clone().ok_or_else(no_demail_sender)?;
     let (private_id, private_id_generated) = match asked.private_id.filter(|s| !s.trim().is_empty()) {
         Some(id) => (id, false),
@@ -75,7 +106,12 @@ pub fn prepare(
     };
     // Every De-Mail gets a Message-ID: it is the key by which a resend after a crash is
     // recognised (by the provider, and by us for a client's retry).
-    let (message_id, generated_message_id) = match msg.message_id() {
+    // The client's only if it gave exactly one that reads as an id: an empty one (`<>`)
+    // would make every such message the "same", and of several the provider might key on
+    // another than we do.
+    let ids = msg.headers().iter().filter(|h| h.name.as_str().trim().eq_ignore_ascii_case("message-id")).count();
+    let client_id = msg.message_id().map(str::trim).filter(|m| !m.is_empty() && ids == 1);
+    let (message_id, generated_message_id) = match client_id {
         Some(m) => (m.to_string(), false),
         None => (new_message_id(now_ms, entropy, &sender_demail), true),
     };
@@ -87,7 +123,7 @@ pub fn prepare(
         private_id: &private_id,
         message_id: generated_message_id.then_some(message_id.as_str()),
     };
-    let block = new_header_block(&msg, &message, &ours);
+    let (block, sender_field) = new_header_block(&msg, &message, &ours, policy, &sender.address)?;
     // The blank line and body stay byte for byte; only the header block is replaced.
     let body_start = (msg.root_part().offset_body as usize).min(message.len());
     let header_end = msg.headers().iter().map(|h| h.offset_end as usize).max().unwrap_or(0).min(body_start);
@@ -105,6 +141,8 @@ pub fn prepare(
         options: checked.options,
         cost_unit: checked.cost_unit,
         message_id: Some(message_id),
+        unconfirmed,
+        sender_field,
     })
 }
 
@@ -154,6 +192,8 @@ struct Asked {
     private_id: Option<String>,
     /// A tag or an `X-de-mail-*` header: the client meant De-Mail.
     marked: bool,
+    /// Reason codes the client states the person confirmed ([`CONFIRMED`]).
+    confirmed: Vec<String>,
 }
 
 fn requested(msg: &mail_parser::Message<'_>, raw: &[u8], policy: &Policy) -> Result<Asked, Reject> {
@@ -183,6 +223,11 @@ fn requested(msg: &mail_parser::Message<'_>, raw: &[u8], policy: &Policy) -> Res
         new_subject,
         private_id: raw_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(PRIVATE_ID)).map(|(_, v)| v.clone()),
         marked: parsed.demail || raw_headers.iter().any(|(n, _)| is_demail_header(n)),
+        confirmed: raw_headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(CONFIRMED))
+            .flat_map(|(_, v)| confirmed_codes(v))
+            .collect(),
     })
 }
 
@@ -223,7 +268,8 @@ fn send_check(
                 "This message has no De-Mail recipient; the De-Mail gateway does not take ordinary e-mail.",
             ),
         )),
-        // A confirmation was the client's to ask; what reaches the gateway was confirmed.
+        // The gateway cannot ask: the caller weighs `confirm` reasons against what the
+        // client states as confirmed and against the account (Prepared::unconfirmed).
         Verdict::Demail | Verdict::Confirm => Ok(result),
     }
 }
@@ -253,8 +299,16 @@ struct Ours<'a> {
     message_id: Option<&'a str>,
 }
 
-/// Ours first, then the client's fields in order, minus the replaced ones.
-fn new_header_block(msg: &mail_parser::Message<'_>, raw: &[u8], ours: &Ours<'_>) -> Vec<u8> {
+/// Ours first, then the client's fields in order as the core's submission rule says:
+/// kept byte for byte, dropped, rewritten, or the message refused. `From` is ours.
+/// Also returns the addresses a kept `Sender` named.
+fn new_header_block(
+    msg: &mail_parser::Message<'_>,
+    raw: &[u8],
+    ours: &Ours<'_>,
+    policy: &Policy,
+    from: &str,
+) -> Result<(Vec<u8>, Vec<String>), Reject> {
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     out.extend(header_line("From", MbAddress::new_address(ours.from_name, ours.sender_demail)));
     if let Some(s) = ours.subject {
@@ -270,15 +324,54 @@ fn new_header_block(msg: &mail_parser::Message<'_>, raw: &[u8], ours: &Ours<'_>)
     if let Some(m) = ours.message_id {
         out.extend(format!("Message-ID: <{m}>\r\n").as_bytes());
     }
+    let reach = reach(policy, ours.sender_demail);
+    let mut sender_field = Vec::new();
     for h in msg.headers() {
-        if replaced(h.name.as_str(), ours.subject.is_some()) {
+        let name = h.name.as_str();
+        // The client's Message-ID fields go when we write ours (none was usable): two
+        // would leave the provider's idempotency key to chance.
+        let unusable_id = ours.message_id.is_some() && name.trim().eq_ignore_ascii_case("message-id");
+        if name.trim().eq_ignore_ascii_case("from") || unusable_id {
             continue;
         }
-        if let Some(field) = raw.get(h.offset_field as usize..h.offset_end as usize) {
-            out.extend_from_slice(field);
+        let value = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or(b"");
+        let value = String::from_utf8_lossy(value).replace("\r\n", "").replace('\n', "");
+        match client_field(name, value.trim(), ours.subject.is_some(), policy.rules.field_rules(), from, &reach) {
+            Fate::Keep => {
+                if let Some(field) = raw.get(h.offset_field as usize..h.offset_end as usize) {
+                    out.extend_from_slice(field);
+                }
+            }
+            Fate::Drop => {}
+            Fate::Rewrite(list) => {
+                if name.trim().eq_ignore_ascii_case("sender") {
+                    sender_field.extend(list.iter().map(|r| r.named.clone()));
+                }
+                out.extend(header_line(&canonical_name(name), mailboxes(&list)));
+            }
+            Fate::Refuse(r) => return Err(reject(550, "5.7.1", &r)),
         }
     }
-    out
+    Ok((out, sender_field))
+}
+
+/// `Sender` / `Reply-To` in their usual spelling for a rewritten field.
+fn canonical_name(name: &str) -> String {
+    if name.trim().eq_ignore_ascii_case("sender") {
+        "Sender".into()
+    } else {
+        "Reply-To".into()
+    }
+}
+
+fn mailboxes(list: &[Rewritten]) -> MbAddress<'_> {
+    fn one(r: &Rewritten) -> MbAddress<'_> {
+        MbAddress::new_address(r.name.as_deref(), r.demail.as_str())
+    }
+    match list {
+        [r] => one(r),
+        _ => MbAddress::new_list(list.iter().map(one).collect()),
+    }
 }
 
 #[cfg(test)]
@@ -286,7 +379,11 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy::parse(
+        Policy::parse(&policy_src()).unwrap()
+    }
+
+    fn policy_src() -> String {
+        String::from(
             r#"
 [organisation]
 internal_domains = ["stadt.de"]
@@ -301,7 +398,6 @@ catch_all = "sammel@stadt.de"
 domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
 "#,
         )
-        .unwrap()
     }
 
     const E: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
@@ -389,6 +485,80 @@ domains = [{ demail = "stadt.de-mail.de", email = "stadt.de" }]
         }
         // What the client may ask for stays (rewritten by the gateway).
         assert!(s.contains("x-de-mail-private: yes\r\n"), "{s}");
+    }
+
+    #[test]
+    fn sender_and_reply_to_follow_the_policy() {
+        // Defaults: a client's Sender goes, an internal Reply-To becomes its De-Mail address.
+        let raw = b"From: peter@stadt.de\r\nSender: Chef <chef@stadt.de>\r\nReply-To: Team <team@stadt.de>,\r\n poststelle@stadt.de-mail.de\r\nSubject: x\r\n\r\nT\r\n";
+        let p = prepare_one(raw);
+        let s = String::from_utf8(p.message).unwrap();
+        assert!(!s.to_ascii_lowercase().contains("sender:") && !s.contains("chef@"), "{s}");
+        let unfolded = s.replace("\r\n\t", " ").replace("\r\n ", " ");
+        assert!(
+            unfolded.contains("Reply-To: \"Team\" <team@stadt.de-mail.de>,  <poststelle@stadt.de-mail.de>\r\n"),
+            "{s}"
+        );
+        assert!(p.sender_field.is_empty());
+        // Replies leaving the organisation refuse the message, with the code first.
+        for (reply_to, code) in [
+            ("privat@gmail.com", "[reply_to.outside]"),
+            ("anna@buerger.de-mail.de", "[reply_to.outside]"),
+            ("team@stadt.de, x@evil.example", "[reply_to.outside]"),
+        ] {
+            let raw = format!("From: peter@stadt.de\r\nReply-To: {reply_to}\r\nSubject: x\r\n\r\nT\r\n");
+            let r = prepare(&policy(), "", &["a@b.de-mail.de".into()], raw.into_bytes(), 0, &E).unwrap_err();
+            assert_eq!((r.code, r.enhanced.as_str()), (550, "5.7.1"), "{reply_to}");
+            assert!(r.text_de.starts_with(code) && r.text_en.starts_with(code), "{reply_to}: {r}");
+        }
+        // "rewrite": the Sender is kept as its De-Mail address and reported for the binding check.
+        let src = policy_src()
+            .replace("[authorization]", "[rules]\nsender_header = \"rewrite\"\nreply_to = \"drop\"\n[authorization]");
+        let pol = Policy::parse(&src).unwrap();
+        let p = prepare(&pol, "", &["a@b.de-mail.de".into()], raw.to_vec(), 0, &E).unwrap();
+        let s = String::from_utf8(p.message).unwrap();
+        assert!(s.contains("Sender: \"Chef\" <chef@stadt.de-mail.de>\r\n"), "{s}");
+        assert!(!s.contains("Reply-To"), "{s}");
+        assert_eq!(p.sender_field, ["chef@stadt.de"]);
+        let raw = b"From: peter@stadt.de\r\nSender: boss@extern.de\r\nSubject: x\r\n\r\nT\r\n";
+        let r = prepare(&pol, "", &["a@b.de-mail.de".into()], raw.to_vec(), 0, &E).unwrap_err();
+        assert!(r.text_en.starts_with("[sender_field.outside]"), "{r}");
+    }
+
+    #[test]
+    fn confirm_reasons_go_to_the_caller_unless_the_client_states_them_confirmed() {
+        let src = policy_src().replace("[authorization]", "[rules]\nmixed_addressing = \"warn\"\n[authorization]");
+        let pol = Policy::parse(&src).unwrap();
+        let rcpts: Vec<String> = vec!["a@b.de-mail.de".into(), "x@example.org".into()];
+        let raw = b"From: peter@stadt.de\r\nSubject: [P] x\r\n\r\nT\r\n";
+        let p = prepare(&pol, "", &rcpts, raw.to_vec(), 0, &E).unwrap();
+        let codes: Vec<&str> = p.unconfirmed.iter().map(|r| r.code.as_str()).collect();
+        assert_eq!(codes, ["mixed.confirm"]);
+        let raw = b"From: peter@stadt.de\r\nX-Demail-Confirmed: mixed.confirm\r\nSubject: [P] x\r\n\r\nT\r\n";
+        let p = prepare(&pol, "", &rcpts, raw.to_vec(), 0, &E).unwrap();
+        assert!(p.unconfirmed.is_empty());
+        assert!(!String::from_utf8(p.message).unwrap().contains("Confirmed"), "the statement stays here");
+        // Confirming something else does not count.
+        let raw = b"From: peter@stadt.de\r\nX-Demail-Confirmed: demail.not_marked\r\nSubject: [P] x\r\n\r\nT\r\n";
+        assert_eq!(prepare(&pol, "", &rcpts, raw.to_vec(), 0, &E).unwrap().unconfirmed.len(), 1);
+    }
+
+    /// Fuzz finding (gateway_prepare): an empty `Message-ID:` was kept next to the
+    /// generated one, so the message went out with two; `<>` was taken as the idempotency
+    /// key (a second such message would have been a "duplicate"); of two fields, the last
+    /// was the key while the provider may read the first.
+    #[test]
+    fn an_unreadable_message_id_is_replaced_not_doubled() {
+        for raw in [
+            &b"From: peter@stadt.de\r\nSender: sek@stadt.de\r\nReply-To: team@stadt.de\r\nMessage-ID:\r\nSubject: [De-Mail] x\r\n\r\n"[..],
+            b"From: peter@stadt.de\r\nMessage-ID: <>\r\nSubject: x\r\n\r\nT\r\n",
+            b"From: peter@stadt.de\r\nMessage-ID: <a@x>\r\nMessage-ID:\r\n (kaputt)\r\nSubject: x\r\n\r\nT\r\n",
+        ] {
+            let p = prepare_one(raw);
+            let s = String::from_utf8(p.message).unwrap();
+            assert_eq!(s.to_ascii_lowercase().matches("message-id:").count(), 1, "{s}");
+            assert!(s.contains(&format!("Message-ID: <{}>\r\n", p.message_id.unwrap())), "{s}");
+        }
     }
 
     #[test]

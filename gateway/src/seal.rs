@@ -37,18 +37,57 @@ fn remove(raw: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
     clean
 }
 
-/// The message without foreign seals, with ours on top. Returns how many were removed.
-pub fn reseal(raw: &[u8], kid: &str, key: &[u8; 32]) -> Result<(Vec<u8>, usize), demail_core::Error> {
+/// An inbound message made ready for a mailbox.
+#[derive(Debug)]
+pub struct Resealed {
+    pub message: Vec<u8>,
+    /// Foreign seals removed.
+    pub removed: usize,
+    /// Ours is on it. False only for a message so malformed that no place for our line
+    /// reads back as a seal that verifies: it goes out unsealed, i.e. untrusted.
+    pub sealed: bool,
+}
+
+/// The message without foreign seals, with ours on top: checked by verifying it, because
+/// in a malformed header block the lines around ours can change how it is read (fuzz
+/// finding: a message starting with a continuation line made that line part of our
+/// seal). Then the place after such leading lines is tried.
+pub fn reseal(raw: &[u8], kid: &str, key: &[u8; 32]) -> Result<Resealed, demail_core::Error> {
     let ranges = seal_ranges(raw);
     let clean = remove(raw, &ranges);
     let value = seal::sign(&clean, kid, key)?;
-    let mut out = Vec::with_capacity(clean.len() + value.len() + 32);
-    out.extend_from_slice(HEADER.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&clean);
-    Ok((out, ranges.len()))
+    let keys = [seal::public_key(kid, key)];
+    let mut places = vec![0, orphan_lines(&clean)];
+    places.dedup();
+    for at in places {
+        let mut out = Vec::with_capacity(clean.len() + value.len() + 32);
+        out.extend_from_slice(&clean[..at]);
+        if at > 0 && !clean[..at].ends_with(b"\n") {
+            // Nothing but such lines, without a line end: ours starts a line of its own.
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(HEADER.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&clean[at..]);
+        if seal::verify(&out, &keys, true).sealed {
+            return Ok(Resealed { message: out, removed: ranges.len(), sealed: true });
+        }
+    }
+    Ok(Resealed { message: clean, removed: ranges.len(), sealed: false })
+}
+
+/// Length of the leading lines that start with a blank (SP or HTAB): they belong to no field.
+fn orphan_lines(raw: &[u8]) -> usize {
+    let mut at = 0;
+    while matches!(raw.get(at), Some(b' ' | b'\t')) {
+        match raw[at..].iter().position(|b| *b == b'\n') {
+            Some(n) => at += n + 1,
+            None => return raw.len(),
+        }
+    }
+    at
 }
 
 #[cfg(test)]
@@ -60,11 +99,39 @@ mod tests {
         let key = [3u8; 32];
         let keys = [seal::public_key("gw", &key)];
         let raw = b"X-Demail-Gateway-Seal: v=1; kid=gw; s=Zm9yZ2Vk\r\nFrom: a@b.de-mail.de\r\nX-de-mail-auth-level: high\r\nX-Demail-Gateway-Seal: v=1;\r\n kid=x; s=AAAA\r\nSubject: s\r\n\r\nbody X-Demail-Gateway-Seal: stays\r\n";
-        let (out, removed) = reseal(raw, "gw", &key).unwrap();
+        let r = reseal(raw, "gw", &key).unwrap();
+        let (out, removed) = (r.message, r.removed);
         assert_eq!(removed, 2);
         let s = String::from_utf8(out.clone()).unwrap();
         assert_eq!(s.matches("X-Demail-Gateway-Seal:").count(), 2, "{s}");
         assert!(s.ends_with("\r\n\r\nbody X-Demail-Gateway-Seal: stays\r\n"));
         assert!(seal::verify(&out, &keys, true).sealed);
+    }
+
+    /// Fuzz finding (gateway_prepare): a message starting with a continuation line made
+    /// it part of our seal header, and our own seal did not verify.
+    #[test]
+    fn a_leading_continuation_line_does_not_join_the_seal() {
+        let key = [9u8; 32];
+        let keys = [seal::public_key("gw", &key)];
+        for raw in [
+            &b" [A] lf only\nMess\x03\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0kapu\0\0\0Fbody\n"[..],
+            b"\t x\r\n y\r\nFrom: a@b.de-mail.de\r\nSubject: s\r\n\r\nT\r\n",
+            b"   ",
+            b" \0",
+            b"   \r\nFrom: a@b.de-mail.de\r\n\r\nT\r\n",
+        ] {
+            let r = reseal(raw, "gw", &key).unwrap();
+            let text = String::from_utf8_lossy(&r.message).to_string();
+            if r.sealed {
+                assert!(seal::verify(&r.message, &keys, true).sealed, "{text:?}");
+            } else {
+                // Unsealed only when no place works, and then without any seal line.
+                assert!(!text.contains(HEADER), "{text:?}");
+            }
+        }
+        // The common malformed case gets its seal, after the stray lines.
+        let r = reseal(b"\t x\r\nFrom: a@b.de-mail.de\r\n\r\nT\r\n", "gw", &key).unwrap();
+        assert!(r.sealed && r.message.starts_with(b"\t x\r\nX-Demail-Gateway-Seal: "));
     }
 }

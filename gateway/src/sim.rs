@@ -14,7 +14,7 @@ use base64::Engine;
 use demail_core::headers::{self as h, message_type};
 use demail_core::options::{self, options_from_headers, validate_private_id, DeMailOption};
 use demail_core::{Error, OptionSet};
-use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
@@ -564,8 +564,12 @@ fn refuse(r: &demail_core::Reason) -> Reject {
 pub struct SimHandler(pub Arc<Sim>);
 
 impl Handler for SimHandler {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == self.0.cfg.username && password == self.0.secret
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == self.0.cfg.username && password == self.0.secret {
+            AuthResult::Accepted(Authenticated { user: user.to_string(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
 
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {

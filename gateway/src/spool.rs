@@ -41,6 +41,9 @@ pub struct Meta {
     pub cost_unit: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// Who submitted it (the archive's actor, `kerberos:peter@REALM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -103,8 +106,14 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Write `data` to `tmp`, fsync, rename to `dest`, fsync the directory.
+/// Write `data` to `tmp`, fsync, rename to `dest`, fsync the directory. `tmp` gets a
+/// random suffix: the gateway and an administrator's `queue retry` may write the same
+/// state file at once, and neither may rename the other's half-written file.
 fn write_durable(tmp: &Path, dest: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let r = random_bytes::<6>();
+    let mut name = tmp.as_os_str().to_owned();
+    name.push(format!(".{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let tmp = &PathBuf::from(name);
     {
         let mut f = File::create(tmp)?;
         for p in parts {
@@ -117,23 +126,30 @@ fn write_durable(tmp: &Path, dest: &Path, parts: &[&[u8]]) -> std::io::Result<()
 }
 
 impl Spool {
+    /// Open (and create) the spool. Writes nothing else: the command line opens the
+    /// spool of a running gateway, whose writes in `tmp/` are in progress.
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
         let queue = dir.join("queue");
         let tmp = dir.join("tmp");
         fs::create_dir_all(&queue)?;
         fs::create_dir_all(&tmp)?;
+        Ok(Spool { queue, tmp })
+    }
+
+    /// At the gateway's start: remove what a crash left behind.
+    pub fn clean(&self) -> std::io::Result<()> {
         // Leftovers of writes interrupted by a crash were never acknowledged.
-        for e in fs::read_dir(&tmp)?.flatten() {
+        for e in fs::read_dir(&self.tmp)?.flatten() {
             let _ = fs::remove_file(e.path());
         }
         // A state file whose message is gone (crash between the two unlinks of `remove`).
-        for e in fs::read_dir(&queue)?.flatten() {
+        for e in fs::read_dir(&self.queue)?.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "state" || x == "sending") && !p.with_extension("msg").exists() {
                 let _ = fs::remove_file(&p);
             }
         }
-        Ok(Spool { queue, tmp })
+        Ok(())
     }
 
     fn msg_path(&self, id: &str) -> PathBuf {
@@ -262,6 +278,7 @@ mod tests {
             message_id: None,
             cost_unit: None,
             options: vec![],
+            actor: None,
         };
         s.put(&m, b"Subject: x\r\n\r\nbody\n\xff").unwrap();
         let l = s.list().unwrap();
@@ -277,10 +294,15 @@ mod tests {
         assert_eq!(s.list().unwrap()[0].1.attempts, 2);
         s.remove(&m.id).unwrap();
         assert!(s.list().unwrap().is_empty());
-        // An orphaned state file (crash between the two unlinks) is cleaned at open.
+        // An orphaned state file (crash between the two unlinks) and a half-written file
+        // are cleaned at the gateway's start, not when the command line opens the spool.
         std::fs::write(d.path().join("queue/abc-1.state"), b"{}").unwrap();
-        let _ = Spool::open(d.path()).unwrap();
+        std::fs::write(d.path().join("tmp/abc-2.msg.0123"), b"half").unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        assert!(d.path().join("tmp/abc-2.msg.0123").exists());
+        s.clean().unwrap();
         assert!(!d.path().join("queue/abc-1.state").exists());
+        assert!(!d.path().join("tmp/abc-2.msg.0123").exists());
         assert!(s.load("../../etc/passwd").is_err());
     }
 }

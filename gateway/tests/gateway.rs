@@ -3,15 +3,8 @@
 mod common;
 
 use common::*;
+use std::process::Command;
 use std::time::Duration;
-
-fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
-    format!(
-        "From: Peter Meier <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n{extra}\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n",
-        demail_testkit::free_port()
-    )
-    .into_bytes()
-}
 
 #[test]
 fn subject_tags_become_headers_and_sender_is_mapped() {
@@ -332,15 +325,31 @@ fn config_check_names_file_line_and_field() {
 
 #[test]
 fn postfix_relays_through_the_gateway() {
-    let mut h = Harness::new();
+    // Postfix as the organisation's mail server, a connector: STARTTLS verified against our
+    // CA, its client certificate pinned in the gateway's configuration, from 127.0.0.1.
+    let pf_dir = demail_testkit::temp_dir();
+    let pf_pki = demail_testkit::Pki::generate(pf_dir.path(), "postfix");
+    let fp = {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_file(&pf_pki.client_cert).unwrap();
+        demail_smtp::tls::fingerprint(der.as_ref())
+    };
+    let hex: Vec<String> = fp.iter().map(|b| format!("{b:02x}")).collect();
+    let connector = format!(
+        "\n[[outbound.connectors]]\nname = \"postfix\"\nsources = [\"127.0.0.1/32\"]\ncertificate_sha256 = [\"{}\"]\n",
+        hex.join(":")
+    );
+    let mut h = Harness::custom(POLICY, |c| c + &connector);
     h.start_provider();
-    // Postfix as the organisation's mail server: STARTTLS verified against our CA, SASL PLAIN.
+    // The person Postfix authenticated is in the directory, with the De-Mail right.
+    h.directory.person("peter.meier@musterstadt.de");
     let main_cf = format!(
         "relayhost = [localhost]:{}\nsmtp_host_lookup = native\nsmtp_tls_security_level = secure\nsmtp_tls_secure_cert_match = nexthop\n\
-         smtp_tls_CAfile = {}\nsmtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = static:{HELPER_USER}:{HELPER_PASSWORD}\n\
-         smtp_sasl_security_options = noanonymous\nsmtp_sasl_tls_security_options = noanonymous\n",
+         smtp_tls_CAfile = {}\nsmtp_tls_cert_file = {}\nsmtp_tls_key_file = {}\n",
         h.out_port,
-        h.gw_pki.ca_cert.display()
+        h.gw_pki.ca_cert.display(),
+        pf_pki.client_cert.display(),
+        pf_pki.client_key.display()
     );
     let pf = demail_testkit::Postfix::start(h.path(), &main_cf).expect("postfix");
     let out = std::process::Command::new("swaks")
@@ -365,6 +374,9 @@ fn postfix_relays_through_the_gateway() {
     assert_eq!(got[0].0.mail_from, "peter.meier@musterstadt.de-mail.de");
     assert_eq!(header(&got[0].1, "X-de-mail-private").as_deref(), Some("yes"));
     assert!(String::from_utf8_lossy(&got[0].1).contains("postfix-test.localdomain"));
+    let out: Vec<_> = h.archive_entries().into_iter().filter(|e| e["direction"] == "out").collect();
+    assert_eq!(out[0]["actor"], "connector:postfix/peter.meier@musterstadt.de", "{out:?}");
+    assert!(h.log().contains("signed in by client certificate"), "{}", h.log());
 }
 
 #[test]
@@ -483,32 +495,13 @@ fn without_a_catch_all_unmapped_recipients_are_refused_not_dropped() {
 }
 
 #[test]
-fn an_account_sends_only_as_its_bound_senders() {
-    let bind = |c: String| {
-        c.replace(
-            "password_env = \"TEST_GW_HELPER_PASSWORD\" }]",
-            "password_env = \"TEST_GW_HELPER_PASSWORD\", senders = [\"peter.meier@musterstadt.de\"], groups = [\"Bürgerbüro\"] }]",
-        )
-        .replace(
-            "domains = [\"musterstadt.de-mail.de\"]",
-            "domains = [\"musterstadt.de-mail.de\", \"buergerbuero.musterstadt.de-mail.de\"]",
-        )
-    };
-    let policy = POLICY.replace(
-        "domains = [{ demail = \"musterstadt.de-mail.de\", email = \"musterstadt.de\" }]",
-        "domains = [{ demail = \"musterstadt.de-mail.de\", email = \"musterstadt.de\" }, { demail = \"buergerbuero.musterstadt.de-mail.de\", email = \"buergerbuero.musterstadt.de\" }]",
-    );
-    assert_ne!(policy, POLICY);
-    let mut h = Harness::custom(&policy, bind);
+fn an_application_account_sends_only_as_its_own_senders() {
+    let mut h = Harness::new();
     h.start_provider();
-    // (From, allowed?) — own address, a group member, an authorised sender of someone else.
-    let cases = [
-        ("peter.meier@musterstadt.de", true),
-        ("anna.schulz@buergerbuero.musterstadt.de", true),
-        ("recht@musterstadt.de", false),
-    ];
-    for (from, ok) in cases {
-        let r = h.submit(from, &["anna@buerger.de-mail.de"], &msg(from, "anna@buerger.de-mail.de", "Antrag", ""));
+    let to = "anna@buerger.de-mail.de";
+    // (From, allowed?) — the account's own senders, an authorised sender of someone else.
+    for (from, ok) in [("peter.meier@musterstadt.de", true), ("recht@musterstadt.de", false)] {
+        let r = h.submit_as(HELPER_USER, from, &[to], &msg(from, to, "Antrag", ""));
         match (ok, r) {
             (true, Ok(_)) => {}
             (false, Err(e)) => assert!(
@@ -522,58 +515,65 @@ fn an_account_sends_only_as_its_bound_senders() {
     }
     // The envelope does not help: the header From counts.
     let e = h
-        .submit(
-            "peter.meier@musterstadt.de",
-            &["anna@buerger.de-mail.de"],
-            &msg("recht@musterstadt.de", "anna@buerger.de-mail.de", "Antrag", ""),
-        )
+        .submit_as(HELPER_USER, "peter.meier@musterstadt.de", &[to], &msg("recht@musterstadt.de", to, "Antrag", ""))
         .unwrap_err();
     assert!(e.contains("gateway.sender_not_bound"), "{e}");
-    assert_eq!(h.wait_provider(2, 20).len(), 2);
-
-    // A group the policy does not know is a configuration error with file, line and field.
-    let cfg =
-        std::fs::read_to_string(&h.config).unwrap().replace("groups = [\"Bürgerbüro\"]", "groups = [\"Kämmerei\"]");
-    std::fs::write(&h.config, cfg).unwrap();
-    let o = h.cli(&["config", "check"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("Kämmerei") && err.contains("groups") && err.contains("gateway.toml"), "{err}");
+    assert_eq!(h.wait_provider(1, 20).len(), 1);
+    // The archive names who sent, and how.
+    let out: Vec<_> = h.archive_entries().into_iter().filter(|e| e["direction"] == "out").collect();
+    assert_eq!(out[0]["actor"], "account:fachverfahren", "{out:?}");
 }
 
-/// The outbound listener without TLS/AUTH (loopback only) and a short command timeout,
-/// so raw bytes can be thrown at the real binary.
-fn plain_harness() -> Harness {
-    Harness::custom(POLICY, |c| {
-        c.replace(
-            "tls = \"starttls\"\nrequire_auth = true",
-            "tls = \"none\"\nrequire_auth = false\ncommand_timeout_secs = 2",
-        )
-    })
-}
-
-/// Write `script` from one thread while another reads every reply (a server that hangs
-/// up mid-burst must not make us lose the replies it sent before).
-fn raw_session(port: u16, script: &[u8], read_for: Duration) -> String {
-    use std::io::{Read, Write};
-    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(read_for)).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let script = script.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&script);
-    });
-    let mut r = s;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
+/// An account that could send for several or all senders is a password shared between
+/// desks; a listener without sign-in would not know who sends. Neither starts.
+#[test]
+fn shared_accounts_and_unauthenticated_listeners_are_refused_at_start() {
+    let mut h = Harness::new();
+    h.gateway.take().unwrap().terminate(Duration::from_secs(3));
+    let good = std::fs::read_to_string(&h.config).unwrap();
+    let own = "senders = [\"peter.meier@musterstadt.de\", \"buergermeister@musterstadt.de\"]";
+    assert!(good.contains(own));
+    let cases = [
+        (good.replace(own, "senders = []"), "identity.shared_account"),
+        (good.replace(own, "senders = [\"*@musterstadt.de\"]"), "identity.shared_account"),
+        (
+            good.replace(own, "senders = [\"peter.meier@musterstadt.de\"], groups = [\"Bürgerbüro\"]"),
+            "identity.shared_account",
+        ),
+        (good.replace("require_auth = true", "require_auth = false"), "identity.unauthenticated_listener"),
+        (
+            good.replace("allowed_clients = [\"127.0.0.0/8\"]", "allowed_clients = [\"10.0.0.0/8\"]")
+                .replace("tls = \"starttls\"\nrequire_auth", "tls = \"none\"\nrequire_auth"),
+            "identity.password_without_tls",
+        ),
+    ];
+    for (cfg, code) in cases {
+        assert_ne!(cfg, good, "{code}: edit did not apply");
+        std::fs::write(&h.config, &cfg).unwrap();
+        let check = h.cli(&["config", "check"]);
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(1), "{code}: {err}");
+        assert!(err.contains(code) && err.contains("gateway.toml"), "{code}: {err}");
+        let serve = Command::new("timeout")
+            .args(["20", env!("CARGO_BIN_EXE_demail-gateway"), "--config"])
+            .arg(&h.config)
+            .arg("serve")
+            .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_GW_DIRECTORY_PASSWORD", demail_testkit::directory::BIND_PASSWORD)
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&serve.stderr);
+        assert_eq!(serve.status.code(), Some(2), "{code}: {err}");
+        assert!(err.contains(code), "{code}: {err}");
     }
-    let _ = writer.join();
-    String::from_utf8_lossy(&out).to_string()
+    // The good configuration still starts.
+    std::fs::write(&h.config, &good).unwrap();
+    h.start_gateway();
+}
+
+fn plain_harness() -> Harness {
+    common::plain_harness(POLICY)
 }
 
 fn transaction(i: usize) -> String {
@@ -627,7 +627,7 @@ fn a_slow_client_times_out_and_what_it_sent_before_is_kept() {
     h.start_provider();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", h.out_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(format!("EHLO slow\r\n{}", transaction(1)).as_bytes()).unwrap();
+    s.write_all(format!("EHLO slow\r\n{}{}", auth_plain(), transaction(1)).as_bytes()).unwrap();
     // Then it trickles half a command and goes quiet (command_timeout_secs = 2).
     s.write_all(b"MAIL FR").unwrap();
     let t = std::time::Instant::now();

@@ -102,6 +102,7 @@ fn keyring_gateway(h: &Harness, service: &str, secret: &str) -> demail_testkit::
         .env("SVC", service)
         .env("SEC", secret)
         .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+        .env("TEST_GW_DIRECTORY_PASSWORD", demail_testkit::directory::BIND_PASSWORD)
         .env_remove("TEST_PROVIDER_SECRET");
     demail_testkit::start_gateway(c, h.out_port, h.in_port, &h.path().join("gateway.log"))
         .unwrap_or_else(|e| panic!("{e}"))
@@ -161,6 +162,7 @@ fn provider_and_account_secrets_as_systemd_credentials() {
         &h.config,
         cfg.replace("secret_env = \"TEST_PROVIDER_SECRET\"", "secret_credential = \"provider-test-dmda\"")
             .replace("password_env = \"TEST_GW_HELPER_PASSWORD\"", "password_credential = \"account-helper\"")
+            .replace("bind_password_env = \"TEST_GW_DIRECTORY_PASSWORD\"", "bind_password_credential = \"directory\"")
             + "\n[seal]\nkid = \"gw-cred\"\nkey_credential = \"seal-key\"\n",
     )
     .unwrap();
@@ -199,14 +201,19 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     assert_eq!(secret_cmd(&["set", "provider", "test-dmda"], "\n").status.code(), Some(2));
     assert!(!store.exists());
 
-    for (args, value) in
-        [(["set", "provider", "test-dmda"], PROVIDER_SECRET), (["set", "user", HELPER_USER], HELPER_PASSWORD)]
-    {
-        let out = secret_cmd(&args, &format!("{value}\n"));
+    let bind = demail_testkit::directory::BIND_PASSWORD;
+    for (args, value) in [
+        (&["set", "provider", "test-dmda"][..], PROVIDER_SECRET),
+        (&["set", "user", HELPER_USER][..], HELPER_PASSWORD),
+        (&["set", "directory"][..], bind),
+    ] {
+        let out = secret_cmd(args, &format!("{value}\n"));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(!String::from_utf8_lossy(&out.stdout).contains(value));
     }
-    for (name, value) in [("provider-test-dmda", PROVIDER_SECRET), ("account-helper", HELPER_PASSWORD)] {
+    for (name, value) in
+        [("provider-test-dmda", PROVIDER_SECRET), ("account-helper", HELPER_PASSWORD), ("directory", bind)]
+    {
         let file = store.join(name);
         let bytes = std::fs::read(&file).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains(value), "plaintext in {file:?}");
@@ -243,7 +250,7 @@ fn provider_and_account_secrets_as_systemd_credentials() {
     let creds = h.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
-    for name in ["provider-test-dmda", "account-helper", "seal-key"] {
+    for name in ["provider-test-dmda", "account-helper", "directory", "seal-key"] {
         let st = Command::new("systemd-creds")
             .args(["decrypt", "--name", name])
             .arg(store.join(name))

@@ -7,7 +7,9 @@
 //!
 //! Protocol hygiene handled here: EHLO/HELO (LHLO for LMTP), SIZE with 552 for
 //! oversize data (read to the end and discarded), AUTH PLAIN/LOGIN only over TLS,
-//! client allow-list, per-read and per-session timeouts, pipelining, no pipelined
+//! client allow-list, connections per client address, a short idle limit before AUTH or
+//! MAIL, AUTH failures counted per address and user name with lock-out (shared by a
+//! listener's connections), per-read and per-session timeouts, pipelining, no pipelined
 //! bytes after STARTTLS, bare LF/CR and NUL refused, VRFY/EXPN refused. The end of
 //! DATA is exactly `<CRLF>.<CRLF>` ([`data`]); a DATA stream with a bare CR or LF is
 //! refused and the connection closed, so nothing after it is read as a command.
@@ -29,10 +31,16 @@
 //! ```
 
 pub mod data;
+mod limits;
 mod reply;
 mod server;
 pub mod tls;
 
 pub use ipnet::IpNet;
+pub use limits::{AuthLimits, AuthThrottle};
 pub use reply::{Accepted, Reject};
-pub use server::{serve, serve_connection, Config, Envelope, Handler, SessionInfo};
+pub use server::{
+    serve, serve_connection, AuthResult, Authenticated, Config, Envelope, Handler, SaslExchange, SaslStep, SessionInfo,
+};
+/// SASL mechanism bits for [`Handler::sasl_mechanisms`].
+pub use smtp_proto::AUTH_GSSAPI;

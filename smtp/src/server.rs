@@ -1,6 +1,7 @@
 //! The connection loop: smtp-proto parses, this file decides and answers.
 
 use crate::data::{DataFault, StrictData};
+use crate::limits::{AuthThrottle, PerIp};
 use crate::reply::{bilingual, Accepted, Reject};
 use base64::Engine;
 use ipnet::IpNet;
@@ -8,6 +9,7 @@ use smtp_proto::request::receiver::{LineReceiver, RequestReceiver};
 use smtp_proto::{EhloResponse, Error as ProtoError, Request};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,8 +32,11 @@ pub struct Config {
     pub implicit_tls: bool,
     /// Refuse MAIL until the session is encrypted.
     pub require_tls: bool,
-    /// Offer AUTH PLAIN/LOGIN (checked by [`Handler::authenticate`]).
+    /// Offer AUTH: PLAIN/LOGIN (checked by [`Handler::authenticate`], unless
+    /// `password_auth` is off) and the mechanisms of [`Handler::sasl_mechanisms`].
     pub offer_auth: bool,
+    /// Offer PLAIN and LOGIN (a gateway with Kerberos only turns this off).
+    pub password_auth: bool,
     /// Refuse MAIL until the client has authenticated.
     pub require_auth: bool,
     /// Allow AUTH on an unencrypted session (tests only; passwords travel in clear).
@@ -50,6 +55,15 @@ pub struct Config {
     /// Protocol errors before the server hangs up.
     pub max_errors: usize,
     pub max_connections: usize,
+    /// Concurrent connections from one client address (within `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// Longest wait for the next command (and for the TLS handshake) while the client
+    /// has neither authenticated nor given MAIL: an idle stranger should not hold a slot
+    /// for the whole `command_timeout`.
+    pub pre_auth_timeout: Duration,
+    /// AUTH failure counters, per client address and per user name, shared by every
+    /// connection that uses this configuration.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl Default for Config {
@@ -61,6 +75,7 @@ impl Default for Config {
             implicit_tls: false,
             require_tls: false,
             offer_auth: false,
+            password_auth: true,
             require_auth: false,
             allow_auth_without_tls: false,
             allowed_clients: Vec::new(),
@@ -71,6 +86,9 @@ impl Default for Config {
             session_timeout: Duration::from_secs(1800),
             max_errors: 20,
             max_connections: 200,
+            max_connections_per_ip: 20,
+            pre_auth_timeout: Duration::from_secs(30),
+            auth_throttle: Arc::new(AuthThrottle::default()),
         }
     }
 }
@@ -84,6 +102,46 @@ pub struct SessionInfo {
     pub tls: bool,
     /// The authenticated user, if any.
     pub auth_user: Option<String>,
+    /// How they signed in ([`Authenticated::method`]).
+    pub auth_method: Option<String>,
+    /// SHA-256 of the client certificate presented in the TLS handshake, if any.
+    pub client_cert: Option<[u8; 32]>,
+}
+
+/// Who signed in, as the application decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The identity the session carries from now on (a login, a Kerberos principal).
+    pub user: String,
+    /// How, in the application's own word (`password`, `kerberos`, …).
+    pub method: String,
+    /// Shown in the 235 reply (e.g. the person's name); `user` when absent.
+    pub display: Option<String>,
+}
+
+/// The answer to a sign-in attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    Accepted(Authenticated),
+    /// Wrong credentials: 535, and it counts as a failed attempt.
+    Refused,
+    /// Cannot be decided now (the directory is down): this reply, 454 4.7.0 as a rule.
+    /// Not a failed attempt; the client tries again later.
+    Unavailable(Reject),
+}
+
+/// The next move in a SASL exchange the application runs.
+pub enum SaslStep {
+    /// Send this challenge (`334 <base64>`) and wait for the client's response.
+    Challenge(Vec<u8>),
+    Finished(AuthResult),
+}
+
+/// One exchange of a SASL mechanism the application implements (e.g. GSSAPI).
+pub trait SaslExchange: Send {
+    /// Take the client's (decoded) response; the first call gets the initial response,
+    /// or nothing when the client sent none.
+    fn step<'a>(&'a mut self, response: &'a [u8]) -> Pin<Box<dyn Future<Output = SaslStep> + Send + 'a>>;
 }
 
 /// One transaction: who sends to whom.
@@ -98,8 +156,25 @@ pub struct Envelope {
 /// The application side of the server. Only [`Handler::deliver`] is required.
 pub trait Handler: Send + Sync + 'static {
     /// Check AUTH PLAIN/LOGIN credentials. The default refuses everyone.
-    fn authenticate(&self, _user: &str, _password: &str) -> impl Future<Output = bool> + Send {
-        async { false }
+    fn authenticate(&self, _user: &str, _password: &str) -> impl Future<Output = AuthResult> + Send {
+        async { AuthResult::Refused }
+    }
+
+    /// SASL mechanisms beyond PLAIN and LOGIN the application runs itself, as
+    /// smtp-proto `AUTH_*` bits (e.g. `AUTH_GSSAPI`).
+    fn sasl_mechanisms(&self) -> u64 {
+        0
+    }
+
+    /// After the TLS handshake: a client certificate the application recognises signs the
+    /// session in without AUTH (the organisation's mail server as a connector).
+    fn tls_identity(&self, _session: &SessionInfo) -> Option<Authenticated> {
+        None
+    }
+
+    /// Start an exchange for one of [`Handler::sasl_mechanisms`].
+    fn sasl_start(&self, _mechanism: u64, _session: &SessionInfo) -> Option<Box<dyn SaslExchange>> {
+        None
     }
 
     /// Accept or refuse a reverse path.
@@ -120,6 +195,7 @@ pub trait Handler: Send + Sync + 'static {
 /// Accept connections until the listener fails; each connection runs in its own task.
 pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handler: Arc<H>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -130,12 +206,18 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
                 continue;
             }
         };
-        let (config, handler, slots) = (config.clone(), handler.clone(), slots.clone());
+        let (config, handler, slots, per_ip) = (config.clone(), handler.clone(), slots.clone(), per_ip.clone());
         tokio::spawn(async move {
             let permit = slots.try_acquire_owned();
+            let ip_slot = per_ip.acquire(peer.ip(), config.max_connections_per_ip);
             let _ = stream.set_nodelay(true);
-            handle(stream, peer, config, handler, permit.is_ok()).await;
-            drop(permit);
+            let slot = match (&permit, &ip_slot) {
+                (Err(_), _) => Slot::Full,
+                (Ok(_), None) => Slot::IpFull,
+                (Ok(_), Some(_)) => Slot::Free,
+            };
+            handle(stream, peer, config, handler, slot).await;
+            drop((permit, ip_slot));
         });
     }
 }
@@ -147,10 +229,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    handle(stream, peer, config, handler, true).await
+    handle(stream, peer, config, handler, Slot::Free).await
 }
 
-async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, have_slot: bool)
+/// Whether a new connection may be served.
+enum Slot {
+    Free,
+    /// `max_connections` reached.
+    Full,
+    /// `max_connections_per_ip` reached for this client address.
+    IpFull,
+}
+
+async fn handle<S, H>(mut stream: S, peer: SocketAddr, config: Arc<Config>, handler: Arc<H>, slot: Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
@@ -158,13 +249,28 @@ where
     let deadline = Instant::now() + config.session_timeout;
     let write_timeout = config.command_timeout;
     let early = |code, esc, de: &str, en: &str| bilingual(code, esc, de, en);
-    if !have_slot {
-        let msg = early(
-            421,
-            "4.3.2",
-            "Zu viele Verbindungen, bitte später erneut versuchen.",
-            "Too many connections, try again later.",
-        );
+    let refuse = match slot {
+        Slot::Free => None,
+        Slot::Full => {
+            warn!(client = %peer, max = config.max_connections, "connection refused: too many connections");
+            Some(early(
+                421,
+                "4.3.2",
+                "Zu viele Verbindungen, bitte später erneut versuchen.",
+                "Too many connections, try again later.",
+            ))
+        }
+        Slot::IpFull => {
+            warn!(client = %peer, max = config.max_connections_per_ip, "connection refused: too many connections from this address");
+            Some(early(
+                421,
+                "4.7.0",
+                "Zu viele gleichzeitige Verbindungen von Ihrer Adresse, bitte später erneut versuchen.",
+                "Too many concurrent connections from your address, try again later.",
+            ))
+        }
+    };
+    if let Some(msg) = refuse {
         let _ = tokio::time::timeout(write_timeout, stream.write_all(&msg)).await;
         return;
     }
@@ -180,16 +286,26 @@ where
         return;
     }
     debug!(client = %peer, "connected");
-    let info = SessionInfo { client: peer, helo: String::new(), tls: false, auth_user: None };
+    let info = SessionInfo {
+        client: peer,
+        helo: String::new(),
+        tls: false,
+        auth_user: None,
+        auth_method: None,
+        client_cert: None,
+    };
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    // A handshake comes before any login: the short pre-auth wait applies.
+    let handshake_timeout = config.pre_auth_timeout.min(config.command_timeout);
     if config.implicit_tls {
         let Some(acc) = tls else {
             warn!("implicit TLS without a certificate");
             return;
         };
-        match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
-                let mut st = Session::new(config.clone(), handler, SessionInfo { tls: true, ..info }, deadline);
+                let info = after_handshake(&*handler, info, s.get_ref().1);
+                let mut st = Session::new(config.clone(), handler, info, deadline);
                 let _ = st.run(s, true).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "TLS handshake failed"),
@@ -200,16 +316,30 @@ where
     let mut st = Session::new(config.clone(), handler.clone(), info.clone(), deadline);
     if let Ok(Some(stream)) = st.run(stream, true).await {
         let Some(acc) = tls else { return };
-        match tokio::time::timeout(config.command_timeout, acc.accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(s)) => {
                 // RFC 3207: forget everything learned before the handshake.
-                let mut st = Session::new(config, handler, SessionInfo { tls: true, ..info }, deadline);
+                let info = after_handshake(&*handler, info, s.get_ref().1);
+                let mut st = Session::new(config, handler, info, deadline);
                 let _ = st.run(s, false).await;
             }
             Ok(Err(e)) => info!(client = %peer, error = %e, "STARTTLS handshake failed"),
             Err(_) => info!(client = %peer, "STARTTLS handshake timed out"),
         }
     }
+}
+
+/// The session as TLS leaves it: encrypted, with the client certificate's fingerprint,
+/// and signed in when the application recognises that certificate (a connector).
+fn after_handshake<H: Handler>(handler: &H, info: SessionInfo, conn: &rustls::ServerConnection) -> SessionInfo {
+    let cert = conn.peer_certificates().and_then(|c| c.first()).map(|c| crate::tls::fingerprint(c.as_ref()));
+    let mut info = SessionInfo { tls: true, client_cert: cert, auth_user: None, auth_method: None, ..info };
+    if let Some(a) = handler.tls_identity(&info) {
+        info!(client = %info.client, user = %a.user, method = %a.method, "signed in by client certificate");
+        info.auth_user = Some(a.user);
+        info.auth_method = Some(a.method);
+    }
+    info
 }
 
 enum Mode {
@@ -229,6 +359,11 @@ enum Mode {
         line: LineReceiver<()>,
         user: Option<String>,
     },
+    /// A mechanism of the application's (GSSAPI): a challenge is out, a response comes.
+    Sasl {
+        line: LineReceiver<()>,
+        exchange: Box<dyn SaslExchange>,
+    },
 }
 
 enum Step {
@@ -247,6 +382,8 @@ struct Session<H> {
     rcpts: Vec<String>,
     errors: usize,
     auth_failures: usize,
+    /// Authenticated or gave MAIL: from here on `command_timeout` instead of `pre_auth_timeout`.
+    engaged: bool,
     out: Vec<u8>,
     // CR/LF check of the command line being read (smtp-proto accepts a bare LF).
     line_prev: u8,
@@ -289,6 +426,7 @@ impl<H: Handler> Session<H> {
             rcpts: Vec::new(),
             errors: 0,
             auth_failures: 0,
+            engaged: false,
             out: Vec::new(),
             line_prev: b'\n',
             line_bad: false,
@@ -367,6 +505,7 @@ impl<H: Handler> Session<H> {
             self.flush(&mut s).await?;
             let per_read = match mode {
                 Mode::Data { .. } | Mode::Discard { .. } => self.cfg.data_timeout,
+                _ if !self.engaged => self.cfg.command_timeout.min(self.cfg.pre_auth_timeout),
                 _ => self.cfg.command_timeout,
             };
             let now = Instant::now();
@@ -380,6 +519,17 @@ impl<H: Handler> Session<H> {
                 Ok(Ok(0)) => return Ok(None),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(e),
+                Err(_) if !self.engaged && per_read < self.cfg.command_timeout => {
+                    info!(client = %self.info.client, secs = per_read.as_secs_f32(), "idle before AUTH/MAIL; closing");
+                    self.say(
+                        421,
+                        "4.4.2",
+                        "Zeitüberschreitung vor der Anmeldung, Verbindung wird getrennt.",
+                        "Timeout before authentication, closing connection.",
+                    );
+                    let _ = self.flush(&mut s).await;
+                    return Ok(None);
+                }
                 Err(_) => {
                     debug!(client = %self.info.client, "timeout");
                     self.say(
@@ -473,6 +623,17 @@ impl<H: Handler> Session<H> {
                             let user = user.take();
                             mode = Mode::Command;
                             self.auth_login(&l, user, &mut mode).await
+                        } else {
+                            Step::Continue
+                        }
+                    }
+                    Mode::Sasl { line, .. } => {
+                        if line.ingest(&mut iter) {
+                            let l = String::from_utf8_lossy(&line.buf).to_string();
+                            let Mode::Sasl { exchange, .. } = std::mem::replace(&mut mode, Mode::Command) else {
+                                unreachable!("matched above")
+                            };
+                            self.sasl_response(&l, exchange, &mut mode).await
                         } else {
                             Step::Continue
                         }
@@ -589,7 +750,10 @@ impl<H: Handler> Session<H> {
         }
         if self.auth_possible() && self.info.auth_user.is_none() {
             r.capabilities |= smtp_proto::EXT_AUTH;
-            r.auth_mechanisms = smtp_proto::AUTH_PLAIN | smtp_proto::AUTH_LOGIN;
+            r.auth_mechanisms = self.handler.sasl_mechanisms();
+            if self.cfg.password_auth {
+                r.auth_mechanisms |= smtp_proto::AUTH_PLAIN | smtp_proto::AUTH_LOGIN;
+            }
         }
         let _ = r.write(&mut self.out);
     }
@@ -655,6 +819,7 @@ impl<H: Handler> Session<H> {
                 }
                 match self.handler.mail_from(&self.info, &from.address) {
                     Ok(()) => {
+                        self.engaged = true;
                         self.mail_from = Some(from.address);
                         self.say(250, "2.1.0", "Absender in Ordnung.", "Sender OK.");
                     }
@@ -757,6 +922,36 @@ impl<H: Handler> Session<H> {
         if self.info.auth_user.is_some() || self.mail_from.is_some() {
             return self.error(503, "5.5.1", "AUTH ist jetzt nicht erlaubt.", "AUTH not allowed now.");
         }
+        if mechanism & self.handler.sasl_mechanisms() != 0 {
+            if let Some(step) = self.locked_out("") {
+                return step;
+            }
+            let Some(exchange) = self.handler.sasl_start(mechanism, &self.info) else {
+                return self.error(
+                    504,
+                    "5.5.4",
+                    "Anmeldeverfahren nicht verfügbar.",
+                    "Authentication mechanism not available.",
+                );
+            };
+            // "=" is an empty initial response (RFC 4954); none at all starts with an empty challenge.
+            let first = match initial.as_str() {
+                "" | "=" => Vec::new(),
+                s => match b64(s) {
+                    Some(v) => v,
+                    None => return self.auth_malformed(),
+                },
+            };
+            return self.sasl_step(exchange, &first, mode).await;
+        }
+        if !self.cfg.password_auth {
+            return self.error(
+                504,
+                "5.5.4",
+                "Anmeldeverfahren nicht unterstützt.",
+                "Authentication mechanism not supported.",
+            );
+        }
         if mechanism == smtp_proto::AUTH_PLAIN {
             if initial.is_empty() {
                 self.out.extend_from_slice(b"334 \r\n");
@@ -801,7 +996,7 @@ impl<H: Handler> Session<H> {
             return self.auth_malformed();
         };
         if !authz.is_empty() && authz != user {
-            return self.auth_failed().await;
+            return self.auth_failed(Some(&user)).await;
         }
         self.auth_check(user, pass).await
     }
@@ -824,18 +1019,88 @@ impl<H: Handler> Session<H> {
     }
 
     async fn auth_check(&mut self, user: String, pass: String) -> Step {
-        if !user.is_empty() && self.handler.authenticate(&user, &pass).await {
-            info!(client = %self.info.client, user = %user, "authenticated");
-            self.info.auth_user = Some(user);
-            self.say(235, "2.7.0", "Anmeldung erfolgreich.", "Authentication successful.");
-            Step::Continue
-        } else {
-            info!(client = %self.info.client, "authentication failed");
-            self.auth_failed().await
+        if user.is_empty() {
+            info!(client = %self.info.client, "authentication failed (no user name)");
+            return self.auth_failed(None).await;
+        }
+        if let Some(step) = self.locked_out(&user) {
+            return step;
+        }
+        let result = self.handler.authenticate(&user, &pass).await;
+        self.auth_done(result, Some(&user)).await
+    }
+
+    /// Locked after repeated failures (this address, or this user name from strangers):
+    /// the credentials are not even looked at.
+    fn locked_out(&mut self, user: &str) -> Option<Step> {
+        let left = self.cfg.auth_throttle.locked(self.info.client.ip(), user)?;
+        let secs = left.as_secs().max(1);
+        warn!(client = %self.info.client, user = %user, secs, "AUTH refused: locked after repeated failures");
+        self.say(
+            454,
+            "4.7.0",
+            &format!("Zu viele fehlgeschlagene Anmeldungen; bitte in {secs} Sekunden erneut versuchen."),
+            &format!("Too many failed logins; try again in {secs} seconds."),
+        );
+        Some(self.count_error())
+    }
+
+    async fn sasl_response(&mut self, line: &str, exchange: Box<dyn SaslExchange>, mode: &mut Mode) -> Step {
+        if Self::auth_cancelled(line) {
+            return self.error(501, "5.0.0", "Anmeldung abgebrochen.", "Authentication cancelled.");
+        }
+        let Some(response) = b64(line) else {
+            return self.auth_malformed();
+        };
+        self.sasl_step(exchange, &response, mode).await
+    }
+
+    async fn sasl_step(&mut self, mut exchange: Box<dyn SaslExchange>, response: &[u8], mode: &mut Mode) -> Step {
+        match exchange.step(response).await {
+            SaslStep::Challenge(c) => {
+                let c = base64::engine::general_purpose::STANDARD.encode(c);
+                self.out.extend_from_slice(format!("334 {c}\r\n").as_bytes());
+                *mode = Mode::Sasl { line: LineReceiver::new(()), exchange };
+                Step::Continue
+            }
+            // The user is known only at the end of the exchange; failures count per address.
+            SaslStep::Finished(result) => self.auth_done(result, None).await,
         }
     }
 
-    async fn auth_failed(&mut self) -> Step {
+    async fn auth_done(&mut self, result: AuthResult, user: Option<&str>) -> Step {
+        match result {
+            AuthResult::Accepted(a) => {
+                info!(client = %self.info.client, user = %a.user, method = %a.method, "authenticated");
+                self.cfg.auth_throttle.succeeded(self.info.client.ip(), user.unwrap_or(&a.user));
+                self.engaged = true;
+                let who = a.display.clone().unwrap_or_else(|| a.user.clone());
+                self.say(
+                    235,
+                    "2.7.0",
+                    &format!("Angemeldet als {who} ({}).", a.method),
+                    &format!("Authenticated as {who} ({}).", a.method),
+                );
+                self.info.auth_user = Some(a.user);
+                self.info.auth_method = Some(a.method);
+                Step::Continue
+            }
+            AuthResult::Refused => {
+                info!(client = %self.info.client, user = user.unwrap_or(""), "authentication failed");
+                self.auth_failed(user).await
+            }
+            AuthResult::Unavailable(r) => {
+                info!(client = %self.info.client, code = r.code, "authentication not possible now");
+                self.out.extend(r.to_wire());
+                Step::Continue
+            }
+        }
+    }
+
+    async fn auth_failed(&mut self, user: Option<&str>) -> Step {
+        if let Some(lock) = self.cfg.auth_throttle.failed(self.info.client.ip(), user) {
+            warn!(client = %self.info.client, user = user.unwrap_or(""), secs = lock.as_secs(), "repeated AUTH failures: locked out");
+        }
         self.auth_failures += 1;
         // Slow down guessing.
         tokio::time::sleep(Duration::from_millis(250)).await;

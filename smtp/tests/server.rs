@@ -1,7 +1,7 @@
 //! The server against real clients: lettre (STARTTLS, implicit TLS, AUTH), swaks,
 //! and raw sockets for hostile input.
 
-use demail_smtp::{serve, tls, Accepted, Config, Envelope, Handler, IpNet, Reject};
+use demail_smtp::{serve, tls, Accepted, AuthResult, Authenticated, Config, Envelope, Handler, IpNet, Reject};
 use demail_testkit::{temp_dir, Pki};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
@@ -17,8 +17,12 @@ struct Store {
 }
 
 impl Handler for Store {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == "caseworker" && password == "s3cret"
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == "caseworker" && password == "s3cret" {
+            AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
 
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
@@ -400,4 +404,123 @@ async fn refused_recipients_count_toward_the_error_limit() {
     let t = c.all_text().await;
     assert!(t.contains("421-4.7.0"), "{t}");
     assert_eq!(t.matches("550 5.1.1").count(), 20);
+}
+
+/// A raw client from a chosen loopback address (all of 127.0.0.0/8 is local on Linux).
+async fn connect_from(src: &str, port: u16) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// The first reply line the server sends.
+async fn first_line(s: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped_while_another_address_is_served() {
+    let (port, _s) = start(Config { max_connections_per_ip: 2, ..plain() }).await;
+    let mut a = connect_from("127.0.0.1", port).await;
+    let mut b = connect_from("127.0.0.1", port).await;
+    assert!(first_line(&mut a).await.starts_with("220"));
+    assert!(first_line(&mut b).await.starts_with("220"));
+    let mut c = connect_from("127.0.0.1", port).await;
+    let t = first_line(&mut c).await;
+    assert!(t.starts_with("421-4.7.0 Zu viele gleichzeitige Verbindungen von Ihrer Adresse"), "{t}");
+    assert!(t.contains("421 4.7.0 Too many concurrent connections from your address"), "{t}");
+    let mut other = connect_from("127.0.0.2", port).await;
+    assert!(first_line(&mut other).await.starts_with("220"), "another address is served");
+    // A closed connection gives its slot back.
+    drop(a);
+    let t = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut d = connect_from("127.0.0.1", port).await;
+            let t = first_line(&mut d).await;
+            if t.starts_with("220") {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(t.is_ok(), "the slot was not released");
+}
+
+#[tokio::test]
+async fn an_idle_client_is_dropped_before_auth_or_mail_but_not_after() {
+    let cfg =
+        Config { pre_auth_timeout: Duration::from_millis(300), command_timeout: Duration::from_secs(20), ..plain() };
+    let (port, _s) = start(cfg).await;
+    let start = std::time::Instant::now();
+    let mut c = Raw::connect(port).await;
+    c.send(b"EHLO idle\r\n").await;
+    let t = c.all_text().await;
+    assert!(t.contains("421-4.4.2 Zeitüberschreitung vor der Anmeldung"), "{t}");
+    assert!(start.elapsed() < Duration::from_secs(5), "not dropped in time: {:?}", start.elapsed());
+    // After MAIL the command timeout applies.
+    let mut c = Raw::connect(port).await;
+    c.send(b"EHLO busy\r\nMAIL FROM:<a@stadt.de>\r\n").await;
+    assert!(c.replies(2).await[1].starts_with("250 2.1.0"));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    c.send(b"NOOP\r\n").await;
+    assert!(c.replies(1).await[0].starts_with("250"), "dropped although past MAIL");
+}
+
+fn throttled(per_ip: u32, per_user: u32) -> Config {
+    Config {
+        offer_auth: true,
+        allow_auth_without_tls: true,
+        auth_throttle: Arc::new(demail_smtp::AuthThrottle::new(demail_smtp::AuthLimits {
+            per_ip,
+            per_user,
+            lockout: Duration::from_secs(60),
+            lockout_max: Duration::from_secs(600),
+        })),
+        ..plain()
+    }
+}
+
+/// One AUTH PLAIN from `src` on a fresh connection; the reply line.
+async fn login_from(src: &str, port: u16, user: &str, password: &str) -> String {
+    use base64::Engine;
+    let mut s = connect_from(src, port).await;
+    first_line(&mut s).await;
+    let cred = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    s.write_all(format!("EHLO c\r\nAUTH PLAIN {cred}\r\nQUIT\r\n").as_bytes()).await.unwrap();
+    let mut v = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut v)).await;
+    let text = String::from_utf8_lossy(&v).to_string();
+    text.lines().filter(|l| l.len() > 4 && l.as_bytes()[3] == b' ').nth(1).unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_out_their_address_across_connections() {
+    let (port, _s) = start(throttled(3, 100)).await;
+    for _ in 0..3 {
+        let r = login_from("127.0.0.1", port, "caseworker", "guess").await;
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+    }
+    // Locked: even the right password is not looked at, on a new connection too.
+    let r = login_from("127.0.0.1", port, "caseworker", "s3cret").await;
+    assert!(r.starts_with("454 4.7.0 Too many failed logins; try again in"), "{r}");
+    // Another address logs in.
+    let r = login_from("127.0.0.2", port, "caseworker", "s3cret").await;
+    assert!(r.starts_with("235"), "{r}");
+}
+
+#[tokio::test]
+async fn a_guessed_user_name_is_locked_for_strangers_but_not_where_it_logs_in() {
+    let (port, _s) = start(throttled(100, 3)).await;
+    assert!(login_from("127.0.0.2", port, "caseworker", "s3cret").await.starts_with("235"));
+    // Guessing from three addresses: the name's counter, not any one address's.
+    for src in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        assert!(login_from(src, port, "Caseworker", "guess").await.starts_with("535"));
+    }
+    let r = login_from("127.0.0.6", port, "caseworker", "s3cret").await;
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+    let r = login_from("127.0.0.2", port, "caseworker", "s3cret").await;
+    assert!(r.starts_with("235"), "the address it logged in from before is not locked out: {r}");
 }

@@ -19,8 +19,11 @@ pub struct GatewayConfig {
     pub out_port: u16,
     pub in_port: u16,
     pub lmtp_port: u16,
-    /// Outbound users: `(name, environment variable with the password)`.
-    pub users: Vec<(String, String)>,
+    /// Application accounts: `(name, environment variable with the password, its exact senders)`.
+    /// People sign in through `identity` instead.
+    pub users: Vec<(String, String, Vec<String>)>,
+    /// `[identity]` and `[directory]` (e.g. [`crate::directory::TestDirectory::gateway_toml`]).
+    pub identity: String,
     /// Inbound mutual TLS: the provider's client certificates must chain to this CA.
     pub inbound_client_ca: Option<PathBuf>,
     pub provider_port: u16,
@@ -38,8 +41,14 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn to_toml(&self) -> String {
         let d = self.dir.display();
-        let users: Vec<String> =
-            self.users.iter().map(|(n, env)| format!("{{ name = \"{n}\", password_env = \"{env}\" }}")).collect();
+        let users: Vec<String> = self
+            .users
+            .iter()
+            .map(|(n, env, senders)| {
+                let s: Vec<String> = senders.iter().map(|a| format!("\"{a}\"")).collect();
+                format!("{{ name = \"{n}\", password_env = \"{env}\", senders = [{}] }}", s.join(", "))
+            })
+            .collect();
         let client_ca =
             self.inbound_client_ca.as_ref().map(|c| format!("client_ca = \"{}\"\n", c.display())).unwrap_or_default();
         let client = self
@@ -58,7 +67,7 @@ impl GatewayConfig {
              deliver = {{ protocol = \"lmtp\", host = \"127.0.0.1\", port = {lmtp}, tls = \"none\" }}\n\n\
              [[providers]]\nname = \"test-dmda\"\ndomains = [\"musterstadt.de-mail.de\"]\nhost = \"127.0.0.1\"\nport = {pport}\n\
              tls = \"implicit\"\n{tls_name}ca = \"{pca}\"\n{client}username = \"{puser}\"\nsecret_env = \"{penv}\"\n\n\
-             [queue]\nretry_initial_secs = 1\nretry_max_secs = 2\ngive_up_after_secs = 3600\nscan_interval_ms = 100\n{extra}",
+             [queue]\nretry_initial_secs = 1\nretry_max_secs = 2\ngive_up_after_secs = 3600\nscan_interval_ms = 100\n{identity}{extra}",
             policy = self.policy,
             cert = self.server_pki_cert.display(),
             key = self.server_pki_key.display(),
@@ -70,6 +79,7 @@ impl GatewayConfig {
             pca = self.provider_ca.display(),
             puser = self.provider_user,
             penv = self.provider_secret_env,
+            identity = self.identity,
             extra = self.extra,
         )
     }

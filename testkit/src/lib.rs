@@ -9,11 +9,13 @@
 //!   [`Postfix`], a private instance (root only) with extra `main.cf` lines, e.g. as a relay
 //!   in front of the system under test.
 //! - [`gateway`]: [`GatewayConfig`] and [`start_gateway`] for the real `demail-gateway` binary.
+//! - [`directory`]: slapd with the gateway's account, a De-Mail group, people added on first use.
 //! - [`kdc`]: an MIT Kerberos KDC with a throwaway realm; [`ldap`]: OpenLDAP `slapd` with TLS.
 //!
 //! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks).
 
 pub mod ca;
+pub mod directory;
 pub mod dovecot;
 pub mod gateway;
 pub mod kdc;

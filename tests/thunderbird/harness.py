@@ -751,7 +751,7 @@ listen = "127.0.0.1:{self.out_port}"
 tls = "starttls"
 require_auth = true
 allowed_clients = ["127.0.0.0/8"]
-users = [{{ name = "{self.HELPER_USER}", password_env = "DEMAIL_E2E_GW_HELPER_PASSWORD" }}]
+users = [{{ name = "{self.HELPER_USER}", password_env = "DEMAIL_E2E_GW_HELPER_PASSWORD", senders = ["{USER_EMAIL}"] }}]
 
 [inbound]
 listen = "127.0.0.1:{self.in_port}"

@@ -7,7 +7,7 @@
 //! plus head file) instead of queueing one round each. A caller still returns only after
 //! its rows are durable.
 
-use super::{Archive, Entry, Store, Tx};
+use super::{AccessRecord, Archive, Entry, Store, Tx};
 use crate::billing::{self, Bill};
 use demail_core::Error;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS entries (
     link INTEGER,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    actor TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_private_id ON entries(private_id);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'archive is append-only'); END;
@@ -71,7 +72,43 @@ CREATE TABLE IF NOT EXISTS accepted (
     time INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS accepted_message_id ON accepted(message_id, sender);
+CREATE TABLE IF NOT EXISTS access (
+    dn TEXT PRIMARY KEY,
+    login TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    message_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (message_id, sender)
+);
 ";
+
+/// An archive from before reservations: its accepted messages hold theirs (the first
+/// acceptance of a pair wins), so a client's retry of one is still recognised.
+const MIGRATE_RESERVATIONS: &str = "
+INSERT OR IGNORE INTO reservations (message_id, sender, queue_id, time)
+    SELECT message_id, sender, queue_id, time FROM accepted WHERE message_id IS NOT NULL ORDER BY time, rowid;
+";
+
+/// `ALTER TABLE … ADD COLUMN` unless the column is there already.
+pub(crate) fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> Result<(), Error> {
+    let have: bool = c
+        .query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"), [column], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(db_err)?
+        > 0;
+    if !have {
+        c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")).map_err(db_err)?;
+    }
+    Ok(())
+}
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::new(
@@ -96,11 +133,12 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         link: r.get(9)?,
         prev_hash: r.get(10)?,
         hash: r.get(11)?,
+        actor: r.get(12)?,
     })
 }
 
 const COLS: &str =
-    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash";
+    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash, actor";
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, Error> {
@@ -119,8 +157,21 @@ impl SqliteStore {
         // FULL: a committed entry survives power loss.
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
+        let had_reservations: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'reservations'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(db_err)?
+            > 0;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        // Archives from before actors: the column is added (no entry changes, so the
+        // append-only triggers are not involved).
+        add_column(&conn, "entries", "actor", "TEXT")?;
+        if !had_reservations {
+            conn.execute_batch(MIGRATE_RESERVATIONS).map_err(db_err)?;
+        }
         conn.execute_batch(billing::sqlite::SCHEMA).map_err(db_err)?;
+        add_column(&conn, "billing", "person", "TEXT NOT NULL DEFAULT ''")?;
         Ok(SqliteStore {
             conn: Mutex::new(Db { c: conn, open: None, next_gen: 0, last: None }),
             commit_gate: Mutex::new(()),
@@ -175,6 +226,16 @@ impl Tx for SqliteTx<'_> {
             .map_err(db_err)
     }
 
+    fn set_access(&mut self, r: &AccessRecord) -> Result<(), Error> {
+        self.0
+            .execute(
+                "INSERT OR REPLACE INTO access (dn, login, name, state, time, by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.dn.to_lowercase(), r.login, r.name, r.state, r.time, r.by],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
     fn sent_with(&mut self, private_id: &str) -> Result<Option<i64>, Error> {
         self.0
             .query_row(
@@ -192,7 +253,7 @@ impl Tx for SqliteTx<'_> {
         self.0
             .execute(
                 &format!(
-                    "INSERT INTO entries ({COLS}, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, zeroblob(?13))"
+                    "INSERT INTO entries ({COLS}, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, zeroblob(?14))"
                 ),
                 params![
                     entry.seq,
@@ -207,6 +268,7 @@ impl Tx for SqliteTx<'_> {
                     entry.link,
                     entry.prev_hash,
                     entry.hash,
+                    entry.actor,
                     data.len() as i64
                 ],
             )
@@ -238,14 +300,66 @@ impl Tx for SqliteTx<'_> {
             .map(|_| ())
             .map_err(db_err)
     }
+
+    fn reserved(&mut self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
+        self.0
+            .query_row(
+                "SELECT queue_id FROM reservations WHERE message_id = ?1 AND sender = ?2",
+                [message_id, sender],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_reservation(
+        &mut self,
+        time: i64,
+        message_id: &str,
+        sender: &str,
+        queue_id: &str,
+        stale: Option<&str>,
+    ) -> Result<(), Error> {
+        let n = match stale {
+            // The primary key refuses a second holder.
+            None => self.0.execute(
+                "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES (?1, ?2, ?3, ?4)",
+                params![message_id, sender, queue_id, time],
+            ),
+            Some(old) => self.0.execute(
+                "UPDATE reservations SET queue_id = ?3, time = ?4 WHERE message_id = ?1 AND sender = ?2 AND queue_id = ?5",
+                params![message_id, sender, queue_id, time, old],
+            ),
+        }
+        .map_err(db_err)?;
+        if n != 1 {
+            return Err(db_err(format!("reservation of {message_id} changed meanwhile")));
+        }
+        Ok(())
+    }
+
+    fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error> {
+        self.0
+            .execute(
+                "DELETE FROM reservations WHERE message_id = ?1 AND sender = ?2 AND queue_id = ?3",
+                [message_id, sender, queue_id],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+    }
 }
 
-impl Store for SqliteStore {
-    fn append(
+/// A writer that may append an entry.
+type Write<'a> = dyn FnMut(&mut dyn Tx) -> Result<Option<Entry>, Error> + 'a;
+
+impl SqliteStore {
+    /// `write` in its own savepoint of the shared transaction, then wait until that is
+    /// committed. An entry it returns becomes the head candidate.
+    fn in_group(
         &self,
-        write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
+        write: &mut Write<'_>,
         committed: &dyn Fn(i64, &str) -> Result<(), Error>,
-    ) -> Result<Entry, Error> {
+    ) -> Result<Option<Entry>, Error> {
         let (gen, entry) = {
             let mut db = self.lock();
             let gen = match db.open {
@@ -261,7 +375,9 @@ impl Store for SqliteStore {
             match write(&mut SqliteTx(&db.c)) {
                 Ok(e) => {
                     db.c.execute_batch("RELEASE record").map_err(db_err)?;
-                    db.last = Some((e.seq, e.hash.clone()));
+                    if let Some(e) = &e {
+                        db.last = Some((e.seq, e.hash.clone()));
+                    }
                     (gen, e)
                 }
                 Err(err) => {
@@ -273,6 +389,24 @@ impl Store for SqliteStore {
         };
         self.commit_through(gen, committed)?;
         Ok(entry)
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<Entry, Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<Entry, Error> {
+        self.in_group(&mut |tx| write(tx).map(Some), committed)?.ok_or_else(|| db_err("append wrote no entry"))
+    }
+
+    fn transact(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Tx) -> Result<(), Error>,
+        committed: &dyn Fn(i64, &str) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.in_group(&mut |tx| write(tx).map(|()| None), committed).map(|_| ())
     }
 
     fn entries(&self, after: i64, limit: usize) -> Result<Vec<Entry>, Error> {
@@ -298,27 +432,34 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
-    fn accepted_as(&self, message_id: &str, sender: &str) -> Result<Option<String>, Error> {
-        self.lock()
-            .c
-            .query_row(
-                "SELECT queue_id FROM accepted WHERE message_id = ?1 AND sender = ?2 LIMIT 1",
-                [message_id, sender],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)
-    }
-
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error> {
         billing::sqlite::rows(&self.lock().c, from, to).map_err(db_err)
+    }
+
+    fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
+        let db = self.lock();
+        let mut st =
+            db.c.prepare("SELECT dn, login, name, state, time, by FROM access ORDER BY time, dn").map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AccessRecord {
+                    dn: r.get(0)?,
+                    login: r.get(1)?,
+                    name: r.get(2)?,
+                    state: r.get(3)?,
+                    time: r.get(4)?,
+                    by: r.get(5)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::{NewEntry, GENESIS};
+    use crate::archive::{NewEntry, Reserved, GENESIS};
 
     /// A second connection, as someone working around the triggers would use.
     fn sql(path: &Path) -> Connection {
@@ -333,6 +474,7 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &["b@y.de-mail.de".into()],
             data,
+            actor: None,
         })
         .unwrap()
     }
@@ -348,17 +490,61 @@ mod tests {
             sender: "a@x.de-mail.de",
             recipients: &[],
             data: b"m",
+            actor: None,
         };
-        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private" };
+        let b =
+            Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "private", person: "" };
         a.record_outbound(&e, &b).unwrap();
         assert!(a.is_recorded("q1").unwrap());
-        assert_eq!(a.accepted_as("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
-        assert_eq!(a.accepted_as("<m@x>", "b@x.de").unwrap(), None);
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
+        assert_eq!(a.reserved("<m@x>", "b@x.de").unwrap(), None);
         assert_eq!(a.store().billing_rows(0, i64::MAX).unwrap().len(), 1);
         // The same queue id twice is refused as a whole: no half records.
         assert!(a.record_outbound(&e, &b).is_err());
         assert_eq!(a.entries().unwrap().len(), 1);
         assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reservations_are_unique_and_survive_reopening() {
+        let (_d, path, a) = fresh();
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q1", None).unwrap(), Reserved::Ours);
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q2", None).unwrap(), Reserved::Held("q1".into()));
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q1", None).unwrap(), Reserved::Ours, "the holder again");
+        // Only the stale holder named can be taken over.
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q2", Some("q9")).unwrap(), Reserved::Held("q1".into()));
+        assert_eq!(a.reserve("<m@x>", "a@x.de", "q2", Some("q1")).unwrap(), Reserved::Ours);
+        a.release("<m@x>", "a@x.de", "q1").unwrap();
+        drop(a);
+        let a = open(&path).unwrap();
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q2"));
+        a.release("<m@x>", "a@x.de", "q2").unwrap();
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap(), None);
+        // A second row for the pair is refused by the key itself, whoever writes it.
+        let c = sql(&path);
+        c.execute("INSERT INTO reservations VALUES ('<k@x>', 's', 'q1', 0)", []).unwrap();
+        assert!(c.execute("INSERT INTO reservations VALUES ('<k@x>', 's', 'q2', 0)", []).is_err());
+        assert!(a.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_archive_from_before_reservations_gets_them_from_its_acceptances() {
+        let (_d, path, a) = fresh();
+        let b = Bill { queue_id: "q1", sender: "a@x.de", cost_unit: "K", recipients: 1, options: "", person: "" };
+        let e = NewEntry {
+            direction: "out",
+            private_id: None,
+            message_id: Some("<m@x>"),
+            sender: "a@x.de-mail.de",
+            recipients: &[],
+            data: b"m",
+            actor: None,
+        };
+        a.record_outbound(&e, &b).unwrap();
+        drop(a);
+        sql(&path).execute_batch("DROP TABLE reservations;").unwrap();
+        let a = open(&path).unwrap();
+        assert_eq!(a.reserved("<m@x>", "a@x.de").unwrap().as_deref(), Some("q1"));
     }
 
     /// Group commit: parallel writers share transactions; every caller that got Ok is in
@@ -383,8 +569,16 @@ mod tests {
                             sender: "a@x.de-mail.de",
                             recipients: &[],
                             data: q.as_bytes(),
+                            actor: None,
                         };
-                        let b = Bill { queue_id: &q, sender: "a@x.de", cost_unit: "K", recipients: 1, options: "" };
+                        let b = Bill {
+                            queue_id: &q,
+                            sender: "a@x.de",
+                            cost_unit: "K",
+                            recipients: 1,
+                            options: "",
+                            person: "",
+                        };
                         if let Ok(entry) = a.record_outbound(&e, &b) {
                             seqs.push((q, entry.seq));
                         }

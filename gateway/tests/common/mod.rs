@@ -2,7 +2,8 @@
 //! the internal mail server, and a TLS+AUTH SMTP sink standing in for the provider.
 #![allow(dead_code)]
 
-use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
+use demail_testkit::directory::{TestDirectory, BIND_PASSWORD};
 use demail_testkit::{free_port, temp_dir, wait_for_port, wait_until, ChildGuard, Dovecot, Pki, TempDir};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Identity, Tls, TlsParameters};
@@ -12,8 +13,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const HELPER_USER: &str = "helper";
+/// An application account (a Fachverfahren) bound to exact senders; people sign in as
+/// themselves through the test directory ([`Harness::submit`]).
+pub const HELPER_USER: &str = "fachverfahren";
 pub const HELPER_PASSWORD: &str = "helper-pw-123";
+/// The senders of [`HELPER_USER`], used by the raw-session tests (plaintext on loopback).
+pub const APP_SENDERS: [&str; 2] = ["peter.meier@musterstadt.de", "buergermeister@musterstadt.de"];
+pub use demail_testkit::directory::PERSON_PASSWORD;
 pub const PROVIDER_USER: &str = "musterstadt-gw";
 pub const PROVIDER_SECRET: &str = "token+pin-456";
 
@@ -56,8 +62,12 @@ pub struct Received {
 struct ProviderSink(Arc<Received>);
 
 impl Handler for ProviderSink {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == PROVIDER_USER && password == PROVIDER_SECRET
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
+        if user == PROVIDER_USER && password == PROVIDER_SECRET {
+            AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
+        } else {
+            AuthResult::Refused
+        }
     }
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
         if rcpt.starts_with("unbekannt@") {
@@ -77,6 +87,8 @@ pub struct Harness {
     pub gw_pki: Pki,
     pub provider_pki: Pki,
     pub dovecot: Dovecot,
+    /// slapd: the people who sign in and the De-Mail group.
+    pub directory: TestDirectory,
     pub out_port: u16,
     pub in_port: u16,
     pub provider_port: u16,
@@ -88,6 +100,8 @@ pub struct Harness {
     /// Run the gateway in a fresh kernel session keyring (`keyctl session`) with a
     /// seal key generated there first; its public line lands in `seal-public.txt`.
     pub sealed: bool,
+    /// Further environment of the gateway process (e.g. a test-only fault hook).
+    pub env: Vec<(String, String)>,
 }
 
 impl Harness {
@@ -115,6 +129,8 @@ impl Harness {
         let gw_pki = Pki::generate(dir.path(), "gw");
         let provider_pki = Pki::generate(dir.path(), "provider");
         let dovecot = Dovecot::start(dir.path()).expect("dovecot");
+        // People sign in with their directory password; slapd uses the gateway's test CA.
+        let directory = TestDirectory::start(&dir.path().join("slapd"), &gw_pki);
         let (out_port, in_port, provider_port) = (free_port(), free_port(), free_port());
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
         let config = dir.path().join("gateway.toml");
@@ -131,7 +147,12 @@ impl Harness {
             out_port,
             in_port,
             lmtp_port: dovecot.lmtp_port,
-            users: vec![(HELPER_USER.into(), "TEST_GW_HELPER_PASSWORD".into())],
+            users: vec![(
+                HELPER_USER.into(),
+                "TEST_GW_HELPER_PASSWORD".into(),
+                APP_SENDERS.iter().map(|s| s.to_string()).collect(),
+            )],
+            identity: directory.gateway_toml("TEST_GW_DIRECTORY_PASSWORD"),
             inbound_client_ca: Some(provider_pki.ca_cert.clone()),
             provider_port,
             provider_ca: provider_pki.ca_cert.clone(),
@@ -148,6 +169,7 @@ impl Harness {
             gw_pki,
             provider_pki,
             dovecot,
+            directory,
             out_port,
             in_port,
             provider_port,
@@ -157,6 +179,7 @@ impl Harness {
             rt,
             sink_task: None,
             sealed,
+            env: Vec::new(),
         };
         h.start_gateway();
         h
@@ -172,6 +195,7 @@ impl Harness {
             .arg(&self.config)
             .args(args)
             .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
             .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
             .output()
             .unwrap()
@@ -193,7 +217,10 @@ impl Harness {
             c.arg("--config").arg(&self.config).arg("serve");
             c
         };
-        cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD).env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let g = demail_testkit::start_gateway(cmd, self.out_port, self.in_port, &self.dir.path().join("gateway.log"))
             .unwrap_or_else(|e| panic!("{e}"));
         self.gateway = Some(g);
@@ -350,12 +377,30 @@ domains = ["musterstadt.de-mail.de"]
         b.build_rustls().unwrap()
     }
 
-    /// Submit like a helper: STARTTLS (verified against the gateway CA) and AUTH.
+    /// Submit like a helper: STARTTLS (verified against the gateway CA) and AUTH as the
+    /// person who owns `from` (created in the test directory, with the De-Mail right).
     pub fn submit(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
+        let login = self.directory.person(from);
+        self.submit_with(&login, PERSON_PASSWORD, from, to, raw)
+    }
+
+    /// [`Harness::submit`] with an application account (its password is [`HELPER_PASSWORD`]).
+    pub fn submit_as(&self, user: &str, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
+        self.submit_with(user, HELPER_PASSWORD, from, to, raw)
+    }
+
+    pub fn submit_with(
+        &self,
+        user: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        raw: &[u8],
+    ) -> Result<String, String> {
         let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.out_port)
             .tls(Tls::Required(self.tls_params(&self.gw_pki.ca_pem, None)))
-            .credentials(Credentials::new(HELPER_USER.into(), HELPER_PASSWORD.into()))
+            .credentials(Credentials::new(user.into(), password.into()))
             .authentication(vec![Mechanism::Plain])
             .timeout(Some(Duration::from_secs(30)))
             .build();
@@ -418,6 +463,66 @@ domains = ["musterstadt.de-mail.de"]
         let out = self.cli(&["queue", "list"]);
         String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
     }
+
+    /// Files in the spool's queue directory (messages and their state).
+    pub fn spool_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.path().join("spool/queue"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One number from the archive database (a second connection, as an auditor's).
+    pub fn archive_count(&self, sql: &str) -> i64 {
+        let c = rusqlite::Connection::open(self.path().join("archive/archive.sqlite")).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+/// The outbound listener without TLS (loopback only, which is the only place the
+/// gateway allows that) and a short command timeout, so raw bytes can be thrown at the
+/// real binary. Raw sessions sign in with [`auth_plain`] as the application account.
+pub fn plain_harness(policy: &str) -> Harness {
+    Harness::custom(policy, |c| {
+        c.replace(
+            "tls = \"starttls\"\nrequire_auth = true",
+            "tls = \"none\"\nrequire_auth = true\ncommand_timeout_secs = 2",
+        )
+    })
+}
+
+/// `AUTH PLAIN` for [`HELPER_USER`], as a raw command line.
+pub fn auth_plain() -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("\0{HELPER_USER}\0{HELPER_PASSWORD}"));
+    format!("AUTH PLAIN {b}\r\n")
+}
+
+/// Write `script` from one thread while another reads every reply (a server that hangs
+/// up mid-burst must not make us lose the replies it sent before).
+/// The script is sent after an `EHLO` and [`auth_plain`]: the gateway takes nothing
+/// from a client that did not sign in.
+pub fn raw_session(port: u16, script: &[u8], read_for: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut signed_in = format!("EHLO raw\r\n{}", auth_plain()).into_bytes();
+    signed_in.extend_from_slice(script);
+    let script = signed_in;
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(read_for)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&script);
+    });
+    let mut r = s;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let _ = writer.join();
+    String::from_utf8_lossy(&out).to_string()
 }
 
 impl Drop for Harness {
@@ -444,6 +549,15 @@ pub fn identity(cert: &Path, key: &Path) -> Identity {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_file(cert).unwrap();
     Identity::from_pem(der.as_ref(), &std::fs::read(key).unwrap()).unwrap()
+}
+
+/// A small test message with a unique Message-ID; `extra` is further header lines.
+pub fn msg(from: &str, to: &str, subject: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: Peter Meier <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n{extra}\r\nGuten Tag,\r\n.hier eine Zeile mit Punkt.\r\n",
+        demail_testkit::free_port()
+    )
+    .into_bytes()
 }
 
 /// The value of a header (first occurrence, unfolded) in raw bytes, via mail-parser.

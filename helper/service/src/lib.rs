@@ -20,6 +20,7 @@ pub mod code;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod kerberos;
 pub mod mime;
 pub mod pairing;
 /// Windows: IT settings from HKLM (MSI and Group Policy); the pure part is tested everywhere.

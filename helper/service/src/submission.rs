@@ -13,7 +13,7 @@ use crate::api;
 use crate::mime::{self, RawExtras};
 use crate::pairing::{self, TokenState};
 use crate::state::AppState;
-use demail_smtp::{Accepted, Envelope, Handler, Reject};
+use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
 use std::sync::Arc;
 
 pub struct Submission {
@@ -33,10 +33,15 @@ fn reject_from(e: &crate::error::ApiError) -> Reject {
 }
 
 impl Handler for Submission {
-    async fn authenticate(&self, _user: &str, password: &str) -> bool {
+    async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
         let token = password.to_string();
         let ttl = pairing::token_ttl(&self.state.config);
-        matches!(self.state.with_store(move |s| pairing::verify(s, &token, ttl)).await, Ok(TokenState::Approved(_)))
+        match self.state.with_store(move |s| pairing::verify(s, &token, ttl)).await {
+            Ok(TokenState::Approved(_)) => {
+                AuthResult::Accepted(Authenticated { user: user.to_string(), method: "token".into(), display: None })
+            }
+            _ => AuthResult::Refused,
+        }
     }
 
     async fn deliver(&self, env: &Envelope, message: Vec<u8>) -> Result<Accepted, Reject> {

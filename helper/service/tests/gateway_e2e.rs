@@ -1,17 +1,19 @@
 //! helper → our gateway (`demail-gateway`, real process) → provider stand-in.
-//! TLS with test CAs on both hops, SMTP AUTH with the password from the keyring
-//! (kernel keyutils in a fresh session keyring).
+//! TLS with test CAs on both hops; the caseworker signs in as themselves with their
+//! directory password (slapd) from the keyring (kernel keyutils in a fresh session keyring).
 
 mod common;
 
 use common::*;
+use demail_testkit::directory::{TestDirectory, BIND_PASSWORD, PERSON_PASSWORD};
 use demail_testkit::{free_port, start_gateway, ChildGuard, Dovecot, GatewayConfig, Pki, TempDir};
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-const HELPER_PASSWORD: &str = "helper-pw-123";
+/// The caseworker's directory password (the helper keeps it in the keyring).
+const HELPER_PASSWORD: &str = PERSON_PASSWORD;
 const PROVIDER_USER: &str = "musterstadt-gw";
 const PROVIDER_SECRET: &str = "token+pin-456";
 
@@ -37,8 +39,9 @@ struct Gateway {
     dir: TempDir,
     gw_pki: Pki,
     out_port: u16,
-    /// The helper's account at the gateway; unique, as its password lands in a kernel keyring.
+    /// The caseworker's login (Peter Meier's); unique, as the password lands in a kernel keyring.
     user: String,
+    _directory: TestDirectory,
     provider: Sink,
     _dovecot: Dovecot,
     _gateway: ChildGuard,
@@ -53,7 +56,8 @@ impl Gateway {
         let dovecot = Dovecot::start(d).expect("dovecot");
         let provider = Sink::start(&provider_pki, true, Some((PROVIDER_USER, PROVIDER_SECRET)), None);
         std::fs::write(d.join("policy.toml"), POLICY).unwrap();
-        let user = unique("helper");
+        let directory = TestDirectory::start(&d.join("slapd"), &gw_pki);
+        let user = directory.person_named(&unique("peter"), "peter.meier@musterstadt.de");
         let gc = GatewayConfig {
             dir: d.to_path_buf(),
             policy: "policy.toml".into(),
@@ -62,7 +66,8 @@ impl Gateway {
             out_port: free_port(),
             in_port: free_port(),
             lmtp_port: dovecot.lmtp_port,
-            users: vec![(user.clone(), "TEST_GW_HELPER_PASSWORD".into())],
+            users: vec![],
+            identity: directory.gateway_toml("TEST_GW_DIRECTORY_PASSWORD"),
             inbound_client_ca: None,
             provider_port: provider.port,
             provider_ca: provider_pki.ca_cert.clone(),
@@ -78,10 +83,19 @@ impl Gateway {
         cmd.arg("--config")
             .arg(&config)
             .arg("serve")
-            .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
+            .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
             .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
         let g = start_gateway(cmd, gc.out_port, gc.in_port, &d.join("gateway.log")).unwrap_or_else(|e| panic!("{e}"));
-        Gateway { dir, gw_pki, out_port: gc.out_port, user, provider, _dovecot: dovecot, _gateway: g }
+        Gateway {
+            dir,
+            gw_pki,
+            out_port: gc.out_port,
+            user,
+            _directory: directory,
+            provider,
+            _dovecot: dovecot,
+            _gateway: g,
+        }
     }
 
     fn log(&self) -> String {

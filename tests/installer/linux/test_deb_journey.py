@@ -300,23 +300,28 @@ class DebJourney(unittest.TestCase):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=demail-gw.test",
                         "-addext", "subjectAltName=DNS:demail-gw.test,IP:127.0.0.1", "-keyout", str(tls / "gateway-key.pem"),
                         "-out", str(tls / "gateway-cert.pem")], check=True, capture_output=True)
-        for n in ("provider-ca.pem", "internal-ca.pem"):
+        for n in ("provider-ca.pem", "internal-ca.pem", "directory-ca.pem"):
             shutil.copy(tls / "gateway-cert.pem", tls / n)
         self.ch("chgrp demail-gateway /etc/demail/tls/gateway-key.pem && chmod 0640 /etc/demail/tls/gateway-key.pem")
         out_port, in_port = free_port(), free_port()
         # The organisation's policy (here the packaged example), as IT places it.
         shutil.copy(self.p("/usr/share/doc/demail-desktop/examples/policy.toml"), self.p("/etc/demail/policy.toml"))
         conf = self.p("/etc/demail/gateway.toml")
-        text = conf.read_text().replace('listen = "0.0.0.0:587"', f'listen = "127.0.0.1:{out_port}"').replace('listen = "0.0.0.0:1465"', f'listen = "127.0.0.1:{in_port}"')
+        # The packaged template: people sign in through the directory; no shared account.
+        template = conf.read_text()
+        self.assertIn("[identity]", template)
+        self.assertNotIn("users = [", template)
+        self.assertNotIn("secret set user", template)
+        text = template.replace('listen = "0.0.0.0:587"', f'listen = "127.0.0.1:{out_port}"').replace('listen = "0.0.0.0:1465"', f'listen = "127.0.0.1:{in_port}"')
         conf.write_text(text + "# IT-Änderung (Test)\n")
         r = self.ch("demail-gateway secret list", check=False)
         self.assertEqual(r.returncode, 2, r.stdout.decode())
         self.assertIn('"stored":false', r.stdout.decode())
-        for kind, name, value in (("user", "helper", "geheim-1"), ("provider", "dmda", "token-1")):
-            r = self.ch(f"demail-gateway secret set {kind} {name}", input=f"{value}\n".encode())
+        for args, value in (("directory", "geheim-1"), ("provider dmda", "token-1")):
+            r = self.ch(f"demail-gateway secret set {args}", input=f"{value}\n".encode())
             self.assertNotIn(value, r.stdout.decode() + r.stderr.decode())
         self.ch("demail-gateway secret list")
-        creds = {"demail-gateway.helper": "geheim-1", "demail-gateway.provider-dmda": "token-1"}
+        creds = {"demail-gateway.directory": "geheim-1", "demail-gateway.provider-dmda": "token-1"}
         for name, value in creds.items():
             f = self.p(f"/etc/credstore.encrypted/{name}")
             self.assertEqual((f.stat().st_uid, f.stat().st_mode & 0o777), (0, 0o600))
@@ -466,8 +471,8 @@ class DebJourney(unittest.TestCase):
             r = self.ch(f"dpkg-query -L {pkg} 2>/dev/null", check=False)
             ours |= set(r.stdout.decode().split("\n"))
         # What "demail-gateway secret set" stored belongs to the package's purge too.
-        ours |= {"/etc/demail/helper.toml.dpkg-dist"} | {f"/etc/credstore.encrypted/demail-gateway.{n}" for n in ("helper", "provider-dmda")}
-        admin_keys = {f"/etc/demail/tls/{n}" for n in ("gateway-cert.pem", "gateway-key.pem", "provider-ca.pem", "internal-ca.pem")} | {"/etc/demail/policy.toml"}
+        ours |= {"/etc/demail/helper.toml.dpkg-dist"} | {f"/etc/credstore.encrypted/demail-gateway.{n}" for n in ("directory", "provider-dmda")}
+        admin_keys = {f"/etc/demail/tls/{n}" for n in ("gateway-cert.pem", "gateway-key.pem", "provider-ca.pem", "internal-ca.pem", "directory-ca.pem")} | {"/etc/demail/policy.toml"}
         before = self.tree(ignore)
         out = self.apt("purge demail-desktop demail-gateway demail-provider-sim")
         after = self.tree(ignore)

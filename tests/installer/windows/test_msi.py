@@ -391,7 +391,7 @@ key = "{d}/gw.key"
 listen = "127.0.0.1:{port}"
 tls = "implicit"
 require_auth = true
-users = [ {{ name = "sachbearbeitung", password_env = "DEMAIL_TEST_GW_PW" }} ]
+users = [ {{ name = "sachbearbeitung", password_env = "DEMAIL_TEST_GW_PW", senders = ["peter.meier@musterstadt.de"] }} ]
 [inbound]
 listen = "127.0.0.1:{inbound}"
 tls = "none"

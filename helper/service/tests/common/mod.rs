@@ -496,8 +496,16 @@ pub struct SinkState {
 struct SinkHandler(Arc<SinkState>);
 
 impl demail_smtp::Handler for SinkHandler {
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        self.0.auth.as_ref().is_some_and(|(u, p)| u == user && p == password)
+    async fn authenticate(&self, user: &str, password: &str) -> demail_smtp::AuthResult {
+        if self.0.auth.as_ref().is_some_and(|(u, p)| u == user && p == password) {
+            demail_smtp::AuthResult::Accepted(demail_smtp::Authenticated {
+                user: user.into(),
+                method: "password".into(),
+                display: None,
+            })
+        } else {
+            demail_smtp::AuthResult::Refused
+        }
     }
 
     async fn deliver(
