@@ -98,8 +98,8 @@ enum Cmd {
     Config(ConfigCmd),
     /// Print the native-messaging host manifest for the add-in (discovery).
     NativeManifest {
-        /// The add-in's id, e.g. demail@example.invalid.
-        #[arg(long)]
+        /// The add-in's id; the host serves no other (default: demail-addin@open-demail.de).
+        #[arg(long, default_value = demail_helper::discovery::ADDIN_ID)]
         extension_id: String,
         /// Path of demail-native-host; default: next to this binary.
         #[arg(long)]
@@ -146,7 +146,8 @@ enum PairCmd {
     Deny { code: String },
     /// Revoke a pairing by id (p_…), or `all`.
     Revoke { id: String },
-    /// IT pre-provisioning: create an approved pairing and print its token once.
+    /// IT pre-provisioning: create an approved pairing and print its token once (only when
+    /// the machine configuration sets `pairing.provision = true`).
     Provision {
         #[arg(long, default_value = "provisioned add-in")]
         client: String,

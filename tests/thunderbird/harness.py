@@ -544,7 +544,9 @@ class Helper:
         policy_file = self.home / "policy.json"
         policy_file.write_text(policy if isinstance(policy, str) else json.dumps(policy))
         machine = self.home / "machine-helper.toml"
-        text = f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = {"true" if auto_approve else "false"}\n\n'
+        # IT's switches (machine file only): native auto-approval as asked, and provisioning,
+        # which `token()` below uses for the test's own API calls.
+        text = f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = {"true" if auto_approve else "false"}\nprovision = true\n\n'
         self.gateway = gateway
         if gateway is not None:
             # The organisation's gateway: STARTTLS verified against the test CA only,
@@ -554,7 +556,6 @@ class Helper:
                 f'ca_file = "{gateway.gw_pki["ca"]}"\nca_only = true\nusername = "{Gateway.HELPER_USER}"\ntimeout = 10\n\n'
                 '[secrets]\nbackend = "keyutils"\n\n[relay]\nretry_initial = 1\nretry_max = 2\npoll_interval = 1\n\n'
             )
-        text += '[lock]\nkeys = ["pairing.native_auto_approve"]\n'
         machine.write_text(text)
         self.env = {
             "HOME": str(self.home),
@@ -565,7 +566,9 @@ class Helper:
             "NO_COLOR": "1",
         }
         manifest = json.loads(self.cli("native-manifest", "--extension-id", addon_id, "--host-path", str(self.native)))
-        for base in (".mozilla", ".thunderbird"):
+        # Where Thunderbird 153 reads per-user manifests (Gecko's XREUserNativeManifests,
+        # the same as Firefox's; checked in ThunderbirdAddinTest).
+        for base in (".mozilla",):
             d = self.home / base / "native-messaging-hosts"
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{manifest['name']}.json").write_text(json.dumps(manifest))
