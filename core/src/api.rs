@@ -349,8 +349,7 @@ pub fn integrity_prepare(raw: &[u8], policy: &Policy, now_millis: u64) -> crate:
 
 /// `integrity.verify`. With `results` (one per check of [`integrity_prepare`], from
 /// WebCrypto) the core decides on them; without, it runs the checks itself, which builds
-/// without the `integrity-verify` feature cannot: there only verdicts that need no
-/// public-key check come out, the rest is `integrity.unsupported`.
+/// without the `integrity-verify` feature (the add-in's wasm) cannot.
 pub fn integrity_verify(
     raw: &[u8],
     policy: &Policy,
@@ -363,18 +362,21 @@ pub fn integrity_verify(
         #[cfg(feature = "integrity-verify")]
         None => prepared.checks.iter().map(crate::cert::run).collect(),
         #[cfg(not(feature = "integrity-verify"))]
-        None if prepared.checks.is_empty() => Vec::new(),
-        #[cfg(not(feature = "integrity-verify"))]
-        None => {
-            return Err(Reason::new(
-                "integrity.unsupported",
-                "Diese Ausgabe prüft Signaturen nicht selbst (integrity.prepare).",
-                "This build does not verify signatures itself (integrity.prepare).",
-            )
-            .into())
-        }
+        None => return Err(integrity_unsupported()),
     };
-    Ok(crate::integrity::decide(&prepared, &results)?)
+    Ok(crate::integrity::decide(prepared, &results)?)
+}
+
+/// The add-in's wasm module checks integrity only through its byte exports (a 10 MB
+/// De-Mail is no JSON string; docs/core-api.md): the JSON ops answer this there.
+#[cfg(not(feature = "integrity-verify"))]
+fn integrity_unsupported() -> ApiError {
+    Reason::new(
+        "integrity.unsupported",
+        "Diese Ausgabe prüft den Integritätswert über integrity_prepare_raw und integrity_verify_raw.",
+        "This build checks the integrity value through integrity_prepare_raw and integrity_verify_raw.",
+    )
+    .into()
 }
 
 /// Run one operation on typed input and output.
@@ -465,16 +467,19 @@ pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Out
                 },
             })
         }
-        // The raw message as a JSON string, checked at the caller's clock. The add-in
-        // passes bytes and the checks' results through the wasm exports instead.
+        // The raw message as a JSON string, checked at the caller's clock.
+        #[cfg(feature = "integrity-verify")]
         "integrity.verify" => {
             let raw = text("the raw message")?;
             Output::Integrity(integrity_verify(raw.as_bytes(), policy, env.now_millis, None)?)
         }
+        #[cfg(feature = "integrity-verify")]
         "integrity.prepare" => {
             let raw = text("the raw message")?;
             Output::IntegrityPrepared(integrity_prepare(raw.as_bytes(), policy, env.now_millis))
         }
+        #[cfg(not(feature = "integrity-verify"))]
+        "integrity.verify" | "integrity.prepare" => return Err(integrity_unsupported()),
         other => {
             return Err(Reason::new(
                 "input.unknown_op",

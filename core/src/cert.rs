@@ -444,10 +444,10 @@ impl Cert {
             _ => return Err(unsupported()),
         };
         Ok(Check {
-            algorithm: alg.to_string(),
+            algorithm: alg,
             data: B64.encode(self.part(self.tbs)),
-            hash: hash.webcrypto().to_string(),
-            named_curve: named_curve.map(str::to_string),
+            hash: hash.webcrypto(),
+            named_curve,
             purpose: Purpose::Certificate,
             salt_length: None,
             signature: B64.encode(signature),
@@ -457,22 +457,15 @@ impl Cert {
 
     /// The check of a message signature made with this certificate's key.
     pub fn message_check(&self, sig: SigKind, hash: Hash, data: &[u8], signature: &[u8]) -> Result<Check, Reason> {
-        let mismatch = || {
+        // The key is none of RSA, P-256, P-384, or not the one `a=` names.
+        let unusable = || {
             Reason::new(
-                "integrity.key_mismatch",
-                "Signaturverfahren und Zertifikatsschlüssel passen nicht zusammen.",
-                "Signature algorithm and certificate key do not fit.",
+                "integrity.unsupported_key",
+                "Der Schlüssel des Anbieterzertifikats passt nicht zum Verfahren oder wird nicht unterstützt (RSA, P-256, P-384).",
+                "The provider certificate's key does not fit the algorithm or is not supported (RSA, P-256, P-384).",
             )
         };
         let (algorithm, named_curve, salt_length, signature) = match (sig, &self.key) {
-            (_, KeyKind::Other(oid)) => {
-                return Err(Reason::new(
-                    "integrity.unsupported_key",
-                    "Schlüssel des Anbieterzertifikats nicht unterstützt (nur RSA, P-256, P-384).",
-                    "Provider certificate key not supported (RSA, P-256, P-384 only).",
-                )
-                .about(oid.as_str()))
-            }
             (SigKind::Rsa, KeyKind::Rsa) => ("RSASSA-PKCS1-v1_5", None, None, signature.to_vec()),
             (SigKind::RsassaPss, KeyKind::Rsa) => ("RSA-PSS", None, Some(hash.output_len() as u32), signature.to_vec()),
             (SigKind::EcDsa, k @ (KeyKind::P256 | KeyKind::P384)) => {
@@ -480,13 +473,13 @@ impl Cert {
                 // Neither DER nor r‖s of the curve's size: an empty signature, which fails.
                 ("ECDSA", Some(curve_name(k)), None, ecdsa_raw(signature, n).unwrap_or_default())
             }
-            _ => return Err(mismatch()),
+            _ => return Err(unusable()),
         };
         Ok(Check {
-            algorithm: algorithm.to_string(),
+            algorithm,
             data: B64.encode(data),
-            hash: hash.webcrypto().to_string(),
-            named_curve: named_curve.map(str::to_string),
+            hash: hash.webcrypto(),
+            named_curve,
             purpose: Purpose::Message,
             salt_length,
             signature: B64.encode(signature),
@@ -584,14 +577,14 @@ pub enum Purpose {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// `RSASSA-PKCS1-v1_5`, `RSA-PSS` or `ECDSA`.
-    pub algorithm: String,
+    pub algorithm: &'static str,
     /// The signed bytes (WebCrypto hashes them itself).
     pub data: String,
     /// `SHA-256`, `SHA-384` or `SHA-512`.
-    pub hash: String,
+    pub hash: &'static str,
     /// `P-256` or `P-384` for ECDSA.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub named_curve: Option<String>,
+    pub named_curve: Option<&'static str>,
     pub purpose: Purpose,
     /// RSA-PSS only: the salt length in bytes (= hash length).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -654,9 +647,9 @@ fn run_inner(c: &Check) -> Option<bool> {
     let spki = B64.decode(&c.spki).ok()?;
     let data = B64.decode(&c.data).ok()?;
     let sig = B64.decode(&c.signature).ok()?;
-    let hash = Hash::from_webcrypto(&c.hash)?;
+    let hash = Hash::from_webcrypto(c.hash)?;
     let digest = hash.digest(&data);
-    Some(match (c.algorithm.as_str(), c.named_curve.as_deref()) {
+    Some(match (c.algorithm, c.named_curve) {
         ("RSASSA-PKCS1-v1_5" | "RSA-PSS", None) => {
             let key = rsa::RsaPublicKey::from_public_key_der(&spki).ok()?;
             let pss = c.algorithm == "RSA-PSS";

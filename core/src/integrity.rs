@@ -103,31 +103,35 @@ fn malformed(what: &str) -> Reason {
 
 /// Parse an (unfolded) value: RFC 6376 §3.2 tag list; unknown tags are ignored.
 pub fn parse_value(value: &str) -> Result<Value, Reason> {
-    let mut tags: Vec<(&str, &str)> = Vec::new();
-    let mut parts = value.split(';').peekable();
-    while let Some(part) = parts.next() {
+    // Over bytes: the tag list is ASCII, and byte slices keep the wasm module small.
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap_or_default()
+    }
+    let mut tags: Vec<(&[u8], &[u8])> = Vec::new();
+    let parts: Vec<&[u8]> = value.as_bytes().split(|&b| b == b';').map(|p| p.trim_ascii()).collect();
+    for (i, part) in parts.iter().enumerate() {
         // A final ";" is allowed.
-        if parts.peek().is_none() && part.trim().is_empty() {
+        if part.is_empty() && i + 1 == parts.len() {
             break;
         }
-        let (name, val) = part.split_once('=').unwrap_or((part, ""));
-        let name = name.trim();
-        let name_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let eq = part.iter().position(|&b| b == b'=').unwrap_or(0);
+        let name = part[..eq].trim_ascii();
+        let name_ok = name.first().is_some_and(|b| b.is_ascii_alphabetic())
+            && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
         // RFC 6376: a tag twice makes the whole list invalid.
-        if !name_ok || !part.contains('=') || tags.iter().any(|(n, _)| *n == name) {
-            return Err(malformed(part.trim()));
+        if !name_ok || tags.iter().any(|(n, _)| *n == name) {
+            return Err(malformed(text(part)));
         }
-        tags.push((name, val.trim()));
+        tags.push((name, part[eq + 1..].trim_ascii()));
     }
-    let get = |n: &str| tags.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let get = |n: &str| tags.iter().find(|(k, _)| *k == n.as_bytes()).map(|(_, v)| *v);
     let need = |n: &'static str| get(n).ok_or_else(|| malformed(n));
     if let Some(c) = get("c") {
-        if !c.eq_ignore_ascii_case("simple") && !c.eq_ignore_ascii_case("simple/simple") {
-            return Err(malformed(c));
+        if !c.eq_ignore_ascii_case(b"simple") && !c.eq_ignore_ascii_case(b"simple/simple") {
+            return Err(malformed(text(c)));
         }
     }
-    let a = need("a")?;
+    let a = text(need("a")?);
     let algorithm = Algorithm::parse(a).ok_or_else(|| {
         r(
             "integrity.unsupported_algorithm",
@@ -136,19 +140,23 @@ pub fn parse_value(value: &str) -> Result<Value, Reason> {
         )
         .about(quote(a))
     })?;
-    let headers: Vec<String> = need("h")?.split(':').map(|h| h.trim().to_string()).collect();
-    if headers.iter().any(|h| h.is_empty() || !h.bytes().all(|b| (33..=126).contains(&b))) {
-        return Err(malformed("h="));
+    let mut headers = Vec::new();
+    for h in need("h")?.split(|&b| b == b':') {
+        let h = h.trim_ascii();
+        if h.is_empty() || !h.iter().all(|b| (33..=126).contains(b)) {
+            return Err(malformed("h"));
+        }
+        headers.push(text(h).to_string());
     }
     let b64 = |n: &'static str| -> Result<Vec<u8>, Reason> {
-        let v: Vec<u8> = need(n)?.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let v: Vec<u8> = need(n)?.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
         B64.decode(v).map_err(|_| malformed(n))
     };
     let body_hash = b64("bh")?;
     let b = b64("b")?;
     let n = algorithm.hash.output_len();
     if body_hash.len() != n || (algorithm.sig.is_none() && b.len() != n) {
-        return Err(malformed(if body_hash.len() != n { "bh=" } else { "b=" }));
+        return Err(malformed(if body_hash.len() != n { "bh" } else { "b" }));
     }
     Ok(Value { algorithm, a: a.to_string(), headers, body_hash, b })
 }
@@ -361,10 +369,10 @@ impl Verdict {
         }
     }
 
-    /// This verdict's facts with another outcome.
+    /// This verdict's facts with an outcome.
     #[inline(never)]
-    fn with(&self, status: Status, reason: Reason) -> Verdict {
-        Verdict { status, reasons: vec![reason], ..self.clone() }
+    fn with(self, status: Status, reason: Reason) -> Verdict {
+        Verdict { status, reasons: vec![reason], ..self }
     }
 }
 
@@ -425,12 +433,13 @@ pub fn prepare(raw: &[u8], anchors: &[Cert], now: u64) -> Prepared {
         })),
         _ => None,
     };
-    let invalid = |reason: Reason| final_verdict(base.with(Status::Invalid, reason));
+    let invalid = |base: Verdict, reason: Reason| final_verdict(base.with(Status::Invalid, reason));
 
     if let Some(h) =
         TR_HEADERS.iter().find(|h| msg.topmost(h).is_some() && !v.headers.iter().any(|n| n.eq_ignore_ascii_case(h)))
     {
         return invalid(
+            base,
             r(
                 "integrity.header_not_covered",
                 "Eine De-Mail-Kopfzeile (subject) ist nicht vom Integritätswert erfasst.",
@@ -440,20 +449,26 @@ pub fn prepare(raw: &[u8], anchors: &[Cert], now: u64) -> Prepared {
         );
     }
     if body_hash(msg.body, v.algorithm.hash) != v.body_hash {
-        return invalid(r(
-            "integrity.body_altered",
-            "Der Inhalt der Nachricht (Text oder Anhänge) wurde nach dem Versand verändert.",
-            "The message content (text or attachments) was altered after it was sent.",
-        ));
+        return invalid(
+            base,
+            r(
+                "integrity.body_altered",
+                "Der Inhalt der Nachricht (Text oder Anhänge) wurde nach dem Versand verändert.",
+                "The message content (text or attachments) was altered after it was sent.",
+            ),
+        );
     }
     let input = signed_input(&msg, &v.headers, field.raw);
     let Some(kind) = v.algorithm.sig else {
         if v.algorithm.hash.digest(&input) != v.b {
-            return invalid(r(
-                "integrity.header_altered",
-                "Kopfzeilen (Betreff, Absender, Empfänger, Optionen) wurden nach dem Versand verändert.",
-                "Headers (subject, sender, recipients, options) were altered after sending.",
-            ));
+            return invalid(
+                base,
+                r(
+                    "integrity.header_altered",
+                    "Kopfzeilen (Betreff, Absender, Empfänger, Optionen) wurden nach dem Versand verändert.",
+                    "Headers (subject, sender, recipients, options) were altered after sending.",
+                ),
+            );
         }
         return final_verdict(base.with(
             Status::HashOnly,
@@ -466,18 +481,21 @@ pub fn prepare(raw: &[u8], anchors: &[Cert], now: u64) -> Prepared {
     };
     let cert = match cert {
         Some(Ok(c)) => c,
-        Some(Err(reason)) => return invalid(reason),
+        Some(Err(reason)) => return invalid(base, reason),
         None => {
-            return invalid(r(
-                "integrity.certificate_missing",
-                "Signiert, aber ohne Zertifikat (X-de-mail-signature-certificate).",
-                "Signed, but without a certificate (X-de-mail-signature-certificate).",
-            ))
+            return invalid(
+                base,
+                r(
+                    "integrity.certificate_missing",
+                    "Signiert, aber ohne Zertifikat (X-de-mail-signature-certificate).",
+                    "Signed, but without a certificate (X-de-mail-signature-certificate).",
+                ),
+            )
         }
     };
     let mut checks = match cert.message_check(kind, v.algorithm.hash, &input, &v.b) {
         Ok(c) => vec![c],
-        Err(reason) => return invalid(reason),
+        Err(reason) => return invalid(base, reason),
     };
 
     // Trusted: the certificate itself is an anchor, or an anchor of its issuer's name
@@ -493,23 +511,17 @@ pub fn prepare(raw: &[u8], anchors: &[Cert], now: u64) -> Prepared {
     }
     let pending = if !direct && checks.len() == 1 {
         base.with(Status::UntrustedCertificate, unusable.unwrap_or_else(untrusted))
-    } else if let Some(validity) = cert.validity_at(now) {
+    } else if let Some(validity) = cert.validity_at(now).or_else(|| {
+        // The CA it chains to must be valid too.
+        (issuers().next().is_some() && issuers().all(|a| a.validity_at(now).is_some())).then_some(Validity::Expired)
+    }) {
         // The dates are in `certificate`.
         base.with(
             Status::Expired,
             r(
                 if validity == Validity::Expired { "integrity.expired" } else { "integrity.not_yet_valid" },
-                "Das Anbieterzertifikat ist zum Prüfzeitpunkt nicht gültig.",
-                "The provider certificate is not valid at the time of the check.",
-            ),
-        )
-    } else if issuers().next().is_some() && issuers().all(|a| a.validity_at(now).is_some()) {
-        base.with(
-            Status::Expired,
-            r(
-                "integrity.ca_expired",
-                "Die ausstellende Anbieter-CA ist zum Prüfzeitpunkt nicht gültig.",
-                "The issuing provider CA is not valid at the time of the check.",
+                "Das Zertifikat des Anbieters oder seiner CA ist zum Prüfzeitpunkt nicht gültig.",
+                "The certificate of the provider or its CA is not valid at the time of the check.",
             ),
         )
     } else {
@@ -535,11 +547,11 @@ fn untrusted() -> Reason {
 }
 
 /// The verdict from [`prepare`]'s result and the outcome of each of its checks, in order.
-pub fn decide(p: &Prepared, results: &[bool]) -> Result<Verdict, Reason> {
-    let pending = match (&p.verdict, &p.pending) {
+pub fn decide(p: Prepared, results: &[bool]) -> Result<Verdict, Reason> {
+    let pending = match (p.verdict, p.pending) {
         (_, _) if results.len() != p.checks.len() => None,
-        (Some(v), _) => return Ok(v.clone()),
-        (None, pending) => pending.as_ref(),
+        (Some(v), _) => return Ok(v),
+        (None, pending) => pending,
     };
     let pending = pending.ok_or_else(|| {
         r("input.invalid", "Die Zahl der Prüfergebnisse passt nicht.", "The number of check results does not fit.")
@@ -560,7 +572,7 @@ pub fn decide(p: &Prepared, results: &[bool]) -> Result<Verdict, Reason> {
     if chain.peek().is_some() && !chain.any(|ok| ok) {
         return Ok(pending.with(Status::UntrustedCertificate, untrusted()));
     }
-    Ok(pending.clone())
+    Ok(pending)
 }
 
 /// Verify natively: [`prepare`], the checks with RustCrypto, [`decide`].
@@ -568,7 +580,7 @@ pub fn decide(p: &Prepared, results: &[bool]) -> Result<Verdict, Reason> {
 pub fn verify(raw: &[u8], anchors: &[Cert], now: u64) -> Verdict {
     let p = prepare(raw, anchors, now);
     let results: Vec<bool> = p.checks.iter().map(crate::cert::run).collect();
-    decide(&p, &results).unwrap_or_else(|reason| Verdict::new(Status::Invalid, reason))
+    decide(p, &results).unwrap_or_else(|reason| Verdict::new(Status::Invalid, reason))
 }
 
 /// A provider's signing key (PKCS#8 PEM): RSA, or ECDSA on P-256 or P-384.

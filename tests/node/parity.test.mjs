@@ -24,6 +24,9 @@ for (const file of walk(casesDir, ".json")) {
     assert.ok(doc.cases.length > 0, "case file without cases");
     const failures = [];
     doc.cases.forEach((c, i) => {
+      // The module checks integrity through its byte exports, not `call`: integrity.test.mjs
+      // holds those to the native ops (the same bytes for every fixture).
+      if (c.op.startsWith("integrity.")) return;
       const out = call(c.op, native.policies[name] ?? "", JSON.stringify(c.input), FIXED_NOW, FIXED_ENTROPY);
       total++;
       if (out !== native.cases[name][i]) {
