@@ -356,6 +356,10 @@ pub fn integrity_verify(
     now_millis: u64,
     results: Option<&[bool]>,
 ) -> Result<crate::integrity::Verdict, ApiError> {
+    if let Some(r) = results {
+        let prepared = crate::integrity::prepare_again(raw, &policy.integrity.anchors(), now_millis / 1000, r);
+        return Ok(crate::integrity::decide(prepared, r)?);
+    }
     let prepared = integrity_prepare(raw, policy, now_millis);
     let results: Vec<bool> = match results {
         Some(r) => r.to_vec(),

@@ -400,6 +400,31 @@ fn final_verdict(v: Verdict) -> Prepared {
 /// Everything but the public-key operations. `anchors` are the provider CAs (or provider
 /// certificates) the organisation trusts; `now` is the verification time in seconds.
 pub fn prepare(raw: &[u8], anchors: &[Cert], now: u64) -> Prepared {
+    prepare_with(raw, anchors, now, true)
+}
+
+/// [`prepare`] again, to decide on the `results` of the checks a [`prepare`] of the same
+/// bytes listed (the add-in's second call; whoever passes results is trusted with them).
+/// There were checks only if the body was intact, so it is not hashed a second time; with
+/// no results (nothing was left to check) it is the full [`prepare`].
+pub fn prepare_again(raw: &[u8], anchors: &[Cert], now: u64, results: &[bool]) -> Prepared {
+    if results.is_empty() {
+        return prepare(raw, anchors, now);
+    }
+    // The header ends at the first empty line (LF, then LF or CRLF).
+    let end = raw
+        .windows(3)
+        .position(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1..] == *b"\r\n"))
+        .map_or(raw.len(), |p| p + 1);
+    let p = prepare_with(&raw[..end], anchors, now, false);
+    if p.checks.is_empty() {
+        prepare(raw, anchors, now)
+    } else {
+        p
+    }
+}
+
+fn prepare_with(raw: &[u8], anchors: &[Cert], now: u64, with_body: bool) -> Prepared {
     let raw = crlf(raw);
     let msg = split(&raw);
     let Some(field) = msg.topmost(INTEGRITY) else {
@@ -448,7 +473,7 @@ pub fn prepare(raw: &[u8], anchors: &[Cert], now: u64) -> Prepared {
             .about(*h),
         );
     }
-    if body_hash(msg.body, v.algorithm.hash) != v.body_hash {
+    if with_body && body_hash(msg.body, v.algorithm.hash) != v.body_hash {
         return invalid(
             base,
             r(
