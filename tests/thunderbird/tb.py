@@ -235,6 +235,16 @@ class TB:
     def press_send(self):
         self.js(COMPOSE + 'cw.goDoCommand("cmd_sendNow");')
 
+    def attach_file(self, path, name="anlage.pdf", content_type="application/pdf"):
+        """Attach a file to the newest compose window, as the attach command would."""
+        self.js("""
+            const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
+            const f = new FileUtils.File(args[0]);
+            const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
+            a.url = Services.io.newFileURI(f).spec; a.name = args[1]; a.size = f.fileSize; a.contentType = args[2];
+            await cw.AddAttachments([a]);
+        """, str(path), name, content_type)
+
     def close_compose(self):
         self.js(COMPOSE + "if (cw) { cw.gMsgCompose && (cw.gContentChanged = false); cw.ComposeCanClose = () => true; cw.close(); }")
         self.wait('return [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).length === 0;', what="compose closed")

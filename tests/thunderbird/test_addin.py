@@ -637,13 +637,7 @@ class HelperHandOffTest(unittest.TestCase):
         self.compose_demail("Bescheid mit Anlage", options=("confirmation-of-dispatch",))
         blob = h.tmp / "anlage.pdf"
         blob.write_bytes(b"%PDF-1.4\n" + os.urandom(1024 * 1024))
-        tb.js("""
-            const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
-            const f = new FileUtils.File(args[0]);
-            const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
-            a.url = Services.io.newFileURI(f).spec; a.name = "anlage.pdf"; a.size = f.fileSize; a.contentType = "application/pdf";
-            await cw.AddAttachments([a]);
-        """, str(blob))
+        tb.attach_file(blob)
         time.sleep(0.5)
         t0 = time.time()
         tb.press_send()
@@ -1111,13 +1105,7 @@ class ComposeAndSendBenchmark(unittest.TestCase):
             tb.popup("document.getElementById('opt-confirmation-of-dispatch').click(); return true;")
             time.sleep(0.5)
             tb.close_popup()
-            tb.js("""
-                const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
-                const f = new FileUtils.File(args[0]);
-                const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
-                a.url = Services.io.newFileURI(f).spec; a.name = "anlage.pdf"; a.size = f.fileSize; a.contentType = "application/pdf";
-                await cw.AddAttachments([a]);
-            """, str(blob))
+            tb.attach_file(blob)
             time.sleep(0.5)
             t0 = time.time()
             tb.press_send()
