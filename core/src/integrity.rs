@@ -416,12 +416,7 @@ pub fn prepare_again(raw: &[u8], anchors: &[Cert], now: u64, results: &[bool]) -
         .windows(3)
         .position(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1..] == *b"\r\n"))
         .map_or(raw.len(), |p| p + 1);
-    let p = prepare_with(&raw[..end], anchors, now, false);
-    if p.checks.is_empty() {
-        prepare(raw, anchors, now)
-    } else {
-        p
-    }
+    prepare_with(&raw[..end], anchors, now, false)
 }
 
 fn prepare_with(raw: &[u8], anchors: &[Cert], now: u64, with_body: bool) -> Prepared {

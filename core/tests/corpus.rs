@@ -66,7 +66,14 @@ fn integrity_fixtures_match_expected_json() {
         let raw = std::fs::read(eml).expect("read eml");
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(eml.with_extension("json")).expect("json")).expect("parses");
-        let verdict = demail_core::api::integrity_verify(&raw, &policy, 1_795_775_532_000, None).expect("verdict");
+        let now = 1_795_775_532_000;
+        let verdict = demail_core::api::integrity_verify(&raw, &policy, now, None).expect("verdict");
+        // The add-in's way: the checks' results passed in (the second call does not hash the
+        // body again) must give the same verdict.
+        let results: Vec<bool> =
+            demail_core::api::integrity_prepare(&raw, &policy, now).checks.iter().map(demail_core::cert::run).collect();
+        let given = demail_core::api::integrity_verify(&raw, &policy, now, Some(&results)).expect("verdict");
+        assert_eq!(given, verdict, "{}", eml.display());
         let actual = serde_json::to_value(verdict).expect("serialisable");
         let mut diffs = Vec::new();
         support::matches(&expected, &actual, "$", &mut diffs);
