@@ -11,6 +11,8 @@
 //! - [`gateway`]: [`GatewayConfig`] and [`start_gateway`] for the real `demail-gateway` binary.
 //! - [`directory`]: slapd with the gateway's account, a De-Mail group, people added on first use.
 //! - [`kdc`]: an MIT Kerberos KDC with a throwaway realm; [`ldap`]: OpenLDAP `slapd` with TLS.
+//! - [`qca`]: [`QualifiedCa`], a stand-in for a provider's qualified CA, and provider signing
+//!   certificates (RSA, P-256, P-384), made with `openssl`, for `X-de-mail-integrity`.
 //!
 //! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks).
 
@@ -23,6 +25,7 @@ pub mod ldap;
 pub mod ports;
 pub mod postfix;
 pub mod process;
+pub mod qca;
 
 pub use ca::Pki;
 pub use dovecot::Dovecot;
@@ -30,6 +33,7 @@ pub use gateway::{start_gateway, GatewayConfig};
 pub use ports::{free_port, wait_for_port};
 pub use postfix::{Postfix, SmtpSink};
 pub use process::{have, wait_until, ChildGuard};
+pub use qca::{Issued, KeyType, QualifiedCa};
 pub use tempfile::TempDir;
 
 /// A fresh temporary directory, removed on drop.

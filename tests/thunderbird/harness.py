@@ -726,6 +726,8 @@ class Gateway:
 
     HELPER_USER, HELPER_PASSWORD = "helper", "helper-pw-e2e"
     PROVIDER_USER, PROVIDER_SECRET = "musterstadt-gw", "token+pin-e2e"
+    # The second factor of the gateway's "hoch" login at the provider (TOTP, base32; a TEST secret).
+    PROVIDER_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
     def __init__(self, directory: Path, policy_file: Path, lmtp_port: int, provider_port: int, gw_pki: dict, provider_pki: dict, seal_key: str | None = None):
         self.dir = directory
@@ -772,6 +774,7 @@ client_cert = "{provider_pki['client_cert']}"
 client_key = "{provider_pki['client_key']}"
 username = "{self.PROVIDER_USER}"
 secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
+totp_secret_env = "DEMAIL_E2E_PROVIDER_TOTP"
 
 [queue]
 retry_initial_secs = 1
@@ -779,7 +782,8 @@ retry_max_secs = 2
 scan_interval_ms = 200
 """ + ('\n[seal]\nkid = "gw1"\nkey_keyring = "demail-gateway-seal/gw1"\n' if seal_key else ""))
         self.bin = gateway_bins()[0]
-        self.env = {"DEMAIL_E2E_GW_HELPER_PASSWORD": self.HELPER_PASSWORD, "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET, "RUST_LOG": "info"}
+        self.env = {"DEMAIL_E2E_GW_HELPER_PASSWORD": self.HELPER_PASSWORD, "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET,
+                    "DEMAIL_E2E_PROVIDER_TOTP": self.PROVIDER_TOTP, "RUST_LOG": "info"}
         self.log_path = d / "gateway.log"
         cmd = [str(self.bin), "--config", str(self.config), "serve"]
         if seal_key:
@@ -831,6 +835,7 @@ client_ca = "{p['ca']}"
 store_dir = "{self.store}"
 username = "{Gateway.PROVIDER_USER}"
 secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
+totp_secret_env = "DEMAIL_E2E_PROVIDER_TOTP"
 unknown_local_prefixes = ["unbekannt"]
 [gateway]
 host = "127.0.0.1"
@@ -841,7 +846,8 @@ client_key = "{p['client_key']}"
 domains = ["musterstadt.de-mail.de"]
 """)
         self.bin = gateway_bins()[1]
-        self.env = {"DEMAIL_E2E_PROVIDER_SECRET": Gateway.PROVIDER_SECRET, "RUST_LOG": "info"}
+        self.env = {"DEMAIL_E2E_PROVIDER_SECRET": Gateway.PROVIDER_SECRET,
+                    "DEMAIL_E2E_PROVIDER_TOTP": Gateway.PROVIDER_TOTP, "RUST_LOG": "info"}
         self.log_path = self.dir / "sim.log"
         self.proc = _spawn([str(self.bin), "--config", str(self.config), "serve"], self.env, self.log_path)
         try:
