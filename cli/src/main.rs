@@ -45,6 +45,20 @@ enum Cmd {
     /// The gateway seal of received messages.
     #[command(subcommand)]
     Seal(SealCmd),
+    /// Check a received De-Mail or receipt (.eml file, or - for stdin): the provider's
+    /// X-de-mail-integrity, the gateway's mark and, for a receipt, whether it confirms the
+    /// message as handed over. One JSON object; exit 0 whatever the verdict, 2 for
+    /// unreadable input.
+    Verify {
+        /// A provider CA (PEM file, may hold several certificates), trusted besides the
+        /// policy's `[integrity] trusted_providers`. Repeatable.
+        #[arg(long, value_name = "CA.pem")]
+        trust: Vec<PathBuf>,
+        /// The message as handed over to the provider, for comparing a receipt with it.
+        #[arg(long, value_name = "FILE")]
+        sent: Option<PathBuf>,
+        file: String,
+    },
     /// The X-de-mail-* header lines for a set of options.
     Headers {
         #[arg(long, value_delimiter = ',', default_value = "")]
@@ -98,8 +112,8 @@ enum Cmd {
     Config(ConfigCmd),
     /// Print the native-messaging host manifest for the add-in (discovery).
     NativeManifest {
-        /// The add-in's id, e.g. demail@example.invalid.
-        #[arg(long)]
+        /// The add-in's id; the host serves no other (default: demail-addin@open-demail.de).
+        #[arg(long, default_value = demail_helper::discovery::ADDIN_ID)]
         extension_id: String,
         /// Path of demail-native-host; default: next to this binary.
         #[arg(long)]
@@ -146,7 +160,8 @@ enum PairCmd {
     Deny { code: String },
     /// Revoke a pairing by id (p_…), or `all`.
     Revoke { id: String },
-    /// IT pre-provisioning: create an approved pairing and print its token once.
+    /// IT pre-provisioning: create an approved pairing and print its token once (only when
+    /// the machine configuration sets `pairing.provision = true`).
     Provision {
         #[arg(long, default_value = "provisioned add-in")]
         client: String,
@@ -271,6 +286,31 @@ fn read_file(path: &str) -> Result<Vec<u8>, Fail> {
             format!("Cannot read file \"{path}\": {e}"),
         )
     })
+}
+
+/// The certificates of a `--trust` PEM file, checked.
+fn trusted_cas(path: &std::path::Path) -> Result<Vec<String>, Fail> {
+    let text = String::from_utf8_lossy(&read_file(&path.to_string_lossy())?).into_owned();
+    let blocks: Vec<String> = text
+        .split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|b| format!("-----BEGIN CERTIFICATE-----{}", b.split("-----END CERTIFICATE-----").next().unwrap_or("")))
+        .map(|b| format!("{b}-----END CERTIFICATE-----"))
+        .collect();
+    let bad = |why: &str, why_en: &str| {
+        input_error(
+            "verify.trust_invalid",
+            format!("--trust {}: {why}", path.display()),
+            format!("--trust {}: {why_en}", path.display()),
+        )
+    };
+    if blocks.is_empty() {
+        return Err(bad("keine PEM-Zertifikate gefunden.", "no PEM certificates found."));
+    }
+    for b in &blocks {
+        demail_core::cert::Cert::from_text(b).map_err(|r| bad(&r.message, &r.message_en))?;
+    }
+    Ok(blocks)
 }
 
 fn load_policy(cli_path: &Option<PathBuf>) -> Result<Policy, Fail> {
@@ -419,6 +459,16 @@ fn run(cli: Cli) -> Result<Value, Fail> {
         #[cfg(feature = "gui")]
         Cmd::Tray { .. } => unreachable!("handled in main"),
         Cmd::Seal(SealCmd::Verify { file }) => call("seal.verify", json!(String::from_utf8_lossy(&read_file(&file)?))),
+        Cmd::Verify { trust, sent, file } => {
+            let mut policy = policy;
+            for t in &trust {
+                policy.integrity.trusted_providers.extend(trusted_cas(t)?);
+            }
+            let raw = read_file(&file)?;
+            let sent = sent.map(|s| read_file(&s.to_string_lossy())).transpose()?;
+            let report = demail_core::proof::report(&raw, sent.as_deref(), &policy, env.now_millis / 1000);
+            Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+        }
         Cmd::Map { address, direction } => call("map", json!({ "address": address, "direction": direction })),
         Cmd::Call { op, input } => {
             let text = if input == "-" { String::from_utf8_lossy(&read_file("-")?).into_owned() } else { input };
@@ -592,7 +642,29 @@ fn parity_dump(cases_dir: &std::path::Path, corpus_dir: &std::path::Path) -> Res
         corpus.insert(rel, json!(out));
     }
     let corpus_policy = serde_json::to_string(&policy).ok();
-    Ok(json!({ "cases": cases, "policies": policies, "corpus": corpus, "corpus_policy": corpus_policy }))
+    // Integrity fixtures: the native verdict and what `integrity.prepare` lists, under
+    // their own policy (the wasm side checks with WebCrypto and must reach the same verdict).
+    let dir = corpus_dir.join("integrity");
+    let policy_src = std::fs::read_to_string(dir.join("policy.toml")).ok();
+    let ipolicy = api::load_policy(policy_src.as_deref()).map_err(Fail::Input)?;
+    let mut integrity = serde_json::Map::new();
+    let mut emls = Vec::new();
+    files_with(&dir, "eml", &mut emls);
+    emls.sort();
+    for f in emls {
+        let raw = read_file(&f.to_string_lossy())?;
+        let rel = f.strip_prefix(corpus_dir).unwrap_or(&f).to_string_lossy().into_owned();
+        let verify =
+            api::envelope(api::integrity_verify(&raw, &ipolicy, env.now_millis, None).map(api::Output::Integrity));
+        let prepared = api::integrity_prepare(&raw, &ipolicy, env.now_millis);
+        let prepare = api::envelope(Ok(api::Output::IntegrityPrepared(prepared)));
+        integrity.insert(rel, json!({ "verify": verify, "prepare": prepare }));
+    }
+    let integrity_policy = serde_json::to_string(&ipolicy).ok();
+    Ok(json!({
+        "cases": cases, "policies": policies, "corpus": corpus, "corpus_policy": corpus_policy,
+        "integrity": integrity, "integrity_policy": integrity_policy,
+    }))
 }
 
 /// The answer on stdout. A closed pipe (`demail … | head`) is not an error worth a

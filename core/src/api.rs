@@ -45,7 +45,7 @@ impl From<PolicyError> for ApiError {
 }
 
 /// All operations, in the order they were added.
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 15] = [
     "version",
     "policy.check",
     "subject.parse",
@@ -59,6 +59,8 @@ pub const OPS: [&str; 13] = [
     "classify.candidate",
     "seal.verify",
     "seal.canonical",
+    "integrity.verify",
+    "integrity.prepare",
 ];
 
 fn bad_input(e: impl std::fmt::Display) -> ApiError {
@@ -110,6 +112,8 @@ pub enum Output {
     Candidate(Candidate),
     Seal(crate::seal::Verification),
     SealCanonical(SealCanonical),
+    Integrity(crate::integrity::Verdict),
+    IntegrityPrepared(crate::integrity::Prepared),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -338,6 +342,47 @@ impl<'de> Deserialize<'de> for SubjectParseIn {
     }
 }
 
+/// `integrity.prepare`: everything but the public-key checks, which it lists.
+pub fn integrity_prepare(raw: &[u8], policy: &Policy, now_millis: u64) -> crate::integrity::Prepared {
+    crate::integrity::prepare(raw, &policy.integrity.anchors(), now_millis / 1000)
+}
+
+/// `integrity.verify`. With `results` (one per check of [`integrity_prepare`], from
+/// WebCrypto) the core decides on them; without, it runs the checks itself, which builds
+/// without the `integrity-verify` feature (the add-in's wasm) cannot.
+pub fn integrity_verify(
+    raw: &[u8],
+    policy: &Policy,
+    now_millis: u64,
+    results: Option<&[bool]>,
+) -> Result<crate::integrity::Verdict, ApiError> {
+    if let Some(r) = results {
+        let prepared = crate::integrity::prepare_again(raw, &policy.integrity.anchors(), now_millis / 1000, r);
+        return Ok(crate::integrity::decide(prepared, r)?);
+    }
+    let prepared = integrity_prepare(raw, policy, now_millis);
+    let results: Vec<bool> = match results {
+        Some(r) => r.to_vec(),
+        #[cfg(feature = "integrity-verify")]
+        None => prepared.checks.iter().map(crate::cert::run).collect(),
+        #[cfg(not(feature = "integrity-verify"))]
+        None => return Err(integrity_unsupported()),
+    };
+    Ok(crate::integrity::decide(prepared, &results)?)
+}
+
+/// The add-in's wasm module checks integrity only through its byte exports (a 10 MB
+/// De-Mail is no JSON string; docs/core-api.md): the JSON ops answer this there.
+#[cfg(not(feature = "integrity-verify"))]
+fn integrity_unsupported() -> ApiError {
+    Reason::new(
+        "integrity.unsupported",
+        "Diese Ausgabe prüft den Integritätswert über integrity_prepare_raw und integrity_verify_raw.",
+        "This build checks the integrity value through integrity_prepare_raw and integrity_verify_raw.",
+    )
+    .into()
+}
+
 /// Run one operation on typed input and output.
 pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Output, ApiError> {
     let text = |what: &str| -> Result<String, ApiError> {
@@ -426,6 +471,19 @@ pub fn dispatch(op: &str, policy: &Policy, input: &str, env: &Env) -> Result<Out
                 },
             })
         }
+        // The raw message as a JSON string, checked at the caller's clock.
+        #[cfg(feature = "integrity-verify")]
+        "integrity.verify" => {
+            let raw = text("the raw message")?;
+            Output::Integrity(integrity_verify(raw.as_bytes(), policy, env.now_millis, None)?)
+        }
+        #[cfg(feature = "integrity-verify")]
+        "integrity.prepare" => {
+            let raw = text("the raw message")?;
+            Output::IntegrityPrepared(integrity_prepare(raw.as_bytes(), policy, env.now_millis))
+        }
+        #[cfg(not(feature = "integrity-verify"))]
+        "integrity.verify" | "integrity.prepare" => return Err(integrity_unsupported()),
         other => {
             return Err(Reason::new(
                 "input.unknown_op",

@@ -9,8 +9,8 @@
 #![allow(clippy::result_large_err)]
 
 // Modules in layers; each uses only those above it (checked by tests/layers.rs):
-// reason → idn → headers → options → address → subject, seal → submission → policy →
-// mapping, check, classify, rights → api.
+// reason → idn → headers → options → address → subject, seal, cert → submission, integrity →
+// policy → mapping, check, classify, rights → proof → api.
 pub mod reason;
 
 pub mod idn;
@@ -21,9 +21,11 @@ pub mod options;
 
 pub mod address;
 
+pub mod cert;
 pub mod seal;
 pub mod subject;
 
+pub mod integrity;
 pub mod submission;
 
 pub mod policy;
@@ -32,6 +34,8 @@ pub mod check;
 pub mod classify;
 pub mod mapping;
 pub mod rights;
+
+pub mod proof;
 
 pub mod api;
 

@@ -292,6 +292,53 @@ pub struct Policy {
     /// Gateway seal keys ([`crate::seal`]); left out of the output when unset.
     #[serde(skip_serializing_if = "SealPolicy::is_unset")]
     pub seal: SealPolicy,
+    /// Provider CAs for `X-de-mail-integrity` ([`crate::integrity`]); left out when unset.
+    #[serde(skip_serializing_if = "IntegrityPolicy::is_unset")]
+    pub integrity: IntegrityPolicy,
+}
+
+/// `[integrity]`: whose signatures on `X-de-mail-integrity` the organisation accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct IntegrityPolicy {
+    /// Provider CA certificates (or provider signing certificates), PEM or base64 DER;
+    /// checked when the policy is loaded.
+    pub trusted_providers: Vec<String>,
+}
+
+// By hand, with the String keys and string lists other inputs already decode: the derived
+// field visitor costs the add-in's wasm module ~1 KB. Same behaviour: unknown keys refused.
+impl<'de> Deserialize<'de> for IntegrityPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = IntegrityPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("struct IntegrityPolicy")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<IntegrityPolicy, A::Error> {
+                let mut p = IntegrityPolicy::default();
+                while let Some(k) = a.next_key::<String>()? {
+                    if k != "trusted_providers" {
+                        return Err(serde::de::Error::unknown_field(&k, &["trusted_providers"]));
+                    }
+                    p.trusted_providers = a.next_value()?;
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl IntegrityPolicy {
+    pub fn is_unset(&self) -> bool {
+        self.trusted_providers.is_empty()
+    }
+
+    /// The trusted certificates, parsed (the policy was validated on load).
+    pub fn anchors(&self) -> Vec<crate::cert::Cert> {
+        self.trusted_providers.iter().filter_map(|t| crate::cert::Cert::from_text(t).ok()).collect()
+    }
 }
 
 /// `[seal]`: public keys of the organisation's gateway(s) and whether a seal is required.
@@ -321,6 +368,7 @@ impl Default for Policy {
             mapping: Mapping::default(),
             subject: Vocabulary::default(),
             seal: SealPolicy::default(),
+            integrity: IntegrityPolicy::default(),
         }
     }
 }
@@ -561,6 +609,13 @@ impl Policy {
                 "seal.public_keys",
                 String::new(),
             ));
+        }
+        for t in &self.integrity.trusted_providers {
+            if let Err(r) = crate::cert::Cert::from_text(t) {
+                let r = Reason::new("policy.certificate_invalid", r.message, r.message_en);
+                let value = t.trim().lines().find(|l| !l.starts_with("-----")).unwrap_or("").to_string();
+                return Err((r, "integrity.trusted_providers", value));
+            }
         }
         let mut kids: Vec<&str> = Vec::new();
         for k in &self.seal.public_keys {

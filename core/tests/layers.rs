@@ -11,10 +11,11 @@ const LAYERS: &[&[&str]] = &[
     &["headers"],
     &["options"],
     &["address"],
-    &["seal", "subject"],
-    &["submission"],
+    &["seal", "subject", "cert"],
+    &["submission", "integrity"],
     &["policy"],
     &["check", "classify", "mapping", "rights"],
+    &["proof"],
     &["api"],
 ];
 

@@ -414,6 +414,14 @@ pub struct Provider {
     /// systemd credential with the token secret (the system service).
     #[serde(default)]
     pub secret_credential: Option<String>,
+    /// The second factor of the "hoch" login: a TOTP secret (base32), in the same places
+    /// as the token secret; its current code follows the secret (relay.rs).
+    #[serde(default)]
+    pub totp_secret_env: Option<String>,
+    #[serde(default)]
+    pub totp_secret_keyring: Option<String>,
+    #[serde(default)]
+    pub totp_secret_credential: Option<String>,
 }
 
 impl Provider {

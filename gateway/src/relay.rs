@@ -1,7 +1,8 @@
 //! Sending: to the provider (SMTP submission over verified TLS with AUTH) and to the
 //! internal mail server (LMTP or SMTP), both with mail-send.
 
-use crate::config::{Protocol, Provider, Target, TlsMode};
+use crate::config::{Protocol, Provider, Secret, Target, TlsMode};
+use demail_core::Error;
 use mail_send::smtp::message::{Address, Message};
 use mail_send::SmtpClientBuilder;
 use std::borrow::Cow;
@@ -65,6 +66,41 @@ pub struct Delivered {
     pub deferred: Vec<(String, String)>,
 }
 
+/// A TOTP (RFC 6238: SHA-1, 6 digits, 30 s, one step of clock skew) from a base32
+/// secret, as authenticator apps and hardware tokens take it.
+pub fn totp(secret_b32: &str) -> Result<totp_rs::TOTP, Error> {
+    let bad = |e: String| {
+        Error::new(
+            "totp.secret_invalid",
+            "Das TOTP-Geheimnis ist kein gültiges Base32 (mindestens 128 Bit).",
+            "The TOTP secret is not valid base32 (at least 128 bits).",
+        )
+        .caused_by(e)
+    };
+    let secret = totp_rs::Secret::Encoded(secret_b32.trim().to_ascii_uppercase());
+    let bytes = secret.to_bytes().map_err(|e| bad(format!("{e:?}")))?;
+    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// The provider login's password: the token secret, followed by the current TOTP code
+/// when the provider has a second factor configured (`totp_secret_*`): the login at
+/// level "hoch" (reference §4).
+pub fn provider_password(p: &Provider) -> Result<String, Error> {
+    let mut password = p.secret().read()?;
+    let second = Secret {
+        secret_env: p.totp_secret_env.clone(),
+        secret_keyring: p.totp_secret_keyring.clone(),
+        credential: p.totp_secret_credential.clone(),
+    };
+    if second.sources() > 0 {
+        let code = totp(&second.read()?)?.generate_current().map_err(|e| {
+            Error::new("totp.clock", "Die Systemuhr ist nicht lesbar.", "The system clock cannot be read.").caused_by(e)
+        })?;
+        password.push_str(&code);
+    }
+    Ok(password)
+}
+
 /// Submit one message to a provider. Recipients are judged one by one: refusing some
 /// does not stop the others. `before_data` runs just before DATA: from then on the
 /// provider may hold the message even if we never see its answer.
@@ -76,7 +112,7 @@ pub async fn to_provider(
     message: &[u8],
     before_data: impl FnOnce(),
 ) -> Result<Delivered, Failure> {
-    let secret = p.secret().read().map_err(|e| Failure::Transient(e.to_string()))?;
+    let secret = provider_password(p).map_err(|e| Failure::Transient(e.to_string()))?;
     let client = match (&p.client_cert, &p.client_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,

@@ -1,9 +1,13 @@
 //! Provider simulator (DMDA) for tests and the demo. Not a De-Mail provider.
 //!
-//! It accepts submissions over TLS with AUTH, checks the TR headers with the core,
-//! stamps the provider headers (message id, originator, auth level, message type,
-//! version, a SHA-256 `X-de-mail-integrity` over the `h=` list), stores the message,
-//! and sends receipts and notifications back to the organisation's gateway:
+//! It accepts submissions over TLS with AUTH — the gateway's account at level "hoch":
+//! password plus a TOTP code (RFC 6238), accounts without a second factor at "normal" —
+//! checks the TR headers with the core, stamps the provider headers (message id,
+//! originator, auth level and mechanism of the actual login, message type, version,
+//! sender, chosen recipients), signs with `X-de-mail-integrity` and
+//! `X-de-mail-signature-certificate` (or only hashes, per configuration), stores the
+//! message, and sends receipts (signed the same way, XML with `Hash` and a real XML-DSig
+//! `ds:Signature`) and notifications back to the organisation's gateway:
 //! Versandbestätigung on acceptance, Eingangsbestätigung on "delivery",
 //! Abholbestätigung on command (`retrieve`), `unknown-recipient` notifications for
 //! recipients whose local part starts with a configured prefix. `inject` sends a
@@ -11,7 +15,9 @@
 
 use crate::config::{Secret, TlsFiles};
 use base64::Engine;
+use demail_core::cert::{Hash, SigKind};
 use demail_core::headers::{self as h, message_type};
+use demail_core::integrity::{Algorithm, SigningKey};
 use demail_core::options::{self, options_from_headers, validate_private_id, DeMailOption};
 use demail_core::{Error, OptionSet};
 use demail_smtp::{Accepted, AuthResult, Authenticated, Envelope, Handler, Reject};
@@ -41,6 +47,16 @@ pub struct SimConfig {
     pub store_dir: PathBuf,
     pub username: String,
     pub secret_env: String,
+    /// Environment variable with the gateway account's TOTP secret (base32, RFC 6238:
+    /// SHA-1, 6 digits, 30 s). The account logs in with its secret followed by the
+    /// current code; the secret alone is refused.
+    pub totp_secret_env: String,
+    /// Accounts that log in with a password only, at level "normal" (a citizen's account).
+    #[serde(default)]
+    pub normal_accounts: Vec<NormalAccount>,
+    /// How De-Mails and receipts are signed; without it only hashed (`a=sha256`).
+    #[serde(default)]
+    pub signing: Option<Signing>,
     /// Recipients whose local part starts with one of these do not exist.
     #[serde(default)]
     pub unknown_local_prefixes: Vec<String>,
@@ -49,6 +65,24 @@ pub struct SimConfig {
     #[serde(default)]
     pub refuse_local_prefixes: Vec<String>,
     pub gateway: GatewayPeer,
+}
+
+/// An account without a second factor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalAccount {
+    pub username: String,
+    pub secret_env: String,
+}
+
+/// The provider's signature: `a=` and its key and certificate (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// `sha256`, `sha384`, `sha512`, optionally with `/rsa`, `/ec-dsa`, `/rsassa-pss`.
+    pub algorithm: String,
+    pub key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
 }
 
 /// The organisation's gateway, where receipts and inbound De-Mail go.
@@ -89,6 +123,9 @@ pub struct Stored {
     pub message_id: Option<String>,
     pub integrity: String,
     pub time: u64,
+    /// The stamped message's `X-de-mail-*` headers (topmost each), for the receipts' XML.
+    #[serde(default)]
+    pub metadata: Vec<(String, String)>,
 }
 
 fn rfc3339(secs: u64) -> String {
@@ -107,6 +144,8 @@ fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
+/// Text content as exclusive XML canonicalisation writes it (`&`, `<`, `>`; quotes stay),
+/// so the XML-DSig digest is over the document exactly as sent.
 fn xml_escape(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control() || *c == '\t')
@@ -114,7 +153,6 @@ fn xml_escape(s: &str) -> String {
             '<' => "&lt;".to_string(),
             '>' => "&gt;".to_string(),
             '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
             c => c.to_string(),
         })
         .collect()
@@ -165,7 +203,7 @@ pub fn tiny_pdf(lines: &[String]) -> Vec<u8> {
     out
 }
 
-/// Headers of `raw` as (name, exact field bytes) for the `h=` list.
+/// Headers of `raw` as (name, exact field bytes).
 fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
     match mail_parser::MessageParser::default().parse(raw) {
         Some(m) => m
@@ -182,46 +220,33 @@ fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
     }
 }
 
-/// `X-de-mail-integrity` in DKIM form: SHA-256 over the topmost occurrence of each
-/// listed header, simple canonicalisation (exact bytes).
-pub fn integrity(raw: &[u8], names: &[&str]) -> String {
-    let f = fields(raw);
-    let mut h = Sha256::new();
-    let mut used = Vec::new();
-    for n in names {
-        if let Some((name, bytes)) = f.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)) {
-            h.update(bytes);
-            used.push(name.clone());
-        }
-    }
-    let b = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-    format!("c=simple/simple; a=sha256; h={}; b={b}", used.join(":"))
-}
-
-const SIGNED: [&str; 9] =
-    ["From", "To", "Cc", "Subject", "Date", "Message-ID", h::PRIVATE_ID, h::MESSAGE_TYPE, h::DEMAIL_MESSAGE_ID];
-
 /// The TR version the simulated provider implements.
 const TR_VERSION: &str = "1.8";
 
-/// Prepend provider headers to a submitted message and add the integrity value.
-fn stamp(raw: &[u8], host: &str, msg_id: &str, sender: &str) -> (Vec<u8>, String) {
-    let mut head = Vec::new();
-    for (name, value) in [
-        (h::DEMAIL_MESSAGE_ID, format!("<{msg_id}@{host}>")),
-        (h::ORIGINATOR_PROVIDER, host.to_string()),
-        (h::AUTH_LEVEL, "high".to_string()),
-        (h::MESSAGE_TYPE, message_type::NORMAL.to_string()),
-        (h::VERSION, TR_VERSION.to_string()),
-        (h::SENDER, sender.to_string()),
-    ] {
-        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    head.extend_from_slice(raw);
-    let integ = integrity(&head, &SIGNED);
-    let mut out = format!("{}: {integ}\r\n", h::INTEGRITY).into_bytes();
-    out.extend(head);
-    (out, integ)
+/// How the sender logged in: `X-de-mail-auth-level` and `-auth-mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Login {
+    pub level: &'static str,
+    pub mechanism: &'static str,
+}
+
+/// The gateway's login: secret plus TOTP code.
+pub const LOGIN_HIGH: Login = Login { level: "high", mechanism: "password+totp" };
+/// An account without a second factor.
+pub const LOGIN_NORMAL: Login = Login { level: "normal", mechanism: "password" };
+
+/// `to=<list>; cc=<list>` from the message's To and Cc (the recipients the sender chose).
+fn chosen_recipients(raw: &[u8]) -> Option<String> {
+    let m = mail_parser::MessageParser::default().parse_headers(raw)?;
+    let list = |a: Option<&mail_parser::Address<'_>>| -> String {
+        a.map(|a| a.iter().filter_map(|x| x.address()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    };
+    let parts: Vec<String> = [("to", list(m.to())), ("cc", list(m.cc()))]
+        .into_iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(k, l)| format!("{k}={l}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn new_id() -> String {
@@ -231,6 +256,11 @@ fn new_id() -> String {
 pub struct Sim {
     pub cfg: SimConfig,
     secret: String,
+    totp: totp_rs::TOTP,
+    normal: Vec<(String, String)>,
+    algorithm: Algorithm,
+    /// Key and certificate (DER) when the algorithm signs.
+    signer: Option<Signer>,
     /// Idempotency keys being stored right now.
     storing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -251,14 +281,127 @@ pub fn idempotency_key(from: &str, message_id: &str, rcpts: &[String]) -> String
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A signing key and its certificate (DER).
+type Signer = (SigningKey, Vec<u8>);
+
+fn load_signing(s: Option<&Signing>) -> Result<(Algorithm, Option<Signer>), Error> {
+    let bad = |what: &str, e: String| {
+        Error::new(
+            "sim.signing_invalid",
+            format!("Signaturkonfiguration [signing] unbrauchbar: {what}."),
+            format!("Signing configuration [signing] unusable: {what}."),
+        )
+        .caused_by(e)
+    };
+    let Some(s) = s else {
+        return Ok((Algorithm { hash: Hash::Sha256, sig: None }, None));
+    };
+    let algorithm = Algorithm::parse(&s.algorithm).ok_or_else(|| bad("algorithm", s.algorithm.clone()))?;
+    if algorithm.sig.is_none() {
+        return Ok((algorithm, None));
+    }
+    let (Some(key), Some(cert)) = (&s.key, &s.cert) else {
+        return Err(bad("key und cert fehlen / key and cert missing", s.algorithm.clone()));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| bad("Datei / file", format!("{}: {e}", p.display())));
+    let key = SigningKey::from_pem(&read(key)?).map_err(|r| bad("key", r.message_en))?;
+    let cert = demail_core::cert::Cert::from_text(&read(cert)?).map_err(|r| bad("cert", r.message_en))?;
+    Ok((algorithm, Some((key, cert.der))))
+}
+
 impl Sim {
+    /// The integrity header lines for a message as it will be sent (see [`demail_core::integrity::sign`]).
+    fn sign(&self, raw: &[u8]) -> Result<demail_core::integrity::Signed, demail_core::Reason> {
+        demail_core::integrity::sign(raw, self.algorithm, self.signer.as_ref().map(|(k, c)| (k, c.as_slice())))
+    }
+
+    /// Put the integrity lines on top; the value for receipts' `Hash`.
+    fn signed(&self, raw: Vec<u8>) -> Result<(Vec<u8>, String), demail_core::Reason> {
+        let s = self.sign(&raw)?;
+        let mut out = s.header.into_bytes();
+        out.extend(raw);
+        Ok((out, s.value))
+    }
+
+    /// Prepend the provider headers to a submitted message, then sign it.
+    fn stamp(
+        &self,
+        raw: &[u8],
+        msg_id: &str,
+        sender: &str,
+        login: Login,
+    ) -> Result<(Vec<u8>, String), demail_core::Reason> {
+        let host = &self.cfg.hostname;
+        let mut head = Vec::new();
+        let mut add = |name: &str, value: String| head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        add(h::DEMAIL_MESSAGE_ID, format!("<{msg_id}@{host}>"));
+        add(h::ORIGINATOR_PROVIDER, host.to_string());
+        add(h::AUTH_LEVEL, login.level.to_string());
+        add(h::AUTH_MECHANISM, login.mechanism.to_string());
+        add(h::MESSAGE_TYPE, message_type::NORMAL.to_string());
+        add(h::VERSION, TR_VERSION.to_string());
+        add(h::SENDER, sender.to_string());
+        if let Some(c) = chosen_recipients(raw) {
+            add(h::CHOSEN_RECIPIENT, c);
+        }
+        head.extend_from_slice(raw);
+        self.signed(head)
+    }
+
+    /// The XML-DSig `ds:Signature` (enveloped, exclusive C14N, SHA-256) for a receipt XML
+    /// whose root content is `inner` (written in canonical form), or none without a key.
+    fn xml_signature(&self, root_open: &str, inner: &str, root_close: &str) -> String {
+        let Some((key, cert)) = &self.signer else { return String::new() };
+        const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
+        const C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+        let b64 = base64::engine::general_purpose::STANDARD;
+        // What the enveloped-signature transform leaves: the document without ds:Signature.
+        let digest = b64.encode(Hash::Sha256.digest(format!("{root_open}{inner}  \n{root_close}").as_bytes()));
+        let (kind, method) = match key {
+            SigningKey::Rsa(_) => (SigKind::Rsa, "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"),
+            _ => (SigKind::EcDsa, "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"),
+        };
+        let signed_info = |ns: &str| {
+            format!(
+                "<ds:SignedInfo{ns}><ds:CanonicalizationMethod Algorithm=\"{C14N}\"></ds:CanonicalizationMethod>\
+                 <ds:SignatureMethod Algorithm=\"{method}\"></ds:SignatureMethod><ds:Reference URI=\"\"><ds:Transforms>\
+                 <ds:Transform Algorithm=\"{DS}enveloped-signature\"></ds:Transform><ds:Transform Algorithm=\"{C14N}\"></ds:Transform>\
+                 </ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"></ds:DigestMethod>\
+                 <ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+            )
+        };
+        // SignedInfo is signed as exclusive C14N renders it: with the ds namespace on it.
+        let canonical = signed_info(&format!(" xmlns:ds=\"{DS}\""));
+        let Ok(mut sig) = key.sign(kind, Hash::Sha256, canonical.as_bytes()) else { return String::new() };
+        if kind == SigKind::EcDsa {
+            // XML-DSig wants r‖s, not DER.
+            let n = if matches!(key, SigningKey::P256(_)) { 32 } else { 48 };
+            sig = demail_core::cert::ecdsa_raw(&sig, n).unwrap_or_default();
+        }
+        format!(
+            "<ds:Signature xmlns:ds=\"{DS}\">{}<ds:SignatureValue>{}</ds:SignatureValue><ds:KeyInfo><ds:X509Data>\
+             <ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>",
+            signed_info(""),
+            b64.encode(sig),
+            b64.encode(cert)
+        )
+    }
+
     pub fn new(cfg: SimConfig) -> Result<Arc<Sim>, Error> {
-        let secret = Secret { secret_env: Some(cfg.secret_env.clone()), ..Default::default() }.read()?;
+        let env = |var: &str| Secret { secret_env: Some(var.to_string()), ..Default::default() }.read();
+        let secret = env(&cfg.secret_env)?;
+        let totp = crate::relay::totp(&env(&cfg.totp_secret_env)?)?;
+        let normal = cfg
+            .normal_accounts
+            .iter()
+            .map(|a| Ok((a.username.clone(), env(&a.secret_env)?)))
+            .collect::<Result<_, Error>>()?;
+        let (algorithm, signer) = load_signing(cfg.signing.as_ref())?;
         std::fs::create_dir_all(cfg.store_dir.join("idempotency")).map_err(|e| {
             Error::new("sim.store", "Ablage (store_dir) nicht anlegbar.", "store_dir cannot be created.")
                 .caused_by(format!("{}: {e}", cfg.store_dir.display()))
         })?;
-        Ok(Arc::new(Sim { cfg, secret, storing: Default::default() }))
+        Ok(Arc::new(Sim { cfg, secret, totp, normal, algorithm, signer, storing: Default::default() }))
     }
 
     fn unknown(&self, rcpt: &str) -> bool {
@@ -390,28 +533,38 @@ impl Sim {
         if let Some(m) = &orig.message_id {
             md("Message-ID", &format!("<{m}>"));
         }
-        if let Some(p) = &orig.private_id {
-            md(h::PRIVATE_ID, p);
+        // The original's De-Mail headers as stamped (the private-id among them).
+        for (n, v) in &orig.metadata {
+            md(n, v);
+        }
+        if orig.metadata.is_empty() {
+            if let Some(p) = &orig.private_id {
+                md(h::PRIVATE_ID, p);
+            }
         }
         let delivery = if kind == DeMailOption::ConfirmationOfRetrieve {
             format!("  <DeliveryTime>{}</DeliveryTime>\n", rfc3339(orig.time))
         } else {
             String::new()
         };
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Acknowledge-Message xmlns=\"urn:de-mail\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">\n  <Sender>{}</Sender>\n  <Metadata>\n{meta}  </Metadata>\n  <Subject>{}</Subject>\n  <Text>{}</Text>\n  <Hash>{}</Hash>\n  <Time>{}</Time>\n{delivery}  <ds:Signature>\n    <ds:SignatureValue>U0lNVUxBVE9S</ds:SignatureValue>\n  </ds:Signature>\n</Acknowledge-Message>\n",
+        // Written in canonical form (exclusive C14N) so the XML-DSig digest is over these bytes.
+        let (open, close) = ("<Acknowledge-Message xmlns=\"urn:de-mail\">", "</Acknowledge-Message>");
+        let inner = format!(
+            "\n  <Sender>{}</Sender>\n  <Metadata>\n{meta}  </Metadata>\n  <Subject>{}</Subject>\n  <Text>{}</Text>\n  <Hash>{}</Hash>\n  <Time>{}</Time>\n{delivery}",
             xml_escape(&orig.from),
             xml_escape(&orig.subject),
             xml_escape(text_de),
             xml_escape(&orig.integrity),
             rfc3339(now)
         );
+        let signature = self.xml_signature(open, &inner, close);
+        let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{open}{inner}  {signature}\n{close}\n");
         let pdf = tiny_pdf(&[
             label.to_string(),
             format!("Betreff: {}", orig.subject),
             format!("Empfaenger: {rcpt}"),
             rfc3339(now),
-            "(Simulator - keine qualifizierte Signatur)".into(),
+            "(Simulator - Test-Signatur, keine qualifizierte)".into(),
         ]);
         let mut b = MessageBuilder::new()
             .from(from.as_str())
@@ -444,7 +597,11 @@ impl Sim {
             ],
         );
         let raw = b.body(body).write_to_vec().unwrap_or_default();
-        let (raw, _) = stamp_receipt(raw);
+        // Signed like a De-Mail: the whole multipart (XML and PDF) is covered by bh=.
+        let raw = self.signed(raw).map(|(r, _)| r).unwrap_or_else(|r| {
+            warn!(code = %r.code, "receipt not signed");
+            Vec::new()
+        });
         (from, raw)
     }
 
@@ -476,6 +633,10 @@ impl Sim {
             vec![MimePart::new("text/plain", format!("{text}\r\n")), MimePart::new("application/xml", xml)],
         );
         let raw = b.body(body).write_to_vec().unwrap_or_default();
+        let raw = self.signed(raw).map(|(r, _)| r).unwrap_or_else(|r| {
+            warn!(code = %r.code, "notification not signed");
+            Vec::new()
+        });
         (from, raw)
     }
 
@@ -543,18 +704,11 @@ impl Sim {
             Error::new("sim.build", "Nachricht nicht erzeugbar.", "Cannot build the message.").caused_by(e)
         })?;
         let id = new_id();
-        let (stamped, _) = stamp(&raw, &self.cfg.hostname, &id, from);
+        // The simulated citizen logged in at level "hoch".
+        let (stamped, _) = self.stamp(&raw, &id, from, LOGIN_HIGH).map_err(Error::from)?;
         self.to_gateway(from, &[to.to_string()], &stamped).await?;
         Ok(id)
     }
-}
-
-/// Receipts carry an integrity value over their own headers too.
-fn stamp_receipt(raw: Vec<u8>) -> (Vec<u8>, String) {
-    let integ = integrity(&raw, &SIGNED);
-    let mut out = format!("{}: {integ}\r\n", h::INTEGRITY).into_bytes();
-    out.extend(raw);
-    (out, integ)
 }
 
 fn refuse(r: &demail_core::Reason) -> Reject {
@@ -564,12 +718,31 @@ fn refuse(r: &demail_core::Reason) -> Reject {
 pub struct SimHandler(pub Arc<Sim>);
 
 impl Handler for SimHandler {
+    /// The gateway's account: secret followed by the current TOTP code ("hoch"); the
+    /// secret alone is refused. Normal accounts: their password ("normal").
     async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
-        if user == self.0.cfg.username && password == self.0.secret {
-            AuthResult::Accepted(Authenticated { user: user.to_string(), method: "password".into(), display: None })
-        } else {
-            AuthResult::Refused
+        let sim = &self.0;
+        let ok = |login: Login| {
+            AuthResult::Accepted(Authenticated {
+                user: user.to_string(),
+                method: login.mechanism.into(),
+                display: None,
+            })
+        };
+        if user == sim.cfg.username {
+            let code = password.strip_prefix(sim.secret.as_str()).filter(|c| c.len() == 6);
+            if code.is_some_and(|c| sim.totp.check_current(c).unwrap_or(false)) {
+                return ok(LOGIN_HIGH);
+            }
+            if password == sim.secret {
+                warn!(user, "login without the second factor refused");
+            }
+            return AuthResult::Refused;
         }
+        if sim.normal.iter().any(|(u, p)| u == user && p == password) {
+            return ok(LOGIN_NORMAL);
+        }
+        AuthResult::Refused
     }
 
     fn rcpt_to(&self, _env: &Envelope, rcpt: &str) -> Result<(), Reject> {
@@ -601,6 +774,25 @@ impl Handler for SimHandler {
         if let Some(p) = ho.problems.iter().find(|p| p.code == "header.invalid_value") {
             return Err(refuse(p));
         }
+        // Persönlich and Absenderbestätigt need level "hoch" (PVD-FU §3.3); Absenderbestätigt
+        // must be signed.
+        let login =
+            if env.session.auth_method.as_deref() == Some(LOGIN_HIGH.mechanism) { LOGIN_HIGH } else { LOGIN_NORMAL };
+        let needs_high = [DeMailOption::Private, DeMailOption::Authoritative, DeMailOption::ConfirmationOfRetrieve];
+        if login == LOGIN_NORMAL && needs_high.iter().any(|o| ho.options.contains(*o)) {
+            return Err(refuse(&demail_core::Reason::new(
+                "sim.auth_level_too_low",
+                "Persönlich und Absenderbestätigt verlangen eine Anmeldung mit Authentisierungsniveau hoch.",
+                "Personal and sender-confirmed need a login at authentication level high.",
+            )));
+        }
+        if ho.options.contains(DeMailOption::Authoritative) && sim.signer.is_none() {
+            return Err(refuse(&demail_core::Reason::new(
+                "sim.signature_required",
+                "Absenderbestätigte De-Mails müssen signiert werden; der Simulator hat keinen Signaturschlüssel.",
+                "Sender-confirmed De-Mails must be signed; the simulator has no signing key.",
+            )));
+        }
         let private_id = heads.iter().find(|(n, _)| n.eq_ignore_ascii_case(h::PRIVATE_ID)).map(|(_, v)| v.clone());
         if let Some(p) = &private_id {
             validate_private_id(p).map_err(|r| refuse(&r))?;
@@ -630,8 +822,9 @@ impl Handler for SimHandler {
             message_id: msg.message_id().map(str::to_string),
             integrity: String::new(),
             time: crate::spool::now(),
+            metadata: Vec::new(),
         };
-        let res = self.store_new(s, &raw, key.as_deref());
+        let res = self.store_new(s, &raw, key.as_deref(), login);
         if let Some(k) = &key {
             sim.storing.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
         }
@@ -640,11 +833,17 @@ impl Handler for SimHandler {
 }
 
 impl SimHandler {
-    fn store_new(&self, mut s: Stored, raw: &[u8], key: Option<&str>) -> Result<Accepted, Reject> {
+    fn store_new(&self, mut s: Stored, raw: &[u8], key: Option<&str>, login: Login) -> Result<Accepted, Reject> {
         let sim = &self.0;
         let id = s.id.clone();
-        let (stamped, integ) = stamp(raw, &sim.cfg.hostname, &id, &s.from);
+        let (stamped, integ) = sim.stamp(raw, &id, &s.from, login).map_err(|r| refuse(&r))?;
         s.integrity = integ;
+        for (n, v) in demail_core::seal::header_fields(&stamped) {
+            let skip = n.eq_ignore_ascii_case(h::INTEGRITY) || n.eq_ignore_ascii_case(h::SIGNATURE_CERTIFICATE);
+            if h::is_demail_header(&n) && !skip && !s.metadata.iter().any(|(m, _)| m.eq_ignore_ascii_case(&n)) {
+                s.metadata.push((n, v));
+            }
+        }
         sim.store(&s, &stamped).and_then(|()| key.map_or(Ok(()), |k| sim.remember(k, &id))).map_err(|e| {
             warn!(error = %e, "cannot store");
             Reject::temporary("Speicherfehler beim Anbieter.", "Provider storage failure.")
@@ -660,14 +859,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pdf_and_time_and_integrity() {
+    fn pdf_and_time_and_recipients() {
         let pdf = tiny_pdf(&["Versandbestätigung (x)".into()]);
         assert!(pdf.starts_with(b"%PDF-1.4") && pdf.ends_with(b"%%EOF\n"));
         let text = String::from_utf8_lossy(&pdf);
         let xref: usize = text.rsplit("startxref\n").next().unwrap().lines().next().unwrap().parse().unwrap();
         assert!(text[xref..].starts_with("xref"));
         assert_eq!(rfc3339(1_795_775_532), "2026-11-27T10:32:12Z");
-        let i = integrity(b"From: a@b.de\r\nSubject: x\r\n\r\nbody", &SIGNED);
-        assert!(i.starts_with("c=simple/simple; a=sha256; h=From:Subject; b="), "{i}");
+        let c = chosen_recipients(b"From: a@b.de\r\nTo: X <x@y.de-mail.de>, z@y.de-mail.de\r\nCc: c@d.de\r\n\r\nbody");
+        assert_eq!(c.as_deref(), Some("to=x@y.de-mail.de, z@y.de-mail.de; cc=c@d.de"));
     }
 }

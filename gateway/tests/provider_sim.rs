@@ -302,3 +302,318 @@ fn a_crash_after_data_leads_to_a_resend_the_provider_stores_once() {
     assert_eq!(h.sim_stored().len(), 1, "stored exactly once");
     assert!(!spooled.with_extension("sending").exists());
 }
+
+// --- The provider's proof: X-de-mail-integrity, XML-DSig, the "hoch" login -------------
+
+use demail_core::cert::Cert;
+use demail_core::integrity::{self, Status};
+use demail_testkit::KeyType;
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The core's verdict with the test qualified CA as the trusted provider CA.
+fn verify(h: &Harness, raw: &[u8]) -> integrity::Verdict {
+    integrity::verify(raw, &[Cert::from_text(&h.qca().ca.cert_pem).unwrap()], now())
+}
+
+fn run(cmd: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(cmd).args(args).current_dir(dir).output().unwrap()
+}
+
+/// What the simulator signed (the core's `integrity::sign`), checked by openssl over the
+/// canonical input the core produces; `bh=` against openssl's digest of the body.
+fn openssl_agrees(h: &Harness, raw: &[u8], algorithm: &str) {
+    let c = integrity::canonical(raw).unwrap();
+    let d = h.path();
+    let (hash, kind) = algorithm.split_once('/').unwrap_or((algorithm, ""));
+    let body_start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut body = raw[body_start..].to_vec();
+    while body.ends_with(b"\r\n\r\n") {
+        body.truncate(body.len() - 2);
+    }
+    std::fs::write(d.join("body.bin"), &body).unwrap();
+    let digest = run("openssl", &["dgst", &format!("-{hash}"), "-binary", "body.bin"], d);
+    assert_eq!(digest.stdout, c.body_hash, "{algorithm}: bh= is not openssl's body digest");
+    std::fs::write(d.join("input.bin"), &c.header_input).unwrap();
+    if kind.is_empty() {
+        let digest = run("openssl", &["dgst", &format!("-{hash}"), "-binary", "input.bin"], d);
+        assert_eq!(digest.stdout, c.value.b, "{algorithm}: b= is not openssl's header digest");
+        return;
+    }
+    std::fs::write(d.join("sig.bin"), &c.value.b).unwrap();
+    let public = h.signer.as_ref().unwrap().public_key.display().to_string();
+    let mut args =
+        vec!["dgst".to_string(), format!("-{hash}"), "-verify".into(), public, "-signature".into(), "sig.bin".into()];
+    if kind == "rsassa-pss" {
+        for o in ["rsa_padding_mode:pss".to_string(), "rsa_pss_saltlen:digest".into(), format!("rsa_mgf1_md:{hash}")] {
+            args.extend(["-sigopt".to_string(), o]);
+        }
+    }
+    args.push("input.bin".into());
+    let o = run("openssl", &args.iter().map(String::as_str).collect::<Vec<_>>(), d);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "Verified OK",
+        "{algorithm}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn xml_part(raw: &[u8]) -> String {
+    let m = mail_parser::MessageParser::default().parse(raw).unwrap();
+    m.parts
+        .iter()
+        .find(|p| mail_parser::MimeHeaders::content_type(*p).is_some_and(|c| c.subtype() == Some("xml")))
+        .and_then(|p| p.text_contents())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_algorithm_signs_de_mails_and_receipts_and_openssl_agrees() {
+    for (algorithm, key) in [
+        ("sha256/rsa", KeyType::Rsa2048),
+        ("sha512/rsa", KeyType::Rsa2048),
+        ("sha256/rsassa-pss", KeyType::Rsa2048),
+        ("sha384/ec-dsa", KeyType::P384),
+        ("sha256/ec-dsa", KeyType::P256),
+        ("sha384", KeyType::P256),
+    ] {
+        let mut h = Harness::new();
+        let _sim = h.start_sim_signing(algorithm, key);
+        let signed = algorithm.contains('/');
+        // Absenderbestätigt must be signed: a provider that only hashes refuses it (bounce).
+        let subject = if signed { "[VB, EB, A] Bescheid" } else { "[VB, EB] Bescheid" };
+        let r = h.submit(
+            "recht@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg("recht@musterstadt.de", "anna@buerger.de-mail.de", subject),
+        );
+        assert!(r.is_ok(), "{algorithm}: {r:?}");
+        let want = if signed { Status::Valid } else { Status::HashOnly };
+        // The De-Mail as the provider holds it, and both receipts as they arrive (Dovecot: LF, Received, seal).
+        let stored =
+            demail_testkit::wait_until(Duration::from_secs(20), || Some(h.sim_stored()).filter(|s| !s.is_empty()))
+                .unwrap_or_else(|| panic!("{algorithm}: nothing stored\n{}\n{}", h.log(), h.sim_log()));
+        let v = verify(&h, &stored[0]);
+        assert_eq!((v.status, v.algorithm.as_deref()), (want, Some(algorithm)), "{v:?}");
+        openssl_agrees(&h, &stored[0], algorithm);
+        for name in ["X-de-mail-authoritative", "X-de-mail-chosen-recipient", "X-de-mail-auth-level", "Subject"] {
+            let expected = signed || name != "X-de-mail-authoritative";
+            assert_eq!(v.signed_headers.iter().any(|s| s == name), expected, "{name}: {:?}", v.signed_headers);
+        }
+        let got = h.dovecot.wait_for_messages("recht@musterstadt.de", 2, Duration::from_secs(30));
+        assert_eq!(got.len(), 2, "{}\n{}", h.log(), h.sim_log());
+        for m in &got {
+            let v = verify(&h, m);
+            assert_eq!(v.status, want, "{algorithm} receipt: {v:?}");
+            if want == Status::Valid {
+                assert_eq!(v.signer.as_deref(), Some("CN=DMDA Simulator Signatur,O=DMDA Simulator,C=DE"));
+            }
+        }
+        // A citizen's De-Mail through the gateway into the mailbox.
+        let o =
+            h.sim_cli(&["inject", "--from", "erika@buerger.de-mail.de", "--to", "poststelle@musterstadt.de-mail.de"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(30));
+        assert_eq!(verify(&h, &got[0]).status, want, "{algorithm} inbound");
+    }
+}
+
+#[test]
+fn alterations_of_a_delivered_de_mail_are_found() {
+    let mut h = Harness::new();
+    let _sim = h.start_sim_signing("sha256/ec-dsa", KeyType::P256);
+    let o = h.sim_cli(&[
+        "inject",
+        "--from",
+        "erika@buerger.de-mail.de",
+        "--to",
+        "poststelle@musterstadt.de-mail.de",
+        "--subject",
+        "Widerspruch",
+        "--options",
+        "private",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = String::from_utf8(
+        h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(30)).remove(0),
+    )
+    .unwrap();
+    assert_eq!(verify(&h, m.as_bytes()).status, Status::Valid);
+    for (what, altered, code) in [
+        ("subject", m.replace("Subject: Widerspruch", "Subject: Zustimmung"), "integrity.bad_signature"),
+        ("body", m.replace("freundlichen", "unfreundlichen"), "integrity.body_altered"),
+        ("recipient", m.replace("to=poststelle@", "to=kasse@"), "integrity.bad_signature"),
+        ("option", m.replace("X-de-mail-private: yes", "X-de-mail-private: no"), "integrity.bad_signature"),
+    ] {
+        assert_ne!(altered, m, "{what}: nothing replaced");
+        let v = verify(&h, altered.as_bytes());
+        assert_eq!((v.status, v.reasons[0].code.as_str()), (Status::Invalid, code), "{what}");
+    }
+    // Another CA's view: the same message is not from a provider it trusts.
+    let other = demail_testkit::QualifiedCa::generate(h.path(), "other", KeyType::Rsa2048);
+    let v = integrity::verify(m.as_bytes(), &[Cert::from_text(&other.ca.cert_pem).unwrap()], now());
+    assert_eq!(v.status, Status::UntrustedCertificate);
+    // And after the signing certificate's 365 days.
+    let anchors = [Cert::from_text(&h.qca().ca.cert_pem).unwrap()];
+    assert_eq!(integrity::verify(m.as_bytes(), &anchors, now() + 400 * 86_400).status, Status::Expired);
+}
+
+#[test]
+fn receipt_xml_signature_verifies_with_xmlsec1() {
+    if !demail_testkit::have("xmlsec1") {
+        panic!("xmlsec1 missing: scripts/setup test");
+    }
+    for (algorithm, key) in [("sha256/rsa", KeyType::Rsa2048), ("sha256/ec-dsa", KeyType::P256)] {
+        let mut h = Harness::new();
+        let _sim = h.start_sim_signing(algorithm, key);
+        h.submit(
+            "recht@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg("recht@musterstadt.de", "anna@buerger.de-mail.de", "[VB] Bescheid"),
+        )
+        .unwrap();
+        let got = h.dovecot.wait_for_messages("recht@musterstadt.de", 1, Duration::from_secs(30));
+        assert_eq!(got.len(), 1, "{}", h.sim_log());
+        let xml = xml_part(&got[0]);
+        assert!(xml.contains("<ds:SignatureValue>"), "{xml}");
+        let d = h.path();
+        let ca = h.qca().ca.cert.display().to_string();
+        std::fs::write(d.join("receipt.xml"), &xml).unwrap();
+        let o = run("xmlsec1", &["--verify", "--trusted-pem", &ca, "receipt.xml"], d);
+        assert!(
+            o.status.success(),
+            "{algorithm}: {}{}\n{xml}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Another Hash in the XML: the signature no longer holds.
+        let forged = xml.replacen("<Hash>c=simple/simple; a=", "<Hash>c=simple/simple;  a=", 1);
+        assert_ne!(forged, xml);
+        std::fs::write(d.join("forged.xml"), &forged).unwrap();
+        let o = run("xmlsec1", &["--verify", "--trusted-pem", &ca, "forged.xml"], d);
+        assert!(!o.status.success(), "{algorithm}: the altered XML verified");
+    }
+}
+
+#[test]
+fn the_provider_refuses_a_gateway_without_the_second_factor() {
+    // The gateway configured with the token secret only.
+    let mut h = Harness::custom(POLICY, |c| c.replace("totp_secret_env = \"TEST_PROVIDER_TOTP\"\n", ""));
+    assert!(!std::fs::read_to_string(&h.config).unwrap().contains("totp_secret_env"));
+    let _sim = h.start_sim();
+    h.submit(
+        "peter.meier@musterstadt.de",
+        &["anna@buerger.de-mail.de"],
+        &msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "Antrag"),
+    )
+    .unwrap();
+    assert!(
+        demail_testkit::wait_until(Duration::from_secs(20), || h
+            .sim_log()
+            .contains("login without the second factor refused")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        h.sim_log()
+    );
+    assert!(h.sim_stored().is_empty());
+    assert_eq!(h.queue_len(), 1, "the De-Mail waits in the queue");
+    // Stop the gateway's retries: the SMTP server locks an address out after a few failures.
+    h.gateway.take();
+    // Directly: with the code the login works; the secret alone or a wrong code does not.
+    let m = msg(PROVIDER_USER, "anna@buerger.de-mail.de", "Direkt");
+    let from = "peter.meier@musterstadt.de-mail.de";
+    let to = ["anna@buerger.de-mail.de"];
+    let r = h.submit_to_provider(from, &to, &m);
+    assert!(r.is_ok(), "{r:?}");
+    for password in [PROVIDER_SECRET.to_string(), format!("{PROVIDER_SECRET}000000")] {
+        let r = h.submit_to_provider_as(PROVIDER_USER, &password, from, &to, &msg(from, to[0], "Ohne"));
+        assert!(r.is_err(), "{password}: {r:?}");
+    }
+    assert_eq!(h.sim_stored().len(), 1, "only the login with the code delivered");
+}
+
+#[test]
+fn the_auth_level_header_follows_the_actual_login() {
+    let mut h = Harness::new();
+    let _sim = h.start_sim();
+    let from = "peter.meier@musterstadt.de-mail.de";
+    let to = ["anna@buerger.de-mail.de"];
+    // The gateway's login: token secret and TOTP code.
+    h.submit_to_provider(from, &to, &msg(from, to[0], "Hoch")).unwrap();
+    // A citizen's account with a password only (the reply comes after storing).
+    h.submit_to_provider_as(
+        "buerger",
+        CITIZEN_SECRET,
+        "erika@buerger.de-mail.de",
+        &to,
+        &msg("erika@buerger.de-mail.de", to[0], "Normal"),
+    )
+    .unwrap();
+    let stored = h.sim_stored();
+    assert_eq!(stored.len(), 2);
+    let level = |subject: &str| {
+        let m = stored.iter().find(|m| header(m, "Subject").as_deref() == Some(subject)).unwrap();
+        (header(m, "X-de-mail-auth-level").unwrap(), header(m, "X-de-mail-auth-mechanism").unwrap())
+    };
+    assert_eq!(level("Hoch"), ("high".into(), "password+totp".into()));
+    assert_eq!(level("Normal"), ("normal".into(), "password".into()));
+    // Persönlich needs "hoch": refused for the normal login.
+    let private = format!(
+        "X-de-mail-private: yes\r\n{}",
+        String::from_utf8_lossy(&msg("erika@buerger.de-mail.de", to[0], "Privat"))
+    );
+    let r = h.submit_to_provider_as("buerger", CITIZEN_SECRET, "erika@buerger.de-mail.de", &to, private.as_bytes());
+    assert!(r.as_ref().is_err_and(|e| e.contains("sim.auth_level_too_low")), "{r:?}");
+    // Both signed levels verify: the header is part of what the provider signed.
+    for m in &stored {
+        assert_eq!(verify(&h, m).status, Status::Valid);
+    }
+}
+
+#[test]
+fn a_receipt_matches_exactly_the_message_handed_over() {
+    let mut h = Harness::new();
+    let _sim = h.start_sim();
+    for subject in ["[VB] Bescheid", "[VB] Anderer Bescheid"] {
+        h.submit(
+            "recht@musterstadt.de",
+            &["anna@buerger.de-mail.de"],
+            &msg("recht@musterstadt.de", "anna@buerger.de-mail.de", subject),
+        )
+        .unwrap();
+    }
+    let receipts = h.dovecot.wait_for_messages("recht@musterstadt.de", 2, Duration::from_secs(30));
+    assert_eq!(receipts.len(), 2, "{}", h.sim_log());
+    // What the gateway handed over, from its archive.
+    let out = h.path().join("export-receipts");
+    assert!(h.cli(&["archive", "export", "--out", out.to_str().unwrap()]).status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let sent: Vec<Vec<u8>> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["direction"] == "out")
+        .map(|e| std::fs::read(out.join(e["file"].as_str().unwrap())).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    let policy = demail_core::Policy::default();
+    for r in &receipts {
+        assert_eq!(verify(&h, r).status, Status::Valid, "the receipt itself");
+        let subject = pid_of(r);
+        let (mine, other) = if pid_of(&sent[0]) == subject { (&sent[0], &sent[1]) } else { (&sent[1], &sent[0]) };
+        assert_eq!(pid_of(mine), subject);
+        let own = demail_core::proof::receipt(r, Some(mine), &policy).unwrap();
+        assert_eq!(own.matches_sent, Some(true), "{subject}: {:?}", own.reasons);
+        let wrong = demail_core::proof::receipt(r, Some(other), &policy).unwrap();
+        assert_eq!(wrong.matches_sent, Some(false), "{subject}");
+        let codes: Vec<&str> = wrong.reasons.iter().map(|x| x.code.as_str()).collect();
+        assert!(codes.contains(&"receipt.body_mismatch") || codes.contains(&"receipt.metadata_mismatch"), "{codes:?}");
+        assert_eq!(demail_core::proof::receipt(r, None, &policy).unwrap().matches_sent, None);
+    }
+}

@@ -13,6 +13,8 @@
 //! - [`kdc`]: an MIT Kerberos KDC with a throwaway realm; [`ldap`]: OpenLDAP `slapd` with TLS.
 //! - [`postgres`]: PostgreSQL (`initdb`, `pg_ctl`) with TLS on a free loopback port, for the
 //!   gateway cluster; [`proxy`]: a TCP proxy the test can partition.
+//! - [`qca`]: [`QualifiedCa`], a stand-in for a provider's qualified CA, and provider signing
+//!   certificates (RSA, P-256, P-384), made with `openssl`, for `X-de-mail-integrity`.
 //!
 //! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks, postgresql).
 
@@ -27,6 +29,7 @@ pub mod postfix;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod qca;
 
 pub use ca::Pki;
 pub use dovecot::Dovecot;
@@ -36,6 +39,7 @@ pub use postfix::{Postfix, SmtpSink};
 pub use postgres::Postgres;
 pub use process::{have, wait_until, ChildGuard};
 pub use proxy::Proxy;
+pub use qca::{Issued, KeyType, QualifiedCa};
 pub use tempfile::TempDir;
 
 /// A fresh temporary directory, removed on drop.

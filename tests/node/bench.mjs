@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { call, classify_raw } from "../../addin/wasm/demail_wasm.js";
 import { ROOT, loadWasm, walk, demailBin } from "./env.mjs";
+import { benchIntegrity } from "./bench-integrity.mjs";
 
 loadWasm();
 const corpus = join(ROOT, "tests/corpus");
@@ -60,3 +61,5 @@ console.log(`check 500 recipients wasm:   ${check500.toFixed(3)} ms mean, ${each
 console.log(`check 500 recipients wasm:   ${each[0].toFixed(3)} ms min, ${each[100].toFixed(3)} ms p10`);
 console.log(`check 500 recipients native: ${native.check500_json_ms.toFixed(3)} ms (same JSON boundary)`);
 console.log(`wasm size:                  ${wasmSize} bytes (${(wasmSize / 1024).toFixed(0)} KiB, goal <= 300 KB)`);
+const integ = await benchIntegrity();
+console.log(`integrity 10 MB wasm (Node):  ${integ.median.toFixed(1)} ms median, ${integ.min.toFixed(1)} ms min (prepare + WebCrypto + verify; goal <= 150 ms)`);

@@ -24,6 +24,9 @@ for (const file of walk(casesDir, ".json")) {
     assert.ok(doc.cases.length > 0, "case file without cases");
     const failures = [];
     doc.cases.forEach((c, i) => {
+      // The module checks integrity through its byte exports, not `call`: integrity.test.mjs
+      // holds those to the native ops (the same bytes for every fixture).
+      if (c.op.startsWith("integrity.")) return;
       const out = call(c.op, native.policies[name] ?? "", JSON.stringify(c.input), FIXED_NOW, FIXED_ENTROPY);
       total++;
       if (out !== native.cases[name][i]) {
@@ -52,6 +55,8 @@ test("corpus: wasm classification equals native and the expected JSON", () => {
     const rel = relative(corpusDir, eml);
     const out = classify_raw(policy, readFileSync(eml));
     if (out !== native.corpus[rel]) failures.push(`${rel}: wasm and native differ`);
+    // integrity/: their JSON is the integrity verdict (integrity.test.mjs).
+    if (rel.startsWith("integrity/")) continue;
     const env = JSON.parse(out);
     const expected = JSON.parse(readFileSync(eml.replace(/\.eml$/, ".json"), "utf8"));
     const diffs = env.ok ? matches(expected, env.result) : [`error ${out}`];

@@ -544,7 +544,9 @@ class Helper:
         policy_file = self.home / "policy.json"
         policy_file.write_text(policy if isinstance(policy, str) else json.dumps(policy))
         machine = self.home / "machine-helper.toml"
-        text = f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = {"true" if auto_approve else "false"}\n\n'
+        # IT's switches (machine file only): native auto-approval as asked, and provisioning,
+        # which `token()` below uses for the test's own API calls.
+        text = f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = {"true" if auto_approve else "false"}\nprovision = true\n\n'
         self.gateway = gateway
         if gateway is not None:
             # The organisation's gateway: STARTTLS verified against the test CA only,
@@ -554,7 +556,6 @@ class Helper:
                 f'ca_file = "{gateway.gw_pki["ca"]}"\nca_only = true\nusername = "{Gateway.HELPER_USER}"\ntimeout = 10\n\n'
                 '[secrets]\nbackend = "keyutils"\n\n[relay]\nretry_initial = 1\nretry_max = 2\npoll_interval = 1\n\n'
             )
-        text += '[lock]\nkeys = ["pairing.native_auto_approve"]\n'
         machine.write_text(text)
         self.env = {
             "HOME": str(self.home),
@@ -565,7 +566,9 @@ class Helper:
             "NO_COLOR": "1",
         }
         manifest = json.loads(self.cli("native-manifest", "--extension-id", addon_id, "--host-path", str(self.native)))
-        for base in (".mozilla", ".thunderbird"):
+        # Where Thunderbird 153 reads per-user manifests (Gecko's XREUserNativeManifests,
+        # the same as Firefox's; checked in ThunderbirdAddinTest).
+        for base in (".mozilla",):
             d = self.home / base / "native-messaging-hosts"
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{manifest['name']}.json").write_text(json.dumps(manifest))
@@ -723,6 +726,8 @@ class Gateway:
 
     HELPER_USER, HELPER_PASSWORD = "helper", "helper-pw-e2e"
     PROVIDER_USER, PROVIDER_SECRET = "musterstadt-gw", "token+pin-e2e"
+    # The second factor of the gateway's "hoch" login at the provider (TOTP, base32; a TEST secret).
+    PROVIDER_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
     def __init__(self, directory: Path, policy_file: Path, lmtp_port: int, provider_port: int, gw_pki: dict, provider_pki: dict, seal_key: str | None = None):
         self.dir = directory
@@ -769,6 +774,7 @@ client_cert = "{provider_pki['client_cert']}"
 client_key = "{provider_pki['client_key']}"
 username = "{self.PROVIDER_USER}"
 secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
+totp_secret_env = "DEMAIL_E2E_PROVIDER_TOTP"
 
 [queue]
 retry_initial_secs = 1
@@ -776,7 +782,8 @@ retry_max_secs = 2
 scan_interval_ms = 200
 """ + ('\n[seal]\nkid = "gw1"\nkey_keyring = "demail-gateway-seal/gw1"\n' if seal_key else ""))
         self.bin = gateway_bins()[0]
-        self.env = {"DEMAIL_E2E_GW_HELPER_PASSWORD": self.HELPER_PASSWORD, "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET, "RUST_LOG": "info"}
+        self.env = {"DEMAIL_E2E_GW_HELPER_PASSWORD": self.HELPER_PASSWORD, "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET,
+                    "DEMAIL_E2E_PROVIDER_TOTP": self.PROVIDER_TOTP, "RUST_LOG": "info"}
         self.log_path = d / "gateway.log"
         cmd = [str(self.bin), "--config", str(self.config), "serve"]
         if seal_key:
@@ -828,6 +835,7 @@ client_ca = "{p['ca']}"
 store_dir = "{self.store}"
 username = "{Gateway.PROVIDER_USER}"
 secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
+totp_secret_env = "DEMAIL_E2E_PROVIDER_TOTP"
 unknown_local_prefixes = ["unbekannt"]
 [gateway]
 host = "127.0.0.1"
@@ -838,7 +846,8 @@ client_key = "{p['client_key']}"
 domains = ["musterstadt.de-mail.de"]
 """)
         self.bin = gateway_bins()[1]
-        self.env = {"DEMAIL_E2E_PROVIDER_SECRET": Gateway.PROVIDER_SECRET, "RUST_LOG": "info"}
+        self.env = {"DEMAIL_E2E_PROVIDER_SECRET": Gateway.PROVIDER_SECRET,
+                    "DEMAIL_E2E_PROVIDER_TOTP": Gateway.PROVIDER_TOTP, "RUST_LOG": "info"}
         self.log_path = self.dir / "sim.log"
         self.proc = _spawn([str(self.bin), "--config", str(self.config), "serve"], self.env, self.log_path)
         try:

@@ -21,6 +21,18 @@ async function inBrowser(browser, script, args = []) {
   const actor = browser.browsingContext.currentWindowGlobal.getActor("MarionetteCommands");
   return actor.executeScript(script, args, { sandboxName: null, newSandbox: false });
 }
+async function inBrowserSystem(browser, script, args = []) {
+  const actor = browser.browsingContext.currentWindowGlobal.getActor("MarionetteCommands");
+  return actor.executeScript(script, args, { sandboxName: "system", newSandbox: false });
+}
+"""
+# In a message's document, with the system principal (`inBrowserSystem`): the add-in's
+# banners. The banner lives in a closed shadow root on an element in the top layer
+# (display/banner.js); only chrome code reaches into it (`openOrClosedShadowRoot`), the
+# message's own content cannot. Sets `banners` (the <aside>s) and `hosts`.
+FIND_BANNER = """
+  const hosts = [...document.querySelectorAll(":popover-open")].filter((h) => h.openOrClosedShadowRoot?.querySelector("[data-demail-banner]"));
+  const banners = hosts.map((h) => h.openOrClosedShadowRoot.querySelector("[data-demail-banner]"));
 """
 
 
@@ -149,20 +161,20 @@ class TB:
         return self.wait(MAIN + IN_BROWSER + """
             const mb = about3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
             if (!mb || !mb.browsingContext?.currentWindowGlobal) return null;
-            return await inBrowser(mb, `
-              const b = document.getElementById("demail-banner");
+            return await inBrowserSystem(mb, `${args[0]}
+              const b = banners[0];
               if (!b) return null;
               const fields = {};
               for (const r of b.querySelectorAll("[data-field]")) fields[r.dataset.field] = r.querySelector("dd") ? r.querySelector("dd").textContent : r.textContent;
-              return { kind: b.dataset.kind, title: b.querySelector(".demail-title").textContent, fields, text: b.innerText };
+              return { kind: b.dataset.kind, title: b.querySelector(".title").textContent, fields, text: b.innerText, count: banners.length };
             `);
-        """, timeout=timeout, what="De-Mail banner")
+        """, FIND_BANNER, timeout=timeout, what="De-Mail banner")
 
     def no_banner(self):
         return self.js(MAIN + IN_BROWSER + """
             const mb = about3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
-            return await inBrowser(mb, `return document.readyState === "complete" && !document.getElementById("demail-banner") && document.body.innerText.length > 0`);
-        """)
+            return await inBrowserSystem(mb, `${args[0]} return document.readyState === "complete" && banners.length === 0 && document.body.innerText.length > 0`);
+        """, FIND_BANNER)
 
     def thread_row_rect(self, subject_part):
         """Screen rect (CSS px in the main window) of a message's row in the thread pane."""
@@ -234,6 +246,16 @@ class TB:
 
     def press_send(self):
         self.js(COMPOSE + 'cw.goDoCommand("cmd_sendNow");')
+
+    def attach_file(self, path, name="anlage.pdf", content_type="application/pdf"):
+        """Attach a file to the newest compose window, as the attach command would."""
+        self.js("""
+            const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
+            const f = new FileUtils.File(args[0]);
+            const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
+            a.url = Services.io.newFileURI(f).spec; a.name = args[1]; a.size = f.fileSize; a.contentType = args[2];
+            await cw.AddAttachments([a]);
+        """, str(path), name, content_type)
 
     def close_compose(self):
         self.js(COMPOSE + "if (cw) { cw.gMsgCompose && (cw.gContentChanged = false); cw.ComposeCanClose = () => true; cw.close(); }")

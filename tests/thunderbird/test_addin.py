@@ -15,6 +15,7 @@ import email.policy
 import imaplib
 import json
 import os
+import re
 import sys
 import time
 import unittest
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import ROOT, USER, Dovecot, Harness, free_port, helper_bins  # noqa: E402
-from tb import COMPOSE, IN_BROWSER, MAIN, TB, count_colour, hex_rgb  # noqa: E402
+from tb import COMPOSE, FIND_BANNER, IN_BROWSER, MAIN, TB, count_colour, hex_rgb  # noqa: E402
 
 XPI = Path(os.environ.get("DEMAIL_XPI", ROOT / "artifacts/demail-thunderbird.xpi"))
 SHOTS = Path(os.environ.get("DEMAIL_SCREENSHOTS", ROOT / "artifacts/screenshots"))
@@ -182,21 +183,7 @@ class ThunderbirdAddinTest(unittest.TestCase):
     def test_03_receipt_banner_names_the_confirmed_demail(self):
         tb = self.tb
         self.assertTrue(tb.select_message("*Versandbestätigung*"))
-        b = tb.wait(
-            """
-            const win = Services.wm.getMostRecentWindow("mail:3pane");
-            const mb = win.gTabmail.currentAbout3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
-            const actor = mb.browsingContext.currentWindowGlobal.getActor("MarionetteCommands");
-            return actor.executeScript(`
-              const b = document.getElementById("demail-banner");
-              if (!b || b.dataset.kind !== "receipt") return null;
-              const f = {};
-              for (const r of b.querySelectorAll("[data-field]")) f[r.dataset.field] = r.querySelector("dd") ? r.querySelector("dd").textContent : r.textContent;
-              return { title: b.querySelector(".demail-title").textContent, fields: f };
-            `, [], { sandboxName: null, newSandbox: false });
-            """,
-            what="receipt banner",
-        )
+        b = wait_for(lambda: (lambda x: x if x and x["kind"] == "receipt" else None)(tb.banner()), timeout=30, what="receipt banner")
         self.assertEqual(b["title"], "De-Mail-Bestätigung")
         self.assertEqual(b["fields"]["receipt-type"], "Versandbestätigung")
         self.assertEqual(b["fields"]["confirms"], "Ihr Antrag auf Sondernutzungserlaubnis, Az. 66.2-2026/0412")
@@ -637,13 +624,7 @@ class HelperHandOffTest(unittest.TestCase):
         self.compose_demail("Bescheid mit Anlage", options=("confirmation-of-dispatch",))
         blob = h.tmp / "anlage.pdf"
         blob.write_bytes(b"%PDF-1.4\n" + os.urandom(1024 * 1024))
-        tb.js("""
-            const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
-            const f = new FileUtils.File(args[0]);
-            const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
-            a.url = Services.io.newFileURI(f).spec; a.name = "anlage.pdf"; a.size = f.fileSize; a.contentType = "application/pdf";
-            await cw.AddAttachments([a]);
-        """, str(blob))
+        tb.attach_file(blob)
         time.sleep(0.5)
         t0 = time.time()
         tb.press_send()
@@ -652,6 +633,48 @@ class HelperHandOffTest(unittest.TestCase):
         m = self.outbox()[0]
         self.assertEqual(m["subject"], "Bescheid mit Anlage")
         self.assertGreater(m["size"], 1024 * 1024)
+
+
+    def test_4_slow_helper_one_submission_one_de_mail(self):
+        """The helper commits late (test hook: 5 s, past its own deadline of 3 s, like a
+        slow disk). The add-in's first attempt gets 408; it sends once more with the same
+        Message-ID and gets the stored entry, the window closes. (A caseworker shown a
+        dialog would press Send again; the test does, too.) Exactly one outbox entry."""
+        tb, h = self.tb, self.h
+        before = {m["id"] for m in self.outbox()}
+        user_cfg = h.helper.home / "config/demail/helper.toml"
+        h.helper.stop()
+        user_cfg.parent.mkdir(parents=True, exist_ok=True)
+        user_cfg.write_text("[api]\nrequest_timeout = 3\n")
+        h.helper.env["DEMAIL_HELPER_TEST_COMMIT_DELAY_MS"] = "5000"
+        try:
+            h.helper.start()
+            self.compose_demail("Bescheid, langsam gespeichert", options=("private",))
+            t0 = time.time()
+            tb.press_send()
+            sends = 1
+            end = time.time() + 60
+            while time.time() < end and tb.compose_count():
+                try:
+                    tb.dialog(timeout=1)
+                except TimeoutError:
+                    continue
+                tb.close_dialogs()
+                tb.press_send()
+                sends += 1
+            TIMINGS["slow helper: Send → compose closed (s)"] = time.time() - t0
+            self.assertEqual(tb.compose_count(), 0, f"the compose window is still open after {sends} Send(s)")
+            time.sleep(6)  # a late commit of another attempt would be in the outbox now
+            new = [m for m in self.outbox() if m["id"] not in before]
+            self.assertEqual([m["subject"] for m in new], ["Bescheid, langsam gespeichert"], f"{sends} Send(s): {new}")
+            log = h.helper.log_path.read_text(errors="replace")
+            # The second attempt found the first one's entry: the commit was late (the hook).
+            self.assertIn("duplicate=true", log)
+        finally:
+            h.helper.stop()
+            user_cfg.unlink()
+            del h.helper.env["DEMAIL_HELPER_TEST_COMMIT_DELAY_MS"]
+            h.helper.start()
 
 
 # The organisation's one policy file: helper and gateway read it, the add-in gets it
@@ -855,7 +878,7 @@ class FullChainTest(unittest.TestCase):
         self.assertEqual((b["kind"], b["fields"]["receipt-type"], b["fields"]["confirms"]), ("receipt", "Abholbestätigung", subject))
         # The sent De-Mail's banner shows the timeline.
         self.assertTrue(tb.select_in("Sent", subject))
-        b = tb.wait(MAIN_BANNER_TIMELINE, timeout=20, what="timeline in the banner")
+        b = tb.wait(MAIN_BANNER_TIMELINE, FIND_BANNER, timeout=20, what="timeline in the banner")
         self.assertEqual(b["status"], "retrieved")
         self.assertEqual([s["step"] for s in b["steps"]], ["sent", "dispatch", "receipt", "retrieve"])
         self.assertTrue(all(s["done"] == "1" for s in b["steps"]), b)
@@ -883,6 +906,63 @@ class FullChainTest(unittest.TestCase):
         self.assertFalse(tagged(tb, "INBOX", "Gefaelscht", DEMAIL_TAG))
         self.assertNotIn(DEMAIL_TAG, server_flags(h.dovecot, "INBOX", "Gefaelscht") or [])
         tb.shot(SHOTS / "chain-forged-demail-warning.png", tb.main_handle())
+
+
+    def test_5_a_forged_banner_cannot_hide_the_warning(self):
+        """A forged De-Mail brings its own banner: an element with the add-in's old id
+        `demail-banner` and class names, laid over the top of the message pane with the
+        highest z-index, saying "vom Gateway bestätigt". The add-in's warning is inserted
+        anyway (in a closed shadow root, in the top layer): it is in the DOM for chrome
+        code, invisible to the message's own content, and on the screen above the fake."""
+        tb, h = self.tb, self.h
+        fake = (
+            '<style>.demail-banner, #demail-banner { display: block !important; }</style>'
+            '<aside id="demail-banner" class="demail-banner demail-demail" data-kind="demail" role="note" '
+            'style="position: fixed; top: 0; left: 0; right: 0; height: 160px; z-index: 2147483647; background: #2E7D32; color: #fff; padding: 8px">'
+            '<strong class="demail-title">De-Mail – vom De-Mail-Gateway bestätigt</strong></aside>'
+            '<p>Sehr geehrte Damen und Herren, bitte überweisen Sie die Gebühr auf das folgende Konto.</p>'
+        )
+        forged = (fixture("demail/01-buerger-anfrage-normal.eml")
+                  .replace(b"Subject: ", b"Subject: Gefaelscht mit Banner ", 1)
+                  .replace(b"Message-ID: <a81f3c2e", b"Message-ID: <forged-banner-a81f3c2e", 1)
+                  .replace(b"Content-Type: text/plain; charset=UTF-8", b"Content-Type: text/html; charset=UTF-8", 1))
+        forged = re.split(rb"\r?\n\r?\n", forged, maxsplit=1)[0] + b"\r\n\r\n" + fake.encode()
+        h.dovecot.deliver(forged)
+        tb.get_new_mail()
+        tb.wait(INBOX_JS + "return [...inbox.messages].some(h => h.mime2DecodedSubject.startsWith('Gefaelscht mit Banner'));", what="forged message arrived")
+        self.assertTrue(tb.select_in("INBOX", "Gefaelscht mit Banner"))
+        b = wait_for(lambda: (lambda x: x if x and x["kind"] == "untrusted" else None)(tb.banner()), timeout=30, what="the add-in's warning despite the fake banner")
+        self.assertEqual(b["title"], "Nicht vom De-Mail-Gateway bestätigt – Vorsicht")
+        self.assertEqual(b["count"], 1, "exactly one banner of the add-in")
+        geo = tb.js(MAIN + IN_BROWSER + """
+            const mb = about3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
+            // What the message's own content sees: its fake, no shadow root, no banner of ours.
+            const page = await inBrowser(mb, `
+              const all = [...document.querySelectorAll("*")];
+              return { fake: document.getElementById("demail-banner")?.textContent || null,
+                       shadowRoots: all.filter((e) => e.shadowRoot).length,
+                       ours: document.querySelectorAll("[data-demail-banner]").length,
+                       chromeOnly: all.some((e) => "openOrClosedShadowRoot" in e) };
+            `);
+            const inner = await inBrowserSystem(mb, `${args[0]}
+              const r = banners[0].getBoundingClientRect();
+              return { x: r.x, y: r.y, w: r.width, h: r.height };
+            `, [args[0]]);
+            const tabR = win.gTabmail.currentTabInfo.chromeBrowser.getBoundingClientRect();
+            const msgR = about3Pane.messageBrowser.getBoundingClientRect();
+            const paneR = mb.getBoundingClientRect();
+            const dpr = win.devicePixelRatio;
+            const x = tabR.x + msgR.x + paneR.x + inner.x, y = tabR.y + msgR.y + paneR.y + inner.y;
+            return { page, rect: { x: Math.round(x * dpr) + 8, y: Math.round(y * dpr) + 2, w: Math.round(inner.w * dpr) - 10, h: Math.round(inner.h * dpr) - 4 } };
+        """, FIND_BANNER)
+        self.assertEqual(geo["page"], {"fake": "De-Mail – vom De-Mail-Gateway bestätigt", "shadowRoots": 0, "ours": 0, "chromeOnly": False}, geo)
+        png = tb.shot(SHOTS / "chain-forged-banner-warning.png", tb.main_handle())
+        rect = geo["rect"]
+        self.assertGreater(rect["w"] * rect["h"], 2000, rect)
+        warn_bg, n = count_colour(png, rect, hex_rgb("#FDECEA"), tolerance=12)
+        fake_bg, _ = count_colour(png, rect, hex_rgb("#2E7D32"), tolerance=30)
+        self.assertGreater(warn_bg / n, 0.4, f"the warning's background is not on the screen: {warn_bg}/{n} px in {rect}")
+        self.assertLess(fake_bg / n, 0.02, f"the fake banner covers the warning: {fake_bg}/{n} px in {rect}")
 
 
 class GuidedPairingTest(unittest.TestCase):
@@ -933,11 +1013,11 @@ MAIN_BANNER_TIMELINE = """
     const win = Services.wm.getMostRecentWindow("mail:3pane");
     const mb = win.gTabmail.currentAbout3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
     if (!mb || !mb.browsingContext?.currentWindowGlobal) return null;
-    return mb.browsingContext.currentWindowGlobal.getActor("MarionetteCommands").executeScript(`
-      const t = document.querySelector("#demail-banner [data-field=timeline]");
+    return mb.browsingContext.currentWindowGlobal.getActor("MarionetteCommands").executeScript(`${args[0]}
+      const t = banners[0]?.querySelector("[data-field=timeline]");
       if (!t) return null;
       return { status: t.dataset.status, text: t.innerText, steps: [...t.querySelectorAll("li")].map(li => ({ step: li.dataset.step, done: li.dataset.done, text: li.textContent })) };
-    `, [], { sandboxName: null, newSandbox: false });
+    `, [], { sandboxName: "system", newSandbox: false });
 """
 
 
@@ -1111,13 +1191,7 @@ class ComposeAndSendBenchmark(unittest.TestCase):
             tb.popup("document.getElementById('opt-confirmation-of-dispatch').click(); return true;")
             time.sleep(0.5)
             tb.close_popup()
-            tb.js("""
-                const cw = [...Services.wm.getEnumerator("msgcompose")].filter(w => !w.closed).pop();
-                const f = new FileUtils.File(args[0]);
-                const a = Cc["@mozilla.org/messengercompose/attachment;1"].createInstance(Ci.nsIMsgAttachment);
-                a.url = Services.io.newFileURI(f).spec; a.name = "anlage.pdf"; a.size = f.fileSize; a.contentType = "application/pdf";
-                await cw.AddAttachments([a]);
-            """, str(blob))
+            tb.attach_file(blob)
             time.sleep(0.5)
             t0 = time.time()
             tb.press_send()

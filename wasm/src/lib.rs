@@ -79,3 +79,23 @@ pub fn call(op: &str, policy: &str, input_json: &str, now_millis: f64, entropy: 
 pub fn classify_raw(policy: &str, raw: &[u8]) -> String {
     with_policy(policy, |p| api::envelope(Ok(api::Output::Classification(demail_core::classify::classify_raw(raw, p)))))
 }
+
+/// `integrity.prepare` on raw message bytes: everything but the public-key checks, which
+/// it lists for WebCrypto (docs/core-api.md). Bytes, not JSON: a 10 MB De-Mail.
+#[wasm_bindgen]
+pub fn integrity_prepare_raw(policy: &str, raw: &[u8], now_millis: f64) -> String {
+    let now = now_millis.max(0.0) as u64;
+    with_policy(policy, |p| api::envelope(Ok(api::Output::IntegrityPrepared(api::integrity_prepare(raw, p, now)))))
+}
+
+/// `integrity.verify` on raw bytes with the checks' outcomes (one byte each, 1 = verified),
+/// in the order `integrity_prepare_raw` listed them. It prepares again (no state between
+/// the calls): the hash of the body is done twice, within the 10 MB goal.
+#[wasm_bindgen]
+pub fn integrity_verify_raw(policy: &str, raw: &[u8], now_millis: f64, results: &[u8]) -> String {
+    let now = now_millis.max(0.0) as u64;
+    let results: Vec<bool> = results.iter().map(|&r| r != 0).collect();
+    with_policy(policy, |p| {
+        api::envelope(api::integrity_verify(raw, p, now, Some(&results)).map(api::Output::Integrity))
+    })
+}

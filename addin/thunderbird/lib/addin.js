@@ -40,6 +40,11 @@ export function createAddin({ messenger, loadCore, fetch = globalThis.fetch?.bin
     },
     helper,
     forgetHelper: () => { helperClient = null; },
+    // The token is gone (expired, revoked): pair again as at the first start.
+    repair: () => {
+      helperClient = null;
+      return autoPair().catch((e) => log.debug?.("demail: pairing again", e)).then(() => firstRunSetup()).catch((e) => log.debug?.("demail: first run", e));
+    },
   };
   const { i18n, german } = ctx;
 

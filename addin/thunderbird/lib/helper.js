@@ -3,6 +3,8 @@
 // details}}, a bearer token from pairing, discovery through the native-messaging host.
 
 const TIMEOUT_MS = 4000;
+// The helper's deadline when it does not tell (api.request_timeout's default), seconds.
+const DEFAULT_DEADLINE_S = 60;
 
 export class HelperError extends Error {
   constructor(code, message, message_en, status, details) {
@@ -39,6 +41,7 @@ export class HelperClient {
     this.settings = settings;
     this.provisionedToken = token || null;
     this.baseUrl = null;
+    this.deadlineS = null; // the helper's own deadline per request (request_timeout)
   }
 
   /** Where the helper listens: native host first (auto/native), else the configured URL. */
@@ -49,6 +52,7 @@ export class HelperClient {
         const r = await this.messenger.runtime.sendNativeMessage(this.settings.helper_native_host, { action: "discover" });
         if (r && r.ok && r.result && r.result.url) {
           this.baseUrl = r.result.url;
+          if (r.result.request_timeout) this.deadlineS = Number(r.result.request_timeout);
           return this.baseUrl;
         }
         if (mode === "native") throw new HelperError(r?.error?.code || "helper.not_running", r?.error?.message, r?.error?.message_en);
@@ -99,9 +103,18 @@ export class HelperClient {
     }
     if (!json || json.ok !== true) {
       const e = json?.error || {};
+      if (auth && e.code === "auth.invalid" && !this.provisionedToken) await this.forgetToken();
       throw new HelperError(e.code || `http.${resp.status}`, e.message, e.message_en, resp.status, e.details);
     }
     return json.result;
+  }
+
+  /**
+   * The stored token expired or was revoked: forget it, so the add-in pairs again (native
+   * host, else the guided page; see lib/addin.js).
+   */
+  async forgetToken() {
+    await this.messenger.storage.local.remove(["helperToken", "helperPairing", "pairAttemptAt", "firstRunShown"]);
   }
 
   health() {
@@ -123,7 +136,9 @@ export class HelperClient {
     } catch {
       // no native host: fall through
     }
-    const r = await this.request("POST", "/v1/pairing", { client }, { auth: false });
+    // The id lets the user see in the helper's window which add-in asks.
+    const body = { client, ...(this.messenger.runtime?.id ? { addon_id: this.messenger.runtime.id } : {}) };
+    const r = await this.request("POST", "/v1/pairing", body, { auth: false });
     await this.messenger.storage.local.set({ helperToken: r.token, helperPairing: { id: r.pairing_id, code: r.code, expires_at: r.expires_at } });
     return { status: r.status, code: r.code, hint: r.approve_hint, expiresAt: r.expires_at };
   }
@@ -133,9 +148,32 @@ export class HelperClient {
     return this.request("GET", "/v1/pairing");
   }
 
-  /** Hand a De-Mail over; resolves once the helper has stored it durably ("accepted"). */
-  submit(message) {
-    return this.request("POST", "/v1/messages", message, { timeout: 30000 });
+  /** The helper's deadline per request in seconds (native `discover`, else GET /v1/health). */
+  async deadline() {
+    if (!this.deadlineS) {
+      const h = await this.health().catch(() => null);
+      this.deadlineS = Number(h?.request_timeout) || DEFAULT_DEADLINE_S;
+    }
+    return this.deadlineS;
+  }
+
+  /**
+   * Hand a De-Mail over; resolves once the helper has stored it durably ("accepted").
+   * `message.message_id` makes it one De-Mail however often it is sent (docs/protocol.md,
+   * idempotency). The add-in waits longer than the helper's own deadline, so it does not
+   * give up on an answer still coming; after a 408 or a lost answer the message may be
+   * stored already, so it is sent once more with the same id: the helper answers with the
+   * stored entry or stores it now, never a second De-Mail.
+   */
+  async submit(message) {
+    const timeout = ((await this.deadline()) + 10) * 1000;
+    try {
+      return await this.request("POST", "/v1/messages", message, { timeout });
+    } catch (e) {
+      const lost = e instanceof HelperError && (e.status === 408 || (e.status === 0 && e.code === "helper.unreachable"));
+      if (!lost || !message.message_id) throw e;
+      return await this.request("POST", "/v1/messages", message, { timeout });
+    }
   }
 
   /** The stored message exactly as it goes to the gateway (bytes), for the Sent folder. */

@@ -66,6 +66,8 @@ export function createSend(ctx, { tracker, views, dialogs }) {
   async function deliverDemail(tab, details, st, ev, { confirmed }) {
     const handed = await handOffToHelper(tab, details, st, ev, { confirmed });
     if (handed.ok) return { cancel: true };
+    // An expired or revoked token was forgotten (lib/helper.js): pair again.
+    if (["auth.invalid", "helper.not_paired"].includes(handed.error?.code)) ctx.repair?.();
     if (handed.rejected) {
       dialogs.show("blocked", tab.id, { ...views.view(tab.id, st, ev), explanation: [{ code: handed.error.code, severity: "block", text: handed.text }], fixes: [] });
       return { cancel: true };
@@ -92,6 +94,12 @@ export function createSend(ctx, { tracker, views, dialogs }) {
     const { settings } = ctx;
     const client = new HelperClient({ messenger, fetch: ctx.fetch, settings: settings.values, token: settings.helperToken });
     let accepted;
+    // One Message-ID per compose window, made at its first Send and kept: a second Send
+    // after a timeout is the same De-Mail to the helper, never a second one.
+    if (!st.messageId) {
+      st.messageId = newMessageId(compose.senderOf(details));
+      await tracker.saveState(tab.id, st);
+    }
     try {
       // Finding the helper (a native-host round trip) and reading the attachments are
       // independent: do them together, the caseworker is waiting for the window to close.
@@ -158,12 +166,20 @@ export function createSend(ctx, { tracker, views, dialogs }) {
       attachments,
       options: ev.result.options,
       private_id: st.privateId && st.privateId.trim() ? st.privateId : undefined,
+      message_id: st.messageId,
       forwarded_demail: Boolean(st.forwardedDemail),
       confirmed: Boolean(confirmed),
     };
   }
 
   return { onBeforeSend, deliverDemail, handOffToHelper, metrics };
+}
+
+/** `<ms>.<24 hex>@<sender's domain>`: unique, and under the organisation's domain. */
+export function newMessageId(sender) {
+  const domain = /@([A-Za-z0-9.-]+)>?\s*$/.exec(sender || "")?.[1] || "demail.invalid";
+  const rnd = [...crypto.getRandomValues(new Uint8Array(12))].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${Date.now()}.${rnd}@${domain}`;
 }
 
 function base64(bytes) {

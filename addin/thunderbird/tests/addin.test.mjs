@@ -481,6 +481,8 @@ test("guided pairing: request, code, pending until approved, then the helper's p
   const { addin, messenger } = await setup({ helper, managed: URL_SETTINGS });
   const p = await send(addin, MSG.helperPair);
   assert.equal(p.result.code, "K7PX-3MQA");
+  // The helper's window shows which add-in asks.
+  assert.deepEqual(helper.calls.find((c) => c.path === "/v1/pairing" && c.method === "POST").body, { client: "Thunderbird De-Mail-Add-in", addon_id: "demail-addin@open-demail.de" });
   assert.equal((await send(addin, MSG.helperPairStatus)).result.status, "pending");
   status = "approved";
   const s = (await send(addin, MSG.helperPairStatus)).result;
@@ -556,4 +558,71 @@ test("gateway seal not required: an unsealed De-Mail is marked as before; a brok
   await addin.onNewMail({ id: "inbox" }, await messenger.messages.list("inbox"));
   assert.deepEqual(messenger._messages.get(plain.id).header.tags, ["$demail"]);
   assert.deepEqual(messenger._messages.get(broken.id).header.tags, []);
+});
+
+test("one Message-ID per compose window: a second Send after a failure is the same De-Mail", async () => {
+  let up = false;
+  const helper = routedHelper({
+    "/v1/health": { status: "ok", request_timeout: 60 },
+    "/v1/messages": () => (up ? { status: 202, body: { ok: true, result: { id: "m_1", status: "queued" } } } : new TypeError("NetworkError when attempting to fetch resource.")),
+    "/v1/outbox": { status: 404, body: { ok: false, error: { code: "outbox.not_found" } } },
+  });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS } });
+  const tab = messenger.openCompose({ from: "Peter Meier <peter.meier@musterstadt.de>", to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { cancel: true });
+  assert.equal(messenger._windows.filter((w) => w.id === tab.windowId && w.removed).length, 0, "the window stays");
+  up = true;
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { cancel: true });
+  const ids = helper.calls.filter((c) => c.path === "/v1/messages").map((c) => c.body.message_id);
+  assert.equal(ids.length, 3, "the first Send tried twice (a lost answer), the second once");
+  assert.match(ids[0], /^\d{13}\.[0-9a-f]{24}@musterstadt\.de$/);
+  assert.deepEqual(new Set(ids).size, 1, `one Message-ID: ${ids}`);
+  assert.ok(messenger._windows.some((w) => w.id === tab.windowId && w.removed), "closed after the helper took it");
+  // Another compose window is another De-Mail.
+  const tab2 = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Zweiter Bescheid" });
+  await addin.onBeforeSend(tab2, await messenger.compose.getComposeDetails(tab2.id));
+  assert.notEqual(helper.calls.filter((c) => c.path === "/v1/messages").at(-1).body.message_id, ids[0]);
+});
+
+test("a 408 from the helper: sent once more with the same Message-ID, the window closes", async () => {
+  let n = 0;
+  const helper = routedHelper({
+    "/v1/health": { status: "ok", request_timeout: 2 },
+    "/v1/messages": () => (++n === 1 ? { status: 408, body: { ok: false, error: { code: "request.timeout", message: "zu lange", message_en: "too long" } } } : { status: 200, body: { ok: true, result: { id: "m_1", status: "queued", duplicate: true } } }),
+    "/v1/outbox": { status: 404, body: { ok: false, error: { code: "outbox.not_found" } } },
+  });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS } });
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { cancel: true });
+  const posts = helper.calls.filter((c) => c.path === "/v1/messages");
+  assert.equal(posts.length, 2);
+  assert.equal(posts[0].body.message_id, posts[1].body.message_id);
+  assert.ok(messenger._windows.some((w) => w.id === tab.windowId && w.removed), "compose window closed");
+  assert.equal(messenger._windows.filter((w) => !w.removed).length, 0, "no dialog");
+});
+
+test("an expired or revoked token is forgotten and the add-in pairs again", async () => {
+  const pairs = [];
+  const messenger = createMessenger({
+    managed: { policy: POLICY, ...URL_SETTINGS },
+    nativeHost: (host, msg) => {
+      if (msg.action === "pair") pairs.push(msg.client);
+      return msg.action === "pair" ? { ok: true, result: { token: "dmh1_new", status: "approved" } } : { ok: false, error: { code: "helper.not_running" } };
+    },
+  });
+  await messenger.storage.local.set({ helperToken: "dmh1_old", pairAttemptAt: Date.now(), firstRunShown: Date.now() });
+  const helper = routedHelper({
+    "/v1/health": { status: "ok", request_timeout: 60 },
+    "/v1/messages": { status: 401, body: { ok: false, error: { code: "auth.invalid", message: "Die Kopplung ist ungültig oder wurde widerrufen.", message_en: "invalid" } } },
+    "/v1/policy": { status: 401, body: { ok: false, error: { code: "auth.invalid" } } },
+  });
+  const addin = createAddin({ messenger, loadCore, fetch: helper.fetch, log: quietLog });
+  addin.register();
+  await addin.start();
+  await addin.started;
+  const tab = messenger.openCompose({ to: ["erika.schmidt@buerger.de-mail.de"], subject: "Bescheid" });
+  assert.deepEqual(await addin.onBeforeSend(tab, await messenger.compose.getComposeDetails(tab.id)), { cancel: true });
+  for (let i = 0; i < 50 && (await messenger.storage.local.get("helperToken")).helperToken !== "dmh1_new"; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal((await messenger.storage.local.get("helperToken")).helperToken, "dmh1_new", "paired again through the native host");
+  assert.deepEqual(pairs, ["Thunderbird De-Mail-Add-in"], "not before the old token was refused");
 });

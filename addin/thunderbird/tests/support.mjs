@@ -92,6 +92,7 @@ export function createMessenger({ lang = "de", managed = null, nativeHost = null
       getUILanguage: () => (lang === "de" ? "de" : "en-US"),
     },
     runtime: {
+      id: "demail-addin@open-demail.de",
       onMessage: event(),
       async sendNativeMessage(host, msg) {
         if (!nativeHost) throw new Error("No such native application " + host);

@@ -24,6 +24,15 @@ pub const APP_SENDERS: [&str; 2] = ["peter.meier@musterstadt.de", "buergermeiste
 pub use demail_testkit::directory::PERSON_PASSWORD;
 pub const PROVIDER_USER: &str = "musterstadt-gw";
 pub const PROVIDER_SECRET: &str = "token+pin-456";
+/// The gateway account's second factor at the provider (TOTP, base32); a TEST secret.
+/// A citizen's account at the provider simulator: password only, level "normal".
+pub const CITIZEN_SECRET: &str = "buerger-pw-789";
+pub const PROVIDER_TOTP: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+/// The current TOTP code for [`PROVIDER_TOTP`].
+pub fn totp_code() -> String {
+    demail_gateway::relay::totp(PROVIDER_TOTP).unwrap().generate_current().unwrap()
+}
 
 pub const POLICY: &str = r#"
 version = 1
@@ -65,7 +74,11 @@ struct ProviderSink(Arc<Received>);
 
 impl Handler for ProviderSink {
     async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
-        if user == PROVIDER_USER && password == PROVIDER_SECRET {
+        // With or without the TOTP code the gateway appends when it has a second factor.
+        let rest = password.strip_prefix(PROVIDER_SECRET);
+        if user == PROVIDER_USER
+            && rest.is_some_and(|r| r.is_empty() || (r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit())))
+        {
             AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
         } else {
             AuthResult::Refused
@@ -104,6 +117,8 @@ pub struct Harness {
     pub sealed: bool,
     /// Further environment of the gateway process (e.g. a test-only fault hook).
     pub env: Vec<(String, String)>,
+    /// The simulator's signing certificate and key, once it was started signing.
+    pub signer: Option<demail_testkit::Issued>,
 }
 
 impl Harness {
@@ -127,6 +142,8 @@ impl Harness {
     }
 
     pub fn build(policy: &str, edit: impl FnOnce(String) -> String, sealed: bool) -> Harness {
+        // Every process started here (also by the tests' own commands) finds the second factor.
+        std::env::set_var("TEST_PROVIDER_TOTP", PROVIDER_TOTP);
         let dir = temp_dir();
         let gw_pki = Pki::generate(dir.path(), "gw");
         let provider_pki = Pki::generate(dir.path(), "provider");
@@ -164,7 +181,13 @@ impl Harness {
             provider_secret_env: "TEST_PROVIDER_SECRET".into(),
             extra: seal_cfg,
         };
-        std::fs::write(&config, edit(gc.to_toml())).unwrap();
+        // The provider login at level "hoch": secret plus TOTP code.
+        let toml = gc.to_toml().replacen(
+            "secret_env = \"TEST_PROVIDER_SECRET\"\n",
+            "secret_env = \"TEST_PROVIDER_SECRET\"\ntotp_secret_env = \"TEST_PROVIDER_TOTP\"\n",
+            1,
+        );
+        std::fs::write(&config, edit(toml)).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut h = Harness {
             dir,
@@ -182,6 +205,7 @@ impl Harness {
             sink_task: None,
             sealed,
             env: Vec::new(),
+            signer: None,
         };
         h.start_gateway();
         h
@@ -199,6 +223,8 @@ impl Harness {
             .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
             .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
             .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("TEST_PROVIDER_TOTP", PROVIDER_TOTP)
+            .env("TEST_CITIZEN_SECRET", CITIZEN_SECRET)
             .output()
             .unwrap()
     }
@@ -221,7 +247,9 @@ impl Harness {
         };
         cmd.env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
             .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("TEST_PROVIDER_TOTP", PROVIDER_TOTP)
+            .env("TEST_CITIZEN_SECRET", CITIZEN_SECRET);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let g = demail_testkit::start_gateway(cmd, self.out_port, self.in_port, &self.dir.path().join("gateway.log"))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -254,8 +282,36 @@ impl Harness {
         assert!(wait_for_port(port, Duration::from_secs(5)));
     }
 
-    /// The provider simulator binary instead of the in-test sink.
+    /// The provider simulator binary instead of the in-test sink, signing with RSA
+    /// (`sha256/rsa`) under a test qualified CA (`qca/`).
     pub fn start_sim(&mut self) -> ChildGuard {
+        self.start_sim_signing("sha256/rsa", demail_testkit::KeyType::Rsa2048)
+    }
+
+    /// The test qualified CA the simulator's signing certificates come from.
+    pub fn qca(&self) -> demail_testkit::QualifiedCa {
+        let dir = self.dir.path().join("qca");
+        if !dir.join("qca-ca.pem").exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            return demail_testkit::QualifiedCa::generate(&dir, "qca", demail_testkit::KeyType::P256);
+        }
+        demail_testkit::QualifiedCa::existing(&dir, "qca")
+    }
+
+    /// The simulator with `algorithm` (`sha256`, `sha384/ec-dsa`, …) and a signing key of `key` type.
+    pub fn start_sim_signing(&mut self, algorithm: &str, key: demail_testkit::KeyType) -> ChildGuard {
+        let signing = if algorithm.contains('/') {
+            let signer = self.qca().issue("DMDA Simulator Signatur", key, 365);
+            let s = format!(
+                "[signing]\nalgorithm = \"{algorithm}\"\nkey = \"{}\"\ncert = \"{}\"\n",
+                signer.key.display(),
+                signer.cert.display()
+            );
+            self.signer = Some(signer);
+            s
+        } else {
+            format!("[signing]\nalgorithm = \"{algorithm}\"\n")
+        };
         let d = self.dir.path();
         let cfg = d.join("sim.toml");
         let p = &self.provider_pki;
@@ -270,9 +326,11 @@ client_ca = "{ca}"
 store_dir = "{store}"
 username = "{PROVIDER_USER}"
 secret_env = "TEST_PROVIDER_SECRET"
+totp_secret_env = "TEST_PROVIDER_TOTP"
+normal_accounts = [{{ username = "buerger", secret_env = "TEST_CITIZEN_SECRET" }}]
 unknown_local_prefixes = ["unbekannt"]
 refuse_local_prefixes = ["abgelehnt"]
-[gateway]
+{signing}[gateway]
 host = "127.0.0.1"
 port = {inp}
 ca = "{gwca}"
@@ -293,7 +351,12 @@ domains = ["musterstadt.de-mail.de"]
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"));
-        cmd.arg("--config").arg(&cfg).arg("serve").env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("TEST_PROVIDER_TOTP", PROVIDER_TOTP)
+            .env("TEST_CITIZEN_SECRET", CITIZEN_SECRET);
         let g = ChildGuard::spawn("provider-sim", cmd, Some(&d.join("sim.log"))).unwrap();
         assert!(wait_for_port(self.provider_port, Duration::from_secs(20)), "sim did not start");
         g
@@ -313,7 +376,12 @@ domains = ["musterstadt.de-mail.de"]
         let cfg = d.join(format!("{name}.toml"));
         std::fs::write(&cfg, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_demail-provider-sim"));
-        cmd.arg("--config").arg(&cfg).arg("serve").env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("TEST_PROVIDER_TOTP", PROVIDER_TOTP)
+            .env("TEST_CITIZEN_SECRET", CITIZEN_SECRET);
         let g = ChildGuard::spawn(name, cmd, Some(&d.join(format!("{name}.log")))).unwrap();
         assert!(wait_for_port(port, Duration::from_secs(20)), "{name} did not start");
         g
@@ -340,6 +408,8 @@ domains = ["musterstadt.de-mail.de"]
             .arg(self.dir.path().join("sim.toml"))
             .args(args)
             .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("TEST_PROVIDER_TOTP", PROVIDER_TOTP)
+            .env("TEST_CITIZEN_SECRET", CITIZEN_SECRET)
             .output()
             .unwrap()
     }
@@ -431,14 +501,27 @@ domains = ["musterstadt.de-mail.de"]
     }
 
     /// Submit straight to the provider (simulator) like the gateway does: implicit TLS,
-    /// client certificate, AUTH. Returns the reply text (it names the stored id).
+    /// client certificate, AUTH with secret and TOTP code. Returns the reply text (it
+    /// names the stored id).
     pub fn submit_to_provider(&self, from: &str, to: &[&str], raw: &[u8]) -> Result<String, String> {
+        self.submit_to_provider_as(PROVIDER_USER, &format!("{PROVIDER_SECRET}{}", totp_code()), from, to, raw)
+    }
+
+    /// [`Harness::submit_to_provider`] with other credentials.
+    pub fn submit_to_provider_as(
+        &self,
+        user: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        raw: &[u8],
+    ) -> Result<String, String> {
         let pki = &self.provider_pki;
         let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
         let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.provider_port)
             .tls(Tls::Wrapper(self.tls_params(&ca, Some((&pki.client_cert, &pki.client_key)))))
-            .credentials(Credentials::new(PROVIDER_USER.into(), PROVIDER_SECRET.into()))
+            .credentials(Credentials::new(user.into(), password.into()))
             .authentication(vec![Mechanism::Plain])
             .timeout(Some(Duration::from_secs(30)))
             .build();

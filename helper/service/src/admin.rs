@@ -23,6 +23,7 @@ fn store(cfg: &Config) -> Result<Store> {
 pub fn pair_list(cfg: &Config) -> Result<Value> {
     let s = store(cfg)?;
     let now = crate::store::now_ms();
+    let ttl = crate::pairing::token_ttl(cfg);
     let list: Vec<Value> = s
         .pairings()?
         .into_iter()
@@ -31,6 +32,14 @@ pub fn pair_list(cfg: &Config) -> Result<Value> {
             if p.status == "pending" && p.expires_at.is_some_and(|e| e <= now) {
                 v["status"] = json!("expired");
                 v.as_object_mut().map(|o| o.remove("code"));
+            }
+            if p.status == "approved" {
+                // Approved tokens live token_days after their last use.
+                let expires = p.last_used_at.or(p.decided_at).unwrap_or(p.created_at) + ttl;
+                v["expires_at"] = json!(expires);
+                if expires <= now {
+                    v["status"] = json!("expired");
+                }
             }
             v
         })
@@ -65,10 +74,20 @@ pub fn pair_revoke(cfg: &Config, id: &str) -> Result<Value> {
     Ok(json!({ "revoked": n }))
 }
 
-/// IT pre-provisioning: an approved pairing whose token is printed once.
+/// IT pre-provisioning: an approved pairing whose token is printed once. Only where IT
+/// allowed it in the machine file (`pairing.provision`): otherwise any program running as
+/// the user could get a token this way without the user noticing.
 pub fn pair_provision(cfg: &Config, client: &str) -> Result<Value> {
+    if !cfg.pairing.provision {
+        return Err(Error::new(
+            code::PAIRING_PROVISION_DISABLED,
+            "Kopplungen ohne Rückfrage darf nur die IT freigeben: „provision = true“ im Abschnitt [pairing] der Maschinen-Konfiguration (/etc/demail/helper.toml). Sonst das Add-in mit Code koppeln.",
+            "Only IT may allow pairings without a question: \"provision = true\" in the [pairing] section of the machine configuration (/etc/demail/helper.toml). Otherwise pair the add-in with its code.",
+        ));
+    }
+    let client: String = client.chars().filter(|c| !c.is_control()).take(100).collect();
     let mut s = store(cfg)?;
-    let (p, token) = crate::pairing::provision(&mut s, client, "provisioned")?;
+    let (p, token) = crate::pairing::provision(&mut s, &client)?;
     Ok(json!({ "pairing": p, "token": token }))
 }
 
@@ -274,8 +293,14 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 ));
             }
             let pairings = s.pairings().unwrap_or_default();
-            let approved = pairings.iter().filter(|p| p.status == "approved").count();
             let now = crate::store::now_ms();
+            let ttl = crate::pairing::token_ttl(&cfg);
+            let approved = pairings
+                .iter()
+                .filter(|p| {
+                    p.status == "approved" && p.last_used_at.or(p.decided_at).unwrap_or(p.created_at) + ttl > now
+                })
+                .count();
             let pending =
                 pairings.iter().filter(|p| p.status == "pending" && p.expires_at.is_none_or(|e| e > now)).count();
             let (st, de, en) = if approved == 0 {

@@ -194,7 +194,8 @@ fn invalid_token() -> ApiError {
 
 async fn token_state(state: &Arc<AppState>, headers: &HeaderMap) -> Result<TokenState, ApiError> {
     let token = bearer(headers)?;
-    Ok(state.with_store(move |s| pairing::verify(s, &token)).await?)
+    let ttl = pairing::token_ttl(&state.config);
+    Ok(state.with_store(move |s| pairing::verify(s, &token, ttl)).await?)
 }
 
 /// A request with an approved pairing.
@@ -220,8 +221,13 @@ impl FromRequestParts<Arc<AppState>> for Authed {
 
 // ------------------------------------------------------------------ body
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResult<axum::body::Bytes> {
-    let limit = state.config.api.max_body.0 as usize;
+/// The largest pairing request: a name and an add-in id. It needs no token, so nobody
+/// may make the helper read more than this without one.
+pub const PAIRING_MAX_BODY: usize = 4096;
+
+/// Read a body of at most `limit` bytes: a larger `Content-Length` is refused before a
+/// byte is read, a chunked body as soon as it passes the limit (413), never buffered whole.
+async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> AppResult<axum::body::Bytes> {
     let too_large = || {
         ApiError::new(
             code::REQUEST_TOO_LARGE,
@@ -265,29 +271,46 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResu
     Ok(buf.into())
 }
 
-fn parse_json(bytes: &[u8]) -> AppResult<Value> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            code::REQUEST_JSON,
-            format!("Die Anfrage ist kein gültiges JSON (Zeile {}, Spalte {}).", e.line(), e.column()),
-            format!("The request is not valid JSON (line {}, column {}).", e.line(), e.column()),
-        )
+fn max_body(state: &AppState) -> usize {
+    state.config.api.max_body.0 as usize
+}
+
+/// A JSON body straight into its type, without a generic `Value` in between. A shape
+/// error in a body that is not JSON at all is reported as the JSON error (checked without
+/// building anything).
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> AppResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(syntax) => json_error(&syntax),
+            Ok(_) => shape_error(&e),
+        },
+        _ => json_error(&e),
     })
 }
 
-fn shape<T: for<'de> Deserialize<'de>>(v: Value) -> AppResult<T> {
-    serde_json::from_value(v).map_err(|e| {
-        let msg = e.to_string();
-        // Option ids carry the core's reason.
-        match demail_core::reason::decode_reason(&msg) {
-            Some(r) => ApiError::core(StatusCode::BAD_REQUEST, r),
-            None => ApiError::new(
-                code::REQUEST_INVALID,
-                format!("Die Anfrage hat nicht die erwartete Form: {msg}"),
-                format!("The request does not have the expected shape: {msg}"),
-            ),
-        }
-    })
+fn json_error(e: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        code::REQUEST_JSON,
+        format!("Die Anfrage ist kein gültiges JSON (Zeile {}, Spalte {}).", e.line(), e.column()),
+        format!("The request is not valid JSON (line {}, column {}).", e.line(), e.column()),
+    )
+}
+
+fn shape_error(e: &serde_json::Error) -> ApiError {
+    let msg = e.to_string();
+    // Option ids carry the core's reason.
+    match demail_core::reason::decode_reason(&msg) {
+        Some(r) => ApiError::core(StatusCode::BAD_REQUEST, r),
+        None => ApiError::new(
+            code::REQUEST_INVALID,
+            format!("Die Anfrage hat nicht die erwartete Form: {msg}"),
+            format!("The request does not have the expected shape: {msg}"),
+        ),
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> AppResult<Value> {
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -327,6 +350,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             "version": env!("CARGO_PKG_VERSION"),
             "protocol": PROTOCOL,
             "gateway": gw,
+            // The add-in waits longer than this for a submit (docs/protocol.md).
+            "request_timeout": state.config.api.request_timeout.max(1),
         }),
     )
 }
@@ -349,39 +374,59 @@ async fn version() -> Response {
 struct PairingRequest {
     /// Who asks, shown to the user ("Thunderbird De-Mail-Add-in").
     client: String,
+    /// The add-in's id as it states it (`browser.runtime.id`), shown to the user.
+    #[serde(default)]
+    addon_id: Option<String>,
 }
 
-async fn pairing_request(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> AppResult<Response> {
-    need_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let req: PairingRequest = shape(parse_json(&bytes)?)?;
-    let client = req.client.trim().to_string();
-    if client.is_empty() || client.chars().count() > 100 || client.chars().any(char::is_control) {
+fn printable(field: &str, v: &str) -> AppResult<String> {
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > 100 || v.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "client",
+            field,
             "muss 1 bis 100 druckbare Zeichen haben.",
             "must have 1 to 100 printable characters.",
         ));
     }
+    Ok(v.to_string())
+}
+
+fn pairing_limit() -> ApiError {
+    ApiError::new(
+        code::PAIRING_LIMIT,
+        "Es warten bereits zu viele Kopplungsanfragen. Bestätigen oder verwerfen Sie diese zuerst („demail pair list“).",
+        "Too many pairing requests are waiting. Approve or deny them first (\"demail pair list\").",
+    )
+}
+
+/// `POST /v1/pairing`, the one action that reads a body without a token: at most
+/// [`PAIRING_MAX_BODY`] bytes, parsed straight into [`PairingRequest`]. Open requests are
+/// limited per origin and per add-in id, so one client's flood does not block another.
+async fn pairing_request(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> AppResult<Response> {
+    need_json(&headers)?;
+    let bytes = read_body(PAIRING_MAX_BODY, &headers, body).await?;
+    let req: PairingRequest = parse(&bytes)?;
+    drop(bytes);
+    let client = printable("client", &req.client)?;
+    let addon_id = req.addon_id.as_deref().map(|a| printable("addon_id", a)).transpose()?;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
-    let max = state.config.pairing.pending_max as i64;
-    let ttl = state.config.pairing.pending_ttl;
+    let p = &state.config.pairing;
+    let (per_origin, max, ttl) = (i64::from(p.pending_per_origin), i64::from(p.pending_max), p.pending_ttl);
     let res = state
         .with_store(move |s| {
-            if s.pending_count(crate::store::now_ms())? >= max {
+            let now = crate::store::now_ms();
+            s.purge_pairings(now)?;
+            let n = s.pending_counts(now, origin.as_deref(), addon_id.as_deref())?;
+            if n.origin >= per_origin || n.addon >= per_origin || n.total >= max {
                 return Ok(None);
             }
-            pairing::request(s, &client, origin.as_deref(), ttl).map(Some)
+            pairing::request(s, &client, origin.as_deref(), addon_id.as_deref(), ttl).map(Some)
         })
         .await?;
     let Some((p, token)) = res else {
-        return Err(ApiError::new(
-            code::PAIRING_LIMIT,
-            "Es warten bereits zu viele Kopplungsanfragen. Bestätigen oder verwerfen Sie diese zuerst („demail pair list“).",
-            "Too many pairing requests are waiting. Approve or deny them first (\"demail pair list\").",
-        ));
+        return Err(pairing_limit());
     };
-    tracing::info!(pairing = %p.id, client = %p.client, "pairing requested");
+    tracing::info!(pairing = %p.id, client = %p.client, origin = ?p.origin, addon_id = ?p.addon_id, "pairing requested");
     Ok(ok(
         StatusCode::CREATED,
         json!({
@@ -437,7 +482,7 @@ async fn policy(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query<
 
 async fn check(State(state): State<Arc<AppState>>, _a: Authed, headers: HeaderMap, body: Body) -> AppResult<Response> {
     need_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
+    let bytes = read_body(max_body(&state), &headers, body).await?;
     let input = parse_json(&bytes)?;
     let (p, _) = state.policy()?;
     let out = demail_core::api::call("check", &p, &input, &env())
@@ -466,7 +511,7 @@ async fn submit(
     if !is_rfc822 {
         need_json(&headers)?;
     }
-    let bytes = read_body(&state, &headers, body).await?;
+    let bytes = read_body(max_body(&state), &headers, body).await?;
     let (policy, _) = state.policy()?;
     let dialect = state.config.gateway.dialect;
     let prepared = if is_rfc822 {
@@ -486,7 +531,7 @@ async fn submit(
         .await
         .map_err(ApiError::internal)??
     } else {
-        let req: SubmitRequest = shape(parse_json(&bytes)?)?;
+        let req: SubmitRequest = parse(&bytes)?;
         drop(bytes);
         tokio::task::spawn_blocking(move || {
             if let Some(raw_b64) = &req.raw {
@@ -537,8 +582,23 @@ async fn submit(
     Ok(ok(status, v))
 }
 
+/// Test hook: `DEMAIL_HELPER_TEST_COMMIT_DELAY_MS` makes the commit of a new message
+/// wait that long inside the store (past the request's deadline, like a slow disk). Unset
+/// (always, outside the tests) it does nothing.
+pub const TEST_COMMIT_DELAY_ENV: &str = "DEMAIL_HELPER_TEST_COMMIT_DELAY_MS";
+
+fn test_commit_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var(TEST_COMMIT_DELAY_ENV).ok()?.parse::<u64>().ok()?;
+        tracing::warn!(ms, "test hook: every new message is committed late");
+        Some(Duration::from_millis(ms))
+    })
+}
+
 /// Commit a prepared message to the outbox (fsync) and wake the relay. Returns the
-/// entry and whether its Message-ID was already there.
+/// entry and whether its Message-ID (same sender) was already there: a resend after a
+/// lost answer stores nothing twice. The same Message-ID from another sender is refused.
 pub(crate) async fn store_prepared(
     state: &Arc<AppState>,
     prepared: mime::Prepared,
@@ -551,6 +611,11 @@ pub(crate) async fn store_prepared(
     };
     let stored = state
         .with_store(move |s| {
+            if let Some(d) = test_commit_delay() {
+                if !s.has_message_id(&prepared.message_id)? {
+                    std::thread::sleep(d);
+                }
+            }
             s.enqueue(&crate::store::NewMessage {
                 message_id: &prepared.message_id,
                 private_id: &prepared.private_id,
@@ -568,6 +633,13 @@ pub(crate) async fn store_prepared(
     let (entry, duplicate) = match stored {
         Enqueued::New(e) => (e, false),
         Enqueued::Existing(e) => (e, true),
+        Enqueued::Taken => {
+            return Err(ApiError::new(
+                code::SUBMIT_MESSAGE_ID_TAKEN,
+                "Diese Message-ID gehört im Postausgang bereits zu einer Nachricht eines anderen Absenders.",
+                "This Message-ID already belongs to a message of another sender in the outbox.",
+            ))
+        }
     };
     state.wake.notify_one();
     tracing::info!(id = %entry.id, message_id = %entry.message_id, duplicate, "message accepted");
@@ -710,8 +782,8 @@ async fn journal_receipt(
     body: Body,
 ) -> AppResult<Response> {
     need_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let r: ReceiptReport = shape(parse_json(&bytes)?)?;
+    let bytes = read_body(max_body(&state), &headers, body).await?;
+    let r: ReceiptReport = parse(&bytes)?;
     let (private_id, kind, time, message_id) = if let Some(raw) = r.raw {
         use base64::Engine;
         let raw = base64::engine::general_purpose::STANDARD

@@ -37,6 +37,9 @@ pub const REQUEST_METHOD: ApiCode = api("request.method", StatusCode::METHOD_NOT
 pub const REQUEST_BODY: ApiCode = api("request.body", StatusCode::BAD_REQUEST);
 pub const SUBMIT_CRLF: ApiCode = api("submit.crlf", StatusCode::BAD_REQUEST);
 pub const SUBMIT_MIME_INVALID: ApiCode = api("submit.mime_invalid", StatusCode::BAD_REQUEST);
+pub const SUBMIT_BARE_CR: ApiCode = api("submit.bare_cr", StatusCode::BAD_REQUEST);
+pub const SUBMIT_NUL: ApiCode = api("submit.nul", StatusCode::BAD_REQUEST);
+pub const SUBMIT_MESSAGE_ID_TAKEN: ApiCode = api("submit.message_id_taken", StatusCode::CONFLICT);
 pub const SUBMIT_BLOCKED: ApiCode = api("submit.blocked", StatusCode::UNPROCESSABLE_ENTITY);
 pub const SUBMIT_CONFIRM_REQUIRED: ApiCode = api("submit.confirm_required", StatusCode::CONFLICT);
 pub const SUBMIT_NOT_DEMAIL: ApiCode = api("submit.not_demail", StatusCode::UNPROCESSABLE_ENTITY);
@@ -66,6 +69,9 @@ pub const API: &[ApiCode] = &[
     REQUEST_BODY,
     SUBMIT_CRLF,
     SUBMIT_MIME_INVALID,
+    SUBMIT_BARE_CR,
+    SUBMIT_NUL,
+    SUBMIT_MESSAGE_ID_TAKEN,
     SUBMIT_BLOCKED,
     SUBMIT_CONFIRM_REQUIRED,
     SUBMIT_NOT_DEMAIL,
@@ -129,8 +135,10 @@ pub const OUTBOX: &[&str] = &[
 
 pub const HELPER_NOT_RUNNING: &str = "helper.not_running";
 pub const PAIRING_MANUAL: &str = "pairing.manual";
+pub const NATIVE_EXTENSION: &str = "native.extension";
 
-pub const NATIVE: &[&str] = &[HELPER_NOT_RUNNING, PAIRING_MANUAL, STORE_UNAVAILABLE.id, REQUEST_INVALID.id];
+pub const NATIVE: &[&str] =
+    &[NATIVE_EXTENSION, HELPER_NOT_RUNNING, PAIRING_MANUAL, STORE_UNAVAILABLE.id, REQUEST_INVALID.id];
 
 // ------------------------------------------------------------------ CLI, tray and start (helper.md)
 
@@ -149,6 +157,8 @@ pub const SERVE_DISCOVERY: &str = "serve.discovery";
 pub const SERVE_FAILED: &str = "serve.failed";
 pub const TRAY_START: &str = "tray.start";
 pub const PAIRING_UNKNOWN: &str = "pairing.unknown";
+pub const PAIRING_WRONG_CODE: &str = "pairing.wrong_code";
+pub const PAIRING_PROVISION_DISABLED: &str = "pairing.provision_disabled";
 pub const SECRETS_NO_ACCOUNT: &str = "secrets.no_account";
 pub const SECRETS_EMPTY: &str = "secrets.empty";
 
@@ -170,6 +180,8 @@ pub const ADMIN: &[&str] = &[
     SERVE_FAILED,
     TRAY_START,
     PAIRING_UNKNOWN,
+    PAIRING_WRONG_CODE,
+    PAIRING_PROVISION_DISABLED,
     SECRETS_NO_ACCOUNT,
     SECRETS_EMPTY,
 ];

@@ -61,7 +61,7 @@ macro_rules! sections {
                     $(
                         if let Some(v) = &self.$key {
                             let path = concat!(stringify!($sec), ".", stringify!($key));
-                            if src.user && locked.iter().any(|l| l == path || l == stringify!($sec)) {
+                            if src.user && (MACHINE_ONLY.contains(&path) || locked.iter().any(|l| l == path || l == stringify!($sec))) {
                                 warnings.push(ConfigIssue::locked(src, path));
                             } else {
                                 into.$key = v.clone();
@@ -170,12 +170,20 @@ sections! {
         backend: SecretBackend = SecretBackend::Auto,
     }
     pairing: Pairing / PairingFile {
-        /// Pending pairing requests allowed at once.
-        pending_max: u32 = 5,
+        /// Open pairing requests from one origin (and for one add-in id) at once.
+        pending_per_origin: u32 = 3,
+        /// Open pairing requests in all (a ceiling for the table, not a queue per client).
+        pending_max: u32 = 50,
         /// Seconds a pairing request waits for approval.
         pending_ttl: u64 = 600,
+        /// Days a pairing's token stays valid after its last use (each use renews it).
+        token_days: u32 = 90,
         /// The native-messaging host may pair the add-in without asking (IT pre-provisioning).
+        /// Machine file only.
         native_auto_approve: bool = false,
+        /// `demail pair provision` may hand out approved tokens (logon scripts, programs
+        /// using the local SMTP submission). Machine file only.
+        provision: bool = false,
     }
     log: Log / LogFile {
         /// tracing filter, e.g. `info` or `demail_helper=debug`.
@@ -186,6 +194,11 @@ sections! {
         max_files: u32 = 14,
     }
 }
+
+/// Keys only IT sets (machine file, on Windows also HKLM): they hand out tokens without
+/// the user's approval, so neither the user nor a program running as the user may turn
+/// them on. Set in a user file they are ignored like a locked key.
+pub const MACHINE_ONLY: &[&str] = &["pairing.native_auto_approve", "pairing.provision"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -405,6 +418,20 @@ impl Config {
                 ));
             }
         }
+        if !(1..=3650).contains(&self.pairing.token_days) {
+            return Err(bad(
+                "pairing.token_days",
+                "Die Gültigkeit muss zwischen 1 und 3650 Tagen liegen.",
+                "The lifetime must be between 1 and 3650 days.",
+            ));
+        }
+        if self.pairing.pending_per_origin == 0 || self.pairing.pending_max < self.pairing.pending_per_origin {
+            return Err(bad(
+                "pairing.pending_max",
+                "pending_per_origin muss größer als 0 und pending_max mindestens so groß sein.",
+                "pending_per_origin must be greater than 0 and pending_max at least as large.",
+            ));
+        }
         if self.api.max_body.0 < 1024 {
             return Err(bad(
                 "api.max_body",
@@ -433,6 +460,9 @@ impl Config {
     }
 
     pub fn is_locked(&self, key: &str) -> bool {
+        if MACHINE_ONLY.contains(&key) {
+            return true;
+        }
         let section = key.split('.').next().unwrap_or(key);
         self.locked.iter().any(|l| l == key || l == section)
     }

@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub const RUNTIME_FILE: &str = "helper.json";
 pub const LOCK_FILE: &str = "helper.lock";
 pub const NATIVE_HOST_NAME: &str = "de.demail.helper";
+/// The Thunderbird add-in's id (addin/thunderbird/manifest.json): the only caller the
+/// native host serves.
+pub const ADDIN_ID: &str = "demail-addin@open-demail.de";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuntimeInfo {
@@ -104,16 +107,36 @@ pub fn lock_instance(data_dir: &Path) -> Result<File, Error> {
 
 // ------------------------------------------------------------------ native messaging
 
-/// Answer one native-messaging request from the add-in.
+/// Who started the native host: Thunderbird passes the manifest's path and the calling
+/// add-in's id as arguments (argv[1], argv[2]). Only our add-in is served; the manifest's
+/// `allowed_extensions` says the same, but the manifest directory and registry key are
+/// shared with Firefox (docs/protocol.md §2), so the host checks again.
+pub fn native_caller(args: &[std::ffi::OsString]) -> Result<String, Reason> {
+    match args.get(2).and_then(|a| a.to_str()) {
+        Some(id) if id == ADDIN_ID => Ok(id.to_string()),
+        other => {
+            let who = other.map(|s| s.chars().filter(|c| !c.is_control()).take(100).collect::<String>());
+            let who = who.unwrap_or_else(|| "—".into());
+            Err(Reason::new(
+                code::NATIVE_EXTENSION,
+                format!("Der De-Mail-Helfer antwortet nur dem De-Mail-Add-in ({ADDIN_ID}), nicht „{who}“."),
+                format!("The De-Mail helper answers only the De-Mail add-in ({ADDIN_ID}), not \"{who}\"."),
+            ))
+        }
+    }
+}
+
+/// Answer one native-messaging request from the add-in `caller` (see [`native_caller`]).
 ///
-/// - `{"action":"discover"}` → `{port, url, version, protocol}` or `helper.not_running`.
+/// - `{"action":"discover"}` → `{port, url, version, protocol, request_timeout}` or `helper.not_running`.
 /// - `{"action":"pair","client":"…"}` → a token, only when IT set
-///   `pairing.native_auto_approve = true`; otherwise `pairing.manual`.
-pub fn native_handle(req: &Value, cfg: &Config) -> Value {
+///   `pairing.native_auto_approve = true` in the machine file; otherwise `pairing.manual`.
+///   The new pairing replaces the add-in's earlier native ones.
+pub fn native_handle(req: &Value, cfg: &Config, caller: &str) -> Value {
     let err = |code: &str, de: &str, en: &str| envelope(&Reason::new(code, de, en), None);
     match req.get("action").and_then(Value::as_str) {
         Some("discover") => match read() {
-            Some(i) => json!({ "ok": true, "result": { "running": true, "port": i.port, "url": i.url, "version": i.version, "protocol": i.protocol } }),
+            Some(i) => json!({ "ok": true, "result": { "running": true, "port": i.port, "url": i.url, "version": i.version, "protocol": i.protocol, "request_timeout": cfg.api.request_timeout.max(1) } }),
             None => err(
                 code::HELPER_NOT_RUNNING,
                 "Der De-Mail-Helfer läuft nicht. Er startet bei der Anmeldung; sonst „demail serve“ starten oder die IT fragen.",
@@ -130,7 +153,7 @@ pub fn native_handle(req: &Value, cfg: &Config) -> Value {
             }
             let client = req.get("client").and_then(Value::as_str).unwrap_or("add-in").chars().filter(|c| !c.is_control()).take(100).collect::<String>();
             let store = crate::store::Store::open(&cfg.data_dir());
-            match store.and_then(|mut s| crate::pairing::provision(&mut s, &client, "native")) {
+            match store.and_then(|mut s| crate::pairing::provision_native(&mut s, &client, caller)) {
                 Ok((p, token)) => json!({ "ok": true, "result": { "pairing_id": p.id, "token": token, "status": p.status } }),
                 Err(e) => {
                     crate::server::log_cause_to_file(cfg, &e.0);

@@ -359,10 +359,10 @@ pub fn prepare_structured(
         (None, None) => b = b.text_body(String::new()),
         (text, html) => {
             if let Some(t) = text {
-                b = b.text_body(t.clone());
+                b = b.text_body(body_text("text", t)?);
             }
             if let Some(h) = html {
-                b = b.html_body(h.clone());
+                b = b.html_body(body_text("html", h)?);
             }
         }
     }
@@ -442,8 +442,59 @@ fn mime_invalid(de: &str, en: &str) -> ApiError {
     )
 }
 
-/// CRLF everywhere (bare LF becomes CRLF); a bare CR in the header block is refused
-/// later. A message that has only CRLF already is not copied.
+/// A bare CR or a NUL anywhere in the message: the gateway refuses both (554 5.6.0, with
+/// the same texts), so the helper refuses them when they are submitted, not after the
+/// caseworker's window has closed.
+fn bare_cr_or_nul(raw: &[u8]) -> Result<(), ApiError> {
+    for i in memchr::memchr2_iter(b'\r', 0, raw) {
+        if raw[i] == 0 {
+            return Err(ApiError::new(
+                code::SUBMIT_NUL,
+                "Die Nachricht enthält NUL-Bytes.",
+                "The message contains NUL bytes.",
+            ));
+        }
+        if raw.get(i + 1) != Some(&b'\n') {
+            return Err(ApiError::new(
+                code::SUBMIT_BARE_CR,
+                "Die Nachricht enthält ein CR ohne LF (bare CR).",
+                "The message contains a bare CR.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A text or HTML body for mail-builder with CRLF line ends only: a lone CR or LF becomes
+/// CRLF (mail-builder passes a bare LF after a tab through quoted-printable; found by
+/// fuzzing), a NUL is refused; either would make the gateway refuse the whole message.
+fn body_text(field: &str, v: &str) -> Result<String, ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::new(
+            code::SUBMIT_NUL,
+            format!("Das Feld „{field}“ enthält NUL-Zeichen."),
+            format!("The field \"{field}\" contains NUL characters."),
+        )
+        .with_details(json!({ "field": field })));
+    }
+    let mut out = String::with_capacity(v.len() + v.len() / 50);
+    let mut it = v.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\r' => {
+                out.push_str("\r\n");
+                if it.peek() == Some(&'\n') {
+                    it.next();
+                }
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// CRLF everywhere (bare LF becomes CRLF). A message that has only CRLF already is not copied.
 fn to_crlf(raw: Bytes) -> Bytes {
     let has_bare_lf = raw.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
     if !has_bare_lf {
@@ -500,6 +551,29 @@ fn split_header(msg: &[u8]) -> Result<(Vec<Field>, usize), ApiError> {
     Ok((fields, body_start))
 }
 
+/// The gateway reads the header block with mail-parser. It must find exactly the fields
+/// the helper wrote, where the helper wrote them: mail-parser's Date parser, given a date
+/// with junk after the zone (`Date: 1 Jan 2026 08:00 +0100+Z`), reads on across the empty
+/// line and takes body lines such as `X-de-mail-authoritative: yes` or `Bcc: …` for header
+/// fields (found by fuzzing). Such a message is refused, not smuggled.
+fn read_alike(head: &[u8], body: &[u8], starts: &[usize]) -> Result<(), ApiError> {
+    // Enough of the body to see a field read from it; the header block itself is small.
+    let mut probe = Vec::with_capacity(head.len() + 4096);
+    probe.extend_from_slice(head);
+    probe.extend_from_slice(&body[..body.len().min(4096)]);
+    let seen: Vec<usize> = mail_parser::MessageParser::new()
+        .parse_headers(&probe[..])
+        .map(|m| m.headers().iter().map(|h| h.offset_field as usize).collect())
+        .unwrap_or_default();
+    if seen != starts {
+        return Err(mime_invalid(
+            "eine Kopfzeile (etwa ein fehlerhaftes Datum) lesen übliche Programme anders; das Gateway sähe eine andere Nachricht.",
+            "a header field (such as a malformed date) is read differently by common software; the gateway would see another message.",
+        ));
+    }
+    Ok(())
+}
+
 fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -527,6 +601,7 @@ pub fn prepare_raw(
     dialect: Dialect,
     env: &Env,
 ) -> Result<Prepared, ApiError> {
+    bare_cr_or_nul(&raw)?;
     let msg = to_crlf(raw);
     let (fields, body_start) = split_header(&msg)?;
     fn all<'a>(fields: &'a [Field], n: &'static str) -> impl Iterator<Item = &'a Field> + 'a {
@@ -598,27 +673,35 @@ pub fn prepare_raw(
     let (subject_out, lines) = dialect_view(dialect, &clean_subject, result.options, lines, policy)?;
 
     let mut out = Vec::with_capacity(body_start + 1024);
+    // Where each field of the new header block starts (for the check below).
+    let mut starts = Vec::new();
     let message_id = match message_id {
         Some(m) => m,
         None => {
             let m = new_message_id(env.now_millis, &env.entropy, &sender.address);
+            starts.push(out.len());
             out.extend_from_slice(format!("Message-ID: <{m}>\r\n").as_bytes());
             m
         }
     };
     for (n, v) in &lines {
+        starts.push(out.len());
         write_field(&mut out, n, v);
     }
     if rewrite_subject {
+        starts.push(out.len());
         write_field(&mut out, "Subject", &subject_out);
     }
     for f in &fields {
         if !dropped_from_submission(&f.name, rewrite_subject) {
+            starts.push(out.len());
             out.extend_from_slice(&f.raw);
         }
     }
     out.extend_from_slice(b"\r\n");
-    let mime = Mime { head: out, body: msg.slice(body_start..) };
+    let body = msg.slice(body_start..);
+    read_alike(&out, &body, &starts)?;
+    let mime = Mime { head: out, body };
 
     let mut prepared =
         finish(mime, &input, policy, extras.confirmed, message_id, private_id, generated, clean_subject)?;
@@ -711,5 +794,99 @@ mod tests {
         let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
         assert_eq!(e.code(), "submit.blocked");
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn bare_cr_and_nul_are_refused_anywhere_bare_lf_is_fixed() {
+        let extras = RawExtras {
+            options: &[],
+            private_id: None,
+            confirmed: false,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
+        let head = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: x\r\n\r\n";
+        let go = |m: String| prepare_raw(Bytes::from(m), &extras, &Policy::default(), Dialect::Headers, &env());
+        assert_eq!(go(format!("{head}a\rb\r\n")).unwrap_err().code(), "submit.bare_cr");
+        assert_eq!(go(format!("{head}ab\r")).unwrap_err().code(), "submit.bare_cr");
+        assert_eq!(go(format!("{head}a\u{0}b\r\n")).unwrap_err().code(), "submit.nul");
+        let ok = go(format!("{head}a\nb\n")).unwrap();
+        assert!(!ok.mime.to_vec().windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+    }
+
+    /// What the structured path builds never holds a bare CR or NUL either, whatever the
+    /// text: the gateway would refuse it after the caseworker's window closed.
+    #[test]
+    fn structured_text_with_cr_or_nul_gives_a_clean_message() {
+        // The last: fuzz/artifacts/helper_prepare_structured/crash-0be5a9d1… (a bare LF after
+        // a tab came out of mail-builder's quoted-printable unchanged).
+        for text in ["Zeile 1\rZeile 2", "a\r\r\nb", "\r", "x\n\ry", "a\t\nb", "a \nb", ".on?i\r\t\net\r\u{11}"] {
+            let mut r = req();
+            r.text = Some(text.into());
+            r.html = Some(format!("<p>{text}</p>"));
+            let m = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap().mime.to_vec();
+            let bare_lf = m.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || m[i - 1] != b'\r'));
+            assert!(bare_cr_or_nul(&m).is_ok() && !bare_lf, "{text:?}: {}", String::from_utf8_lossy(&m));
+        }
+        let mut r = req();
+        r.text = Some("Text\u{0}mehr".into());
+        let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
+        assert_eq!((e.code(), e.details.as_ref().map(|d| d["field"].clone())), ("submit.nul", Some(json!("text"))));
+    }
+
+    /// Fuzz regressions (fuzz/fuzz_targets/helper_prepare_raw.rs): the helper adds no
+    /// header the input did not have, read the same way on both sides (CRLF).
+    #[test]
+    fn fuzz_raw_inputs_get_no_new_headers() {
+        let names = |m: &[u8]| -> Vec<String> {
+            let crlf = to_crlf(Bytes::copy_from_slice(m));
+            let p = mail_parser::MessageParser::new().parse_headers(&crlf[..]).unwrap();
+            p.headers().iter().map(|h| h.name().to_ascii_lowercase()).collect()
+        };
+        let input = include_bytes!("../tests/data/fuzz/helper_prepare_raw-c53dba72");
+        let extras = RawExtras {
+            options: &["private".into(), "confirmation-of-dispatch".into()],
+            private_id: None,
+            confirmed: true,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
+        let raw = &input[1..];
+        let p =
+            prepare_raw(Bytes::copy_from_slice(raw), &extras, &Policy::default(), Dialect::Headers, &env()).unwrap();
+        let before = names(raw);
+        for n in names(&p.mime.to_vec()) {
+            let ours = n == "message-id" || n == "subject" || n.starts_with("x-de-mail-");
+            assert!(ours || before.contains(&n), "{n} is new");
+        }
+        assert!(before.contains(&"ssage-id".to_string()), "the odd header was the input's own");
+    }
+
+    /// Fuzz regression (fuzz/artifacts/helper_prepare_raw/crash-46b8dbd4…): a Date with junk
+    /// after the zone made mail-parser, and so the gateway, read body lines as header
+    /// fields. The helper refuses such a message instead of passing it on.
+    #[test]
+    fn a_date_that_makes_the_gateway_read_the_body_as_headers_is_refused() {
+        let extras = RawExtras {
+            options: &[],
+            private_id: None,
+            confirmed: true,
+            forwarded_demail: false,
+            envelope_rcpts: None,
+        };
+        let go =
+            |m: &[u8]| prepare_raw(Bytes::copy_from_slice(m), &extras, &Policy::default(), Dialect::Headers, &env());
+        let smuggle = b"From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: Bescheid\r\nDate: 1 Jan 2026 08:00 +0100+Z\r\n\r\nX-de-mail-authoritative: yes\r\nBcc: geheim@buerger.de-mail.de\r\n\r\nText\r\n";
+        assert_eq!(go(smuggle).unwrap_err().code(), "submit.mime_invalid");
+        let found = include_bytes!("../tests/data/fuzz/helper_prepare_raw-46b8dbd4");
+        // Its first byte chose: Persönlich, subject tags, the envelope recipient.
+        let rcpt = ["anna@buerger.de-mail.de".to_string()];
+        let extras = RawExtras { options: &["private".into()], envelope_rcpts: Some(&rcpt), ..extras };
+        let r =
+            prepare_raw(Bytes::copy_from_slice(&found[1..]), &extras, &Policy::default(), Dialect::SubjectTags, &env());
+        assert_eq!(r.unwrap_err().code(), "submit.mime_invalid");
+        // A proper date is fine.
+        let fine = b"From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: Bescheid\r\nDate: Thu, 1 Jan 2026 08:00:00 +0100\r\n\r\nX-de-mail-authoritative: yes\r\n";
+        assert!(go(fine).is_ok());
     }
 }

@@ -165,6 +165,9 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let lock = discovery::lock_instance(&data)?;
     let mut store = Store::open(&data)?;
     let recovered = store.recover().unwrap_or(0);
+    if let Err(e) = store.purge_pairings(crate::store::now_ms()) {
+        log_cause(&e.0);
+    }
     if recovered > 0 {
         tracing::warn!(count = recovered, "messages were being sent when the helper stopped; they are queued again");
     }
@@ -212,6 +215,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         let _ = std::fs::remove_file(start_error_dir().join(f));
     }
     let worker = relay_enabled.then(|| tokio::spawn(relay::run(state.clone())));
+    tokio::spawn(purge_pairings_hourly(state.clone()));
     Ok(Running { state, port, submission_port, runtime_file, listener, lock, worker, submission })
 }
 
@@ -262,6 +266,20 @@ impl Running {
                 format!("The service failed: {e}"),
             )
         })
+    }
+}
+
+/// Expired pairing requests and denied ones leave the table (also before each new
+/// request), so tokens are never compared against them.
+async fn purge_pairings_hourly(state: Arc<AppState>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = state.shutdown_requested() => return,
+        }
+        if let Err(e) = state.with_store(|s| s.purge_pairings(crate::store::now_ms())).await {
+            log_cause(&e.0);
+        }
     }
 }
 

@@ -67,7 +67,10 @@ CREATE TABLE IF NOT EXISTS pairings (
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER,
     decided_at   INTEGER,
-    last_used_at INTEGER
+    last_used_at INTEGER,
+    -- The add-in's id: verified for native pairings (Thunderbird passes it to the host),
+    -- as stated by the add-in for requests over HTTP.
+    addon_id     TEXT
 );
 "#;
 
@@ -240,6 +243,41 @@ pub struct Pairing {
     pub decided_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<i64>,
+    /// The add-in's id (verified for `source = "native"`, stated by the add-in otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addon_id: Option<String>,
+}
+
+/// A pairing to store.
+pub struct NewPairing<'a> {
+    pub client: &'a str,
+    pub code: Option<&'a str>,
+    pub token_hash: &'a [u8],
+    /// `pending` or `approved`.
+    pub status: &'a str,
+    /// `request` (HTTP), `native` (native host), `provisioned` (CLI).
+    pub source: &'a str,
+    pub origin: Option<&'a str>,
+    pub addon_id: Option<&'a str>,
+    pub expires_at: Option<i64>,
+}
+
+/// Open pairing requests: all of them, from one origin, for one add-in id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCounts {
+    pub total: i64,
+    pub origin: i64,
+    pub addon: i64,
+}
+
+/// The outcome of deciding a request in the tray.
+#[derive(Debug)]
+pub enum Decision {
+    Decided(Box<Pairing>),
+    /// The typed code is not this request's: nothing changed.
+    WrongCode,
+    /// No open request with this id (decided, expired, purged).
+    Unknown,
 }
 
 /// (pairing id, token hash, status, expires_at) of a pairing that may authenticate.
@@ -263,8 +301,11 @@ pub struct NewMessage<'a> {
 /// The result of [`Store::enqueue`].
 pub enum Enqueued {
     New(OutboxEntry),
-    /// The Message-ID was already in the outbox: the earlier entry, nothing stored twice.
+    /// The Message-ID was already in the outbox from the same sender: the earlier entry,
+    /// nothing stored twice (a resend after a lost answer).
     Existing(OutboxEntry),
+    /// The Message-ID is in the outbox from another sender: nothing stored.
+    Taken,
 }
 
 const OUTBOX_COLS: &str = "id, message_id, private_id, sender, recipients, subject, options, dialect, size, status, attempts, next_attempt_at, error_code, error, error_en, gateway_reply, created_at, updated_at, sent_at";
@@ -304,7 +345,8 @@ fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxEntry> {
     })
 }
 
-const PAIRING_COLS: &str = "id, client, code, status, source, origin, created_at, expires_at, decided_at, last_used_at";
+const PAIRING_COLS: &str =
+    "id, client, code, status, source, origin, created_at, expires_at, decided_at, last_used_at, addon_id";
 
 fn pairing_row(r: &rusqlite::Row) -> rusqlite::Result<Pairing> {
     let status: String = r.get(3)?;
@@ -319,6 +361,7 @@ fn pairing_row(r: &rusqlite::Row) -> rusqlite::Result<Pairing> {
         expires_at: r.get(7)?,
         decided_at: r.get(8)?,
         last_used_at: r.get(9)?,
+        addon_id: r.get(10)?,
     })
 }
 
@@ -361,14 +404,19 @@ impl Store {
 
     // ---------------------------------------------------------------- outbox
 
-    /// Store a message durably. Same Message-ID twice → the existing entry.
+    /// Whether a message with this Message-ID is in the outbox.
+    pub fn has_message_id(&self, message_id: &str) -> Result<bool> {
+        Ok(self.conn.prepare("SELECT 1 FROM messages WHERE message_id = ?1")?.exists([message_id])?)
+    }
+
+    /// Store a message durably. Same Message-ID and sender twice → the existing entry.
     pub fn enqueue(&mut self, m: &NewMessage) -> Result<Enqueued> {
         let tx = self.conn.transaction()?;
         if let Some(e) = tx
             .query_row(&format!("SELECT {OUTBOX_COLS} FROM messages WHERE message_id = ?1"), [m.message_id], outbox_row)
             .optional()?
         {
-            return Ok(Enqueued::Existing(e));
+            return Ok(if e.sender == m.sender { Enqueued::Existing(e) } else { Enqueued::Taken });
         }
         let id = format!("m_{}", random_hex(10));
         let now = now_ms();
@@ -563,33 +611,43 @@ impl Store {
 
     // ---------------------------------------------------------------- pairings
 
-    pub fn pending_count(&self, now: i64) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM pairings WHERE status = 'pending' AND (expires_at IS NULL OR expires_at > ?1)",
+    /// Delete what can never authenticate again: expired requests and denied ones. Run at
+    /// start, hourly and before each new request, so [`Store::live_token_hashes`] stays small.
+    pub fn purge_pairings(&mut self, now: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM pairings WHERE (status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?1) OR status = 'denied'",
             [now],
-            |r| r.get(0),
         )?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_pairing(
-        &mut self,
-        client: &str,
-        code: Option<&str>,
-        token_hash: &[u8],
-        status: &str,
-        source: &str,
-        origin: Option<&str>,
-        expires_at: Option<i64>,
-    ) -> Result<Pairing> {
-        let id = format!("p_{}", random_hex(8));
-        let now = now_ms();
-        let decided = (status != "pending").then_some(now);
-        self.conn.execute(
-            "INSERT INTO pairings (id, client, code, token_hash, status, source, origin, created_at, expires_at, decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![id, client, code, token_hash, status, source, origin, now, expires_at, decided],
-        )?;
+    /// Open requests in all, from `origin` (none: no Origin header) and for `addon_id`.
+    pub fn pending_counts(&self, now: i64, origin: Option<&str>, addon_id: Option<&str>) -> Result<PendingCounts> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*),
+                    COALESCE(SUM(origin IS ?2), 0),
+                    COALESCE(SUM(?3 IS NOT NULL AND addon_id IS ?3), 0)
+             FROM pairings WHERE status = 'pending' AND (expires_at IS NULL OR expires_at > ?1)",
+            params![now, origin, addon_id],
+            |r| Ok(PendingCounts { total: r.get(0)?, origin: r.get(1)?, addon: r.get(2)? }),
+        )?)
+    }
+
+    pub fn add_pairing(&mut self, p: &NewPairing) -> Result<Pairing> {
+        let id = insert_pairing(&self.conn, p)?;
         self.pairing(&id)?.ok_or_else(|| StoreError::new("stored pairing vanished"))
+    }
+
+    /// A native pairing replaces the add-in's earlier ones: revoke every approved native
+    /// pairing of `addon_id` and store `p`, in one transaction. Returns how many were revoked.
+    pub fn replace_native_pairing(&mut self, addon_id: &str, p: &NewPairing) -> Result<(Pairing, usize)> {
+        let tx = self.conn.transaction()?;
+        let revoked = tx.execute(
+            "UPDATE pairings SET status = 'revoked', decided_at = ?2 WHERE source = 'native' AND addon_id = ?1 AND status = 'approved'",
+            params![addon_id, now_ms()],
+        )?;
+        let id = insert_pairing(&tx, p)?;
+        tx.commit()?;
+        Ok((self.pairing(&id)?.ok_or_else(|| StoreError::new("stored pairing vanished"))?, revoked))
     }
 
     pub fn pairing(&self, id: &str) -> Result<Option<Pairing>> {
@@ -605,17 +663,21 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Every (id, token hash, status, expires_at) that could still authenticate.
-    pub fn live_token_hashes(&self) -> Result<Vec<LiveToken>> {
+    /// Every (id, token hash, status, expires_at) that can still authenticate at `now`:
+    /// open requests before their expiry, approved pairings used within `token_ttl` ms
+    /// (each use renews them, see [`Store::touch_pairing`]). Nothing expired is compared.
+    pub fn live_token_hashes(&self, now: i64, token_ttl: i64) -> Result<Vec<LiveToken>> {
         let mut st = self.conn.prepare(
-            "SELECT id, token_hash, status, expires_at FROM pairings WHERE status IN ('pending','approved')",
+            "SELECT id, token_hash, status, expires_at FROM pairings
+             WHERE (status = 'pending' AND (expires_at IS NULL OR expires_at > ?1))
+                OR (status = 'approved' AND COALESCE(last_used_at, decided_at, created_at) > ?1 - ?2)",
         )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let rows = st.query_map(params![now, token_ttl], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Note the use of a pairing (for `pair list`), at most once a minute and without
-    /// waiting for the disk: it is information, not state.
+    /// Note the use of a pairing, which also renews its lifetime: at most once a minute and
+    /// without waiting for the disk (a lost update costs at most a minute of lifetime).
     pub fn touch_pairing(&mut self, id: &str) -> Result<()> {
         let now = now_ms();
         self.relaxed(|s| {
@@ -627,7 +689,7 @@ impl Store {
         })
     }
 
-    /// Approve or deny a pending, unexpired request by its code.
+    /// Approve or deny a pending, unexpired request by its code (`demail pair approve`).
     pub fn decide_by_code(&mut self, code: &str, approve: bool) -> Result<Option<Pairing>> {
         let now = now_ms();
         let norm = normalize_code(code);
@@ -640,11 +702,47 @@ impl Store {
             )
             .optional()?;
         let Some(id) = id else { return Ok(None) };
+        self.set_decision(&id, approve, now)?;
+        self.pairing(&id)
+    }
+
+    /// The tray: approve the open request `id` only with its code as the user typed it
+    /// (shown by the add-in, never by the tray); deny it without.
+    pub fn decide_by_id(&mut self, id: &str, typed_code: &str, approve: bool) -> Result<Decision> {
+        let now = now_ms();
+        let code: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT code FROM pairings WHERE id = ?1 AND status = 'pending' AND (expires_at IS NULL OR expires_at > ?2)",
+                params![id, now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(code) = code else { return Ok(Decision::Unknown) };
+        if approve {
+            let typed = normalize_code(typed_code);
+            let matches: bool =
+                code.is_some_and(|c| bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), typed.as_bytes())));
+            if !matches {
+                return Ok(Decision::WrongCode);
+            }
+        }
+        self.set_decision(id, approve, now)?;
+        Ok(self.pairing(id)?.map(|p| Decision::Decided(Box::new(p))).unwrap_or(Decision::Unknown))
+    }
+
+    /// Tests: pretend the pairing was last used at `at`.
+    #[cfg(test)]
+    pub(crate) fn set_last_used(&mut self, id: &str, at: i64) {
+        self.conn.execute("UPDATE pairings SET last_used_at = ?2 WHERE id = ?1", params![id, at]).unwrap();
+    }
+
+    fn set_decision(&mut self, id: &str, approve: bool, now: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE pairings SET status = ?2, decided_at = ?3, expires_at = NULL WHERE id = ?1",
             params![id, if approve { "approved" } else { "denied" }, now],
         )?;
-        self.pairing(&id)
+        Ok(())
     }
 
     /// Revoke by id (or by `all`). Returns how many were revoked.
@@ -665,8 +763,29 @@ impl Store {
     }
 }
 
-/// Databases from before `message_bodies` kept the message in `messages.mime`.
+fn insert_pairing(conn: &Connection, p: &NewPairing) -> Result<String> {
+    let id = format!("p_{}", random_hex(8));
+    let now = now_ms();
+    let decided = (p.status != "pending").then_some(now);
+    conn.execute(
+        "INSERT INTO pairings (id, client, code, token_hash, status, source, origin, created_at, expires_at, decided_at, addon_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![id, p.client, p.code, p.token_hash, p.status, p.source, p.origin, now, p.expires_at, decided, p.addon_id],
+    )?;
+    Ok(id)
+}
+
+/// Older databases: pairings without `addon_id`; messages kept in `messages.mime` before
+/// `message_bodies`.
 fn migrate(conn: &Connection) -> Result<()> {
+    let has_addon_id: bool =
+        conn.prepare("SELECT 1 FROM pragma_table_info('pairings') WHERE name = 'addon_id'")?.exists([])?;
+    if !has_addon_id {
+        // The CLI and the service may both get here first.
+        match conn.execute_batch("ALTER TABLE pairings ADD COLUMN addon_id TEXT;") {
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            r => r?,
+        }
+    }
     let has_mime: bool = conn.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'mime'")?.exists([])?;
     if has_mime {
         conn.execute_batch(

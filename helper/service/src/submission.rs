@@ -35,7 +35,8 @@ fn reject_from(e: &crate::error::ApiError) -> Reject {
 impl Handler for Submission {
     async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
         let token = password.to_string();
-        match self.state.with_store(move |s| pairing::verify(s, &token)).await {
+        let ttl = pairing::token_ttl(&self.state.config);
+        match self.state.with_store(move |s| pairing::verify(s, &token, ttl)).await {
             Ok(TokenState::Approved(_)) => {
                 AuthResult::Accepted(Authenticated { user: user.to_string(), method: "token".into(), display: None })
             }

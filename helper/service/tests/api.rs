@@ -183,7 +183,11 @@ fn pairing_flow_and_revocation_mid_session() {
 
 #[test]
 fn provisioned_token_works_at_once() {
-    let h = helper();
+    let h = Helper::start_with(HelperOpts {
+        machine: "[relay]\nenabled = false\n[pairing]\nprovision = true\n",
+        policy: Some(POLICY),
+        ..Default::default()
+    });
     let (rc, out, _) = h.cli(&["pair", "provision", "--client", "IT-Rollout"], None);
     assert_eq!(rc, 0);
     let token = out["token"].as_str().unwrap();
@@ -193,14 +197,19 @@ fn provisioned_token_works_at_once() {
 #[test]
 fn pending_pairings_are_limited() {
     let h = helper();
-    for _ in 0..5 {
-        assert_eq!(h.post("/v1/pairing", None, &json!({ "client": "x" })).status, 201);
+    let origin = [("Origin", "moz-extension://0a1b2c3d"), ("Content-Type", "application/json")];
+    for _ in 0..3 {
+        assert_eq!(h.raw("POST", "/v1/pairing", &origin, br#"{"client":"x"}"#).status, 201);
     }
-    let r = h.post("/v1/pairing", None, &json!({ "client": "x" }));
+    let r = h.raw("POST", "/v1/pairing", &origin, br#"{"client":"x"}"#);
     assert_eq!(r.status, 429);
     assert_eq!(r.code(), "pairing.limit");
     let r = h.post("/v1/pairing", None, &json!({ "client": "a\r\nb" }));
     assert_eq!(r.status, 400);
+    let r = h.post("/v1/pairing", None, &json!({ "client": "x", "addon_id": "a\u{0}b" }));
+    assert_eq!(r.status, 400);
+    let r = h.post("/v1/pairing", None, &json!({ "client": "x", "token": "mine" }));
+    assert_eq!((r.status, r.code().as_str()), (400, "request.invalid"), "unknown fields are refused");
 }
 
 #[test]
@@ -372,6 +381,10 @@ fn submit_outbox_retry_cancel() {
     assert_eq!(b.status, 200);
     assert_eq!(b.json()["result"]["duplicate"], true);
     assert_eq!(a.json()["result"]["id"], b.json()["result"]["id"]);
+    // Another sender with that Message-ID: refused, nothing stored.
+    m["from"] = json!("Anna Beispiel <anna.beispiel@musterstadt.de>");
+    let c = h.post("/v1/messages", Some(&token), &m);
+    assert_eq!((c.status, c.code().as_str()), (409, "submit.message_id_taken"), "{}", String::from_utf8_lossy(&c.body));
 
     let list = h.get("/v1/outbox", Some(&token)).json()["result"].clone();
     assert_eq!(list["messages"].as_array().unwrap().len(), 2);
@@ -552,7 +565,7 @@ fn crlf_injection_in_every_field() {
         "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: a\rX-Injected: yes\r\n\r\nx\r\n";
     let r =
         h.raw("POST", "/v1/messages", &[("Authorization", &auth), ("Content-Type", "message/rfc822")], raw.as_bytes());
-    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!((r.status, r.code().as_str()), (400, "submit.bare_cr"), "{}", String::from_utf8_lossy(&r.body));
     // Line breaks in the body are text, never headers.
     let m = with("text", json!("Zeile 1\r\n\r\nX-Injected: yes\r\n"));
     let r = h.post("/v1/messages", Some(&token), &m);
@@ -685,39 +698,69 @@ fn second_helper_for_the_same_user_is_refused() {
 #[test]
 fn native_host_discovers_the_port() {
     let h = helper();
-    let bin = demail_bin().parent().unwrap().join("demail-native-host");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let st = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--bin", "demail-native-host", "--manifest-path"])
-            .arg(manifest)
-            .env("CARGO_TARGET_DIR", demail_bin().parent().unwrap().parent().unwrap())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
     let d = h.dir.path();
-    let mut cmd = std::process::Command::new(&bin);
-    helper_env(&mut cmd, d);
-    let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for msg in [json!({ "action": "discover" }), json!({ "action": "pair", "client": "x" })] {
-            let b = msg.to_string().into_bytes();
-            stdin.write_all(&(b.len() as u32).to_ne_bytes()).unwrap();
-            stdin.write_all(&b).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    let mut rest = &out.stdout[..];
-    let mut answers = Vec::new();
-    while rest.len() >= 4 {
-        let n = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-        answers.push(serde_json::from_slice::<Value>(&rest[4..4 + n]).unwrap());
-        rest = &rest[4 + n..];
-    }
+    let manifest = d.join("de.demail.helper.json");
+    let answers = native_host(
+        d,
+        &[manifest.to_str().unwrap(), "demail-addin@open-demail.de"],
+        &[json!({ "action": "discover" }), json!({ "action": "pair", "client": "x" })],
+    );
     assert_eq!(answers[0]["result"]["port"].as_u64(), Some(h.port as u64));
+    assert_eq!(answers[0]["result"]["request_timeout"], 60);
     assert_eq!(answers[1]["error"]["code"], "pairing.manual", "auto-approve is off by default");
+}
+
+/// The gateway refuses a bare CR or a NUL anywhere in a message (554 5.6.0); the helper
+/// refuses them at submission, in the body too, raw and as base64 in JSON.
+#[test]
+fn bare_cr_and_nul_anywhere_in_raw_mime_are_refused() {
+    let h = helper();
+    let token = h.pair();
+    let auth = format!("Bearer {token}");
+    let head = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: Bescheid\r\n\r\n";
+    let cases: [(&str, String, &str); 4] = [
+        ("bare CR in the body", format!("{head}Zeile 1\rZeile 2\r\n"), "submit.bare_cr"),
+        ("CR at the very end", format!("{head}Text\r"), "submit.bare_cr"),
+        ("NUL in the body", format!("{head}Text\u{0}mehr\r\n"), "submit.nul"),
+        ("bare CR in a header", "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: a\rX-Injected: yes\r\n\r\nx\r\n".to_string(), "submit.bare_cr"),
+    ];
+    for (what, raw, code) in &cases {
+        let r = h.raw(
+            "POST",
+            "/v1/messages",
+            &[("Authorization", &auth), ("Content-Type", "message/rfc822")],
+            raw.as_bytes(),
+        );
+        assert_eq!((r.status, r.code()), (400, code.to_string()), "{what}: {}", String::from_utf8_lossy(&r.body));
+        let e = r.json()["error"].clone();
+        if *code == "submit.bare_cr" {
+            assert_eq!(e["message"], "Die Nachricht enthält ein CR ohne LF (bare CR).", "{what}: the gateway's words");
+        } else {
+            assert_eq!(e["message"], "Die Nachricht enthält NUL-Bytes.", "{what}: the gateway's words");
+        }
+        let r = h.post(
+            "/v1/messages",
+            Some(&token),
+            &json!({ "raw": base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()) }),
+        );
+        assert_eq!((r.status, r.code()), (400, code.to_string()), "{what} (JSON)");
+    }
+    // A Date that makes mail-parser (and so the gateway) read body lines as header fields.
+    let smuggle = format!("{}Date: 1 Jan 2026 08:00 +0100+Z\r\n\r\nX-de-mail-authoritative: yes\r\nBcc: geheim@buerger.de-mail.de\r\n\r\nText\r\n", &head[..head.len() - 2]);
+    let r = h.raw(
+        "POST",
+        "/v1/messages",
+        &[("Authorization", &auth), ("Content-Type", "message/rfc822")],
+        smuggle.as_bytes(),
+    );
+    assert_eq!((r.status, r.code()), (400, "submit.mime_invalid".to_string()), "{}", String::from_utf8_lossy(&r.body));
+    // Bare LF is still fine: it becomes CRLF.
+    let r = h.raw(
+        "POST",
+        "/v1/messages",
+        &[("Authorization", &auth), ("Content-Type", "message/rfc822")],
+        format!("{head}Zeile 1\nZeile 2\n").as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(h.get("/v1/outbox", Some(&token)).json()["result"]["messages"].as_array().unwrap().len(), 1);
 }

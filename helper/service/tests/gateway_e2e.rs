@@ -111,6 +111,7 @@ impl Gateway {
             user: user_cfg,
             policy,
             keyutils: Some(Keyutils { user: &self.user, script: &script }),
+            ..Default::default()
         })
     }
 }

@@ -400,3 +400,53 @@ fn doctor_names_why_the_autostart_did_not_come_up() {
         std::fs::read_to_string(d.path().join("service.log")).unwrap_or_default()
     );
 }
+
+/// One submission is one De-Mail, also when the client gave up waiting: the helper is slow
+/// to commit (test hook, past the client's timeout), the client sends the same message
+/// again with the same `message_id`, as the add-in does. Exactly one outbox entry, and
+/// exactly one message with that Message-ID reaches the gateway.
+#[test]
+fn a_resend_after_a_timeout_is_one_de_mail() {
+    use std::io::{Read, Write};
+    let tmp = demail_testkit::temp_dir();
+    let pki = pki(tmp.path(), "gw");
+    let sink = Sink::start(&pki, false, None, None);
+    let h = Helper::start_with(HelperOpts {
+        machine: &gateway_config(sink.port, &pki.ca_cert, "starttls", ""),
+        env: &[("DEMAIL_HELPER_TEST_COMMIT_DELAY_MS", "3000")],
+        ..Default::default()
+    });
+    let token = h.pair();
+    let mut m = demail_message("Bescheid, langsam gespeichert");
+    m["message_id"] = json!("<addin-1795775532000.9f3a0c1b@musterstadt.de>");
+
+    // The first attempt: the client gives up after one second, before the helper answers.
+    let body = m.to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    write!(
+        s,
+        "POST /v1/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        h.host(),
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(s.read(&mut buf).is_err(), "the helper answered within a second; the hook did not delay it");
+    drop(s);
+
+    // The resend with the same Message-ID: the entry of the first attempt.
+    let r = h.post("/v1/messages", Some(&token), &m);
+    assert!(matches!(r.status, 200 | 202), "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(h.wait_message(&token, &id, T, |v| v["status"] == "sent")["status"], "sent", "{}", h.log_text());
+    std::thread::sleep(Duration::from_secs(4));
+    let list = h.get("/v1/outbox", Some(&token)).json()["result"]["messages"].clone();
+    assert_eq!(list.as_array().unwrap().len(), 1, "one submission, one outbox entry: {list}");
+    let relayed: Vec<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| header_of(&String::from_utf8_lossy(&r.message), "Message-ID").map(str::to_string))
+        .collect();
+    assert_eq!(relayed, ["<addin-1795775532000.9f3a0c1b@musterstadt.de>"], "one De-Mail at the gateway");
+}

@@ -29,7 +29,8 @@ fn subject_tags_via_smtp_become_headers_and_are_relayed() {
     let tmp = demail_testkit::temp_dir();
     let pki = Pki::generate(tmp.path(), "gw");
     let sink = Sink::start(&pki, false, None, None);
-    let machine = gateway_config(sink.port, &pki.ca_cert, "starttls", "") + "[submission]\nenabled = true\n";
+    let machine = gateway_config(sink.port, &pki.ca_cert, "starttls", "")
+        + "[submission]\nenabled = true\n[pairing]\nprovision = true\n";
     let h = Helper::start(&machine, "");
     let port = h.listening["submission_port"].as_u64().expect("submission port") as u16;
     let disc: serde_json::Value =
@@ -79,4 +80,25 @@ fn subject_tags_via_smtp_become_headers_and_are_relayed() {
 fn submission_is_off_by_default() {
     let h = Helper::start("[relay]\nenabled = false\n", "");
     assert!(h.listening["submission_port"].is_null());
+}
+
+/// A bare CR or a NUL in the body (the gateway refuses both) is refused at the helper's
+/// SMTP listener too, before anything reaches the outbox.
+#[test]
+fn bare_cr_and_nul_via_smtp_are_refused() {
+    let h = Helper::start("[relay]\nenabled = false\n[submission]\nenabled = true\n[pairing]\nprovision = true\n", "");
+    let port = h.listening["submission_port"].as_u64().expect("submission port") as u16;
+    let (rc, out, _) = h.cli(&["pair", "provision", "--client", "Fachverfahren"], None);
+    assert_eq!(rc, 0);
+    let token = out["token"].as_str().unwrap().to_string();
+    let head = "From: peter.meier@musterstadt.de\r\nTo: anna@buerger.de-mail.de\r\nSubject: [P] Bescheid\r\n\r\n";
+    for (what, body, text) in [("bare CR", "Zeile 1\rZeile 2\r\n.", "CR ohne LF"), ("NUL", "Text\u{0}mehr\r\n.", "NUL")]
+    {
+        let r = submit(port, &token, &["anna@buerger.de-mail.de"], &format!("{head}{body}"));
+        let after_data = r.iter().position(|x| x.0 == 354).map(|i| &r[i + 1]).expect("DATA accepted");
+        assert_eq!(after_data.0, 554, "{what}: {r:?}");
+        assert!(after_data.1.contains(text), "{what}: {r:?}");
+    }
+    let list = h.get("/v1/outbox", Some(&token)).json()["result"]["messages"].clone();
+    assert_eq!(list, serde_json::json!([]), "nothing stored");
 }

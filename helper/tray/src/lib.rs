@@ -16,7 +16,7 @@ use demail_helper::config::{self, Config, Paths};
 use demail_helper::error::{envelope, log_cause, Error};
 use demail_helper::server::{self, ServeOptions};
 use demail_helper::state::{AppState, GatewayState};
-use demail_helper::store::now_ms;
+use demail_helper::store::{now_ms, Decision};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -176,16 +176,25 @@ async fn outbox_action(ui: State<'_, Ui>, id: String, action: String) -> Result<
     })
 }
 
+/// Pairings for the window. The codes of open requests are left out on purpose: the user
+/// approves by typing the code the add-in shows, so the window must not show it.
 #[tauri::command]
 async fn pairings_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
     let r = ui.state.with_store(|s| s.pairings()).await;
     let now = now_ms();
+    let ttl = demail_helper::pairing::token_ttl(&ui.state.config);
     Ok(match r {
         Ok(list) => {
             let list: Vec<Value> = list
                 .into_iter()
                 .filter(|p| p.status != "pending" || p.expires_at.is_none_or(|e| e > now))
-                .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
+                .filter(|p| {
+                    p.status != "approved" || p.last_used_at.or(p.decided_at).unwrap_or(p.created_at) + ttl > now
+                })
+                .map(|mut p| {
+                    p.code = None;
+                    serde_json::to_value(p).unwrap_or(Value::Null)
+                })
                 .collect();
             ok(json!({ "pairings": list }))
         }
@@ -193,17 +202,30 @@ async fn pairings_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
     })
 }
 
+/// Allow (with the code the user typed) or deny the open request `id`.
 #[tauri::command]
-async fn pairing_decide(ui: State<'_, Ui>, code: String, approve: bool) -> Result<Reply, ()> {
-    let r = ui.state.with_store(move |s| s.decide_by_code(&code, approve)).await;
+async fn pairing_decide(ui: State<'_, Ui>, id: String, code: String, approve: bool) -> Result<Reply, ()> {
+    let r = ui.state.with_store(move |s| s.decide_by_id(&id, &code, approve)).await;
     Ok(match r {
-        Ok(Some(p)) => {
+        Ok(Decision::Decided(p)) => {
             tracing::info!(pairing = %p.id, approve, "pairing decided in the tray");
+            let mut p = *p;
+            p.code = None;
             ok(serde_json::to_value(p).unwrap_or(Value::Null))
         }
-        Ok(None) => {
-            err(code::PAIRING_UNKNOWN, "Keine offene Anfrage mit diesem Code.", "No open request with this code.")
+        Ok(Decision::WrongCode) => {
+            tracing::warn!("pairing: a wrong code was typed in the tray");
+            err(
+                code::PAIRING_WRONG_CODE,
+                "Der Code stimmt nicht. Geben Sie den Code ein, den das Add-in anzeigt.",
+                "The code does not match. Type the code the add-in shows.",
+            )
         }
+        Ok(Decision::Unknown) => err(
+            code::PAIRING_UNKNOWN,
+            "Diese Anfrage ist nicht mehr offen (abgelaufen oder schon entschieden).",
+            "This request is no longer open (expired or decided already).",
+        ),
         Err(e) => fail(e),
     })
 }

@@ -1,7 +1,7 @@
 //! The tray app under Xvfb, driven like a user: the window must render the settings
 //! (with IT-locked fields shown locked) and the outbox, a pairing request must be
-//! approvable with the keyboard in the window, and the tray menu must open the outbox and
-//! quit the app. The window reports its DOM state (`DEMAIL_TRAY_REPORT`); screenshots go
+//! approvable only by typing its code (a stray Enter or a wrong code must not allow it),
+//! and the tray menu must open the outbox and quit the app. The window reports its DOM state (`DEMAIL_TRAY_REPORT`); screenshots go
 //! to `<target>/tmp/tray-screenshots/` as test artifacts.
 //!
 //! Needs: xvfb, trayer (an XEmbed system tray), xdotool, imagemagick (scripts/setup test).
@@ -189,12 +189,24 @@ impl Tray {
     }
 
     fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Value {
+        self.http_with(method, path, token, body, &[])
+    }
+
+    fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Value {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{auth}{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.port,
             body.len()
         )
@@ -246,20 +258,63 @@ fn tray_window_pairing_and_menu() {
     let shot = display.screenshot("1-settings");
     assert!(image_stddev(&shot) > 0.05, "the screen is not blank");
 
-    // 2. A pairing request pops up in the window; the user allows it with the keyboard.
-    let p = tray.http("POST", "/v1/pairing", None, Some(&json!({ "client": "Thunderbird De-Mail-Add-in" })));
+    // 2. A pairing request pops up in the window with its origin and add-in id, but not its
+    // code. A stray Enter does not allow it, a wrong code does not; the code the add-in shows,
+    // typed in, does.
+    let origin = "moz-extension://5f0c2a4e-3b1d-4c59-9a51-1d2e3f4a5b6c";
+    let p = tray.http_with(
+        "POST",
+        "/v1/pairing",
+        None,
+        Some(&json!({ "client": "Thunderbird De-Mail-Add-in", "addon_id": "demail-addin@open-demail.de" })),
+        &[("Origin", origin)],
+    );
     let code = p["result"]["code"].as_str().unwrap().to_string();
     let token = p["result"]["token"].as_str().unwrap().to_string();
     let r = tray.wait_report("the pairing request", |r| {
         r["tab"] == "pairing"
-            && r["focused"] == "allow"
-            && r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["code"] == code.as_str()))
+            && r["focused"] == "code"
+            && r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["status"] == "pending"))
     });
-    assert!(r["text"].as_str().unwrap().contains("Thunderbird De-Mail-Add-in"));
+    let text = r["text"].as_str().unwrap();
+    assert!(text.contains("Thunderbird De-Mail-Add-in"), "{text}");
+    assert!(text.contains(origin) && text.contains("demail-addin@open-demail.de"), "origin and add-in id: {text}");
+    assert!(!text.contains(&code), "the window must not show the code: {text}");
+    let req = r["pairings"].as_array().unwrap().iter().find(|x| x["status"] == "pending").unwrap().clone();
+    assert_eq!(req["allow_disabled"], true, "no code typed yet: {req}");
     display.screenshot("2-pairing-request");
     let win = display.xdotool(&["search", "--name", "De-Mail-Helfer"]);
     let win = win.lines().next().expect("window").to_string();
     display.xdotool(&["windowfocus", "--sync", &win]);
+    // A key meant for another window, right after the window popped up.
+    display.xdotool(&["key", "Return"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(tray.http("GET", "/v1/pairing", Some(&token), None)["result"]["status"], "pending", "Enter allowed it");
+    // A wrong code (after the delay): refused, still pending.
+    let wrong: String = code
+        .chars()
+        .map(|c| {
+            if c == '-' {
+                c
+            } else if c == 'A' {
+                'B'
+            } else {
+                'A'
+            }
+        })
+        .collect();
+    display.xdotool(&["type", "--delay", "50", &wrong]);
+    display.xdotool(&["key", "Return"]);
+    tray.wait_report("the wrong code refused", |r| r["message"].as_str().is_some_and(|m| m.contains("stimmt nicht")));
+    assert_eq!(
+        tray.http("GET", "/v1/pairing", Some(&token), None)["result"]["status"],
+        "pending",
+        "a wrong code allowed it"
+    );
+    display.screenshot("2a-pairing-wrong-code");
+    // The right code.
+    display.xdotool(&["key", "ctrl+a", "BackSpace"]);
+    display.xdotool(&["type", "--delay", "50", &code.to_lowercase()]);
     display.xdotool(&["key", "Return"]);
     tray.wait_report("the approved pairing", |r| {
         r["pairings"].as_array().is_some_and(|p| p.iter().any(|x| x["status"] == "approved"))

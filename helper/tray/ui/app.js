@@ -54,8 +54,10 @@ async function report() {
     status: $("dot").className.replace("dot ", ""),
     fields: [...document.querySelectorAll("#fields [data-key]")].map((i) => ({ key: i.dataset.key, value: i.value, disabled: i.disabled, locked: i.dataset.locked === "true" })),
     outbox: (last.outbox?.messages || []).map((m) => ({ id: m.id, status: m.status, subject: m.subject, error: m.error?.code || null, receipts: (m.receipts || []).map((r) => r.type) })),
-    pairings: (last.pairings?.pairings || []).map((p) => ({ id: p.id, client: p.client, status: p.status, code: p.code || null })),
+    pairings: (last.pairings?.pairings || []).map((p) => ({ id: p.id, client: p.client, status: p.status, origin: p.origin || null, addon_id: p.addon_id || null,
+      allow_disabled: document.querySelector(`form.request[data-id="${p.id}"] [data-action=allow]`)?.disabled ?? null })),
     focused: document.activeElement?.dataset?.action || null,
+    message: [...document.querySelectorAll("#pairing .msg")].map((m) => m.textContent).join(" "),
     text: main.innerText.slice(0, 2000),
   } });
 }
@@ -138,39 +140,86 @@ async function act(id, action) {
   await report();
 }
 
+// A request's "Zulassen" works only after this long on screen, so a key pressed while the
+// window pops up cannot allow it.
+const ALLOW_DELAY_MS = 1500;
+const seen = new Map(); // request id → when the window first showed it
+const typedCode = (s) => s.replace(/[^0-9a-z]/gi, "").toUpperCase();
+
+function originText(p) {
+  if (!p.origin) return "kein Browser-Ursprung: ein Programm auf diesem Rechner / no browser origin: a program on this computer";
+  if (p.origin.startsWith("moz-extension://")) return `${p.origin} (Thunderbird-Add-in / Thunderbird add-in)`;
+  return p.origin;
+}
+
+function requestBox(p) {
+  const input = el("input", { type: "text", id: "code-" + p.id, autocomplete: "off", spellcheck: false, maxLength: 12, placeholder: "ABCD-EFGH", "data-action": "code" });
+  input.setAttribute("aria-describedby", "code-hint-" + p.id);
+  const allow = el("button", { type: "submit", "data-action": "allow", disabled: true }, "Zulassen / Allow");
+  const deny = el("button", { type: "button", class: "secondary", "data-action": "deny", onclick: () => decide(p.id, "", false) }, "Ablehnen / Deny");
+  const msg = el("p", { class: "msg", role: "alert" });
+  const ready = () => Date.now() - seen.get(p.id) >= ALLOW_DELAY_MS && typedCode(input.value).length === 8;
+  const update = () => { allow.disabled = !ready(); };
+  input.addEventListener("input", update);
+  setTimeout(update, ALLOW_DELAY_MS + 50);
+  const form = el("form", { class: "request", "data-id": p.id },
+    el("p", {}, bi(`„${p.client}“ möchte De-Mails über diesen Helfer senden.`, `"${p.client}" wants to send De-Mail through this helper.`)),
+    el("dl", {},
+      el("dt", {}, "Herkunft / Origin"), el("dd", { "data-field": "origin" }, originText(p)),
+      el("dt", {}, "Add-in-ID / Add-in id"), el("dd", { "data-field": "addon-id" }, p.addon_id ? `${p.addon_id} (Angabe des Add-ins / stated by the add-in)` : "nicht angegeben / not stated"),
+      el("dt", {}, "Angefragt / Requested"), el("dd", {}, new Date(p.created_at).toLocaleTimeString())),
+    el("label", { htmlFor: input.id }, bi("Code aus dem Add-in eingeben:", "Type the code the add-in shows:")),
+    input,
+    el("small", { class: "hint", id: "code-hint-" + p.id }, "Nur zulassen, wenn Sie die Kopplung selbst im Add-in begonnen haben. / Allow only if you started the pairing in the add-in yourself."),
+    el("div", { class: "row" }, allow, " ", deny),
+    msg);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (ready()) decide(p.id, input.value, true, msg);
+  });
+  return form;
+}
+
 async function renderPairings() {
   const r = await invoke("pairings_list");
   if (!r.ok) return say("pairing-msg", r);
   last.pairings = r.result;
   const pending = $("pending");
-  pending.textContent = "";
   const open = r.result.pairings.filter((p) => p.status === "pending");
-  if (!open.length) pending.append(el("p", { class: "hint" }, "Keine offenen Anfragen. / No open requests."));
-  let firstButton = null;
+  // Keep what is on screen (a half-typed code) and add or remove only what changed.
+  for (const f of [...pending.querySelectorAll("form.request")]) if (!open.some((p) => p.id === f.dataset.id)) f.remove();
+  pending.querySelector(".hint.none")?.remove();
+  if (!open.length) pending.append(el("p", { class: "hint none" }, "Keine offenen Anfragen. / No open requests."));
+  let added = null;
   for (const p of open) {
-    const allow = el("button", { type: "button", "data-action": "allow", onclick: () => decide(p.code, true) }, "Zulassen / Allow");
-    const deny = el("button", { type: "button", class: "secondary", "data-action": "deny", onclick: () => decide(p.code, false) }, "Ablehnen / Deny");
-    firstButton = firstButton || allow;
-    pending.append(el("div", { class: "request" },
-      el("p", {}, bi(`„${p.client}“ möchte De-Mails über diesen Helfer senden.`, `"${p.client}" wants to send De-Mail through this helper.`)),
-      el("p", {}, "Code: ", el("span", { class: "code" }, p.code), " ", el("small", { class: "hint" }, "Stimmt er mit dem Code im Add-in überein? / Does it match the code in the add-in?")),
-      allow, " ", deny));
+    if (pending.querySelector(`form.request[data-id="${p.id}"]`)) continue;
+    if (!seen.has(p.id)) seen.set(p.id, Date.now());
+    added = requestBox(p);
+    pending.append(added);
   }
   const approved = $("approved");
   approved.textContent = "";
   for (const p of r.result.pairings.filter((p) => p.status === "approved")) {
-    approved.append(el("li", {}, `${p.client} (${p.source}) `,
+    approved.append(el("li", {}, `${p.client} (${p.source}${p.addon_id ? ", " + p.addon_id : ""}) `,
       el("button", { type: "button", class: "secondary", "data-action": "revoke", onclick: () => revoke(p.id) }, "Widerrufen / Revoke")));
   }
-  // Keyboard first: the newest request's "Zulassen" has the focus.
-  if (firstButton && tab === "pairing") firstButton.focus();
+  // The code field of a new request gets the focus: a key pressed now lands there, and
+  // no button is focused that Enter could press.
+  if (added && tab === "pairing") added.querySelector("input").focus();
 }
 
-async function decide(code, approve) {
-  const r = await invoke("pairing_decide", { code, approve });
-  say("pairing-msg", r, approve ? "Zugelassen. / Allowed." : "Abgelehnt. / Denied.");
+async function decide(id, code, approve, msgEl) {
+  const r = await invoke("pairing_decide", { id, code, approve });
+  // A refusal belongs to its request; the general line says what happened.
+  if (!r.ok && msgEl) say2(msgEl, r);
+  say("pairing-msg", r.ok || !msgEl ? r : { ok: false, error: { message: "Nicht zugelassen.", message_en: "Not allowed." } }, approve ? "Zugelassen. / Allowed." : "Abgelehnt. / Denied.");
   await renderPairings();
   await report();
+}
+
+function say2(m, r) {
+  m.className = "msg error";
+  m.textContent = `${r.error.message} / ${r.error.message_en}`;
 }
 
 async function revoke(id) {
@@ -220,6 +269,6 @@ window.addEventListener("DOMContentLoaded", async () => {
   await showTab("settings");
   setInterval(async () => {
     if (tab === "outbox") { await renderOutbox(); await report(); }
-    if (tab === "pairing" && document.activeElement?.dataset?.action !== "allow") { await renderPairings(); await report(); }
+    if (tab === "pairing") { await renderPairings(); await report(); }
   }, 2000);
 });

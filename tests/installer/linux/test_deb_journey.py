@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import unittest
 import urllib.request
 import zipfile
@@ -133,11 +134,13 @@ class DebJourney(unittest.TestCase):
                 return proc, int(ev["port"])
         self.fail("demail serve did not report listening")
 
-    def native(self, request: dict) -> dict:
-        """One request to the installed native-messaging host, as Thunderbird sends it."""
+    def native(self, request: dict, caller: str = ADDON_ID) -> dict:
+        """One request to the installed native-messaging host, as Thunderbird sends it
+        (arguments: the manifest's path and the calling add-in's id)."""
         body = json.dumps(request).encode()
-        manifest = json.loads(self.p(f"/usr/lib/mozilla/native-messaging-hosts/{NATIVE_NAME}.json").read_text())
-        r = self.ch(manifest["path"], user=USER, input=struct.pack("=I", len(body)) + body)
+        manifest_path = f"/usr/lib/mozilla/native-messaging-hosts/{NATIVE_NAME}.json"
+        manifest = json.loads(self.p(manifest_path).read_text())
+        r = self.ch(f"{manifest['path']} {manifest_path} '{caller}'", user=USER, input=struct.pack("=I", len(body)) + body)
         (n,) = struct.unpack("=I", r.stdout[:4])
         return json.loads(r.stdout[4 : 4 + n])
 
@@ -179,6 +182,12 @@ class DebJourney(unittest.TestCase):
         self.assertEqual(man["name"], NATIVE_NAME)
         self.assertEqual(man["path"], "/usr/bin/demail-native-host")
         self.assertEqual(man["allowed_extensions"], [ADDON_ID])
+        # Only where Thunderbird reads it machine-wide (Gecko's one directory, Firefox's too).
+        listed = [f for f in self.ch("dpkg -L demail-desktop").stdout.decode().split("\n") if f.endswith(".json") and "native-messaging" in f]
+        self.assertEqual(listed, [f"/usr/lib/mozilla/native-messaging-hosts/{NATIVE_NAME}.json"])
+        # Pairing without the user's confirmation is off until IT turns it on.
+        conf = tomllib.loads(self.p("/etc/demail/helper.toml").read_text())
+        self.assertEqual((conf["pairing"]["native_auto_approve"], conf["pairing"]["provision"]), (False, False))
         # Policy: force-installs the packaged .xpi (whose id matches) and passes IT's settings.
         pol = json.loads(self.p("/etc/thunderbird/policies/policies.json").read_text())["policies"]
         ext = pol["ExtensionSettings"][ADDON_ID]
@@ -251,7 +260,22 @@ class DebJourney(unittest.TestCase):
         ans = self.native({"action": "discover"})
         self.assertTrue(ans["ok"], ans)
         self.assertEqual(ans["result"]["port"], port)
-        # IT pre-provisioning from /etc/demail/helper.toml: the add-in pairs without a prompt.
+        # Another caller than our add-in (e.g. a Firefox extension: same manifest folder) is refused.
+        ans = self.native({"action": "discover"}, caller="evil@example.org")
+        self.assertEqual(ans["error"]["code"], "native.extension", ans)
+        # As installed, pairing needs the user's confirmation (the code): no token here.
+        ans = self.native({"action": "pair", "client": "Thunderbird De-Mail-Add-in"})
+        self.assertEqual(ans["error"]["code"], "pairing.manual", ans)
+        # The user cannot switch auto-approval on: machine file only.
+        r = self.ch("demail config set pairing.native_auto_approve true", user=USER, check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("config.locked", r.stderr.decode())
+        # IT turns it on in /etc/demail/helper.toml (docs/deployment.md §6): now it pairs
+        # without a prompt (also for the Thunderbird steps below, which use these files).
+        conf = self.p("/etc/demail/helper.toml")
+        text = conf.read_text()
+        self.assertIn("native_auto_approve = false", text)
+        conf.write_text(text.replace("native_auto_approve = false", "native_auto_approve = true"))
         ans = self.native({"action": "pair", "client": "Thunderbird De-Mail-Add-in"})
         self.assertTrue(ans["ok"], ans)
         token = ans["result"]["token"]
@@ -259,7 +283,7 @@ class DebJourney(unittest.TestCase):
         with urllib.request.urlopen(req, timeout=10) as r:
             self.assertTrue(json.loads(r.read())["ok"])
         # Users cannot unlock what IT locked.
-        r = self.ch("demail config set pairing.native_auto_approve false", user=USER, check=False)
+        r = self.ch("demail config set policy.file /tmp/p.toml", user=USER, check=False)
         self.assertEqual(r.returncode, 2)
         self.assertIn("config.locked", r.stderr.decode())
         # doctor explains the state from the installed files (gateway not yet set: exit 1).

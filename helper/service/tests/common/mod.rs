@@ -105,6 +105,57 @@ fn newest_mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::read_dir(p).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
 }
 
+/// Path of `demail-native-host`, built when missing.
+pub fn native_host_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_bin(
+            "demail-helper",
+            "demail-native-host",
+            &["core/src", "helper/service/src", "smtp/src", "helper/service/Cargo.toml"],
+        )
+    })
+    .clone()
+}
+
+/// Talk to the native-messaging host as Thunderbird does: `args` after the program
+/// (Thunderbird passes the manifest's path and the add-in's id), each message
+/// length-prefixed on stdin. Returns the answers.
+pub fn native_host(d: &Path, args: &[&str], messages: &[Value]) -> Vec<Value> {
+    let mut cmd = Command::new(native_host_bin());
+    cmd.args(args);
+    helper_env(&mut cmd, d);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn demail-native-host");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for msg in messages {
+            let b = msg.to_string().into_bytes();
+            stdin.write_all(&(b.len() as u32).to_ne_bytes()).unwrap();
+            stdin.write_all(&b).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let mut rest = &out.stdout[..];
+    let mut answers = Vec::new();
+    while rest.len() >= 4 {
+        let n = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+        answers.push(serde_json::from_slice::<Value>(&rest[4..4 + n]).unwrap());
+        rest = &rest[4 + n..];
+    }
+    answers
+}
+
+/// A value in kB from /proc/<pid>/status (`VmHWM:`, `VmRSS:`).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A name no other test run uses (keyring entries are per machine user).
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
@@ -128,6 +179,8 @@ pub struct HelperOpts<'a> {
     pub user: &'a str,
     pub keyutils: Option<Keyutils<'a>>,
     pub policy: Option<&'a str>,
+    /// Extra environment for `demail serve` (test hooks).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// A running helper (`demail serve --port 0`) with its own HOME, XDG dirs and configs.
@@ -140,6 +193,7 @@ pub struct Helper {
     pub log: PathBuf,
     wrapper: Option<Vec<String>>,
     keyutils_user: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 pub struct Resp {
@@ -183,13 +237,19 @@ impl Helper {
             ["keyctl", "session", "-", "sh", "-c", k.script].map(String::from).to_vec()
         });
         let keyutils_user = o.keyutils.map(|k| k.user.to_string());
-        let (child, listening, log) = Helper::spawn(d, wrapper.as_deref());
+        let env: Vec<(String, String)> = o.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, listening, log) = Helper::spawn(d, wrapper.as_deref(), &env);
         let port = listening["port"].as_u64().unwrap_or(0) as u16;
-        Helper { dir, port, listening, child, log, wrapper, keyutils_user }
+        Helper { dir, port, listening, child, log, wrapper, keyutils_user, env }
+    }
+
+    /// The process id of `demail serve` (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.listening["pid"].as_u64().expect("pid") as u32
     }
 
     /// Start `demail serve` in the helper's directories; wait for its "listening" line.
-    fn spawn(d: &Path, wrapper: Option<&[String]>) -> (ChildGuard, Value, PathBuf) {
+    fn spawn(d: &Path, wrapper: Option<&[String]>, env: &[(String, String)]) -> (ChildGuard, Value, PathBuf) {
         let n = std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
         let log = d.join(format!("helper-{n}.log"));
         let bin = demail_bin();
@@ -206,6 +266,7 @@ impl Helper {
             }
         };
         helper_env(&mut cmd, d);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let child = ChildGuard::spawn("demail serve", cmd, Some(&log)).expect("spawn demail serve");
         let listening = demail_testkit::wait_until(Duration::from_secs(20), || {
             let text = std::fs::read_to_string(&log).ok()?;
@@ -223,7 +284,7 @@ impl Helper {
     /// Start again on the same directories (outbox, pairings, configs).
     pub fn restart(&mut self) {
         self.child.kill();
-        let (child, listening, log) = Helper::spawn(self.dir.path(), self.wrapper.as_deref());
+        let (child, listening, log) = Helper::spawn(self.dir.path(), self.wrapper.as_deref(), &self.env);
         self.child = child;
         self.port = listening["port"].as_u64().unwrap_or(0) as u16;
         self.listening = listening;
@@ -604,8 +665,11 @@ pub fn smtp_dialogue(port: u16, steps: &[&str]) -> Vec<(u16, String)> {
     };
     let mut out = vec![read_reply()];
     for step in steps {
-        w.write_all(step.as_bytes()).unwrap();
-        w.write_all(b"\r\n").unwrap();
+        // A server that closed the connection (after a 421) ends the dialogue.
+        if w.write_all(step.as_bytes()).and_then(|_| w.write_all(b"\r\n")).is_err() {
+            out.push((0, String::new()));
+            break;
+        }
         // DATA content ends with "." and gets one reply; other lines one reply each.
         out.push(read_reply());
     }
