@@ -121,7 +121,8 @@ impl Cluster {
             .arg("serve")
             .env("TEST_GW_HELPER_PASSWORD", HELPER_PASSWORD)
             .env("TEST_GW_DIRECTORY_PASSWORD", demail_testkit::directory::BIND_PASSWORD)
-            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+            .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET)
+            .env("TEST_PROVIDER_TOTP", PROVIDER_TOTP);
         let g = demail_testkit::start_gateway(cmd, n.out_port, n.in_port, &n.log).unwrap_or_else(|e| panic!("{e}"));
         n.guard = Some(g);
     }
@@ -223,7 +224,10 @@ struct HoldingHandler(Arc<HoldingSink>);
 
 impl Handler for HoldingHandler {
     async fn authenticate(&self, user: &str, password: &str) -> AuthResult {
-        if user == PROVIDER_USER && password == PROVIDER_SECRET {
+        // The gateway's login at level "hoch": secret followed by the current TOTP code.
+        let second = password.strip_prefix(PROVIDER_SECRET);
+        let totp = demail_gateway::relay::totp(PROVIDER_TOTP).unwrap();
+        if user == PROVIDER_USER && second.is_some_and(|c| totp.check_current(c).unwrap_or(false)) {
             AuthResult::Accepted(Authenticated { user: user.into(), method: "password".into(), display: None })
         } else {
             AuthResult::Refused
