@@ -176,10 +176,12 @@ enum CredentialsCmd {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Connect to the gateway with TLS and log in; sends nothing.
+    /// Connect to the gateway with TLS and sign in (Kerberos or password); sends nothing.
     Test,
     /// Remove the password from the keyring.
     Delete,
+    /// Ask the gateway for the De-Mail right for the signed-in person ("De-Mail für mich beantragen").
+    RequestAccess,
 }
 
 #[derive(Subcommand)]
@@ -536,6 +538,7 @@ fn helper_command(cli: &Cli) -> Option<Result<Value, Fail>> {
                     admin::credentials_set(&cfg, &read_password(*password_stdin)?)
                 }
                 CredentialsCmd::Test => admin::credentials_test(&cfg),
+                CredentialsCmd::RequestAccess => admin::request_access(&cfg),
                 CredentialsCmd::Delete => admin::credentials_delete(&cfg),
             }
             .map_err(|e| admin_fail(&cfg, e))

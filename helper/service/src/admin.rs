@@ -148,28 +148,85 @@ pub fn credentials_delete(cfg: &Config) -> Result<Value> {
     Ok(json!({ "deleted": crate::secrets::delete(cfg)? }))
 }
 
-/// Connect to the gateway with TLS and AUTH, send nothing.
+/// Connect to the gateway with TLS and sign in, send nothing. Says whom the gateway signed in.
 pub fn credentials_test(cfg: &Config) -> Result<Value> {
-    let password = crate::secrets::get(cfg)?.map(|(p, _)| p);
-    let authenticated = password.is_some();
-    session_test(cfg, password)?;
+    let cfg = std::sync::Arc::new(cfg.clone());
+    let who = block_on(async {
+        let (mut c, who) = relay::connect(&cfg).await?;
+        let _ = c.quit().await;
+        Ok(who)
+    })?;
+    let (de, en) = match &who {
+        Some(w) => (
+            format!("Verbindung und TLS-Prüfung in Ordnung; angemeldet als {} ({}).", w.person, method_de(&w.method)),
+            format!("Connection and TLS verification fine; signed in as {} ({}).", w.person, method_en(&w.method)),
+        ),
+        None => (
+            "Verbindung und TLS-Prüfung in Ordnung; keine Anmeldung (kein Kerberos-Ticket, kein Kennwort gespeichert)."
+                .to_string(),
+            "Connection and TLS verification fine; nobody signed in (no Kerberos ticket, no stored password)."
+                .to_string(),
+        ),
+    };
     Ok(json!({
-        "ok": true, "host": cfg.gateway.host, "port": cfg.gateway.port, "tls": cfg.gateway.tls, "authenticated": authenticated,
-        "message": "Verbindung, TLS-Prüfung und Anmeldung am Gateway sind in Ordnung.",
-        "message_en": "Connection, TLS verification and authentication at the gateway are fine.",
+        "ok": true, "host": cfg.gateway.host, "port": cfg.gateway.port, "tls": cfg.gateway.tls,
+        "authenticated": who.is_some(), "signed_in": who, "message": de, "message_en": en,
     }))
 }
 
-/// Open a gateway session (TLS, AUTH) and close it again.
-fn session_test(cfg: &Config, password: Option<String>) -> Result<()> {
+/// "De-Mail für mich beantragen": the signed-in person asks the gateway for the De-Mail
+/// right (a message to the request address; the gateway records it in its archive).
+pub fn request_access(cfg: &Config) -> Result<Value> {
+    let cfg = std::sync::Arc::new(cfg.clone());
+    let reply = block_on(async {
+        let (mut c, who) = relay::connect(&cfg).await?;
+        if who.is_none() {
+            let _ = c.quit().await;
+            return Err(Error::new(
+                code::RELAY_SIGNIN,
+                "Für einen Antrag müssen Sie angemeldet sein (Kerberos oder Kennwort im Helfer-Fenster).",
+                "To request De-Mail you must be signed in (Kerberos, or the password in the helper window).",
+            ));
+        }
+        let r = relay::send_request(&cfg, &mut c).await;
+        let _ = c.quit().await;
+        r.map_err(Error::from)
+    })?;
+    let (state, de, en) = if reply.contains("zugang-erteilt") {
+        ("granted", "De-Mail ist für Sie freigeschaltet.", "De-Mail is enabled for you.")
+    } else if reply.contains("zugang-besteht") {
+        ("exists", "Sie dürfen De-Mail bereits senden.", "You may already send De-Mail.")
+    } else {
+        (
+            "requested",
+            "Ihr Antrag ist gestellt. Die IT schaltet De-Mail für Sie frei; Sie müssen nichts weiter tun.",
+            "Your request is filed. IT will enable De-Mail for you; there is nothing more to do.",
+        )
+    };
+    Ok(json!({ "ok": true, "state": state, "reply": reply, "message": de, "message_en": en }))
+}
+
+fn method_de(m: &str) -> &str {
+    match m {
+        "kerberos" => "Kerberos",
+        "ldap" => "Verzeichnis-Kennwort",
+        other => other,
+    }
+}
+
+fn method_en(m: &str) -> &str {
+    match m {
+        "kerberos" => "Kerberos",
+        "ldap" => "directory password",
+        other => other,
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
         Error::new(code::INTERNAL.id, "Die Laufzeit kann nicht starten.", "The runtime cannot start.").caused_by(e)
     })?;
-    rt.block_on(async {
-        let mut c = relay::open_session(cfg, password).await?;
-        let _ = c.quit().await;
-        Ok(())
-    })
+    rt.block_on(f)
 }
 
 // ------------------------------------------------------------------ doctor
@@ -350,27 +407,30 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
         }
     }
 
-    let mut password = None;
+    let mode = cfg.gateway.effective_auth();
     if crate::secrets::account(&cfg).is_some() {
         match crate::secrets::get(&cfg) {
-            Ok(Some((p, backend))) => {
-                password = Some(p);
-                f.push(finding(
-                    "keyring",
-                    "ok",
-                    format!("Kennwort im Schlüsselbund gefunden ({backend})."),
-                    format!("Password found in the keyring ({backend})."),
-                ));
-            }
+            Ok(Some((_, backend))) => f.push(finding(
+                "keyring",
+                "ok",
+                format!("Kennwort im Schlüsselbund gefunden ({backend})."),
+                format!("Password found in the keyring ({backend})."),
+            )),
             Ok(None) => {}
+            Err(e) if e.code() == code::SECRETS_MISSING && mode == crate::config::AuthMode::Auto => f.push(finding(
+                "keyring",
+                "ok",
+                "Kein Kennwort gespeichert: Anmeldung mit dem Kerberos-Ticket der Windows- bzw. Linux-Anmeldung.",
+                "No password stored: sign-in with the Kerberos ticket of the desktop login.",
+            )),
             Err(e) => f.push(reason_finding("keyring", "error", e.reason)),
         }
     } else {
         f.push(finding(
             "keyring",
             "ok",
-            "Kein Gateway-Benutzer konfiguriert; es wird ohne SMTP-Anmeldung gesendet.",
-            "No gateway user configured; mail is sent without SMTP authentication.",
+            "Anmeldung nur mit Kerberos (gateway.auth = kerberos); kein Kennwort nötig.",
+            "Sign-in with Kerberos only (gateway.auth = kerberos); no password needed.",
         ));
     }
 
@@ -402,17 +462,19 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
                 format!("Gateway {target} ist erreichbar."),
                 format!("Gateway {target} is reachable."),
             ));
-            match session_test(&cfg, password) {
-                Ok(_) => f.push(finding(
+            match credentials_test(&cfg) {
+                Ok(v) => f.push(finding(
                     "tls",
                     "ok",
                     format!(
-                        "TLS ({:?}) mit geprüftem Zertifikat und Anmeldung am Gateway funktionieren.",
-                        cfg.gateway.tls
+                        "TLS ({:?}) mit geprüftem Zertifikat funktioniert. {}",
+                        cfg.gateway.tls,
+                        v["message"].as_str().unwrap_or_default()
                     ),
                     format!(
-                        "TLS ({:?}) with a verified certificate and authentication at the gateway work.",
-                        cfg.gateway.tls
+                        "TLS ({:?}) with a verified certificate works. {}",
+                        cfg.gateway.tls,
+                        v["message_en"].as_str().unwrap_or_default()
                     ),
                 )),
                 Err(e) => f.push(reason_finding("tls", "error", e.reason)),

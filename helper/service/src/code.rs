@@ -103,6 +103,7 @@ pub const RELAY_TLS_SETUP: &str = "relay.tls_setup";
 pub const RELAY_CA_FILE: &str = "relay.ca_file";
 pub const RELAY_NO_STARTTLS: &str = "relay.no_starttls";
 pub const RELAY_AUTH: &str = "relay.auth";
+pub const RELAY_SIGNIN: &str = "relay.signin_required";
 pub const RELAY_DEFERRED: &str = "relay.deferred";
 pub const RELAY_REJECTED: &str = "relay.rejected";
 pub const RELAY_ADDRESS: &str = "relay.address";
@@ -120,6 +121,7 @@ pub const OUTBOX: &[&str] = &[
     RELAY_CA_FILE,
     RELAY_NO_STARTTLS,
     RELAY_AUTH,
+    RELAY_SIGNIN,
     SECRETS_MISSING,
     SECRETS_UNAVAILABLE,
     SECRETS_ENCODING,

@@ -19,6 +19,53 @@ pub enum TlsMode {
     Implicit,
 }
 
+/// How the helper signs the person in at the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// The person's Kerberos ticket if there is one, else their stored directory password,
+    /// else no sign-in (the gateway then says what is missing).
+    Auto,
+    /// Only Kerberos (single sign-on); no ticket means "please sign in again".
+    Kerberos,
+    /// Only the directory password from the OS keyring.
+    Password,
+}
+
+impl Gateway {
+    /// The sign-in actually used: `auto` with an explicit `username` means the password
+    /// (IT named the account, so the desk has no ticket to offer).
+    pub fn effective_auth(&self) -> AuthMode {
+        match self.auth {
+            AuthMode::Auto if !self.username.trim().is_empty() => AuthMode::Password,
+            m => m,
+        }
+    }
+
+    /// The directory login for the password sign-in: `username`, else the login of the
+    /// person running the helper (their desk session).
+    pub fn login(&self) -> String {
+        let u = self.username.trim();
+        if !u.is_empty() {
+            return u.to_string();
+        }
+        ["USER", "USERNAME", "LOGNAME"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+            .unwrap_or_default()
+    }
+
+    /// The envelope recipient of a De-Mail request.
+    pub fn request_address(&self) -> String {
+        let a = self.request_address.trim();
+        if a.is_empty() {
+            format!("de-mail-zugang@{}", self.host.trim().to_lowercase())
+        } else {
+            a.to_string()
+        }
+    }
+}
+
 /// How De-Mail options travel to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -129,8 +176,16 @@ sections! {
         ca_file: String = String::new(),
         /// Trust only `ca_file`, not the system's certificate store.
         ca_only: bool = false,
-        /// SMTP AUTH user; empty: no AUTH. The password lives in the OS keyring.
+        /// How the person signs in: `auto` (Kerberos ticket, else a stored password; with
+        /// `username` set: the password), `kerberos` or `password`.
+        auth: AuthMode = AuthMode::Auto,
+        /// Directory login for the password sign-in; empty: the login of the person at
+        /// this desk. The password lives only in the OS keyring.
         username: String = String::new(),
+        /// The gateway's Kerberos service name (principal `<service>/<host>`).
+        kerberos_service: String = String::from("smtp"),
+        /// Where "De-Mail für mich beantragen" goes; empty: `de-mail-zugang@<host>`.
+        request_address: String = String::new(),
         dialect: Dialect = Dialect::Headers,
         /// Seconds for connecting and for each SMTP command.
         timeout: u64 = 60,
@@ -397,6 +452,28 @@ impl Config {
                 "gateway.username",
                 "Der Benutzername enthält Steuerzeichen.",
                 "The user name contains control characters.",
+            ));
+        }
+        if self.gateway.kerberos_service.trim().is_empty()
+            || self
+                .gateway
+                .kerberos_service
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
+        {
+            return Err(bad(
+                "gateway.kerberos_service",
+                "Ungültiger Kerberos-Dienstname (z. B. „smtp“).",
+                "Invalid Kerberos service name (e.g. \"smtp\").",
+            ));
+        }
+        if !self.gateway.request_address.trim().is_empty()
+            && self.gateway.request_address.trim().parse::<lettre::Address>().is_err()
+        {
+            return Err(bad(
+                "gateway.request_address",
+                "Die Antragsadresse ist keine gültige E-Mail-Adresse.",
+                "The request address is not a valid e-mail address.",
             ));
         }
         if self.relay.retry_initial == 0 || self.relay.retry_max < self.relay.retry_initial {

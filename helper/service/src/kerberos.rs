@@ -21,6 +21,8 @@ pub enum Failure {
     Refused(String),
     /// The gateway cannot decide now (454, the directory is down); its reply.
     Temporary(String),
+    /// The gateway does not offer GSSAPI (504); its reply.
+    NotOffered(String),
 }
 
 impl fmt::Display for Failure {
@@ -29,6 +31,7 @@ impl fmt::Display for Failure {
             Failure::NoTicket(s) => write!(f, "no Kerberos ticket: {s}"),
             Failure::Refused(s) => write!(f, "refused: {s}"),
             Failure::Temporary(s) => write!(f, "temporary: {s}"),
+            Failure::NotOffered(s) => write!(f, "not offered: {s}"),
         }
     }
 }
@@ -112,8 +115,14 @@ async fn send(conn: &mut AsyncSmtpConnection, line: String) -> Result<(u16, Stri
         }
         Err(e) => {
             let text = format!("{e}");
-            let transient = e.status().is_some_and(|s| s.to_string().starts_with('4'));
-            Err(if transient { Failure::Temporary(text) } else { Failure::Refused(text) })
+            let status = e.status().map(|s| s.to_string()).unwrap_or_default();
+            Err(if status.starts_with('4') {
+                Failure::Temporary(text)
+            } else if status == "504" {
+                Failure::NotOffered(text)
+            } else {
+                Failure::Refused(text)
+            })
         }
     }
 }

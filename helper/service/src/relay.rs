@@ -1,5 +1,7 @@
 //! The relay worker: takes due messages from the outbox and submits them to the gateway
-//! over verified TLS (STARTTLS or implicit), with SMTP AUTH from the keyring.
+//! over verified TLS (STARTTLS or implicit). The person signs in with their Kerberos
+//! ticket (SASL GSSAPI) or their directory password from the OS keyring; the gateway
+//! names them in its reply, which the tray shows.
 //!
 //! - 2xx: `sent`, the gateway's reply is kept.
 //! - 4xx, network, TLS and AUTH problems: stays `queued` with the reason, retried with
@@ -12,7 +14,7 @@
 //! second copy (docs/protocol.md, "Delivery guarantees").
 
 use crate::code;
-use crate::config::{Config, TlsMode};
+use crate::config::{AuthMode, Config, TlsMode};
 use crate::state::{AppState, GatewayState};
 use crate::store::{now_ms, OutboxEntry};
 use demail_core::Reason;
@@ -35,6 +37,45 @@ pub enum Outcome {
     Sent(String),
     Retry(Reason, Option<String>),
     Failed(Reason, Option<String>),
+}
+
+/// Whom the gateway signed in for a session, as it named them (`235 Angemeldet als …`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignedIn {
+    /// The person as the directory knows them (display name, else login).
+    pub person: String,
+    /// `kerberos` or `ldap` (the gateway's method names).
+    pub method: String,
+}
+
+impl SignedIn {
+    /// From the gateway's 235 text `Angemeldet als <person> (<method>).`; other servers'
+    /// texts are kept whole.
+    fn from_reply(text: &str, method: &str) -> SignedIn {
+        // "2.7.0 Angemeldet als Peter Meier (kerberos). 2.7.0 Authenticated as …"
+        let person = text
+            .split_once("Angemeldet als ")
+            .and_then(|(_, r)| r.split_once(" ("))
+            .map(|(p, _)| p.trim().to_string())
+            .unwrap_or_else(|| text.lines().next().unwrap_or("").trim().to_string());
+        SignedIn { person, method: method.to_string() }
+    }
+}
+
+fn signin_required(why_de: &str, why_en: &str) -> Reason {
+    Reason::new(
+        code::RELAY_SIGNIN,
+        format!("Bitte melden Sie sich neu an: {why_de} Die Nachricht bleibt im Postausgang und geht nach der Anmeldung hinaus."),
+        format!("Please sign in again: {why_en} The message stays in the outbox and goes out after you sign in."),
+    )
+}
+
+fn auth_refused(text: &str) -> Reason {
+    Reason::new(
+        code::RELAY_AUTH,
+        format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Anmeldename und Kennwort (im Helfer-Fenster oder mit „demail credentials set“). Die Nachricht bleibt im Postausgang. Antwort: {text}"),
+        format!("Signing in at the gateway failed. Check login and password (in the helper window or with \"demail credentials set\"). The message stays in the outbox. Reply: {text}"),
+    )
 }
 
 /// The full error text including sources, without secrets (lettre never prints credentials).
@@ -193,8 +234,8 @@ async fn timed<T, E: std::fmt::Display>(
 }
 
 /// A connection to the gateway: TCP with `TCP_NODELAY`, verified TLS (STARTTLS required,
-/// or implicit), then AUTH when a password is given. Nothing is ever sent in clear.
-pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<AsyncSmtpConnection, Reason> {
+/// or implicit). Nothing is ever sent in clear; nobody is signed in yet.
+pub async fn open_tls(cfg: &Config) -> Result<AsyncSmtpConnection, Reason> {
     let g = &cfg.gateway;
     let host = g.host.trim();
     if host.is_empty() {
@@ -214,7 +255,7 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
         .map_err(|e| unreachable_err(host, &e.to_string()))?;
     // SMTP is a ping-pong of small writes: without this, Nagle and delayed ACKs cost 40 ms a message.
     let _ = tcp.set_nodelay(true);
-    let mut conn = match g.tls {
+    let conn = match g.tls {
         TlsMode::Starttls => {
             let params = tls_parameters(cfg)?;
             let mut conn = timed(g.timeout, host, AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello))
@@ -248,26 +289,77 @@ pub async fn open_session(cfg: &Config, password: Option<String>) -> Result<Asyn
                 .map_err(|e| classify_error(&e, host))?
         }
     };
-    if let Some(p) = password {
-        let creds = Credentials::new(g.username.trim().to_string(), p);
-        let r = timed(g.timeout, host, conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)).await?;
-        if let Err(e) = r {
-            conn.abort().await;
-            return Err(match classify(&e, host) {
-                Refusal { reason, .. } if reason.code == code::RELAY_AUTH => reason,
-                _ => Reason::new(
-                    code::RELAY_AUTH,
-                    format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Benutzer und Kennwort („demail credentials set“). Antwort: {}", chain(&e)),
-                    format!("Authentication at the gateway failed. Check user and password (\"demail credentials set\"). Reply: {}", chain(&e)),
-                ),
-            });
-        }
-    }
     Ok(conn)
 }
 
-/// Fetch the password (blocking keyring call) when a gateway user is configured.
-async fn password(cfg: &Arc<Config>) -> Result<Option<String>, Reason> {
+/// Sign the person in on an open TLS session, as `gateway.auth` says: their Kerberos
+/// ticket, else (in `auto`) their stored password. `Ok(None)`: nothing to sign in with
+/// in `auto` (the gateway then refuses with its reason).
+pub async fn sign_in(cfg: &Arc<Config>, conn: &mut AsyncSmtpConnection) -> Result<Option<SignedIn>, Reason> {
+    let g = &cfg.gateway;
+    let host = g.host.trim();
+    let mode = g.effective_auth();
+    if mode != AuthMode::Password {
+        let target = format!("{}/{}", g.kerberos_service.trim(), host.to_lowercase());
+        match timed(g.timeout, host, crate::kerberos::authenticate(conn, &target)).await? {
+            Ok(text) => return Ok(Some(SignedIn::from_reply(&text, "kerberos"))),
+            Err(crate::kerberos::Failure::NoTicket(why)) => {
+                tracing::info!(target = %target, "no Kerberos ticket: {why}");
+                if mode == AuthMode::Kerberos {
+                    return Err(signin_required(
+                        "Es gibt kein gültiges Kerberos-Ticket (abgemeldet, gesperrt oder abgelaufen). Melden Sie sich am Rechner ab und wieder an.",
+                        "there is no valid Kerberos ticket (logged out, locked or expired). Log off and on again at this computer.",
+                    ));
+                }
+            }
+            Err(crate::kerberos::Failure::NotOffered(text)) if mode == AuthMode::Auto => {
+                tracing::info!("the gateway offers no Kerberos sign-in: {text}");
+            }
+            Err(crate::kerberos::Failure::Temporary(text)) => {
+                return Err(Reason::new(
+                    code::RELAY_DEFERRED,
+                    format!("Das Gateway kann die Anmeldung gerade nicht prüfen; die Nachricht bleibt im Postausgang und wird später gesendet. Antwort: {text}"),
+                    format!("The gateway cannot check the sign-in right now; the message stays in the outbox and is sent later. Reply: {text}"),
+                ));
+            }
+            Err(crate::kerberos::Failure::Refused(text) | crate::kerberos::Failure::NotOffered(text)) => {
+                if mode == AuthMode::Kerberos {
+                    return Err(signin_required(
+                        &format!("Das Gateway hat das Kerberos-Ticket nicht angenommen ({text})."),
+                        &format!("the gateway did not accept the Kerberos ticket ({text})."),
+                    ));
+                }
+                tracing::warn!("Kerberos sign-in refused, trying the password: {text}");
+            }
+        }
+    }
+    // Password mode: a missing password is the keyring's missing-secret code (set it in the
+    // tray or with `demail credentials set`); auto: nothing to sign in with.
+    let Some(password) = password(cfg, mode == AuthMode::Password).await? else { return Ok(None) };
+    let creds = Credentials::new(g.login(), password);
+    match timed(g.timeout, host, conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)).await? {
+        Ok(r) => Ok(Some(SignedIn::from_reply(&r.message().collect::<Vec<_>>().join("\n"), "ldap"))),
+        Err(e) => Err(match classify(&e, host) {
+            Refusal { reason, .. } if reason.code == code::RELAY_AUTH || reason.code == code::RELAY_DEFERRED => reason,
+            _ => auth_refused(&chain(&e)),
+        }),
+    }
+}
+
+/// A signed-in session: TLS, then the person's sign-in. `Err` is a reason to retry later.
+pub async fn connect(cfg: &Arc<Config>) -> Result<(AsyncSmtpConnection, Option<SignedIn>), Reason> {
+    let mut conn = open_tls(cfg).await?;
+    match sign_in(cfg, &mut conn).await {
+        Ok(who) => Ok((conn, who)),
+        Err(r) => {
+            conn.abort().await;
+            Err(r)
+        }
+    }
+}
+
+/// Fetch the person's password (blocking keyring call); `None` when none is stored.
+async fn password(cfg: &Arc<Config>, required: bool) -> Result<Option<String>, Reason> {
     let c = cfg.clone();
     let r = tokio::task::spawn_blocking(move || crate::secrets::get(&c)).await.map_err(|e| {
         tracing::error!(error = %e, "keyring task failed");
@@ -277,7 +369,12 @@ async fn password(cfg: &Arc<Config>) -> Result<Option<String>, Reason> {
             "Internal error reading the keyring.",
         )
     })?;
-    r.map(|p| p.map(|(p, _)| p)).map_err(|e| e.reason)
+    match r {
+        Ok(p) => Ok(p.map(|(p, _)| p)),
+        // Nothing stored: without `required` that only means "no password sign-in".
+        Err(e) if e.code() == code::SECRETS_MISSING && !required => Ok(None),
+        Err(e) => Err(e.reason),
+    }
 }
 
 fn reply_text(e: &lettre::transport::smtp::Error) -> Option<String> {
@@ -312,12 +409,24 @@ fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Refusal {
     }
     let code = e.status().map(|c| c.to_string());
     let code_num: u16 = code.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
-    if matches!(code_num, 530 | 534 | 535 | 538 | 454) {
+    if code_num == 530 {
+        return transient(
+            signin_required(
+                &format!("Das Gateway verlangt eine Anmeldung (kein Kerberos-Ticket und kein gespeichertes Kennwort). Antwort: {text}"),
+                &format!("the gateway requires a sign-in (no Kerberos ticket and no stored password). Reply: {text}"),
+            ),
+            reply_text(e),
+        );
+    }
+    if matches!(code_num, 534 | 535 | 538) {
+        return transient(auth_refused(&text), reply_text(e));
+    }
+    if code_num == 454 {
         return transient(
             Reason::new(
-                code::RELAY_AUTH,
-                format!("Die Anmeldung am Gateway ist fehlgeschlagen. Prüfen Sie Benutzer und Kennwort („demail credentials set“). Antwort: {text}"),
-                format!("Authentication at the gateway failed. Check user and password (\"demail credentials set\"). Reply: {text}"),
+                code::RELAY_DEFERRED,
+                format!("Das Gateway kann die Anmeldung gerade nicht prüfen; die Nachricht bleibt im Postausgang und wird später gesendet. Antwort: {text}"),
+                format!("The gateway cannot check the sign-in right now; the message stays in the outbox and is sent later. Reply: {text}"),
             ),
             reply_text(e),
         );
@@ -382,10 +491,35 @@ fn envelope(entry: &OutboxEntry) -> Result<Envelope, Outcome> {
         .map_err(|_| Outcome::Failed(Reason::new(code::RELAY_ADDRESS, "Keine Empfänger.", "No recipients."), None))
 }
 
-/// A session with the current password; `Err` is a reason to retry later.
-pub async fn connect(cfg: &Arc<Config>) -> Result<AsyncSmtpConnection, Reason> {
-    let password = password(cfg).await?;
-    open_session(cfg, password).await
+/// "De-Mail für mich beantragen": a short message to the gateway's request address on a
+/// signed-in session. Returns the gateway's 250 text (`zugang-beantragt`, `zugang-erteilt`
+/// or `zugang-besteht`).
+pub async fn send_request(cfg: &Config, conn: &mut AsyncSmtpConnection) -> Result<String, Reason> {
+    let host = cfg.gateway.host.trim();
+    let to = cfg.gateway.request_address();
+    let rcpt = to.parse::<lettre::Address>().map_err(|_| {
+        Reason::new(
+            code::RELAY_ADDRESS,
+            format!("Die Antragsadresse {to} ist ungültig."),
+            format!("The request address {to} is invalid."),
+        )
+    })?;
+    let envelope = Envelope::new(None, vec![rcpt.clone()])
+        .map_err(|_| Reason::new(code::RELAY_ADDRESS, "Keine Empfänger.", "No recipients."))?;
+    let body = mail_builder::MessageBuilder::new()
+        .from(("De-Mail-Helfer", to.as_str()))
+        .to(to.as_str())
+        .subject("Antrag: De-Mail für mich / request: De-Mail for me")
+        .text_body("Bitte schalten Sie De-Mail für mich frei.\r\nPlease enable De-Mail for me.\r\n")
+        .write_to_vec()
+        .map_err(|e| {
+            tracing::error!(error = %e, "request message not buildable");
+            Reason::new(code::INTERNAL.id, "Interner Fehler.", "Internal error.")
+        })?;
+    match timed(cfg.gateway.timeout, host, transaction(conn, &envelope, &body)).await? {
+        Ok(r) => Ok(r.message().collect::<Vec<_>>().join(" ")),
+        Err(e) => Err(classify(&e, host).reason),
+    }
 }
 
 /// MAIL, RCPT, DATA and the message in 64 KiB pieces (lettre's `send` would copy the
@@ -475,7 +609,10 @@ async fn worker(state: Arc<AppState>, n: u32) {
                 }
                 if session.is_none() {
                     match connect(&cfg).await {
-                        Ok(c) => session = Some((c, Instant::now())),
+                        Ok((c, who)) => {
+                            state.set_signed_in(who);
+                            session = Some((c, Instant::now()));
+                        }
                         Err(e) => {
                             record(&state, &entry, Outcome::Retry(e, None)).await;
                             continue;
@@ -541,6 +678,9 @@ async fn record(state: &Arc<AppState>, entry: &OutboxEntry, outcome: Outcome) {
         Outcome::Retry(err, reply) => {
             let age_secs = ((now_ms() - entry.created_at) / 1000).max(0) as u64;
             let gw = if err.code == code::RELAY_UNREACHABLE { GatewayState::Unreachable } else { GatewayState::Error };
+            if err.code == code::RELAY_SIGNIN || err.code == code::RELAY_AUTH {
+                state.set_signin_problem(err.clone());
+            }
             state.set_gateway(gw, Some(err.clone()));
             if age_secs >= cfg.relay.give_up_after {
                 tracing::warn!(id = %id, code = %err.code, "giving up after {age_secs} s");
@@ -569,6 +709,16 @@ async fn record(state: &Arc<AppState>, entry: &OutboxEntry, outcome: Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_person_is_read_from_the_gateway_reply() {
+        let s = SignedIn::from_reply(
+            "2.7.0 Angemeldet als Peter Meier (kerberos). 2.7.0 Authenticated as Peter Meier (kerberos).",
+            "kerberos",
+        );
+        assert_eq!(s.person, "Peter Meier");
+        assert_eq!(SignedIn::from_reply("Authentication succeeded", "ldap").person, "Authentication succeeded");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

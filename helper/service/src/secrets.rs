@@ -44,9 +44,13 @@ fn is_unavailable(e: &keyring::Error) -> bool {
     matches!(e, keyring::Error::NoStorageAccess(_) | keyring::Error::PlatformFailure(_))
 }
 
-/// The keyring account: `<user>@<host>` of the gateway.
+/// The keyring account: `<login>@<host>` of the gateway (the person's directory login;
+/// none where the helper signs in only with Kerberos).
 pub fn account(cfg: &Config) -> Option<String> {
-    let u = cfg.gateway.username.trim();
+    if cfg.gateway.auth == crate::config::AuthMode::Kerberos {
+        return None;
+    }
+    let u = cfg.gateway.login();
     (!u.is_empty()).then(|| format!("{u}@{}", cfg.gateway.host.trim()))
 }
 
@@ -85,8 +89,8 @@ fn no_backend() -> Error {
 fn no_account() -> Error {
     Error::new(
         code::SECRETS_NO_ACCOUNT,
-        "Es ist kein Gateway-Benutzer konfiguriert (gateway.username).",
-        "No gateway user is configured (gateway.username).",
+        "Für die Anmeldung mit Kennwort fehlt der Anmeldename (gateway.username leer und kein angemeldeter Benutzer), oder gateway.auth = kerberos.",
+        "The password sign-in has no login name (gateway.username empty and no logged-in user), or gateway.auth = kerberos.",
     )
 }
 

@@ -24,6 +24,16 @@ pub enum GatewayState {
     Error,
 }
 
+/// Who is signed in at the gateway, as the last session showed (the tray says
+/// "Angemeldet als …"), or why signing in did not work.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignIn {
+    pub signed_in: Option<crate::relay::SignedIn>,
+    /// When the gateway last named the person (ms since the epoch).
+    pub at: Option<i64>,
+    pub problem: Option<Reason>,
+}
+
 struct PolicyCache {
     policy: Arc<Policy>,
     source: String,
@@ -42,6 +52,7 @@ pub struct AppState {
     pub wake: Notify,
     shutdown_tx: watch::Sender<bool>,
     gateway: Mutex<(GatewayState, Option<Reason>)>,
+    signin: Mutex<SignIn>,
     policy: Mutex<Option<PolicyCache>>,
     pub port: AtomicU16,
     pub started: Instant,
@@ -59,6 +70,7 @@ impl AppState {
             wake: Notify::new(),
             shutdown_tx,
             gateway: Mutex::new((GatewayState::Unknown, None)),
+            signin: Mutex::new(SignIn::default()),
             policy: Mutex::new(None),
             port: AtomicU16::new(0),
             started: Instant::now(),
@@ -105,6 +117,23 @@ impl AppState {
 
     pub fn gateway(&self) -> (GatewayState, Option<Reason>) {
         self.gateway.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A session signed in (`None`: the gateway asked for no sign-in).
+    pub fn set_signed_in(&self, who: Option<crate::relay::SignedIn>) {
+        let mut g = self.signin.lock().unwrap_or_else(|p| p.into_inner());
+        *g = SignIn { at: who.as_ref().map(|_| crate::store::now_ms()), signed_in: who, problem: None };
+    }
+
+    /// Signing in did not work; the tray shows why until the next successful session.
+    pub fn set_signin_problem(&self, why: Reason) {
+        let mut g = self.signin.lock().unwrap_or_else(|p| p.into_inner());
+        g.signed_in = None;
+        g.problem = Some(why);
+    }
+
+    pub fn signin(&self) -> SignIn {
+        self.signin.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The relay's configuration and its generation (bumped by [`AppState::replace_config`]).

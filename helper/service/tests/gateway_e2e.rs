@@ -1,11 +1,13 @@
 //! helper → our gateway (`demail-gateway`, real process) → provider stand-in.
 //! TLS with test CAs on both hops; the caseworker signs in as themselves with their
-//! directory password (slapd) from the keyring (kernel keyutils in a fresh session keyring).
+//! directory password (slapd) from the keyring (kernel keyutils in a fresh session keyring),
+//! or with their Kerberos ticket from an MIT KDC (no password anywhere on the desk).
 
 mod common;
 
 use common::*;
 use demail_testkit::directory::{TestDirectory, BIND_PASSWORD, PERSON_PASSWORD};
+use demail_testkit::kdc::Kdc;
 use demail_testkit::{free_port, start_gateway, ChildGuard, Dovecot, GatewayConfig, Pki, TempDir};
 use serde_json::json;
 use std::collections::HashMap;
@@ -30,6 +32,10 @@ default = "deny"
 address = "peter.meier@musterstadt.de"
 options = ["confirmation-of-dispatch", "confirmation-of-receipt", "private"]
 cost_unit = "KST-3210"
+[[authorization.senders]]
+address = "anna.schulz@musterstadt.de"
+options = ["confirmation-of-dispatch", "private"]
+cost_unit = "KST-3211"
 [mapping]
 catch_all = "sammelpostfach@musterstadt.de"
 domains = [{ demail = "musterstadt.de-mail.de", email = "musterstadt.de" }]
@@ -45,19 +51,50 @@ struct Gateway {
     provider: Sink,
     _dovecot: Dovecot,
     _gateway: ChildGuard,
+    kdc: Option<Kdc>,
 }
+
+const REALM: &str = "MUSTERSTADT.TEST";
+const REQUEST_ADDRESS: &str = "de-mail-zugang@gw.musterstadt.de";
 
 impl Gateway {
     fn start() -> Gateway {
+        Gateway::start_realm(false)
+    }
+
+    /// With a Kerberos realm: the gateway has its key (`smtp/localhost`); Peter (De-Mail
+    /// right) and Anna (none yet) have principals and directory entries.
+    fn start_realm(kerberos: bool) -> Gateway {
         let dir = demail_testkit::temp_dir();
         let d = dir.path();
+        let kdc = kerberos.then(|| {
+            let kdc = Kdc::start(&d.join("kdc"), REALM).unwrap_or_else(|e| panic!("{e}"));
+            kdc.add_service("smtp/localhost", &d.join("gateway.keytab")).unwrap();
+            for u in ["peter", "anna"] {
+                kdc.add_user(u, &format!("{u}-Passwort-1")).unwrap();
+            }
+            kdc
+        });
         let gw_pki = Pki::generate(d, "gw");
         let provider_pki = Pki::generate(d, "provider");
         let dovecot = Dovecot::start(d).expect("dovecot");
         let provider = Sink::start(&provider_pki, true, Some((PROVIDER_USER, PROVIDER_SECRET)), None);
         std::fs::write(d.join("policy.toml"), POLICY).unwrap();
         let directory = TestDirectory::start(&d.join("slapd"), &gw_pki);
-        let user = directory.person_named(&unique("peter"), "peter.meier@musterstadt.de");
+        let user = match &kdc {
+            Some(_) => {
+                directory.kerberos_person("peter", "peter.meier@musterstadt.de", "peter@MUSTERSTADT.TEST", true);
+                directory.kerberos_person("anna", "anna.schulz@musterstadt.de", "anna@MUSTERSTADT.TEST", false);
+                "peter".to_string()
+            }
+            None => directory.person_named(&unique("peter"), "peter.meier@musterstadt.de"),
+        };
+        let identity = match &kdc {
+            Some(k) => {
+                directory.gateway_toml_kerberos("TEST_GW_DIRECTORY_PASSWORD", &d.join("gateway.keytab"), &k.realm)
+            }
+            None => directory.gateway_toml("TEST_GW_DIRECTORY_PASSWORD"),
+        };
         let gc = GatewayConfig {
             dir: d.to_path_buf(),
             policy: "policy.toml".into(),
@@ -67,7 +104,7 @@ impl Gateway {
             in_port: free_port(),
             lmtp_port: dovecot.lmtp_port,
             users: vec![],
-            identity: directory.gateway_toml("TEST_GW_DIRECTORY_PASSWORD"),
+            identity,
             inbound_client_ca: None,
             provider_port: provider.port,
             provider_ca: provider_pki.ca_cert.clone(),
@@ -85,6 +122,9 @@ impl Gateway {
             .arg("serve")
             .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
             .env("TEST_PROVIDER_SECRET", PROVIDER_SECRET);
+        if let Some(k) = &kdc {
+            cmd.envs(k.env());
+        }
         let g = start_gateway(cmd, gc.out_port, gc.in_port, &d.join("gateway.log")).unwrap_or_else(|e| panic!("{e}"));
         Gateway {
             dir,
@@ -95,7 +135,42 @@ impl Gateway {
             provider,
             _dovecot: dovecot,
             _gateway: g,
+            kdc,
         }
+    }
+
+    /// The person logs in at the desk: a ticket in their own credential cache.
+    fn kinit(&self, who: &str) -> String {
+        let kdc = self.kdc.as_ref().expect("realm");
+        let cc = self.dir.path().join(format!("cc-{who}"));
+        kdc.kinit(&format!("{who}@{REALM}"), &format!("{who}-Passwort-1"), &cc).unwrap()
+    }
+
+    /// A helper on a desk where `ccache` holds (or will hold) the person's ticket; no user
+    /// name, no password, no keyring entry: `gateway.auth` is the default `auto`.
+    fn kerberos_helper(&self, ccache: &str, user_cfg: &str) -> Helper {
+        let kdc = self.kdc.as_ref().expect("realm");
+        let cfg = gateway_config(self.out_port, &self.gw_pki.ca_cert, "starttls", "")
+            .replace("timeout = 10\n", &format!("timeout = 10\nrequest_address = \"{REQUEST_ADDRESS}\"\n"));
+        let conf = kdc.krb5_conf.display().to_string();
+        let env = [("KRB5_CONFIG", conf.as_str()), ("KRB5CCNAME", ccache)];
+        Helper::start_with(HelperOpts {
+            machine: &cfg,
+            user: user_cfg,
+            policy: Some(POLICY),
+            env: &env,
+            ..Default::default()
+        })
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(gateway_bin())
+            .arg("--config")
+            .arg(self.dir.path().join("gateway.toml"))
+            .args(args)
+            .env("TEST_GW_DIRECTORY_PASSWORD", BIND_PASSWORD)
+            .output()
+            .unwrap()
     }
 
     fn log(&self) -> String {
@@ -114,6 +189,137 @@ impl Gateway {
             ..Default::default()
         })
     }
+}
+
+/// Kerberos single sign-on from the desk: Peter sends as himself with his ticket (no
+/// password anywhere), the gateway names him, and a sender that is not his is refused for
+/// good with the gateway's reason. Without a ticket the message waits with "Bitte melden
+/// Sie sich neu an" and goes out once he has one again.
+#[test]
+fn kerberos_caseworker_sends_as_himself_and_waits_for_a_new_ticket() {
+    let gw = Gateway::start_realm(true);
+    let cc = gw.kinit("peter");
+    let mut h = gw.kerberos_helper(&cc, "");
+    let (rc, who, err) = h.cli(&["credentials", "test"], None);
+    assert_eq!(rc, 0, "{who} {err}\n{}", gw.log());
+    assert_eq!(who["signed_in"]["method"], "kerberos", "{who}");
+    assert_eq!(who["signed_in"]["person"], "Peter Meier", "{who}");
+    assert!(who["message"].as_str().unwrap().contains("angemeldet als Peter Meier (Kerberos)"), "{who}");
+
+    let token = h.pair();
+    let r = h.post("/v1/messages", Some(&token), &demail_message("Bescheid mit Kerberos"));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}\nhelper: {}\ngateway: {}", h.log_text(), gw.log());
+    // The archive names the person and how they signed in.
+    let out = gw.dir.path().join("export");
+    assert!(gw.cli(&["archive", "export", "--out", out.to_str().unwrap()]).status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let actors: Vec<&str> =
+        manifest["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert_eq!(actors, vec!["kerberos:peter@MUSTERSTADT.TEST"], "{manifest}");
+
+    // As someone else: a permanent refusal the add-in shows, never a silent loss.
+    let mut m = demail_message("Im Namen von Anna");
+    m["from"] = json!("Anna Schulz <anna.schulz@musterstadt.de>");
+    let id = h.post("/v1/messages", Some(&token), &m).json()["result"]["id"].as_str().unwrap().to_string();
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "failed");
+    assert_eq!(v["status"], "failed", "{v}\n{}", gw.log());
+    assert_eq!(v["error"]["code"], "relay.rejected", "{v}");
+    assert!(v["gateway_reply"].as_str().unwrap().contains("550"), "{v}");
+    assert_eq!(gw.provider.wait_received(1, Duration::from_secs(20)).len(), 1);
+
+    // Logged off: no ticket. The next session has nobody to sign in.
+    std::fs::remove_file(cc.trim_start_matches("FILE:")).unwrap();
+    h.restart();
+    let (rc, none, err) = h.cli(&["credentials", "test"], None);
+    assert!(rc == 0 && none["authenticated"] == false && none["signed_in"].is_null(), "{none} {err}");
+    let token = h.pair();
+    let id = h.post("/v1/messages", Some(&token), &demail_message("Nach dem Abmelden")).json()["result"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["error"]["code"] == "relay.signin_required");
+    assert_eq!(v["status"], "queued", "kept in the outbox: {v} {err}");
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("Bitte melden Sie sich neu an"), "{v}");
+    // Logged on again: the waiting message goes out by itself.
+    gw.kinit("peter");
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}\n{}", h.log_text());
+    assert_eq!(gw.provider.wait_received(2, Duration::from_secs(20)).len(), 2);
+    // Nothing on the desk holds a password: no user name in the configuration, no keyring entry.
+    let (_, cfg, _) = h.cli(&["config", "show"], None);
+    assert_eq!(cfg["gateway"]["username"], "", "{cfg}");
+    assert_eq!(cfg["gateway"]["auth"], "auto", "{cfg}");
+}
+
+/// "De-Mail für mich beantragen" from the helper: Anna (no right yet) signs in with her
+/// ticket, files the request, IT approves it at the gateway, and her De-Mail goes out.
+#[test]
+fn a_caseworker_requests_demail_from_the_helper_and_it_approves() {
+    let gw = Gateway::start_realm(true);
+    let cc = gw.kinit("anna");
+    let h = gw.kerberos_helper(&cc, "");
+    let (rc, out, err) = h.cli(&["credentials", "request-access"], None);
+    assert_eq!(rc, 0, "{out} {err}\n{}", gw.log());
+    assert_eq!(out["state"], "requested", "{out}");
+    assert!(out["message"].as_str().unwrap().contains("Antrag ist gestellt"), "{out}");
+    let listed = gw.cli(&["access", "requests"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("\"login\":\"anna\"") && listed.contains("requested"), "{listed}");
+
+    let token = h.pair();
+    let mut m = demail_message("Von Anna, vor der Freischaltung");
+    m["from"] = json!("Anna Schulz <anna.schulz@musterstadt.de>");
+    let refused = h.post("/v1/messages", Some(&token), &m).json()["result"]["id"].as_str().unwrap().to_string();
+    let v = h.wait_message(&token, &refused, Duration::from_secs(30), |v| v["status"] == "failed");
+    assert!(v["gateway_reply"].as_str().unwrap_or("").contains("identity.no_demail_right"), "{v}");
+
+    assert!(gw.cli(&["access", "approve", "anna"]).status.success());
+    m["subject"] = json!("Von Anna, freigeschaltet");
+    let id = h.post("/v1/messages", Some(&token), &m).json()["result"]["id"].as_str().unwrap().to_string();
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}\n{}", gw.log());
+    // Asked again, the gateway says there is nothing to request.
+    let (_, again, _) = h.cli(&["credentials", "request-access"], None);
+    assert_eq!(again["state"], "exists", "{again}");
+}
+
+/// A wrong directory password: the gateway answers 535, the outbox shows why and keeps the
+/// De-Mail; once the person stores the right one it goes out without being sent again.
+#[test]
+fn a_wrong_password_is_shown_and_the_message_waits_for_the_right_one() {
+    let gw = Gateway::start();
+    let go = gw.dir.path().join("right-password-now");
+    let cfg = gateway_login_config(gw.out_port, &gw.gw_pki.ca_cert, &gw.user, "keyutils");
+    // The same session keyring: first a wrong password, the right one when the test says so.
+    let script = format!(
+        "printf 'falsches-Kennwort\\n' | {{demail}} credentials set --password-stdin >&2 && \
+         (while [ ! -f '{go}' ]; do sleep 0.2; done; printf '{HELPER_PASSWORD}\\n' | {{demail}} credentials set --password-stdin >&2) & \
+         exec {{demail}} serve --port 0",
+        go = go.display()
+    );
+    let h = Helper::start_with(HelperOpts {
+        machine: &cfg,
+        policy: Some(POLICY),
+        keyutils: Some(Keyutils { user: &gw.user, script: &script }),
+        ..Default::default()
+    });
+    let token = h.pair();
+    let id = h.post("/v1/messages", Some(&token), &demail_message("Mit falschem Kennwort")).json()["result"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["error"]["code"] == "relay.auth");
+    assert_eq!(v["status"], "queued", "kept: {v}\n{}", gw.log());
+    assert!(v["error"]["message"].as_str().unwrap().contains("Kennwort"), "{v}");
+    assert!(gw.provider.received().is_empty());
+    std::fs::write(&go, "").unwrap();
+    let v = h.wait_message(&token, &id, Duration::from_secs(30), |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}\n{}", h.log_text());
+    assert_eq!(gw.provider.wait_received(1, Duration::from_secs(20)).len(), 1);
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn smtp_auth_with_password_from_keyutils() {
     );
     let log = h.log_text();
     assert!(log.contains("\"backend\": \"keyutils\""), "{log}");
-    assert!(log.contains("Anmeldung am Gateway sind in Ordnung"), "credentials test passed: {log}");
+    assert!(log.contains("TLS-Prüfung in Ordnung; angemeldet als"), "credentials test passed: {log}");
     assert!(!log.contains("Geheim-123"), "the password never appears in output or logs");
     let token = h.pair();
     let id = submit(&h, &token, "Mit Anmeldung");

@@ -71,7 +71,22 @@ fn value_of(cfg: &Config, key: &str) -> Value {
 #[tauri::command]
 fn overview(ui: State<'_, Ui>) -> Reply {
     let (gw, error) = ui.state.gateway();
-    ok(json!({ "version": env!("CARGO_PKG_VERSION"), "port": ui.state.port(), "gateway": gw, "gateway_error": error }))
+    ok(json!({
+        "version": env!("CARGO_PKG_VERSION"), "port": ui.state.port(), "gateway": gw, "gateway_error": error,
+        "signin": ui.state.signin(),
+    }))
+}
+
+/// "De-Mail für mich beantragen": the signed-in person asks the gateway for the right.
+#[tauri::command]
+async fn access_request(ui: State<'_, Ui>) -> Result<Reply, ()> {
+    let (cfg, _) = ui.state.current_config();
+    let r = tauri::async_runtime::spawn_blocking(move || demail_helper::admin::request_access(&cfg)).await;
+    Ok(match r {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(Error::new(code::INTERNAL.id, "Interner Fehler.", "Internal error.").caused_by(e)),
+    })
 }
 
 #[tauri::command]
@@ -122,8 +137,17 @@ async fn connection_test(ui: State<'_, Ui>) -> Result<Reply, ()> {
     let (cfg, _) = ui.state.current_config();
     let r = tauri::async_runtime::spawn_blocking(move || demail_helper::admin::credentials_test(&cfg)).await;
     Ok(match r {
-        Ok(Ok(v)) => ok(v),
-        Ok(Err(e)) => fail(e),
+        Ok(Ok(v)) => {
+            // The window's "Angemeldet als …" follows the test, not only the next send.
+            ui.state.set_signed_in(serde_json::from_value(v["signed_in"].clone()).ok().flatten());
+            ok(v)
+        }
+        Ok(Err(e)) => {
+            if e.code() == code::RELAY_SIGNIN || e.code() == code::RELAY_AUTH {
+                ui.state.set_signin_problem(e.reason.clone());
+            }
+            fail(e)
+        }
         Err(e) => fail(Error::new(code::INTERNAL.id, "Interner Fehler.", "Internal error.").caused_by(e)),
     })
 }
@@ -484,6 +508,7 @@ pub fn run(opts: ServeOptions) -> Result<(), Error> {
     let app = tauri::Builder::default()
         .manage(ui)
         .invoke_handler(tauri::generate_handler![
+            access_request,
             overview,
             settings_get,
             settings_set,

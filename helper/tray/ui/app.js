@@ -46,11 +46,36 @@ function say(id, r, okText) {
   else { m.className = "msg error"; m.textContent = `${r.error.message} / ${r.error.message_en}`; }
 }
 
+const METHOD = { kerberos: ["Kerberos", "Kerberos"], ldap: ["Verzeichnis-Kennwort", "directory password"] };
+
+// "Angemeldet als Peter Meier (Kerberos)", or why signing in did not work.
+function renderSignin(s) {
+  last.signin = s || {};
+  const p = $("signin-state");
+  if (s?.signed_in) {
+    const [de, en] = METHOD[s.signed_in.method] || [s.signed_in.method, s.signed_in.method];
+    p.className = "ok";
+    p.textContent = `Angemeldet als ${s.signed_in.person} (${de}) / Signed in as ${s.signed_in.person} (${en})`;
+  } else if (s?.problem) {
+    p.className = "error";
+    p.textContent = `${s.problem.message} / ${s.problem.message_en}`;
+  } else {
+    p.className = "";
+    p.textContent = "Noch nicht angemeldet: die Anmeldung geschieht beim ersten Senden oder mit „Verbindung testen“. / Not signed in yet: that happens with the first send or with \"Test connection\".";
+  }
+}
+
+async function refreshSignin() {
+  const o = await invoke("overview");
+  if (o.ok) renderSignin(o.result.signin);
+}
+
 async function report() {
   const main = document.querySelector("main");
   await invoke("ui_report", { report: {
     tab,
     title: document.title,
+    signin: $("signin-state").textContent,
     status: $("dot").className.replace("dot ", ""),
     fields: [...document.querySelectorAll("#fields [data-key]")].map((i) => ({ key: i.dataset.key, value: i.value, disabled: i.disabled, locked: i.dataset.locked === "true" })),
     outbox: (last.outbox?.messages || []).map((m) => ({ id: m.id, status: m.status, subject: m.subject, error: m.error?.code || null, receipts: (m.receipts || []).map((r) => r.type) })),
@@ -88,7 +113,7 @@ async function renderSettings() {
   }
   const pw = { stored: ["Ein Kennwort ist im Schlüsselbund gespeichert.", "A password is stored in the keyring."],
     missing: ["Es ist noch kein Kennwort gespeichert (oder kein Schlüsselbund erreichbar).", "No password stored yet (or no keyring reachable)."],
-    "not-needed": ["Ohne Benutzername wird ohne Anmeldung gesendet.", "Without a user name mail is sent without login."] }[r.result.password];
+    "not-needed": ["Anmeldung mit Kerberos; kein Kennwort nötig.", "Sign-in with Kerberos; no password needed."] }[r.result.password];
   $("password-state").textContent = `${pw[0]} / ${pw[1]}`;
 }
 
@@ -258,16 +283,28 @@ window.addEventListener("DOMContentLoaded", async () => {
     $("settings-msg").className = "msg"; $("settings-msg").textContent = "Teste … / Testing …";
     const r = await invoke("connection_test");
     say("settings-msg", r, r.ok ? `${r.result.message} / ${r.result.message_en}` : "");
+    await refreshSignin();
+    await report();
+  });
+  $("access-request").addEventListener("click", async () => {
+    $("signin-msg").className = "msg"; $("signin-msg").textContent = "Sende Antrag … / Sending request …";
+    const r = await invoke("access_request");
+    say("signin-msg", r, r.ok ? `${r.result.message} / ${r.result.message_en}` : "");
+    await refreshSignin();
     await report();
   });
   await listen("show-tab", (e) => showTab(e.payload));
-  await listen("status", (e) => { setStatus(e.payload); report(); });
+  await listen("status", (e) => { setStatus(e.payload); refreshSignin().then(report); });
   await listen("pairing-request", () => { if (tab === "pairing") renderPairings().then(report); });
   await listen("outbox-changed", () => { if (tab === "outbox") renderOutbox().then(report); });
   const o = await invoke("overview");
-  if (o.ok) setStatus({ connected: "green", unreachable: "orange", error: "red" }[o.result.gateway] || "grey");
+  if (o.ok) {
+    setStatus({ connected: "green", unreachable: "orange", error: "red" }[o.result.gateway] || "grey");
+    renderSignin(o.result.signin);
+  }
   await showTab("settings");
   setInterval(async () => {
+    if (tab === "settings") await refreshSignin();
     if (tab === "outbox") { await renderOutbox(); await report(); }
     if (tab === "pairing") { await renderPairings(); await report(); }
   }, 2000);

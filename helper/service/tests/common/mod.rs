@@ -296,6 +296,7 @@ impl Helper {
         let mut cmd = Command::new(demail_bin());
         cmd.args(args);
         helper_env(&mut cmd, self.dir.path());
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn demail");
