@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import json
 import os
 import signal
 import sys
@@ -103,6 +104,9 @@ def main() -> int:
         ok(f"Add-in mit dem Helfer gekoppelt (Helfer auf 127.0.0.1:{h.helper.port}, Gateway 127.0.0.1:{h.gateway.out_port}, Simulator 127.0.0.1:{h.sim.port})")
         wait_for(lambda: tb.addin_message({"type": "settings.get"})["result"]["policySource"] == "helper", timeout=30, interval=1, what="policy from the helper")
         ok("Die De-Mail-Regeln kommen aus der Richtlinie des Helfers (dieselbe Datei wie beim Gateway)")
+        signed = json.loads(h.helper.cli("credentials", "test"))
+        check((signed.get("signed_in") or {}).get("method") == "kerberos", f"Kerberos sign-in {signed}")
+        ok(f"Am Gateway angemeldet als {signed['signed_in']['person']} (Kerberos-Ticket der Anmeldung am Rechner, kein Kennwort auf dem Arbeitsplatz)")
 
         step("Eine Sachbearbeiterin sendet eine De-Mail mit Persönlich + Versandbestätigung")
         subject = "Bescheid über Ihren Antrag auf Sondernutzung"

@@ -533,7 +533,8 @@ class Helper:
     native host pair without asking (IT roll-out), and the native-messaging manifest
     in that HOME so Thunderbird finds `demail-native-host`."""
 
-    def __init__(self, home: Path, policy: dict | str, addon_id: str = ADDON_ID, gateway: "Gateway | None" = None, auto_approve: bool = True):
+    def __init__(self, home: Path, policy: dict | str, addon_id: str = ADDON_ID, gateway: "Gateway | None" = None, auto_approve: bool = True,
+                 people: "Directory | None" = None):
         bins = helper_bins()
         if not bins:
             raise FileNotFoundError("demail / demail-native-host not built (cargo build -p demail-cli -p demail-helper)")
@@ -549,12 +550,13 @@ class Helper:
         text = f'[policy]\nfile = "{policy_file}"\n\n[pairing]\nnative_auto_approve = {"true" if auto_approve else "false"}\nprovision = true\n\n'
         self.gateway = gateway
         if gateway is not None:
-            # The organisation's gateway: STARTTLS verified against the test CA only,
-            # SMTP AUTH with the password from the kernel keyring (set at start).
+            # The organisation's gateway: STARTTLS verified against the test CA only; the
+            # caseworker signs in with the Kerberos ticket of the desktop login (no user
+            # name, no password, nothing in the keyring).
             text += (
                 f'[gateway]\nhost = "localhost"\nport = {gateway.out_port}\ntls = "starttls"\n'
-                f'ca_file = "{gateway.gw_pki["ca"]}"\nca_only = true\nusername = "{Gateway.HELPER_USER}"\ntimeout = 10\n\n'
-                '[secrets]\nbackend = "keyutils"\n\n[relay]\nretry_initial = 1\nretry_max = 2\npoll_interval = 1\n\n'
+                f'ca_file = "{gateway.gw_pki["ca"]}"\nca_only = true\ntimeout = 10\n\n'
+                '[relay]\nretry_initial = 1\nretry_max = 2\npoll_interval = 1\n\n'
             )
         machine.write_text(text)
         self.env = {
@@ -565,6 +567,9 @@ class Helper:
             "DEMAIL_HELPER_SYSTEM_CONFIG": str(machine),
             "NO_COLOR": "1",
         }
+        if people is not None:
+            self.env.update(people.env())
+            self.env["KRB5CCNAME"] = people.ccache
         manifest = json.loads(self.cli("native-manifest", "--extension-id", addon_id, "--host-path", str(self.native)))
         # Where Thunderbird 153 reads per-user manifests (Gecko's XREUserNativeManifests,
         # the same as Firefox's; checked in ThunderbirdAddinTest).
@@ -590,12 +595,7 @@ class Helper:
     def start(self):
         self.log_path = self.home / "helper.log"
         cmd = [str(self.demail), "serve", "--port", "0"]
-        if self.gateway is not None:
-            # A fresh session keyring holds the gateway password for this helper only.
-            script = f'printf "%s\\n" "$DEMAIL_TEST_GW_PASSWORD" | "{self.demail}" credentials set --password-stdin >&2 && exec "{self.demail}" serve --port 0'
-            cmd = ["keyctl", "session", "-", "sh", "-c", script]
         env = self._env()
-        env["DEMAIL_TEST_GW_PASSWORD"] = Gateway.HELPER_PASSWORD
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=out)
         try:
@@ -719,17 +719,64 @@ def _stop(proc, grace: float = 10):
             proc.wait(5)
 
 
+class Directory:
+    """The organisation's directory for the full chain: an MIT Kerberos KDC and OpenLDAP
+    (`demail-test-directory`, the Rust tests' starters), with Peter Meier in the De-Mail
+    group and a ticket in his own credential cache, as after his desktop login."""
+
+    REALM = "MUSTERSTADT.TEST"
+    PERSON, PERSON_NAME, PERSON_PASSWORD = "peter", "Peter Meier", "Peter-Passwort-1"
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        binary = target_dir() / "debug" / "demail-test-directory"
+        if not binary.exists():
+            raise FileNotFoundError("demail-test-directory not built (cargo build -p demail-testkit --bin demail-test-directory)")
+        spec = {"dir": str(self.dir), "realm": self.REALM, "service": "smtp/localhost",
+                "people": [{"uid": self.PERSON, "name": self.PERSON_NAME, "password": self.PERSON_PASSWORD, "mail": [USER_EMAIL]}],
+                "groups": [{"cn": "demail-nutzer", "members": [self.PERSON]}]}
+        self.proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(self.dir / "directory.log", "ab"), start_new_session=True)
+        self.proc.stdin.write((json.dumps(spec) + "\n").encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"demail-test-directory: {(self.dir / 'directory.log').read_text(errors='replace')[-2000:]}")
+        self.info = json.loads(line)
+        self.ccache = self.info["people"][self.PERSON]["ccache"]
+
+    def env(self) -> dict:
+        """Kerberos for every process of the desk and the gateway (no system file touched)."""
+        return {"KRB5_CONFIG": self.info["krb5_conf"]}
+
+    def gateway_toml(self, bind_env: str) -> str:
+        i = self.info
+        return (f'\n[identity]\nkerberos = true\nkeytab = "{i["keytab"]}"\nrealms = ["{self.REALM}"]\n'
+                f'ldap_password = true\ndemail_group = "{i["groups"]["demail-nutzer"]}"\n\n'
+                f'[directory]\nurl = "{i["ldap_url"]}"\nstarttls = true\nca = "{i["ca"]}"\nbind_dn = "{i["bind_dn"]}"\n'
+                f'bind_password_env = "{bind_env}"\nbase_dn = "{i["base_dn"]}"\ncache_ttl_secs = 60\ngrace_secs = 900\n')
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(15)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
 class Gateway:
     """The real `demail-gateway`: outbound (STARTTLS + AUTH) for the helper, inbound
     (implicit TLS, the provider's client certificate required) delivering to Dovecot
     by LMTP, the provider simulator as its provider (implicit TLS, mutual TLS, AUTH)."""
 
-    HELPER_USER, HELPER_PASSWORD = "helper", "helper-pw-e2e"
     PROVIDER_USER, PROVIDER_SECRET = "musterstadt-gw", "token+pin-e2e"
     # The second factor of the gateway's "hoch" login at the provider (TOTP, base32; a TEST secret).
     PROVIDER_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
-    def __init__(self, directory: Path, policy_file: Path, lmtp_port: int, provider_port: int, gw_pki: dict, provider_pki: dict, seal_key: str | None = None):
+    def __init__(self, directory: Path, policy_file: Path, lmtp_port: int, provider_port: int, gw_pki: dict, provider_pki: dict, people: "Directory", seal_key: str | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.gw_pki, self.provider_pki = gw_pki, provider_pki
@@ -753,7 +800,6 @@ listen = "127.0.0.1:{self.out_port}"
 tls = "starttls"
 require_auth = true
 allowed_clients = ["127.0.0.0/8"]
-users = [{{ name = "{self.HELPER_USER}", password_env = "DEMAIL_E2E_GW_HELPER_PASSWORD", senders = ["{USER_EMAIL}"] }}]
 
 [inbound]
 listen = "127.0.0.1:{self.in_port}"
@@ -780,10 +826,10 @@ totp_secret_env = "DEMAIL_E2E_PROVIDER_TOTP"
 retry_initial_secs = 1
 retry_max_secs = 2
 scan_interval_ms = 200
-""" + ('\n[seal]\nkid = "gw1"\nkey_keyring = "demail-gateway-seal/gw1"\n' if seal_key else ""))
+""" + people.gateway_toml("DEMAIL_E2E_DIRECTORY_PASSWORD") + ('\n[seal]\nkid = "gw1"\nkey_keyring = "demail-gateway-seal/gw1"\n' if seal_key else ""))
         self.bin = gateway_bins()[0]
-        self.env = {"DEMAIL_E2E_GW_HELPER_PASSWORD": self.HELPER_PASSWORD, "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET,
-                    "DEMAIL_E2E_PROVIDER_TOTP": self.PROVIDER_TOTP, "RUST_LOG": "info"}
+        self.env = {"DEMAIL_E2E_DIRECTORY_PASSWORD": people.info["bind_password"], "DEMAIL_E2E_PROVIDER_SECRET": self.PROVIDER_SECRET,
+                    "DEMAIL_E2E_PROVIDER_TOTP": self.PROVIDER_TOTP, "RUST_LOG": "info", **people.env()}
         self.log_path = d / "gateway.log"
         cmd = [str(self.bin), "--config", str(self.config), "serve"]
         if seal_key:
@@ -914,7 +960,7 @@ class Harness:
         if os.geteuid() == 0:
             os.chmod(self.tmp, 0o711)  # Dovecot's mail processes run as nobody
         self.keep = keep
-        self.sink = self.dovecot = self.tb = self.helper = self.gateway = self.sim = None
+        self.sink = self.dovecot = self.tb = self.helper = self.gateway = self.sim = self.directory = None
         try:
             self.sink = SmtpSink(self.tmp / "sink")
             self.dovecot = Dovecot(self.tmp / "dovecot")
@@ -933,10 +979,12 @@ class Harness:
                 policy_file = self.tmp / "policy.json"
                 policy_file.write_text(json.dumps(helper_policy))
                 sim_port = free_port()
-                self.gateway = Gateway(self.tmp / "gateway", policy_file, self.dovecot.lmtp_port, sim_port, make_pki(pki, "gw"), make_pki(pki, "provider"), seal_key=seal_key)
+                self.directory = Directory(self.tmp / "directory")
+                self.gateway = Gateway(self.tmp / "gateway", policy_file, self.dovecot.lmtp_port, sim_port, make_pki(pki, "gw"), make_pki(pki, "provider"),
+                                       people=self.directory, seal_key=seal_key)
                 self.sim = ProviderSim(self.tmp / "sim", sim_port, self.gateway)
             if helper_policy is not None:
-                self.helper = Helper(self.tmp / "home", helper_policy, gateway=self.gateway, auto_approve=auto_approve)
+                self.helper = Helper(self.tmp / "home", helper_policy, gateway=self.gateway, auto_approve=auto_approve, people=self.directory)
                 env = self.helper.env
             if before_thunderbird:
                 before_thunderbird(self)
@@ -955,7 +1003,7 @@ class Harness:
         return self.tb.m
 
     def close(self):
-        for part in (self.tb, self.helper, self.sim, self.gateway, self.dovecot, self.sink):
+        for part in (self.tb, self.helper, self.sim, self.gateway, self.directory, self.dovecot, self.sink):
             if part is None:
                 continue
             try:

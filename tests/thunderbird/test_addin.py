@@ -16,6 +16,7 @@ import imaplib
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import unittest
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import ROOT, USER, Dovecot, Harness, free_port, helper_bins  # noqa: E402
+from harness import ROOT, USER, Directory, Dovecot, Harness, free_port, helper_bins  # noqa: E402
 from tb import COMPOSE, FIND_BANNER, IN_BROWSER, MAIN, TB, count_colour, hex_rgb  # noqa: E402
 
 XPI = Path(os.environ.get("DEMAIL_XPI", ROOT / "artifacts/demail-thunderbird.xpi"))
@@ -801,6 +802,23 @@ class FullChainTest(unittest.TestCase):
                      timeout=30, interval=1, what="policy from the helper")
         self.assertIsNone(r["result"]["policyProblem"])
 
+    def test_0_caseworker_signs_in_with_kerberos_no_password_on_the_desk(self):
+        signed = json.loads(self.h.helper.cli("credentials", "test"))
+        self.assertEqual(signed["signed_in"], {"person": "Peter Meier", "method": "kerberos"}, signed)
+        cfg = json.loads(self.h.helper.cli("config", "show"))
+        self.assertEqual(cfg["gateway"]["username"], "", "no account in the helper's configuration")
+        doctor = json.loads(subprocess.run([str(self.h.helper.demail), "doctor", "--offline"], env=self.h.helper._env(),
+                                           capture_output=True, text=True, timeout=60).stdout)
+        keyring = [f for f in doctor["findings"] if f["check"] == "keyring"]
+        self.assertTrue(keyring and keyring[0]["status"] == "ok" and "Kerberos" in keyring[0]["message"], keyring)
+        # Neither the person's password nor any other lies in the profile or the helper's files.
+        secret = Directory.PERSON_PASSWORD.encode()
+        for base, _, names in os.walk(self.h.tmp / "home"):
+            for n in names:
+                path = os.path.join(base, n)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    self.assertNotIn(secret, open(path, "rb").read(), path)
+
     def test_1_options_reach_the_provider_exactly(self):
         """Scenario 1: Persönlich + Versandbestätigung → exactly these headers at the provider, subject unchanged, Sent copy with the options."""
         tb, h = self.tb, self.h
@@ -827,6 +845,12 @@ class FullChainTest(unittest.TestCase):
         self.assertEqual(option_headers(copy), {"x-de-mail-private": "yes", "x-de-mail-confirmation-of-dispatch": "yes"})
         self.assertEqual(str(email.message_from_bytes(copy, policy=email.policy.default)["X-de-mail-private-id"]), pid)
         self.assertIn(DEMAIL_TAG, flags)
+        # The gateway's archive names the person the directory signed in, and how.
+        out = h.tmp / "archive-export-1"
+        h.gateway.cli("archive", "export", "--out", str(out))
+        entries = json.loads((out / "manifest.json").read_text())["entries"]
+        sent_entry = [e for e in entries if e["direction"] == "out" and e.get("private_id") == pid]
+        self.assertEqual([e.get("actor") for e in sent_entry], [f"kerberos:peter@{Directory.REALM}"], sent_entry)
         # Its Versandbestätigung comes back through the gateway and is tagged as receipt.
         wait_for(lambda: tagged(tb, "INBOX", f"*Versandbestätigung* {subject}", RECEIPT_TAG), timeout=40, what="Versandbestätigung tagged")
 
@@ -934,7 +958,8 @@ class FullChainTest(unittest.TestCase):
         b = wait_for(lambda: (lambda x: x if x and x["kind"] == "untrusted" else None)(tb.banner()), timeout=30, what="the add-in's warning despite the fake banner")
         self.assertEqual(b["title"], "Nicht vom De-Mail-Gateway bestätigt – Vorsicht")
         self.assertEqual(b["count"], 1, "exactly one banner of the add-in")
-        geo = tb.js(MAIN + IN_BROWSER + """
+        # The add-in may render the banner once more while the message settles: ask until it stands.
+        geo = tb.wait(MAIN + IN_BROWSER + """
             const mb = about3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
             // What the message's own content sees: its fake, no shadow root, no banner of ours.
             const page = await inBrowser(mb, `
@@ -945,16 +970,18 @@ class FullChainTest(unittest.TestCase):
                        chromeOnly: all.some((e) => "openOrClosedShadowRoot" in e) };
             `);
             const inner = await inBrowserSystem(mb, `${args[0]}
+              if (!banners[0]) return null;
               const r = banners[0].getBoundingClientRect();
               return { x: r.x, y: r.y, w: r.width, h: r.height };
             `, [args[0]]);
+            if (!inner) return null;
             const tabR = win.gTabmail.currentTabInfo.chromeBrowser.getBoundingClientRect();
             const msgR = about3Pane.messageBrowser.getBoundingClientRect();
             const paneR = mb.getBoundingClientRect();
             const dpr = win.devicePixelRatio;
             const x = tabR.x + msgR.x + paneR.x + inner.x, y = tabR.y + msgR.y + paneR.y + inner.y;
             return { page, rect: { x: Math.round(x * dpr) + 8, y: Math.round(y * dpr) + 2, w: Math.round(inner.w * dpr) - 10, h: Math.round(inner.h * dpr) - 4 } };
-        """, FIND_BANNER)
+        """, FIND_BANNER, timeout=20, what="the warning's place on the screen")
         self.assertEqual(geo["page"], {"fake": "De-Mail – vom De-Mail-Gateway bestätigt", "shadowRoots": 0, "ours": 0, "chromeOnly": False}, geo)
         png = tb.shot(SHOTS / "chain-forged-banner-warning.png", tb.main_handle())
         rect = geo["rect"]

@@ -93,14 +93,25 @@ export function createInbox(ctx) {
   async function reportReceipt(c) {
     const report = receive.receiptReport(c);
     if (!report) return;
-    const { pendingReceipts = [] } = await messenger.storage.local.get("pendingReceipts");
-    pendingReceipts.push(report);
-    await messenger.storage.local.set({ pendingReceipts: pendingReceipts.slice(-500) });
+    // Receipts often arrive together: the list in storage.local is read and written in
+    // turn with the flushes, or one report would overwrite another.
+    await inTurn(async () => {
+      const { pendingReceipts = [] } = await messenger.storage.local.get("pendingReceipts");
+      pendingReceipts.push(report);
+      await messenger.storage.local.set({ pendingReceipts: pendingReceipts.slice(-500) });
+    });
     await flushReceipts();
   }
 
+  /** Run `f` after everything queued before it (appends and flushes of pendingReceipts). */
+  function inTurn(f) {
+    const p = (flushing || Promise.resolve()).then(f);
+    flushing = p.catch(() => {});
+    return p;
+  }
+
   function flushReceipts() {
-    flushing = (flushing || Promise.resolve()).then(async () => {
+    return inTurn(async () => {
       const { pendingReceipts = [] } = await messenger.storage.local.get("pendingReceipts");
       if (!pendingReceipts.length) return;
       let sent = 0;
@@ -123,7 +134,6 @@ export function createInbox(ctx) {
       const { pendingReceipts: now = [] } = await messenger.storage.local.get("pendingReceipts");
       await messenger.storage.local.set({ pendingReceipts: now.slice(sent) });
     });
-    return flushing;
   }
 
   /**

@@ -453,6 +453,21 @@ test("received receipts go to the helper's journal; they wait while it is unreac
   assert.ok(helper.calls.every((c) => c.path !== "/v1/journal/receipts" || c.auth === "Bearer t0k"));
 });
 
+test("receipts arriving together are all kept for the helper (none overwrites another)", async () => {
+  const helper = routedHelper({ "/v1/journal/receipts": () => new TypeError("NetworkError"), "/v1/policy": () => new TypeError("NetworkError") });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS } });
+  messenger.addFolder("inbox", ["inbox"]);
+  // storage.local is asynchronous IPC in Thunderbird: a read takes a while.
+  const local = messenger.storage.local;
+  const get = local.get.bind(local);
+  local.get = async (k) => { const v = await get(k); await new Promise((r) => setTimeout(r, 20)); return v; };
+  for (const f of ["receipt/01-versand-stern.eml", "receipt/03-eingang-stern.eml"]) messenger.deliver("inbox", corpus(f));
+  await addin.onNewMail({ id: "inbox" }, await messenger.messages.list("inbox"));
+  for (let i = 0; i < 50 && ((await messenger.storage.local.get("pendingReceipts")).pendingReceipts || []).length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  const kept = (await messenger.storage.local.get("pendingReceipts")).pendingReceipts.map((r) => r.type).sort();
+  assert.deepEqual(kept, ["dispatch", "receipt"]);
+});
+
 test("policy: IT's storage.managed wins; without it the helper's GET /v1/policy applies", async () => {
   const allowMixed = { ...POLICY, rules: { mixed_addressing: "allow" } };
   const helper = routedHelper({ "/v1/policy": { source: "/etc/demail/policy.toml", policy: allowMixed } });

@@ -425,12 +425,19 @@ pub fn doctor(paths: &Paths, online: bool) -> Value {
             )),
             Err(e) => f.push(reason_finding("keyring", "error", e.reason)),
         }
-    } else {
+    } else if mode == crate::config::AuthMode::Kerberos {
         f.push(finding(
             "keyring",
             "ok",
             "Anmeldung nur mit Kerberos (gateway.auth = kerberos); kein Kennwort nötig.",
             "Sign-in with Kerberos only (gateway.auth = kerberos); no password needed.",
+        ));
+    } else {
+        f.push(finding(
+            "keyring",
+            "ok",
+            "Kein Kennwort gespeichert (kein Anmeldename bekannt): Anmeldung mit dem Kerberos-Ticket der Anmeldung am Rechner.",
+            "No password stored (no login name known): sign-in with the Kerberos ticket of the desktop login.",
         ));
     }
 
