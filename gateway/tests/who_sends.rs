@@ -57,14 +57,20 @@ fn realm() -> Realm {
 /// Peter and Anna are in the directory with their principals; only Peter holds the
 /// De-Mail right. The "poststelle" group may send as poststelle@ (empty at first).
 fn gateway(r: &Realm, ttl: u64, grace: u64) -> (Harness, String) {
+    gateway_with(r, ttl, grace, "")
+}
+
+/// [`gateway`] with more `[identity]` lines (e.g. `limited_options`).
+fn gateway_with(r: &Realm, ttl: u64, grace: u64, identity: &str) -> (Harness, String) {
     let keytab = r.keytab.clone();
+    let identity = identity.to_string();
     let h = Harness::custom(POLICY_OPEN, move |c| {
         let c = c
             .replacen(
                 "[identity]\nldap_password = true\n",
                 &format!(
                     "[identity]\nldap_password = true\nkerberos = true\nkeytab = \"{}\"\nrealms = [\"{REALM}\"]\n\
-                     shared_senders = [{{ address = \"{POSTSTELLE}\", group = \"{}\" }}]\n",
+                     shared_senders = [{{ address = \"{POSTSTELLE}\", group = \"{}\" }}]\n{identity}",
                     keytab.display(),
                     Slapd::group_dn("poststelle"),
                 ),
@@ -160,6 +166,29 @@ fn a_kerberos_caseworker_sends_as_themselves_and_as_a_shared_sender_only_with_it
     login(&r, "anna", "Anna-Passwort-1");
     let e = kerberos_submit(&h, ANNA, &note(ANNA, "[P] Ohne Recht")).unwrap_err();
     assert!(e.contains("identity.no_demail_right") && e.contains("De-Mail für mich beantragen"), "{e}");
+}
+
+/// A paid option IT limits to a group (here the Abholbestätigung to the legal office):
+/// refused with its reason until the person is in that group, within the TTL.
+#[test]
+fn a_paid_option_limited_to_a_group_needs_its_membership() {
+    let r = realm();
+    let limited = format!(
+        "limited_options = [{{ option = \"confirmation-of-retrieve\", groups = [\"{}\"] }}]\n",
+        Slapd::group_dn("rechtsamt")
+    );
+    let (mut h, peter) = gateway_with(&r, 1, 60, &limited);
+    h.directory.ldap.add_group("rechtsamt", std::slice::from_ref(&h.directory.bind_dn)).unwrap();
+    h.start_provider();
+    login(&r, "peter", "Peter-Passwort-1");
+    let e = kerberos_submit(&h, PETER, &note(PETER, "[AB] Mit Abholbestätigung")).unwrap_err();
+    assert!(e.contains("550") && e.contains("identity.option_not_allowed") && e.contains("Abholbestätigung"), "{e}");
+    // Other options stay his.
+    kerberos_submit(&h, PETER, &note(PETER, "[P] Ohne Abholbestätigung")).unwrap();
+    h.directory.ldap.add_member(&Slapd::group_dn("rechtsamt"), &peter).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    kerberos_submit(&h, PETER, &note(PETER, "[AB] Im Rechtsamt")).unwrap();
+    assert_eq!(h.wait_provider(2, 20).len(), 2);
 }
 
 #[test]
