@@ -832,8 +832,18 @@ impl Handler for Inbound {
 }
 
 impl App {
-    /// What the mailbox gets: foreign seals removed, ours on top (when configured).
+    /// What the mailbox gets: the provider's integrity signature checked and the result
+    /// on top (`Authentication-Results`), foreign seals removed, ours on top (when configured).
     fn sealed(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let checked = crate::border::check(message, &self.policy, &self.cfg.gateway.hostname, spool::now_millis());
+        if checked.removed > 0 {
+            warn!(
+                removed = checked.removed,
+                "Authentication-Results under this gateway's name removed from an inbound message"
+            );
+        }
+        info!(result = checked.result, "provider integrity checked at the border");
+        let message = checked.message;
         Ok(match &self.seal {
             Some((kid, key)) => {
                 let r = crate::seal::reseal(&message, kid, key)?;

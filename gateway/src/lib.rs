@@ -8,6 +8,7 @@
 pub mod app;
 pub mod archive;
 pub mod billing;
+pub mod border;
 pub mod config;
 pub mod dsn;
 pub mod identity;

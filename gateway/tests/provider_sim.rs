@@ -617,3 +617,64 @@ fn a_receipt_matches_exactly_the_message_handed_over() {
         assert_eq!(demail_core::proof::receipt(r, None, &policy).unwrap().matches_sent, None);
     }
 }
+
+/// A gateway whose policy trusts the test qualified CA (made before the gateway starts,
+/// then handed to the harness so the simulator's certificate comes from it).
+fn trusting_harness() -> Harness {
+    let pre = demail_testkit::temp_dir();
+    let qca_dir = pre.path().join("qca");
+    std::fs::create_dir_all(&qca_dir).unwrap();
+    let qca = demail_testkit::QualifiedCa::generate(&qca_dir, "qca", KeyType::P256);
+    let policy = format!("{POLICY}\n[integrity]\ntrusted_providers = ['''\n{}\n''']\n", qca.ca.cert_pem.trim());
+    let h = Harness::with_policy(&policy);
+    let to = h.path().join("qca");
+    std::fs::create_dir_all(&to).unwrap();
+    for f in std::fs::read_dir(&qca_dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+    h
+}
+
+fn results_of(m: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(m);
+    let head = text.split("\r\n\r\n").next().unwrap_or("").replace("\r\n ", " ").replace("\r\n\t", " ");
+    head.lines().filter_map(|l| l.strip_prefix("Authentication-Results: ")).map(str::to_string).collect()
+}
+
+/// The border check: the gateway verifies the provider's signature on what it delivers
+/// and writes the verdict as `Authentication-Results` for every mail client; a hash-only
+/// value is no proof of who made it.
+#[test]
+fn the_gateway_checks_the_providers_signature_at_the_border() {
+    for (algorithm, key, want) in [("sha256/rsa", KeyType::Rsa2048, "pass"), ("sha256", KeyType::Rsa2048, "neutral")] {
+        let mut h = trusting_harness();
+        let _sim = h.start_sim_signing(algorithm, key);
+        let o =
+            h.sim_cli(&["inject", "--from", "erika@buerger.de-mail.de", "--to", "poststelle@musterstadt.de-mail.de"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(30));
+        let results = results_of(&got[0]);
+        assert_eq!(results.len(), 1, "{results:?}");
+        let r = &results[0];
+        assert!(r.starts_with(&format!("gw.musterstadt.de; demail-integrity={want} ")), "{algorithm}: {r}");
+        if want == "pass" {
+            assert!(
+                r.contains("header.a=\"sha256/rsa\"") && r.contains("policy.signer=\"CN=DMDA Simulator Signatur"),
+                "{r}"
+            );
+        }
+    }
+}
+
+/// Without the provider's CA in the policy, a correct signature is no proof: `policy`.
+#[test]
+fn a_signature_from_an_untrusted_provider_is_not_a_pass() {
+    let mut h = Harness::new();
+    let _sim = h.start_sim_signing("sha256/ec-dsa", KeyType::P256);
+    let o = h.sim_cli(&["inject", "--from", "erika@buerger.de-mail.de", "--to", "poststelle@musterstadt.de-mail.de"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(30));
+    let results = results_of(&got[0]);
+    assert!(results.len() == 1 && results[0].starts_with("gw.musterstadt.de; demail-integrity=policy "), "{results:?}");
+}

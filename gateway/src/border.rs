@@ -1,0 +1,123 @@
+//! The border check: every inbound message's `X-de-mail-integrity` is verified against
+//! the providers the policy trusts, and the verdict goes on top as an
+//! `Authentication-Results` field (RFC 8601) with this gateway's name, so that every mail
+//! client can read it, with or without the add-in. Such fields that arrived with the
+//! message under this gateway's name are removed first (RFC 8601 §5): only we write ours.
+
+use demail_core::integrity::{Status, Verdict};
+use demail_core::Policy;
+
+/// The method name in `Authentication-Results` (our own; not registered with IANA).
+pub const METHOD: &str = "demail-integrity";
+
+/// What the border check made of a message.
+#[derive(Debug)]
+pub struct Checked {
+    pub message: Vec<u8>,
+    /// `pass`, `fail`, `neutral`, `none`, `policy` or `permerror`.
+    pub result: &'static str,
+    /// `Authentication-Results` fields under our name that came with the message.
+    pub removed: usize,
+}
+
+/// RFC 8601 result for a verdict: only a valid signature of a trusted provider passes.
+pub fn result_of(v: &Verdict) -> &'static str {
+    match v.status {
+        Status::Valid => "pass",
+        Status::Invalid | Status::Expired => "fail",
+        Status::HashOnly => "neutral",
+        Status::Unsigned => "none",
+        Status::UntrustedCertificate => "policy",
+    }
+}
+
+/// A `quoted-string` of printable ASCII (RFC 5322): what does not fit is dropped.
+fn quoted(s: &str) -> String {
+    let clean: String =
+        s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| *c != '"' && *c != '\\').collect();
+    format!("\"{clean}\"")
+}
+
+/// The field's value for `authserv_id` (the gateway's host name).
+pub fn field_value(authserv_id: &str, v: Option<&Verdict>) -> String {
+    let Some(v) = v else {
+        return format!("{authserv_id}; {METHOD}=permerror reason=\"integrity.unreadable\"");
+    };
+    let mut s = format!("{authserv_id}; {METHOD}={}", result_of(v));
+    if let Some(r) = v.reasons.first() {
+        s.push_str(&format!(" reason={}", quoted(&r.code)));
+    }
+    if let Some(a) = &v.algorithm {
+        s.push_str(&format!(" header.a={}", quoted(a)));
+    }
+    if let Some(signer) = &v.signer {
+        s.push_str(&format!(" policy.signer={}", quoted(signer)));
+    }
+    s
+}
+
+/// Byte ranges of `Authentication-Results` fields whose authserv-id is ours.
+fn ours(raw: &[u8], authserv_id: &str) -> Vec<std::ops::Range<usize>> {
+    let Some(m) = mail_parser::MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    m.headers()
+        .iter()
+        .filter(|h| h.name.as_str().trim().eq_ignore_ascii_case("Authentication-Results"))
+        .filter(|h| {
+            let end = (h.offset_end as usize).min(raw.len());
+            let start = (h.offset_start as usize).min(end);
+            let value = String::from_utf8_lossy(&raw[start..end]);
+            // The authserv-id is the first token, possibly after comments or folding.
+            let id = value.trim_start().split(|c: char| c == ';' || c.is_whitespace()).next().unwrap_or("");
+            id.eq_ignore_ascii_case(authserv_id)
+        })
+        .map(|h| h.offset_field as usize..h.offset_end as usize)
+        .collect()
+}
+
+/// Verify and mark one inbound message (the provider's bytes as received).
+pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64) -> Checked {
+    let verdict = demail_core::api::integrity_verify(&raw, policy, now_millis, None).ok();
+    let ranges = ours(&raw, authserv_id);
+    let removed = ranges.len();
+    let mut clean = Vec::with_capacity(raw.len() + 200);
+    let value = field_value(authserv_id, verdict.as_ref());
+    clean.extend_from_slice(format!("Authentication-Results: {value}\r\n").as_bytes());
+    let mut at = 0;
+    for r in &ranges {
+        clean.extend_from_slice(&raw[at..r.start.max(at)]);
+        at = r.end.max(at);
+    }
+    clean.extend_from_slice(&raw[at.min(raw.len())..]);
+    let result = verdict.as_ref().map_or("permerror", result_of);
+    Checked { message: clean, result, removed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsigned_message_says_none_and_a_forged_field_under_our_name_goes() {
+        let raw = b"Authentication-Results: gw.stadt.de; demail-integrity=pass\r\nAuthentication-Results: mx.other.de; dkim=pass\r\nFrom: a@b.de\r\nSubject: x\r\n\r\nText\r\n".to_vec();
+        let c = check(raw, &Policy::default(), "gw.stadt.de", 0);
+        let text = String::from_utf8(c.message).unwrap();
+        assert_eq!(c.result, "none");
+        assert_eq!(c.removed, 1);
+        assert!(
+            text.starts_with(
+                "Authentication-Results: gw.stadt.de; demail-integrity=none reason=\"integrity.missing\"\r\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("gw.stadt.de;").count(), 1, "{text}");
+        assert!(text.contains("Authentication-Results: mx.other.de; dkim=pass\r\n"), "others' results stay: {text}");
+        assert!(text.ends_with("\r\n\r\nText\r\n"));
+    }
+
+    #[test]
+    fn quoted_values_stay_inside_their_quotes() {
+        assert_eq!(quoted("CN=\"x\"\r\nBcc: y"), "\"CN=xBcc: y\"");
+    }
+}
