@@ -48,6 +48,10 @@ pub struct App {
     users: Vec<(crate::config::User, String)>,
     /// People's sign-in and rights (`[identity]`, `[directory]`).
     pub identity: Arc<Identity>,
+    /// What `/metrics` reports.
+    pub metrics: crate::health::Metrics,
+    /// SIGTERM arrived: not ready any more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 fn spool_unreadable(e: std::io::Error) -> Error {
@@ -174,7 +178,41 @@ impl App {
             spool_faults: AtomicU32::new(spool_faults),
             users,
             identity,
+            metrics: crate::health::Metrics::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Stop being ready (SIGTERM): the balancer sends new sessions elsewhere.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Can this node accept a message now: its queue and archive take writes.
+    pub async fn writable(self: &Arc<Self>) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Postgres(pg) => match pg.writable().await? {
+                true => Ok(()),
+                false => Err(Error::new(
+                    "storage.read_only",
+                    "Die Datenbank nimmt nur Lesezugriffe an (Standby statt Primärserver).",
+                    "The database takes reads only (a standby, not the primary).",
+                )),
+            },
+            Backend::Files(_) => {
+                let app = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    app.spool().probe().map_err(spool_unwritable)?;
+                    app.archive.store().entries(i64::MAX, 1).map(|_| ())
+                })
+                .await
+                .map_err(|e| Error::new("internal", "Interner Fehler.", "Internal error.").caused_by(e))?
+            }
+        }
     }
 
     fn smtp_config(
@@ -338,7 +376,10 @@ impl App {
     fn record(&self, m: &Meta, message: &[u8]) -> Result<(), Error> {
         let unit = m.cost_unit.clone().unwrap_or_else(|| billing::UNASSIGNED.to_string());
         let options = m.options.join(",");
-        self.archive.record_outbound(&out_entry(m, message), &out_bill(m, &unit, &options)).map(|_| ())
+        let t = std::time::Instant::now();
+        let r = self.archive.record_outbound(&out_entry(m, message), &out_bill(m, &unit, &options)).map(|_| ());
+        self.metrics.appended(t);
+        r
     }
 
     /// After a crash: record every spooled outbound message that was not recorded yet,
@@ -708,7 +749,9 @@ impl Handler for Outbound {
         if let Backend::Postgres(pg) = &app.backend {
             // One transaction: reservation, message, recipients, billing, archive entry.
             let key = p.message_id.as_deref().map(|m| (m, p.sender_email.as_str()));
+            let t = std::time::Instant::now();
             let held = cluster::accept_outbound(pg, &metas, &p.message, key).await.map_err(local_error)?;
+            app.metrics.appended(t);
             if held != id {
                 info!(id = %held, "duplicate submission (same Message-ID and sender); not queued again");
             } else {
@@ -803,13 +846,16 @@ impl Handler for Inbound {
                 data: &message,
                 actor: None,
             };
+            let t = std::time::Instant::now();
             let e = pg.accept_inbound(&meta, &sealed, &entry).await.map_err(local_error)?;
+            app.metrics.appended(t);
             app.wake.notify_one();
             info!(id = %id, kind = direction, linked_to = ?e.link, rcpts = internal.len(), node = %pg.node, "inbound queued");
             return Ok(Accepted { id });
         }
         let res = tokio::task::spawn_blocking(move || -> Result<Option<i64>, Error> {
             // The archive keeps the provider's exact bytes; the mailbox gets them sealed.
+            let t = std::time::Instant::now();
             let e = app2.archive.append(&NewEntry {
                 direction,
                 private_id: pid.as_deref(),
@@ -819,6 +865,7 @@ impl Handler for Inbound {
                 data: &message,
                 actor: None,
             })?;
+            app2.metrics.appended(t);
             let message = app2.sealed(message)?;
             app2.spool().put(&meta, &message).map_err(spool_unwritable)?;
             Ok(e.link)
@@ -977,6 +1024,7 @@ impl App {
         match result {
             Ok(()) => {
                 info!(id = %id, kind = ?meta.kind, "delivered");
+                self.metrics.delivered(if meta.kind == Kind::Provider { "provider" } else { "internal" });
                 if let Err(e) = self.spool().remove(&id) {
                     error!(id = %id, error = %e, "delivered but cannot remove from spool (may be sent again)");
                 }
@@ -986,6 +1034,7 @@ impl App {
                 st.last_error = Some(f.text().chars().take(500).collect());
                 let expired = spool::now().saturating_sub(meta.created) > self.cfg.queue.give_up_after_secs;
                 let permanent = matches!(f, Failure::Permanent(_));
+                self.metrics.failed(permanent);
                 match (&f, meta.kind) {
                     (_, Kind::Provider) if permanent || expired => {
                         self.bounce(&meta, &st, f.text(), &message).await;

@@ -35,6 +35,25 @@ pub struct Config {
     /// Where queue, archive and billing live: SQLite and files (one node), or PostgreSQL (a cluster).
     #[serde(default)]
     pub storage: Storage,
+    /// Health and metrics over HTTP (`/healthz/live`, `/healthz/ready`, `/metrics`).
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// `[health]`: off unless `listen` is set (e.g. "10.0.0.5:9187" for the load balancer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    pub listen: Option<String>,
+    /// After SIGTERM: seconds the node still serves while `/healthz/ready` says 503, so the
+    /// balancer moves new sessions elsewhere before the listeners close.
+    pub drain_secs: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { listen: None, drain_secs: 5 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

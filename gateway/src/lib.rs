@@ -11,6 +11,7 @@ pub mod billing;
 pub mod border;
 pub mod config;
 pub mod dsn;
+pub mod health;
 pub mod identity;
 pub mod pg;
 pub mod pipeline;

@@ -682,6 +682,19 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         let out = tokio::spawn(demail_smtp::serve(out_l, Arc::new(out_cfg), Arc::new(app::Outbound(app.clone()))));
         let inb = tokio::spawn(demail_smtp::serve(in_l, Arc::new(in_cfg), Arc::new(app::Inbound(app.clone()))));
         let runner = tokio::spawn(app.clone().run_queue());
+        if let Some(addr) = &app.cfg.health.listen {
+            let l = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => return fail(&cannot_listen(addr, e)),
+            };
+            tracing::info!(health = %addr, "health and metrics: /healthz/live, /healthz/ready, /metrics");
+            let router = demail_gateway::health::router(app.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, router).await {
+                    tracing::error!(error = %e, "health listener stopped");
+                }
+            });
+        }
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => return fail(&start_failed(e)),
@@ -691,6 +704,12 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
             _ = term.recv() => {}
             r = out => tracing::error!(result = ?r, "outbound listener stopped"),
             r = inb => tracing::error!(result = ?r, "inbound listener stopped"),
+        }
+        // Not ready any more: while the balancer notices, sessions are still served.
+        app.stop();
+        if app.cfg.health.listen.is_some() && app.cfg.health.drain_secs > 0 {
+            tracing::info!(secs = app.cfg.health.drain_secs, "stopping: not ready, draining");
+            tokio::time::sleep(std::time::Duration::from_secs(app.cfg.health.drain_secs)).await;
         }
         runner.abort();
         // Everything acknowledged is in the spool; nothing to flush.

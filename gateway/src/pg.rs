@@ -463,6 +463,30 @@ impl Pg {
         })
     }
 
+    /// Undelivered recipients by state (`queued`, `held`, `sending`) with the age in
+    /// seconds of the oldest message among them, for the metrics.
+    pub async fn queue_depth(&self) -> Result<Vec<(String, i64, f64)>, Error> {
+        let rows = with_client!(self, c, async {
+            c.query(
+                "SELECT CASE WHEN r.held THEN 'held' WHEN r.sending THEN 'sending' ELSE 'queued' END,
+                        count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(m.created)), 0)::float8
+                   FROM recipients r JOIN messages m ON m.id = r.message_id
+                  WHERE r.state = 'queued' GROUP BY 1",
+                &[],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, f64>(2))).collect())
+    }
+
+    /// Whether this node can write: its connection goes to a primary, not a standby.
+    pub async fn writable(&self) -> Result<bool, Error> {
+        let row =
+            with_client!(self, c, async { c.query_one("SELECT NOT pg_is_in_recovery()", &[]).await.map_err(db_err) })?;
+        Ok(row.get::<_, bool>(0))
+    }
+
     /// Claim up to `max` due recipients (oldest first) whose lease is free or lapsed,
     /// grouped by message.
     pub async fn claim(&self, max: usize) -> Result<Vec<Job>, Error> {

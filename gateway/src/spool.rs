@@ -136,6 +136,15 @@ impl Spool {
         Ok(Spool { queue, tmp })
     }
 
+    /// Can a message be written now (readiness): a file created and removed in `tmp/`.
+    pub fn probe(&self) -> std::io::Result<()> {
+        let p = self
+            .tmp
+            .join(format!("probe-{}", random_bytes::<6>().iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        File::create(&p)?.write_all(b"probe")?;
+        fs::remove_file(&p)
+    }
+
     /// At the gateway's start: remove what a crash left behind.
     pub fn clean(&self) -> std::io::Result<()> {
         // Leftovers of writes interrupted by a crash were never acknowledged.

@@ -199,6 +199,7 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
             Ok(Settled::Written) => break,
             Ok(Settled::Fenced) => {
                 warn!(id = %id, epoch = job.epoch, "lease lost (another node holds these recipients, or they are settled); nothing recorded");
+                app.metrics.leases_lost.inc();
                 return;
             }
             Err(e) if Instant::now() < until => {
@@ -217,10 +218,13 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
     }
     if o.retry.is_empty() {
         info!(id = %id, kind = ?job.meta.kind, rcpts = o.delivered.len(), node = %pg.node, "delivered");
+        app.metrics.delivered(if job.meta.kind == Kind::Provider { "provider" } else { "internal" });
     } else if o.held {
         error!(id = %id, error = ?o.error, "delivery refused; recipients held (queue list / queue retry)");
+        app.metrics.failed(true);
     } else {
         warn!(id = %id, attempts = job.attempts + 1, retry_secs, error = ?o.error, "delivery deferred");
+        app.metrics.failed(false);
     }
 }
 

@@ -282,6 +282,14 @@ impl Harness {
         assert!(wait_for_port(port, Duration::from_secs(5)));
     }
 
+    /// The provider goes away (its port closes); the gateway's next attempts fail for now.
+    #[allow(dead_code)]
+    pub fn stop_provider(&mut self) {
+        if let Some(t) = self.sink_task.take() {
+            t.abort();
+        }
+    }
+
     /// The provider simulator binary instead of the in-test sink, signing with RSA
     /// (`sha256/rsa`) under a test qualified CA (`qca/`).
     pub fn start_sim(&mut self) -> ChildGuard {
