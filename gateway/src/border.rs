@@ -81,15 +81,9 @@ pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64) 
     let verdict = demail_core::api::integrity_verify(&raw, policy, now_millis, None).ok();
     let ranges = ours(&raw, authserv_id);
     let removed = ranges.len();
-    let mut clean = Vec::with_capacity(raw.len() + 200);
     let value = field_value(authserv_id, verdict.as_ref());
-    clean.extend_from_slice(format!("Authentication-Results: {value}\r\n").as_bytes());
-    let mut at = 0;
-    for r in &ranges {
-        clean.extend_from_slice(&raw[at..r.start.max(at)]);
-        at = r.end.max(at);
-    }
-    clean.extend_from_slice(&raw[at.min(raw.len())..]);
+    let mut clean = format!("Authentication-Results: {value}\r\n").into_bytes();
+    clean.extend_from_slice(&crate::seal::remove(&raw, &ranges));
     let result = verdict.as_ref().map_or("permerror", result_of);
     Checked { message: clean, result, removed }
 }

@@ -26,7 +26,8 @@ pub fn strip(raw: Vec<u8>) -> Vec<u8> {
     remove(&raw, &ranges)
 }
 
-fn remove(raw: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
+/// `raw` without the byte ranges (sorted, as the header parser gives them).
+pub(crate) fn remove(raw: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
     let mut clean = Vec::with_capacity(raw.len());
     let mut at = 0;
     for r in ranges {

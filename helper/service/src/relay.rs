@@ -70,6 +70,15 @@ fn signin_required(why_de: &str, why_en: &str) -> Reason {
     )
 }
 
+/// 454: the gateway cannot check a sign-in now (its directory is away).
+fn signin_unavailable(text: &str) -> Reason {
+    Reason::new(
+        code::RELAY_DEFERRED,
+        format!("Das Gateway kann die Anmeldung gerade nicht prüfen; die Nachricht bleibt im Postausgang und wird später gesendet. Antwort: {text}"),
+        format!("The gateway cannot check the sign-in right now; the message stays in the outbox and is sent later. Reply: {text}"),
+    )
+}
+
 fn auth_refused(text: &str) -> Reason {
     Reason::new(
         code::RELAY_AUTH,
@@ -315,13 +324,7 @@ pub async fn sign_in(cfg: &Arc<Config>, conn: &mut AsyncSmtpConnection) -> Resul
             Err(crate::kerberos::Failure::NotOffered(text)) if mode == AuthMode::Auto => {
                 tracing::info!("the gateway offers no Kerberos sign-in: {text}");
             }
-            Err(crate::kerberos::Failure::Temporary(text)) => {
-                return Err(Reason::new(
-                    code::RELAY_DEFERRED,
-                    format!("Das Gateway kann die Anmeldung gerade nicht prüfen; die Nachricht bleibt im Postausgang und wird später gesendet. Antwort: {text}"),
-                    format!("The gateway cannot check the sign-in right now; the message stays in the outbox and is sent later. Reply: {text}"),
-                ));
-            }
+            Err(crate::kerberos::Failure::Temporary(text)) => return Err(signin_unavailable(&text)),
             Err(crate::kerberos::Failure::Refused(text) | crate::kerberos::Failure::NotOffered(text)) => {
                 if mode == AuthMode::Kerberos {
                     return Err(signin_required(
@@ -422,14 +425,7 @@ fn classify(e: &lettre::transport::smtp::Error, host: &str) -> Refusal {
         return transient(auth_refused(&text), reply_text(e));
     }
     if code_num == 454 {
-        return transient(
-            Reason::new(
-                code::RELAY_DEFERRED,
-                format!("Das Gateway kann die Anmeldung gerade nicht prüfen; die Nachricht bleibt im Postausgang und wird später gesendet. Antwort: {text}"),
-                format!("The gateway cannot check the sign-in right now; the message stays in the outbox and is sent later. Reply: {text}"),
-            ),
-            reply_text(e),
-        );
+        return transient(signin_unavailable(&text), reply_text(e));
     }
     if e.is_permanent() {
         return Refusal {
