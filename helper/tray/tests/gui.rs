@@ -255,6 +255,9 @@ fn tray_window_pairing_and_menu() {
     let text = r["text"].as_str().unwrap();
     assert!(text.contains("Gateway (Host-Name)") && text.contains("Verbindung testen"), "{text}");
     assert!(text.contains("von der IT festgelegt"), "locked fields are marked: {text}");
+    // Who the gateway signed in: nobody yet (no session so far), and the request button.
+    assert!(r["signin"].as_str().unwrap_or("").starts_with("Noch nicht angemeldet"), "{}", r["signin"]);
+    assert!(text.contains("De-Mail für mich beantragen"), "{text}");
     let shot = display.screenshot("1-settings");
     assert!(image_stddev(&shot) > 0.05, "the screen is not blank");
 
