@@ -55,6 +55,22 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// The nodes to try: `host:port`, then each `fallback` entry (its port, else `port`).
+    pub fn nodes(&self) -> Vec<(String, u16)> {
+        let mut v = vec![(self.host.trim().to_string(), self.port)];
+        for f in &self.fallback {
+            let f = f.trim();
+            let (h, p) = match f.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, p.parse().unwrap_or(self.port)),
+                _ => (f, self.port),
+            };
+            if !h.is_empty() {
+                v.push((h.to_string(), p));
+            }
+        }
+        v
+    }
+
     /// The envelope recipient of a De-Mail request.
     pub fn request_address(&self) -> String {
         let a = self.request_address.trim();
@@ -171,6 +187,9 @@ sections! {
         /// Host name of the De-Mail gateway; also the name its certificate must carry.
         host: String = String::new(),
         port: u16 = 587,
+        /// Further gateway nodes (`host` or `host:port`), tried in order when the one
+        /// before does not answer.
+        fallback: Vec<String> = Vec::new(),
         tls: TlsMode = TlsMode::Starttls,
         /// PEM file with the internal CA that issued the gateway's certificate.
         ca_file: String = String::new(),
@@ -453,6 +472,17 @@ impl Config {
                 "Der Benutzername enthält Steuerzeichen.",
                 "The user name contains control characters.",
             ));
+        }
+        for f in &self.gateway.fallback {
+            let f = f.trim();
+            let bad_port = f.rsplit_once(':').is_some_and(|(_, p)| !matches!(p.parse::<u16>(), Ok(n) if n > 0));
+            if f.is_empty() || f.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') || bad_port {
+                return Err(bad(
+                    "gateway.fallback",
+                    "Ungültiger Gateway-Knoten (erwartet „host“ oder „host:port“).",
+                    "Invalid gateway node (expected \"host\" or \"host:port\").",
+                ));
+            }
         }
         if self.gateway.kerberos_service.trim().is_empty()
             || self

@@ -132,8 +132,8 @@ fn bad_ca(cfg: &Config) -> Reason {
 }
 
 /// lettre's TLS parameters for STARTTLS: system roots (unless `ca_only`) plus the internal CA.
-fn tls_parameters(cfg: &Config) -> Result<TlsParameters, Reason> {
-    let mut tls = TlsParameters::builder(cfg.gateway.host.trim().to_string());
+fn tls_parameters(cfg: &Config, host: &str) -> Result<TlsParameters, Reason> {
+    let mut tls = TlsParameters::builder(host.to_string());
     if cfg.gateway.ca_only {
         tls = tls.certificate_store(CertificateStore::None);
     }
@@ -243,30 +243,49 @@ async fn timed<T, E: std::fmt::Display>(
 }
 
 /// A connection to the gateway: TCP with `TCP_NODELAY`, verified TLS (STARTTLS required,
-/// or implicit). Nothing is ever sent in clear; nobody is signed in yet.
-pub async fn open_tls(cfg: &Config) -> Result<AsyncSmtpConnection, Reason> {
+/// or implicit). Nothing is ever sent in clear; nobody is signed in yet. When `gateway.host`
+/// cannot be reached, the nodes in `gateway.fallback` are tried in turn. Returns the host
+/// that answered (its certificate and Kerberos principal carry that name).
+pub async fn open_tls(cfg: &Config) -> Result<(AsyncSmtpConnection, String), Reason> {
     let g = &cfg.gateway;
-    let host = g.host.trim();
-    if host.is_empty() {
+    if g.host.trim().is_empty() {
         return Err(Reason::new(
             code::RELAY_NOT_CONFIGURED,
             "Es ist kein Gateway konfiguriert (gateway.host). Die Nachricht bleibt im Postausgang.",
             "No gateway is configured (gateway.host). The message stays in the outbox.",
         ));
     }
+    let mut last = None;
+    for (host, port) in g.nodes() {
+        match open_tls_to(cfg, &host, port).await {
+            Ok(c) => return Ok((c, host)),
+            // Only a node that does not answer is skipped: a TLS or protocol error is a
+            // configuration to fix, not something to send around.
+            Err(r) if r.code == code::RELAY_UNREACHABLE => {
+                tracing::warn!(host = %host, port, "gateway node not reachable; trying the next: {}", r.message_en);
+                last = Some(r);
+            }
+            Err(r) => return Err(r),
+        }
+    }
+    Err(last.unwrap_or_else(|| unreachable_err(g.host.trim(), "")))
+}
+
+async fn open_tls_to(cfg: &Config, host: &str, port: u16) -> Result<AsyncSmtpConnection, Reason> {
+    let g = &cfg.gateway;
     let hello = if g.hello_name.trim().is_empty() {
         ClientId::default()
     } else {
         ClientId::Domain(g.hello_name.trim().to_string())
     };
-    let tcp = timed(g.timeout, host, TcpStream::connect((host, g.port)))
+    let tcp = timed(g.timeout, host, TcpStream::connect((host, port)))
         .await?
         .map_err(|e| unreachable_err(host, &e.to_string()))?;
     // SMTP is a ping-pong of small writes: without this, Nagle and delayed ACKs cost 40 ms a message.
     let _ = tcp.set_nodelay(true);
     let conn = match g.tls {
         TlsMode::Starttls => {
-            let params = tls_parameters(cfg)?;
+            let params = tls_parameters(cfg, host)?;
             let mut conn = timed(g.timeout, host, AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello))
                 .await?
                 .map_err(|e| classify_error(&e, host))?;
@@ -304,9 +323,12 @@ pub async fn open_tls(cfg: &Config) -> Result<AsyncSmtpConnection, Reason> {
 /// Sign the person in on an open TLS session, as `gateway.auth` says: their Kerberos
 /// ticket, else (in `auto`) their stored password. `Ok(None)`: nothing to sign in with
 /// in `auto` (the gateway then refuses with its reason).
-pub async fn sign_in(cfg: &Arc<Config>, conn: &mut AsyncSmtpConnection) -> Result<Option<SignedIn>, Reason> {
+pub async fn sign_in(
+    cfg: &Arc<Config>,
+    conn: &mut AsyncSmtpConnection,
+    host: &str,
+) -> Result<Option<SignedIn>, Reason> {
     let g = &cfg.gateway;
-    let host = g.host.trim();
     let mode = g.effective_auth();
     if mode != AuthMode::Password {
         let target = format!("{}/{}", g.kerberos_service.trim(), host.to_lowercase());
@@ -351,8 +373,8 @@ pub async fn sign_in(cfg: &Arc<Config>, conn: &mut AsyncSmtpConnection) -> Resul
 
 /// A signed-in session: TLS, then the person's sign-in. `Err` is a reason to retry later.
 pub async fn connect(cfg: &Arc<Config>) -> Result<(AsyncSmtpConnection, Option<SignedIn>), Reason> {
-    let mut conn = open_tls(cfg).await?;
-    match sign_in(cfg, &mut conn).await {
+    let (mut conn, host) = open_tls(cfg).await?;
+    match sign_in(cfg, &mut conn, &host).await {
         Ok(who) => Ok((conn, who)),
         Err(r) => {
             conn.abort().await;

@@ -322,6 +322,46 @@ fn a_wrong_password_is_shown_and_the_message_waits_for_the_right_one() {
     assert_eq!(gw.provider.wait_received(1, Duration::from_secs(20)).len(), 1);
 }
 
+/// Failover: the first gateway node does not answer (stopped), so the helper sends through
+/// the next one in `gateway.fallback`; every De-Mail reaches the provider exactly once.
+#[test]
+fn the_helper_fails_over_to_the_next_gateway_node() {
+    let gw = Gateway::start();
+    let down = free_port();
+    let cfg = gateway_login_config(gw.out_port, &gw.gw_pki.ca_cert, &gw.user, "keyutils").replace(
+        &format!("port = {}\n", gw.out_port),
+        &format!("port = {down}\nfallback = [\"localhost:{}\"]\n", gw.out_port),
+    );
+    assert!(cfg.contains("fallback"), "{cfg}");
+    let script = format!("printf '{HELPER_PASSWORD}\\n' | {{demail}} credentials set --password-stdin >&2 && exec {{demail}} serve --port 0");
+    let h = Helper::start_with(HelperOpts {
+        machine: &cfg,
+        policy: Some(POLICY),
+        keyutils: Some(Keyutils { user: &gw.user, script: &script }),
+        ..Default::default()
+    });
+    let token = h.pair();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = h.post("/v1/messages", Some(&token), &demail_message(&format!("Über den zweiten Knoten {i}")));
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        ids.push(r.json()["result"]["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let v = h.wait_message(&token, id, Duration::from_secs(30), |v| v["status"] == "sent");
+        assert_eq!(v["status"], "sent", "{v}\nhelper: {}\ngateway: {}", h.log_text(), gw.log());
+    }
+    let got = gw.provider.wait_received(3, Duration::from_secs(30));
+    let mut mids: Vec<String> = got
+        .iter()
+        .map(|m| header_of(&String::from_utf8_lossy(&m.message), "Message-ID").unwrap().to_string())
+        .collect();
+    mids.sort();
+    mids.dedup();
+    assert_eq!((got.len(), mids.len()), (3, 3), "each De-Mail once");
+    assert!(h.log_text().contains("gateway node not reachable; trying the next"), "{}", h.log_text());
+}
+
 #[test]
 fn helper_to_gateway_to_provider() {
     let gw = Gateway::start();
