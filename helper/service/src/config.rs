@@ -832,6 +832,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(d);
     }
 
+    #[test]
+    fn gateway_nodes_and_the_sign_in_mode() {
+        let d = tmp();
+        let machine = write(
+            &d,
+            "m.toml",
+            "[gateway]\nhost = \"gw1.stadt.de\"\nport = 587\nfallback = [\"gw2.stadt.de\", \"gw3.stadt.de:1465\"]\n",
+        );
+        let c = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap();
+        assert_eq!(
+            c.gateway.nodes(),
+            vec![("gw1.stadt.de".into(), 587), ("gw2.stadt.de".into(), 587), ("gw3.stadt.de".into(), 1465)]
+        );
+        assert_eq!(c.gateway.effective_auth(), AuthMode::Auto);
+        assert_eq!(c.gateway.request_address(), "de-mail-zugang@gw1.stadt.de");
+        for bad in ["\"gw2:0\"", "\"gw 2\"", "\"\"", "\"gw2:x\""] {
+            let machine = write(&d, "m.toml", &format!("[gateway]\nhost = \"gw1\"\nfallback = [{bad}]\n"));
+            let e = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("gateway.fallback"), "{bad}");
+        }
+        // A user name set by IT means the password sign-in.
+        let machine = write(&d, "m.toml", "[gateway]\nhost = \"gw1\"\nusername = \"peter\"\n");
+        let c = Config::load(&Paths { machine, user: d.join("none.toml") }).unwrap();
+        assert_eq!((c.gateway.effective_auth(), c.gateway.login()), (AuthMode::Password, "peter".to_string()));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
     /// Windows layers (tested here on their pure part): MSI values act like the machine
     /// file, Group Policy wins and locks; the user file cannot override a locked key.
     #[test]
