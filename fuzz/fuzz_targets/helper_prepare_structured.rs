@@ -105,15 +105,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(allowed.contains(&name), "header {name:?} nobody asked for\n{}", String::from_utf8_lossy(&out));
         assert_eq!(n, 1, "{name} {n} times");
     }
-    // A Bcc recipient (who is not also visible) appears nowhere in the header block.
-    let head = String::from_utf8_lossy(oracle::head(&out)).to_ascii_lowercase();
+    // A Bcc recipient (who is not also visible) appears in no address field. Free text the
+    // caseworker typed (a subject naming the address) may carry it: that is no leak.
+    let unfolded = String::from_utf8_lossy(oracle::head(&out)).replace("\r\n ", " ").replace("\r\n\t", " ");
+    let head: String = unfolded
+        .split("\r\n")
+        .filter(|l| {
+            let name = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+            ["from", "to", "cc", "bcc", "sender", "reply-to"].contains(&name.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_ascii_lowercase();
     let visible =
         [&req.to, &req.cc].iter().flat_map(|l| l.iter()).chain([&req.from]).cloned().collect::<Vec<_>>().join(" ");
     for b in &req.bcc {
         for a in demail_core::address::parse_address_list(b).into_iter().flatten() {
             let addr = a.address.to_ascii_lowercase();
             if !visible.to_ascii_lowercase().contains(&addr) {
-                assert!(!head.contains(&addr), "Bcc {addr} in the header block\n{head}");
+                assert!(!head.contains(&addr), "Bcc {addr} in an address field\n{head}");
             }
         }
     }
