@@ -210,6 +210,7 @@ fn method_de(m: &str) -> &str {
     match m {
         "kerberos" => "Kerberos",
         "ldap" => "Verzeichnis-Kennwort",
+        "account" => "Anwendungskonto",
         other => other,
     }
 }
@@ -218,6 +219,7 @@ fn method_en(m: &str) -> &str {
     match m {
         "kerberos" => "Kerberos",
         "ldap" => "directory password",
+        "account" => "application account",
         other => other,
     }
 }

@@ -53,12 +53,19 @@ impl SignedIn {
     /// texts are kept whole.
     fn from_reply(text: &str, method: &str) -> SignedIn {
         // "2.7.0 Angemeldet als Peter Meier (kerberos). 2.7.0 Authenticated as …"
-        let person = text
+        // The method is the last parenthesis before ")." (a name may hold parentheses).
+        let named = text
             .split_once("Angemeldet als ")
-            .and_then(|(_, r)| r.split_once(" ("))
-            .map(|(p, _)| p.trim().to_string())
-            .unwrap_or_else(|| text.lines().next().unwrap_or("").trim().to_string());
-        SignedIn { person, method: method.to_string() }
+            .and_then(|(_, r)| r.split_once(").").map(|(s, _)| s).or(Some(r)))
+            .and_then(|s| s.rsplit_once(" ("));
+        match named {
+            Some((person, how)) => SignedIn {
+                person: person.trim().to_string(),
+                // The gateway's own word for how (`ldap`, `kerberos`, `account`).
+                method: how.trim_end_matches(')').trim().to_string(),
+            },
+            None => SignedIn { person: text.lines().next().unwrap_or("").trim().to_string(), method: method.into() },
+        }
     }
 }
 
@@ -734,7 +741,12 @@ mod tests {
             "2.7.0 Angemeldet als Peter Meier (kerberos). 2.7.0 Authenticated as Peter Meier (kerberos).",
             "kerberos",
         );
-        assert_eq!(s.person, "Peter Meier");
+        assert_eq!((s.person.as_str(), s.method.as_str()), ("Peter Meier", "kerberos"));
+        let s = SignedIn::from_reply("2.7.0 Angemeldet als fachverfahren (account).", "ldap");
+        assert_eq!((s.person.as_str(), s.method.as_str()), ("fachverfahren", "account"));
+        let s =
+            SignedIn::from_reply("Angemeldet als Meier (Bauamt) (ldap). Authenticated as Meier (Bauamt) (ldap).", "x");
+        assert_eq!((s.person.as_str(), s.method.as_str()), ("Meier (Bauamt)", "ldap"));
         assert_eq!(SignedIn::from_reply("Authentication succeeded", "ldap").person, "Authentication succeeded");
     }
 

@@ -46,7 +46,7 @@ function say(id, r, okText) {
   else { m.className = "msg error"; m.textContent = `${r.error.message} / ${r.error.message_en}`; }
 }
 
-const METHOD = { kerberos: ["Kerberos", "Kerberos"], ldap: ["Verzeichnis-Kennwort", "directory password"] };
+const METHOD = { kerberos: ["Kerberos", "Kerberos"], ldap: ["Verzeichnis-Kennwort", "directory password"], account: ["Anwendungskonto", "application account"] };
 
 // "Angemeldet als Peter Meier (Kerberos)", or why signing in did not work.
 function renderSignin(s) {
