@@ -25,6 +25,7 @@ use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::text::Text;
 use mail_builder::headers::Header;
+use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 use serde::Deserialize;
 use serde_json::json;
@@ -371,7 +372,15 @@ pub fn prepare_structured(
         let data = base64::engine::general_purpose::STANDARD
             .decode(a.data.trim())
             .map_err(|_| ApiError::invalid("attachments.data", "ist kein gültiges Base64.", "is not valid base64."))?;
-        b = b.attachment(ContentType::new(a.content_type.trim().to_ascii_lowercase()), a.filename.clone(), data);
+        let ct = a.content_type.trim().to_ascii_lowercase();
+        if raw_text_would_break(&ct, &data) {
+            let part = MimePart::new(ContentType::new(ct), BodyPart::Binary(base64_lines(&data).into()))
+                .attachment(a.filename.clone())
+                .transfer_encoding("base64");
+            b.attachments.get_or_insert_with(Vec::new).push(part);
+        } else {
+            b = b.attachment(ContentType::new(ct), a.filename.clone(), data);
+        }
     }
     let mime = b.write_to_vec().map_err(ApiError::internal)?;
 
@@ -440,6 +449,26 @@ fn mime_invalid(de: &str, en: &str) -> ApiError {
         format!("Die Nachricht ist kein gültiges RFC-5322-Format: {de}"),
         format!("The message is not valid RFC 5322: {en}"),
     )
+}
+
+/// mail-builder writes a `text/*` attachment as 7bit when it finds nothing to encode, and
+/// it does not count a NUL or a lone CR as such (found by fuzzing): the gateway would refuse
+/// the message. Such an attachment goes as base64.
+fn raw_text_would_break(content_type: &str, data: &[u8]) -> bool {
+    content_type.starts_with("text/")
+        && data.iter().enumerate().any(|(i, &b)| b == 0 || (b == b'\r' && data.get(i + 1) != Some(&b'\n')))
+}
+
+/// Base64 in lines of 76 characters with CRLF (RFC 2045 §6.8).
+fn base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let enc = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(enc.len() + enc.len() / 38 + 2);
+    for line in enc.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// A bare CR or a NUL anywhere in the message: the gateway refuses both (554 5.6.0, with
@@ -832,6 +861,28 @@ mod tests {
         r.text = Some("Text\u{0}mehr".into());
         let e = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap_err();
         assert_eq!((e.code(), e.details.as_ref().map(|d| d["field"].clone())), ("submit.nul", Some(json!("text"))));
+    }
+
+    /// A text attachment holding a NUL or a lone CR goes as base64 (fuzz finding: mail-builder
+    /// wrote it as 7bit, and the gateway refuses such a message) and comes back unchanged.
+    #[test]
+    fn a_text_attachment_with_nul_or_lone_cr_goes_as_base64() {
+        use base64::Engine;
+        for data in [&b"Spalte1\0Spalte2\r\n"[..], b"a\rb", b"\r", b"ok\r\nok\r\n"] {
+            let mut r = req();
+            r.attachments = vec![Attachment {
+                filename: "liste.csv".into(),
+                content_type: "text/csv".into(),
+                data: base64::engine::general_purpose::STANDARD.encode(data),
+            }];
+            let m = prepare_structured(&r, &Policy::default(), Dialect::Headers, &env()).unwrap().mime.to_vec();
+            assert!(bare_cr_or_nul(&m).is_ok(), "{data:?}: {}", String::from_utf8_lossy(&m));
+            let parsed = mail_parser::MessageParser::new().parse(&m).unwrap();
+            let att = parsed.attachment(0).expect("the attachment");
+            assert_eq!(att.contents(), data, "{}", String::from_utf8_lossy(&m));
+            use mail_parser::MimeHeaders;
+            assert_eq!(att.attachment_name(), Some("liste.csv"));
+        }
     }
 
     /// Fuzz regressions (fuzz/fuzz_targets/helper_prepare_raw.rs): the helper adds no
