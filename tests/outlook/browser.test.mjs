@@ -107,6 +107,9 @@ test("compose pane: ticking boxes sets exactly the TR headers, unticking removes
     await p.click("label[for='marked']");
     await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length === 0);
     await waitBox(p, "marked", false);
+    // The click unticks "marked" in the page at once; the options follow with the pane's
+    // next render, after the write: wait for that, it times out if they stay ticked.
+    await waitBox(p, "opt-confirmation-of-dispatch", false);
     assert.equal(await p.isChecked("#opt-confirmation-of-dispatch"), false);
     assert.deepEqual(errors, []);
     assert.deepEqual(unexpected, []);

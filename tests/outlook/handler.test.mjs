@@ -81,6 +81,9 @@ test("translated core = native core on every case table (byte for byte)", (t) =>
     const name = file.split("/").pop();
     const doc = JSON.parse(readFileSync(file, "utf8"));
     doc.cases.forEach((c, i) => {
+      // Integrity is checked through the byte exports of the add-in's module, not `call`
+      // (tests/node/integrity.test.mjs); the translated core has no such exports.
+      if (c.op.startsWith("integrity.")) return;
       const out = ctx.DemailCoreJs.call(c.op, native.policies[name] ?? "", JSON.stringify(c.input), FIXED_NOW, FIXED_ENTROPY);
       total++;
       if (c.op === "check") checks++;
