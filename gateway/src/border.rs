@@ -82,8 +82,14 @@ pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64) 
     let ranges = ours(&raw, authserv_id);
     let removed = ranges.len();
     let value = field_value(authserv_id, verdict.as_ref());
-    let mut clean = format!("Authentication-Results: {value}\r\n").into_bytes();
-    clean.extend_from_slice(&crate::seal::remove(&raw, &ranges));
+    let rest = crate::seal::remove(&raw, &ranges);
+    // Lines that start the message folded would continue our field (and put the sender's
+    // words into our result): ours goes after them.
+    let at = crate::seal::orphan_lines(&rest);
+    let mut clean = Vec::with_capacity(rest.len() + value.len() + 32);
+    clean.extend_from_slice(&rest[..at]);
+    clean.extend_from_slice(format!("Authentication-Results: {value}\r\n").as_bytes());
+    clean.extend_from_slice(&rest[at..]);
     let result = verdict.as_ref().map_or("permerror", result_of);
     Checked { message: clean, result, removed }
 }
@@ -108,6 +114,16 @@ mod tests {
         assert_eq!(text.matches("gw.stadt.de;").count(), 1, "{text}");
         assert!(text.contains("Authentication-Results: mx.other.de; dkim=pass\r\n"), "others' results stay: {text}");
         assert!(text.ends_with("\r\n\r\nText\r\n"));
+    }
+
+    #[test]
+    fn a_folded_first_line_cannot_continue_our_field() {
+        let raw = b" demail-integrity=pass\r\nFrom: a@b.de\r\n\r\nText\r\n".to_vec();
+        let text = String::from_utf8(check(raw, &Policy::default(), "gw.stadt.de", 0).message).unwrap();
+        let ours = text.lines().position(|l| l.starts_with("Authentication-Results: gw.stadt.de;")).unwrap();
+        let next = text.lines().nth(ours + 1).unwrap();
+        assert!(!next.starts_with([' ', '\t']), "{text}");
+        assert!(text.contains("demail-integrity=none"), "{text}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn reseal(raw: &[u8], kid: &str, key: &[u8; 32]) -> Result<Resealed, demail_
 }
 
 /// Length of the leading lines that start with a blank (SP or HTAB): they belong to no field.
-fn orphan_lines(raw: &[u8]) -> usize {
+pub(crate) fn orphan_lines(raw: &[u8]) -> usize {
     let mut at = 0;
     while matches!(raw.get(at), Some(b' ' | b'\t')) {
         match raw[at..].iter().position(|b| *b == b'\n') {
