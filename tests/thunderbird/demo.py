@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import ADDON_ID, ROOT, Harness, gateway_bins, helper_bins  # noqa: E402
-from tb import TB  # noqa: E402
+from tb import FIND_BANNER, TB  # noqa: E402
 from test_addin import (  # noqa: E402
     CHAIN_POLICY, DEMAIL_TAG, MAIN_BANNER_TIMELINE, RECEIPT_TAG, compose_demail, fixture, imap_append,
     option_headers, send_and_wait_closed, server_flags, tagged, wait_for,
@@ -171,7 +171,7 @@ def main() -> int:
         wait_for(lambda: len((h.helper.api(f"/v1/journal?private_id={pid}", token)["result"]["messages"] or [{}])[0].get("receipts", [])) >= 3,
                  timeout=30, what="receipts in the helper's journal")
         check(tb.select_in("Sent", sub2), "select sent")
-        t = tb.wait(MAIN_BANNER_TIMELINE, timeout=20, what="timeline")
+        t = tb.wait(MAIN_BANNER_TIMELINE, FIND_BANNER, timeout=20, what="timeline")
         check(t["status"] == "retrieved" and all(s["done"] == "1" for s in t["steps"]), f"timeline {t}")
         timeline_png = out / "sent-demail-timeline.png"
         tb.shot(timeline_png, tb.main_handle())
