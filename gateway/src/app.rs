@@ -54,7 +54,7 @@ pub struct App {
     stopping: std::sync::atomic::AtomicBool,
 }
 
-fn spool_unreadable(e: std::io::Error) -> Error {
+pub(crate) fn spool_unreadable(e: std::io::Error) -> Error {
     Error::new("spool.read", "Die Warteschlange ist nicht lesbar.", "The queue cannot be read.").caused_by(e)
 }
 

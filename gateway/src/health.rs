@@ -95,14 +95,7 @@ async fn queue_depth(app: &App) -> Result<(Vec<(String, i64)>, f64), demail_core
             Ok((rows.into_iter().map(|(s, n, _)| (s, n)).collect(), oldest))
         }
         Backend::Files(spool) => {
-            let list = spool.list().map_err(|e| {
-                demail_core::Error::new(
-                    "spool.read",
-                    "Die Warteschlange ist nicht lesbar.",
-                    "The queue cannot be read.",
-                )
-                .caused_by(e)
-            })?;
+            let list = spool.list().map_err(crate::app::spool_unreadable)?;
             let now = crate::spool::now();
             let (mut queued, mut held, mut oldest) = (0i64, 0i64, 0u64);
             for (m, st) in &list {
