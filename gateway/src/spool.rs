@@ -174,9 +174,11 @@ impl Spool {
     /// Note that DATA to the provider is about to start: from here on the provider may
     /// hold the message although we never see its 250. Not fsynced on purpose: it only
     /// has to survive the process (kill -9), and it is a diagnosis, not a commit point.
+    /// A hard link to the message, not a new empty file: a link allocates no inode, and
+    /// allocating one per message cost ext4 more CPU than the rest of the marker.
     pub fn mark_sending(&self, id: &str) {
         if valid_id(id) {
-            let _ = File::create(self.sending_path(id));
+            let _ = fs::hard_link(self.msg_path(id), self.sending_path(id));
         }
     }
 

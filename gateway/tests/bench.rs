@@ -20,6 +20,16 @@ fn msg(i: usize, size: usize) -> Vec<u8> {
     m
 }
 
+/// An SMTP session as the helper opens it: with TCP_NODELAY, or Nagle and the server's
+/// delayed ACK hold the final ".\r\n" for 40 ms and every server measures the same stall.
+async fn session(port: u16) -> lettre::transport::smtp::client::AsyncSmtpConnection {
+    use lettre::transport::smtp::client::AsyncSmtpConnection;
+    use lettre::transport::smtp::extension::ClientId;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &ClientId::Domain("last".into())).await.unwrap()
+}
+
 fn mid(raw: &[u8]) -> String {
     header(raw, "Message-ID").unwrap_or_default()
 }
@@ -142,8 +152,6 @@ static NEXT: AtomicUsize = AtomicUsize::new(1_000_000);
 
 fn load(h: &Harness, port: u16, n: usize, size: usize, login: Option<(&str, &str)>) {
     use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-    use lettre::transport::smtp::client::AsyncSmtpConnection;
-    use lettre::transport::smtp::extension::ClientId;
     const SESSIONS: usize = 10;
     let login = login.map(|(u, p)| Credentials::new(u.into(), p.into()));
     h.rt.block_on(async {
@@ -151,9 +159,7 @@ fn load(h: &Harness, port: u16, n: usize, size: usize, login: Option<(&str, &str
         for w in 0..SESSIONS {
             let login = login.clone();
             tasks.push(tokio::spawn(async move {
-                let hello = ClientId::Domain("last".into());
-                let mut c =
-                    AsyncSmtpConnection::connect_tokio1(("127.0.0.1", port), None, &hello, None, None).await.unwrap();
+                let mut c = session(port).await;
                 if let Some(l) = &login {
                     c.auth(&[Mechanism::Plain], l).await.unwrap();
                 }
@@ -326,8 +332,6 @@ fn plaintext(c: String) -> String {
 /// [`load`] spread over several nodes: the sessions go round-robin to `ports`.
 fn load_nodes(h: &Harness, ports: &[u16], n: usize, size: usize, login: (&str, &str)) {
     use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-    use lettre::transport::smtp::client::AsyncSmtpConnection;
-    use lettre::transport::smtp::extension::ClientId;
     const SESSIONS: usize = 12;
     let login = Credentials::new(login.0.into(), login.1.into());
     let ports = ports.to_vec();
@@ -336,9 +340,7 @@ fn load_nodes(h: &Harness, ports: &[u16], n: usize, size: usize, login: (&str, &
         for w in 0..SESSIONS {
             let (login, port) = (login.clone(), ports[w % ports.len()]);
             tasks.push(tokio::spawn(async move {
-                let hello = ClientId::Domain("last".into());
-                let mut c =
-                    AsyncSmtpConnection::connect_tokio1(("127.0.0.1", port), None, &hello, None, None).await.unwrap();
+                let mut c = session(port).await;
                 c.auth(&[Mechanism::Plain], &login).await.unwrap();
                 for _ in (w..n).step_by(SESSIONS) {
                     let env = lettre::address::Envelope::new(
