@@ -907,6 +907,16 @@ impl App {
     }
 }
 
+/// See [`App::internal_outcome`].
+pub(crate) struct InternalOutcome {
+    pub done: Vec<String>,
+    /// Settled by `wrapper`, the message for the Sammelpostfach.
+    pub collected: Vec<String>,
+    pub wrapper: Option<(Meta, Vec<u8>)>,
+    /// What is left: temporary (retry) or permanent (held for an administrator).
+    pub failure: Option<Failure>,
+}
+
 /// The recipients of a queued message not yet delivered or bounced.
 fn pending_rcpts(all: &[String], done: &[String]) -> Vec<String> {
     all.iter().filter(|r| !done.contains(r)).cloned().collect()
@@ -1015,10 +1025,21 @@ impl App {
             }
             Kind::Internal => {
                 let todo = pending_rcpts(&meta.rcpt_to, &st.done_rcpts);
-                let (done, fail) =
-                    relay::to_internal(&self.cfg.inbound.deliver, &helo, &meta.mail_from, &todo, &message).await;
-                st.done_rcpts.extend(done);
-                fail.map_or(Ok(()), Err)
+                let r = relay::to_internal(&self.cfg.inbound.deliver, &helo, &meta.mail_from, &todo, &message).await;
+                let o = self.internal_outcome(&meta, &todo, r, &message);
+                st.done_rcpts.extend(o.done);
+                match o.wrapper {
+                    Some((m, w)) => match self.spool().put(&m, &w) {
+                        Ok(()) => {
+                            self.collected(&meta.id, &o.collected, &m.id);
+                            st.done_rcpts.extend(o.collected);
+                            self.wake.notify_one();
+                            o.failure.map_or(Ok(()), Err)
+                        }
+                        Err(e) => Err(Failure::Transient(format!("Sammelpostfach: {e}"))),
+                    },
+                    None => o.failure.map_or(Ok(()), Err),
+                }
             }
         };
         match result {
@@ -1055,6 +1076,94 @@ impl App {
                     }
                 }
             }
+        }
+    }
+
+    /// What internal delivery leaves to do: recipients the mail server refused for good, or
+    /// only temporarily but for longer than `inbound.collect_after_secs`, go to the
+    /// Sammelpostfach in one wrapper. Without a Sammelpostfach, or when it is the one
+    /// refusing, they stay for an administrator (a permanent failure: held).
+    pub(crate) fn internal_outcome(
+        &self,
+        meta: &Meta,
+        todo: &[String],
+        r: relay::Internal,
+        message: &[u8],
+    ) -> InternalOutcome {
+        let mut refused = r.refused;
+        let mut failure = None;
+        if let Some(f) = r.failure {
+            let age = spool::now().saturating_sub(meta.created);
+            if age > self.cfg.inbound.collect_after_secs {
+                let settled = |x: &String| r.done.contains(x) || refused.iter().any(|(y, _)| y == x);
+                let rest: Vec<String> = todo.iter().filter(|x| !settled(x)).cloned().collect();
+                let why = format!("{} (seit {} Min. / for {} min)", f.text(), age / 60, age / 60);
+                refused.extend(rest.into_iter().map(|x| (x, why.clone())));
+            } else {
+                failure = Some(f);
+            }
+        }
+        let catch_all = self.policy.mapping.catch_all.as_ref().map(|c| c.0.clone());
+        let (collect, stay): (Vec<_>, Vec<_>) =
+            refused.into_iter().partition(|(x, _)| catch_all.as_ref().is_some_and(|c| !c.eq_ignore_ascii_case(x)));
+        if failure.is_none() && !stay.is_empty() {
+            let why: Vec<String> = stay.iter().map(|(x, w)| format!("{x}: {w}")).collect();
+            failure = Some(Failure::Permanent(why.join("; ")));
+        }
+        let wrapper = match (&catch_all, collect.is_empty()) {
+            (Some(c), false) => {
+                let w = crate::collect::wrap(&self.cfg.gateway.postmaster, c, &collect, message);
+                Some((App::meta(Kind::Internal, "", vec![c.clone()], meta.private_id.clone(), None, None), w))
+            }
+            _ => None,
+        };
+        InternalOutcome { done: r.done, collected: collect.into_iter().map(|(x, _)| x).collect(), wrapper, failure }
+    }
+
+    /// Log and count a hand-over to the Sammelpostfach.
+    pub(crate) fn collected(&self, id: &str, rcpts: &[String], wrapper: &str) {
+        self.metrics.collected.inc();
+        warn!(id, rcpts = ?rcpts, sammelpostfach = %wrapper, "internal recipient refused; De-Mail handed to the Sammelpostfach");
+    }
+
+    /// Warn once for each message queued longer than `queue.warn_after_secs`, and keep
+    /// the `demail_overdue_messages` gauge current. Runs until the process ends.
+    pub async fn watch_overdue(self: Arc<Self>) {
+        let limit = self.cfg.queue.warn_after_secs;
+        let every = Duration::from_secs((limit / 2).clamp(1, 60));
+        let mut warned: HashSet<String> = HashSet::new();
+        loop {
+            let found: Result<Vec<(String, u64, bool)>, Error> = match &self.backend {
+                Backend::Postgres(pg) => pg.overdue(limit).await,
+                Backend::Files(_) => {
+                    let app = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let now = spool::now();
+                        let list = app.spool().list().map_err(spool_unreadable)?;
+                        Ok(list
+                            .into_iter()
+                            .filter(|(m, _)| now.saturating_sub(m.created) > limit)
+                            .map(|(m, st)| (m.id, now.saturating_sub(m.created), st.held))
+                            .collect())
+                    })
+                    .await
+                    .map_err(task_failed)
+                    .and_then(|r| r)
+                }
+            };
+            match found {
+                Ok(list) => {
+                    self.metrics.overdue.set(list.len() as i64);
+                    for (id, age, held) in &list {
+                        if warned.insert(id.clone()) {
+                            warn!(id = %id, age_secs = age, held, limit_secs = limit, "message still queued after queue.warn_after_secs (queue list)");
+                        }
+                    }
+                    warned.retain(|id| list.iter().any(|(x, _, _)| x == id));
+                }
+                Err(e) => warn!(error = %e, "cannot look for overdue messages"),
+            }
+            tokio::time::sleep(every).await;
         }
     }
 

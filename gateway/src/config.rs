@@ -387,6 +387,14 @@ pub struct Inbound {
     /// `[inbound.limits]`
     #[serde(default)]
     pub limits: Limits,
+    /// A temporary refusal by the internal mail server is retried this long; then the
+    /// De-Mail goes to the Sammelpostfach (a permanent refusal goes there at once).
+    #[serde(default = "default_collect_after")]
+    pub collect_after_secs: u64,
+}
+
+fn default_collect_after() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -463,6 +471,9 @@ pub struct Queue {
     /// How often the queue runner looks for due messages.
     pub scan_interval_ms: u64,
     pub concurrency: usize,
+    /// A message still queued after this long gets a warning in the log (once) and counts
+    /// in the `demail_gateway_overdue` metric.
+    pub warn_after_secs: u64,
 }
 
 impl Default for Queue {
@@ -473,6 +484,7 @@ impl Default for Queue {
             give_up_after_secs: 5 * 86_400,
             scan_interval_ms: 1000,
             concurrency: 8,
+            warn_after_secs: 3600,
         }
     }
 }

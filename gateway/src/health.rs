@@ -42,6 +42,10 @@ pub struct Metrics {
     pub leases_lost: Counter,
     /// Seconds to append to the archive (the accepting transaction).
     pub archive_append: Histogram,
+    /// Messages queued longer than `queue.warn_after_secs` (set by the overdue watch).
+    pub overdue: Gauge,
+    /// Inbound messages handed to the Sammelpostfach because the mail server refused them.
+    pub collected: Counter,
 }
 
 impl Default for Metrics {
@@ -67,7 +71,15 @@ impl Default for Metrics {
             "Archive append, in the accepting transaction",
             archive_append.clone(),
         );
-        Metrics { registry, depth, oldest, deliveries, failures, leases_lost, archive_append }
+        let overdue = Gauge::default();
+        registry.register("overdue_messages", "Messages queued longer than queue.warn_after_secs", overdue.clone());
+        let collected = Counter::default();
+        registry.register(
+            "collected",
+            "Inbound messages handed to the Sammelpostfach after the mail server refused them",
+            collected.clone(),
+        );
+        Metrics { registry, depth, oldest, deliveries, failures, leases_lost, archive_append, overdue, collected }
     }
 }
 

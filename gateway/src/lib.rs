@@ -9,6 +9,7 @@ pub mod app;
 pub mod archive;
 pub mod billing;
 pub mod border;
+pub mod collect;
 pub mod config;
 pub mod dsn;
 pub mod health;

@@ -682,6 +682,7 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         let out = tokio::spawn(demail_smtp::serve(out_l, Arc::new(out_cfg), Arc::new(app::Outbound(app.clone()))));
         let inb = tokio::spawn(demail_smtp::serve(in_l, Arc::new(in_cfg), Arc::new(app::Inbound(app.clone()))));
         let runner = tokio::spawn(app.clone().run_queue());
+        tokio::spawn(app.clone().watch_overdue());
         if let Some(addr) = &app.cfg.health.listen {
             let l = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,

@@ -315,9 +315,10 @@ pub struct Job {
 pub struct Outcome<'a> {
     /// Accepted by the target.
     pub delivered: Vec<String>,
-    /// Settled without delivery (refused for good and reported to the sender).
+    /// Settled without delivery: refused for good and reported to the sender, or (inbound)
+    /// handed to the Sammelpostfach.
     pub bounced: Vec<String>,
-    /// A bounce (DSN) to queue with it.
+    /// A message to queue with it: the bounce (DSN), or the Sammelpostfach's wrapper.
     pub dsn: Option<(Meta, Vec<u8>)>,
     /// Due again after `retry_secs` (with `error`), or parked for an administrator (`held`).
     pub retry: Vec<String>,
@@ -478,6 +479,23 @@ impl Pg {
             .map_err(db_err)
         })?;
         Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, f64>(2))).collect())
+    }
+
+    /// Messages with a recipient still queued after `secs`: id, age in seconds, held or not.
+    pub async fn overdue(&self, secs: u64) -> Result<Vec<(String, u64, bool)>, Error> {
+        let secs = secs as f64;
+        let rows = with_client!(self, c, async {
+            c.query(
+                "SELECT m.id, EXTRACT(EPOCH FROM now() - m.created)::float8, bool_or(r.held)
+                   FROM recipients r JOIN messages m ON m.id = r.message_id
+                  WHERE r.state = 'queued' AND m.created < now() - make_interval(secs => $1)
+                  GROUP BY m.id, m.created",
+                &[&secs],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1) as u64, r.get::<_, bool>(2))).collect())
     }
 
     /// Whether this node can write: its connection goes to a primary, not a standby.

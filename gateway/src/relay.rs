@@ -159,13 +159,38 @@ pub async fn to_provider(
 
 /// Deliver to the internal server, one transaction per recipient (LMTP answers per
 /// recipient anyway). Returns the recipients delivered and the first failure.
-pub async fn to_internal(
+/// What the internal mail server did with each recipient.
+#[derive(Debug, Default)]
+pub struct Internal {
+    pub done: Vec<String>,
+    /// Refused for good, each with the server's answer.
+    pub refused: Vec<(String, String)>,
+    /// A temporary failure: it and every recipient after it are not settled.
+    pub failure: Option<Failure>,
+}
+
+/// One recipient per session (LMTP answers per recipient anyway). A permanent refusal of
+/// one recipient does not stop the others; a temporary failure stops the attempt.
+pub async fn to_internal(t: &Target, helo: &str, from: &str, rcpts: &[String], message: &[u8]) -> Internal {
+    let (done, failure) = to_internal_each(t, helo, from, rcpts, message).await;
+    let mut out = Internal::default();
+    for (r, res) in done {
+        match res {
+            None => out.done.push(r),
+            Some(why) => out.refused.push((r, why)),
+        }
+    }
+    out.failure = failure;
+    out
+}
+
+async fn to_internal_each(
     t: &Target,
     helo: &str,
     from: &str,
     rcpts: &[String],
     message: &[u8],
-) -> (Vec<String>, Option<Failure>) {
+) -> (Vec<(String, Option<String>)>, Option<Failure>) {
     let mut done = Vec::new();
     let tls = match (&t.tls, &t.ca) {
         (TlsMode::None, _) => None,
@@ -219,8 +244,11 @@ pub async fn to_internal(
             }
         };
         match res {
-            Ok(_) => done.push(r.clone()),
-            Err(e) => return (done, Some(classify(e))),
+            Ok(_) => done.push((r.clone(), None)),
+            Err(e) => match classify(e) {
+                Failure::Permanent(why) => done.push((r.clone(), Some(why))),
+                f => return (done, Some(f)),
+            },
         }
     }
     (done, None)

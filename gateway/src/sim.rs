@@ -440,10 +440,13 @@ impl Sim {
     fn store(&self, s: &Stored, raw: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         for (ext, data) in [("eml", raw.to_vec()), ("json", serde_json::to_vec(s).map_err(std::io::Error::other)?)] {
+            // Renamed into place: whoever lists the store never reads half a message.
             let p = self.cfg.store_dir.join(format!("{}.{ext}", s.id));
-            let mut f = std::fs::File::create(&p)?;
+            let tmp = self.cfg.store_dir.join(format!("{}.{ext}.tmp", s.id));
+            let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&data)?;
             f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
         }
         std::fs::File::open(&self.cfg.store_dir)?.sync_all()
     }

@@ -348,3 +348,37 @@ fn two_nodes_append_to_one_chain_without_a_fork() {
     assert!(c.pg.sql("UPDATE archive_head SET seq = 1").unwrap_err().contains("forward"));
     assert_eq!(c.verify(), 400);
 }
+
+#[test]
+fn on_postgres_a_refused_de_mail_reaches_the_sammelpostfach_and_old_ones_are_counted() {
+    let mut c =
+        Cluster::build(1, 1, 5, true, |cfg| cfg.replace("[queue]\n", "[health]\nlisten = \"127.0.0.1:0\"\n[queue]\n"));
+    let pf = common::refusing_mail_server(&c.h);
+    c.nodes[0].kill();
+    let health = demail_testkit::free_port();
+    let cfg =
+        std::fs::read_to_string(&c.nodes[0].config).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{health}"));
+    std::fs::write(&c.nodes[0].config, cfg).unwrap();
+    common::through(&c.nodes[0].config, c.h.dovecot.lmtp_port, &pf, "collect_after_secs = 30");
+    c.start(0);
+    let raw = b"From: buerger@web.de-mail.de\r\nTo: unbekannt@musterstadt.de-mail.de, voll@musterstadt.de-mail.de\r\nSubject: Antrag\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
+    let rcpts = ["unbekannt@musterstadt.de-mail.de", "voll@musterstadt.de-mail.de"];
+    assert_eq!(c.h.inject("buerger@web.de-mail.de", &rcpts, raw).as_deref(), Ok("250"), "{}", c.logs());
+    // Refused for good: to the Sammelpostfach, queued in the settling transaction.
+    let sammel = c.h.dovecot.wait_for_messages("sammelpostfach@musterstadt.de", 1, Duration::from_secs(30));
+    assert_eq!(sammel.len(), 1, "{}\n{}", c.logs(), pf.log());
+    assert_eq!(common::header(&sammel[0], "X-Original-To").as_deref(), Some("unbekannt@musterstadt.de"));
+    // The full mailbox keeps its recipient queued (retrying): past warn_after_secs it is
+    // counted and warned about once.
+    let metrics = || {
+        let (_, body) = common::http_get(health, "/metrics");
+        body.lines().find(|l| l.starts_with("demail_overdue_messages ")).map(str::to_string)
+    };
+    let counted = demail_testkit::wait_until(Duration::from_secs(20), || {
+        (metrics().as_deref() == Some("demail_overdue_messages 1")).then_some(())
+    });
+    assert!(counted.is_some(), "{:?}\n{}", metrics(), c.logs());
+    assert_eq!(c.count("SELECT count(*) FROM recipients WHERE state = 'queued' AND rcpt = 'voll@musterstadt.de'"), 1);
+    assert_eq!(c.logs().matches("message still queued after queue.warn_after_secs").count(), 1, "{}", c.logs());
+    c.nodes[0].kill();
+}

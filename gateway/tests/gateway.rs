@@ -651,3 +651,72 @@ fn a_slow_client_times_out_and_what_it_sent_before_is_kept() {
     assert!(ok.contains("queued as"), "{ok}");
     h.wait_provider(2, 20);
 }
+
+#[test]
+fn a_de_mail_the_mail_server_refuses_reaches_the_sammelpostfach_unchanged() {
+    let mut h = Harness::new();
+    let pf = refusing_mail_server(&h);
+    deliver_through(&mut h, &pf, "collect_after_secs = 4");
+    let raw = b"From: buerger@web.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de, unbekannt@musterstadt.de-mail.de, voll@musterstadt.de-mail.de\r\nSubject: Widerspruch gegen Bescheid\r\nMessage-ID: <w1@web.de-mail.de>\r\nX-de-mail-message-type: normal\r\nX-de-mail-auth-level: high\r\n\r\nText mit Umlauten: \xc3\xa4\xc3\xb6\xc3\xbc\r\n";
+    let rcpts =
+        ["peter.meier@musterstadt.de-mail.de", "unbekannt@musterstadt.de-mail.de", "voll@musterstadt.de-mail.de"];
+    assert_eq!(h.inject("buerger@web.de-mail.de", &rcpts, raw).as_deref(), Ok("250"), "{}", h.log());
+    let peter = h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(30));
+    assert_eq!(peter.len(), 1, "the accepted recipient gets it: {}\n{}", h.log(), pf.log());
+    // The refused one goes to the Sammelpostfach at once; the full one once it has been
+    // refused for longer than collect_after_secs. Nothing waits in the queue after that.
+    let sammel = h.dovecot.wait_for_messages("sammelpostfach@musterstadt.de", 2, Duration::from_secs(60));
+    assert_eq!(sammel.len(), 2, "{}\n{}", h.log(), pf.log());
+    let parsed: Vec<_> = sammel.iter().map(|m| mail_parser::MessageParser::default().parse(m).unwrap()).collect();
+    let for_whom: Vec<String> =
+        parsed.iter().map(|m| m.header_raw("X-Original-To").unwrap_or_default().trim().to_string()).collect();
+    assert!(for_whom.contains(&"unbekannt@musterstadt.de".to_string()), "{for_whom:?}");
+    assert!(for_whom.contains(&"voll@musterstadt.de".to_string()), "{for_whom:?}");
+    for (m, who) in parsed.iter().zip(&for_whom) {
+        assert_eq!(m.subject(), Some("Zur Weiterleitung: Widerspruch gegen Bescheid"));
+        let note = m.body_text(0).unwrap();
+        assert!(note.contains("Sammelpostfach") && note.contains(who.as_str()), "{note}");
+        let why = if who.starts_with("unbekannt") { "550 " } else { "452 " };
+        let text = if who.starts_with("unbekannt") { "Unbekannter Empfaenger" } else { "Postfach voll" };
+        assert!(note.contains(text), "{note}");
+        assert!(note.contains(why), "the mail server's answer is named: {note}");
+        // The provider's bytes ride along unchanged under the border check's
+        // Authentication-Results, as every mailbox copy (Dovecot stores LF line ends).
+        let att = m.attachment(0).expect("original attached");
+        let inner = String::from_utf8_lossy(att.message().expect("message/rfc822").raw_message()).replace("\r\n", "\n");
+        let want = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+        assert!(inner.starts_with("Authentication-Results: gw.musterstadt.de; demail-integrity="), "{inner}");
+        assert!(inner.trim_end().ends_with(want.trim_end()), "{inner}");
+    }
+    assert!(
+        demail_testkit::wait_until(Duration::from_secs(10), || (h.queue_len() == 0).then_some(())).is_some(),
+        "nothing stays queued: {:?}",
+        h.queue_entries()
+    );
+    let log = h.log();
+    assert_eq!(log.matches("De-Mail handed to the Sammelpostfach").count(), 2, "{log}");
+    // The full mailbox kept it queued past warn_after_secs: one warning for it.
+    assert_eq!(log.matches("message still queued after queue.warn_after_secs").count(), 1, "{log}");
+    assert!(
+        h.dovecot.messages("unbekannt@musterstadt.de").is_empty()
+            && h.dovecot.messages("voll@musterstadt.de").is_empty()
+    );
+}
+
+#[test]
+fn when_the_sammelpostfach_refuses_too_the_de_mail_is_held_not_dropped() {
+    let mut h = Harness::with_policy(&POLICY.replace("sammelpostfach@musterstadt.de", "sammelvoll@musterstadt.de"));
+    let pf = refusing_mail_server(&h);
+    deliver_through(&mut h, &pf, "");
+    let raw = b"From: buerger@web.de-mail.de\r\nTo: unbekannt@musterstadt.de-mail.de\r\nSubject: Antrag\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
+    assert_eq!(h.inject("buerger@web.de-mail.de", &["unbekannt@musterstadt.de-mail.de"], raw).as_deref(), Ok("250"));
+    // Refused, handed to the Sammelpostfach, which refuses too: the wrapper is held for an
+    // administrator (queue list / queue retry), the De-Mail is not lost.
+    let held = demail_testkit::wait_until(Duration::from_secs(30), || {
+        let q = h.queue_entries();
+        q.iter().any(|e| e.to_string().contains("sammelvoll") && e.to_string().contains("\"held\":true")).then_some(q)
+    });
+    assert!(held.is_some(), "{:?}\n{}", h.queue_entries(), h.log());
+    assert_eq!(h.queue_len(), 1, "the original is settled by its wrapper: {:?}", h.queue_entries());
+    assert!(h.log().contains("internal delivery refused; message held"), "{}", h.log());
+}

@@ -4,19 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::time::Duration;
-
-/// A plain HTTP/1.0 GET: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
 
 fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
@@ -27,17 +15,17 @@ fn live_ready_metrics_and_not_ready_while_stopping() {
     let port = demail_testkit::free_port();
     let mut h = Harness::custom(POLICY, |c| format!("{c}\n[health]\nlisten = \"127.0.0.1:{port}\"\ndrain_secs = 3\n"));
     h.start_provider();
-    assert_eq!(get(port, "/healthz/live"), (200, "ok\n".into()));
-    assert_eq!(get(port, "/healthz/ready").0, 200);
+    assert_eq!(http_get(port, "/healthz/live"), (200, "ok\n".into()));
+    assert_eq!(http_get(port, "/healthz/ready").0, 200);
 
     let raw = msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "[P] Gezählt", "");
     h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &raw).unwrap();
     assert_eq!(h.wait_provider(1, 20).len(), 1);
     let body = demail_testkit::wait_until(Duration::from_secs(10), || {
-        let (_, b) = get(port, "/metrics");
+        let (_, b) = http_get(port, "/metrics");
         (metric(&b, "demail_deliveries_total{kind=\"provider\"}") == Some(1.0)).then_some(b)
     })
-    .unwrap_or_else(|| get(port, "/metrics").1);
+    .unwrap_or_else(|| http_get(port, "/metrics").1);
     assert_eq!(metric(&body, "demail_deliveries_total{kind=\"provider\"}"), Some(1.0), "{body}");
     assert_eq!(metric(&body, "demail_queue_depth{state=\"queued\"}"), Some(0.0), "{body}");
     assert_eq!(metric(&body, "demail_oldest_undelivered_seconds"), Some(0.0), "{body}");
@@ -48,32 +36,32 @@ fn live_ready_metrics_and_not_ready_while_stopping() {
     let raw = msg("peter.meier@musterstadt.de", "anna@buerger.de-mail.de", "[P] Wartet", "");
     h.submit("peter.meier@musterstadt.de", &["anna@buerger.de-mail.de"], &raw).unwrap();
     let body = demail_testkit::wait_until(Duration::from_secs(20), || {
-        let (_, b) = get(port, "/metrics");
+        let (_, b) = http_get(port, "/metrics");
         (metric(&b, "demail_delivery_failures_total{kind=\"temporary\"}").unwrap_or(0.0) >= 1.0).then_some(b)
     })
-    .unwrap_or_else(|| panic!("no temporary failure counted: {}\n{}", get(port, "/metrics").1, h.log()));
+    .unwrap_or_else(|| panic!("no temporary failure counted: {}\n{}", http_get(port, "/metrics").1, h.log()));
     assert_eq!(metric(&body, "demail_queue_depth{state=\"queued\"}"), Some(1.0), "{body}");
 
     // The spool cannot take a message: not ready, with the reason.
     let tmp = h.path().join("spool/tmp");
     std::fs::rename(&tmp, h.path().join("spool/tmp.away")).unwrap();
     std::fs::write(&tmp, b"not a directory").unwrap();
-    let (status, why) = get(port, "/healthz/ready");
+    let (status, why) = http_get(port, "/healthz/ready");
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("spool.write"), "{why}");
     std::fs::remove_file(&tmp).unwrap();
     std::fs::rename(h.path().join("spool/tmp.away"), &tmp).unwrap();
-    assert_eq!(get(port, "/healthz/ready").0, 200);
+    assert_eq!(http_get(port, "/healthz/ready").0, 200);
 
     // SIGTERM: not ready at once, still live while draining, then gone.
     let pid = h.gateway.as_ref().unwrap().id();
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let stopping = demail_testkit::wait_until(Duration::from_secs(2), || {
-        let (s, b) = get(port, "/healthz/ready");
+        let (s, b) = http_get(port, "/healthz/ready");
         (s == 503).then_some(b)
     });
     assert_eq!(stopping.as_deref(), Some("stopping\n"));
-    assert_eq!(get(port, "/healthz/live").0, 200);
+    assert_eq!(http_get(port, "/healthz/live").0, 200);
     let gone = demail_testkit::wait_until(Duration::from_secs(10), || h.gateway.as_mut().unwrap().try_wait());
     assert!(gone.is_some_and(|s| s.success()), "{}", h.log());
 }

@@ -126,9 +126,9 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
                 relay::to_provider(p, &helo, &job.meta.mail_from, &job.rcpts, &body, mark).await.map(Ok)
             }
             Kind::Internal => {
-                let (done, fail) =
-                    relay::to_internal(&app.cfg.inbound.deliver, &helo, &job.meta.mail_from, &job.rcpts, &body).await;
-                Ok(Err((done, fail)))
+                Ok(Err(
+                    relay::to_internal(&app.cfg.inbound.deliver, &helo, &job.meta.mail_from, &job.rcpts, &body).await
+                ))
             }
         }
     };
@@ -180,10 +180,18 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
             o.retry = job.rcpts.clone();
             o.error = Some(f.text().chars().take(500).collect());
         }
-        Ok(Err((done, fail))) => {
-            o.retry = job.rcpts.iter().filter(|r| !done.contains(r)).cloned().collect();
-            o.delivered = done;
-            if let Some(f) = fail {
+        Ok(Err(r)) => {
+            let io = app.internal_outcome(&job.meta, &job.rcpts, r, &body);
+            let settled = |x: &String| io.done.contains(x) || io.collected.contains(x);
+            o.retry = job.rcpts.iter().filter(|r| !settled(r)).cloned().collect();
+            o.delivered = io.done;
+            // The wrapper is queued in the settling transaction, as a DSN is.
+            if let Some(w) = io.wrapper {
+                app.collected(&id, &io.collected, &w.0.id);
+                o.bounced = io.collected;
+                o.dsn = Some(w);
+            }
+            if let Some(f) = io.failure {
                 // Never drop mail for the organisation: park it for an administrator.
                 o.held = matches!(f, Failure::Permanent(_)) || expired;
                 o.error = Some(f.text().chars().take(500).collect());

@@ -676,3 +676,50 @@ pub fn header(raw: &[u8], name: &str) -> Option<String> {
             .to_string()
     })
 }
+
+/// The organisation's mail server as Postfix in front of Dovecot: it refuses one mailbox
+/// for good (550) and finds another full (452), as an Exchange or Postfix would.
+pub fn refusing_mail_server(h: &Harness) -> demail_testkit::Postfix {
+    let lmtp = h.dovecot.lmtp_port;
+    let main_cf = format!(
+        "default_transport = lmtp:inet:127.0.0.1:{lmtp}\nrelay_transport = lmtp:inet:127.0.0.1:{lmtp}\n\
+         smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ unbekannt@musterstadt.de = 550 5.1.1 Unbekannter Empfaenger }}, \
+         {{ voll@musterstadt.de = 452 4.2.2 Postfach voll }}, {{ sammelvoll@musterstadt.de = 550 5.2.1 Postfach gesperrt }} }}, permit_mynetworks, reject\n"
+    );
+    demail_testkit::Postfix::start(h.path(), &main_cf).expect("postfix")
+}
+
+/// Deliver inbound mail through `pf` instead of straight to Dovecot, then restart.
+pub fn deliver_through(h: &mut Harness, pf: &demail_testkit::Postfix, extra: &str) {
+    h.gateway = None;
+    through(&h.config, h.dovecot.lmtp_port, pf, extra);
+    h.start_gateway();
+}
+
+/// Edit a gateway configuration so that inbound mail goes through `pf`, with `extra`
+/// under `[inbound]` and queued messages warned about after 2 s.
+pub fn through(config: &Path, lmtp: u16, pf: &demail_testkit::Postfix, extra: &str) {
+    let cfg = std::fs::read_to_string(config).unwrap();
+    let cfg = cfg
+        .replace(
+            &format!("deliver = {{ protocol = \"lmtp\", host = \"127.0.0.1\", port = {lmtp}, tls = \"none\" }}"),
+            &format!(
+                "deliver = {{ protocol = \"smtp\", host = \"127.0.0.1\", port = {}, tls = \"none\" }}\n{extra}",
+                pf.port
+            ),
+        )
+        .replace("[queue]\n", "[queue]\nwarn_after_secs = 2\n");
+    std::fs::write(config, cfg).unwrap();
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
