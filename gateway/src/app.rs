@@ -283,12 +283,16 @@ impl App {
             }
         }
         c.require_auth = o.require_auth;
+        c.proxy_from = o.proxy_protocol_from.iter().filter_map(|n| parse_net(n)).collect();
         Ok(c)
     }
 
     pub fn inbound_smtp(&self) -> Result<demail_smtp::Config, Error> {
         let i = &self.cfg.inbound;
-        self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref(), &i.limits)
+        let mut c =
+            self.smtp_config(i.tls, &i.allowed_clients, i.max_message_size, i.client_ca.as_deref(), &i.limits)?;
+        c.proxy_from = i.proxy_protocol_from.iter().filter_map(|n| parse_net(n)).collect();
+        Ok(c)
     }
 
     fn meta(

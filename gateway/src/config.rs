@@ -234,6 +234,9 @@ pub struct Listener {
     /// Client networks (CIDR); empty allows all.
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// Load balancers (CIDR) that open each connection with a PROXY protocol v2 header.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     /// Bytes; the policy's `max_size` still applies to De-Mail.
     #[serde(default = "default_max")]
     pub max_message_size: usize,
@@ -380,6 +383,9 @@ pub struct Inbound {
     pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// Load balancers (CIDR) that open each connection with a PROXY protocol v2 header.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     #[serde(default = "default_max")]
     pub max_message_size: usize,
     /// Where inbound De-Mail (and DSNs) go: the internal mail server.
@@ -563,6 +569,8 @@ impl Config {
             .iter()
             .map(|n| ("outbound.allowed_clients", n))
             .chain(cfg.inbound.allowed_clients.iter().map(|n| ("inbound.allowed_clients", n)))
+            .chain(cfg.outbound.proxy_protocol_from.iter().map(|n| ("outbound.proxy_protocol_from", n)))
+            .chain(cfg.inbound.proxy_protocol_from.iter().map(|n| ("inbound.proxy_protocol_from", n)))
         {
             if parse_net(net).is_none() {
                 return Err(err(

@@ -32,6 +32,7 @@
 
 pub mod data;
 mod limits;
+mod proxy;
 mod reply;
 mod server;
 pub mod tls;

@@ -43,6 +43,10 @@ pub struct Config {
     pub allow_auth_without_tls: bool,
     /// Client networks allowed to connect; empty allows all.
     pub allowed_clients: Vec<IpNet>,
+    /// Load balancers whose connections start with a PROXY protocol v2 header: for them,
+    /// the client address (for `allowed_clients`, limits and logs) is the header's.
+    /// Connections from elsewhere are taken as they are; a header there is not trusted.
+    pub proxy_from: Vec<IpNet>,
     /// Largest message in bytes (SIZE extension; larger ones get 552).
     pub max_message_size: usize,
     pub max_recipients: usize,
@@ -79,6 +83,7 @@ impl Default for Config {
             require_auth: false,
             allow_auth_without_tls: false,
             allowed_clients: Vec::new(),
+            proxy_from: Vec::new(),
             max_message_size: 25 * 1024 * 1024,
             max_recipients: 100,
             command_timeout: Duration::from_secs(300),
@@ -197,7 +202,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_ip = Arc::new(PerIp::default());
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (mut stream, mut peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
@@ -208,9 +213,22 @@ pub async fn serve<H: Handler>(listener: TcpListener, config: Arc<Config>, handl
         };
         let (config, handler, slots, per_ip) = (config.clone(), handler.clone(), slots.clone(), per_ip.clone());
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            if config.proxy_from.iter().any(|n| n.contains(&peer.ip())) {
+                match crate::proxy::read_v2(&mut stream, config.pre_auth_timeout).await {
+                    Ok(Some(client)) => {
+                        debug!(balancer = %peer, client = %client, "PROXY v2");
+                        peer = client;
+                    }
+                    Ok(None) => debug!(balancer = %peer, "PROXY v2 LOCAL (health check)"),
+                    Err(e) => {
+                        warn!(balancer = %peer, error = %e, "connection from a balancer without a valid PROXY v2 header closed");
+                        return;
+                    }
+                }
+            }
             let permit = slots.try_acquire_owned();
             let ip_slot = per_ip.acquire(peer.ip(), config.max_connections_per_ip);
-            let _ = stream.set_nodelay(true);
             let slot = match (&permit, &ip_slot) {
                 (Err(_), _) => Slot::Full,
                 (Ok(_), None) => Slot::IpFull,
