@@ -50,8 +50,10 @@ pub struct App {
     pub identity: Arc<Identity>,
     /// What `/metrics` reports.
     pub metrics: crate::health::Metrics,
-    /// SIGTERM arrived: not ready any more.
+    /// SIGTERM arrived: not ready any more, and no new deliveries start.
     stopping: std::sync::atomic::AtomicBool,
+    /// Deliveries in flight (both runners).
+    pub(crate) delivering: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub(crate) fn spool_unreadable(e: std::io::Error) -> Error {
@@ -180,6 +182,7 @@ impl App {
             identity,
             metrics: crate::health::Metrics::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            delivering: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }))
     }
 
@@ -190,6 +193,28 @@ impl App {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The last step of a graceful stop: wait up to `queue.stop_grace_secs` for the
+    /// deliveries in flight, then give back what is still running (cluster: its leases,
+    /// so another node takes the recipients over at once instead of after `lease_secs`).
+    pub async fn finish(&self) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(self.cfg.queue.stop_grace_secs);
+        while self.delivering.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.delivering.load(Ordering::SeqCst);
+        match &self.backend {
+            Backend::Postgres(pg) => match pg.release_leases().await {
+                Ok(n) => info!(in_flight = left, released = n, "stopping: leases released"),
+                Err(e) => warn!(error = %e, "stopping: leases not released; they lapse after lease_secs"),
+            },
+            // A delivery cut off here is in the spool still (and marked if DATA had begun).
+            Backend::Files(_) if left > 0 => {
+                info!(in_flight = left, "stopping: deliveries cut off; sent again at start")
+            }
+            Backend::Files(_) => {}
+        }
     }
 
     /// Can this node accept a message now: its queue and archive take writes.
@@ -948,7 +973,7 @@ impl App {
             match list {
                 Ok(Ok(list)) => {
                     for (meta, st) in list {
-                        if st.held || st.next_try > now {
+                        if st.held || st.next_try > now || self.is_stopping() {
                             continue;
                         }
                         {
@@ -961,10 +986,12 @@ impl App {
                             return;
                         };
                         let app = self.clone();
+                        app.delivering.fetch_add(1, Ordering::SeqCst);
                         tokio::spawn(async move {
                             let id = meta.id.clone();
                             app.attempt(meta, st).await;
                             app.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                            app.delivering.fetch_sub(1, Ordering::SeqCst);
                             drop(permit);
                         });
                     }

@@ -478,8 +478,11 @@ pub struct Queue {
     pub scan_interval_ms: u64,
     pub concurrency: usize,
     /// A message still queued after this long gets a warning in the log (once) and counts
-    /// in the `demail_gateway_overdue` metric.
+    /// in the `demail_overdue_messages` metric.
     pub warn_after_secs: u64,
+    /// After SIGTERM (and `health.drain_secs`): how long deliveries in flight may finish.
+    /// What is still running then is released (cluster: its leases), not waited for.
+    pub stop_grace_secs: u64,
 }
 
 impl Default for Queue {
@@ -491,6 +494,7 @@ impl Default for Queue {
             scan_interval_ms: 1000,
             concurrency: 8,
             warn_after_secs: 3600,
+            stop_grace_secs: 20,
         }
     }
 }

@@ -712,8 +712,10 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
             tracing::info!(secs = app.cfg.health.drain_secs, "stopping: not ready, draining");
             tokio::time::sleep(std::time::Duration::from_secs(app.cfg.health.drain_secs)).await;
         }
+        // No new deliveries start now; those in flight finish or are given back.
+        app.finish().await;
         runner.abort();
-        // Everything acknowledged is in the spool; nothing to flush.
+        // Everything acknowledged is in the spool or the database; nothing to flush.
         tracing::info!("gateway stopped");
         ExitCode::SUCCESS
     })

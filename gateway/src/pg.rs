@@ -593,6 +593,21 @@ impl Pg {
         Ok(n as usize == job.rcpts.len())
     }
 
+    /// Give back every lease this node holds (graceful stop): the recipients are due at
+    /// once for any node. The epoch stays; a later claim takes a new one and so fences
+    /// whatever of ours might still try to settle.
+    pub async fn release_leases(&self) -> Result<u64, Error> {
+        with_client!(self, c, async {
+            c.execute(
+                "UPDATE recipients SET lease_owner = NULL, lease_until = NULL
+                  WHERE lease_owner = $1 AND state = 'queued'",
+                &[&self.node],
+            )
+            .await
+            .map_err(db_err)
+        })
+    }
+
     /// DATA is about to start (a diagnosis for the next attempt; not waited for).
     pub async fn mark_sending(&self, job: &Job) -> Result<(), Error> {
         with_client!(self, c, async {

@@ -415,3 +415,43 @@ fn on_postgres_a_refused_de_mail_reaches_the_sammelpostfach_and_old_ones_are_cou
     assert!(metric_line(health, "demail_collected_total").is_some_and(|l| l.ends_with(" 2")));
     c.nodes[0].kill();
 }
+
+/// SIGTERM: the node starts nothing new, lets what runs finish for `stop_grace_secs`, then
+/// gives its leases back, so another node takes over at once instead of after `lease_secs`.
+#[test]
+fn a_node_stopped_with_sigterm_gives_its_leases_back() {
+    const LEASE: u64 = 30;
+    let mut c = Cluster::build(2, 1, LEASE, true, |cfg| cfg.replace("[queue]\n", "[queue]\nstop_grace_secs = 2\n"));
+    let _sim = c.h.start_sim();
+    // gw1 reaches the provider through a cable the test pulls: its delivery hangs.
+    let cable = demail_testkit::Proxy::start(c.h.provider_port);
+    c.nodes[0].kill();
+    let direct = format!("host = \"127.0.0.1\"\nport = {}\n", c.h.provider_port);
+    let cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    assert!(cfg.contains(&direct));
+    std::fs::write(&c.nodes[0].config, cfg.replace(&direct, &format!("host = \"127.0.0.1\"\nport = {}\n", cable.port)))
+        .unwrap();
+    c.start(0);
+    cable.partition();
+    let r = c.submit(0, FROM, &[TO], &plain("term", 1)).unwrap();
+    assert!(r.starts_with("250"), "{r}");
+    let leased = "SELECT count(*) FROM recipients WHERE lease_owner = 'gw1' AND lease_until > now()";
+    demail_testkit::wait_until(Duration::from_secs(20), || (c.count(leased) == 1).then_some(()))
+        .unwrap_or_else(|| panic!("gw1 never took the lease\n{}", c.logs()));
+    c.start(1);
+    let t = Instant::now();
+    c.nodes[0].guard.as_mut().unwrap().terminate(Duration::from_secs(20));
+    demail_testkit::wait_until(Duration::from_secs(LEASE), || (c.h.sim_stored().len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("not delivered by gw2\n{}", c.logs()));
+    let took = t.elapsed().as_secs_f64();
+    println!("SIGTERM: gw2 delivered {took:.1}s after gw1 was told to stop (lease {LEASE}s, grace 2s)");
+    assert!(took < (LEASE / 2) as f64, "{took:.1}s: the lease was not given back\n{}", c.logs());
+    assert!(c.nodes[0].log().contains("stopping: leases released"), "{}", c.nodes[0].log());
+    demail_testkit::wait_until(Duration::from_secs(10), || {
+        (c.count("SELECT count(*) FROM messages") == 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not settled\n{}", c.logs()));
+    let by_gw2 = "SELECT count(*) FROM entries WHERE direction = 'delivered' AND convert_from(data, 'UTF8') LIKE '%\"node\":\"gw2\"%'";
+    assert_eq!(c.count(by_gw2), 1, "{}", c.logs());
+    c.nodes[1].kill();
+}

@@ -8,7 +8,7 @@ use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta};
 use crate::{billing, dsn};
 use demail_core::Error;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,11 +32,12 @@ pub(super) async fn accept_outbound(
 pub(super) async fn run(app: Arc<App>, pg: Arc<Pg>) {
     let interval = Duration::from_millis(app.cfg.queue.scan_interval_ms.max(10));
     let limit = app.cfg.queue.concurrency.max(1);
-    let running = Arc::new(AtomicUsize::new(0));
+    let running = app.delivering.clone();
     loop {
         let free = limit.saturating_sub(running.load(Ordering::SeqCst));
         let mut more = false;
-        if free > 0 {
+        // Stopping: nothing new is claimed; what runs may finish (App::finish).
+        if free > 0 && !app.is_stopping() {
             match pg.claim(free).await {
                 Ok(jobs) => {
                     more = jobs.iter().map(|j| j.rcpts.len()).sum::<usize>() >= free;
