@@ -413,6 +413,20 @@ fn on_postgres_a_refused_de_mail_reaches_the_sammelpostfach_and_old_ones_are_cou
     assert!(fell.is_some(), "{:?}\n{}", metrics(), c.logs());
     assert_eq!(c.count("SELECT count(*) FROM messages"), 0);
     assert!(metric_line(health, "demail_collected_total").is_some_and(|l| l.ends_with(" 2")));
+    // Ready means: can write to the PostgreSQL primary. Cut off from it, the node says so.
+    assert_eq!(common::http_get(health, "/healthz/ready"), (200, "ready\n".to_string()));
+    c.proxies[0].partition();
+    let down = demail_testkit::wait_until(Duration::from_secs(30), || {
+        let (status, body) = common::http_get(health, "/healthz/ready");
+        (status == 503).then_some(body)
+    });
+    assert!(down.as_deref().is_some_and(|b| b.starts_with("not ready: [storage.")), "{down:?}");
+    assert_eq!(common::http_get(health, "/healthz/live").0, 200, "alive all the same");
+    c.proxies[0].heal();
+    let up = demail_testkit::wait_until(Duration::from_secs(30), || {
+        (common::http_get(health, "/healthz/ready").0 == 200).then_some(())
+    });
+    assert!(up.is_some(), "ready again once the database is back\n{}", c.logs());
     c.nodes[0].kill();
 }
 
