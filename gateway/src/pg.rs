@@ -14,12 +14,12 @@ use crate::archive::{self, AccessRecord, Archive, Entry, NewEntry, Store, Tx, GE
 use crate::billing::Bill;
 use crate::config::Storage;
 use crate::spool::{Kind, Meta, State};
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use demail_core::{Error, Reason};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::Transaction;
 
 /// The migrations in order; a row in `schema_migrations` per applied one, with its hash.
 const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/postgres/001_initial.sql"))];
@@ -353,6 +353,15 @@ pub struct Pg {
 
 /// Run `$body` (an async block using `$c`, a pooled connection) under the node's timeout;
 /// a connection that timed out or broke is not handed out again.
+/// `$c.$method(sql, params)` with the statement prepared once per connection and kept
+/// (deadpool's cache): PostgreSQL parses and plans it once, not on every call.
+macro_rules! cached {
+    ($c:expr, $method:ident, $sql:expr, $params:expr) => {{
+        let st = $c.prepare_cached($sql).await.map_err(db_err)?;
+        $c.$method(&st, $params).await.map_err(db_err)
+    }};
+}
+
 macro_rules! with_client {
     ($pg:expr, $c:ident, $body:expr) => {{
         let mut obj = $pg.client().await?;
@@ -417,34 +426,32 @@ impl Pg {
             let now = now_secs();
             if let Some((mid, sender)) = key {
                 // Waits for a concurrent acceptance of the same pair to commit or roll back.
-                let n = tx
-                    .execute(
-                        "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES ($1, $2, $3, $4)
+                let n = cached!(
+                    tx,
+                    execute,
+                    "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES ($1, $2, $3, $4)
                          ON CONFLICT DO NOTHING",
-                        &[&mid, &sender, id, &now],
-                    )
-                    .await
-                    .map_err(db_err)?;
+                    &[&mid, &sender, id, &now]
+                )?;
                 if n == 0 {
-                    let row = tx
-                        .query_one(
-                            "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
-                            &[&mid, &sender],
-                        )
-                        .await
-                        .map_err(db_err)?;
+                    let row = cached!(
+                        tx,
+                        query_one,
+                        "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
+                        &[&mid, &sender]
+                    )?;
                     return Ok(row.get::<_, String>(0));
                 }
             }
             for m in metas {
                 insert_message(&tx, m, body, &self.node).await?;
             }
-            tx.execute(
+            cached!(
+                tx,
+                execute,
                 "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES ($1, $2, $3, $4)",
-                &[id, &key.map(|k| k.0), &bill.sender, &now],
-            )
-            .await
-            .map_err(db_err)?;
+                &[id, &key.map(|k| k.0), &bill.sender, &now]
+            )?;
             insert_bills(&tx, now, bill, &metas[0].rcpt_to, "accepted").await?;
             append(&tx, entry).await?;
             tx.commit().await.map_err(db_err)?;
@@ -468,15 +475,15 @@ impl Pg {
     /// seconds of the oldest message among them, for the metrics.
     pub async fn queue_depth(&self) -> Result<Vec<(String, i64, f64)>, Error> {
         let rows = with_client!(self, c, async {
-            c.query(
+            cached!(
+                c,
+                query,
                 "SELECT CASE WHEN r.held THEN 'held' WHEN r.sending THEN 'sending' ELSE 'queued' END,
                         count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(m.created)), 0)::float8
                    FROM recipients r JOIN messages m ON m.id = r.message_id
                   WHERE r.state = 'queued' GROUP BY 1",
-                &[],
+                &[]
             )
-            .await
-            .map_err(db_err)
         })?;
         Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, f64>(2))).collect())
     }
@@ -485,23 +492,22 @@ impl Pg {
     pub async fn overdue(&self, secs: u64) -> Result<Vec<(String, u64, bool)>, Error> {
         let secs = secs as f64;
         let rows = with_client!(self, c, async {
-            c.query(
+            cached!(
+                c,
+                query,
                 "SELECT m.id, EXTRACT(EPOCH FROM now() - m.created)::float8, bool_or(r.held)
                    FROM recipients r JOIN messages m ON m.id = r.message_id
                   WHERE r.state = 'queued' AND m.created < now() - make_interval(secs => $1)
                   GROUP BY m.id, m.created",
-                &[&secs],
+                &[&secs]
             )
-            .await
-            .map_err(db_err)
         })?;
         Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1) as u64, r.get::<_, bool>(2))).collect())
     }
 
     /// Whether this node can write: its connection goes to a primary, not a standby.
     pub async fn writable(&self) -> Result<bool, Error> {
-        let row =
-            with_client!(self, c, async { c.query_one("SELECT NOT pg_is_in_recovery()", &[]).await.map_err(db_err) })?;
+        let row = with_client!(self, c, async { cached!(c, query_one, "SELECT NOT pg_is_in_recovery()", &[]) })?;
         Ok(row.get::<_, bool>(0))
     }
 
@@ -511,7 +517,9 @@ impl Pg {
         let lease = self.lease.as_secs_f64();
         let limit = max as i64;
         let rows = with_client!(self, c, async {
-            c.query(
+            cached!(
+                c,
+                query,
                 "WITH e AS (SELECT nextval('lease_epochs') AS epoch),
                  due AS (
                     SELECT message_id, rcpt FROM recipients
@@ -525,10 +533,8 @@ impl Pg {
                    FROM due, e
                   WHERE r.message_id = due.message_id AND r.rcpt = due.rcpt
                  RETURNING r.message_id, r.rcpt, r.lease_epoch, r.attempts, r.sending",
-                &[&self.node, &limit, &lease],
+                &[&self.node, &limit, &lease]
             )
-            .await
-            .map_err(db_err)
         })?;
         let mut jobs: Vec<Job> = Vec::new();
         for r in rows {
@@ -564,7 +570,7 @@ impl Pg {
             } else {
                 "SELECT meta, ''::bytea FROM messages WHERE id = $1"
             };
-            c.query_opt(q, &[&id]).await.map_err(db_err)
+            cached!(c, query_opt, q, &[&id])
         })?;
         let Some(row) = row else {
             return Err(Error::new(
@@ -582,13 +588,13 @@ impl Pg {
     pub async fn renew(&self, job: &Job) -> Result<bool, Error> {
         let lease = self.lease.as_secs_f64();
         let n = with_client!(self, c, async {
-            c.execute(
+            cached!(
+                c,
+                execute,
                 "UPDATE recipients SET lease_until = now() + $4 * interval '1 second'
                   WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'",
-                &[&job.meta.id, &job.rcpts, &job.epoch, &lease],
+                &[&job.meta.id, &job.rcpts, &job.epoch, &lease]
             )
-            .await
-            .map_err(db_err)
         })?;
         Ok(n as usize == job.rcpts.len())
     }
@@ -598,25 +604,25 @@ impl Pg {
     /// whatever of ours might still try to settle.
     pub async fn release_leases(&self) -> Result<u64, Error> {
         with_client!(self, c, async {
-            c.execute(
+            cached!(
+                c,
+                execute,
                 "UPDATE recipients SET lease_owner = NULL, lease_until = NULL
                   WHERE lease_owner = $1 AND state = 'queued'",
-                &[&self.node],
+                &[&self.node]
             )
-            .await
-            .map_err(db_err)
         })
     }
 
     /// DATA is about to start (a diagnosis for the next attempt; not waited for).
     pub async fn mark_sending(&self, job: &Job) -> Result<(), Error> {
         with_client!(self, c, async {
-            c.execute(
+            cached!(
+                c,
+                execute,
                 "UPDATE recipients SET sending = true WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3",
-                &[&job.meta.id, &job.rcpts, &job.epoch],
+                &[&job.meta.id, &job.rcpts, &job.epoch]
             )
-            .await
-            .map_err(db_err)
             .map(|_| ())
         })
     }
@@ -637,16 +643,15 @@ impl Pg {
             }
             if !o.retry.is_empty() {
                 let secs = o.retry_secs as f64;
-                let n = tx
-                    .execute(
-                        "UPDATE recipients
+                let n = cached!(
+                    tx,
+                    execute,
+                    "UPDATE recipients
                             SET due_at = now() + $4 * interval '1 second', attempts = attempts + 1, last_error = $5,
                                 held = $6, sending = false, lease_owner = NULL, lease_until = NULL
                           WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'",
-                        &[id, &o.retry, &job.epoch, &secs, &o.error, &o.held],
-                    )
-                    .await
-                    .map_err(db_err)?;
+                    &[id, &o.retry, &job.epoch, &secs, &o.error, &o.held]
+                )?;
                 if n as usize != o.retry.len() {
                     tx.rollback().await.map_err(db_err)?;
                     return Ok(Settled::Fenced);
@@ -656,13 +661,13 @@ impl Pg {
                 insert_message(&tx, m, d, &self.node).await?;
             }
             // Nothing left to deliver: the bytes are in the archive, the facts in billing.
-            tx.execute(
+            cached!(
+                tx,
+                execute,
                 "DELETE FROM messages WHERE id = $1 AND NOT EXISTS
                     (SELECT 1 FROM recipients WHERE message_id = $1 AND state = 'queued')",
-                &[id],
-            )
-            .await
-            .map_err(db_err)?;
+                &[id]
+            )?;
             if let (Some(d), false) = (&o.record, o.delivered.is_empty()) {
                 let m = &job.meta;
                 let unit = m.cost_unit.clone().unwrap_or_else(|| crate::billing::UNASSIGNED.to_string());
@@ -705,14 +710,14 @@ impl Pg {
     /// Every queued message with its state (as `queue list` shows it), oldest first.
     pub async fn list(&self) -> Result<Vec<(Meta, State)>, Error> {
         let rows = with_client!(self, c, async {
-            c.query(
+            cached!(
+                c,
+                query,
                 "SELECT m.id, m.meta, r.rcpt, r.state, r.attempts, extract(epoch FROM r.due_at)::bigint, r.last_error,
                         r.held, r.lease_owner
                    FROM messages m JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.rcpt",
-                &[],
+                &[]
             )
-            .await
-            .map_err(db_err)
         })?;
         let mut out: Vec<(Meta, State)> = Vec::new();
         for r in rows {
@@ -750,21 +755,19 @@ impl Pg {
     /// Due now (also releases held recipients). False when the message is not queued.
     pub async fn retry(&self, id: &str) -> Result<bool, Error> {
         let n = with_client!(self, c, async {
-            c.execute(
+            cached!(
+                c,
+                execute,
                 "UPDATE recipients SET due_at = now(), held = false WHERE message_id = $1 AND state = 'queued'",
-                &[&id],
+                &[&id]
             )
-            .await
-            .map_err(db_err)
         })?;
         Ok(n > 0)
     }
 
     /// Remove a message without sending it. A node delivering it is fenced.
     pub async fn drop_message(&self, id: &str) -> Result<bool, Error> {
-        let n = with_client!(self, c, async {
-            c.execute("DELETE FROM messages WHERE id = $1", &[&id]).await.map_err(db_err)
-        })?;
+        let n = with_client!(self, c, async { cached!(c, execute, "DELETE FROM messages WHERE id = $1", &[&id]) })?;
         Ok(n > 0)
     }
 
@@ -778,14 +781,13 @@ async fn set_state(tx: &Transaction<'_>, job: &Job, state: &str, rcpts: &[String
     if rcpts.is_empty() {
         return Ok(true);
     }
-    let n = tx
-        .execute(
-            "UPDATE recipients SET state = $4, sending = false, lease_owner = NULL, lease_until = NULL
+    let n = cached!(
+        tx,
+        execute,
+        "UPDATE recipients SET state = $4, sending = false, lease_owner = NULL, lease_until = NULL
               WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'",
-            &[&job.meta.id, &rcpts, &job.epoch, &state],
-        )
-        .await
-        .map_err(db_err)?;
+        &[&job.meta.id, &rcpts, &job.epoch, &state]
+    )?;
     Ok(n as usize == rcpts.len())
 }
 
@@ -812,18 +814,18 @@ async fn insert_message(tx: &Transaction<'_>, m: &Meta, body: &[u8], node: &str)
         Kind::Internal => "internal",
     };
     let meta = serde_json::to_string(m).map_err(db_err)?;
-    tx.execute(
+    cached!(
+        tx,
+        execute,
         "INSERT INTO messages (id, kind, meta, body, accepted_by) VALUES ($1, $2, $3, $4, $5)",
-        &[&m.id, &kind, &meta, &body, &node],
-    )
-    .await
-    .map_err(db_err)?;
-    tx.execute(
+        &[&m.id, &kind, &meta, &body, &node]
+    )?;
+    cached!(
+        tx,
+        execute,
         "INSERT INTO recipients (message_id, rcpt) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-        &[&m.id, &m.rcpt_to],
-    )
-    .await
-    .map_err(db_err)?;
+        &[&m.id, &m.rcpt_to]
+    )?;
     Ok(())
 }
 
@@ -835,13 +837,13 @@ async fn insert_bills(
     rcpts: &[String],
     event: &str,
 ) -> Result<(), Error> {
-    tx.execute(
+    cached!(
+        tx,
+        execute,
         "INSERT INTO billing (time, queue_id, recipient, event, sender, cost_unit, options, person)
          SELECT $1, $2, unnest($3::text[]), $4, $5, $6, $7, $8",
-        &[&time, &b.queue_id, &rcpts, &event, &b.sender, &b.cost_unit, &b.options, &b.person],
-    )
-    .await
-    .map_err(db_err)?;
+        &[&time, &b.queue_id, &rcpts, &event, &b.sender, &b.cost_unit, &b.options, &b.person]
+    )?;
     Ok(())
 }
 
@@ -853,7 +855,7 @@ async fn append(tx: &Transaction<'_>, e: &NewEntry<'_>) -> Result<Entry, Error> 
         None => None,
     };
     let sha256 = archive::sha256_hex(e.data);
-    let head = tx.query_one("SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE", &[]).await.map_err(db_err)?;
+    let head = cached!(tx, query_one, "SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE", &[])?;
     let prev: (i64, String) = (head.get(0), head.get(1));
     let prev = (prev.0 > 0).then_some(prev);
     let entry = archive::next_entry(prev, link, e, crate::spool::now_millis() as i64, sha256);
@@ -862,18 +864,19 @@ async fn append(tx: &Transaction<'_>, e: &NewEntry<'_>) -> Result<Entry, Error> 
 }
 
 async fn sent_with(tx: &Transaction<'_>, pid: &str) -> Result<Option<i64>, Error> {
-    let row = tx
-        .query_opt(
-            "SELECT seq FROM entries WHERE direction = 'out' AND private_id = $1 ORDER BY seq DESC LIMIT 1",
-            &[&pid],
-        )
-        .await
-        .map_err(db_err)?;
+    let row = cached!(
+        tx,
+        query_opt,
+        "SELECT seq FROM entries WHERE direction = 'out' AND private_id = $1 ORDER BY seq DESC LIMIT 1",
+        &[&pid]
+    )?;
     Ok(row.map(|r| r.get(0)))
 }
 
 async fn insert_entry(tx: &Transaction<'_>, e: &Entry, data: &[u8]) -> Result<(), Error> {
-    tx.execute(
+    cached!(
+        tx,
+        execute,
         &format!(
             "INSERT INTO entries ({COLS}, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ),
@@ -892,11 +895,9 @@ async fn insert_entry(tx: &Transaction<'_>, e: &Entry, data: &[u8]) -> Result<()
             &e.hash,
             &e.actor,
             &data,
-        ],
-    )
-    .await
-    .map_err(db_err)?;
-    tx.execute("UPDATE archive_head SET seq = $1, hash = $2 WHERE id = 1", &[&e.seq, &e.hash]).await.map_err(db_err)?;
+        ]
+    )?;
+    cached!(tx, execute, "UPDATE archive_head SET seq = $1, hash = $2 WHERE id = 1", &[&e.seq, &e.hash])?;
     Ok(())
 }
 
