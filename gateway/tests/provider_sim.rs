@@ -621,12 +621,17 @@ fn a_receipt_matches_exactly_the_message_handed_over() {
 /// A gateway whose policy trusts the test qualified CA (made before the gateway starts,
 /// then handed to the harness so the simulator's certificate comes from it).
 fn trusting_harness() -> Harness {
+    trusting_harness_with(None)
+}
+
+/// As [`trusting_harness`], Dovecot running `sieve` before delivery.
+fn trusting_harness_with(sieve: Option<&str>) -> Harness {
     let pre = demail_testkit::temp_dir();
     let qca_dir = pre.path().join("qca");
     std::fs::create_dir_all(&qca_dir).unwrap();
     let qca = demail_testkit::QualifiedCa::generate(&qca_dir, "qca", KeyType::P256);
     let policy = format!("{POLICY}\n[integrity]\ntrusted_providers = ['''\n{}\n''']\n", qca.ca.cert_pem.trim());
-    let h = Harness::with_policy(&policy);
+    let h = Harness::build_with(&policy, |c| c, false, sieve);
     let to = h.path().join("qca");
     std::fs::create_dir_all(&to).unwrap();
     for f in std::fs::read_dir(&qca_dir).unwrap() {
@@ -677,4 +682,56 @@ fn a_signature_from_an_untrusted_provider_is_not_a_pass() {
     let got = h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(30));
     let results = results_of(&got[0]);
     assert!(results.len() == 1 && results[0].starts_with("gw.musterstadt.de; demail-integrity=policy "), "{results:?}");
+}
+
+/// Marking without the add-in: the keyword script IT installs in Dovecot (Pigeonhole,
+/// `installer/linux/gateway/files/demail-keywords.sieve`) turns the gateway's verdict and
+/// the message type into IMAP keywords that every IMAP client shows; what did not pass
+/// the gateway gets none, whatever headers it carries.
+#[test]
+fn the_keyword_script_marks_what_the_gateway_checked_for_every_imap_client() {
+    let script = include_str!("../../installer/linux/gateway/files/demail-keywords.sieve");
+    let mut h = trusting_harness_with(Some(script));
+    let _sim = h.start_sim_signing("sha256/rsa", KeyType::Rsa2048);
+    // Signed by the trusted provider: a De-Mail, no warning.
+    let o = h.sim_cli(&["inject", "--from", "erika@buerger.de-mail.de", "--to", "poststelle@musterstadt.de-mail.de"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    h.dovecot.wait_for_messages("buergerbuero@musterstadt.de", 1, Duration::from_secs(30));
+    assert_eq!(h.dovecot.keywords("buergerbuero@musterstadt.de"), vec![vec!["$demail".to_string()]]);
+    // Unsigned: the kind, and a warning beside it.
+    let demail = b"From: buerger@web.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de\r\nSubject: Antrag\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
+    let receipt = b"From: dmda@provider.de-mail.de\r\nTo: recht@musterstadt.de-mail.de\r\nSubject: Versandbestaetigung\r\nX-de-mail-message-type: confirmation of dispatch\r\n\r\nText\r\n";
+    assert_eq!(
+        h.inject("buerger@web.de-mail.de", &["peter.meier@musterstadt.de-mail.de"], demail).as_deref(),
+        Ok("250")
+    );
+    assert_eq!(h.inject("dmda@provider.de-mail.de", &["recht@musterstadt.de-mail.de"], receipt).as_deref(), Ok("250"));
+    h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(30));
+    h.dovecot.wait_for_messages("recht@musterstadt.de", 1, Duration::from_secs(30));
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let peter = h.dovecot.keywords("peter.meier@musterstadt.de");
+    assert_eq!(peter.into_iter().map(sorted).collect::<Vec<_>>(), vec![vec!["$demail", "$demail-warning"]]);
+    let recht = h.dovecot.keywords("recht@musterstadt.de");
+    assert_eq!(recht.into_iter().map(sorted).collect::<Vec<_>>(), vec![vec!["$demail-receipt", "$demail-warning"]]);
+    // Straight into Dovecot, as internet mail would come, with forged De-Mail headers and a
+    // verdict under another name: no keyword.
+    let forged = "From: x@example.org\r\nTo: anna@musterstadt.de\r\nSubject: Echt?\r\n\
+        Authentication-Results: mx.example.org; demail-integrity=pass\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
+    let reply = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", h.dovecot.lmtp_port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(b"LHLO x\r\nMAIL FROM:<x@example.org>\r\nRCPT TO:<anna@musterstadt.de>\r\nDATA\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        c.write_all(format!("{forged}.\r\nQUIT\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    };
+    assert!(reply.contains("250 2.0.0 <anna@musterstadt.de>"), "{reply}");
+    h.dovecot.wait_for_messages("anna@musterstadt.de", 1, Duration::from_secs(10));
+    assert_eq!(h.dovecot.keywords("anna@musterstadt.de"), vec![Vec::<String>::new()]);
 }

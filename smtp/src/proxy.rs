@@ -1,6 +1,7 @@
 //! PROXY protocol v2 (HAProxy's binary header) in front of a session, parsed with `ppp`.
 //! Read only on connections from a configured balancer, so nobody else can claim an address.
 
+use std::io::{Error, ErrorKind};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -13,28 +14,35 @@ const MAX_PAYLOAD: usize = 2048;
 /// Read exactly one v2 header. `Ok(Some(source))`: the client the balancer forwards;
 /// `Ok(None)`: a `LOCAL` connection (the balancer's own health check), which keeps the
 /// balancer's address. Anything else is an error: the connection is closed.
-pub async fn read_v2<S: AsyncReadExt + Unpin>(stream: &mut S, timeout: Duration) -> Result<Option<SocketAddr>, String> {
+pub async fn read_v2<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> std::io::Result<Option<SocketAddr>> {
+    let bad = |why: String| Error::new(ErrorKind::InvalidData, why);
     let read = async {
         let mut buf = vec![0u8; FIXED];
-        stream.read_exact(&mut buf).await.map_err(|e| format!("no PROXY header: {e}"))?;
+        stream.read_exact(&mut buf).await.map_err(|e| Error::new(e.kind(), format!("no PROXY header: {e}")))?;
         if &buf[..12] != ppp::v2::PROTOCOL_PREFIX {
-            return Err("no PROXY v2 signature".to_string());
+            return Err(bad("no PROXY v2 signature".into()));
         }
         let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
         if len > MAX_PAYLOAD {
-            return Err(format!("PROXY header of {len} bytes is too long"));
+            return Err(bad(format!("PROXY header of {len} bytes is too long")));
         }
         buf.resize(FIXED + len, 0);
-        stream.read_exact(&mut buf[FIXED..]).await.map_err(|e| format!("PROXY header cut short: {e}"))?;
-        let h = ppp::v2::Header::try_from(buf.as_slice()).map_err(|e| format!("PROXY header invalid: {e}"))?;
+        stream
+            .read_exact(&mut buf[FIXED..])
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("PROXY header cut short: {e}")))?;
+        let h = ppp::v2::Header::try_from(buf.as_slice()).map_err(|e| bad(format!("PROXY header invalid: {e}")))?;
         Ok(match (h.command, h.addresses) {
             (ppp::v2::Command::Local, _) => None,
             (_, ppp::v2::Addresses::IPv4(a)) => Some(SocketAddr::from((a.source_address, a.source_port))),
             (_, ppp::v2::Addresses::IPv6(a)) => Some(SocketAddr::from((a.source_address, a.source_port))),
-            (_, other) => return Err(format!("PROXY header without an IP source: {other:?}")),
+            (_, other) => return Err(bad(format!("PROXY header without an IP source: {other:?}"))),
         })
     };
-    tokio::time::timeout(timeout, read).await.map_err(|_| "no PROXY header in time".to_string())?
+    tokio::time::timeout(timeout, read).await.map_err(|_| Error::new(ErrorKind::TimedOut, "no PROXY header in time"))?
 }
 
 #[cfg(test)]
@@ -72,6 +80,10 @@ mod tests {
         }
         let mut long = header(ppp::v2::Command::Proxy, "192.0.2.7:40000");
         long[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
-        assert!(read_v2(&mut long.as_slice(), Duration::from_secs(1)).await.unwrap_err().contains("too long"));
+        assert!(read_v2(&mut long.as_slice(), Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("too long"));
     }
 }

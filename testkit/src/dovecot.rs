@@ -21,6 +21,12 @@ pub struct Dovecot {
 impl Dovecot {
     /// Start Dovecot from a private config under `dir`; waits until both ports answer.
     pub fn start(dir: &Path) -> Result<Dovecot, String> {
+        Dovecot::start_with_sieve(dir, None)
+    }
+
+    /// As [`Dovecot::start`]; with `sieve`, LMTP runs that Sieve script before each user's
+    /// own (Pigeonhole's `sieve_before`), as IT would set up the gateway's keyword script.
+    pub fn start_with_sieve(dir: &Path, sieve: Option<&str>) -> Result<Dovecot, String> {
         let bin = "/usr/sbin/dovecot";
         if !have(bin) {
             return Err("dovecot fehlt / missing: run scripts/setup test (dovecot-imapd dovecot-lmtpd)".into());
@@ -40,6 +46,28 @@ impl Dovecot {
             if uid == 0 { ("dovenull".to_string(), "dovecot".to_string()) } else { (user.clone(), user.clone()) };
         let log = dir.join("dovecot.log");
         let d = dir.display();
+        let sieve_conf = match sieve {
+            Some(script) => {
+                let sdir = dir.join("sieve");
+                fs::create_dir_all(&sdir).map_err(|e| e.to_string())?;
+                let path = sdir.join("before.sieve");
+                fs::write(&path, script).map_err(|e| e.to_string())?;
+                // Compiled here, so the delivering user (nobody) need not write beside it.
+                let out = Command::new("/usr/bin/sievec")
+                    .arg(&path)
+                    .output()
+                    .map_err(|e| format!("sievec fehlt / missing ({e}): run scripts/setup test (dovecot-sieve)"))?;
+                if !out.status.success() {
+                    return Err(format!("sievec: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+                open_for_nobody(&dir, &sdir);
+                format!(
+                    "protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\nplugin {{\n  sieve_before = {}\n}}\n",
+                    path.display()
+                )
+            }
+            None => String::new(),
+        };
         let conf = format!(
             r#"# Private test instance; nothing here touches the system Dovecot.
 base_dir = {d}/run
@@ -82,7 +110,7 @@ service lmtp {{
     port = {lmtp_port}
   }}
 }}
-"#
+{sieve_conf}"#
         );
         let conf_path = dir.join("dovecot.conf");
         fs::File::create(&conf_path).and_then(|mut f| f.write_all(conf.as_bytes())).map_err(|e| e.to_string())?;
@@ -113,6 +141,38 @@ service lmtp {{
         }
         files.sort();
         files.into_iter().filter_map(|(_, p)| fs::read(p).ok()).collect()
+    }
+
+    /// The IMAP keywords of each message of `address` (same order as [`Dovecot::messages`]),
+    /// read from the maildir: `dovecot-keywords` maps the letters after `:2,` to names.
+    pub fn keywords(&self, address: &str) -> Vec<Vec<String>> {
+        let base = self.dir.join("mail").join(address);
+        let names: Vec<(char, String)> = fs::read_to_string(base.join("dovecot-keywords"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (i, name) = l.split_once(' ')?;
+                let c = char::from(b'a' + i.parse::<u8>().ok().filter(|i| *i < 26)?);
+                Some((c, name.to_string()))
+            })
+            .collect();
+        let mut files: Vec<(std::time::SystemTime, String)> = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = fs::read_dir(base.join(sub)) {
+                for e in rd.flatten() {
+                    let t = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                    files.push((t, e.file_name().to_string_lossy().to_string()));
+                }
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, f)| {
+                let flags = f.rsplit_once(":2,").map(|(_, fl)| fl.to_string()).unwrap_or_default();
+                names.iter().filter(|(c, _)| flags.contains(*c)).map(|(_, n)| n.clone()).collect()
+            })
+            .collect()
     }
 
     /// Wait until `address` holds at least `n` messages; returns them.

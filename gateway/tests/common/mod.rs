@@ -142,12 +142,17 @@ impl Harness {
     }
 
     pub fn build(policy: &str, edit: impl FnOnce(String) -> String, sealed: bool) -> Harness {
+        Harness::build_with(policy, edit, sealed, None)
+    }
+
+    /// As [`Harness::build`]; `sieve`: a Sieve script Dovecot runs before delivery.
+    pub fn build_with(policy: &str, edit: impl FnOnce(String) -> String, sealed: bool, sieve: Option<&str>) -> Harness {
         // Every process started here (also by the tests' own commands) finds the second factor.
         std::env::set_var("TEST_PROVIDER_TOTP", PROVIDER_TOTP);
         let dir = temp_dir();
         let gw_pki = Pki::generate(dir.path(), "gw");
         let provider_pki = Pki::generate(dir.path(), "provider");
-        let dovecot = Dovecot::start(dir.path()).expect("dovecot");
+        let dovecot = Dovecot::start_with_sieve(dir.path(), sieve).expect("dovecot");
         // People sign in with their directory password; slapd uses the gateway's test CA.
         let directory = TestDirectory::start(&dir.path().join("slapd"), &gw_pki);
         let (out_port, in_port, provider_port) = (free_port(), free_port(), free_port());
