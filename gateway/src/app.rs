@@ -849,6 +849,11 @@ impl Handler for Inbound {
             MsgKind::Malware => "malware",
             MsgKind::Demail | MsgKind::Email => "in",
         };
+        let kind = match c.kind {
+            MsgKind::Demail => "demail",
+            MsgKind::Email => "email",
+            _ => direction,
+        };
         let mut internal: Vec<String> = Vec::new();
         for r in &env.rcpt_to {
             if let Some(m) = app.policy.demail_to_email(r) {
@@ -865,7 +870,7 @@ impl Handler for Inbound {
         let (pid, mid) = (c.private_id.clone(), c.message_id.clone());
         if let Backend::Postgres(pg) = &app.backend {
             let (app2, original) = (app.clone(), message.clone());
-            let sealed = blocking(move || app2.sealed(original)).await?;
+            let sealed = blocking(move || app2.sealed(original, kind)).await?;
             let entry = NewEntry {
                 direction,
                 private_id: pid.as_deref(),
@@ -895,7 +900,7 @@ impl Handler for Inbound {
                 actor: None,
             })?;
             app2.metrics.appended(t);
-            let message = app2.sealed(message)?;
+            let message = app2.sealed(message, kind)?;
             app2.spool().put(&meta, &message).map_err(spool_unwritable)?;
             Ok(e.link)
         })
@@ -910,7 +915,7 @@ impl Handler for Inbound {
 impl App {
     /// What the mailbox gets: the provider's integrity signature checked and the result
     /// on top (`Authentication-Results`), foreign seals removed, ours on top (when configured).
-    fn sealed(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
+    fn sealed(&self, message: Vec<u8>, kind: &str) -> Result<Vec<u8>, Error> {
         let checked = crate::border::check(message, &self.policy, &self.cfg.gateway.hostname, spool::now_millis());
         if checked.removed > 0 {
             warn!(
@@ -919,7 +924,11 @@ impl App {
             );
         }
         info!(result = checked.result, "provider integrity checked at the border");
-        let message = checked.message;
+        let message = if self.cfg.inbound.keywords {
+            crate::border::keywords(checked.message, kind, checked.result)
+        } else {
+            checked.message
+        };
         Ok(match &self.seal {
             Some((kid, key)) => {
                 let r = crate::seal::reseal(&message, kid, key)?;

@@ -94,6 +94,53 @@ pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64) 
     Checked { message: clean, result, removed }
 }
 
+/// Exchange shows a message's `Keywords` field as its categories (MS-OXCMAIL), so Outlook,
+/// OWA and phones colour a De-Mail without any add-in: the kind (`demail`, `receipt`,
+/// `notification`, as the core classifies) and a warning when the provider's signature did
+/// not pass. `Keywords` fields that came with the message are removed first: only the
+/// gateway's words stand there. Other kinds (plain e-mail) get a warning only if due.
+pub fn keywords(raw: Vec<u8>, kind: &str, result: &str) -> Vec<u8> {
+    use mail_builder::headers::{text::Text, Header};
+    let mut words: Vec<&str> = match kind {
+        "demail" => vec!["De-Mail"],
+        "receipt" => vec!["De-Mail-Bestätigung"],
+        "notification" | "malware" => vec!["De-Mail-Meldung"],
+        _ => vec![],
+    };
+    if !matches!(result, "pass" | "neutral") {
+        words.push("De-Mail-Warnung");
+    }
+    let ranges: Vec<std::ops::Range<usize>> = mail_parser::MessageParser::default()
+        .parse_headers(&raw)
+        .map(|m| {
+            m.headers()
+                .iter()
+                .filter(|h| h.name.as_str().trim().eq_ignore_ascii_case("Keywords"))
+                .map(|h| h.offset_field as usize..h.offset_end as usize)
+                .collect()
+        })
+        .unwrap_or_default();
+    let rest = crate::seal::remove(&raw, &ranges);
+    if words.is_empty() {
+        return rest;
+    }
+    // Each phrase on its own, encoded where it is not ASCII (RFC 2047 via mail-builder).
+    let phrases: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let mut b = Vec::new();
+            let _ = Text::new(*w).write_header(&mut b, "Keywords: ".len());
+            String::from_utf8_lossy(&b).trim_end().to_string()
+        })
+        .collect();
+    let at = crate::seal::orphan_lines(&rest);
+    let mut out = Vec::with_capacity(rest.len() + 128);
+    out.extend_from_slice(&rest[..at]);
+    out.extend_from_slice(format!("Keywords: {}\r\n", phrases.join(", ")).as_bytes());
+    out.extend_from_slice(&rest[at..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +176,18 @@ mod tests {
     #[test]
     fn quoted_values_stay_inside_their_quotes() {
         assert_eq!(quoted("CN=\"x\"\r\nBcc: y"), "\"CN=xBcc: y\"");
+    }
+
+    #[test]
+    fn keywords_name_the_kind_and_a_warning_and_replace_what_came() {
+        let raw = b"Keywords: Wichtig\r\nFrom: a@b.de\r\nSubject: x\r\n\r\nText\r\n".to_vec();
+        let out = keywords(raw.clone(), "receipt", "fail");
+        let m = mail_parser::MessageParser::default().parse(&out).unwrap();
+        let k: Vec<String> =
+            m.keywords().as_text_list().map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        assert_eq!(k, ["De-Mail-Bestätigung", "De-Mail-Warnung"]);
+        assert!(!String::from_utf8_lossy(&out).contains("Wichtig"));
+        let ok = keywords(raw, "demail", "pass");
+        assert!(ok.starts_with(b"Keywords: De-Mail\r\nFrom: a@b.de\r\n"), "{}", String::from_utf8_lossy(&ok));
     }
 }

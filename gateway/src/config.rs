@@ -397,6 +397,9 @@ pub struct Inbound {
     /// De-Mail goes to the Sammelpostfach (a permanent refusal goes there at once).
     #[serde(default = "default_collect_after")]
     pub collect_after_secs: u64,
+    /// Write a `Keywords` field (Exchange: categories) naming the kind and a warning.
+    #[serde(default)]
+    pub keywords: bool,
 }
 
 fn default_collect_after() -> u64 {

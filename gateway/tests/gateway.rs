@@ -720,3 +720,23 @@ fn when_the_sammelpostfach_refuses_too_the_de_mail_is_held_not_dropped() {
     assert_eq!(h.queue_len(), 1, "the original is settled by its wrapper: {:?}", h.queue_entries());
     assert!(h.log().contains("internal delivery refused; message held"), "{}", h.log());
 }
+
+/// `inbound.keywords`: the mailbox copy names its kind in `Keywords` (Exchange shows it as
+/// categories in every client), with a warning when the provider's signature did not pass;
+/// a `Keywords` field the message came with is not kept.
+#[test]
+fn keywords_name_the_kind_for_exchange_categories() {
+    let h = Harness::custom(POLICY, |c| c.replace("[inbound]\n", "[inbound]\nkeywords = true\n"));
+    let raw = b"Keywords: Erledigt\r\nFrom: buerger@web.de-mail.de\r\nTo: peter.meier@musterstadt.de-mail.de\r\nSubject: Antrag\r\nX-de-mail-message-type: normal\r\n\r\nText\r\n";
+    assert_eq!(h.inject("buerger@web.de-mail.de", &["peter.meier@musterstadt.de-mail.de"], raw).as_deref(), Ok("250"));
+    let got = h.dovecot.wait_for_messages("peter.meier@musterstadt.de", 1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "{}", h.log());
+    let m = mail_parser::MessageParser::default().parse(&got[0]).unwrap();
+    let k: Vec<String> =
+        m.keywords().as_text_list().map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    assert_eq!(k, ["De-Mail", "De-Mail-Warnung"], "unsigned: a De-Mail with a warning");
+    assert!(!String::from_utf8_lossy(&got[0]).contains("Erledigt"));
+    // The archive keeps the provider's bytes, its own Keywords included.
+    let entries = h.archive_entries();
+    assert!(entries.iter().any(|e| e["direction"] == "in"), "{entries:?}");
+}
