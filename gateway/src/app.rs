@@ -52,7 +52,7 @@ pub struct App {
     pub metrics: crate::health::Metrics,
     /// SIGTERM arrived: not ready any more, and no new deliveries start.
     stopping: std::sync::atomic::AtomicBool,
-    /// Deliveries in flight (both runners).
+    /// Deliveries in flight on PostgreSQL (the spool's runner counts `inflight`).
     pub(crate) delivering: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -199,11 +199,15 @@ impl App {
     /// deliveries in flight, then give back what is still running (cluster: its leases,
     /// so another node takes the recipients over at once instead of after `lease_secs`).
     pub async fn finish(&self) {
+        let in_flight = || match &self.backend {
+            Backend::Postgres(_) => self.delivering.load(Ordering::SeqCst),
+            Backend::Files(_) => self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        };
         let until = tokio::time::Instant::now() + Duration::from_secs(self.cfg.queue.stop_grace_secs);
-        while self.delivering.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+        while in_flight() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left = self.delivering.load(Ordering::SeqCst);
+        let left = in_flight();
         match &self.backend {
             Backend::Postgres(pg) => match pg.release_leases().await {
                 Ok(n) => info!(in_flight = left, released = n, "stopping: leases released"),
@@ -849,11 +853,7 @@ impl Handler for Inbound {
             MsgKind::Malware => "malware",
             MsgKind::Demail | MsgKind::Email => "in",
         };
-        let kind = match c.kind {
-            MsgKind::Demail => "demail",
-            MsgKind::Email => "email",
-            _ => direction,
-        };
+        let kind = c.kind;
         let mut internal: Vec<String> = Vec::new();
         for r in &env.rcpt_to {
             if let Some(m) = app.policy.demail_to_email(r) {
@@ -915,7 +915,7 @@ impl Handler for Inbound {
 impl App {
     /// What the mailbox gets: the provider's integrity signature checked and the result
     /// on top (`Authentication-Results`), foreign seals removed, ours on top (when configured).
-    fn sealed(&self, message: Vec<u8>, kind: &str) -> Result<Vec<u8>, Error> {
+    fn sealed(&self, message: Vec<u8>, kind: MsgKind) -> Result<Vec<u8>, Error> {
         let checked = crate::border::check(message, &self.policy, &self.cfg.gateway.hostname, spool::now_millis());
         if checked.removed > 0 {
             warn!(
@@ -995,12 +995,10 @@ impl App {
                             return;
                         };
                         let app = self.clone();
-                        app.delivering.fetch_add(1, Ordering::SeqCst);
                         tokio::spawn(async move {
                             let id = meta.id.clone();
                             app.attempt(meta, st).await;
                             app.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                            app.delivering.fetch_sub(1, Ordering::SeqCst);
                             drop(permit);
                         });
                     }

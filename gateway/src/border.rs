@@ -4,6 +4,7 @@
 //! client can read it, with or without the add-in. Such fields that arrived with the
 //! message under this gateway's name are removed first (RFC 8601 §5): only we write ours.
 
+use demail_core::classify::Kind;
 use demail_core::integrity::{Status, Verdict};
 use demail_core::Policy;
 
@@ -85,42 +86,27 @@ pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64) 
     let rest = crate::seal::remove(&raw, &ranges);
     // Lines that start the message folded would continue our field (and put the sender's
     // words into our result): ours goes after them.
-    let at = crate::seal::orphan_lines(&rest);
-    let mut clean = Vec::with_capacity(rest.len() + value.len() + 32);
-    clean.extend_from_slice(&rest[..at]);
-    clean.extend_from_slice(format!("Authentication-Results: {value}\r\n").as_bytes());
-    clean.extend_from_slice(&rest[at..]);
+    let clean = crate::seal::put_field(&rest, crate::seal::orphan_lines(&rest), "Authentication-Results", &value);
     let result = verdict.as_ref().map_or("permerror", result_of);
     Checked { message: clean, result, removed }
 }
 
 /// Exchange shows a message's `Keywords` field as its categories (MS-OXCMAIL), so Outlook,
-/// OWA and phones colour a De-Mail without any add-in: the kind (`demail`, `receipt`,
-/// `notification`, as the core classifies) and a warning when the provider's signature did
-/// not pass. `Keywords` fields that came with the message are removed first: only the
+/// OWA and phones colour a De-Mail without any add-in: the kind the core classified and a
+/// warning when the provider's signature did not pass. `Keywords` fields that came with the message are removed first: only the
 /// gateway's words stand there. Other kinds (plain e-mail) get a warning only if due.
-pub fn keywords(raw: Vec<u8>, kind: &str, result: &str) -> Vec<u8> {
+pub fn keywords(raw: Vec<u8>, kind: Kind, result: &str) -> Vec<u8> {
     use mail_builder::headers::{text::Text, Header};
     let mut words: Vec<&str> = match kind {
-        "demail" => vec!["De-Mail"],
-        "receipt" => vec!["De-Mail-Bestätigung"],
-        "notification" | "malware" => vec!["De-Mail-Meldung"],
-        _ => vec![],
+        Kind::Demail => vec!["De-Mail"],
+        Kind::Receipt => vec!["De-Mail-Bestätigung"],
+        Kind::Notification | Kind::Malware => vec!["De-Mail-Meldung"],
+        Kind::Email => vec![],
     };
     if !matches!(result, "pass" | "neutral") {
         words.push("De-Mail-Warnung");
     }
-    let ranges: Vec<std::ops::Range<usize>> = mail_parser::MessageParser::default()
-        .parse_headers(&raw)
-        .map(|m| {
-            m.headers()
-                .iter()
-                .filter(|h| h.name.as_str().trim().eq_ignore_ascii_case("Keywords"))
-                .map(|h| h.offset_field as usize..h.offset_end as usize)
-                .collect()
-        })
-        .unwrap_or_default();
-    let rest = crate::seal::remove(&raw, &ranges);
+    let rest = crate::seal::remove(&raw, &crate::seal::field_ranges(&raw, "Keywords"));
     if words.is_empty() {
         return rest;
     }
@@ -133,12 +119,7 @@ pub fn keywords(raw: Vec<u8>, kind: &str, result: &str) -> Vec<u8> {
             String::from_utf8_lossy(&b).trim_end().to_string()
         })
         .collect();
-    let at = crate::seal::orphan_lines(&rest);
-    let mut out = Vec::with_capacity(rest.len() + 128);
-    out.extend_from_slice(&rest[..at]);
-    out.extend_from_slice(format!("Keywords: {}\r\n", phrases.join(", ")).as_bytes());
-    out.extend_from_slice(&rest[at..]);
-    out
+    crate::seal::put_field(&rest, crate::seal::orphan_lines(&rest), "Keywords", &phrases.join(", "))
 }
 
 #[cfg(test)]
@@ -181,13 +162,13 @@ mod tests {
     #[test]
     fn keywords_name_the_kind_and_a_warning_and_replace_what_came() {
         let raw = b"Keywords: Wichtig\r\nFrom: a@b.de\r\nSubject: x\r\n\r\nText\r\n".to_vec();
-        let out = keywords(raw.clone(), "receipt", "fail");
+        let out = keywords(raw.clone(), Kind::Receipt, "fail");
         let m = mail_parser::MessageParser::default().parse(&out).unwrap();
         let k: Vec<String> =
             m.keywords().as_text_list().map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
         assert_eq!(k, ["De-Mail-Bestätigung", "De-Mail-Warnung"]);
         assert!(!String::from_utf8_lossy(&out).contains("Wichtig"));
-        let ok = keywords(raw, "demail", "pass");
+        let ok = keywords(raw, Kind::Demail, "pass");
         assert!(ok.starts_with(b"Keywords: De-Mail\r\nFrom: a@b.de\r\n"), "{}", String::from_utf8_lossy(&ok));
     }
 }

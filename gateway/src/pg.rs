@@ -319,7 +319,7 @@ pub struct Outcome<'a> {
     /// handed to the Sammelpostfach.
     pub bounced: Vec<String>,
     /// A message to queue with it: the bounce (DSN), or the Sammelpostfach's wrapper.
-    pub dsn: Option<(Meta, Vec<u8>)>,
+    pub follow_up: Option<(Meta, Vec<u8>)>,
     /// Due again after `retry_secs` (with `error`), or parked for an administrator (`held`).
     pub retry: Vec<String>,
     pub retry_secs: u64,
@@ -657,7 +657,7 @@ impl Pg {
                     return Ok(Settled::Fenced);
                 }
             }
-            if let Some((m, d)) = &o.dsn {
+            if let Some((m, d)) = &o.follow_up {
                 insert_message(&tx, m, d, &self.node).await?;
             }
             // Nothing left to deliver: the bytes are in the archive, the facts in billing.

@@ -157,8 +157,6 @@ pub async fn to_provider(
     Ok(out)
 }
 
-/// Deliver to the internal server, one transaction per recipient (LMTP answers per
-/// recipient anyway). Returns the recipients delivered and the first failure.
 /// What the internal mail server did with each recipient.
 #[derive(Debug, Default)]
 pub struct Internal {
@@ -169,37 +167,20 @@ pub struct Internal {
     pub failure: Option<Failure>,
 }
 
-/// One recipient per session (LMTP answers per recipient anyway). A permanent refusal of
-/// one recipient does not stop the others; a temporary failure stops the attempt.
+/// Deliver to the internal server, one session per recipient (LMTP answers per recipient
+/// anyway). A permanent refusal of one recipient does not stop the others; a temporary
+/// failure stops the attempt.
 pub async fn to_internal(t: &Target, helo: &str, from: &str, rcpts: &[String], message: &[u8]) -> Internal {
-    let (done, failure) = to_internal_each(t, helo, from, rcpts, message).await;
     let mut out = Internal::default();
-    for (r, res) in done {
-        match res {
-            None => out.done.push(r),
-            Some(why) => out.refused.push((r, why)),
-        }
-    }
-    out.failure = failure;
-    out
-}
-
-async fn to_internal_each(
-    t: &Target,
-    helo: &str,
-    from: &str,
-    rcpts: &[String],
-    message: &[u8],
-) -> (Vec<(String, Option<String>)>, Option<Failure>) {
-    let mut done = Vec::new();
     let tls = match (&t.tls, &t.ca) {
         (TlsMode::None, _) => None,
         (_, Some(ca)) => match connector(ca, None) {
             Ok(c) => Some(c),
-            Err(f) => return (done, Some(f)),
+            Err(f) => return Internal { failure: Some(f), ..out },
         },
         (_, None) => {
-            return (done, Some(Failure::Transient("deliver.ca missing for TLS / deliver.ca fehlt für TLS".into())))
+            let f = Failure::Transient("deliver.ca missing for TLS / deliver.ca fehlt für TLS".into());
+            return Internal { failure: Some(f), ..out };
         }
     };
     // mail-send wants a connector even for plain connections; an empty one trusts nothing.
@@ -213,7 +194,7 @@ async fn to_internal_each(
             Ok(b) => TlsConnector::from(std::sync::Arc::new(
                 b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
             )),
-            Err(e) => return (done, Some(Failure::Transient(e.to_string()))),
+            Err(e) => return Internal { failure: Some(Failure::Transient(e.to_string())), ..out },
         },
     };
     let mut b = SmtpClientBuilder::new_with_tls_connector(t.host.clone(), t.port, conn)
@@ -244,12 +225,12 @@ async fn to_internal_each(
             }
         };
         match res {
-            Ok(_) => done.push((r.clone(), None)),
+            Ok(_) => out.done.push(r.clone()),
             Err(e) => match classify(e) {
-                Failure::Permanent(why) => done.push((r.clone(), Some(why))),
-                f => return (done, Some(f)),
+                Failure::Permanent(why) => out.refused.push((r.clone(), why)),
+                f => return Internal { failure: Some(f), ..out },
             },
         }
     }
-    (done, None)
+    out
 }

@@ -7,14 +7,33 @@ use demail_core::seal;
 
 /// Byte ranges of every seal header field (with folded lines and line end).
 fn seal_ranges(raw: &[u8]) -> Vec<std::ops::Range<usize>> {
+    field_ranges(raw, HEADER)
+}
+
+/// Byte ranges of every header field called `name` (with folded lines and line end).
+pub(crate) fn field_ranges(raw: &[u8], name: &str) -> Vec<std::ops::Range<usize>> {
     let Some(m) = mail_parser::MessageParser::default().parse_headers(raw) else {
         return Vec::new();
     };
     m.headers()
         .iter()
-        .filter(|h| h.name.as_str().trim().eq_ignore_ascii_case(HEADER))
+        .filter(|h| h.name.as_str().trim().eq_ignore_ascii_case(name))
         .map(|h| h.offset_field as usize..h.offset_end as usize)
         .collect()
+}
+
+/// `clean` with the field `name: value` as a line of its own at byte `at` (0, or after
+/// leading continuation lines, [`orphan_lines`], so those cannot continue it).
+pub(crate) fn put_field(clean: &[u8], at: usize, name: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(clean.len() + name.len() + value.len() + 8);
+    out.extend_from_slice(&clean[..at]);
+    if at > 0 && !clean[..at].ends_with(b"\n") {
+        // Nothing but such lines, without a line end: ours starts a line of its own.
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    out.extend_from_slice(&clean[at..]);
+    out
 }
 
 /// The message without any seal header (sealing switched off: a foreign seal must not pass).
@@ -61,17 +80,7 @@ pub fn reseal(raw: &[u8], kid: &str, key: &[u8; 32]) -> Result<Resealed, demail_
     let mut places = vec![0, orphan_lines(&clean)];
     places.dedup();
     for at in places {
-        let mut out = Vec::with_capacity(clean.len() + value.len() + 32);
-        out.extend_from_slice(&clean[..at]);
-        if at > 0 && !clean[..at].ends_with(b"\n") {
-            // Nothing but such lines, without a line end: ours starts a line of its own.
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(HEADER.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&clean[at..]);
+        let out = put_field(&clean, at, HEADER, &value);
         if seal::verify(&out, &keys, true).sealed {
             return Ok(Resealed { message: out, removed: ranges.len(), sealed: true });
         }

@@ -152,7 +152,7 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
                 match dsn_for(app, &job.meta, &d.refused, &d.accepted, &body) {
                     Some(m) => {
                         o.bounced = d.refused.iter().map(|(r, _)| r.clone()).collect();
-                        o.dsn = Some(m);
+                        o.follow_up = Some(m);
                         info!(id = %id, refused = d.refused.len(), delivered = d.accepted.len(), "provider refused some recipients; sender informed about just those");
                     }
                     None => o.retry.extend(d.refused.iter().map(|(r, _)| r.clone())),
@@ -167,7 +167,7 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
             match dsn_for(app, &job.meta, &failed, &[], &body) {
                 Some(m) => {
                     o.bounced = job.rcpts.clone();
-                    o.dsn = Some(m);
+                    o.follow_up = Some(m);
                 }
                 None => {
                     warn!(id = %id, "permanent failure and no DSN could be queued; message held");
@@ -190,7 +190,7 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
             if let Some(w) = io.wrapper {
                 app.collected(&id, &io.collected, &w.0.id);
                 o.bounced = io.collected;
-                o.dsn = Some(w);
+                o.follow_up = Some(w);
             }
             if let Some(f) = io.failure {
                 // Never drop mail for the organisation: park it for an administrator.
@@ -222,7 +222,7 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
             }
         }
     }
-    if o.dsn.is_some() {
+    if o.follow_up.is_some() {
         app.wake.notify_one();
     }
     if o.retry.is_empty() {
