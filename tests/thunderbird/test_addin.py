@@ -804,7 +804,7 @@ class FullChainTest(unittest.TestCase):
 
     def test_0_caseworker_signs_in_with_kerberos_no_password_on_the_desk(self):
         signed = json.loads(self.h.helper.cli("credentials", "test"))
-        self.assertEqual(signed["signed_in"], {"person": "Peter Meier", "method": "kerberos"}, signed)
+        self.assertEqual(signed["signed_in"], {"person": "Peter Meier", "method": "kerberos", "method_label": "Kerberos", "method_label_en": "Kerberos"}, signed)
         cfg = json.loads(self.h.helper.cli("config", "show"))
         self.assertEqual(cfg["gateway"]["username"], "", "no account in the helper's configuration")
         doctor = json.loads(subprocess.run([str(self.h.helper.demail), "doctor", "--offline"], env=self.h.helper._env(),

@@ -158,8 +158,8 @@ pub fn credentials_test(cfg: &Config) -> Result<Value> {
     })?;
     let (de, en) = match &who {
         Some(w) => (
-            format!("Verbindung und TLS-Prüfung in Ordnung; angemeldet als {} ({}).", w.person, method_de(&w.method)),
-            format!("Connection and TLS verification fine; signed in as {} ({}).", w.person, method_en(&w.method)),
+            format!("Verbindung und TLS-Prüfung in Ordnung; angemeldet als {} ({}).", w.person, w.method_label),
+            format!("Connection and TLS verification fine; signed in as {} ({}).", w.person, w.method_label_en),
         ),
         None => (
             "Verbindung und TLS-Prüfung in Ordnung; keine Anmeldung (kein Kerberos-Ticket, kein Kennwort gespeichert)."
@@ -204,24 +204,6 @@ pub fn request_access(cfg: &Config) -> Result<Value> {
         )
     };
     Ok(json!({ "ok": true, "state": state, "reply": reply, "message": de, "message_en": en }))
-}
-
-fn method_de(m: &str) -> &str {
-    match m {
-        "kerberos" => "Kerberos",
-        "ldap" => "Verzeichnis-Kennwort",
-        "account" => "Anwendungskonto",
-        other => other,
-    }
-}
-
-fn method_en(m: &str) -> &str {
-    match m {
-        "kerberos" => "Kerberos",
-        "ldap" => "directory password",
-        "account" => "application account",
-        other => other,
-    }
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {

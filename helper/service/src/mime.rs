@@ -459,15 +459,11 @@ fn raw_text_would_break(content_type: &str, data: &[u8]) -> bool {
         && data.iter().enumerate().any(|(i, &b)| b == 0 || (b == b'\r' && data.get(i + 1) != Some(&b'\n')))
 }
 
-/// Base64 in lines of 76 characters with CRLF (RFC 2045 §6.8).
+/// Base64 in lines of 76 characters with CRLF (RFC 2045 §6.8), mail-builder's encoder.
 fn base64_lines(data: &[u8]) -> Vec<u8> {
-    use base64::Engine;
-    let enc = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(enc.len() + enc.len() / 38 + 2);
-    for line in enc.as_bytes().chunks(76) {
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 38 + 4);
+    // Writing into a Vec cannot fail.
+    let _ = mail_builder::encoders::base64::base64_encode_mime(data, &mut out, false);
     out
 }
 

@@ -44,8 +44,13 @@ pub enum Outcome {
 pub struct SignedIn {
     /// The person as the directory knows them (display name, else login).
     pub person: String,
-    /// `kerberos` or `ldap` (the gateway's method names).
+    /// `kerberos`, `ldap` or `account` (the gateway's method names).
     pub method: String,
+    /// The method in words for the caseworker, German and English (the tray shows these).
+    #[serde(default)]
+    pub method_label: String,
+    #[serde(default)]
+    pub method_label_en: String,
 }
 
 impl SignedIn {
@@ -59,12 +64,24 @@ impl SignedIn {
             .and_then(|(_, r)| r.split_once(").").map(|(s, _)| s).or(Some(r)))
             .and_then(|s| s.rsplit_once(" ("));
         match named {
-            Some((person, how)) => SignedIn {
-                person: person.trim().to_string(),
-                // The gateway's own word for how (`ldap`, `kerberos`, `account`).
-                method: how.trim_end_matches(')').trim().to_string(),
-            },
-            None => SignedIn { person: text.lines().next().unwrap_or("").trim().to_string(), method: method.into() },
+            // The gateway's own word for how (`ldap`, `kerberos`, `account`).
+            Some((person, how)) => SignedIn::new(person.trim(), how.trim_end_matches(')').trim()),
+            None => SignedIn::new(text.lines().next().unwrap_or("").trim(), method),
+        }
+    }
+
+    fn new(person: &str, method: &str) -> SignedIn {
+        let (de, en) = match method {
+            "kerberos" => ("Kerberos", "Kerberos"),
+            "ldap" => ("Verzeichnis-Kennwort", "directory password"),
+            "account" => ("Anwendungskonto", "application account"),
+            other => (other, other),
+        };
+        SignedIn {
+            person: person.to_string(),
+            method: method.to_string(),
+            method_label: de.to_string(),
+            method_label_en: en.to_string(),
         }
     }
 }
@@ -744,6 +761,7 @@ mod tests {
         assert_eq!((s.person.as_str(), s.method.as_str()), ("Peter Meier", "kerberos"));
         let s = SignedIn::from_reply("2.7.0 Angemeldet als fachverfahren (account).", "ldap");
         assert_eq!((s.person.as_str(), s.method.as_str()), ("fachverfahren", "account"));
+        assert_eq!((s.method_label.as_str(), s.method_label_en.as_str()), ("Anwendungskonto", "application account"));
         let s =
             SignedIn::from_reply("Angemeldet als Meier (Bauamt) (ldap). Authenticated as Meier (Bauamt) (ldap).", "x");
         assert_eq!((s.person.as_str(), s.method.as_str()), ("Meier (Bauamt)", "ldap"));

@@ -46,14 +46,13 @@ function say(id, r, okText) {
   else { m.className = "msg error"; m.textContent = `${r.error.message} / ${r.error.message_en}`; }
 }
 
-const METHOD = { kerberos: ["Kerberos", "Kerberos"], ldap: ["Verzeichnis-Kennwort", "directory password"], account: ["Anwendungskonto", "application account"] };
-
 // "Angemeldet als Peter Meier (Kerberos)", or why signing in did not work.
 function renderSignin(s) {
   last.signin = s || {};
   const p = $("signin-state");
   if (s?.signed_in) {
-    const [de, en] = METHOD[s.signed_in.method] || [s.signed_in.method, s.signed_in.method];
+    // The helper names the method in words (relay.rs, SignedIn).
+    const [de, en] = [s.signed_in.method_label || s.signed_in.method, s.signed_in.method_label_en || s.signed_in.method];
     p.className = "ok";
     p.textContent = `Angemeldet als ${s.signed_in.person} (${de}) / Signed in as ${s.signed_in.person} (${en})`;
   } else if (s?.problem) {
