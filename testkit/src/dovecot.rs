@@ -129,6 +129,11 @@ service lmtp {{
     /// Messages delivered to `address` (maildir `new/` and `cur/`), oldest first.
     /// Maildir stores LF line ends, and Dovecot prepends Return-Path, Delivered-To and Received.
     pub fn messages(&self, address: &str) -> Vec<Vec<u8>> {
+        self.files(address).into_iter().filter_map(|p| fs::read(p).ok()).collect()
+    }
+
+    /// The maildir files of `address` (`new/` and `cur/`), oldest first.
+    fn files(&self, address: &str) -> Vec<PathBuf> {
         let base = self.dir.join("mail").join(address);
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
         for sub in ["new", "cur"] {
@@ -140,7 +145,7 @@ service lmtp {{
             }
         }
         files.sort();
-        files.into_iter().filter_map(|(_, p)| fs::read(p).ok()).collect()
+        files.into_iter().map(|(_, p)| p).collect()
     }
 
     /// The IMAP keywords of each message of `address` (same order as [`Dovecot::messages`]),
@@ -156,19 +161,10 @@ service lmtp {{
                 Some((c, name.to_string()))
             })
             .collect();
-        let mut files: Vec<(std::time::SystemTime, String)> = Vec::new();
-        for sub in ["new", "cur"] {
-            if let Ok(rd) = fs::read_dir(base.join(sub)) {
-                for e in rd.flatten() {
-                    let t = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-                    files.push((t, e.file_name().to_string_lossy().to_string()));
-                }
-            }
-        }
-        files.sort();
-        files
+        self.files(address)
             .into_iter()
-            .map(|(_, f)| {
+            .map(|p| {
+                let f = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 let flags = f.rsplit_once(":2,").map(|(_, fl)| fl.to_string()).unwrap_or_default();
                 names.iter().filter(|(c, _)| flags.contains(*c)).map(|(_, n)| n.clone()).collect()
             })
