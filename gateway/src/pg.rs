@@ -20,6 +20,8 @@ use demail_core::{Error, Reason};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 
 /// The migrations in order; a row in `schema_migrations` per applied one, with its hash.
 const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/postgres/001_initial.sql"))];
@@ -421,40 +423,56 @@ impl Pg {
         bill: &Bill<'_>,
     ) -> Result<String, Error> {
         let id = &metas[0].id;
+        let now = now_secs();
+        let rows = MessageRows::of(metas)?;
+        let chain = Chain::new(entry);
         with_client!(self, c, async {
-            let tx = c.transaction().await.map_err(db_err)?;
-            let now = now_secs();
-            if let Some((mid, sender)) = key {
-                // Waits for a concurrent acceptance of the same pair to commit or roll back.
-                let n = cached!(
-                    tx,
-                    execute,
-                    "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT DO NOTHING",
-                    &[&mid, &sender, id, &now]
+            let c: &Object = c;
+            let (reserve, accept, bills) =
+                (prepare(c, RESERVE).await?, prepare(c, MARK_ACCEPTED).await?, prepare(c, INSERT_BILLS).await?);
+            let (insert, chained) = (rows.prepare(c).await?, chain.prepare(c).await?);
+            // One flight: the reservation waits for a concurrent acceptance of the same pair.
+            let (begin, reserved, msgs, rcpts, acc, billed, link, head) = futures_util::join!(
+                c.batch_execute("BEGIN"),
+                when(key, |(mid, sender)| async move { c.execute(&reserve, &[&mid, &sender, id, &now]).await }),
+                rows.insert_messages(c, &insert, body, &self.node),
+                rows.insert_recipients(c, &insert),
+                async { c.execute(&accept, &[id, &key.map(|k| k.0), &bill.sender, &now]).await },
+                async {
+                    let rcpts = &metas[0].rcpt_to;
+                    let b = bill;
+                    let p: [&(dyn ToSql + Sync); 8] =
+                        [&now, &b.queue_id, rcpts, &"accepted", &b.sender, &b.cost_unit, &b.options, &b.person];
+                    c.execute(&bills, &p).await
+                },
+                chain.link(c, &chained),
+                chain.lock_head(c, &chained),
+            );
+            let first = (|| {
+                begin?;
+                let reserved = reserved?;
+                msgs?;
+                rcpts?;
+                acc?;
+                billed?;
+                Ok::<_, tokio_postgres::Error>((reserved, chain.next(link?, head?)))
+            })();
+            let (reserved, e) = match first {
+                Ok(v) => v,
+                Err(e) => return Err(rollback(c, db_err(e)).await),
+            };
+            if reserved == Some(0) {
+                let _ = c.batch_execute("ROLLBACK").await;
+                let (mid, sender) = key.expect("reserved only with a key");
+                let row = cached!(
+                    c,
+                    query_one,
+                    "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
+                    &[&mid, &sender]
                 )?;
-                if n == 0 {
-                    let row = cached!(
-                        tx,
-                        query_one,
-                        "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
-                        &[&mid, &sender]
-                    )?;
-                    return Ok(row.get::<_, String>(0));
-                }
+                return Ok(row.get::<_, String>(0));
             }
-            for m in metas {
-                insert_message(&tx, m, body, &self.node).await?;
-            }
-            cached!(
-                tx,
-                execute,
-                "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES ($1, $2, $3, $4)",
-                &[id, &key.map(|k| k.0), &bill.sender, &now]
-            )?;
-            insert_bills(&tx, now, bill, &metas[0].rcpt_to, "accepted").await?;
-            append(&tx, entry).await?;
-            tx.commit().await.map_err(db_err)?;
+            chain.commit(c, &chained, e.as_ref()).await?;
             Ok(id.clone())
         })
     }
@@ -462,11 +480,28 @@ impl Pg {
     /// Accept an inbound message: the provider's exact bytes into the archive, the
     /// (sealed) bytes into the queue. Returns the archive entry.
     pub async fn accept_inbound(&self, meta: &Meta, queued: &[u8], entry: &NewEntry<'_>) -> Result<Entry, Error> {
+        let rows = MessageRows::of(std::slice::from_ref(meta))?;
+        let chain = Chain::new(entry);
         with_client!(self, c, async {
-            let tx = c.transaction().await.map_err(db_err)?;
-            insert_message(&tx, meta, queued, &self.node).await?;
-            let e = append(&tx, entry).await?;
-            tx.commit().await.map_err(db_err)?;
+            let (insert, chained) = (rows.prepare(c).await?, chain.prepare(c).await?);
+            let (begin, msgs, rcpts, link, head) = futures_util::join!(
+                c.batch_execute("BEGIN"),
+                rows.insert_messages(c, &insert, queued, &self.node),
+                rows.insert_recipients(c, &insert),
+                chain.link(c, &chained),
+                chain.lock_head(c, &chained),
+            );
+            let e = match (|| {
+                begin?;
+                msgs?;
+                rcpts?;
+                Ok::<_, tokio_postgres::Error>(chain.next(link?, head?))
+            })() {
+                Ok(Some(e)) => e,
+                Ok(None) => return Err(rollback(c, db_err("no archive entry")).await),
+                Err(e) => return Err(rollback(c, db_err(e)).await),
+            };
+            chain.commit(c, &chained, Some(&e)).await?;
             Ok(e)
         })
     }
@@ -512,12 +547,12 @@ impl Pg {
     }
 
     /// Claim up to `max` due recipients (oldest first) whose lease is free or lapsed,
-    /// grouped by message.
-    pub async fn claim(&self, max: usize) -> Result<Vec<Job>, Error> {
+    /// grouped by message, each job with its message's bytes.
+    pub async fn claim(&self, max: usize) -> Result<Vec<(Job, Vec<u8>)>, Error> {
         let lease = self.lease.as_secs_f64();
         let limit = max as i64;
-        let rows = with_client!(self, c, async {
-            cached!(
+        let (rows, messages) = with_client!(self, c, async {
+            let rows = cached!(
                 c,
                 query,
                 "WITH e AS (SELECT nextval('lease_epochs') AS epoch),
@@ -534,7 +569,13 @@ impl Pg {
                   WHERE r.message_id = due.message_id AND r.rcpt = due.rcpt
                  RETURNING r.message_id, r.rcpt, r.lease_epoch, r.attempts, r.sending",
                 &[&self.node, &limit, &lease]
-            )
+            )?;
+            if rows.is_empty() {
+                return Ok((rows, Vec::new()));
+            }
+            let ids: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
+            let messages = cached!(c, query, "SELECT id, meta, body FROM messages WHERE id = ANY($1)", &[&ids])?;
+            Ok((rows, messages))
         })?;
         let mut jobs: Vec<Job> = Vec::new();
         for r in rows {
@@ -555,32 +596,14 @@ impl Pg {
                 }),
             }
         }
-        for j in &mut jobs {
-            let (meta, _) = self.load(&j.meta.id, false).await?;
-            j.meta = meta;
+        let mut out = Vec::with_capacity(jobs.len());
+        for mut j in jobs {
+            // Gone meanwhile (dropped by an administrator): its recipients went with it.
+            let Some(m) = messages.iter().find(|m| m.get::<_, &str>(0) == j.meta.id) else { continue };
+            j.meta = serde_json::from_str(m.get::<_, &str>(1)).map_err(db_err)?;
+            out.push((j, m.get(2)));
         }
-        Ok(jobs)
-    }
-
-    /// A queued message's envelope and (with `body`) its bytes.
-    pub async fn load(&self, id: &str, body: bool) -> Result<(Meta, Vec<u8>), Error> {
-        let row = with_client!(self, c, async {
-            let q = if body {
-                "SELECT meta, body FROM messages WHERE id = $1"
-            } else {
-                "SELECT meta, ''::bytea FROM messages WHERE id = $1"
-            };
-            cached!(c, query_opt, q, &[&id])
-        })?;
-        let Some(row) = row else {
-            return Err(Error::new(
-                "queue.not_found",
-                format!("{id} ist nicht in der Warteschlange."),
-                format!("{id} is not queued."),
-            ));
-        };
-        let meta: Meta = serde_json::from_str(row.get::<_, &str>(0)).map_err(db_err)?;
-        Ok((meta, row.get(1)))
+        Ok(out)
     }
 
     /// Extend the lease of a job; false when it is no longer ours (another node holds the
@@ -632,77 +655,89 @@ impl Pg {
     /// DSN queued, the rest due again. Any recipient no longer held under the epoch rolls
     /// everything back ([`Settled::Fenced`]).
     pub async fn settle(&self, job: &Job, o: &Outcome<'_>) -> Result<Settled, Error> {
-        with_client!(self, c, async {
-            let tx = c.transaction().await.map_err(db_err)?;
-            let id = &job.meta.id;
-            if !set_state(&tx, job, "delivered", &o.delivered).await?
-                || !set_state(&tx, job, "bounced", &o.bounced).await?
-            {
-                tx.rollback().await.map_err(db_err)?;
-                return Ok(Settled::Fenced);
-            }
-            if !o.retry.is_empty() {
-                let secs = o.retry_secs as f64;
-                let n = cached!(
-                    tx,
-                    execute,
-                    "UPDATE recipients
-                            SET due_at = now() + $4 * interval '1 second', attempts = attempts + 1, last_error = $5,
-                                held = $6, sending = false, lease_owner = NULL, lease_until = NULL
-                          WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'",
-                    &[id, &o.retry, &job.epoch, &secs, &o.error, &o.held]
-                )?;
-                if n as usize != o.retry.len() {
-                    tx.rollback().await.map_err(db_err)?;
-                    return Ok(Settled::Fenced);
-                }
-            }
-            if let Some((m, d)) = &o.follow_up {
-                insert_message(&tx, m, d, &self.node).await?;
-            }
-            // Nothing left to deliver: the bytes are in the archive, the facts in billing.
-            cached!(
-                tx,
-                execute,
-                "DELETE FROM messages WHERE id = $1 AND NOT EXISTS
-                    (SELECT 1 FROM recipients WHERE message_id = $1 AND state = 'queued')",
-                &[id]
-            )?;
-            if let (Some(d), false) = (&o.record, o.delivered.is_empty()) {
-                let m = &job.meta;
-                let unit = m.cost_unit.clone().unwrap_or_else(|| crate::billing::UNASSIGNED.to_string());
-                let bill = Bill {
-                    queue_id: id,
-                    sender: m.bounce_to.as_deref().unwrap_or(&m.mail_from),
-                    cost_unit: &unit,
-                    recipients: o.delivered.len(),
-                    options: &m.options.join(","),
-                    person: m.actor.as_deref().unwrap_or(""),
-                };
-                insert_bills(&tx, now_secs(), &bill, &o.delivered, "delivered").await?;
-                let record = serde_json::json!({
+        let (id, m) = (&job.meta.id, &job.meta);
+        let follow = o.follow_up.as_ref().map(|(fm, _)| MessageRows::of(std::slice::from_ref(fm))).transpose()?;
+        let follow_body: &[u8] = o.follow_up.as_ref().map_or(&[], |(_, d)| d);
+        // A delivery's facts: billing rows and the archive entry.
+        let record = match (&o.record, o.delivered.is_empty()) {
+            (Some(d), false) => Some(
+                serde_json::json!({
                     "queue_id": id,
                     "provider": d.provider,
                     "node": self.node,
                     "recipients": o.delivered,
                     "sha256": archive::sha256_hex(d.body),
-                });
-                let data = record.to_string().into_bytes();
-                append(
-                    &tx,
-                    &NewEntry {
-                        direction: "delivered",
-                        private_id: m.private_id.as_deref(),
-                        message_id: m.message_id.as_deref(),
-                        sender: &m.mail_from,
-                        recipients: &o.delivered,
-                        data: &data,
-                        actor: None,
-                    },
-                )
-                .await?;
-            }
-            tx.commit().await.map_err(db_err)?;
+                })
+                .to_string()
+                .into_bytes(),
+            ),
+            _ => None,
+        };
+        let entry = record.as_ref().map(|data| NewEntry {
+            direction: "delivered",
+            private_id: m.private_id.as_deref(),
+            message_id: m.message_id.as_deref(),
+            sender: &m.mail_from,
+            recipients: &o.delivered,
+            data,
+            actor: None,
+        });
+        let chain = entry.as_ref().map_or_else(Chain::none, Chain::new);
+        let (now, unit) = (now_secs(), m.cost_unit.clone().unwrap_or_else(|| crate::billing::UNASSIGNED.to_string()));
+        let (bill_sender, options, person) =
+            (m.bounce_to.as_deref().unwrap_or(&m.mail_from), m.options.join(","), m.actor.as_deref().unwrap_or(""));
+        let secs = o.retry_secs as f64;
+        with_client!(self, c, async {
+            let c: &Object = c;
+            let (settle, retry, delete, bills) = (
+                prepare(c, SET_STATE).await?,
+                prepare(c, RETRY).await?,
+                prepare(c, DELETE_SETTLED).await?,
+                prepare(c, INSERT_BILLS).await?,
+            );
+            let insert = match &follow {
+                Some(f) => Some(f.prepare(c).await?),
+                None => None,
+            };
+            let chained = chain.prepare(c).await?;
+            let (begin, delivered, bounced, retried, msgs, rcpts, deleted, billed, link, head) = futures_util::join!(
+                c.batch_execute("BEGIN"),
+                set_state(c, &settle, job, "delivered", &o.delivered),
+                set_state(c, &settle, job, "bounced", &o.bounced),
+                when(non_empty(&o.retry), |r| async move {
+                    c.execute(&retry, &[id, &r, &job.epoch, &secs, &o.error, &o.held]).await
+                }),
+                when(follow.as_ref().zip(insert.as_ref()), |(f, st)| f.insert_messages(c, st, follow_body, &self.node)),
+                when(follow.as_ref().zip(insert.as_ref()), |(f, st)| f.insert_recipients(c, st)),
+                // Nothing left to deliver: the bytes are in the archive, the facts in billing.
+                async { c.execute(&delete, &[id]).await },
+                when(record.as_ref(), |_| async {
+                    let p: [&(dyn ToSql + Sync); 8] =
+                        [&now, id, &o.delivered, &"delivered", &bill_sender, &unit, &options, &person];
+                    c.execute(&bills, &p).await
+                }),
+                chain.link(c, &chained),
+                chain.lock_head(c, &chained),
+            );
+            let first = (|| {
+                begin?;
+                let counts = [(delivered?, &o.delivered), (bounced?, &o.bounced), (retried?, &o.retry)];
+                msgs?;
+                rcpts?;
+                deleted?;
+                billed?;
+                let held = counts.iter().all(|(n, want)| n.is_none_or(|n| n as usize == want.len()));
+                Ok::<_, tokio_postgres::Error>((held, chain.next(link?, head?)))
+            })();
+            let e = match first {
+                Ok((true, e)) => e,
+                Ok((false, _)) => {
+                    c.batch_execute("ROLLBACK").await.map_err(db_err)?;
+                    return Ok(Settled::Fenced);
+                }
+                Err(e) => return Err(rollback(c, db_err(e)).await),
+            };
+            chain.commit(c, &chained, e.as_ref()).await?;
             Ok(Settled::Written)
         })
     }
@@ -776,21 +811,6 @@ impl Pg {
     }
 }
 
-/// Settle `rcpts` of `job` as `state`, fenced: false when any is no longer held under its epoch.
-async fn set_state(tx: &Transaction<'_>, job: &Job, state: &str, rcpts: &[String]) -> Result<bool, Error> {
-    if rcpts.is_empty() {
-        return Ok(true);
-    }
-    let n = cached!(
-        tx,
-        execute,
-        "UPDATE recipients SET state = $4, sending = false, lease_owner = NULL, lease_until = NULL
-              WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'",
-        &[&job.meta.id, &rcpts, &job.epoch, &state]
-    )?;
-    Ok(n as usize == rcpts.len())
-}
-
 fn placeholder_meta() -> Meta {
     Meta {
         id: String::new(),
@@ -808,28 +828,189 @@ fn placeholder_meta() -> Meta {
     }
 }
 
-async fn insert_message(tx: &Transaction<'_>, m: &Meta, body: &[u8], node: &str) -> Result<(), Error> {
-    let kind = match m.kind {
-        Kind::Provider => "provider",
-        Kind::Internal => "internal",
-    };
-    let meta = serde_json::to_string(m).map_err(db_err)?;
-    cached!(
-        tx,
-        execute,
-        "INSERT INTO messages (id, kind, meta, body, accepted_by) VALUES ($1, $2, $3, $4, $5)",
-        &[&m.id, &kind, &meta, &body, &node]
-    )?;
-    cached!(
-        tx,
-        execute,
-        "INSERT INTO recipients (message_id, rcpt) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-        &[&m.id, &m.rcpt_to]
-    )?;
-    Ok(())
+// The hot paths (acceptance, settlement) send a transaction's statements in two flights:
+// BEGIN with every write and, last, the head row's lock; then the entry, the head's move
+// and COMMIT. tokio-postgres sends requests in the order they are first polled, and
+// `join!` polls in order. A failed statement aborts the transaction, so a COMMIT behind
+// it only rolls back (and the statement's error is what is returned).
+
+const RESERVE: &str = "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES ($1, $2, $3, $4)
+     ON CONFLICT DO NOTHING";
+const MARK_ACCEPTED: &str = "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES ($1, $2, $3, $4)";
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, kind, meta, body, accepted_by)
+     SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), $4, $5";
+const INSERT_RECIPIENTS: &str =
+    "INSERT INTO recipients (message_id, rcpt) SELECT unnest($1::text[]), unnest($2::text[]) ON CONFLICT DO NOTHING";
+/// One billing row per recipient for an event; the unique key refuses a second.
+const INSERT_BILLS: &str = "INSERT INTO billing (time, queue_id, recipient, event, sender, cost_unit, options, person)
+     SELECT $1, $2, unnest($3::text[]), $4, $5, $6, $7, $8";
+/// Settle recipients as `$4`, fenced: fewer rows than asked = the lease is no longer ours.
+const SET_STATE: &str = "UPDATE recipients SET state = $4, sending = false, lease_owner = NULL, lease_until = NULL
+      WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'";
+const RETRY: &str = "UPDATE recipients
+        SET due_at = now() + $4 * interval '1 second', attempts = attempts + 1, last_error = $5,
+            held = $6, sending = false, lease_owner = NULL, lease_until = NULL
+      WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'";
+const DELETE_SETTLED: &str = "DELETE FROM messages WHERE id = $1 AND NOT EXISTS
+     (SELECT 1 FROM recipients WHERE message_id = $1 AND state = 'queued')";
+const LOCK_HEAD: &str = "SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE";
+const SENT_WITH: &str = "SELECT seq FROM entries WHERE direction = 'out' AND private_id = $1 ORDER BY seq DESC LIMIT 1";
+const MOVE_HEAD: &str = "UPDATE archive_head SET seq = $1, hash = $2 WHERE id = 1";
+
+type PgResult<T> = Result<T, tokio_postgres::Error>;
+
+async fn prepare(c: &Object, sql: &str) -> Result<Statement, Error> {
+    c.prepare_cached(sql).await.map_err(db_err)
 }
 
-/// One billing row per recipient for `event`; the unique key refuses a second.
+/// A statement that may be left out of a flight: made from `v` when there is one.
+async fn when<V, T, F: std::future::Future<Output = PgResult<T>>>(
+    v: Option<V>,
+    f: impl FnOnce(V) -> F,
+) -> PgResult<Option<T>> {
+    match v {
+        Some(v) => f(v).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+fn non_empty(v: &[String]) -> Option<&[String]> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// Settle `rcpts` of `job` as `state` (nothing when there are none); the count tells
+/// whether all were still held under the job's epoch.
+async fn set_state(c: &Object, st: &Statement, job: &Job, state: &str, rcpts: &[String]) -> PgResult<Option<u64>> {
+    when(non_empty(rcpts), |r| async move { c.execute(st, &[&job.meta.id, &r, &job.epoch, &state]).await }).await
+}
+
+/// End a transaction that failed part-way; `e` is what the caller reports.
+async fn rollback(c: &Object, e: Error) -> Error {
+    // A broken connection fails here too and is then discarded by `done`.
+    let _ = c.batch_execute("ROLLBACK").await;
+    e
+}
+
+/// Messages as the columns of [`INSERT_MESSAGES`] and [`INSERT_RECIPIENTS`]: one
+/// statement each, however many messages an acceptance queues.
+struct MessageRows {
+    ids: Vec<String>,
+    kinds: Vec<&'static str>,
+    metas: Vec<String>,
+    rcpt_ids: Vec<String>,
+    rcpts: Vec<String>,
+}
+
+impl MessageRows {
+    fn of(ms: &[Meta]) -> Result<MessageRows, Error> {
+        let mut r = MessageRows { ids: vec![], kinds: vec![], metas: vec![], rcpt_ids: vec![], rcpts: vec![] };
+        for m in ms {
+            r.ids.push(m.id.clone());
+            r.kinds.push(match m.kind {
+                Kind::Provider => "provider",
+                Kind::Internal => "internal",
+            });
+            r.metas.push(serde_json::to_string(m).map_err(db_err)?);
+            for rcpt in &m.rcpt_to {
+                r.rcpt_ids.push(m.id.clone());
+                r.rcpts.push(rcpt.clone());
+            }
+        }
+        Ok(r)
+    }
+
+    async fn prepare(&self, c: &Object) -> Result<(Statement, Statement), Error> {
+        Ok((prepare(c, INSERT_MESSAGES).await?, prepare(c, INSERT_RECIPIENTS).await?))
+    }
+
+    async fn insert_messages(&self, c: &Object, st: &(Statement, Statement), body: &[u8], node: &str) -> PgResult<u64> {
+        c.execute(&st.0, &[&self.ids, &self.kinds, &self.metas, &body, &node]).await
+    }
+
+    async fn insert_recipients(&self, c: &Object, st: &(Statement, Statement)) -> PgResult<u64> {
+        c.execute(&st.1, &[&self.rcpt_ids, &self.rcpts]).await
+    }
+}
+
+/// The archive's part of an appending transaction (or nothing, for one that does not
+/// append): the link lookup and the head's lock in the first flight, the entry and the
+/// head's move with the commit. The head stays locked to the commit, so chain order is
+/// commit order.
+struct Chain<'a> {
+    entry: Option<&'a NewEntry<'a>>,
+    sha256: String,
+}
+
+struct ChainStatements {
+    link: Statement,
+    head: Statement,
+    insert: Statement,
+    move_head: Statement,
+}
+
+impl<'a> Chain<'a> {
+    fn new(entry: &'a NewEntry<'a>) -> Chain<'a> {
+        // Hashed before the lock is taken: a 10 MB message keeps nobody waiting.
+        Chain { entry: Some(entry), sha256: archive::sha256_hex(entry.data) }
+    }
+
+    fn none() -> Chain<'a> {
+        Chain { entry: None, sha256: String::new() }
+    }
+
+    async fn prepare(&self, c: &Object) -> Result<ChainStatements, Error> {
+        Ok(ChainStatements {
+            link: prepare(c, SENT_WITH).await?,
+            head: prepare(c, LOCK_HEAD).await?,
+            insert: prepare(c, &insert_entry_sql()).await?,
+            move_head: prepare(c, MOVE_HEAD).await?,
+        })
+    }
+
+    async fn link(&self, c: &Object, st: &ChainStatements) -> PgResult<Option<i64>> {
+        match self.entry.and_then(archive::wants_link) {
+            Some(pid) => Ok(c.query_opt(&st.link, &[&pid]).await?.map(|r| r.get(0))),
+            None => Ok(None),
+        }
+    }
+
+    async fn lock_head(&self, c: &Object, st: &ChainStatements) -> PgResult<Option<(i64, String)>> {
+        if self.entry.is_none() {
+            return Ok(None);
+        }
+        let r = c.query_one(&st.head, &[]).await?;
+        Ok(Some((r.get(0), r.get(1))))
+    }
+
+    fn next(&self, link: Option<i64>, head: Option<(i64, String)>) -> Option<Entry> {
+        let (e, head) = (self.entry?, head?);
+        let prev = (head.0 > 0).then_some(head);
+        Some(archive::next_entry(prev, link, e, crate::spool::now_millis() as i64, self.sha256.clone()))
+    }
+
+    /// The second flight: the entry, the head onto it, COMMIT.
+    async fn commit(&self, c: &Object, st: &ChainStatements, e: Option<&Entry>) -> Result<(), Error> {
+        let data = self.entry.map_or(&[][..], |n| n.data);
+        let (inserted, moved, committed) = futures_util::join!(
+            when(e, |e| async move { c.execute(&st.insert, &entry_params(e, &data)).await }),
+            when(e, |e| async move { c.execute(&st.move_head, &[&e.seq, &e.hash]).await }),
+            c.batch_execute("COMMIT"),
+        );
+        (|| {
+            inserted?;
+            moved?;
+            committed
+        })()
+        .map_err(db_err)
+    }
+}
+
+async fn sent_with(tx: &Transaction<'_>, pid: &str) -> Result<Option<i64>, Error> {
+    let row = cached!(tx, query_opt, SENT_WITH, &[&pid])?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// One billing row per recipient for `event` (the generic path's numbered rows).
 async fn insert_bills(
     tx: &Transaction<'_>,
     time: i64,
@@ -840,64 +1021,38 @@ async fn insert_bills(
     cached!(
         tx,
         execute,
-        "INSERT INTO billing (time, queue_id, recipient, event, sender, cost_unit, options, person)
-         SELECT $1, $2, unnest($3::text[]), $4, $5, $6, $7, $8",
+        INSERT_BILLS,
         &[&time, &b.queue_id, &rcpts, &event, &b.sender, &b.cost_unit, &b.options, &b.person]
     )?;
     Ok(())
 }
 
-/// Append `e` to the chain as the last statements of `tx`: the head row is locked here
-/// and held until the commit, so chain order is commit order.
-async fn append(tx: &Transaction<'_>, e: &NewEntry<'_>) -> Result<Entry, Error> {
-    let link = match archive::wants_link(e) {
-        Some(pid) => sent_with(tx, pid).await?,
-        None => None,
-    };
-    let sha256 = archive::sha256_hex(e.data);
-    let head = cached!(tx, query_one, "SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE", &[])?;
-    let prev: (i64, String) = (head.get(0), head.get(1));
-    let prev = (prev.0 > 0).then_some(prev);
-    let entry = archive::next_entry(prev, link, e, crate::spool::now_millis() as i64, sha256);
-    insert_entry(tx, &entry, e.data).await?;
-    Ok(entry)
+fn insert_entry_sql() -> String {
+    format!("INSERT INTO entries ({COLS}, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
 }
 
-async fn sent_with(tx: &Transaction<'_>, pid: &str) -> Result<Option<i64>, Error> {
-    let row = cached!(
-        tx,
-        query_opt,
-        "SELECT seq FROM entries WHERE direction = 'out' AND private_id = $1 ORDER BY seq DESC LIMIT 1",
-        &[&pid]
-    )?;
-    Ok(row.map(|r| r.get(0)))
+fn entry_params<'p>(e: &'p Entry, data: &'p &[u8]) -> [&'p (dyn ToSql + Sync); 14] {
+    [
+        &e.seq,
+        &e.time,
+        &e.direction,
+        &e.private_id,
+        &e.message_id,
+        &e.sender,
+        &e.recipients,
+        &e.sha256,
+        &e.size,
+        &e.link,
+        &e.prev_hash,
+        &e.hash,
+        &e.actor,
+        data,
+    ]
 }
 
 async fn insert_entry(tx: &Transaction<'_>, e: &Entry, data: &[u8]) -> Result<(), Error> {
-    cached!(
-        tx,
-        execute,
-        &format!(
-            "INSERT INTO entries ({COLS}, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        ),
-        &[
-            &e.seq,
-            &e.time,
-            &e.direction,
-            &e.private_id,
-            &e.message_id,
-            &e.sender,
-            &e.recipients,
-            &e.sha256,
-            &e.size,
-            &e.link,
-            &e.prev_hash,
-            &e.hash,
-            &e.actor,
-            &data,
-        ]
-    )?;
-    cached!(tx, execute, "UPDATE archive_head SET seq = $1, hash = $2 WHERE id = 1", &[&e.seq, &e.hash])?;
+    cached!(tx, execute, &insert_entry_sql(), &entry_params(e, &data))?;
+    cached!(tx, execute, MOVE_HEAD, &[&e.seq, &e.hash])?;
     Ok(())
 }
 
@@ -1025,7 +1180,7 @@ impl PgTx<'_, '_> {
 impl Tx for PgTx<'_, '_> {
     fn newest(&mut self) -> Result<Option<(i64, String)>, Error> {
         let tx = self.tx;
-        let r = self.run(tx.query_one("SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE", &[]))?;
+        let r = self.run(tx.query_one(LOCK_HEAD, &[]))?;
         let (seq, hash): (i64, String) = (r.get(0), r.get(1));
         Ok((seq > 0).then_some((seq, hash)))
     }

@@ -40,12 +40,12 @@ pub(super) async fn run(app: Arc<App>, pg: Arc<Pg>) {
         if free > 0 && !app.is_stopping() {
             match pg.claim(free).await {
                 Ok(jobs) => {
-                    more = jobs.iter().map(|j| j.rcpts.len()).sum::<usize>() >= free;
-                    for job in jobs {
+                    more = jobs.iter().map(|(j, _)| j.rcpts.len()).sum::<usize>() >= free;
+                    for (job, body) in jobs {
                         running.fetch_add(1, Ordering::SeqCst);
                         let (app, pg, running) = (app.clone(), pg.clone(), running.clone());
                         tokio::spawn(async move {
-                            deliver(&app, &pg, job).await;
+                            deliver(&app, &pg, job, body).await;
                             running.fetch_sub(1, Ordering::SeqCst);
                             app.wake.notify_one();
                         });
@@ -91,17 +91,9 @@ async fn keep_lease(pg: &Pg, job: &Job, claimed: Instant) {
     }
 }
 
-async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job) {
+async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job, body: Vec<u8>) {
     let claimed = Instant::now();
     let id = job.meta.id.clone();
-    let body = match pg.load(&id, true).await {
-        Ok((_, b)) => b,
-        Err(e) => {
-            // Dropped meanwhile, or the database is away: the lease lapses, it comes back.
-            warn!(id = %id, error = %e, "cannot load queued message");
-            return;
-        }
-    };
     if job.interrupted {
         warn!(id = %id, "previous attempt interrupted during DATA (crash or lost lease); sending again with the same Message-ID");
     }
