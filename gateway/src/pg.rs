@@ -20,11 +20,18 @@ use demail_core::{Error, Reason};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Statement;
+use write::{
+    entry_params, Chain, MessageRows, Settle, Writes, Wrote, COLS, INSERT_BILLS, INSERT_ENTRY, LOCK_HEAD, MOVE_HEAD,
+    SENT_WITH,
+};
+
+mod write;
 
 /// The migrations in order; a row in `schema_migrations` per applied one, with its hash.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/postgres/001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/postgres/001_initial.sql")),
+    (2, "lz4_bodies", include_str!("../migrations/postgres/002_lz4_bodies.sql")),
+];
 
 /// The advisory lock under which nodes apply migrations (one at a time).
 const MIGRATION_LOCK: i64 = 0x0064_656d_6169_6c01;
@@ -348,6 +355,7 @@ pub enum Settled {
 /// The cluster's queue on PostgreSQL: acceptance, claims, leases and settlement.
 pub struct Pg {
     pool: Pool,
+    group: write::Group,
     pub node: String,
     pub lease: Duration,
     timeout: Duration,
@@ -383,6 +391,7 @@ impl Pg {
     pub fn new(pool: Pool, s: &Storage) -> Pg {
         Pg {
             pool,
+            group: write::Group::default(),
             node: node_name(s),
             lease: Duration::from_secs(s.lease_secs),
             timeout: Duration::from_secs(s.timeout_secs),
@@ -423,87 +432,40 @@ impl Pg {
         bill: &Bill<'_>,
     ) -> Result<String, Error> {
         let id = &metas[0].id;
-        let now = now_secs();
-        let rows = MessageRows::of(metas)?;
-        let chain = Chain::new(entry);
-        with_client!(self, c, async {
-            let c: &Object = c;
-            let (reserve, accept, bills) =
-                (prepare(c, RESERVE).await?, prepare(c, MARK_ACCEPTED).await?, prepare(c, INSERT_BILLS).await?);
-            let (insert, chained) = (rows.prepare(c).await?, chain.prepare(c).await?);
-            // One flight: the reservation waits for a concurrent acceptance of the same pair.
-            let (begin, reserved, msgs, rcpts, acc, billed, link, head) = futures_util::join!(
-                c.batch_execute("BEGIN"),
-                when(key, |(mid, sender)| async move { c.execute(&reserve, &[&mid, &sender, id, &now]).await }),
-                rows.insert_messages(c, &insert, body, &self.node),
-                rows.insert_recipients(c, &insert),
-                async { c.execute(&accept, &[id, &key.map(|k| k.0), &bill.sender, &now]).await },
-                async {
-                    let rcpts = &metas[0].rcpt_to;
-                    let b = bill;
-                    let p: [&(dyn ToSql + Sync); 8] =
-                        [&now, &b.queue_id, rcpts, &"accepted", &b.sender, &b.cost_unit, &b.options, &b.person];
-                    c.execute(&bills, &p).await
-                },
-                chain.link(c, &chained),
-                chain.lock_head(c, &chained),
-            );
-            let first = (|| {
-                begin?;
-                let reserved = reserved?;
-                msgs?;
-                rcpts?;
-                acc?;
-                billed?;
-                Ok::<_, tokio_postgres::Error>((reserved, chain.next(link?, head?)))
-            })();
-            let (reserved, e) = match first {
-                Ok(v) => v,
-                Err(e) => return Err(rollback(c, db_err(e)).await),
-            };
-            if reserved == Some(0) {
-                let _ = c.batch_execute("ROLLBACK").await;
-                let (mid, sender) = key.expect("reserved only with a key");
-                let row = cached!(
-                    c,
-                    query_one,
-                    "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
-                    &[&mid, &sender]
-                )?;
-                return Ok(row.get::<_, String>(0));
+        let w = Writes::Outbound {
+            id,
+            rows: MessageRows::of(metas)?,
+            body,
+            key,
+            bill,
+            rcpts: &metas[0].rcpt_to,
+            now: now_secs(),
+        };
+        match self.append(&w, &Chain::new(entry)).await? {
+            (Wrote::Duplicate, _) => {
+                let (mid, sender) = key.expect("a duplicate only with a key");
+                let row = with_client!(self, c, async {
+                    cached!(
+                        c,
+                        query_one,
+                        "SELECT queue_id FROM reservations WHERE message_id = $1 AND sender = $2",
+                        &[&mid, &sender]
+                    )
+                })?;
+                Ok(row.get::<_, String>(0))
             }
-            chain.commit(c, &chained, e.as_ref()).await?;
-            Ok(id.clone())
-        })
+            _ => Ok(id.clone()),
+        }
     }
 
     /// Accept an inbound message: the provider's exact bytes into the archive, the
     /// (sealed) bytes into the queue. Returns the archive entry.
     pub async fn accept_inbound(&self, meta: &Meta, queued: &[u8], entry: &NewEntry<'_>) -> Result<Entry, Error> {
-        let rows = MessageRows::of(std::slice::from_ref(meta))?;
-        let chain = Chain::new(entry);
-        with_client!(self, c, async {
-            let (insert, chained) = (rows.prepare(c).await?, chain.prepare(c).await?);
-            let (begin, msgs, rcpts, link, head) = futures_util::join!(
-                c.batch_execute("BEGIN"),
-                rows.insert_messages(c, &insert, queued, &self.node),
-                rows.insert_recipients(c, &insert),
-                chain.link(c, &chained),
-                chain.lock_head(c, &chained),
-            );
-            let e = match (|| {
-                begin?;
-                msgs?;
-                rcpts?;
-                Ok::<_, tokio_postgres::Error>(chain.next(link?, head?))
-            })() {
-                Ok(Some(e)) => e,
-                Ok(None) => return Err(rollback(c, db_err("no archive entry")).await),
-                Err(e) => return Err(rollback(c, db_err(e)).await),
-            };
-            chain.commit(c, &chained, Some(&e)).await?;
-            Ok(e)
-        })
+        let w = Writes::Inbound { rows: MessageRows::of(std::slice::from_ref(meta))?, body: queued };
+        match self.append(&w, &Chain::new(entry)).await? {
+            (_, Some(e)) => Ok(e),
+            (_, None) => Err(db_err("inbound acceptance wrote no archive entry")),
+        }
     }
 
     /// Undelivered recipients by state (`queued`, `held`, `sending`) with the age in
@@ -656,8 +618,10 @@ impl Pg {
     /// everything back ([`Settled::Fenced`]).
     pub async fn settle(&self, job: &Job, o: &Outcome<'_>) -> Result<Settled, Error> {
         let (id, m) = (&job.meta.id, &job.meta);
-        let follow = o.follow_up.as_ref().map(|(fm, _)| MessageRows::of(std::slice::from_ref(fm))).transpose()?;
-        let follow_body: &[u8] = o.follow_up.as_ref().map_or(&[], |(_, d)| d);
+        let follow = match &o.follow_up {
+            Some((fm, d)) => Some((MessageRows::of(std::slice::from_ref(fm))?, d.as_slice())),
+            None => None,
+        };
         // A delivery's facts: billing rows and the archive entry.
         let record = match (&o.record, o.delivered.is_empty()) {
             (Some(d), false) => Some(
@@ -673,73 +637,33 @@ impl Pg {
             ),
             _ => None,
         };
-        let entry = record.as_ref().map(|data| NewEntry {
-            direction: "delivered",
-            private_id: m.private_id.as_deref(),
-            message_id: m.message_id.as_deref(),
-            sender: &m.mail_from,
-            recipients: &o.delivered,
-            data,
-            actor: None,
+        let (unit, options) =
+            (m.cost_unit.clone().unwrap_or_else(|| crate::billing::UNASSIGNED.to_string()), m.options.join(","));
+        let bill = record.as_ref().map(|_| Bill {
+            queue_id: id,
+            sender: m.bounce_to.as_deref().unwrap_or(&m.mail_from),
+            cost_unit: &unit,
+            recipients: o.delivered.len(),
+            options: &options,
+            person: m.actor.as_deref().unwrap_or(""),
         });
-        let chain = entry.as_ref().map_or_else(Chain::none, Chain::new);
-        let (now, unit) = (now_secs(), m.cost_unit.clone().unwrap_or_else(|| crate::billing::UNASSIGNED.to_string()));
-        let (bill_sender, options, person) =
-            (m.bounce_to.as_deref().unwrap_or(&m.mail_from), m.options.join(","), m.actor.as_deref().unwrap_or(""));
-        let secs = o.retry_secs as f64;
-        with_client!(self, c, async {
-            let c: &Object = c;
-            let (settle, retry, delete, bills) = (
-                prepare(c, SET_STATE).await?,
-                prepare(c, RETRY).await?,
-                prepare(c, DELETE_SETTLED).await?,
-                prepare(c, INSERT_BILLS).await?,
-            );
-            let insert = match &follow {
-                Some(f) => Some(f.prepare(c).await?),
-                None => None,
-            };
-            let chained = chain.prepare(c).await?;
-            let (begin, delivered, bounced, retried, msgs, rcpts, deleted, billed, link, head) = futures_util::join!(
-                c.batch_execute("BEGIN"),
-                set_state(c, &settle, job, "delivered", &o.delivered),
-                set_state(c, &settle, job, "bounced", &o.bounced),
-                when(non_empty(&o.retry), |r| async move {
-                    c.execute(&retry, &[id, &r, &job.epoch, &secs, &o.error, &o.held]).await
-                }),
-                when(follow.as_ref().zip(insert.as_ref()), |(f, st)| f.insert_messages(c, st, follow_body, &self.node)),
-                when(follow.as_ref().zip(insert.as_ref()), |(f, st)| f.insert_recipients(c, st)),
-                // Nothing left to deliver: the bytes are in the archive, the facts in billing.
-                async { c.execute(&delete, &[id]).await },
-                when(record.as_ref(), |_| async {
-                    let p: [&(dyn ToSql + Sync); 8] =
-                        [&now, id, &o.delivered, &"delivered", &bill_sender, &unit, &options, &person];
-                    c.execute(&bills, &p).await
-                }),
-                chain.link(c, &chained),
-                chain.lock_head(c, &chained),
-            );
-            let first = (|| {
-                begin?;
-                let counts = [(delivered?, &o.delivered), (bounced?, &o.bounced), (retried?, &o.retry)];
-                msgs?;
-                rcpts?;
-                deleted?;
-                billed?;
-                let held = counts.iter().all(|(n, want)| n.is_none_or(|n| n as usize == want.len()));
-                Ok::<_, tokio_postgres::Error>((held, chain.next(link?, head?)))
-            })();
-            let e = match first {
-                Ok((true, e)) => e,
-                Ok((false, _)) => {
-                    c.batch_execute("ROLLBACK").await.map_err(db_err)?;
-                    return Ok(Settled::Fenced);
-                }
-                Err(e) => return Err(rollback(c, db_err(e)).await),
-            };
-            chain.commit(c, &chained, e.as_ref()).await?;
-            Ok(Settled::Written)
-        })
+        let w = Writes::Settle(Settle { job, o, follow, bill, now: now_secs() });
+        let wrote = match &record {
+            Some(data) => {
+                let entry = NewEntry {
+                    direction: "delivered",
+                    private_id: m.private_id.as_deref(),
+                    message_id: m.message_id.as_deref(),
+                    sender: &m.mail_from,
+                    recipients: &o.delivered,
+                    data,
+                    actor: None,
+                };
+                self.append(&w, &Chain::new(&entry)).await?.0
+            }
+            None => write::plain(self, &w).await?,
+        };
+        Ok(if wrote == Wrote::Fenced { Settled::Fenced } else { Settled::Written })
     }
 
     /// Every queued message with its state (as `queue list` shows it), oldest first.
@@ -828,183 +752,6 @@ fn placeholder_meta() -> Meta {
     }
 }
 
-// The hot paths (acceptance, settlement) send a transaction's statements in two flights:
-// BEGIN with every write and, last, the head row's lock; then the entry, the head's move
-// and COMMIT. tokio-postgres sends requests in the order they are first polled, and
-// `join!` polls in order. A failed statement aborts the transaction, so a COMMIT behind
-// it only rolls back (and the statement's error is what is returned).
-
-const RESERVE: &str = "INSERT INTO reservations (message_id, sender, queue_id, time) VALUES ($1, $2, $3, $4)
-     ON CONFLICT DO NOTHING";
-const MARK_ACCEPTED: &str = "INSERT INTO accepted (queue_id, message_id, sender, time) VALUES ($1, $2, $3, $4)";
-const INSERT_MESSAGES: &str = "INSERT INTO messages (id, kind, meta, body, accepted_by)
-     SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), $4, $5";
-const INSERT_RECIPIENTS: &str =
-    "INSERT INTO recipients (message_id, rcpt) SELECT unnest($1::text[]), unnest($2::text[]) ON CONFLICT DO NOTHING";
-/// One billing row per recipient for an event; the unique key refuses a second.
-const INSERT_BILLS: &str = "INSERT INTO billing (time, queue_id, recipient, event, sender, cost_unit, options, person)
-     SELECT $1, $2, unnest($3::text[]), $4, $5, $6, $7, $8";
-/// Settle recipients as `$4`, fenced: fewer rows than asked = the lease is no longer ours.
-const SET_STATE: &str = "UPDATE recipients SET state = $4, sending = false, lease_owner = NULL, lease_until = NULL
-      WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'";
-const RETRY: &str = "UPDATE recipients
-        SET due_at = now() + $4 * interval '1 second', attempts = attempts + 1, last_error = $5,
-            held = $6, sending = false, lease_owner = NULL, lease_until = NULL
-      WHERE message_id = $1 AND rcpt = ANY($2) AND lease_epoch = $3 AND state = 'queued'";
-const DELETE_SETTLED: &str = "DELETE FROM messages WHERE id = $1 AND NOT EXISTS
-     (SELECT 1 FROM recipients WHERE message_id = $1 AND state = 'queued')";
-const LOCK_HEAD: &str = "SELECT seq, hash FROM archive_head WHERE id = 1 FOR UPDATE";
-const SENT_WITH: &str = "SELECT seq FROM entries WHERE direction = 'out' AND private_id = $1 ORDER BY seq DESC LIMIT 1";
-const MOVE_HEAD: &str = "UPDATE archive_head SET seq = $1, hash = $2 WHERE id = 1";
-
-type PgResult<T> = Result<T, tokio_postgres::Error>;
-
-async fn prepare(c: &Object, sql: &str) -> Result<Statement, Error> {
-    c.prepare_cached(sql).await.map_err(db_err)
-}
-
-/// A statement that may be left out of a flight: made from `v` when there is one.
-async fn when<V, T, F: std::future::Future<Output = PgResult<T>>>(
-    v: Option<V>,
-    f: impl FnOnce(V) -> F,
-) -> PgResult<Option<T>> {
-    match v {
-        Some(v) => f(v).await.map(Some),
-        None => Ok(None),
-    }
-}
-
-fn non_empty(v: &[String]) -> Option<&[String]> {
-    (!v.is_empty()).then_some(v)
-}
-
-/// Settle `rcpts` of `job` as `state` (nothing when there are none); the count tells
-/// whether all were still held under the job's epoch.
-async fn set_state(c: &Object, st: &Statement, job: &Job, state: &str, rcpts: &[String]) -> PgResult<Option<u64>> {
-    when(non_empty(rcpts), |r| async move { c.execute(st, &[&job.meta.id, &r, &job.epoch, &state]).await }).await
-}
-
-/// End a transaction that failed part-way; `e` is what the caller reports.
-async fn rollback(c: &Object, e: Error) -> Error {
-    // A broken connection fails here too and is then discarded by `done`.
-    let _ = c.batch_execute("ROLLBACK").await;
-    e
-}
-
-/// Messages as the columns of [`INSERT_MESSAGES`] and [`INSERT_RECIPIENTS`]: one
-/// statement each, however many messages an acceptance queues.
-struct MessageRows {
-    ids: Vec<String>,
-    kinds: Vec<&'static str>,
-    metas: Vec<String>,
-    rcpt_ids: Vec<String>,
-    rcpts: Vec<String>,
-}
-
-impl MessageRows {
-    fn of(ms: &[Meta]) -> Result<MessageRows, Error> {
-        let mut r = MessageRows { ids: vec![], kinds: vec![], metas: vec![], rcpt_ids: vec![], rcpts: vec![] };
-        for m in ms {
-            r.ids.push(m.id.clone());
-            r.kinds.push(match m.kind {
-                Kind::Provider => "provider",
-                Kind::Internal => "internal",
-            });
-            r.metas.push(serde_json::to_string(m).map_err(db_err)?);
-            for rcpt in &m.rcpt_to {
-                r.rcpt_ids.push(m.id.clone());
-                r.rcpts.push(rcpt.clone());
-            }
-        }
-        Ok(r)
-    }
-
-    async fn prepare(&self, c: &Object) -> Result<(Statement, Statement), Error> {
-        Ok((prepare(c, INSERT_MESSAGES).await?, prepare(c, INSERT_RECIPIENTS).await?))
-    }
-
-    async fn insert_messages(&self, c: &Object, st: &(Statement, Statement), body: &[u8], node: &str) -> PgResult<u64> {
-        c.execute(&st.0, &[&self.ids, &self.kinds, &self.metas, &body, &node]).await
-    }
-
-    async fn insert_recipients(&self, c: &Object, st: &(Statement, Statement)) -> PgResult<u64> {
-        c.execute(&st.1, &[&self.rcpt_ids, &self.rcpts]).await
-    }
-}
-
-/// The archive's part of an appending transaction (or nothing, for one that does not
-/// append): the link lookup and the head's lock in the first flight, the entry and the
-/// head's move with the commit. The head stays locked to the commit, so chain order is
-/// commit order.
-struct Chain<'a> {
-    entry: Option<&'a NewEntry<'a>>,
-    sha256: String,
-}
-
-struct ChainStatements {
-    link: Statement,
-    head: Statement,
-    insert: Statement,
-    move_head: Statement,
-}
-
-impl<'a> Chain<'a> {
-    fn new(entry: &'a NewEntry<'a>) -> Chain<'a> {
-        // Hashed before the lock is taken: a 10 MB message keeps nobody waiting.
-        Chain { entry: Some(entry), sha256: archive::sha256_hex(entry.data) }
-    }
-
-    fn none() -> Chain<'a> {
-        Chain { entry: None, sha256: String::new() }
-    }
-
-    async fn prepare(&self, c: &Object) -> Result<ChainStatements, Error> {
-        Ok(ChainStatements {
-            link: prepare(c, SENT_WITH).await?,
-            head: prepare(c, LOCK_HEAD).await?,
-            insert: prepare(c, &insert_entry_sql()).await?,
-            move_head: prepare(c, MOVE_HEAD).await?,
-        })
-    }
-
-    async fn link(&self, c: &Object, st: &ChainStatements) -> PgResult<Option<i64>> {
-        match self.entry.and_then(archive::wants_link) {
-            Some(pid) => Ok(c.query_opt(&st.link, &[&pid]).await?.map(|r| r.get(0))),
-            None => Ok(None),
-        }
-    }
-
-    async fn lock_head(&self, c: &Object, st: &ChainStatements) -> PgResult<Option<(i64, String)>> {
-        if self.entry.is_none() {
-            return Ok(None);
-        }
-        let r = c.query_one(&st.head, &[]).await?;
-        Ok(Some((r.get(0), r.get(1))))
-    }
-
-    fn next(&self, link: Option<i64>, head: Option<(i64, String)>) -> Option<Entry> {
-        let (e, head) = (self.entry?, head?);
-        let prev = (head.0 > 0).then_some(head);
-        Some(archive::next_entry(prev, link, e, crate::spool::now_millis() as i64, self.sha256.clone()))
-    }
-
-    /// The second flight: the entry, the head onto it, COMMIT.
-    async fn commit(&self, c: &Object, st: &ChainStatements, e: Option<&Entry>) -> Result<(), Error> {
-        let data = self.entry.map_or(&[][..], |n| n.data);
-        let (inserted, moved, committed) = futures_util::join!(
-            when(e, |e| async move { c.execute(&st.insert, &entry_params(e, &data)).await }),
-            when(e, |e| async move { c.execute(&st.move_head, &[&e.seq, &e.hash]).await }),
-            c.batch_execute("COMMIT"),
-        );
-        (|| {
-            inserted?;
-            moved?;
-            committed
-        })()
-        .map_err(db_err)
-    }
-}
-
 async fn sent_with(tx: &Transaction<'_>, pid: &str) -> Result<Option<i64>, Error> {
     let row = cached!(tx, query_opt, SENT_WITH, &[&pid])?;
     Ok(row.map(|r| r.get(0)))
@@ -1027,37 +774,11 @@ async fn insert_bills(
     Ok(())
 }
 
-fn insert_entry_sql() -> String {
-    format!("INSERT INTO entries ({COLS}, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
-}
-
-fn entry_params<'p>(e: &'p Entry, data: &'p &[u8]) -> [&'p (dyn ToSql + Sync); 14] {
-    [
-        &e.seq,
-        &e.time,
-        &e.direction,
-        &e.private_id,
-        &e.message_id,
-        &e.sender,
-        &e.recipients,
-        &e.sha256,
-        &e.size,
-        &e.link,
-        &e.prev_hash,
-        &e.hash,
-        &e.actor,
-        data,
-    ]
-}
-
 async fn insert_entry(tx: &Transaction<'_>, e: &Entry, data: &[u8]) -> Result<(), Error> {
-    cached!(tx, execute, &insert_entry_sql(), &entry_params(e, &data))?;
+    cached!(tx, execute, INSERT_ENTRY, &entry_params(e, &data))?;
     cached!(tx, execute, MOVE_HEAD, &[&e.seq, &e.hash])?;
     Ok(())
 }
-
-const COLS: &str =
-    "seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash, actor";
 
 fn row_entry(r: &tokio_postgres::Row) -> Entry {
     Entry {

@@ -8,7 +8,7 @@ use crate::relay::{self, Failure};
 use crate::spool::{self, Kind, Meta};
 use crate::{billing, dsn};
 use demail_core::Error;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,9 +32,10 @@ pub(super) async fn accept_outbound(
 pub(super) async fn run(app: Arc<App>, pg: Arc<Pg>) {
     let interval = Duration::from_millis(app.cfg.queue.scan_interval_ms.max(10));
     let limit = app.cfg.queue.concurrency.max(1);
-    let running = app.delivering.clone();
+    // Sessions to a target (the limit) and deliveries not yet recorded (for the stop).
+    let (sessions, running) = (Arc::new(AtomicUsize::new(0)), app.delivering.clone());
     loop {
-        let free = limit.saturating_sub(running.load(Ordering::SeqCst));
+        let free = limit.saturating_sub(sessions.load(Ordering::SeqCst));
         let mut more = false;
         // Stopping: nothing new is claimed; what runs may finish (App::finish).
         if free > 0 && !app.is_stopping() {
@@ -43,9 +44,10 @@ pub(super) async fn run(app: Arc<App>, pg: Arc<Pg>) {
                     more = jobs.iter().map(|(j, _)| j.rcpts.len()).sum::<usize>() >= free;
                     for (job, body) in jobs {
                         running.fetch_add(1, Ordering::SeqCst);
+                        let slot = Slot::take(&sessions, &app);
                         let (app, pg, running) = (app.clone(), pg.clone(), running.clone());
                         tokio::spawn(async move {
-                            deliver(&app, &pg, job, body).await;
+                            deliver(&app, &pg, job, body, slot).await;
                             running.fetch_sub(1, Ordering::SeqCst);
                             app.wake.notify_one();
                         });
@@ -91,7 +93,24 @@ async fn keep_lease(pg: &Pg, job: &Job, claimed: Instant) {
     }
 }
 
-async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job, body: Vec<u8>) {
+/// One of the `queue.concurrency` sessions; given back (and the runner woken) when dropped.
+struct Slot(Arc<AtomicUsize>, Arc<App>);
+
+impl Slot {
+    fn take(sessions: &Arc<AtomicUsize>, app: &Arc<App>) -> Slot {
+        sessions.fetch_add(1, Ordering::SeqCst);
+        Slot(sessions.clone(), app.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.wake.notify_one();
+    }
+}
+
+async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job, body: Vec<u8>, slot: Slot) {
     let claimed = Instant::now();
     let id = job.meta.id.clone();
     if job.interrupted {
@@ -134,6 +153,9 @@ async fn deliver(app: &Arc<App>, pg: &Arc<Pg>, job: Job, body: Vec<u8>) {
             return;
         }
     };
+    // The session is over: the next one may start while this outcome is recorded (the
+    // lease keeps these recipients ours until then).
+    drop(slot);
     let mut o = Outcome::default();
     let expired = spool::now().saturating_sub(job.meta.created) > app.cfg.queue.give_up_after_secs;
     let retry_secs = backoff(&app.cfg.queue, job.attempts + 1);
