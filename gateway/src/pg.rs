@@ -2,13 +2,14 @@
 //! docs/gateway.md "Cluster"): several nodes share one queue, one archive chain, billing
 //! and the Message-ID reservations.
 //!
-//! - Acceptance is one transaction (reservation, message and body, recipients, acceptance
+//! - Acceptance writes all or nothing (reservation, message and body, recipients, acceptance
 //!   mark, billing rows, the archive entry); the SMTP 250 follows its commit.
 //! - Recipients are claimed with `FOR UPDATE SKIP LOCKED` under a lease (owner, `lease_until`
 //!   from the database clock, an epoch from a sequence, unique per claim). Every later write
 //!   names the epoch: 0 rows = the lease went to another node = nothing is written.
-//! - The archive head row is locked as the last statement of a transaction that appends,
+//! - The archive head row is locked by a transaction that appends and held to its commit,
 //!   so chain order is commit order; `entries` has `PRIMARY KEY (seq)` and `UNIQUE (prev_hash)`.
+//!   A node's appends share one such transaction ([`write`]: group commit).
 
 use crate::archive::{self, AccessRecord, Archive, Entry, NewEntry, Store, Tx, GENESIS};
 use crate::billing::Bill;

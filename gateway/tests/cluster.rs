@@ -345,6 +345,12 @@ fn two_nodes_append_to_one_chain_without_a_fork() {
                     let r = c.submit(t % 2, FROM, &[TO], &m);
                     assert!(r.as_ref().is_ok_and(|r| r.starts_with("250")), "{r:?}\n{}", c.logs());
                     ids.lock().unwrap().insert(mid(&m));
+                    if i % 5 == 0 {
+                        // A resend amid the others' appends (to the other node): undone in
+                        // its batch without harm to the rest, answered with the first queue id.
+                        let again = c.submit((t + 1) % 2, FROM, &[TO], &m);
+                        assert_eq!(again.as_ref().ok(), r.as_ref().ok(), "{}", c.logs());
+                    }
                 }
             });
         }
