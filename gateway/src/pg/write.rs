@@ -305,8 +305,11 @@ impl<'a> Chain<'a> {
 /// One node's open appending transaction.
 struct Batch {
     c: Object,
-    /// The chain head as this transaction has moved it (locked since BEGIN).
+    st: Statements,
+    /// The chain head with this transaction's entries (the row is locked since BEGIN and
+    /// moved once, at the commit).
     head: (i64, String),
+    moved: bool,
     steps: usize,
     outcome: Arc<OnceLock<Result<(), Error>>>,
 }
@@ -383,34 +386,30 @@ impl Pg {
                     return Err((db_err(e), false));
                 }
             };
-            *open = Some(Batch { c, head, steps: 0, outcome: Arc::new(OnceLock::new()) });
+            *open = Some(Batch { c, st, head, moved: false, steps: 0, outcome: Arc::new(OnceLock::new()) });
         }
         let b = open.as_mut().expect("opened above");
-        let c = &b.c;
-        let st = Statements::prepare(c).await.map_err(|e| (e, true))?;
+        let (c, st) = (&b.c, &b.st);
         // A receipt names the entry of what it confirms (perhaps one of this batch).
-        let link = chain.link(c, &st).await.map_err(|e| (db_err(e), true))?;
+        let link = chain.link(c, st).await.map_err(|e| (db_err(e), true))?;
         // The entry goes with the writes: one flight per step. A step that turns out a
         // duplicate or fenced is undone with its entry.
         let e = chain.next(&b.head, link);
         let data = chain.entry.data;
-        let (params, head): (_, [&(dyn ToSql + Sync); 2]) = (entry_params(&e, &data), [&e.seq, &e.hash]);
+        let params = entry_params(&e, &data);
         // The previous step's savepoint is released first: its rows are the batch's now.
         let sp = if fresh { "SAVEPOINT step" } else { "RELEASE step; SAVEPOINT step" };
-        let (saved, wrote, inserted, moved) = futures_util::join!(
-            c.batch_execute(sp),
-            w.send(c, &st, &self.node),
-            c.execute(&st.insert, &params),
-            c.execute(&st.move_head, &head),
-        );
+        let (saved, wrote, inserted) =
+            futures_util::join!(c.batch_execute(sp), w.send(c, st, &self.node), c.execute(&st.insert, &params));
         if let Err(e) = saved {
             return Err((db_err(e), true));
         }
         b.steps += 1;
         let undo = || async move { c.batch_execute("ROLLBACK TO step").await.map_err(|e| (db_err(e), true)) };
-        match wrote.and_then(|w| inserted.and(moved).map(|_| w)) {
+        match wrote.and_then(|w| inserted.map(|_| w)) {
             Ok(Wrote::Done) => {
                 b.head = (e.seq, e.hash.clone());
+                b.moved = true;
                 Ok((Wrote::Done, Some(e)))
             }
             Ok(other) => undo().await.map(|()| (other, None)),
@@ -433,7 +432,18 @@ impl Pg {
                 None => return outcome.get().cloned().unwrap_or_else(|| Err(timed_out())),
             }
         };
-        let res = match tokio::time::timeout(self.timeout, batch.c.batch_execute("COMMIT")).await {
+        let (c, head) = (&batch.c, &batch.head);
+        let flight = async {
+            // The head onto the batch's last entry (its trigger checks that entry), then COMMIT.
+            let (moved, committed) = futures_util::join!(
+                when(batch.moved.then_some(()), |()| async move {
+                    c.execute(&batch.st.move_head, &[&head.0, &head.1]).await
+                }),
+                c.batch_execute("COMMIT"),
+            );
+            moved.and(committed)
+        };
+        let res = match tokio::time::timeout(self.timeout, flight).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(db_err(e)),
             Err(_) => Err(timed_out()),
