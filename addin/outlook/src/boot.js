@@ -1,3 +1,4 @@
+// @ts-check
 // Start-up shared by both panes: wait for Office, load the wasm core with the
 // organisation's policy (policy.js, written by scripts/build-outlook), fill static texts.
 import { loadCore } from "../../shared/demail-core.js";
@@ -10,7 +11,7 @@ export async function boot() {
   const lang = language(office.context && office.context.displayLanguage);
   const t = strings(lang);
   document.documentElement.lang = lang;
-  for (const el of document.querySelectorAll("[data-s]")) el.textContent = t[el.dataset.s] || "";
+  for (const el of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll("[data-s]"))) el.textContent = t[el.dataset.s] || "";
   const core = await loadCore(typeof globalThis.DEMAIL_POLICY === "string" ? globalThis.DEMAIL_POLICY : "");
   return { office, core, lang, t, labels: optionLabels(core.optionList(), lang) };
 }

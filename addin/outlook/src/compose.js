@@ -1,3 +1,4 @@
+// @ts-check
 // Compose task pane logic without the DOM: the pane's state, the core calls and the
 // header writes. Every rule (which options are allowed, implied or locked, which
 // recipient is De-Mail, the header names and values) comes from the core.
@@ -6,9 +7,9 @@ import { officeAsync, addressesOf, senderAddress } from "./office-async.js";
 
 function unwrap(res) {
   if (!res || !res.ok) {
-    const e = new Error((res && res.error && res.error.message_en) || "core error");
-    e.reason = (res && res.error) || { code: "internal", message: "", message_en: "" };
-    throw e;
+    throw Object.assign(new Error((res && res.error && res.error.message_en) || "core error"), {
+      reason: (res && res.error) || { code: "internal", message: "", message_en: "" },
+    });
   }
   return res.result;
 }

@@ -1,3 +1,4 @@
+// @ts-check
 /*
  * ES2016 glue around the core translated to plain JS by wasm2js (no WebAssembly, no
  * TextEncoder needed). scripts/build-outlook puts the translated module in front of this

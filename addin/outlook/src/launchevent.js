@@ -1,3 +1,4 @@
+// @ts-check
 /*
  * On-send protection for Outlook (Smart Alerts, OnMessageSend, Mailbox 1.12) and an early
  * warning when recipients change (OnMessageRecipientsChanged, Mailbox 1.11).
@@ -49,9 +50,7 @@ var DemailSend = (function () {
 
   function unwrap(res) {
     if (!res || !res.ok) {
-      var e = new Error("core: " + (res && res.error && res.error.code));
-      e.reason = res && res.error;
-      throw e;
+      throw Object.assign(new Error("core: " + (res && res.error && res.error.code)), { reason: res && res.error });
     }
     return res.result;
   }

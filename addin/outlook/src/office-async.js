@@ -1,21 +1,18 @@
+// @ts-check
 // Office.js callback APIs as promises. A failed AsyncResult becomes an Error carrying
 // Office's error code, so callers can show a German message and keep going.
 
 export function officeAsync(target, method, ...args) {
   return new Promise((resolve, reject) => {
     if (!target || typeof target[method] !== "function") {
-      const e = new Error(`Office API ${method} is not available`);
-      e.code = "office.unavailable";
-      reject(e);
+      reject(Object.assign(new Error(`Office API ${method} is not available`), { code: "office.unavailable" }));
       return;
     }
     target[method](...args, (res) => {
       if (res && res.status === "succeeded") resolve(res.value);
       else {
         const err = res && res.error ? res.error : {};
-        const e = new Error(err.message || `${method} failed`);
-        e.code = err.code || err.name || "office.failed";
-        reject(e);
+        reject(Object.assign(new Error(err.message || `${method} failed`), { code: err.code || err.name || "office.failed" }));
       }
     });
   });

@@ -1,3 +1,4 @@
+// @ts-check
 // Read mode without the DOM: the core classifies the message's internet headers, and
 // a De-Mail, receipt or notification gets the Outlook category "De-Mail".
 
@@ -18,9 +19,7 @@ export async function classifyItem(core, item) {
   const text = String(raw || "").replace(/(\r?\n)+$/, "");
   const res = core.classifyRaw(text + "\r\n\r\n");
   if (!res.ok) {
-    const e = new Error(res.error.message_en);
-    e.reason = res.error;
-    throw e;
+    throw Object.assign(new Error(res.error.message_en), { reason: res.error });
   }
   return res.result;
 }

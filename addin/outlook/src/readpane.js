@@ -1,3 +1,4 @@
+// @ts-check
 // Read pane: the core's classification of the open message, and the "De-Mail" category.
 import { boot, fatal, el } from "./boot.js";
 import { processItem } from "./read.js";

@@ -1,3 +1,4 @@
+// @ts-check
 // UI texts of the Outlook task pane, German first, English second. No De-Mail rule
 // lives here: every decision and every reason text comes from the core, and so do the
 // options with their labels (`core.optionList()`); only the hints are ours, by option id.

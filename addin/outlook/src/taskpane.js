@@ -1,12 +1,17 @@
+// @ts-check
 // Compose task pane: renders the ComposeSession's view; every change goes through it.
 import { boot, fatal, el } from "./boot.js";
 import { ComposeSession } from "./compose.js";
 import { coreText } from "./strings.js";
 
 const $ = (id) => document.getElementById(id);
+/** The form's input fields (checkboxes, the private-id box). */
+const field = (id) => /** @type {HTMLInputElement} */ ($(id));
+/** @param {Event} e */
+const target = (e) => /** @type {HTMLInputElement} */ (e.target);
 
 function render(v, t, lang, labels) {
-  $("marked").checked = v.marked;
+  field("marked").checked = v.marked;
   const box = $("options");
   box.replaceChildren();
   for (const o of v.options) {
@@ -23,7 +28,7 @@ function render(v, t, lang, labels) {
     );
     box.append(row);
   }
-  const pid = $("private-id");
+  const pid = field("private-id");
   if (document.activeElement !== pid) pid.value = v.privateId;
   pid.placeholder = v.generatedId || "";
 
@@ -81,12 +86,12 @@ async function main() {
   $("loading").hidden = true;
   $("form").hidden = false;
 
-  $("marked").addEventListener("change", (e) => guard(session.setMarked(e.target.checked)));
+  $("marked").addEventListener("change", (e) => guard(session.setMarked(target(e).checked)));
   $("options").addEventListener("change", (e) => {
-    const id = e.target.dataset.option;
-    if (id) guard(session.setOption(id, e.target.checked));
+    const id = target(e).dataset.option;
+    if (id) guard(session.setOption(id, target(e).checked));
   });
-  $("private-id").addEventListener("change", (e) => guard(session.setPrivateId(e.target.value)));
+  $("private-id").addEventListener("change", (e) => guard(session.setPrivateId(target(e).value)));
   $("form").addEventListener("submit", (e) => e.preventDefault());
   // Live recipient classification (Mailbox 1.7).
   if (office.EventType && office.EventType.RecipientsChanged) {
