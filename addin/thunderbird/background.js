@@ -1,3 +1,4 @@
+// @ts-check
 // Background (MV3 event page, ES module): wires the add-in logic to Thunderbird.
 // All listeners are registered synchronously at start so the event page wakes for
 // compose.onBeforeSend and messages.onNewMailReceived after being suspended.

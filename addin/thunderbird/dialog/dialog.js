@@ -1,3 +1,4 @@
+// @ts-check
 // The dialog after Send: "blocked" (with one-click fixes), "confirm" (send anyway?)
 // and "helper" (De-Mail could not be handed to the helper). The compose window stays
 // open and intact behind it.
@@ -25,7 +26,7 @@ function render() {
     b.append(el("button", { type: "button", id: "btn-close", text: t("dialogBack"), onclick: () => answer("close") }));
   }
   document.body.dataset.ready = "1";
-  (document.querySelector("#fixes button") || document.querySelector("#buttons button"))?.focus();
+  /** @type {HTMLElement|null} */ (document.querySelector("#fixes button") || document.querySelector("#buttons button"))?.focus();
 }
 
 async function fix(fixId) {

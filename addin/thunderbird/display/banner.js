@@ -1,3 +1,4 @@
+// @ts-check
 // Message display script: a banner above a De-Mail, a receipt or a notification.
 // The background classifies the displayed message with the core and sends the data.
 //

@@ -1,3 +1,4 @@
+// @ts-check
 // The add-in's background logic: setup (settings, policy, core, helper, pairing) and the
 // one message dispatcher with every Thunderbird event handler. The parts live in their
 // own modules and share one context object (`ctx` below): tracker.js (compose state),

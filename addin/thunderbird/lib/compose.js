@@ -1,3 +1,4 @@
+// @ts-check
 // Compose-side logic: turn a compose window's state into the core's send-check input,
 // and the core's answer into what the button, the popup and the send guard show.
 // Every De-Mail decision comes from the core (`check`, `subject.parse`,
@@ -43,10 +44,13 @@ export function senderOf(details) {
 /**
  * Everything the core needs for the send check.
  * @param {object} p
+ * @param {string} p.from the sender address
  * @param {{to:string[],cc:string[],bcc:string[]}} p.recipients resolved lists
  * @param {object} p.state the add-in's per-compose state {options, marked, privateId}
  * @param {object|null} p.subject the core's subject.parse result
  * @param {string[]} p.optionIds the core's option ids in UI order
+ * @param {number} [p.size] estimated wire size in bytes
+ * @param {boolean} [p.forwardedDemail] a forward of a received De-Mail
  */
 export function checkInput({ from, recipients, state, subject, size, forwardedDemail, optionIds }) {
   const chosen = new Set(state?.options || []);
@@ -69,9 +73,9 @@ export function checkInput({ from, recipients, state, subject, size, forwardedDe
 function unwrap(res) {
   if (!res || !res.ok) {
     const e = res?.error || {};
-    const err = new Error(e.message_en || "core error");
-    err.reason = { code: e.code || "internal", message: e.message || "", message_en: e.message_en || "", severity: "block" };
-    throw err;
+    throw Object.assign(new Error(e.message_en || "core error"), {
+      reason: { code: e.code || "internal", message: e.message || "", message_en: e.message_en || "", severity: "block" },
+    });
   }
   return res.result;
 }

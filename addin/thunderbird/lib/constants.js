@@ -1,3 +1,4 @@
+// @ts-check
 // Vocabulary shared by the add-in's pages. No De-Mail rule lives here: these are the
 // core's API ids (docs/core-api.md) and the add-in's own UI constants. The option list
 // (ids, order, labels) is not here either: it comes from the core (`version` op).

@@ -1,3 +1,4 @@
+// @ts-check
 // The dialog window after Send (blocked, confirm, helper unreachable). The window asks
 // the background for its view by id (dialog.get) and answers with dialog.answer.
 
@@ -12,7 +13,8 @@ export function createDialogs(ctx) {
   /** Open a dialog; `answered` resolves with the answer, or null when it closes unanswered. */
   async function show(kind, tabId, view, extra = {}) {
     const id = nextId++;
-    let resolve;
+    /** @type {(answer: any) => void} */
+    let resolve = () => {};
     const answered = new Promise((r) => (resolve = r));
     open.set(id, { kind, tabId, view, resolve, ...extra });
     try {

@@ -1,3 +1,4 @@
+// @ts-check
 // Client of the local De-Mail helper (docs/protocol.md, protocol version 1, /v1/ on
 // loopback): envelopes {ok, result} / {ok:false, error:{code, message, message_en,
 // details}}, a bearer token from pairing, discovery through the native-messaging host.

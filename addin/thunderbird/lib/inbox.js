@@ -1,3 +1,4 @@
+// @ts-check
 // Receiving: new mail and the first sync of existing folders are classified by the core
 // and tagged (lib/receive.js); receipts are reported to the helper's journal; the banner
 // gets its data, for a sent De-Mail with the receipt timeline from that journal.

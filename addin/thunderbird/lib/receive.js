@@ -1,3 +1,4 @@
+// @ts-check
 // Receiving: classify messages with the core and tag them; build the banner's data.
 // The core decides what a message is (`classify`); this module reads messages through
 // the messenger API and writes tags (IMAP keywords).
@@ -72,7 +73,7 @@ const fromB64 = (s) => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
  * Verify the gateway seal (`X-Demail-Gateway-Seal`): the core gives the canonical
  * text, the seal and the policy's key for its kid (`seal.canonical`); the Ed25519
  * signature is checked with WebCrypto (the wasm build leaves Ed25519 out, for size).
- * @returns {{state: "valid"|"missing"|"invalid", required: boolean, code: string}}
+ * @returns {Promise<{state: "valid"|"missing"|"invalid", required: boolean, code: string}>}
  */
 export async function verifySeal(core, bytes, subtle = globalThis.crypto?.subtle) {
   const r = core.call("seal.canonical", new TextDecoder("utf-8").decode(bytes.subarray(0, headerEnd(bytes))));
@@ -164,6 +165,12 @@ export const SCAN_CONCURRENCY = 8;
  * folder only the core's candidates (classify.candidate on author and subject) are
  * downloaded; a sent De-Mail carries the organisation's own e-mail address as author,
  * so the Sent folder is classified in full.
+ */
+/**
+ * @param {any} messenger
+ * @param {any} core
+ * @param {any} folder
+ * @param {{onError?: Function, onResult?: Function, concurrency?: number}} [opts]
  */
 export async function scanFolder(messenger, core, folder, { onError, onResult, concurrency = SCAN_CONCURRENCY } = {}) {
   const ours = new Set(Object.values(TAGS).map((t) => t.key));

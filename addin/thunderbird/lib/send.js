@@ -1,3 +1,4 @@
+// @ts-check
 // Send (compose.onBeforeSend): the core's verdict decides. E-mail passes untouched; a
 // blocked send is cancelled with the window intact and a dialog; an allowed De-Mail is
 // handed to the helper (docs/protocol.md), else IT's unreachable-helper policy applies.

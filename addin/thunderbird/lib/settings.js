@@ -1,3 +1,4 @@
+// @ts-check
 // Settings: what IT sets through storage.managed (Thunderbird policies.json,
 // 3rdparty.Extensions["demail-addin@open-demail.de"]) merged with what the user may
 // change (storage.local). The schema IT writes against is ../managed_schema.json.
@@ -58,7 +59,7 @@ export function validValue(key, value, optionIds = []) {
 
 /**
  * Merge managed (IT) and local (user) settings.
- * @returns {{values, locked: string[], policyText: string, managed: boolean, problems: string[]}}
+ * @returns {{values, locked: string[], policyText: string, helperToken: string|null, managed: boolean, problems: string[]}}
  */
 export function mergeSettings(managed, local, optionIds = []) {
   managed = managed && typeof managed === "object" ? managed : {};

@@ -1,3 +1,4 @@
+// @ts-check
 // Compose state: each compose window's De-Mail state (options, marker, Kennung; memory
 // plus storage.session, never in the message), the core's evaluation of the window, and
 // the compose-action button. Recipients have no change event in the MailExtension API,
@@ -13,6 +14,7 @@ export function createTracker(ctx) {
   const { messenger, log } = ctx;
   const states = new Map(); // tabId -> state
   const lastSeen = new Map(); // tabId -> fingerprint of recipients/subject/from
+  /** @type {any} a timer id (a number in Thunderbird, an object with unref() under Node) */
   let pollTimer = null;
 
   async function restoreState(tabId) {
@@ -91,6 +93,11 @@ export function createTracker(ctx) {
     };
   }
 
+  /**
+   * @param {number} tabId
+   * @param {any} details
+   * @param {{size?: number, withOptionStates?: boolean}} [opts]
+   */
   async function evaluateTab(tabId, details, { size, withOptionStates = true } = {}) {
     await ctx.ready;
     const st = await restoreState(tabId);

@@ -1,3 +1,4 @@
+// @ts-check
 // What the compose popup and the send dialog show (texts in the UI language, the core's
 // reasons), and the changes the popup sends back: options, marker, Kennung, fixes.
 

@@ -1,3 +1,4 @@
+// @ts-check
 // Options page: the settings the user may change; settings IT locked are shown
 // read-only with the reason.
 import { localize, send, t } from "../ui/i18n.js";
@@ -33,7 +34,7 @@ function render(s) {
     box.append(el("div", { class: "opt" }, input, el("label", { for: `def-${id}`, text: label })));
   }
   if (lockedDefaults) box.append(el("p", { class: "locked", text: t("setLocked") }));
-  for (const input of document.querySelectorAll("[data-key]")) {
+  for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (document.querySelectorAll("[data-key]"))) {
     const key = input.dataset.key;
     if (input.type === "checkbox") input.checked = Boolean(s.values[key]);
     else input.value = s.values[key];
@@ -42,8 +43,8 @@ function render(s) {
 }
 
 async function save() {
-  const changes = { default_options: [...document.querySelectorAll("#default-options input:checked")].map((i) => i.dataset.option) };
-  for (const input of document.querySelectorAll("[data-key]")) {
+  const changes = { default_options: [.../** @type {NodeListOf<HTMLInputElement>} */ (document.querySelectorAll("#default-options input:checked"))].map((i) => i.dataset.option) };
+  for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (document.querySelectorAll("[data-key]"))) {
     if (input.disabled) continue;
     changes[input.dataset.key] = input.type === "checkbox" ? input.checked : input.value;
   }
@@ -114,7 +115,7 @@ async function main() {
   localize();
   render(await send("settings.get"));
   document.getElementById("pair-start").addEventListener("click", startPairing);
-  for (const input of document.querySelectorAll("[data-key]")) input.addEventListener("change", save);
+  for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (document.querySelectorAll("[data-key]"))) input.addEventListener("change", save);
   document.getElementById("check-helper").addEventListener("click", helperStatus);
   document.getElementById("pair").addEventListener("click", pair);
   document.getElementById("form").addEventListener("submit", (e) => e.preventDefault());

@@ -1,7 +1,11 @@
+// @ts-check
 // Compose popup: options, Nachrichten-Kennung, recipients by kind, the core's
 // explanation. Every change goes to the background, which asks the core.
 import { localize, send } from "../ui/i18n.js";
 import { modeBadge, renderExplanation, renderFixes, renderGroups, renderOptions } from "../ui/render.js";
+
+/** An input field of the popup (checkbox or text). */
+const field = (id) => /** @type {HTMLInputElement} */ (document.getElementById(id));
 
 let tabId = null;
 let busy = false;
@@ -22,9 +26,9 @@ function render(v) {
   renderExplanation(document.getElementById("explanation"), v.explanation);
   renderFixes(document.getElementById("fixes"), v.fixes, fix);
   renderOptions(document.getElementById("options"), v.options, changed);
-  document.getElementById("marked").checked = v.marked || v.options.some((o) => o.checked);
-  document.getElementById("marked").disabled = v.options.some((o) => o.checked);
-  const pid = document.getElementById("private-id");
+  field("marked").checked = v.marked || v.options.some((o) => o.checked);
+  field("marked").disabled = v.options.some((o) => o.checked);
+  const pid = field("private-id");
   if (document.activeElement !== pid) pid.value = v.privateId;
   renderGroups(document.getElementById("groups"), v.groups);
   // When the caseworker first saw a verdict (epoch ms), for the benchmark.
@@ -34,8 +38,8 @@ function render(v) {
 }
 
 function current() {
-  const options = [...document.querySelectorAll("#options input[data-option]")].filter((i) => i.checked && (!i.disabled || i.dataset.locked === "1")).map((i) => i.dataset.option);
-  return { options, marked: document.getElementById("marked").checked, privateId: document.getElementById("private-id").value };
+  const options = [.../** @type {NodeListOf<HTMLInputElement>} */ (document.querySelectorAll("#options input[data-option]"))].filter((i) => i.checked && (!i.disabled || i.dataset.locked === "1")).map((i) => i.dataset.option);
+  return { options, marked: field("marked").checked, privateId: field("private-id").value };
 }
 
 let pending = null;
@@ -69,9 +73,9 @@ async function main() {
   localize();
   const [tab] = await browser.tabs.query({ active: true, currentWindow: true });
   tabId = tab.id;
-  document.getElementById("marked").addEventListener("change", changed);
+  field("marked").addEventListener("change", changed);
   let t = null;
-  document.getElementById("private-id").addEventListener("input", () => { clearTimeout(t); t = setTimeout(changed, 300); });
+  field("private-id").addEventListener("input", () => { clearTimeout(t); t = setTimeout(changed, 300); });
   document.getElementById("form").addEventListener("submit", (e) => e.preventDefault());
   render(await send("compose.state", { tabId }));
   // Recipients may change while the popup is open.

@@ -1,3 +1,4 @@
+// @ts-check
 // DOM rendering of the compose view (popup and dialog). Text only via textContent.
 import { t } from "./i18n.js";
 
