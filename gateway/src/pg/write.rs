@@ -260,13 +260,20 @@ impl Settle<'_> {
                 c.execute(&st.bills, &p).await
             }),
         );
-        let counts = [(delivered?, &o.delivered), (bounced?, &o.bounced), (retried?, &o.retry)];
+        // Fenced first: a later statement may fail only because the recipients are another
+        // node's now (its billing row exists already); the step is undone either way.
+        let lost = |n: &PgResult<Option<u64>>, want: &[String]| matches!(n, Ok(Some(n)) if *n as usize != want.len());
+        if lost(&delivered, &o.delivered) || lost(&bounced, &o.bounced) || lost(&retried, &o.retry) {
+            return Ok(Wrote::Fenced);
+        }
+        delivered?;
+        bounced?;
+        retried?;
         msgs?;
         rc?;
         deleted?;
         billed?;
-        let held = counts.iter().all(|(n, want)| n.is_none_or(|n| n as usize == want.len()));
-        Ok(if held { Wrote::Done } else { Wrote::Fenced })
+        Ok(Wrote::Done)
     }
 }
 
@@ -406,14 +413,15 @@ impl Pg {
         }
         b.steps += 1;
         let undo = || async move { c.batch_execute("ROLLBACK TO step").await.map_err(|e| (db_err(e), true)) };
-        match wrote.and_then(|w| inserted.map(|_| w)) {
-            Ok(Wrote::Done) => {
+        // A duplicate or a fenced step is undone whatever its entry's insert said.
+        match (wrote, inserted) {
+            (Ok(Wrote::Done), Ok(_)) => {
                 b.head = (e.seq, e.hash.clone());
                 b.moved = true;
                 Ok((Wrote::Done, Some(e)))
             }
-            Ok(other) => undo().await.map(|()| (other, None)),
-            Err(err) => Err(undo().await.err().unwrap_or((db_err(err), false))),
+            (Ok(Wrote::Done), Err(err)) | (Err(err), _) => Err(undo().await.err().unwrap_or((db_err(err), false))),
+            (Ok(other), _) => undo().await.map(|()| (other, None)),
         }
     }
 
