@@ -434,7 +434,6 @@ impl Pg {
     ) -> Result<String, Error> {
         let id = &metas[0].id;
         let w = Writes::Outbound {
-            id,
             rows: MessageRows::of(metas)?,
             body,
             key,

@@ -169,11 +169,11 @@ impl MessageRows {
 /// What one acceptance or settlement writes besides its archive entry.
 pub(super) enum Writes<'a> {
     Outbound {
-        id: &'a str,
         rows: MessageRows,
         body: &'a [u8],
         /// (Message-ID, sender): one acceptance per pair.
         key: Option<(&'a str, &'a str)>,
+        /// Its queue id and facts; `rcpts` are billed as accepted.
         bill: &'a Bill<'a>,
         rcpts: &'a [String],
         now: i64,
@@ -208,18 +208,14 @@ impl Writes<'_> {
     /// Send every statement in one flight, then read the answers.
     async fn send(&self, c: &Object, st: &Statements, node: &str) -> PgResult<Wrote> {
         match self {
-            Writes::Outbound { id, rows, body, key, bill, rcpts, now } => {
+            Writes::Outbound { rows, body, key, bill, rcpts, now } => {
+                let id = &bill.queue_id;
                 let (reserved, msgs, rc, acc, billed) = futures_util::join!(
                     when(*key, |(mid, sender)| async move { c.execute(&st.reserve, &[&mid, &sender, id, now]).await }),
                     rows.insert_messages(c, st, body, node),
                     rows.insert_recipients(c, st),
                     async { c.execute(&st.accept, &[id, &key.map(|k| k.0), &bill.sender, now]).await },
-                    async {
-                        let b = bill;
-                        let p: [&(dyn ToSql + Sync); 8] =
-                            [now, &b.queue_id, rcpts, &"accepted", &b.sender, &b.cost_unit, &b.options, &b.person];
-                        c.execute(&st.bills, &p).await
-                    },
+                    insert_bills(c, st, *now, bill, rcpts, "accepted"),
                 );
                 let reserved = reserved?;
                 msgs?;
@@ -254,11 +250,7 @@ impl Settle<'_> {
             when(self.follow.as_ref(), |(f, _)| f.insert_recipients(c, st)),
             // Nothing left to deliver: the bytes are in the archive, the facts in billing.
             async { c.execute(&st.delete, &[id]).await },
-            when(self.bill.as_ref(), |b| async move {
-                let p: [&(dyn ToSql + Sync); 8] =
-                    [&self.now, id, &o.delivered, &"delivered", &b.sender, &b.cost_unit, &b.options, &b.person];
-                c.execute(&st.bills, &p).await
-            }),
+            when(self.bill.as_ref(), |b| insert_bills(c, st, self.now, b, &o.delivered, "delivered")),
         );
         // Fenced first: a later statement may fail only because the recipients are another
         // node's now (its billing row exists already); the step is undone either way.
@@ -275,6 +267,20 @@ impl Settle<'_> {
         billed?;
         Ok(Wrote::Done)
     }
+}
+
+/// One billing row per recipient of `b` for `event`.
+async fn insert_bills(
+    c: &Object,
+    st: &Statements,
+    now: i64,
+    b: &Bill<'_>,
+    rcpts: &[String],
+    event: &str,
+) -> PgResult<u64> {
+    let p: [&(dyn ToSql + Sync); 8] =
+        [&now, &b.queue_id, &rcpts, &event, &b.sender, &b.cost_unit, &b.options, &b.person];
+    c.execute(&st.bills, &p).await
 }
 
 /// Settle `rcpts` of `job` as `state` (nothing when there are none); the count tells
