@@ -233,7 +233,7 @@ class SmtpSink:
 class Dovecot:
     """Dovecot 2.3 from a private config: IMAP and LMTP on loopback, maildir, any password."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, sieve_before: Path | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.imap_port = free_port()
@@ -248,6 +248,19 @@ class Dovecot:
             for sub in ("mail", "home"):
                 os.chown(self.dir / sub, pw.pw_uid, pw.pw_gid)
             os.chmod(self.dir, 0o755)
+        sieve_conf = ""
+        if sieve_before is not None:
+            # Pigeonhole runs this script at LMTP delivery before the user's own, as IT sets
+            # up the gateway's keyword script (docs/deployment.md). Compiled here, so the
+            # delivering user need not write beside it.
+            sdir = self.dir / "sieve"
+            sdir.mkdir(exist_ok=True)
+            script = sdir / "before.sieve"
+            shutil.copy(sieve_before, script)
+            subprocess.run(["sievec", str(script)], check=True, capture_output=True)
+            for f in (sdir, *sdir.iterdir()):
+                os.chmod(f, 0o755 if f.is_dir() else 0o644)
+            sieve_conf = f"protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\nplugin {{\n  sieve_before = {script}\n}}\n"
         conf = f"""
 base_dir = {self.dir}/run
 state_dir = {self.dir}/state
@@ -297,7 +310,7 @@ service imap-login {{
 protocol imap {{
   imap_idle_notify_interval = 1 secs
 }}
-"""
+{sieve_conf}"""
         self.conf = self.dir / "dovecot.conf"
         self.conf.write_text(conf)
         self.proc = subprocess.Popen(
@@ -445,6 +458,8 @@ def user_js(marionette_port: int, imap_port: int, smtp_port: int, extra: dict | 
     prefs.update(extra or {})
     lines = []
     for k, v in prefs.items():
+        if v is None:  # extra={"pref": None}: leave it to Thunderbird (or the enterprise policy)
+            continue
         lines.append(f"user_pref({json.dumps(k)}, {json.dumps(v)});")
     return "\n".join(lines) + "\n"
 
@@ -955,7 +970,7 @@ def install_with_policies(directory: Path, policies: dict) -> Path:
 
 
 class Harness:
-    def __init__(self, xpi: Path, managed: dict | None = None, keep: bool = False, before_thunderbird=None, prefs: dict | None = None, helper_policy: dict | None = None, chain: bool = False, auto_approve: bool = True, headless: bool = True, policies: dict | None = None, seal: bool = False):
+    def __init__(self, xpi: Path | None, managed: dict | None = None, keep: bool = False, before_thunderbird=None, prefs: dict | None = None, helper_policy: dict | None = None, chain: bool = False, auto_approve: bool = True, headless: bool = True, policies: dict | None = None, seal: bool = False, sieve_before: Path | None = None):
         self.tmp = Path(tempfile.mkdtemp(prefix="demail-tb-"))
         if os.geteuid() == 0:
             os.chmod(self.tmp, 0o711)  # Dovecot's mail processes run as nobody
@@ -963,7 +978,7 @@ class Harness:
         self.sink = self.dovecot = self.tb = self.helper = self.gateway = self.sim = self.directory = None
         try:
             self.sink = SmtpSink(self.tmp / "sink")
-            self.dovecot = Dovecot(self.tmp / "dovecot")
+            self.dovecot = Dovecot(self.tmp / "dovecot", sieve_before=sieve_before)
             env = None
             if chain:
                 # Full chain: helper → gateway → provider simulator → gateway → Dovecot.

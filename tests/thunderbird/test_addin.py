@@ -16,6 +16,7 @@ import imaplib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import ROOT, USER, Directory, Dovecot, Harness, free_port, helper_bins  # noqa: E402
+from harness import ADDON_ID, ROOT, USER, Directory, Dovecot, Harness, free_port, helper_bins  # noqa: E402
 from tb import COMPOSE, FIND_BANNER, IN_BROWSER, MAIN, TB, count_colour, hex_rgb  # noqa: E402
 
 XPI = Path(os.environ.get("DEMAIL_XPI", ROOT / "artifacts/demail-thunderbird.xpi"))
@@ -1046,6 +1047,110 @@ MAIN_BANNER_TIMELINE = """
       return { status: t.dataset.status, text: t.innerText, steps: [...t.querySelectorAll("li")].map(li => ({ step: li.dataset.step, done: li.dataset.done, text: li.textContent })) };
     `, [], { sandboxName: "system", newSandbox: false });
 """
+
+
+# Marking without the add-in (issue 18): what IT ships, read from the shipped files.
+KEYWORD_SIEVE = ROOT / "installer/linux/gateway/files/demail-keywords.sieve"
+DESKTOP_POLICIES = ROOT / "installer/linux/desktop/files/policies.json"
+
+
+def gateway_delivered(raw: bytes, verdict: str) -> bytes:
+    """A message as the gateway hands it to Dovecot: its Authentication-Results field on
+    top (authserv-id = the name in the shipped keyword script, gateway/src/border.rs)."""
+    ar = f'Authentication-Results: gw.musterstadt.de; demail-integrity={verdict} header.a="sha256/rsa" policy.signer="CN=DMDA Simulator Signatur"\r\n'
+    return ar.encode() + raw
+
+
+class MarkingWithoutAddinTest(unittest.TestCase):
+    """Thunderbird WITHOUT the add-in: Dovecot's Pigeonhole runs the shipped keyword script
+    at LMTP delivery, Thunderbird reads the shipped desktop policy from its installation's
+    distribution/policies.json (only its `Preferences`: tag names, colours, table view) and
+    shows a De-Mail's row in the tag colour. DEMAIL_TAG_POLICY=0 leaves the policy out (the
+    negative check: the keyword still arrives, but nothing is coloured)."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not shutil.which("sievec"):
+            raise unittest.SkipTest("sievec missing: scripts/setup test (dovecot-sieve)")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shipped = json.loads(DESKTOP_POLICIES.read_text())["policies"]
+        cls.prefs = shipped["Preferences"]
+        policies = {"Preferences": cls.prefs} if os.environ.get("DEMAIL_TAG_POLICY", "1") != "0" else {}
+        # The harness's user.js sets the table view itself; here the policy must.
+        cls.h = Harness(None, policies=policies, sieve_before=KEYWORD_SIEVE, prefs={"mail.threadpane.listview": None},
+                        keep=bool(os.environ.get("DEMAIL_KEEP")))
+        try:
+            cls.tb = TB(cls.h.m)
+            d = cls.h.dovecot
+            d.deliver(gateway_delivered(fixture("demail/01-buerger-anfrage-normal.eml"), "pass"))
+            d.deliver(gateway_delivered(fixture("demail/03-bescheid-alle-optionen-anhang.eml"), 'fail reason="signature.invalid"'))
+            d.deliver(fixture("email/03-intern-kollegen.eml"))
+            cls.tb.login()
+            cls.tb.wait_messages(3)
+        except BaseException:
+            cls.h.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        h = getattr(cls, "h", None)
+        if h:
+            (SHOTS.parent / "thunderbird-marking-without-addin.log").write_text(h.tb.log())
+            h.close()
+
+    def pref(self, name):
+        return self.prefs[name]["Value"]
+
+    def test_1_keywords_set_by_the_sieve_script_reach_thunderbird_without_the_add_in(self):
+        tb = self.tb
+        addon = tb.js("""
+            const { AddonManager } = ChromeUtils.importESModule("resource://gre/modules/AddonManager.sys.mjs");
+            return (await AddonManager.getAllAddons()).filter(a => a.type == "extension" && !a.isBuiltin && !a.isSystem).map(a => a.id);
+        """)
+        self.assertNotIn(ADDON_ID, addon)
+        self.assertEqual(sorted(self.h.dovecot.keywords().values()), [[], ["$demail"], ["$demail", "$demail-warning"]])
+        kw = {m["subject"]: sorted(k for k in m["keywords"] if k.startswith("$demail")) for m in tb.folder_messages()}
+        self.assertEqual(kw, {
+            "Anfrage zur Sperrmüllabholung": ["$demail"],
+            "Grundsteuerbescheid 2027, Kassenzeichen 4711.0815.2027": ["$demail", "$demail-warning"],
+            "[P] Frage zur KFZ-Zulassung": [],
+        })
+
+    def test_2_tags_named_and_coloured_by_the_enterprise_policy(self):
+        tags = {t["key"]: t for t in self.tb.tags()}
+        for key in ("$demail", "$demail-receipt", "$demail-notification", "$demail-warning"):
+            self.assertIn(key, tags, f"tag {key} not defined (policy Preferences not applied?)")
+            self.assertEqual((tags[key]["tag"], tags[key]["color"].upper()),
+                             (self.pref(f"mailnews.tags.{key}.tag"), self.pref(f"mailnews.tags.{key}.color").upper()))
+        self.assertEqual([tags[k]["tag"] for k in ("$demail", "$demail-receipt", "$demail-notification", "$demail-warning")],
+                         ["De-Mail", "De-Mail-Bestätigung", "De-Mail-Meldung", "De-Mail-Warnung"])
+        # Default branch, so a caseworker may still recolour a tag.
+        self.assertFalse(self.tb.js('return Services.prefs.prefHasUserValue("mailnews.tags.$demail.color");'))
+
+    def test_3_the_de_mail_rows_show_the_tag_colour_on_screen(self):
+        tb = self.tb
+        self.assertEqual(tb.js('return Services.prefs.getIntPref("mail.threadpane.listview");'), 1, "table view from the policy")
+        tb.clear_selection()
+        tb.show_folder("INBOX")
+        time.sleep(1)
+        png = tb.shot(SHOTS / "inbox-marked-without-addin.png", tb.main_handle())
+        demail, warning = hex_rgb(self.pref("mailnews.tags.$demail.color")), hex_rgb(self.pref("mailnews.tags.$demail-warning.color"))
+        rows = {
+            "demail": tb.thread_row_rect("Anfrage zur Sperrm"),
+            "warning": tb.thread_row_rect("Grundsteuerbescheid 2027"),
+            "plain": tb.thread_row_rect("[P] Frage zur KFZ-Zulassung"),
+        }
+        # Tolerance 20: the text is drawn in exactly the tag colour; Thunderbird's orange
+        # "new message" diamond (#F97518) in every unread row stays out of it.
+        counts = {name: {c: count_colour(png, r, rgb, tolerance=20)[0] for c, rgb in (("demail", demail), ("warning", warning))} for name, r in rows.items()}
+        TIMINGS["marking without add-in: pixels per row in #demail/#warning colour"] = json.dumps(counts)
+        print(f"\npixels in the tag colours per row: {counts} (rows {rows})", file=sys.stderr)
+        # The De-Mail row is written in the De-Mail colour, the unconfirmed one in the
+        # warning colour (the warning tag sorts first: policy ordinal), the e-mail in neither.
+        self.assertGreater(counts["demail"]["demail"], 80, counts)
+        self.assertGreater(counts["warning"]["warning"], 80, counts)
+        self.assertLess(counts["warning"]["demail"], 10, counts)
+        self.assertLess(counts["plain"]["demail"] + counts["plain"]["warning"], 10, counts)
 
 
 @unittest.skipUnless(os.environ.get("DEMAIL_BENCH"), "benchmark: set DEMAIL_BENCH=1")
