@@ -1054,6 +1054,16 @@ KEYWORD_SIEVE = ROOT / "installer/linux/gateway/files/demail-keywords.sieve"
 DESKTOP_POLICIES = ROOT / "installer/linux/desktop/files/policies.json"
 
 
+def addin_tags() -> dict[str, tuple[str, str]]:
+    """The add-in's tags (lib/constants.js TAGS) with their German names (_locales/de):
+    {key: (name, colour)}. The policy must define the same, so Thunderbird looks the same
+    with and without the add-in."""
+    addin = ROOT / "addin/thunderbird"
+    names = json.loads((addin / "_locales/de/messages.json").read_text())
+    found = re.findall(r'key: "([^"]+)", labelKey: "([^"]+)", color: "(#[0-9A-Fa-f]{6})"', (addin / "lib/constants.js").read_text())
+    return {key: (names[label]["message"], colour.upper()) for key, label, colour in found}
+
+
 def gateway_delivered(raw: bytes, verdict: str) -> bytes:
     """A message as the gateway hands it to Dovecot: its Authentication-Results field on
     top (authserv-id = the name in the shipped keyword script, gateway/src/border.rs)."""
@@ -1068,14 +1078,17 @@ class MarkingWithoutAddinTest(unittest.TestCase):
     shows a De-Mail's row in the tag colour. DEMAIL_TAG_POLICY=0 leaves the policy out (the
     negative check: the keyword still arrives, but nothing is coloured)."""
 
+    as_text = False  # the Preferences policy as JSON text, as the MSI writes it (REG_SZ)
+    shot = "inbox-marked-without-addin.png"
+
     @classmethod
     def setUpClass(cls):
         if not shutil.which("sievec"):
             raise unittest.SkipTest("sievec missing: scripts/setup test (dovecot-sieve)")
         SHOTS.mkdir(parents=True, exist_ok=True)
-        shipped = json.loads(DESKTOP_POLICIES.read_text())["policies"]
-        cls.prefs = shipped["Preferences"]
-        policies = {"Preferences": cls.prefs} if os.environ.get("DEMAIL_TAG_POLICY", "1") != "0" else {}
+        cls.want = addin_tags()
+        prefs = json.loads(DESKTOP_POLICIES.read_text())["policies"].get("Preferences", {})
+        policies = {"Preferences": json.dumps(prefs) if cls.as_text else prefs} if os.environ.get("DEMAIL_TAG_POLICY", "1") != "0" else {}
         # The harness's user.js sets the table view itself; here the policy must.
         cls.h = Harness(None, policies=policies, sieve_before=KEYWORD_SIEVE, prefs={"mail.threadpane.listview": None},
                         keep=bool(os.environ.get("DEMAIL_KEEP")))
@@ -1098,9 +1111,6 @@ class MarkingWithoutAddinTest(unittest.TestCase):
             (SHOTS.parent / "thunderbird-marking-without-addin.log").write_text(h.tb.log())
             h.close()
 
-    def pref(self, name):
-        return self.prefs[name]["Value"]
-
     def test_1_keywords_set_by_the_sieve_script_reach_thunderbird_without_the_add_in(self):
         tb = self.tb
         addon = tb.js("""
@@ -1117,13 +1127,12 @@ class MarkingWithoutAddinTest(unittest.TestCase):
         })
 
     def test_2_tags_named_and_coloured_by_the_enterprise_policy(self):
-        tags = {t["key"]: t for t in self.tb.tags()}
-        for key in ("$demail", "$demail-receipt", "$demail-notification", "$demail-warning"):
-            self.assertIn(key, tags, f"tag {key} not defined (policy Preferences not applied?)")
-            self.assertEqual((tags[key]["tag"], tags[key]["color"].upper()),
-                             (self.pref(f"mailnews.tags.{key}.tag"), self.pref(f"mailnews.tags.{key}.color").upper()))
-        self.assertEqual([tags[k]["tag"] for k in ("$demail", "$demail-receipt", "$demail-notification", "$demail-warning")],
-                         ["De-Mail", "De-Mail-Bestätigung", "De-Mail-Meldung", "De-Mail-Warnung"])
+        self.assertEqual(self.want, {
+            "$demail": ("De-Mail", "#C2185B"), "$demail-receipt": ("De-Mail-Bestätigung", "#00796B"),
+            "$demail-notification": ("De-Mail-Meldung", "#5D4037"), "$demail-warning": ("De-Mail-Warnung", "#E65100"),
+        })
+        tags = {t["key"]: (t["tag"], t["color"].upper()) for t in self.tb.tags()}
+        self.assertEqual({k: tags.get(k) for k in self.want}, self.want, "Thunderbird's tags (policy Preferences) = the add-in's")
         # Default branch, so a caseworker may still recolour a tag.
         self.assertFalse(self.tb.js('return Services.prefs.prefHasUserValue("mailnews.tags.$demail.color");'))
 
@@ -1133,8 +1142,8 @@ class MarkingWithoutAddinTest(unittest.TestCase):
         tb.clear_selection()
         tb.show_folder("INBOX")
         time.sleep(1)
-        png = tb.shot(SHOTS / "inbox-marked-without-addin.png", tb.main_handle())
-        demail, warning = hex_rgb(self.pref("mailnews.tags.$demail.color")), hex_rgb(self.pref("mailnews.tags.$demail-warning.color"))
+        png = tb.shot(SHOTS / self.shot, tb.main_handle())
+        demail, warning = hex_rgb(self.want["$demail"][1]), hex_rgb(self.want["$demail-warning"][1])
         rows = {
             "demail": tb.thread_row_rect("Anfrage zur Sperrm"),
             "warning": tb.thread_row_rect("Grundsteuerbescheid 2027"),
@@ -1143,7 +1152,7 @@ class MarkingWithoutAddinTest(unittest.TestCase):
         # Tolerance 20: the text is drawn in exactly the tag colour; Thunderbird's orange
         # "new message" diamond (#F97518) in every unread row stays out of it.
         counts = {name: {c: count_colour(png, r, rgb, tolerance=20)[0] for c, rgb in (("demail", demail), ("warning", warning))} for name, r in rows.items()}
-        TIMINGS["marking without add-in: pixels per row in #demail/#warning colour"] = json.dumps(counts)
+        TIMINGS[f"{type(self).__name__}: pixels per row in the $demail/$demail-warning colour"] = json.dumps(counts)
         print(f"\npixels in the tag colours per row: {counts} (rows {rows})", file=sys.stderr)
         # The De-Mail row is written in the De-Mail colour, the unconfirmed one in the
         # warning colour (the warning tag sorts first: policy ordinal), the e-mail in neither.
@@ -1151,6 +1160,15 @@ class MarkingWithoutAddinTest(unittest.TestCase):
         self.assertGreater(counts["warning"]["warning"], 80, counts)
         self.assertLess(counts["warning"]["demail"], 10, counts)
         self.assertLess(counts["plain"]["demail"] + counts["plain"]["warning"], 10, counts)
+
+
+class MarkingWithoutAddinJsonTextTest(MarkingWithoutAddinTest):
+    """The same with the Preferences policy as one JSON text: what the MSI writes to
+    HKLM\\SOFTWARE\\Policies\\Mozilla\\Thunderbird, value Preferences (REG_SZ), and IT
+    enters in the GPO; Thunderbird's policy schema accepts JSON text for it."""
+
+    as_text = True
+    shot = "inbox-marked-without-addin-json-text.png"
 
 
 @unittest.skipUnless(os.environ.get("DEMAIL_BENCH"), "benchmark: set DEMAIL_BENCH=1")

@@ -8,12 +8,17 @@ export const ADDON_ID = "demail-addin@open-demail.de";
 /**
  * Message tags, stored by Thunderbird as IMAP keywords (so they survive across clients).
  * Keys are lower case (Thunderbird lowers them anyway). The colours are unlike
- * Thunderbird's five default tags so a De-Mail stands out in the list.
+ * Thunderbird's five default tags so a De-Mail stands out in the list. The desktop
+ * policy (installer/linux/desktop/files/policies.json, `Preferences`) defines the same
+ * keys, names and colours for Thunderbird without the add-in; ensureTags then finds
+ * them and creates nothing. `warning` is set only by the gateway's keyword script
+ * (Dovecot); the add-in defines it so the keyword is shown, but never sets it.
  */
 export const TAGS = {
   demail: { key: "$demail", labelKey: "tagDemail", color: "#C2185B" },
   receipt: { key: "$demail-receipt", labelKey: "tagReceipt", color: "#00796B" },
   notification: { key: "$demail-notification", labelKey: "tagNotification", color: "#5D4037" },
+  warning: { key: "$demail-warning", labelKey: "tagWarning", color: "#E65100" },
 };
 
 /** Which tag a classification `kind` (core `classify`) gets; e-mail gets none. */

@@ -16,7 +16,7 @@ export function unwrap(res) {
   return res.result;
 }
 
-/** Make sure our three tags exist (keeps a colour the user changed). */
+/** Make sure our tags exist: keeps what IT's policy defined and a colour the user changed. */
 export async function ensureTags(messenger, i18n) {
   const existing = await messenger.messages.tags.list();
   const keys = new Set(existing.map((t) => t.key));
@@ -173,7 +173,8 @@ export const SCAN_CONCURRENCY = 8;
  * @param {{onError?: Function, onResult?: Function, concurrency?: number}} [opts]
  */
 export async function scanFolder(messenger, core, folder, { onError, onResult, concurrency = SCAN_CONCURRENCY } = {}) {
-  const ours = new Set(Object.values(TAGS).map((t) => t.key));
+  // The tags a classification sets (not the server's warning: that alone is no verdict).
+  const ours = new Set(Object.values(TAG_FOR_KIND).map((t) => TAGS[t].key));
   const prefilter = !(folder.specialUse || []).includes("sent");
   let n = 0, tagged = 0, total = 0, skipped = 0;
   const running = new Set();
