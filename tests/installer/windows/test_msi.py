@@ -496,6 +496,13 @@ def main():
         except ValueError:
             got = None
         ok(third[0] == "REG_SZ" and got == expected, "3rdparty add-in settings are the JSON of addin-settings.json (MSI escaping intact)", third)
+        prefs = (w.reg(TB_KEY) or {}).get("Preferences", ("", ""))
+        expected = json.load(open(os.path.join(ROOT, "installer/linux/desktop/files/policies.json"), encoding="utf-8"))["policies"]["Preferences"]
+        try:
+            got = json.loads(prefs[1])
+        except ValueError:
+            got = None
+        ok(prefs[0] == "REG_SZ" and got == expected, "Preferences policy (De-Mail tag names and colours) is the Linux policies.json's (MSI escaping intact)", prefs)
         values = w.reg(HELPER_KEY) or {}
         want = {"gateway.host": "gw.musterstadt.invalid", "gateway.port": "2465", "gateway.tls": "implicit", "gateway.username": "sachbearbeitung",
                 "gateway.ca_only": "1", "pairing.native_auto_approve": "0", "lock.keys": "gateway.host,policy.file,pairing.native_auto_approve"}
