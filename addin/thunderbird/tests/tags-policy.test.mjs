@@ -53,3 +53,10 @@ test("the add-in creates no tag the policy already defines", async () => {
   await ensureTags(fresh, (k) => de[k].message);
   assert.deepEqual(created, Object.values(TAGS).map((t) => [t.key, de[t.labelKey].message, t.color]));
 });
+
+test("the policies.json snippet in docs/deployment.md is the shipped one", () => {
+  const doc = readFileSync(join(ROOT, "docs/deployment.md"), "utf8");
+  const block = [...doc.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]).find((b) => b.includes("mailnews.tags.$demail.tag"));
+  assert.ok(block, "snippet missing");
+  assert.deepEqual(JSON.parse(block).policies.Preferences, prefs);
+});
