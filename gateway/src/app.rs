@@ -54,6 +54,8 @@ pub struct App {
     stopping: std::sync::atomic::AtomicBool,
     /// Deliveries in flight on PostgreSQL (the spool's runner counts `inflight`).
     pub(crate) delivering: Arc<std::sync::atomic::AtomicUsize>,
+    /// The TSA for checkpoints and the CA its tokens must chain to (`[archive]`).
+    tsa: Option<(crate::tsa::Client, Vec<demail_core::cert::Cert>)>,
 }
 
 pub(crate) fn spool_unreadable(e: std::io::Error) -> Error {
@@ -159,6 +161,16 @@ impl App {
                 None
             }
         };
+        let tsa = match (&cfg.archive.tsa_url, &cfg.archive.tsa_ca) {
+            (Some(url), Some(ca)) => Some((
+                crate::tsa::Client::new(url, cfg.archive.tsa_tls_ca.as_deref(), cfg.archive.tsa_policy.clone())?,
+                crate::tsa::anchors(ca)?,
+            )),
+            _ => None,
+        };
+        if seal.is_none() && cfg.archive.checkpoint_secs > 0 {
+            warn!("no [seal] key: the archive gets no signed checkpoints; a rewrite of the database and its head is not detectable");
+        }
         let spool_faults = std::env::var(SPOOL_FAULT_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         if spool_faults > 0 {
             warn!(
@@ -183,6 +195,7 @@ impl App {
             metrics: crate::health::Metrics::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             delivering: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            tsa,
         }))
     }
 
@@ -1166,6 +1179,71 @@ impl App {
 
     /// Warn once for each message queued longer than `queue.warn_after_secs`, and keep
     /// the `demail_overdue_messages` gauge current. Runs until the process ends.
+    /// Sign a checkpoint of what the archive holds now with the [seal] key, and have it
+    /// and any checkpoint still without one time-stamped. A failure is logged and retried
+    /// at the next round: the chain itself is unharmed.
+    pub async fn checkpoint(self: &Arc<Self>) {
+        let Some((kid, key)) = self.seal.clone() else { return };
+        let app = self.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let cp = app.archive.checkpoint(&kid, &key)?;
+            let unstamped = match app.tsa {
+                Some(_) => app.archive.unstamped(8)?,
+                None => Vec::new(),
+            };
+            Ok::<_, Error>((cp, unstamped))
+        })
+        .await
+        .map_err(task_failed)
+        .and_then(|r| r);
+        let unstamped = match made {
+            Ok((cp, unstamped)) => {
+                if let Some(cp) = cp {
+                    info!(seq = cp.seq, from = cp.from, "archive checkpoint signed");
+                }
+                unstamped
+            }
+            Err(e) => {
+                error!(error = %e, "archive checkpoint not made");
+                self.metrics.checkpoint_failures.inc();
+                return;
+            }
+        };
+        let Some((client, anchors)) = &self.tsa else { return };
+        for cp in unstamped {
+            let stamped = match client.stamp(&cp.stamped_digest(), anchors).await {
+                Ok(token) => {
+                    let app = self.clone();
+                    tokio::task::spawn_blocking(move || app.archive.set_timestamp(cp.seq, &token))
+                        .await
+                        .map_err(task_failed)
+                        .and_then(|r| r)
+                }
+                Err(e) => Err(e),
+            };
+            match stamped {
+                Ok(()) => info!(seq = cp.seq, "archive checkpoint time-stamped"),
+                Err(e) => {
+                    warn!(seq = cp.seq, error = %e, "archive checkpoint not time-stamped; tried again at the next one");
+                    self.metrics.checkpoint_failures.inc();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A checkpoint every `archive.checkpoint_secs` (the first at start).
+    pub async fn run_checkpoints(self: Arc<Self>) {
+        let secs = self.cfg.archive.checkpoint_secs;
+        if secs == 0 {
+            return;
+        }
+        loop {
+            self.checkpoint().await;
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+        }
+    }
+
     pub async fn watch_overdue(self: Arc<Self>) {
         let limit = self.cfg.queue.warn_after_secs;
         let every = Duration::from_secs((limit / 2).clamp(1, 60));

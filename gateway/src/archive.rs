@@ -7,7 +7,11 @@
 //! This module holds the chain rules. Where entries live is a [`Store`]: SQLite
 //! ([`sqlite`]) today; a store shared by a gateway cluster implements the same trait.
 
+pub mod checkpoint;
+pub mod export;
 pub mod sqlite;
+
+pub use checkpoint::{Checkpoint, Trust};
 
 use crate::billing::Bill;
 use demail_core::Error;
@@ -31,7 +35,7 @@ pub struct NewEntry<'a> {
     pub actor: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub seq: i64,
     /// Unix milliseconds.
@@ -76,6 +80,18 @@ pub struct Problem {
     pub message_en: String,
 }
 
+/// What `verify` found: the problems (none when intact) and how far checkpoints reach.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    pub entries: i64,
+    pub checkpoints: usize,
+    /// The newest entry a valid signed checkpoint covers.
+    pub signed_upto: i64,
+    /// Checkpoints whose time stamp was checked against the TSA's CA.
+    pub stamped: usize,
+}
+
 /// One transaction of a [`Store`]: the rows an archive write consists of.
 pub trait Tx {
     /// The newest entry's (seq, hash); appends are serialised, so nobody else adds one meanwhile.
@@ -104,6 +120,11 @@ pub trait Tx {
     /// The person's access record (keyed by the lower-case DN), replaced.
     fn set_access(&mut self, record: &AccessRecord) -> Result<(), Error>;
     fn delete_reservation(&mut self, message_id: &str, sender: &str, queue_id: &str) -> Result<(), Error>;
+    /// Store a checkpoint if entry `cp.seq` still has `cp.hash` and none has its seq yet
+    /// (another node may have made it); true when stored.
+    fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<bool, Error>;
+    /// The time stamp of a checkpoint that has none (never replaced).
+    fn set_timestamp(&mut self, seq: i64, token: &[u8]) -> Result<(), Error>;
 }
 
 /// Where the archive, the billing rows and the acceptance marks are kept: one database,
@@ -132,6 +153,10 @@ pub trait Store: Send + Sync {
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
     /// Every access record, oldest change first.
     fn access_records(&self) -> Result<Vec<AccessRecord>, Error>;
+    /// Every checkpoint, by seq.
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error>;
+    /// The newest checkpoint's (seq, hash).
+    fn newest_checkpoint(&self) -> Result<Option<(i64, String)>, Error>;
     /// The chain head kept as a row of this store (seq, hash); `None` where the archive
     /// keeps a head file instead.
     fn head_row(&self) -> Result<Option<(i64, String)>, Error> {
@@ -154,7 +179,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Hash of one entry: JSON of every field in a fixed order, so no separator is ambiguous.
-fn entry_hash(e: &Entry) -> String {
+/// Public so that tests can play whoever rewrites the database and recomputes the chain.
+pub fn entry_hash(e: &Entry) -> String {
     let mut canon = serde_json::json!([
         e.prev_hash,
         e.seq,
@@ -514,9 +540,61 @@ impl Archive {
         Ok(Some((hs, seq)))
     }
 
+    /// Sign the entries since the newest checkpoint with the gateway's key; none when
+    /// nothing is new, or another node stored one for the same head first.
+    pub fn checkpoint(&self, kid: &str, secret: &[u8; 32]) -> Result<Option<Checkpoint>, Error> {
+        let (mut seq, mut hash) = self.store.newest_checkpoint()?.unwrap_or((0, GENESIS.to_string()));
+        let from = seq + 1;
+        let mut hashes = Vec::new();
+        loop {
+            let page = self.store.entries(seq, PAGE)?;
+            let Some(last) = page.last() else { break };
+            checkpoint::chains((seq, &hash), &page, &mut hashes)?;
+            (seq, hash) = (last.seq, last.hash.clone());
+        }
+        if seq < from {
+            return Ok(None);
+        }
+        let cp = Checkpoint::sign(from, (seq, hash), hashes, kid, secret, crate::spool::now_millis() as i64);
+        let mut stored = false;
+        self.store.transact(
+            &mut |tx| {
+                stored = tx.insert_checkpoint(&cp)?;
+                Ok(())
+            },
+            &|seq, hash| self.head.write(seq, hash),
+        )?;
+        Ok(stored.then_some(cp))
+    }
+
+    /// Checkpoints still without a time stamp (the TSA was unreachable), newest first.
+    pub fn unstamped(&self, limit: usize) -> Result<Vec<Checkpoint>, Error> {
+        let mut all = self.store.checkpoints()?;
+        all.retain(|c| c.timestamp.is_none());
+        all.reverse();
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    pub fn set_timestamp(&self, seq: i64, token: &[u8]) -> Result<(), Error> {
+        self.store.transact(&mut |tx| tx.set_timestamp(seq, token), &|seq, hash| self.head.write(seq, hash))
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
+        self.store.checkpoints()
+    }
+
     /// Every message hash, entry hash and link, and the head. Empty when intact.
     pub fn verify(&self) -> Result<Vec<Problem>, Error> {
+        self.verify_with(&Trust::default()).map(|r| r.problems)
+    }
+
+    /// [`Archive::verify`] and the signed checkpoints (and their time stamps) against `trust`.
+    pub fn verify_with(&self, trust: &Trust) -> Result<Report, Error> {
+        let checkpoints = self.store.checkpoints()?;
+        let mut checker = checkpoint::Checker::new(&checkpoints, trust);
         let mut problems = Vec::new();
+        let mut count = 0i64;
         let mut p = |seq: Option<i64>, code: &'static str, de: String, en: String| {
             problems.push(Problem { seq, code, message: de, message_en: en })
         };
@@ -574,6 +652,8 @@ impl Archive {
                         format!("Entry {s}: metadata was altered."),
                     );
                 }
+                checker.entry(&e);
+                count += 1;
                 if head.as_ref().is_some_and(|(hs, hh)| *hs == s && *hh == e.hash) {
                     head_entry_ok = true;
                 }
@@ -605,10 +685,13 @@ impl Archive {
                 "The newest entry does not match the head file (.head).".into(),
             ),
         }
-        Ok(problems)
+        let (found, stamped, signed_upto) = checker.finish();
+        problems.extend(found);
+        Ok(Report { problems, entries: count, checkpoints: checkpoints.len(), signed_upto, stamped })
     }
 
-    /// Write every entry as `<seq>-<direction>.eml` plus `manifest.json` with hashes.
+    /// Write every entry as `<seq>-<direction>.eml`, `manifest.json` with their hashes and
+    /// the head, and `checkpoints.json`: an auditor verifies it with `archive verify --export`.
     pub fn export(&self, dir: &Path) -> Result<usize, Error> {
         let failed = |what: String, e: &dyn std::fmt::Display| {
             Error::new(
@@ -629,9 +712,20 @@ impl Archive {
             v["file"] = serde_json::Value::String(file);
             manifest.push(v);
         }
-        let m = serde_json::json!({ "format": "demail-archive-export/1", "entries": manifest });
-        let text = serde_json::to_vec_pretty(&m).map_err(|e| failed("manifest.json".into(), &e))?;
-        std::fs::write(dir.join("manifest.json"), text).map_err(|e| failed("manifest.json".into(), &e))?;
+        // The head as this archive knows it: entries cut from the export's end are noticed.
+        let head =
+            self.head.read(self.store.as_ref())?.map(|(seq, hash)| serde_json::json!({"seq": seq, "hash": hash}));
+        let m = serde_json::json!({
+            "format": export::FORMAT,
+            "exported": crate::spool::now_millis() as i64,
+            "head": head,
+            "entries": manifest,
+        });
+        let cps: Vec<_> = self.store.checkpoints()?.iter().map(Checkpoint::to_json).collect();
+        for (name, v) in [("checkpoints.json", serde_json::json!(cps)), ("manifest.json", m)] {
+            let text = serde_json::to_vec_pretty(&v).map_err(|e| failed(name.into(), &e))?;
+            std::fs::write(dir.join(name), text).map_err(|e| failed(name.into(), &e))?;
+        }
         Ok(entries.len())
     }
 }
@@ -651,6 +745,7 @@ mod tests {
         /// (message id, sender) → queue id
         reservations: std::collections::HashMap<(String, String), String>,
         access: Vec<AccessRecord>,
+        checkpoints: Vec<Checkpoint>,
     }
 
     impl Tx for Rows {
@@ -697,6 +792,20 @@ mod tests {
             let key = (mid.to_string(), s.to_string());
             if self.reservations.get(&key).is_some_and(|h| h == q) {
                 self.reservations.remove(&key);
+            }
+            Ok(())
+        }
+        fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<bool, Error> {
+            let there = self.entries.iter().any(|(e, _)| e.seq == cp.seq && e.hash == cp.hash);
+            if !there || self.checkpoints.iter().any(|c| c.seq == cp.seq) {
+                return Ok(false);
+            }
+            self.checkpoints.push(cp.clone());
+            Ok(true)
+        }
+        fn set_timestamp(&mut self, seq: i64, token: &[u8]) -> Result<(), Error> {
+            if let Some(c) = self.checkpoints.iter_mut().find(|c| c.seq == seq && c.timestamp.is_none()) {
+                c.timestamp = Some(token.to_vec());
             }
             Ok(())
         }
@@ -748,6 +857,12 @@ mod tests {
         fn access_records(&self) -> Result<Vec<AccessRecord>, Error> {
             Ok(self.0.lock().unwrap().access.clone())
         }
+        fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
+            Ok(self.0.lock().unwrap().checkpoints.clone())
+        }
+        fn newest_checkpoint(&self) -> Result<Option<(i64, String)>, Error> {
+            Ok(self.0.lock().unwrap().checkpoints.last().map(|c| (c.seq, c.hash.clone())))
+        }
     }
 
     #[test]
@@ -787,5 +902,57 @@ mod tests {
             std::fs::read_to_string(d.path().join("memory.head")).unwrap().trim(),
             format!("2 {}", receipt.hash)
         );
+    }
+
+    #[test]
+    fn checkpoints_cover_what_came_before_and_say_what_no_checkpoint_covers() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Archive::new(Box::new(Memory::default()), d.path().join("memory.head"));
+        a.heal_head().unwrap();
+        let add = |n: usize| {
+            for i in 0..n {
+                let data = format!("m{i}");
+                let e = NewEntry {
+                    direction: "out",
+                    private_id: None,
+                    message_id: None,
+                    sender: "a@x.de-mail.de",
+                    recipients: &[],
+                    data: data.as_bytes(),
+                    actor: None,
+                };
+                a.append(&e).unwrap();
+            }
+        };
+        let key = [9u8; 32];
+        assert_eq!(a.checkpoint("gw1", &key).unwrap(), None, "an empty archive has nothing to sign");
+        add(3);
+        let first = a.checkpoint("gw1", &key).unwrap().unwrap();
+        assert_eq!((first.from, first.seq, first.hashes.len()), (1, 3, 96));
+        assert_eq!(a.checkpoint("gw1", &key).unwrap(), None, "nothing new");
+        add(2);
+        let second = a.checkpoint("gw1", &key).unwrap().unwrap();
+        assert_eq!((second.from, second.seq), (4, 5));
+        let now = crate::spool::now_millis() as i64;
+        let trust = Trust {
+            keys: vec![demail_core::seal::public_key("gw1", &key)],
+            tsa: Vec::new(),
+            require: true,
+            now_ms: now,
+            grace_ms: 60_000,
+        };
+        let r = a.verify_with(&trust).unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.entries, r.checkpoints, r.signed_upto), (5, 2, 5));
+        // Two more: fresh ones need no checkpoint yet; an hour later they do.
+        add(2);
+        assert!(a.verify_with(&trust).unwrap().problems.is_empty());
+        let later = Trust { now_ms: now + 3_600_000, ..trust.clone() };
+        let codes: Vec<_> = a.verify_with(&later).unwrap().problems.iter().map(|p| (p.code, p.seq)).collect();
+        assert_eq!(codes, [("archive.not_checkpointed", Some(6))]);
+        // Another key under the same id: neither checkpoint is the gateway's.
+        let stranger = Trust { keys: vec![demail_core::seal::public_key("gw1", &[1; 32])], ..trust.clone() };
+        let codes: Vec<_> = a.verify_with(&stranger).unwrap().problems.iter().map(|p| (p.code, p.seq)).collect();
+        assert_eq!(codes, [("archive.checkpoint_forged", Some(3)), ("archive.checkpoint_forged", Some(5))]);
     }
 }

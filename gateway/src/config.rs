@@ -38,6 +38,32 @@ pub struct Config {
     /// Health and metrics over HTTP (`/healthz/live`, `/healthz/ready`, `/metrics`).
     #[serde(default)]
     pub health: Health,
+    /// Signed checkpoints of the archive and their time stamps.
+    #[serde(default)]
+    pub archive: ArchiveCfg,
+}
+
+/// `[archive]`: checkpoints of the chain signed with the [seal] key, time-stamped by a TSA
+/// (RFC 3161) where IT configures one (docs/gateway.md, "Archive").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveCfg {
+    /// Seconds between checkpoints; one is also made at start and at a graceful stop. 0: none.
+    pub checkpoint_secs: u64,
+    /// `http(s)://…` of the time stamp authority.
+    pub tsa_url: Option<String>,
+    /// PEM CA certificate(s) the TSA's signing certificate chains to (required with tsa_url).
+    pub tsa_ca: Option<PathBuf>,
+    /// PEM CA of an https TSA's server certificate.
+    pub tsa_tls_ca: Option<PathBuf>,
+    /// TSA policy OID to request (optional).
+    pub tsa_policy: Option<String>,
+}
+
+impl Default for ArchiveCfg {
+    fn default() -> Self {
+        ArchiveCfg { checkpoint_secs: 300, tsa_url: None, tsa_ca: None, tsa_tls_ca: None, tsa_policy: None }
+    }
 }
 
 /// `[health]`: off unless `listen` is set (e.g. "10.0.0.5:9187" for the load balancer).
@@ -627,6 +653,17 @@ impl Config {
                 .map_err(|(f, r)| err(&f, r))?;
         }
         identity_rules(&cfg).map_err(|(f, r)| err(f, r))?;
+        if cfg.archive.tsa_url.is_some() && cfg.archive.tsa_ca.is_none() {
+            // A token nobody can check proves nothing.
+            return Err(err(
+                "tsa_url",
+                Reason::new(
+                    "config.tsa_ca_missing",
+                    "archive.tsa_url braucht archive.tsa_ca (die CA des Zeitstempeldienstes), sonst ist kein Zeitstempel prüfbar",
+                    "archive.tsa_url needs archive.tsa_ca (the time stamp authority's CA); otherwise no time stamp can be checked",
+                ),
+            ));
+        }
         if cfg.storage.backend == Backend::Sqlite {
             for (f, p) in [("spool_dir", &cfg.gateway.spool_dir), ("archive_db", &cfg.gateway.archive_db)] {
                 if p.as_os_str().is_empty() {
@@ -743,6 +780,9 @@ impl Config {
         fix(&mut self.gateway.archive_db);
         fix(&mut self.gateway.policy);
         if let Some(c) = &mut self.storage.ca {
+            fix(c);
+        }
+        for c in [&mut self.archive.tsa_ca, &mut self.archive.tsa_tls_ca].into_iter().flatten() {
             fix(c);
         }
         if let Some(t) = &mut self.tls {

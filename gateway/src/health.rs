@@ -46,6 +46,8 @@ pub struct Metrics {
     pub overdue: Gauge,
     /// Inbound messages handed to the Sammelpostfach because the mail server refused them.
     pub collected: Counter,
+    /// Archive checkpoints not signed or not time-stamped (retried at the next round).
+    pub checkpoint_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -79,7 +81,24 @@ impl Default for Metrics {
             "Inbound messages handed to the Sammelpostfach after the mail server refused them",
             collected.clone(),
         );
-        Metrics { registry, depth, oldest, deliveries, failures, leases_lost, archive_append, overdue, collected }
+        let checkpoint_failures = Counter::default();
+        registry.register(
+            "archive_checkpoint_failures",
+            "Archive checkpoints not signed or not time-stamped (tried again at the next one)",
+            checkpoint_failures.clone(),
+        );
+        Metrics {
+            registry,
+            depth,
+            oldest,
+            deliveries,
+            failures,
+            leases_lost,
+            archive_append,
+            overdue,
+            collected,
+            checkpoint_failures,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod seal;
 pub mod secret;
 pub mod sim;
 pub mod spool;
+pub mod tsa;
 
 /// An error as the command-line front ends print it on stderr: the code with the German
 /// and the English text, then the cause (paths, library texts) when there is one.

@@ -113,8 +113,19 @@ enum QueueCmd {
 
 #[derive(Subcommand)]
 enum ArchiveCmd {
-    /// Check the hash chain and every message hash.
-    Verify,
+    /// Check the hash chain, every message hash, the signed checkpoints and their time stamps.
+    Verify {
+        /// Verify an export (`archive export`) instead, without a gateway configuration:
+        /// an auditor brings the organisation's policy (`--policy`) and the TSA's CA (`--tsa-ca`).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// The policy whose `[seal] public_keys` signed the checkpoints (default: the gateway's).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// CA certificate(s) of the time stamp authority (PEM), besides `archive.tsa_ca`.
+        #[arg(long = "tsa-ca")]
+        tsa_ca: Vec<PathBuf>,
+    },
     /// Write .eml files and manifest.json.
     Export {
         #[arg(long)]
@@ -147,6 +158,73 @@ enum BillingCmd {
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
     },
+}
+
+/// The policy's gateway keys (`[seal] public_keys`).
+fn policy_keys(path: &std::path::Path) -> Result<Vec<demail_core::seal::SealKey>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::new("policy.unreadable", "Die Richtlinie ist nicht lesbar.", "The policy cannot be read.")
+            .caused_by(format!("{}: {e}", path.display()))
+    })?;
+    let policy = demail_core::Policy::parse(&text)
+        .map_err(|e| Error::from(e.reason).caused_by(format!("{}:{}", path.display(), e.line.unwrap_or(0))))?;
+    Ok(policy.seal.public_keys)
+}
+
+/// What `archive verify` trusts. `checkpoint_secs`: entries older than two rounds (and a
+/// minute) must be covered by a signed checkpoint when `require`.
+fn trust(
+    keys: Vec<demail_core::seal::SealKey>,
+    tsa_ca: &[PathBuf],
+    require: bool,
+    now_ms: i64,
+    checkpoint_secs: i64,
+) -> Result<archive::Trust, Error> {
+    let mut tsa = Vec::new();
+    for p in tsa_ca {
+        tsa.extend(demail_gateway::tsa::anchors(p)?);
+    }
+    Ok(archive::Trust { keys, tsa, require, now_ms, grace_ms: (2 * checkpoint_secs + 60) * 1000 })
+}
+
+/// `archive verify`'s JSON: exit 0 when intact, 1 with problems, 2 when it cannot run.
+fn report(r: Result<archive::Report, Error>) -> ExitCode {
+    match r {
+        Ok(r) => {
+            let valid = r.problems.is_empty();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "valid": valid, "entries": r.entries, "checkpoints": r.checkpoints,
+                    "signed_upto": r.signed_upto, "stamped": r.stamped, "problems": r.problems,
+                })
+            );
+            if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `archive verify --export DIR`: an export checked on any machine. Without `--policy`
+/// the checkpoints' signatures cannot be checked, which is a finding.
+fn verify_export(dir: &std::path::Path, policy: Option<&std::path::Path>, tsa_ca: &[PathBuf]) -> ExitCode {
+    let keys = match policy.map(policy_keys).transpose() {
+        Ok(k) => k.unwrap_or_default(),
+        Err(e) => return fail(&e),
+    };
+    let (a, exported) = match archive::export::open(dir) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    // Covered at export time: everything but the newest minutes (the default interval).
+    match trust(keys, tsa_ca, true, exported, config::ArchiveCfg::default().checkpoint_secs as i64) {
+        Ok(t) => report(a.verify_with(&t)),
+        Err(e) => fail(&e),
+    }
 }
 
 /// Exit 2 with the reason in German and English; the cause (paths, library texts) after it.
@@ -184,6 +262,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Cmd::Archive { cmd: ArchiveCmd::Verify { export: Some(dir), policy, tsa_ca } } = &cli.cmd {
+        return verify_export(dir, policy.as_deref(), tsa_ca);
+    }
     let (cfg, policy) = match config::Config::load(&path) {
         Ok(x) => x,
         Err(e) => {
@@ -209,18 +290,25 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             match cmd {
-                ArchiveCmd::Verify => match a.verify() {
-                    Ok(p) if p.is_empty() => {
-                        let n = a.entries().map(|e| e.len()).unwrap_or(0);
-                        println!("{}", serde_json::json!({ "valid": true, "entries": n, "problems": [] }));
-                        ExitCode::SUCCESS
+                ArchiveCmd::Verify { export: _, policy: other, tsa_ca } => {
+                    let keys = match other {
+                        Some(p) => match policy_keys(&p) {
+                            Ok(k) => k,
+                            Err(e) => return fail(&e),
+                        },
+                        None => policy.seal.public_keys.clone(),
+                    };
+                    let mut cas = tsa_ca;
+                    cas.extend(cfg.archive.tsa_ca.clone());
+                    let secs = cfg.archive.checkpoint_secs as i64;
+                    // Checkpoints are owed where the gateway has a key to make them.
+                    let require = cfg.seal.is_some() && secs > 0;
+                    let now = demail_gateway::spool::now_millis() as i64;
+                    match trust(keys, &cas, require, now, secs) {
+                        Ok(t) => report(a.verify_with(&t)),
+                        Err(e) => fail(&e),
                     }
-                    Ok(p) => {
-                        println!("{}", serde_json::json!({ "valid": false, "problems": p }));
-                        ExitCode::from(1)
-                    }
-                    Err(e) => fail(&e),
-                },
+                }
                 ArchiveCmd::Export { out } => match a.export(&out) {
                     Ok(n) => {
                         println!("{}", serde_json::json!({ "exported": n, "dir": out }));
@@ -683,6 +771,7 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         let inb = tokio::spawn(demail_smtp::serve(in_l, Arc::new(in_cfg), Arc::new(app::Inbound(app.clone()))));
         let runner = tokio::spawn(app.clone().run_queue());
         tokio::spawn(app.clone().watch_overdue());
+        let checkpoints = tokio::spawn(app.clone().run_checkpoints());
         if let Some(addr) = &app.cfg.health.listen {
             let l = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
@@ -715,6 +804,11 @@ fn serve(cfg: config::Config, policy: demail_core::Policy) -> ExitCode {
         // No new deliveries start now; those in flight finish or are given back.
         app.finish().await;
         runner.abort();
+        // The last entries signed before the process ends.
+        checkpoints.abort();
+        if app.cfg.archive.checkpoint_secs > 0 {
+            app.checkpoint().await;
+        }
         // Everything acknowledged is in the spool or the database; nothing to flush.
         tracing::info!("gateway stopped");
         ExitCode::SUCCESS

@@ -11,7 +11,7 @@
 //!   so chain order is commit order; `entries` has `PRIMARY KEY (seq)` and `UNIQUE (prev_hash)`.
 //!   A node's appends share one such transaction ([`write`]: group commit).
 
-use crate::archive::{self, AccessRecord, Archive, Entry, NewEntry, Store, Tx, GENESIS};
+use crate::archive::{self, AccessRecord, Archive, Checkpoint, Entry, NewEntry, Store, Tx, GENESIS};
 use crate::billing::Bill;
 use crate::config::Storage;
 use crate::spool::{Kind, Meta, State};
@@ -32,6 +32,7 @@ mod write;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/postgres/001_initial.sql")),
     (2, "lz4_bodies", include_str!("../migrations/postgres/002_lz4_bodies.sql")),
+    (3, "checkpoints", include_str!("../migrations/postgres/003_checkpoints.sql")),
 ];
 
 /// The advisory lock under which nodes apply migrations (one at a time).
@@ -982,6 +983,23 @@ impl Tx for PgTx<'_, '_> {
         ))
         .map(|_| ())
     }
+    fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<bool, Error> {
+        let tx = self.tx;
+        let n = self.run(tx.execute(
+            "INSERT INTO checkpoints (seq, hash, from_seq, hashes, time, kid, signature, timestamp)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM entries WHERE seq = $1 AND hash = $2)
+             ON CONFLICT (seq) DO NOTHING",
+            &[&cp.seq, &cp.hash, &cp.from, &cp.hashes, &cp.time, &cp.kid, &cp.signature, &cp.timestamp],
+        ))?;
+        Ok(n == 1)
+    }
+    fn set_timestamp(&mut self, seq: i64, token: &[u8]) -> Result<(), Error> {
+        let tx = self.tx;
+        self.run(
+            tx.execute("UPDATE checkpoints SET timestamp = $2 WHERE seq = $1 AND timestamp IS NULL", &[&seq, &token]),
+        )
+        .map(|_| ())
+    }
 }
 
 impl PgStore {
@@ -1086,6 +1104,36 @@ impl Store for PgStore {
                 by: r.get(5),
             })
             .collect())
+    }
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
+        let rows = blocking_read!(
+            self,
+            c,
+            c.query(
+                "SELECT seq, hash, from_seq, hashes, time, kid, signature, timestamp FROM checkpoints ORDER BY seq",
+                &[]
+            )
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Checkpoint {
+                seq: r.get(0),
+                hash: r.get(1),
+                from: r.get(2),
+                hashes: r.get(3),
+                time: r.get(4),
+                kid: r.get(5),
+                signature: r.get(6),
+                timestamp: r.get(7),
+            })
+            .collect())
+    }
+
+    fn newest_checkpoint(&self) -> Result<Option<(i64, String)>, Error> {
+        let r =
+            blocking_read!(self, c, c.query_opt("SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1", &[]))?;
+        Ok(r.map(|r| (r.get(0), r.get(1))))
     }
 
     fn head_row(&self) -> Result<Option<(i64, String)>, Error> {

@@ -566,3 +566,101 @@ fn archive_append_at_a_million_entries() {
     let full = rate("1,000,000 entries");
     println!("ARCHIVE ratio appends at 1,000,000 entries / empty = {:.2} (goal >= 0.9)", full / empty);
 }
+
+/// `archive verify` over 1,000,000 entries (1 KB each, SQLite, one signed checkpoint over
+/// all of them): entries per second; goal ≥ 100,000/s. Beside it, the same entries only
+/// read (the floor any verify has to pay).
+#[test]
+#[ignore]
+fn archive_verify_at_a_million_entries() {
+    use demail_gateway::archive::{self, NewEntry, Trust};
+    const N: i64 = 1_000_000;
+    let dir = demail_testkit::temp_dir();
+    let path = dir.path().join("archive.sqlite");
+    drop(archive::sqlite::open(&path).unwrap());
+    let data = vec![b'x'; 1024];
+    let t = Instant::now();
+    let mut prev: Option<(i64, String)> = None;
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        let tx = c.transaction().unwrap();
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT INTO entries (seq, time, direction, private_id, message_id, sender, recipients, sha256, size, link, prev_hash, hash, actor, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .unwrap();
+            for i in 0..N {
+                let mut d = data.clone();
+                d[..8].copy_from_slice(&i.to_be_bytes());
+                let rcpt = ["b@y.de-mail.de".to_string()];
+                let ne = NewEntry {
+                    direction: "out",
+                    private_id: Some("DM-bench"),
+                    message_id: Some("<bench@x>"),
+                    sender: "a@x.de-mail.de",
+                    recipients: &rcpt,
+                    data: &d,
+                    actor: Some("kerberos:peter@MUSTERSTADT.DE"),
+                };
+                let e = archive::next_entry(prev.take(), None, &ne, 1_700_000_000_000 + i, archive::sha256_hex(&d));
+                st.execute(rusqlite::params![
+                    e.seq,
+                    e.time,
+                    e.direction,
+                    e.private_id,
+                    e.message_id,
+                    e.sender,
+                    e.recipients,
+                    e.sha256,
+                    e.size,
+                    e.link,
+                    e.prev_hash,
+                    e.hash,
+                    e.actor,
+                    d
+                ])
+                .unwrap();
+                prev = Some((e.seq, e.hash));
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let (seq, hash) = prev.unwrap();
+    std::fs::write(dir.path().join("archive.sqlite.head"), format!("{seq} {hash}\n")).unwrap();
+    println!("ARCHIVE filled {N} entries in {:.1}s", t.elapsed().as_secs_f64());
+    let a = archive::sqlite::open(&path).unwrap();
+    let key = [3u8; 32];
+    let t = Instant::now();
+    let cp = a.checkpoint("bench", &key).unwrap().unwrap();
+    assert_eq!(cp.seq, N);
+    println!("ARCHIVE checkpoint over {N} entries: {:.2}s", t.elapsed().as_secs_f64());
+    let trust = Trust {
+        keys: vec![demail_core::seal::public_key("bench", &key)],
+        require: true,
+        now_ms: i64::MAX / 2,
+        ..Trust::default()
+    };
+    let t = Instant::now();
+    let mut read = 0usize;
+    let mut after = 0;
+    loop {
+        let page = a.store().entries(after, 256).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in &page {
+            read += a.store().data(e.seq).unwrap().len();
+        }
+    }
+    let floor = N as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(read, 1024 * N as usize);
+    let t = Instant::now();
+    let r = a.verify_with(&trust).unwrap();
+    let rate = N as f64 / t.elapsed().as_secs_f64();
+    assert!(r.problems.is_empty() && r.signed_upto == N, "{:?}", r.problems);
+    println!(
+        "ARCHIVE VERIFY {N} entries: {rate:.0} entries/s (goal >= 100000); reading them alone {floor:.0}/s, ratio {:.2}",
+        rate / floor
+    );
+}

@@ -375,6 +375,54 @@ fn two_nodes_append_to_one_chain_without_a_fork() {
     assert!(c.pg.sql("DELETE FROM entries WHERE seq = 400").unwrap_err().contains("append-only"));
     assert!(c.pg.sql("UPDATE archive_head SET seq = 1").unwrap_err().contains("forward"));
     assert_eq!(c.verify(), 400);
+
+    // Signed checkpoints on the shared database: one per head, whichever signs first.
+    #[derive(serde::Deserialize)]
+    struct W {
+        storage: demail_gateway::config::Storage,
+    }
+    let storage = toml::from_str::<W>(&c.pg.storage_toml("auditor", c.pg.port, PG_ENV, 5)).unwrap().storage;
+    let (a, b) =
+        (demail_gateway::pg::open_archive(&storage).unwrap(), demail_gateway::pg::open_archive(&storage).unwrap());
+    let key = [5u8; 32];
+    let cp = a.checkpoint("gw1", &key).unwrap().unwrap();
+    assert_eq!((cp.from, cp.seq), (1, 400));
+    assert_eq!(b.checkpoint("gw1", &key).unwrap(), None, "the same head: nothing new to sign");
+    let trust = demail_gateway::archive::Trust {
+        keys: vec![demail_core::seal::public_key("gw1", &key)],
+        require: true,
+        now_ms: i64::MAX / 2,
+        ..Default::default()
+    };
+    let r = a.verify_with(&trust).unwrap();
+    assert!(r.problems.is_empty() && r.signed_upto == 400, "{:?}", r.problems);
+    assert!(c.pg.sql("DELETE FROM checkpoints").unwrap_err().contains("append-only"));
+    // Entry 200 rewritten with the chain and the head recomputed: the checkpoint names it.
+    let mut entries = a.entries().unwrap();
+    let mut sql = String::from(
+        "ALTER TABLE entries DISABLE TRIGGER entries_no_change; ALTER TABLE archive_head DISABLE TRIGGER head_forward;",
+    );
+    let mut prev = None;
+    for e in entries.iter_mut() {
+        if e.seq == 200 {
+            e.recipients = "boese@evil.de-mail.de".into();
+        }
+        if let Some(p) = prev {
+            e.prev_hash = p;
+        }
+        e.hash = demail_gateway::archive::entry_hash(e);
+        prev = Some(e.hash.clone());
+        if e.seq >= 200 {
+            sql += &format!(
+                "UPDATE entries SET recipients = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {};",
+                e.recipients, e.prev_hash, e.hash, e.seq
+            );
+        }
+    }
+    sql += &format!("UPDATE archive_head SET hash = '{}';", entries[399].hash);
+    c.pg.sql(&sql).unwrap();
+    let codes: Vec<_> = a.verify_with(&trust).unwrap().problems.iter().map(|p| (p.code, p.seq)).collect();
+    assert_eq!(codes, [("archive.rewritten", Some(200))]);
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //!   gateway cluster; [`proxy`]: a TCP proxy the test can partition.
 //! - [`qca`]: [`QualifiedCa`], a stand-in for a provider's qualified CA, and provider signing
 //!   certificates (RSA, P-256, P-384), made with `openssl`, for `X-de-mail-integrity`.
+//! - [`tsa`]: [`Tsa`], a time stamp authority (RFC 3161): `openssl ts -reply` over HTTP.
 //!
 //! The Debian packages come from `scripts/setup test` (dovecot-imapd, dovecot-lmtpd, postfix, swaks, postgresql).
 
@@ -31,6 +32,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod qca;
+pub mod tsa;
 
 pub use ca::Pki;
 pub use dovecot::Dovecot;
@@ -43,6 +45,7 @@ pub use process::{have, wait_until, ChildGuard};
 pub use proxy::Proxy;
 pub use qca::{Issued, KeyType, QualifiedCa};
 pub use tempfile::TempDir;
+pub use tsa::Tsa;
 
 /// A fresh temporary directory, removed on drop.
 pub fn temp_dir() -> TempDir {

@@ -143,6 +143,11 @@ impl QualifiedCa {
 
     /// A provider signing certificate `CN=<cn>` from this CA, valid `days` from now.
     pub fn issue(&self, cn: &str, key: KeyType, days: u32) -> Issued {
+        self.issue_with(cn, key, days, "keyUsage=critical,digitalSignature,nonRepudiation\n")
+    }
+
+    /// As [`QualifiedCa::issue`] with the given extension lines (`openssl x509 -extfile`).
+    pub fn issue_with(&self, cn: &str, key: KeyType, days: u32, extensions: &str) -> Issued {
         let stem = format!("{}-{}", self.name, cn.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         let (key_path, key_pem, public) = new_key(&self.dir, &format!("{stem}-key.pem"), key);
         let csr = format!("{stem}.csr");
@@ -161,7 +166,7 @@ impl QualifiedCa {
             ],
             &self.dir,
         );
-        fs::write(self.dir.join(&ext), "keyUsage=critical,digitalSignature,nonRepudiation\n").expect("write ext");
+        fs::write(self.dir.join(&ext), extensions).expect("write ext");
         openssl(
             &[
                 "x509",

@@ -1129,7 +1129,7 @@ class MarkingWithoutAddinTest(unittest.TestCase):
     def test_2_tags_named_and_coloured_by_the_enterprise_policy(self):
         self.assertEqual(self.want, {
             "$demail": ("De-Mail", "#C2185B"), "$demail-receipt": ("De-Mail-Bestätigung", "#00796B"),
-            "$demail-notification": ("De-Mail-Meldung", "#5D4037"), "$demail-warning": ("De-Mail-Warnung", "#E65100"),
+            "$demail-notification": ("De-Mail-Meldung", "#5D4037"), "$demail-warning": ("De-Mail-Warnung", "#BF360C"),
         })
         tags = {t["key"]: (t["tag"], t["color"].upper()) for t in self.tb.tags()}
         self.assertEqual({k: tags.get(k) for k in self.want}, self.want, "Thunderbird's tags (policy Preferences) = the add-in's")

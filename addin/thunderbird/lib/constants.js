@@ -18,7 +18,7 @@ export const TAGS = {
   demail: { key: "$demail", labelKey: "tagDemail", color: "#C2185B" },
   receipt: { key: "$demail-receipt", labelKey: "tagReceipt", color: "#00796B" },
   notification: { key: "$demail-notification", labelKey: "tagNotification", color: "#5D4037" },
-  warning: { key: "$demail-warning", labelKey: "tagWarning", color: "#E65100" },
+  warning: { key: "$demail-warning", labelKey: "tagWarning", color: "#BF360C" },
 };
 
 /** Which tag a classification `kind` (core `classify`) gets; e-mail gets none. */

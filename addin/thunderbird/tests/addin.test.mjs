@@ -259,7 +259,7 @@ test("new mail: De-Mails, receipts and notifications get their tags, e-mail none
   // Tags exist with their colours.
   assert.deepEqual(messenger._tags.map((t) => [t.key, t.tag, t.color]), [
     ["$demail", "De-Mail", "#C2185B"], ["$demail-receipt", "De-Mail-Bestätigung", "#00796B"], ["$demail-notification", "De-Mail-Meldung", "#5D4037"],
-    ["$demail-warning", "De-Mail-Warnung", "#E65100"],
+    ["$demail-warning", "De-Mail-Warnung", "#BF360C"],
   ]);
   const list = await messenger.messages.list("inbox");
   // scan_existing is on by default; run new-mail handling explicitly as well (idempotent).

@@ -7,7 +7,7 @@
 //! plus head file) instead of queueing one round each. A caller still returns only after
 //! its rows are durable.
 
-use super::{AccessRecord, Archive, Entry, Store, Tx};
+use super::{AccessRecord, Archive, Checkpoint, Entry, Store, Tx};
 use crate::billing::{self, Bill};
 use demail_core::Error;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -80,6 +80,22 @@ CREATE TABLE IF NOT EXISTS access (
     time INTEGER NOT NULL,
     by TEXT NOT NULL
 );
+-- Signed checkpoints (archive/checkpoint.rs): never removed; a time stamp is added once.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    from_seq INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    kid TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    timestamp BLOB
+);
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_stamp_once BEFORE UPDATE ON checkpoints
+    WHEN OLD.timestamp IS NOT NULL OR NEW.seq != OLD.seq OR NEW.hash != OLD.hash OR NEW.hashes != OLD.hashes
+      OR NEW.time != OLD.time OR NEW.signature != OLD.signature
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 CREATE TABLE IF NOT EXISTS reservations (
     message_id TEXT NOT NULL,
     sender TEXT NOT NULL,
@@ -347,6 +363,39 @@ impl Tx for SqliteTx<'_> {
             .map(|_| ())
             .map_err(db_err)
     }
+
+    fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<bool, Error> {
+        self.0
+            .execute(
+                "INSERT OR IGNORE INTO checkpoints (seq, hash, from_seq, hashes, time, kid, signature, timestamp)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM entries WHERE seq = ?1 AND hash = ?2)",
+                params![cp.seq, cp.hash, cp.from, cp.hashes, cp.time, cp.kid, cp.signature, cp.timestamp],
+            )
+            .map(|n| n == 1)
+            .map_err(db_err)
+    }
+
+    fn set_timestamp(&mut self, seq: i64, token: &[u8]) -> Result<(), Error> {
+        self.0
+            .execute("UPDATE checkpoints SET timestamp = ?2 WHERE seq = ?1 AND timestamp IS NULL", params![seq, token])
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
+
+const CHECKPOINT_COLS: &str = "seq, hash, from_seq, hashes, time, kid, signature, timestamp";
+
+fn row_checkpoint(r: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
+    Ok(Checkpoint {
+        seq: r.get(0)?,
+        hash: r.get(1)?,
+        from: r.get(2)?,
+        hashes: r.get(3)?,
+        time: r.get(4)?,
+        kid: r.get(5)?,
+        signature: r.get(6)?,
+        timestamp: r.get(7)?,
+    })
 }
 
 /// A writer that may append an entry.
@@ -453,6 +502,24 @@ impl Store for SqliteStore {
             })
             .map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
+        let db = self.lock();
+        let mut st =
+            db.c.prepare(&format!("SELECT {CHECKPOINT_COLS} FROM checkpoints ORDER BY seq")).map_err(db_err)?;
+        let rows = st.query_map([], row_checkpoint).map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
+    fn newest_checkpoint(&self) -> Result<Option<(i64, String)>, Error> {
+        self.lock()
+            .c
+            .query_row("SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(db_err)
     }
 }
 
