@@ -883,7 +883,8 @@ impl Handler for Inbound {
         let (pid, mid) = (c.private_id.clone(), c.message_id.clone());
         if let Backend::Postgres(pg) = &app.backend {
             let (app2, original) = (app.clone(), message.clone());
-            let sealed = blocking(move || app2.sealed(original, kind)).await?;
+            let p2 = pid.clone();
+            let sealed = blocking(move || app2.sealed(original, kind, p2.as_deref())).await?;
             let entry = NewEntry {
                 direction,
                 private_id: pid.as_deref(),
@@ -913,7 +914,7 @@ impl Handler for Inbound {
                 actor: None,
             })?;
             app2.metrics.appended(t);
-            let message = app2.sealed(message, kind)?;
+            let message = app2.sealed(message, kind, pid.as_deref())?;
             app2.spool().put(&meta, &message).map_err(spool_unwritable)?;
             Ok(e.link)
         })
@@ -928,8 +929,22 @@ impl Handler for Inbound {
 impl App {
     /// What the mailbox gets: the provider's integrity signature checked and the result
     /// on top (`Authentication-Results`), foreign seals removed, ours on top (when configured).
-    fn sealed(&self, message: Vec<u8>, kind: MsgKind) -> Result<Vec<u8>, Error> {
-        let checked = crate::border::check(message, &self.policy, &self.cfg.gateway.hostname, spool::now_millis());
+    /// A receipt is held against the De-Mail its private-id names, as archived.
+    fn sealed(&self, message: Vec<u8>, kind: MsgKind, private_id: Option<&str>) -> Result<Vec<u8>, Error> {
+        let sent = match (kind, private_id) {
+            (MsgKind::Receipt, Some(pid)) => self.archive.sent(pid)?,
+            _ => None,
+        };
+        let checked = crate::border::check(
+            message,
+            &self.policy,
+            &self.cfg.gateway.hostname,
+            spool::now_millis(),
+            sent.as_ref().map(|(seq, b)| (*seq, b.as_slice())),
+        );
+        if let Some(r) = checked.receipt {
+            info!(result = r, sent = ?sent.as_ref().map(|(s, _)| s), "receipt held against the sent De-Mail");
+        }
         if checked.removed > 0 {
             warn!(
                 removed = checked.removed,
@@ -938,7 +953,9 @@ impl App {
         }
         info!(result = checked.result, "provider integrity checked at the border");
         let message = if self.cfg.inbound.keywords {
-            crate::border::keywords(checked.message, kind, checked.result)
+            // A receipt that does not confirm what was sent is a warning too.
+            let result = if checked.receipt == Some("fail") { "fail" } else { checked.result };
+            crate::border::keywords(checked.message, kind, result)
         } else {
             checked.message
         };

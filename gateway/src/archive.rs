@@ -153,6 +153,11 @@ pub trait Store: Send + Sync {
     fn billing_rows(&self, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, Error>;
     /// Every access record, oldest change first.
     fn access_records(&self) -> Result<Vec<AccessRecord>, Error>;
+    /// The newest `out` entry with this private-id: its seq and the bytes relayed.
+    fn sent(&self, private_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
+        let _ = private_id;
+        Ok(None)
+    }
     /// Every checkpoint, by seq.
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error>;
     /// The newest checkpoint's (seq, hash).
@@ -582,6 +587,11 @@ impl Archive {
 
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
         self.store.checkpoints()
+    }
+
+    /// The De-Mail sent with this private-id (a receipt's counterpart): seq and exact bytes.
+    pub fn sent(&self, private_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
+        self.store.sent(private_id)
     }
 
     /// Every message hash, entry hash and link, and the head. Empty when intact.

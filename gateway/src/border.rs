@@ -10,6 +10,8 @@ use demail_core::Policy;
 
 /// The method name in `Authentication-Results` (our own; not registered with IANA).
 pub const METHOD: &str = "demail-integrity";
+/// The method for a receipt held against the De-Mail the gateway sent (archived bytes).
+pub const RECEIPT_METHOD: &str = "demail-receipt";
 
 /// What the border check made of a message.
 #[derive(Debug)]
@@ -19,6 +21,9 @@ pub struct Checked {
     pub result: &'static str,
     /// `Authentication-Results` fields under our name that came with the message.
     pub removed: usize,
+    /// For a receipt: `pass` (it confirms exactly what was sent), `fail`, or `none` (no sent
+    /// De-Mail with its private-id in the archive).
+    pub receipt: Option<&'static str>,
 }
 
 /// RFC 8601 result for a verdict: only a valid signature of a trusted provider passes.
@@ -77,18 +82,39 @@ fn ours(raw: &[u8], authserv_id: &str) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// Verify and mark one inbound message (the provider's bytes as received).
-pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64) -> Checked {
+/// The receipt part of our field: what [`demail_core::proof::receipt`] found against the
+/// archived De-Mail (`sent`: its archive seq and exact bytes as relayed to the provider).
+fn receipt_part(raw: &[u8], policy: &Policy, sent: Option<(i64, &[u8])>) -> Option<(&'static str, String)> {
+    let check = demail_core::proof::receipt(raw, sent.map(|(_, b)| b), policy)?;
+    let (result, reason) = match check.matches_sent {
+        Some(true) => ("pass", "receipt.matches_sent".to_string()),
+        Some(false) => ("fail", check.reasons.first().map_or_else(String::new, |r| r.code.clone())),
+        None => ("none", "receipt.sent_unknown".to_string()),
+    };
+    let mut part = format!("{RECEIPT_METHOD}={result} reason={}", quoted(&reason));
+    if let Some((seq, _)) = sent {
+        part.push_str(&format!(" policy.archive-seq={seq}"));
+    }
+    Some((result, part))
+}
+
+/// Verify and mark one inbound message (the provider's bytes as received). A receipt is
+/// also held against `sent`, the De-Mail it names as archived.
+pub fn check(raw: Vec<u8>, policy: &Policy, authserv_id: &str, now_millis: u64, sent: Option<(i64, &[u8])>) -> Checked {
     let verdict = demail_core::api::integrity_verify(&raw, policy, now_millis, None).ok();
     let ranges = ours(&raw, authserv_id);
     let removed = ranges.len();
-    let value = field_value(authserv_id, verdict.as_ref());
+    let mut value = field_value(authserv_id, verdict.as_ref());
+    let receipt = receipt_part(&raw, policy, sent).map(|(result, part)| {
+        value.push_str(&format!(";\r\n {part}"));
+        result
+    });
     let rest = crate::seal::remove(&raw, &ranges);
     // Lines that start the message folded would continue our field (and put the sender's
     // words into our result): ours goes after them.
     let clean = crate::seal::put_field(&rest, crate::seal::orphan_lines(&rest), "Authentication-Results", &value);
     let result = verdict.as_ref().map_or("permerror", result_of);
-    Checked { message: clean, result, removed }
+    Checked { message: clean, result, removed, receipt }
 }
 
 /// Exchange shows a message's `Keywords` field as its categories (MS-OXCMAIL), so Outlook,
@@ -129,7 +155,7 @@ mod tests {
     #[test]
     fn an_unsigned_message_says_none_and_a_forged_field_under_our_name_goes() {
         let raw = b"Authentication-Results: gw.stadt.de; demail-integrity=pass\r\nAuthentication-Results: mx.other.de; dkim=pass\r\nFrom: a@b.de\r\nSubject: x\r\n\r\nText\r\n".to_vec();
-        let c = check(raw, &Policy::default(), "gw.stadt.de", 0);
+        let c = check(raw, &Policy::default(), "gw.stadt.de", 0, None);
         let text = String::from_utf8(c.message).unwrap();
         assert_eq!(c.result, "none");
         assert_eq!(c.removed, 1);
@@ -147,7 +173,7 @@ mod tests {
     #[test]
     fn a_folded_first_line_cannot_continue_our_field() {
         let raw = b" demail-integrity=pass\r\nFrom: a@b.de\r\n\r\nText\r\n".to_vec();
-        let text = String::from_utf8(check(raw, &Policy::default(), "gw.stadt.de", 0).message).unwrap();
+        let text = String::from_utf8(check(raw, &Policy::default(), "gw.stadt.de", 0, None).message).unwrap();
         let ours = text.lines().position(|l| l.starts_with("Authentication-Results: gw.stadt.de;")).unwrap();
         let next = text.lines().nth(ours + 1).unwrap();
         assert!(!next.starts_with([' ', '\t']), "{text}");

@@ -1106,6 +1106,18 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn sent(&self, private_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
+        let r = blocking_read!(
+            self,
+            c,
+            c.query_opt(
+                "SELECT seq, data FROM entries WHERE private_id = $1 AND direction = 'out' ORDER BY seq DESC LIMIT 1",
+                &[&private_id]
+            )
+        )?;
+        Ok(r.map(|r| (r.get(0), r.get(1))))
+    }
+
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
         let rows = blocking_read!(
             self,

@@ -615,7 +615,29 @@ fn a_receipt_matches_exactly_the_message_handed_over() {
         let codes: Vec<&str> = wrong.reasons.iter().map(|x| x.code.as_str()).collect();
         assert!(codes.contains(&"receipt.body_mismatch") || codes.contains(&"receipt.metadata_mismatch"), "{codes:?}");
         assert_eq!(demail_core::proof::receipt(r, None, &policy).unwrap().matches_sent, None);
+        // The gateway made the same comparison with its archive, for every client to read.
+        let text = String::from_utf8_lossy(r);
+        assert!(text.contains("demail-receipt=pass reason=\"receipt.matches_sent\" policy.archive-seq="), "{text}");
     }
+    // The other De-Mail's receipt, relabelled with this one's private-id: the gateway says so.
+    let (a, b) = (pid_of(&receipts[0]), pid_of(&receipts[1]));
+    // Dovecot keeps LF line ends; SMTP wants CRLF.
+    let relabelled = String::from_utf8_lossy(&receipts[1]).replace("\r\n", "\n").replace('\n', "\r\n").replace(&b, &a);
+    let r =
+        h.inject("versandbestaetigung@provider.de-mail.de", &["recht@musterstadt.de-mail.de"], relabelled.as_bytes());
+    assert_eq!(r.as_deref(), Ok("250"));
+    let all = h.dovecot.wait_for_messages("recht@musterstadt.de", 3, Duration::from_secs(30));
+    let forged = all
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).to_string())
+        .find(|m| !receipts.iter().any(|r| String::from_utf8_lossy(r) == *m))
+        .unwrap();
+    assert!(
+        forged.contains("demail-receipt=fail reason=\"receipt.metadata_mismatch\"")
+            || forged.contains("demail-receipt=fail reason=\"receipt.body_mismatch\""),
+        "{forged}"
+    );
+    assert!(!forged.contains("demail-receipt=pass"), "{forged}");
 }
 
 /// A gateway whose policy trusts the test qualified CA (made before the gateway starts,

@@ -504,6 +504,18 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 
+    fn sent(&self, private_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
+        self.lock()
+            .c
+            .query_row(
+                "SELECT seq, data FROM entries WHERE private_id = ?1 AND direction = 'out' ORDER BY seq DESC LIMIT 1",
+                [private_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
         let db = self.lock();
         let mut st =

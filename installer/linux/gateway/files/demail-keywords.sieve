@@ -16,9 +16,11 @@ if header :matches "Authentication-Results" "gw.musterstadt.de;*demail-integrity
   } elsif header :contains "X-de-mail-message-type" ["notification", "malware", "identification"] {
     addflag "$demail-notification";
   }
-  # Not signed by a provider the organisation trusts, or altered: a warning beside the kind.
-  if not header :matches "Authentication-Results"
-      ["gw.musterstadt.de;*demail-integrity=pass*", "gw.musterstadt.de;*demail-integrity=neutral*"] {
+  # Not signed by a provider the organisation trusts, or altered, or a receipt that does not
+  # confirm the De-Mail the gateway sent: a warning beside the kind.
+  if anyof (not header :matches "Authentication-Results"
+                ["gw.musterstadt.de;*demail-integrity=pass*", "gw.musterstadt.de;*demail-integrity=neutral*"],
+            header :matches "Authentication-Results" "gw.musterstadt.de;*demail-receipt=fail*") {
     addflag "$demail-warning";
   }
 }
