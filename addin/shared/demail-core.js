@@ -1,7 +1,14 @@
 // Thin wrapper over the wasm core for the add-ins: JSON in, JSON out.
 // It adds only what the core may not do itself: clock, entropy, and turning a
 // wasm trap into the stable error code "internal".
-import init, { initSync, call as wasmCall, classify_raw as wasmClassifyRaw, version as wasmVersion } from "../wasm/demail_wasm.js";
+import init, {
+  initSync,
+  call as wasmCall,
+  classify_raw as wasmClassifyRaw,
+  integrity_prepare_raw as wasmIntegrityPrepare,
+  integrity_verify_raw as wasmIntegrityVerify,
+  version as wasmVersion,
+} from "../wasm/demail_wasm.js";
 
 const INTERNAL = {
   code: "internal",
@@ -48,11 +55,42 @@ export class DemailCore {
     }
     return optionTable;
   }
+  /**
+   * The provider's X-de-mail-integrity of raw message bytes: the core prepares (hashes,
+   * certificate walk) and lists the public-key checks, WebCrypto runs them (the wasm core
+   * has no RSA/ECDSA code), the core decides. {ok, result: verdict} as `demail verify`'s
+   * `integrity`; a key or signature WebCrypto cannot read counts as not verified.
+   * @param {Uint8Array} bytes
+   */
+  async verifyIntegrity(bytes, nowMillis = Date.now()) {
+    const prepared = guard(() => wasmIntegrityPrepare(this.policy, bytes, nowMillis));
+    if (!prepared.ok) return prepared;
+    const results = await Promise.all(prepared.result.checks.map(runCheck));
+    return guard(() => wasmIntegrityVerify(this.policy, bytes, nowMillis, Uint8Array.from(results, (r) => (r ? 1 : 0))));
+  }
   check(input) { return this.call("check", input); }
   parseSubject(subject) { return this.call("subject.parse", subject); }
   formatSubject(subject, options) { return this.call("subject.format", { subject, options }); }
   headers(options, privateId, sender) { return this.call("headers", { options, private_id: privateId ?? null, sender: sender ?? null }); }
   classifyHeaders(headers, xml) { return this.call("classify.headers", { headers, xml: xml ?? null }); }
+}
+
+const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+
+/** One public-key check of `integrity.prepare` (WebCrypto's terms, docs/core-api.md). */
+export async function runCheck(c) {
+  const subtle = globalThis.crypto.subtle;
+  const ecdsa = c.algorithm === "ECDSA";
+  try {
+    const key = await subtle.importKey(
+      "spki", fromB64(c.spki), ecdsa ? { name: "ECDSA", namedCurve: c.named_curve } : { name: c.algorithm, hash: c.hash },
+      false, ["verify"]);
+    const params = ecdsa ? { name: "ECDSA", hash: c.hash }
+      : c.algorithm === "RSA-PSS" ? { name: "RSA-PSS", saltLength: c.salt_length } : { name: c.algorithm };
+    return await subtle.verify(params, key, fromB64(c.signature), fromB64(c.data));
+  } catch {
+    return false;
+  }
 }
 
 /** Load the module: in an extension from its URL, in Node from bytes. */

@@ -1067,6 +1067,13 @@ impl Store for PgStore {
         Ok(r.get(0))
     }
 
+    fn entries_with_data(&self, after: i64, limit: usize) -> Result<Vec<(Entry, Vec<u8>)>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let q = format!("SELECT {COLS}, data FROM entries WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let rows = blocking_read!(self, c, c.query(&q, &[&after, &limit]))?;
+        Ok(rows.iter().map(|r| (row_entry(r), r.get(13))).collect())
+    }
+
     fn is_recorded(&self, queue_id: &str) -> Result<bool, Error> {
         let r = blocking_read!(self, c, c.query_opt("SELECT 1 FROM accepted WHERE queue_id = $1", &[&queue_id]))?;
         Ok(r.is_some())

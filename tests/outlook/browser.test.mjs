@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { readFileSync, mkdirSync, readdirSync } from "node:fs";
 import { join, extname } from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT, HERE, bundleDir } from "./env.mjs";
+import { execFileSync } from "node:child_process";
+import { ROOT, HERE, bundleDir, demailBin } from "./env.mjs";
 
 const ORIGIN = "https://demail-addin.example.org";
 const OFFICE_JS = "https://appsforoffice.microsoft.com/lib/1/hosted/office.js";
@@ -30,6 +31,10 @@ async function open(page, fixture) {
   await ctx.route("**/*", (route) => {
     const url = new URL(route.request().url());
     if (url.href === OFFICE_JS) return route.fulfill({ status: 200, contentType: TYPES[".js"], body: readFileSync(join(HERE, "office-stub.js")) });
+    // Another organisation's policy, as scripts/build-outlook writes policy.js.
+    if (fixture.policyJson && url.origin === ORIGIN && url.pathname === "/outlook/policy.js") {
+      return route.fulfill({ status: 200, contentType: TYPES[".js"], body: `var DEMAIL_POLICY = ${JSON.stringify(fixture.policyJson)};\n` });
+    }
     if (url.origin === ORIGIN) {
       const file = join(bundle, decodeURIComponent(url.pathname));
       if (!file.startsWith(bundle)) return route.abort();
@@ -181,7 +186,10 @@ test("read pane: a De-Mail gets the category \"De-Mail\" and shows options and l
     assert.equal(await p.getAttribute("#category-status", "data-category"), "applied");
     const s = await state(p);
     assert.deepEqual(s.categories, ["De-Mail"]);
-    assert.deepEqual(s.masterCategories, [{ displayName: "De-Mail", color: "Preset7" }]);
+    assert.deepEqual(s.masterCategories, [{ displayName: "De-Mail", color: "Preset9" }]);
+    // Without getAsFileAsync the pane says it cannot check, and claims nothing.
+    assert.equal(await p.getAttribute("#integrity", "data-status"), "unavailable");
+    assert.match(await p.textContent("#integrity-text"), /kann die Signatur des Anbieters nicht prüfen/);
     assert.match(await p.textContent("#facts"), /Versandoptionen.*Persönlich/s);
     assert.match(await p.textContent("#facts"), /Anmeldung des Absenders/);
     await p.screenshot({ path: join(shots, "read-demail.png"), fullPage: true });
@@ -200,11 +208,52 @@ test("read pane: a receipt says what it confirms", async () => {
     assert.equal(await p.getAttribute("#kind", "data-kind"), "receipt");
     assert.equal(await p.isVisible("#receipt"), true);
     assert.match(await p.textContent("#receipt-text"), /bestätigung\)/);
-    assert.deepEqual((await state(p)).categories, ["De-Mail"]);
+    assert.deepEqual((await state(p)).categories, ["De-Mail-Bestätigung"]);
     await p.screenshot({ path: join(shots, "read-receipt.png"), fullPage: true });
     assert.deepEqual(errors, []);
   } finally {
     await ctx.close();
+  }
+});
+
+/** The integrity corpus's policy (it trusts the fixtures' test CA) in the core's JSON form. */
+function integrityPolicy() {
+  const out = execFileSync(demailBin(), ["policy", "check", join(ROOT, "tests/corpus/integrity/policy.toml")]);
+  return JSON.stringify(JSON.parse(String(out)).policy);
+}
+
+test("read pane: the provider's signature is checked on the whole message; an altered or untrusted one is a warning and a category", async () => {
+  const policyJson = integrityPolicy();
+  const cases = [
+    ["01-rsa-sha256", "valid", /Geprüft: Die Signatur des De-Mail-Anbieters ist gültig/, ["De-Mail"]],
+    ["05-ecdsa-p256-sha256", "valid", /Geprüft/, ["De-Mail"]],
+    ["10-subject-altered", "invalid", /Achtung: Die Signatur des De-Mail-Anbieters ist nicht gültig/, ["De-Mail", "De-Mail-Warnung"]],
+    ["11-body-altered", "invalid", /Achtung/, ["De-Mail", "De-Mail-Warnung"]],
+    ["14-untrusted-ca", "untrusted-certificate", /Achtung/, ["De-Mail", "De-Mail-Warnung"]],
+    ["21-receipt-signed", "valid", /Geprüft/, ["De-Mail-Bestätigung"]],
+  ];
+  for (const [name, status, text, categories] of cases) {
+    const rel = `integrity/${name}.eml`;
+    const eml = readFileSync(join(ROOT, "tests/corpus", rel)).toString("base64");
+    const { ctx, p, errors } = await open("read.html", { mode: "read", allHeaders: headerBlock(rel), eml, policyJson });
+    try {
+      await p.waitForSelector("body[data-ready='1']", { timeout: 20000 });
+      assert.equal(await p.getAttribute("#integrity", "data-status"), status, name);
+      assert.match(await p.textContent("#integrity-text"), text, name);
+      // Announced to screen readers, and never by colour alone (the text says it).
+      assert.equal(await p.getAttribute("#integrity-text", "role"), "status");
+      const s = await state(p);
+      assert.deepEqual(s.categories, categories, name);
+      if (categories.includes("De-Mail-Warnung")) {
+        assert.deepEqual(s.masterCategories.find((c) => c.displayName === "De-Mail-Warnung"), { displayName: "De-Mail-Warnung", color: "Preset1" });
+        assert.match(await p.textContent("#integrity-detail"), /\S/, `${name}: the reason is named`);
+      }
+      if (status === "valid") assert.match(await p.textContent("#integrity-detail"), /Signiert von: CN=/);
+      await p.screenshot({ path: join(shots, `read-integrity-${name}.png`), fullPage: true });
+      assert.deepEqual(errors, []);
+    } finally {
+      await ctx.close();
+    }
   }
 });
 

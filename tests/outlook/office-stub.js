@@ -32,6 +32,8 @@
       subject: fx.subject || "",
       headers: clone(fx.headers || {}),
       allHeaders: fx.allHeaders || "",
+      // The whole message as base64 (getAsFileAsync, Mailbox 1.14); absent: not offered.
+      eml: fx.eml,
       categories: clone(fx.categories || []),
       masterCategories: clone(fx.masterCategories || []),
       notifications: {},
@@ -147,7 +149,7 @@
   }
 
   function readItem() {
-    return {
+    var item = {
       itemType: "message",
       getAllInternetHeadersAsync: api("getAllInternetHeadersAsync", 0, function () { return ok(state.allHeaders); }),
       categories: {
@@ -167,6 +169,8 @@
       },
       notificationMessages: notifications(),
     };
+    if (state.eml !== undefined) item.getAsFileAsync = api("getAsFileAsync", 0, function () { return ok(state.eml); });
+    return item;
   }
 
   var mailbox = {

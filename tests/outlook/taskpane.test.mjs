@@ -8,7 +8,7 @@ import { ROOT, demailBin } from "./env.mjs";
 import "./office-stub.js";
 import { loadCore } from "../../addin/shared/demail-core.js";
 import { ComposeSession } from "../../addin/outlook/src/compose.js";
-import { processItem, classifyItem, CATEGORY } from "../../addin/outlook/src/read.js";
+import { processItem, classifyItem, CATEGORIES } from "../../addin/outlook/src/read.js";
 import { language, strings, ALL_STRINGS, optionLabels } from "../../addin/outlook/src/strings.js";
 
 const Office = globalThis.Office;
@@ -123,14 +123,33 @@ test("read: a De-Mail gets the category, created once in the master list in a fi
   const res = await processItem(core, Office);
   assert.equal(res.classification.kind, "demail");
   assert.equal(res.category, "applied");
-  assert.deepEqual(Office.__test.state.masterCategories, [{ displayName: CATEGORY, color: "Preset7" }]);
-  assert.deepEqual(Office.__test.state.categories, [CATEGORY]);
+  assert.deepEqual(Office.__test.state.masterCategories, [{ displayName: "De-Mail", color: "Preset9" }]);
+  assert.deepEqual(Office.__test.state.categories, ["De-Mail"]);
+  assert.equal(res.integrity, null, "no getAsFileAsync offered: nothing checked, nothing claimed");
   // Second message: the master entry exists, no duplicate is attempted.
   Office.__test.state.categories = [];
   const again = await processItem(core, Office);
   assert.equal(again.category, "applied");
   assert.equal(Office.__test.state.masterCategories.length, 1);
   assert.equal(Office.__test.log.filter((l) => l.api === "masterCategories.addAsync").length, 1);
+});
+
+test("read: each kind has its own category, named as the gateway's Keywords field names it", async () => {
+  const kinds = [
+    ["receipt/01-versand-stern.eml", "receipt", "De-Mail-Bestätigung", "Preset5"],
+    ["notification/01-unbekannter-empfaenger.eml", "notification", "De-Mail-Meldung", "Preset2"],
+  ];
+  for (const [rel, kind, name, color] of kinds) {
+    Office.__test.load({ mode: "read", allHeaders: headerBlock(join(ROOT, "tests/corpus", rel)) });
+    const res = await processItem(core, Office);
+    assert.equal(res.classification.kind, kind, rel);
+    assert.deepEqual(Office.__test.state.categories, [name], rel);
+    assert.deepEqual(Office.__test.state.masterCategories, [{ displayName: name, color }], rel);
+    assert.equal(CATEGORIES[kind].name, name);
+  }
+  // The same words the gateway writes for Exchange (gateway/src/border.rs `keywords`).
+  const border = readFileSync(join(ROOT, "gateway/src/border.rs"), "utf8");
+  for (const c of Object.values(CATEGORIES)) assert.ok(border.includes(`"${c.name}"`), c.name);
 });
 
 test("read: an ordinary e-mail gets no category", async () => {

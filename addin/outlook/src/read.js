@@ -1,14 +1,26 @@
 // @ts-check
 // Read mode without the DOM: the core classifies the message's internet headers, and
-// a De-Mail, receipt or notification gets the Outlook category "De-Mail".
+// a De-Mail, receipt or notification gets its category; the provider's signature is checked.
 
 import { officeAsync } from "./office-async.js";
 
-export const CATEGORY = "De-Mail";
-/** Fixed colour of the category in the master list (Preset7 = blue in every Outlook). */
-export const CATEGORY_COLOR = "Preset7";
-/** Kinds that are De-Mail traffic and get the category. */
+/**
+ * Outlook categories per kind, named as the gateway's `Keywords` field names them (which
+ * Exchange turns into categories) and coloured like the Thunderbird tags (presets: the
+ * same colour in every Outlook). A warning goes beside the kind: the provider's signature
+ * did not pass here.
+ */
+export const CATEGORIES = {
+  demail: { name: "De-Mail", color: "Preset9" },
+  receipt: { name: "De-Mail-Bestätigung", color: "Preset5" },
+  notification: { name: "De-Mail-Meldung", color: "Preset2" },
+  malware: { name: "De-Mail-Meldung", color: "Preset2" },
+  warning: { name: "De-Mail-Warnung", color: "Preset1" },
+};
+/** Kinds that are De-Mail traffic and get a category. */
 export const MARKED_KINDS = ["demail", "receipt", "notification", "malware"];
+/** Verdicts that need no warning: a valid signature, or the provider's hash-only form. */
+const NO_WARNING = ["valid", "hash-only"];
 
 /**
  * Classify the open message. getAllInternetHeadersAsync gives the header block as
@@ -24,34 +36,59 @@ export async function classifyItem(core, item) {
   return res.result;
 }
 
-/** Create "De-Mail" in the master list if missing, then put it on the item. */
-export async function applyCategory(office, item) {
+/** Create each category in the master list if missing, then put them on the item. */
+export async function applyCategories(office, item, categories) {
   const mailbox = office.context.mailbox;
   const master = (await officeAsync(mailbox.masterCategories, "getAsync")) || [];
-  if (!master.some((c) => c.displayName === CATEGORY)) {
-    const color = office.MailboxEnums.CategoryColor[CATEGORY_COLOR];
+  for (const c of categories) {
+    if (master.some((m) => m.displayName === c.name)) continue;
     try {
-      await officeAsync(mailbox.masterCategories, "addAsync", [{ displayName: CATEGORY, color }]);
+      await officeAsync(mailbox.masterCategories, "addAsync", [{ displayName: c.name, color: office.MailboxEnums.CategoryColor[c.color] }]);
     } catch (e) {
       // Another pane may have created it meanwhile; only a real failure matters below.
       if (e.code !== "DuplicateCategory") throw e;
     }
   }
   const current = (await officeAsync(item.categories, "getAsync")) || [];
-  if (!current.some((c) => c.displayName === CATEGORY)) {
-    await officeAsync(item.categories, "addAsync", [CATEGORY]);
-  }
+  const missing = categories.map((c) => c.name).filter((n) => !current.some((c) => c.displayName === n));
+  if (missing.length) await officeAsync(item.categories, "addAsync", missing);
 }
 
-/** Classify and mark; returns {classification, category: "applied"|"not-demail"|"failed", error}. */
+/**
+ * The provider's signature over the whole message (getAsFileAsync, Mailbox 1.14: the
+ * message as .eml, base64): null where Outlook cannot give the message's bytes.
+ */
+export async function checkIntegrity(core, office, item) {
+  const r = office.context.requirements;
+  if (!r.isSetSupported("Mailbox", "1.14") || typeof item.getAsFileAsync !== "function") return null;
+  const b64 = await officeAsync(item, "getAsFileAsync");
+  const bytes = Uint8Array.from(atob(String(b64 || "")), (c) => c.charCodeAt(0));
+  const res = await core.verifyIntegrity(bytes);
+  if (!res.ok) throw Object.assign(new Error(res.error.message_en), { reason: res.error });
+  return res.result;
+}
+
+/**
+ * Classify, check the signature, mark; returns {classification, integrity (verdict or
+ * null), categories (names), category: "applied"|"not-demail"|"failed", error}.
+ */
 export async function processItem(core, office) {
   const item = office.context.mailbox.item;
   const classification = await classifyItem(core, item);
-  if (!MARKED_KINDS.includes(classification.kind)) return { classification, category: "not-demail" };
+  if (!MARKED_KINDS.includes(classification.kind)) return { classification, integrity: null, categories: [], category: "not-demail" };
+  let integrity = null;
   try {
-    await applyCategory(office, item);
-    return { classification, category: "applied" };
+    integrity = await checkIntegrity(core, office, item);
   } catch (e) {
-    return { classification, category: "failed", error: e };
+    integrity = { status: "invalid", reasons: [e.reason || { code: "integrity.unreadable", message: e.message, message_en: e.message }] };
+  }
+  const cats = [CATEGORIES[classification.kind]];
+  if (integrity && !NO_WARNING.includes(integrity.status)) cats.push(CATEGORIES.warning);
+  const categories = cats.map((c) => c.name);
+  try {
+    await applyCategories(office, item, cats);
+    return { classification, integrity, categories, category: "applied" };
+  } catch (e) {
+    return { classification, integrity, categories, category: "failed", error: e };
   }
 }

@@ -1,5 +1,6 @@
 // @ts-check
-// Read pane: the core's classification of the open message, and the "De-Mail" category.
+// Read pane: the core's classification of the open message, the provider's signature
+// checked, and the categories by kind (with a warning where the signature does not pass).
 import { boot, fatal, el } from "./boot.js";
 import { processItem } from "./read.js";
 import { coreText } from "./strings.js";
@@ -28,11 +29,24 @@ function render(res, t, lang, labels) {
     if (c.receipt.time) parts.push(`${t.readReceiptTime}: ${c.receipt.time}`);
     $("receipt-text").textContent = parts.join(" — ");
   }
+  const ig = $("integrity");
+  ig.hidden = c.kind === "email";
+  if (!ig.hidden) {
+    const v = res.integrity;
+    const state = !v ? "unavailable" : v.status === "valid" || v.status === "hash-only" ? v.status : "warning";
+    $("integrity-text").textContent = t[`integrity.${state}`];
+    ig.dataset.status = v ? v.status : "unavailable";
+    ig.className = state === "warning" ? "reason block" : state === "valid" ? "reason ok" : "reason info";
+    const detail = [];
+    if (v && v.signer) detail.push(`${t.readSigner}: ${v.signer}`);
+    if (v && state === "warning" && v.reasons && v.reasons[0]) detail.push(coreText(v.reasons[0], lang));
+    $("integrity-detail").textContent = detail.join(" — ");
+  }
   const w = $("warnings");
   w.replaceChildren(...(c.warnings || []).map((x) => el("p", { class: "hint", "data-code": x.code, text: coreText(x, lang) })));
   const cs = $("category-status");
   cs.dataset.category = res.category;
-  cs.textContent = res.category === "applied" ? t.categoryApplied : res.category === "failed" ? `${t.categoryFailed} (${res.error.message})` : "";
+  cs.textContent = res.category === "applied" ? `${t.categoryApplied} ${res.categories.join(", ")}` : res.category === "failed" ? `${t.categoryFailed} (${res.error.message})` : "";
   cs.className = res.category === "failed" ? "status error" : "status";
   $("loading").hidden = true;
   $("details").hidden = false;

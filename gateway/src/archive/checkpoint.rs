@@ -5,7 +5,7 @@
 //! hash, the time, and the key id, signed with the gateway's Ed25519 key ([seal]). A TSA
 //! time-stamps the signed checkpoint (RFC 3161, [`crate::tsa`]).
 
-use super::{Entry, Problem};
+use super::{hex, Entry, Problem};
 use base64::Engine;
 use demail_core::cert::Cert;
 use demail_core::seal::SealKey;
@@ -31,10 +31,6 @@ pub struct Checkpoint {
     pub signature: String,
     /// RFC 3161 token (DER) over [`Checkpoint::stamped_digest`].
     pub timestamp: Option<Vec<u8>>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {

@@ -472,6 +472,16 @@ impl Store for SqliteStore {
         self.lock().c.query_row("SELECT data FROM entries WHERE seq = ?1", [seq], |r| r.get(0)).map_err(db_err)
     }
 
+    fn entries_with_data(&self, after: i64, limit: usize) -> Result<Vec<(Entry, Vec<u8>)>, Error> {
+        let db = self.lock();
+        let mut st =
+            db.c.prepare_cached(&format!("SELECT {COLS}, data FROM entries WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
+                .map_err(db_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![after, limit], |r| Ok((row_entry(r)?, r.get(13)?))).map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
     fn is_recorded(&self, queue_id: &str) -> Result<bool, Error> {
         self.lock()
             .c
