@@ -269,3 +269,102 @@ test("compose pane on an Outlook without Mailbox 1.8 says so in German and write
     await ctx.close();
   }
 });
+
+// Accessibility (BITV 2.0 = EN 301 549 = WCAG 2.1 AA): axe-core on every pane in its
+// states, and the compose pane by keyboard alone.
+const AXE = readFileSync(join(HERE, "node_modules/axe-core/axe.min.js"), "utf8");
+const WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
+
+async function axe(p) {
+  await p.addScriptTag({ content: AXE });
+  return p.evaluate(async (tags) => {
+    const r = await globalThis.axe.run(document, { runOnly: { type: "tag", values: tags }, resultTypes: ["violations"] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
+  }, WCAG);
+}
+
+test("accessibility: no serious or critical axe findings (WCAG 2.1 AA) on any pane", async () => {
+  const policyJson = integrityPolicy();
+  const eml = (rel) => readFileSync(join(ROOT, "tests/corpus", rel)).toString("base64");
+  const pages = [
+    ["compose, De-Mail with options", "taskpane.html", { from: rec("jurist@recht.musterstadt.de"), to: [rec("anna@buerger.de-mail.de")] }, "body[data-ready='1']"],
+    ["compose, mixed recipients (blocked)", "taskpane.html", { to: [rec("anna@buerger.de-mail.de"), rec("info@example.org")] }, "body[data-ready='1']"],
+    ["compose, too old Outlook", "taskpane.html", { mailboxVersion: "1.7" }, "#fatal:not([hidden])"],
+    ["read, signature valid", "read.html", { mode: "read", allHeaders: headerBlock("integrity/01-rsa-sha256.eml"), eml: eml("integrity/01-rsa-sha256.eml"), policyJson }, "body[data-ready='1']"],
+    ["read, signature broken", "read.html", { mode: "read", allHeaders: headerBlock("integrity/10-subject-altered.eml"), eml: eml("integrity/10-subject-altered.eml"), policyJson }, "body[data-ready='1']"],
+    ["read, receipt", "read.html", { mode: "read", allHeaders: headerBlock("receipt/01-versand-stern.eml") }, "body[data-ready='1']"],
+    ["read, e-mail", "read.html", { mode: "read", allHeaders: headerBlock("email/01-webshop-versandbestaetigung.eml") }, "body[data-ready='1']"],
+    ["help", "support.html", {}, "main"],
+  ];
+  const bad = [];
+  for (const [name, page, fixture, ready] of pages) {
+    const { ctx, p } = await open(page, fixture);
+    try {
+      await p.waitForSelector(ready, { timeout: 20000 });
+      const found = await axe(p);
+      // The closing note lists every finding; only serious and critical ones fail.
+      console.log(`AXE ${name}: ${found.length ? found.map((v) => `${v.id} (${v.impact}, ${v.nodes})`).join("; ") : "none"}`);
+      for (const v of found.filter((v) => v.impact === "serious" || v.impact === "critical")) bad.push(`${name}: ${v.id} (${v.impact}, ${v.nodes} nodes)`);
+      if (page === "support.html") {
+        // The check is live: text below 4.5:1 contrast is found on this very page.
+        await p.evaluate(() => document.querySelector("main").insertAdjacentHTML("beforeend", '<p style="color:#aaa;background:#fff">blass</p>'));
+        const again = await p.evaluate(async () => (await globalThis.axe.run(document, { runOnly: { type: "tag", values: ["wcag2aa"] } })).violations.map((v) => v.id));
+        assert.ok(again.includes("color-contrast"), again.join(","));
+      }
+    } finally {
+      await ctx.close();
+    }
+  }
+  assert.deepEqual(bad, []);
+});
+
+test("accessibility: the compose pane works by keyboard alone, with a visible focus", async () => {
+  const { ctx, p, errors } = await open("taskpane.html", {
+    from: { emailAddress: "jurist@recht.musterstadt.de", displayName: "Jurist" },
+    to: [rec("anna@buerger.de-mail.de")],
+  });
+  try {
+    await p.waitForSelector("body[data-ready='1']", { timeout: 20000 });
+    await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length === 1);
+    await waitBox(p, "marked", true);
+    // Tab through the pane: every control is reached, in reading order, and shows its focus.
+    const order = [];
+    for (let i = 0; i < 12; i++) {
+      await p.keyboard.press("Tab");
+      const f = await p.evaluate(() => {
+        const e = document.activeElement;
+        if (!e || e === document.body) return null;
+        const s = getComputedStyle(e);
+        return { id: e.id, outline: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2 };
+      });
+      if (!f) break;
+      if (order.some((o) => o.id === f.id)) break;
+      order.push(f);
+    }
+    const ids = order.map((o) => o.id);
+    const boxes = await p.$$eval("#options input[type=checkbox]", (l) => l.map((e) => e.id));
+    assert.equal(ids[0], "marked", ids.join(","));
+    for (const b of boxes) {
+      if (await p.$eval(`#${b}`, (e) => e.disabled)) continue;
+      assert.ok(ids.includes(b), `${b} not reachable by Tab: ${ids.join(",")}`);
+    }
+    assert.ok(ids.includes("private-id"), ids.join(","));
+    assert.ok(ids.indexOf("marked") < ids.indexOf("private-id"), "reading order");
+    assert.deepEqual(order.filter((o) => !o.outline).map((o) => o.id), [], "every focused control shows a 2 px outline");
+    // Space ticks the focused option; the headers follow, as with the mouse.
+    const first = (await p.$$eval("#options input[type=checkbox]:not(:disabled)", (l) => l.map((e) => e.id)))[0];
+    assert.ok(first, `an enabled option: ${ids.join(",")}`);
+    await p.focus(`#${first}`);
+    await p.keyboard.press("Space");
+    await waitBox(p, first, true);
+    await waitHeaders(p, () => Object.keys(window.Office.__test.state.headers).length > 1);
+    // The pane redraws after the write: the focus stays on the option (WCAG 2.4.3).
+    assert.equal(await p.evaluate(() => document.activeElement?.id), first);
+    await p.keyboard.press("Space");
+    await waitBox(p, first, false);
+    assert.equal(await p.evaluate(() => document.activeElement?.id), first);
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});

@@ -13,6 +13,8 @@ const target = (e) => /** @type {HTMLInputElement} */ (e.target);
 function render(v, t, lang, labels) {
   field("marked").checked = v.marked;
   const box = $("options");
+  // The options are drawn anew: a keyboard user keeps the focus on the option (WCAG 2.4.3).
+  const focused = box.contains(document.activeElement) ? document.activeElement?.id : null;
   box.replaceChildren();
   for (const o of v.options) {
     const input = el("input", { type: "checkbox", id: `opt-${o.id}`, "data-option": o.id });
@@ -28,6 +30,7 @@ function render(v, t, lang, labels) {
     );
     box.append(row);
   }
+  if (focused) $(focused)?.focus();
   const pid = field("private-id");
   if (document.activeElement !== pid) pid.value = v.privateId;
   pid.placeholder = v.generatedId || "";
