@@ -229,6 +229,30 @@ test("mixed recipients are blocked with the German message, English after it", a
   assert.equal(d.sendModeOverride, undefined);
 });
 
+test("a De-Mail over the size limit is stopped before it leaves; attachments count base64-encoded", async () => {
+  const pid = { "X-de-mail-private": "yes", "X-de-mail-private-id": "AZ-8" };
+  const MiB = 1024 * 1024;
+  // 8 MiB of attachments are about 10.7 MiB on the wire: over examples/policy.toml's 10 MiB.
+  const big = await send({ from: SENDER, to: [r("anna@buerger.de-mail.de")], headers: pid, body: "<p>Anbei</p>", attachments: [{ name: "akte.pdf", size: 8 * MiB }] });
+  assert.equal(big.d.allowEvent, false);
+  assert.match(big.d.errorMessage, /^Die Nachricht ist 10,7 MB groß; eine De-Mail darf höchstens 10,0 MB groß sein/);
+  const small = await send({ from: SENDER, to: [r("anna@buerger.de-mail.de")], headers: pid, body: "<p>Anbei</p>", attachments: [{ name: "akte.pdf", size: 7 * MiB }] });
+  assert.deepEqual(small.d, { allowEvent: true });
+  // Ordinary e-mail has no De-Mail limit: body and attachments are not even read.
+  const mail = await send({ from: SENDER, to: [r("kollegin@musterstadt.de")], attachments: [{ name: "video.mp4", size: 50 * MiB }] });
+  assert.deepEqual(mail.d, { allowEvent: true });
+  assert.equal(mail.ctx.Office.__test.log.filter((l) => l.api === "getAttachmentsAsync").length, 0);
+  assert.equal(big.ctx.Office.__test.log.filter((l) => l.api === "getAttachmentsAsync").length, 1);
+});
+
+test("the size estimate is the Thunderbird add-in's", async () => {
+  const { estimateSize } = await import("../../addin/thunderbird/lib/compose.js");
+  const ctx = handlerRuntime({});
+  for (const [body, atts] of [["", []], ["<p>Grüße aus Köln</p>", [{ size: 1 }]], ["x".repeat(5000), [{ size: 3 * 1024 * 1024 }, { size: 17 }]]]) {
+    assert.equal(ctx.DemailSend.estimateSize(body, atts), estimateSize({ body }, atts), body.slice(0, 20));
+  }
+});
+
 test("English Outlook gets the English text first", async () => {
   const { d } = await send({ displayLanguage: "en-US", from: SENDER, to: [r("anna@buerger.de-mail.de"), r("bob@example.org")] });
   assert.match(d.errorMessage, /^This message has De-Mail recipients/);

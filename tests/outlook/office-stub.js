@@ -32,6 +32,8 @@
       subject: fx.subject || "",
       headers: clone(fx.headers || {}),
       allHeaders: fx.allHeaders || "",
+      body: fx.body || "",
+      attachments: clone(fx.attachments || []),
       // The whole message as base64 (getAsFileAsync, Mailbox 1.14); absent: not offered.
       eml: fx.eml,
       categories: clone(fx.categories || []),
@@ -124,6 +126,10 @@
           return ok();
         }),
       },
+      body: {
+        getAsync: api("body.getAsync", 1, function () { return ok(state.body); }),
+      },
+      getAttachmentsAsync: api("getAttachmentsAsync", 0, function () { return ok(clone(state.attachments)); }),
       notificationMessages: notifications(),
       addHandlerAsync: api("item.addHandlerAsync", 2, function (type, h) { (handlers.item[type] = handlers.item[type] || []).push(h); return ok(); }),
     };

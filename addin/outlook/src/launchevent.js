@@ -115,6 +115,45 @@ var DemailSend = (function () {
     });
   }
 
+  /** UTF-8 length without TextEncoder (the handler's runtime has none). */
+  function utf8Length(text) {
+    return unescape(encodeURIComponent(String(text || ""))).length;
+  }
+
+  /**
+   * Rough wire size, as the Thunderbird add-in estimates it (addin/thunderbird/lib/compose.js
+   * estimateSize; a test holds both equal): headers, body, attachments base64-encoded.
+   */
+  function estimateSize(body, attachments) {
+    var n = 2048 + utf8Length(body);
+    (attachments || []).forEach(function (a) { n += Math.ceil(((a && a.size || 0) * 4) / 3) + 256; });
+    return n;
+  }
+
+  /** The message's size: its body (HTML) and attachments (Mailbox 1.8); null when unknown. */
+  function messageSize(office) {
+    var item = office.context.mailbox.item;
+    var html = office.CoercionType && office.CoercionType.Html ? office.CoercionType.Html : "html";
+    var body = officeAsync(item.body, "getAsync", [html]);
+    var attachments = officeAsync(item, "getAttachmentsAsync");
+    return Promise.all([body, attachments]).then(function (v) { return estimateSize(v[0], v[1]); }, function () { return null; });
+  }
+
+  /**
+   * The core's verdict on the item; for a message to De-Mail recipients with its size too
+   * (the size limit is a De-Mail limit, so only then are body and attachments read).
+   */
+  function checkItem(office) {
+    return gather(office).then(function (input) {
+      var first = unwrap(core("check", input));
+      if (!first.demail_recipients || !first.demail_recipients.length) return first;
+      return messageSize(office).then(function (size) {
+        if (size === null) return first;
+        return unwrap(core("check", Object.assign({}, input, { size: size })));
+      });
+    });
+  }
+
   /** Plain values → the core's check input; header and subject reading is the core's. */
   function buildInput(p) {
     var chosen = [];
@@ -188,9 +227,9 @@ var DemailSend = (function () {
   function onMessageSend(event, office) {
     office = office || Office;
     var german = isGerman(office);
-    return gather(office)
-      .then(function (input) {
-        var d = decide(unwrap(core("check", input)), german, office.MailboxEnums && office.MailboxEnums.SendModeOverride ? office.MailboxEnums.SendModeOverride.PromptUser : undefined);
+    return checkItem(office)
+      .then(function (result) {
+        var d = decide(result, german, office.MailboxEnums && office.MailboxEnums.SendModeOverride ? office.MailboxEnums.SendModeOverride.PromptUser : undefined);
         if (!d.allowEvent && supports(office, "1.14")) {
           d.cancelLabel = german ? OPEN_PANE.de : OPEN_PANE.en;
           d.commandId = "demailComposeButton";
@@ -224,7 +263,7 @@ var DemailSend = (function () {
       .then(function (text) { done(); return text; }, function () { done(); return null; });
   }
 
-  return { onMessageSend: onMessageSend, onRecipientsChanged: onRecipientsChanged, gather: gather, buildInput: buildInput, decide: decide, core: core, demailHeaderNames: demailHeaderNames, options: options };
+  return { onMessageSend: onMessageSend, onRecipientsChanged: onRecipientsChanged, gather: gather, buildInput: buildInput, decide: decide, core: core, demailHeaderNames: demailHeaderNames, options: options, estimateSize: estimateSize };
 })();
 
 function onMessageSendHandler(event) {
