@@ -38,6 +38,8 @@ POLICY = {
     "demail": {"domain_patterns": ["*.de-mail.de"]},
     "organisation": {"name": "Stadt Musterstadt", "internal_domains": ["musterstadt.de", "*.musterstadt.de"]},
     "rules": {"mixed_addressing": "reject", "forwarded_demail_to_email": "confirm", "max_size": "10 MiB"},
+    # The test provider CA of the integrity corpus (tests/corpus/integrity/policy.toml).
+    "integrity": {"trusted_providers": re.findall(r'"([A-Za-z0-9+/=]{200,})"', (ROOT / "tests/corpus/integrity/policy.toml").read_text())},
 }
 
 TIMINGS: dict[str, float] = {}
@@ -190,6 +192,26 @@ class ThunderbirdAddinTest(unittest.TestCase):
         self.assertEqual(b["fields"]["receipt-type"], "Versandbestätigung")
         self.assertEqual(b["fields"]["confirms"], "Ihr Antrag auf Sondernutzungserlaubnis, Az. 66.2-2026/0412")
         self.assertIn("Ursprüngliche De-Mail öffnen", b["fields"]["open-original"])
+
+    def test_03a_banner_says_whether_the_providers_signature_holds(self):
+        """The add-in checks X-de-mail-integrity itself (core + WebCrypto): a signed De-Mail says so
+        with its signer; one whose subject was changed after signing gets a warning in words."""
+        h, tb = self.h, self.tb
+        h.dovecot.deliver(fixture("integrity/01-rsa-sha256.eml"))
+        h.dovecot.deliver(fixture("integrity/10-subject-altered.eml"))
+        tb.get_new_mail()
+        for subject, state, text in [
+            ("Widerspruch gegen den Bescheid", "valid", "✔ Signatur des De-Mail-Anbieters geprüft: gültig"),
+            ("Zustimmung gegen den Bescheid", "warning", "⚠ Achtung: Die Signatur des De-Mail-Anbieters ist nicht gültig"),
+        ]:
+            wait_for(lambda: tb.select_message(subject), timeout=30, what=subject)
+            b = wait_for(lambda: (lambda x: x if x and "integrity" in x["fields"] else None)(tb.banner()), timeout=30, what=f"integrity line: {subject}")
+            self.assertIn(text, b["fields"]["integrity"], subject)
+            if state == "valid":
+                self.assertIn("Signiert von: CN=DMDA Signatur", b["fields"]["integrity"])
+            else:
+                self.assertNotIn("geprüft", b["fields"]["integrity"])
+            tb.shot(SHOTS / f"message-banner-integrity-{state}.png", tb.main_handle())
 
     def test_04_first_sync_tags_existing_folder(self):
         """A De-Mail already in a folder before the add-in ran is tagged on first sync."""

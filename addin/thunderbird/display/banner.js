@@ -26,6 +26,9 @@
   .link { margin-top: 6px; font: inherit; cursor: pointer; }
   .warning { margin: 4px 0 0; color: #8a4b00; font-size: 12px; }
   .seal-warning { margin: 2px 0 4px; font-weight: 600; color: #8B0015; }
+  .integrity { margin: 2px 0 4px; font-weight: 600; }
+  .integrity.valid { color: #1B5E20; }
+  .integrity.warning { color: #8B0015; }
   .timeline { display: block; margin-top: 6px; }
   .timeline ol { margin: 2px 0 0; padding-left: 20px; }
   .timeline li.pending { color: #5f5f5f; }
@@ -65,6 +68,9 @@
     if (info.labels.authLevel) dl.append(row(t("bannerAuthLevel"), info.labels.authLevel, "auth-level"));
   }
   if (info.labels.sealWarning) b.append(el("p", { class: "seal-warning", "data-field": "seal", text: info.labels.sealWarning }));
+  // The provider's signature, in words (with a sign), announced to screen readers.
+  const ig = info.labels.integrity;
+  if (ig) b.append(el("p", { class: `integrity ${ig.state}`, "data-field": "integrity", "data-state": ig.state, role: "status", text: ig.detail ? `${ig.text} ${ig.detail}` : ig.text }));
   if (info.receipt && info.kind === "receipt") {
     dl.append(row(t("bannerReceiptType"), info.labels.receiptType, "receipt-type"));
     if (info.receipt.originalSubject) dl.append(row(t("bannerConfirms"), info.receipt.originalSubject, "confirms"));

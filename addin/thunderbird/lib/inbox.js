@@ -197,6 +197,14 @@ export function createInbox(ctx) {
       notificationType: b.notificationType ? i18n(`notif_${b.notificationType.replace(/-/g, "_")}`) : null,
       warnings: b.warnings.map(text),
     };
+    // The provider's signature, checked here on the whole message (not on our own sent copy,
+    // which never had one).
+    if (!(await isSent(msg))) {
+      const v = await receive.integrityOf(messenger, ctx.core, msg);
+      const state = receive.integrityState(v);
+      const detail = state === "valid" && v.signer ? i18n("integritySigner", [v.signer]) : state === "warning" && v.reasons?.[0] ? text(v.reasons[0]) : "";
+      labels.integrity = { state, text: i18n(`integrity_${state.replace("-", "_")}`), detail };
+    }
     let original = null;
     if (b.receipt && b.kind === "receipt") {
       const o = await receive.findOriginal(messenger, ctx.core, b).catch(() => null);

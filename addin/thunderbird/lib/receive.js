@@ -247,3 +247,25 @@ export async function findOriginal(messenger, core, banner) {
   }
   return null;
 }
+
+/**
+ * The provider's signature (X-de-mail-integrity) over the whole message, whatever its
+ * size: the core prepares and decides, WebCrypto checks the signatures. A verdict as
+ * `demail verify` gives it; a message that cannot be read is a verdict too (not valid).
+ */
+export async function integrityOf(messenger, core, header) {
+  try {
+    const raw = await messenger.messages.getRaw(header.id, { data_format: "File" });
+    const bytes = typeof raw === "string" ? binaryStringToBytes(raw) : new Uint8Array(await raw.arrayBuffer());
+    const r = await core.verifyIntegrity(bytes);
+    return r.ok ? r.result : { status: "invalid", reasons: [r.error] };
+  } catch (e) {
+    const why = String(e?.message || e);
+    return { status: "invalid", reasons: [{ code: "integrity.unreadable", message: why, message_en: why }] };
+  }
+}
+
+/** How the banner words a verdict: `valid`, `hash-only`, or a `warning`. */
+export function integrityState(verdict) {
+  return verdict.status === "valid" || verdict.status === "hash-only" ? verdict.status : "warning";
+}
