@@ -1,0 +1,74 @@
+//! Whether a reported receipt counts: its own `X-de-mail-integrity` must be valid under the
+//! policy's trusted providers, and what it certifies (XML `Hash` bh= and `Metadata`) must be
+//! the message this helper handed to the gateway (core `proof::receipt`). Nothing else counts:
+//! the gateway's `Authentication-Results` is not under its seal, a fields-only report was
+//! checked by no one.
+
+use crate::code;
+use demail_core::integrity::Status;
+use demail_core::policy::Policy;
+use demail_core::Reason;
+
+/// The outcome for the journal; only [`MATCHES`] counts.
+pub const MATCHES: &str = "matches";
+pub const MISMATCH: &str = "mismatch";
+pub const INVALID_SIGNATURE: &str = "invalid-signature";
+pub const UNSIGNED: &str = "unsigned";
+pub const UNTRUSTED: &str = "untrusted";
+pub const UNKNOWN_SENT: &str = "unknown-sent";
+pub const UNCHECKED: &str = "unchecked";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub verdict: &'static str,
+    pub reasons: Vec<Reason>,
+}
+
+/// Check `raw` (a receipt) against `sent` (the helper's copy of the De-Mail with the
+/// receipt's private-id, `None` when there is none) at `now_millis`.
+pub fn check(raw: &[u8], sent: Option<&[u8]>, policy: &Policy, now_millis: u64) -> Checked {
+    let verdict = match demail_core::api::integrity_verify(raw, policy, now_millis, None) {
+        Ok(v) => v,
+        Err(e) => return Checked { verdict: INVALID_SIGNATURE, reasons: vec![e.reason] },
+    };
+    let failed = match verdict.status {
+        Status::Valid => None,
+        // A bad signature, or one whose certificate was not valid then: no proof.
+        Status::Invalid | Status::Expired => Some(INVALID_SIGNATURE),
+        // A bare hash proves nothing about who wrote it.
+        Status::Unsigned | Status::HashOnly => Some(UNSIGNED),
+        Status::UntrustedCertificate => Some(UNTRUSTED),
+    };
+    if let Some(v) = failed {
+        return Checked { verdict: v, reasons: verdict.reasons };
+    }
+    let Some(sent) = sent else {
+        return Checked { verdict: UNKNOWN_SENT, reasons: vec![sent_unknown()] };
+    };
+    match demail_core::proof::receipt(raw, Some(sent), policy) {
+        Some(c) if c.matches_sent == Some(true) => Checked { verdict: MATCHES, reasons: c.reasons },
+        Some(c) => Checked { verdict: MISMATCH, reasons: c.reasons },
+        // The caller classified it as a receipt already; the core disagreeing is a mismatch.
+        None => Checked { verdict: MISMATCH, reasons: vec![sent_unknown()] },
+    }
+}
+
+fn sent_unknown() -> Reason {
+    Reason::new(
+        code::RECEIPT_SENT_UNKNOWN,
+        "Zu dieser Bestätigung kennt der Helfer keine von hier gesendete De-Mail; sie lässt sich nicht prüfen.",
+        "The helper knows no De-Mail sent from here for this receipt; it cannot be checked.",
+    )
+}
+
+/// A report with fields only: nobody verified a signature, so it never counts.
+pub fn unchecked() -> Checked {
+    Checked {
+        verdict: UNCHECKED,
+        reasons: vec![Reason::new(
+            code::RECEIPT_UNCHECKED,
+            "Die Bestätigung wurde ohne die Nachricht selbst gemeldet; ihre Signatur ist nicht geprüft. Sie zählt nicht als Nachweis.",
+            "The receipt was reported without the message itself; its signature is not checked. It does not count as proof.",
+        )],
+    }
+}
