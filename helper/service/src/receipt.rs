@@ -72,3 +72,25 @@ pub fn unchecked() -> Checked {
         )],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_input_is_a_verdict_never_a_panic() {
+        let policy = Policy::default();
+        let sent = b"Message-ID: <a@b>\r\nX-de-mail-private-id: AZ-1\r\n\r\nText\r\n";
+        for raw in [
+            &b""[..],
+            b"\xff\xfe\x00",
+            b"X-de-mail-integrity: a=sha256/rsa; bh=;;; b=\r\n\r\n",
+            b"X-de-mail-integrity: \r\nX-de-mail-message-type: confirmation of dispatch\r\n\r\n<Acknowledge-Message",
+        ] {
+            let c = check(raw, Some(sent), &policy, 0);
+            assert_ne!(c.verdict, MATCHES, "{raw:?}");
+            assert!(!c.reasons.is_empty(), "{raw:?}");
+        }
+        assert_eq!(unchecked().verdict, UNCHECKED);
+    }
+}
