@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::mime::{self, RawExtras, SubmitRequest};
 use crate::pairing::{self, TokenState};
 use crate::state::AppState;
-use crate::store::{Enqueued, OutboxEntry, Receipt};
+use crate::store::{Enqueued, NewReceipt, OutboxEntry, Receipt};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -747,7 +747,7 @@ async fn journal(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query
             let list = s.journal(q.private_id.as_deref(), limit)?;
             let mut out = Vec::with_capacity(list.len());
             for e in list {
-                let r = s.receipts(&e.private_id)?;
+                let r = s.receipts_for(&e.private_id, &e.id)?;
                 out.push((e, r));
             }
             Ok(out)
@@ -839,19 +839,27 @@ async fn journal_receipt(
         Some(raw) => {
             let (policy, _) = state.policy()?;
             let pid = private_id.clone();
-            let sent = state.with_store(move |s| s.sent_mime(&pid)).await?;
+            let sent = state.with_store(move |s| s.sent_mimes(&pid, 20)).await?;
             let now = crate::store::now_ms().max(0) as u64;
-            tokio::task::spawn_blocking(move || crate::receipt::check(&raw, sent.as_deref(), &policy, now))
+            tokio::task::spawn_blocking(move || crate::receipt::check(&raw, &sent, &policy, now))
                 .await
                 .map_err(ApiError::internal)?
         }
         None => crate::receipt::unchecked(),
     };
     let pid = private_id.clone();
-    let (verdict, reasons) = (checked.verdict, checked.reasons.clone());
+    let (verdict, reasons, sent_id) = (checked.verdict, checked.reasons.clone(), checked.message.clone());
     let (new, sent) = state
         .with_store(move |s| {
-            let new = s.add_receipt(&pid, kind_s, time.as_deref(), message_id.as_deref(), verdict, &reasons)?;
+            let new = s.add_receipt(&NewReceipt {
+                private_id: &pid,
+                kind: kind_s,
+                time: time.as_deref(),
+                receipt_message_id: message_id.as_deref(),
+                verdict,
+                reasons: &reasons,
+                message: sent_id.as_deref(),
+            })?;
             Ok((new, s.journal(Some(&pid), 1)?))
         })
         .await?;

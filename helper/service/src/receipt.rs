@@ -22,14 +22,21 @@ pub const UNCHECKED: &str = "unchecked";
 pub struct Checked {
     pub verdict: &'static str,
     pub reasons: Vec<Reason>,
+    /// The sent message (`messages.id`) it certifies, for `matches`.
+    pub message: Option<String>,
 }
 
-/// Check `raw` (a receipt) against `sent` (the helper's copy of the De-Mail with the
-/// receipt's private-id, `None` when there is none) at `now_millis`.
-pub fn check(raw: &[u8], sent: Option<&[u8]>, policy: &Policy, now_millis: u64) -> Checked {
+fn outcome(verdict: &'static str, reasons: Vec<Reason>) -> Checked {
+    Checked { verdict, reasons, message: None }
+}
+
+/// Check `raw` (a receipt) against `sent`: the helper's copies `(messages.id, MIME)` of the
+/// De-Mails sent with the receipt's private-id, newest first (one private-id, a file
+/// number, may serve several De-Mails), at `now_millis`.
+pub fn check(raw: &[u8], sent: &[(String, Vec<u8>)], policy: &Policy, now_millis: u64) -> Checked {
     let verdict = match demail_core::api::integrity_verify(raw, policy, now_millis, None) {
         Ok(v) => v,
-        Err(e) => return Checked { verdict: INVALID_SIGNATURE, reasons: vec![e.reason] },
+        Err(e) => return outcome(INVALID_SIGNATURE, vec![e.reason]),
     };
     let failed = match verdict.status {
         Status::Valid => None,
@@ -40,16 +47,27 @@ pub fn check(raw: &[u8], sent: Option<&[u8]>, policy: &Policy, now_millis: u64) 
         Status::UntrustedCertificate => Some(UNTRUSTED),
     };
     if let Some(v) = failed {
-        return Checked { verdict: v, reasons: verdict.reasons };
+        return outcome(v, verdict.reasons);
     }
-    let Some(sent) = sent else {
-        return Checked { verdict: UNKNOWN_SENT, reasons: vec![sent_unknown()] };
-    };
-    match demail_core::proof::receipt(raw, Some(sent), policy) {
-        Some(c) if c.matches_sent == Some(true) => Checked { verdict: MATCHES, reasons: c.reasons },
-        Some(c) => Checked { verdict: MISMATCH, reasons: c.reasons },
-        // The caller classified it as a receipt already; the core disagreeing is a mismatch.
-        None => Checked { verdict: MISMATCH, reasons: vec![sent_unknown()] },
+    // Why it fits none: the differences from the newest.
+    let mut first: Option<Vec<Reason>> = None;
+    for (id, mime) in sent {
+        match demail_core::proof::receipt(raw, Some(mime), policy) {
+            Some(c) if c.matches_sent == Some(true) => {
+                return Checked { verdict: MATCHES, reasons: c.reasons, message: Some(id.clone()) }
+            }
+            Some(c) => {
+                first.get_or_insert(c.reasons);
+            }
+            // The caller classified it as a receipt already; the core disagreeing cannot count.
+            None => {
+                first.get_or_insert_with(|| vec![sent_unknown()]);
+            }
+        }
+    }
+    match first {
+        Some(reasons) => outcome(MISMATCH, reasons),
+        None => outcome(UNKNOWN_SENT, vec![sent_unknown()]),
     }
 }
 
@@ -65,6 +83,7 @@ fn sent_unknown() -> Reason {
 pub fn unchecked() -> Checked {
     Checked {
         verdict: UNCHECKED,
+        message: None,
         reasons: vec![Reason::new(
             code::RECEIPT_UNCHECKED,
             "Die Bestätigung wurde ohne die Nachricht selbst gemeldet; ihre Signatur ist nicht geprüft. Sie zählt nicht als Nachweis.",
@@ -87,7 +106,7 @@ mod tests {
             b"X-de-mail-integrity: a=sha256/rsa; bh=;;; b=\r\n\r\n",
             b"X-de-mail-integrity: \r\nX-de-mail-message-type: confirmation of dispatch\r\n\r\n<Acknowledge-Message",
         ] {
-            let c = check(raw, Some(sent), &policy, 0);
+            let c = check(raw, &[("m_1".into(), sent.to_vec())], &policy, 0);
             assert_ne!(c.verdict, MATCHES, "{raw:?}");
             assert!(!c.reasons.is_empty(), "{raw:?}");
         }

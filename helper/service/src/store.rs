@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS receipts (
     -- The helper's check of the receipt (api.rs `ReceiptVerdict`); only `matches` counts.
     verdict            TEXT NOT NULL DEFAULT 'unchecked',
     reasons            TEXT NOT NULL DEFAULT '[]',
+    -- The sent message (messages.id) it certifies, when it matches one: a private-id
+    -- (a file number) may be used for several De-Mails.
+    message            TEXT,
     UNIQUE (private_id, type, receipt_message_id)
 );
 
@@ -220,6 +223,20 @@ pub struct OutboxEntry {
     pub sent_at: Option<i64>,
 }
 
+/// A receipt report with the helper's check, for [`Store::add_receipt`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewReceipt<'a> {
+    pub private_id: &'a str,
+    /// `dispatch`, `receipt`, `retrieve`.
+    pub kind: &'a str,
+    pub time: Option<&'a str>,
+    pub receipt_message_id: Option<&'a str>,
+    pub verdict: &'a str,
+    pub reasons: &'a [Reason],
+    /// The sent message it certifies (`matches` only).
+    pub message: Option<&'a str>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Receipt {
     #[serde(rename = "type")]
@@ -233,6 +250,9 @@ pub struct Receipt {
     /// Only a receipt that `matches` counts as proof (and moves `receipt_status`).
     pub counts: bool,
     pub reasons: Vec<Reason>,
+    /// The sent message it certifies (`matches` only).
+    #[serde(skip)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -582,31 +602,33 @@ impl Store {
     /// and nothing changed. The same receipt reported again replaces an unchecked entry
     /// with a checked one, and any entry that does not count with one that `matches`; an
     /// entry that counts is never replaced (a forged copy cannot take its place).
-    pub fn add_receipt(
-        &mut self,
-        private_id: &str,
-        kind: &str,
-        time: Option<&str>,
-        receipt_message_id: Option<&str>,
-        verdict: &str,
-        reasons: &[Reason],
-    ) -> Result<bool> {
+    pub fn add_receipt(&mut self, r: &NewReceipt<'_>) -> Result<bool> {
+        let NewReceipt { private_id, kind, time, receipt_message_id, verdict, reasons, message } = *r;
         let reasons = serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into());
         let n = self.conn.execute(
-            "INSERT INTO receipts (private_id, type, time, receipt_message_id, reported_at, verdict, reasons)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO receipts (private_id, type, time, receipt_message_id, reported_at, verdict, reasons, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (private_id, type, receipt_message_id) DO UPDATE
-               SET time = excluded.time, reported_at = excluded.reported_at, verdict = excluded.verdict, reasons = excluded.reasons
+               SET time = excluded.time, reported_at = excluded.reported_at, verdict = excluded.verdict,
+                   reasons = excluded.reasons, message = excluded.message
                WHERE receipts.verdict <> 'matches'
                  AND (excluded.verdict = 'matches' OR (receipts.verdict = 'unchecked' AND excluded.verdict <> 'unchecked'))",
-            params![private_id, kind, time, receipt_message_id.unwrap_or(""), now_ms(), verdict, reasons],
+            params![private_id, kind, time, receipt_message_id.unwrap_or(""), now_ms(), verdict, reasons, message],
         )?;
         Ok(n == 1)
     }
 
+    /// The receipts shown with one sent message: those that certify it, and those that
+    /// certify none (their warning belongs with every message of the private-id).
+    pub fn receipts_for(&self, private_id: &str, message: &str) -> Result<Vec<Receipt>> {
+        let mut r = self.receipts(private_id)?;
+        r.retain(|x| x.message.as_deref().is_none_or(|m| m == message));
+        Ok(r)
+    }
+
     pub fn receipts(&self, private_id: &str) -> Result<Vec<Receipt>> {
         let mut st = self.conn.prepare(
-            "SELECT type, time, receipt_message_id, reported_at, verdict, reasons FROM receipts WHERE private_id = ?1 ORDER BY reported_at, id",
+            "SELECT type, time, receipt_message_id, reported_at, verdict, reasons, message FROM receipts WHERE private_id = ?1 ORDER BY reported_at, id",
         )?;
         let rows = st.query_map([private_id], |r| {
             let mid: String = r.get(2)?;
@@ -620,18 +642,22 @@ impl Store {
                 counts: check == "matches",
                 check,
                 reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+                message: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// The message as the helper handed it to the gateway, for the newest sent De-Mail
-    /// with this private-id.
-    pub fn sent_mime(&self, private_id: &str) -> Result<Option<Vec<u8>>> {
-        match self.journal(Some(private_id), 1)?.into_iter().next() {
-            Some(e) => self.mime(&e.id),
-            None => Ok(None),
+    /// The messages as the helper handed them to the gateway, for the sent De-Mails with
+    /// this private-id, newest first: `(messages.id, MIME)`.
+    pub fn sent_mimes(&self, private_id: &str, limit: u32) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for e in self.journal(Some(private_id), limit)? {
+            if let Some(m) = self.mime(&e.id)? {
+                out.push((e.id, m));
+            }
         }
+        Ok(out)
     }
 
     /// Sent messages, newest first, optionally one private-id.
@@ -814,7 +840,7 @@ fn migrate(conn: &Connection) -> Result<()> {
     let has_verdict: bool =
         conn.prepare("SELECT 1 FROM pragma_table_info('receipts') WHERE name = 'verdict'")?.exists([])?;
     if !has_verdict {
-        for col in ["verdict TEXT NOT NULL DEFAULT 'unchecked'", "reasons TEXT NOT NULL DEFAULT '[]'"] {
+        for col in ["verdict TEXT NOT NULL DEFAULT 'unchecked'", "reasons TEXT NOT NULL DEFAULT '[]'", "message TEXT"] {
             match conn.execute_batch(&format!("ALTER TABLE receipts ADD COLUMN {col};")) {
                 Err(e) if e.to_string().contains("duplicate column") => {}
                 r => r?,

@@ -493,8 +493,19 @@ fn assert_gateway_kept_what_receipts_certify(ours: &[u8], relayed: &[u8]) {
 /// Sends one De-Mail through the real gateway; returns the helper's copy, the relayed
 /// bytes and the private-id.
 fn send_through(gw: &Gateway, h: &Helper, token: &str, subject: &str) -> (Vec<u8>, Vec<u8>, String) {
+    let (_, ours, relayed, pid) = send_message_through(gw, h, token, &demail_message(subject));
+    (ours, relayed, pid)
+}
+
+/// As [`send_through`] for a given request; also returns the outbox id.
+fn send_message_through(
+    gw: &Gateway,
+    h: &Helper,
+    token: &str,
+    msg: &serde_json::Value,
+) -> (String, Vec<u8>, Vec<u8>, String) {
     let before = gw.provider.received().len();
-    let r = h.post("/v1/messages", Some(token), &demail_message(subject));
+    let r = h.post("/v1/messages", Some(token), msg);
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["result"]["id"].as_str().unwrap().to_string();
     let private_id = r.json()["result"]["private_id"].as_str().unwrap().to_string();
@@ -502,7 +513,7 @@ fn send_through(gw: &Gateway, h: &Helper, token: &str, subject: &str) -> (Vec<u8
     assert_eq!(v["status"], "sent", "{v}\nhelper: {}\ngateway: {}", h.log_text(), gw.log());
     let relayed = gw.provider.wait_received(before + 1, Duration::from_secs(30))[before].message.clone();
     let ours = h.get(&format!("/v1/outbox/{id}/raw"), Some(token)).body;
-    (ours, relayed, private_id)
+    (id, ours, relayed, private_id)
 }
 
 /// Issue 15: a receipt counts only when its own signature is valid (a provider the policy
@@ -625,4 +636,41 @@ fn receipts_match_in_the_subject_tags_dialect() {
     assert_eq!(r.json()["result"]["check"], "matches", "{}", String::from_utf8_lossy(&r.body));
     let j = h.get(&format!("/v1/journal?private_id={pid}"), Some(&token)).json()["result"]["messages"][0].clone();
     assert_eq!(j["receipt_status"], "dispatched", "{j}");
+}
+
+/// One private-id (a file number) for two De-Mails: each receipt is checked against both
+/// copies and counts for the De-Mail it certifies, and only there.
+#[test]
+fn a_private_id_used_twice_each_receipt_counts_for_its_own_de_mail() {
+    use base64::Engine;
+    use common::provider::{receipt_xml, Provider};
+    let gw = Gateway::start();
+    let provider = Provider::new(gw.dir.path(), "dmda");
+    let h = gw.helper(Some(&provider.policy(POLICY)), "");
+    let token = h.pair();
+    let mut first = demail_message("Erster Bescheid");
+    first["private_id"] = json!("AZ-2026-77");
+    let mut second = demail_message("Zweiter Bescheid");
+    second["private_id"] = json!("AZ-2026-77");
+    second["text"] = json!("Sehr geehrte Frau Bürger,\r\n\r\nanbei der zweite Bescheid.\r\n");
+    let (id1, _, relayed1, pid) = send_message_through(&gw, &h, &token, &first);
+    let (id2, _, relayed2, _) = send_message_through(&gw, &h, &token, &second);
+    let report = |relayed: &[u8], rid: &str| {
+        let (stamped, hash) = provider.stamp(relayed);
+        let raw = provider.receipt("dispatch", &pid, rid, &receipt_xml(&stamped, &hash), true);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        h.post("/v1/journal/receipts", Some(&token), &json!({ "raw": b64 })).json()["result"].clone()
+    };
+    let status = |id: &str| {
+        let j = h.get(&format!("/v1/journal?private_id={pid}"), Some(&token)).json()["result"]["messages"].clone();
+        let e = j.as_array().unwrap().iter().find(|e| e["id"] == id).cloned().unwrap();
+        (e["receipt_status"].as_str().unwrap().to_string(), e["receipts"].as_array().unwrap().len())
+    };
+    // The older De-Mail's receipt: not the newest copy, still the one it certifies.
+    assert_eq!(report(&relayed1, "r1")["check"], "matches");
+    assert_eq!(status(&id1), ("dispatched".to_string(), 1));
+    assert_eq!(status(&id2), ("sent".to_string(), 0), "not shown with the other De-Mail");
+    assert_eq!(report(&relayed2, "r2")["check"], "matches");
+    assert_eq!(status(&id2), ("dispatched".to_string(), 1));
+    assert_eq!(status(&id1), ("dispatched".to_string(), 1));
 }
