@@ -18,6 +18,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -700,6 +701,27 @@ def make_pki(d: Path, name: str) -> dict[str, str]:
             "client_cert": f("client.pem"), "client_key": f("client-key.pem")}
 
 
+def make_provider_signer(d: Path) -> dict[str, str]:
+    """A provider's "qualified" CA and signing certificate (openssl, EC P-256, as
+    testkit/src/qca.rs makes them): the simulator signs De-Mails and receipts with it
+    (`X-de-mail-integrity`), the policy trusts the CA (`[integrity] trusted_providers`)."""
+    d.mkdir(parents=True, exist_ok=True)
+    f = lambda n: str(d / f"qca-{n}")  # noqa: E731
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    for k in ("ca-key.pem", "sign-key.pem"):
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f(k))
+    run("req", "-x509", "-new", "-key", f("ca-key.pem"), "-subj", "/C=DE/O=Test-QCA/CN=dmda-sim qualified CA", "-days", "30", "-sha256",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", f("ca.pem"))
+    run("req", "-new", "-key", f("sign-key.pem"), "-subj", "/C=DE/O=DMDA Simulator/CN=DMDA Simulator Signatur", "-out", f("sign.csr"))
+    Path(f("sign.ext")).write_text("keyUsage=critical,digitalSignature,nonRepudiation\n")
+    run("x509", "-req", "-in", f("sign.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca-key.pem"), "-CAcreateserial", "-days", "30", "-sha256",
+        "-extfile", f("sign.ext"), "-out", f("sign.pem"))
+    return {"ca": f("ca.pem"), "ca_pem": Path(f("ca.pem")).read_text(), "key": f("sign-key.pem"), "cert": f("sign.pem")}
+
+
 def make_seal_key(d: Path, kid: str = "gw1") -> tuple[str, str]:
     """An Ed25519 key pair for the gateway seal (openssl): (base64 private seed, the
     policy's public key line `kid:base64`)."""
@@ -872,6 +894,14 @@ scan_interval_ms = 200
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def deliver_as_provider(self, mail_from: str, rcpt: str, raw: bytes) -> None:
+        """Hand a message to the inbound listener as the provider does (implicit TLS,
+        the provider's client certificate): it is checked, sealed and delivered like any."""
+        ctx = ssl.create_default_context(cafile=self.gw_pki["ca"])
+        ctx.load_cert_chain(self.provider_pki["client_cert"], self.provider_pki["client_key"])
+        with smtplib.SMTP_SSL("127.0.0.1", self.in_port, context=ctx, timeout=30) as c:
+            c.sendmail(mail_from, [rcpt], raw)
+
     def close(self):
         _stop(self.proc)
 
@@ -881,12 +911,13 @@ class ProviderSim:
     the gateway's client certificate, AUTH), stores them, and sends receipts and
     injected citizen De-Mails to the gateway's inbound listener."""
 
-    def __init__(self, directory: Path, port: int, gateway: Gateway):
+    def __init__(self, directory: Path, port: int, gateway: Gateway, signer: dict | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.store = self.dir / "store"
         p, g = gateway.provider_pki, gateway.gw_pki
+        signing = (f'[signing]\nalgorithm = "sha256/ec-dsa"\nkey = "{signer["key"]}"\ncert = "{signer["cert"]}"\n' if signer else "")
         self.config = self.dir / "sim.toml"
         self.config.write_text(f"""
 hostname = "dmda-sim.de-mail.de"
@@ -898,7 +929,7 @@ username = "{Gateway.PROVIDER_USER}"
 secret_env = "DEMAIL_E2E_PROVIDER_SECRET"
 totp_secret_env = "DEMAIL_E2E_PROVIDER_TOTP"
 unknown_local_prefixes = ["unbekannt"]
-[gateway]
+{signing}[gateway]
 host = "127.0.0.1"
 port = {gateway.in_port}
 ca = "{g['ca']}"
@@ -990,6 +1021,10 @@ class Harness:
                     # The gateway seals inbound mail; the policy (helper, add-in) requires it.
                     seal_key, public = make_seal_key(pki)
                     helper_policy = {**helper_policy, "seal": {"required": True, "public_keys": [public]}}
+                # The provider signs (X-de-mail-integrity) with a CA the policy trusts, so
+                # the helper can check receipts (issue 15).
+                signer = make_provider_signer(pki)
+                helper_policy = {**helper_policy, "integrity": {"trusted_providers": [signer["ca_pem"]]}}
                 self.policy = helper_policy
                 policy_file = self.tmp / "policy.json"
                 policy_file.write_text(json.dumps(helper_policy))
@@ -997,7 +1032,7 @@ class Harness:
                 self.directory = Directory(self.tmp / "directory")
                 self.gateway = Gateway(self.tmp / "gateway", policy_file, self.dovecot.lmtp_port, sim_port, make_pki(pki, "gw"), make_pki(pki, "provider"),
                                        people=self.directory, seal_key=seal_key)
-                self.sim = ProviderSim(self.tmp / "sim", sim_port, self.gateway)
+                self.sim = ProviderSim(self.tmp / "sim", sim_port, self.gateway, signer=signer)
             if helper_policy is not None:
                 self.helper = Helper(self.tmp / "home", helper_policy, gateway=self.gateway, auto_approve=auto_approve, people=self.directory)
                 env = self.helper.env

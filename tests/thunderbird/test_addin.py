@@ -918,6 +918,9 @@ class FullChainTest(unittest.TestCase):
         # The add-in told the helper; the journal has all three.
         j = wait_for(lambda: (lambda m: m if m and len(m[0]["receipts"]) >= 3 else None)(self.journal(pid)), timeout=30, what="three receipts in the helper's journal")
         self.assertEqual(sorted(r["type"] for r in j[0]["receipts"]), ["dispatch", "receipt", "retrieve"])
+        # The helper checked each (the simulator's signature under the policy's provider CA;
+        # Hash and Metadata against the MIME it handed to the gateway): all three count.
+        self.assertEqual([(r["check"], r["counts"]) for r in j[0]["receipts"]], [("matches", True)] * 3, j)
         self.assertEqual(j[0]["receipt_status"], "retrieved")
         # The Abholbestätigung's banner names the De-Mail it confirms.
         self.assertTrue(tb.select_in("INBOX", f"*Abholbestätigung* {subject}"))
@@ -930,7 +933,45 @@ class FullChainTest(unittest.TestCase):
         self.assertEqual([s["step"] for s in b["steps"]], ["sent", "dispatch", "receipt", "retrieve"])
         self.assertTrue(all(s["done"] == "1" for s in b["steps"]), b)
         self.assertIn("Verlauf: vom Empfänger abgeholt", b["text"])
+        # Each receipt's check in words beside its step.
+        for st in b["steps"][1:]:
+            self.assertEqual(st["checks"], [{"check": "matches", "text": "✓ Bestätigung geprüft: passt zur gesendeten Nachricht"}], b)
+        self.assertIn("Bestätigung geprüft: passt zur gesendeten Nachricht", b["text"])
         tb.shot(SHOTS / "chain-sent-demail-timeline.png", tb.main_handle())
+
+    def test_3b_forged_receipt_through_the_gateway_is_a_warning_not_proof(self):
+        """Issue 15: an Eingangsbestätigung altered after the provider signed it (another
+        Message-ID, other text), handed to the gateway as the provider would: the add-in
+        reports it, the helper finds its signature invalid, it does not count, and the sent
+        De-Mail's timeline shows the warning in words beside the checked real one."""
+        tb, h = self.tb, self.h
+        subject = "Bescheid mit Zustellnachweis"
+        pid = "AZ-E2E-0007"
+        real = [r for _, _, r in h.dovecot.fetch_all("INBOX")
+                if re.search(rb"(?im)^X-de-mail-message-type: confirmation of receipt", r) and pid.encode() in r]
+        self.assertEqual(len(real), 1, "the real Eingangsbestätigung of scenario 7")
+        # Only what the provider sent: from its integrity value on top (the gateway's and the
+        # mailbox's lines above it go).
+        raw = real[0][re.search(rb"(?im)^X-de-mail-integrity:", real[0]).start():]
+        forged = re.sub(rb"(?im)^Message-ID: <", b"Message-ID: <gefaelscht-", raw, count=1)
+        forged = forged.replace(b"eingegangen.", b"eingegangen, am 1. Januar.", 1)
+        self.assertNotEqual(forged, raw)
+        h.gateway.deliver_as_provider("Eingangsbestaetigung@dmda-sim.de-mail.de", "peter.meier@musterstadt.de-mail.de", forged)
+        tb.get_new_mail()
+        j = wait_for(lambda: (lambda m: m if m and len(m[0]["receipts"]) >= 4 else None)(self.journal(pid)), timeout=40, what="the forged receipt in the helper's journal")
+        bad = [r for r in j[0]["receipts"] if not r["counts"]]
+        self.assertEqual([(r["type"], r["check"]) for r in bad], [("receipt", "invalid-signature")], j)
+        self.assertEqual(j[0]["receipt_status"], "retrieved", "the real receipts still count")
+        # The sent De-Mail's banner (shown anew): the real one checked, the forged one a warning in words.
+        self.assertTrue(tb.select_in("INBOX", f"*Abholbestätigung* {subject}"))
+        self.assertTrue(tb.select_in("Sent", subject))
+        b = tb.wait(MAIN_BANNER_TIMELINE_WITH("invalid-signature"), FIND_BANNER, timeout=30, what="the warning in the timeline")
+        receipt = [st for st in b["steps"] if st["step"] == "receipt"][0]
+        self.assertEqual(receipt["done"], "1", b)
+        self.assertEqual([c["check"] for c in receipt["checks"]], ["matches", "invalid-signature"], b)
+        self.assertTrue(receipt["checks"][1]["text"].startswith("⚠ Warnung – Signatur der Bestätigung ist nicht gültig (verändert oder gefälscht)"), b)
+        self.assertIn("zählt nicht als Nachweis", receipt["checks"][1]["text"])
+        tb.shot(SHOTS / "chain-sent-demail-forged-receipt-warning.png", tb.main_handle())
 
     def test_4_forged_demail_not_marked_warning_banner(self):
         """Gateway seal: a message with De-Mail headers that did not come through the
@@ -1066,9 +1107,17 @@ MAIN_BANNER_TIMELINE = """
     return mb.browsingContext.currentWindowGlobal.getActor("MarionetteCommands").executeScript(`${args[0]}
       const t = banners[0]?.querySelector("[data-field=timeline]");
       if (!t) return null;
-      return { status: t.dataset.status, text: t.innerText, steps: [...t.querySelectorAll("li")].map(li => ({ step: li.dataset.step, done: li.dataset.done, text: li.textContent })) };
+      return { status: t.dataset.status, text: t.innerText, steps: [...t.querySelectorAll("li[data-step]")].map(li => ({ step: li.dataset.step, done: li.dataset.done, text: li.textContent,
+               checks: [...li.querySelectorAll("li[data-check]")].map(c => ({ check: c.dataset.check, text: c.textContent })) })) };
     `, [], { sandboxName: "system", newSandbox: false });
 """
+
+
+
+def MAIN_BANNER_TIMELINE_WITH(check: str) -> str:
+    """The timeline once a receipt with `check` is shown (the banner is rendered anew
+    when the message is shown again)."""
+    return MAIN_BANNER_TIMELINE.replace("if (!t) return null;", f"if (!t || !t.querySelector('[data-check={check}]')) return null;")
 
 
 # Marking without the add-in (issue 18): what IT ships, read from the shipped files.

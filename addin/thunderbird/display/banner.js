@@ -33,6 +33,9 @@
   .timeline ol { margin: 2px 0 0; padding-left: 20px; }
   .timeline li.pending { color: #5f5f5f; }
   .timeline li.done::marker { color: #00796B; }
+  .timeline ul.checks { margin: 1px 0 2px; padding-left: 16px; list-style: none; }
+  .timeline li.check.ok { color: #00695C; }
+  .timeline li.check.warn { color: #8B0015; font-weight: 600; }
   `;
 
   const t = (k, s) => browser.i18n.getMessage(k, s) || k;
@@ -90,7 +93,14 @@
     const ol = el("ol");
     for (const st of info.labels.timeline) {
       const when = st.done ? (st.time ? new Date(st.time).toLocaleString() : "✓") : t("timelinePending");
-      ol.append(el("li", { "data-step": st.type, "data-done": st.done ? "1" : "0", class: st.done ? "done" : "pending", text: `${st.label}: ${when}` }));
+      const li = el("li", { "data-step": st.type, "data-done": st.done ? "1" : "0", class: st.done ? "done" : "pending", text: `${st.label}: ${when}` });
+      // Each receipt's check in words, with a sign beside it (never colour alone).
+      if (st.checks?.length) {
+        const ul = el("ul", { class: "checks" });
+        for (const x of st.checks) ul.append(el("li", { class: `check ${x.counts ? "ok" : "warn"}`, "data-check": x.check, text: `${x.counts ? "✓" : "⚠"} ${x.text}` }));
+        li.append(ul);
+      }
+      ol.append(li);
     }
     box.append(ol);
     b.append(box);

@@ -140,7 +140,11 @@ export function createInbox(ctx) {
   /**
    * Receipt timeline of a sent De-Mail from the helper's journal: handed to the
    * gateway, then each receipt; receipts the options asked for and not yet there are
-   * listed as pending. Null when the helper does not know the De-Mail.
+   * listed as pending. A step is done only by a receipt that counts (the helper checked
+   * its signature and that it certifies the message handed over); every receipt carries
+   * its check, so one that does not count is shown with its warning. An older helper
+   * checks nothing: its receipts are `unchecked`. Null when the helper does not know
+   * the De-Mail.
    */
   async function timelineOf(c) {
     if (!c.private_id) return null;
@@ -153,13 +157,34 @@ export function createInbox(ctx) {
       return { status: "unknown", steps: [], error: e?.code || "helper.unreachable" };
     }
     if (!entry) return { status: "queued", steps: [] };
-    const got = new Map((entry.receipts || []).map((r) => [r.type, r]));
-    const steps = [{ type: "sent", time: entry.sent_at ? new Date(entry.sent_at).toISOString() : null, done: true }];
+    const counts = (r) => r.counts === true && r.check === "matches";
+    const at = (r) => r.time || (r.reported_at ? new Date(r.reported_at).toISOString() : null);
+    const steps = [{ type: "sent", time: entry.sent_at ? new Date(entry.sent_at).toISOString() : null, done: true, checks: [] }];
     for (const [option, type] of Object.entries(RECEIPT_FOR_OPTION)) {
-      const r = got.get(type);
-      if (r || (entry.options || c.options || []).includes(option)) steps.push({ type, time: r ? r.time || (r.reported_at ? new Date(r.reported_at).toISOString() : null) : null, done: Boolean(r) });
+      const rs = (entry.receipts || []).filter((r) => r.type === type);
+      const ok = rs.find(counts);
+      if (rs.length || (entry.options || c.options || []).includes(option)) {
+        steps.push({
+          type,
+          time: ok ? at(ok) : null,
+          done: Boolean(ok),
+          checks: rs.map((r) => ({ check: r.check || "unchecked", counts: counts(r), reason: (r.reasons || [])[0] || null })),
+        });
+      }
     }
-    return { status: entry.receipt_status, steps };
+    // The furthest step a receipt that counts reached (the helper's receipt_status, here
+    // also for older helpers that counted unchecked receipts).
+    const done = new Set(steps.filter((st) => st.done).map((st) => st.type));
+    const status = done.has("retrieve") ? "retrieved" : done.has("receipt") ? "received" : done.has("dispatch") ? "dispatched" : "sent";
+    return { status, steps };
+  }
+
+  /** One receipt's check in words: "geprüft" only for one that counts, else why not. */
+  function checkText(x) {
+    const { i18n, text } = ctx;
+    if (x.counts) return i18n("receiptCheck_matches");
+    const key = { mismatch: "receiptCheck_mismatch", "invalid-signature": "receiptCheck_invalid_signature", unsigned: "receiptCheck_unsigned", untrusted: "receiptCheck_untrusted", "unknown-sent": "receiptCheck_unknown_sent" }[x.check] || "receiptCheck_unchecked";
+    return i18n(key, [x.reason ? text(x.reason) : ""]).trim();
   }
 
   async function isSent(msg) {
@@ -220,6 +245,7 @@ export function createInbox(ctx) {
           done: st.done,
           label: i18n({ sent: "timelineSent", dispatch: "receiptDispatch", receipt: "receiptReceipt", retrieve: "receiptRetrieve" }[st.type]),
           time: st.time,
+          checks: (st.checks || []).map((x) => ({ check: x.check, counts: x.counts, text: checkText(x) })),
         }));
         labels.timelineStatus = i18n(`timeline_${timeline.status}`) || timeline.status;
         // Our own copy lacks what only the provider adds (message type, auth level):

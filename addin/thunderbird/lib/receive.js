@@ -54,6 +54,9 @@ export async function classifyMessage(messenger, core, header) {
     c.seal = await verifySeal(core, bytes);
     c.untrusted = c.seal.state === "invalid" || (c.seal.required && c.seal.state !== "valid");
   }
+  // The helper checks a receipt's signature and what it certifies from the message itself
+  // (receiptReport). Not enumerable: the classification travels as data elsewhere.
+  if (c.kind === "receipt" && bytes) Object.defineProperty(c, "raw", { value: bytes, enumerable: false });
   return c;
 }
 
@@ -88,6 +91,12 @@ export async function verifySeal(core, bytes, subtle = globalThis.crypto?.subtle
   } catch {
     return { state: "invalid", required: x.required, code: "seal.bad_signature" };
   }
+}
+
+export function bytesToBase64(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
 }
 
 function binaryStringToBytes(s) {
@@ -125,9 +134,17 @@ export function isCandidate(core, header) {
   return !r.ok || Boolean(r.result?.candidate);
 }
 
-/** What the helper's journal needs from a received receipt (protocol.md journal.receipt). */
+/** Receipts larger than this go to the helper as fields only (base64 grows by a third; the helper takes 64 MiB). */
+export const RECEIPT_RAW_LIMIT = 32 * 1024 * 1024;
+
+/**
+ * What the helper's journal needs from a received receipt (protocol.md journal.receipt):
+ * the message itself, so the helper can check its signature and what it certifies; the
+ * classified fields only when the add-in does not have its bytes (then it never counts).
+ */
 export function receiptReport(c) {
   if (!c || c.untrusted || c.kind !== "receipt" || !c.private_id || !c.receipt?.type) return null;
+  if (c.raw && c.raw.length <= RECEIPT_RAW_LIMIT) return { raw: bytesToBase64(c.raw) };
   const r = { private_id: c.private_id, type: c.receipt.type };
   if (c.receipt.time) r.time = c.receipt.time;
   if (c.message_id) r.message_id = c.message_id;

@@ -448,8 +448,9 @@ test("received receipts go to the helper's journal; they wait while it is unreac
   await addin.onNewMail({ id: "inbox" }, { id: null, messages: list.messages.slice(-1) });
   for (let i = 0; i < 50 && (await messenger.storage.local.get("pendingReceipts")).pendingReceipts.length; i++) await new Promise((r) => setTimeout(r, 10));
   const posted = helper.calls.filter((c) => c.path === "/v1/journal/receipts" && c.method === "POST").map((c) => c.body);
-  assert.deepEqual(posted.at(-2), { private_id: "DM-20261127-110540-9F3A0C1B7E22D4A5", type: "dispatch", time: "2026-11-27T11:05:42+01:00", message_id: "<vb-20261127110542-004412@provider.de-mail.de>" });
-  assert.equal(posted.at(-1).type, "receipt");
+  // The receipt itself, so the helper can check its signature and what it certifies.
+  assert.deepEqual(posted.at(-2), { raw: Buffer.from(corpus("receipt/01-versand-stern.eml")).toString("base64") });
+  assert.deepEqual(posted.at(-1), { raw: Buffer.from(corpus("receipt/03-eingang-stern.eml")).toString("base64") });
   assert.deepEqual((await messenger.storage.local.get("pendingReceipts")).pendingReceipts, []);
   assert.ok(helper.calls.every((c) => c.path !== "/v1/journal/receipts" || c.auth === "Bearer t0k"));
 });
@@ -465,8 +466,8 @@ test("receipts arriving together are all kept for the helper (none overwrites an
   for (const f of ["receipt/01-versand-stern.eml", "receipt/03-eingang-stern.eml"]) messenger.deliver("inbox", corpus(f));
   await addin.onNewMail({ id: "inbox" }, await messenger.messages.list("inbox"));
   for (let i = 0; i < 50 && ((await messenger.storage.local.get("pendingReceipts")).pendingReceipts || []).length < 2; i++) await new Promise((r) => setTimeout(r, 10));
-  const kept = (await messenger.storage.local.get("pendingReceipts")).pendingReceipts.map((r) => r.type).sort();
-  assert.deepEqual(kept, ["dispatch", "receipt"]);
+  const kept = (await messenger.storage.local.get("pendingReceipts")).pendingReceipts.map((r) => Buffer.from(r.raw, "base64").toString("latin1").match(/X-de-mail-message-type: ([a-z ]+)/i)[1]).sort();
+  assert.deepEqual(kept, ["confirmation of dispatch", "confirmation of receipt"]);
 });
 
 test("policy: IT's storage.managed wins; without it the helper's GET /v1/policy applies", async () => {
@@ -507,12 +508,14 @@ test("guided pairing: request, code, pending until approved, then the helper's p
   assert.equal((await messenger.storage.local.get("helperToken")).helperToken, "dmh1_x");
 });
 
-test("sent De-Mail banner: the receipt timeline from the helper's journal", async () => {
+const MATCHES = { check: "matches", counts: true, reasons: [{ code: "receipt.matches_sent", message: "Die Bestätigung gilt genau der versandten Nachricht.", message_en: "The receipt confirms exactly the message sent." }] };
+
+async function sentBanner(receipts, receipt_status = "sent", lang = "de") {
   const helper = routedHelper({
-    "/v1/journal": { messages: [{ private_id: "AZ-9", options: ["confirmation-of-dispatch", "confirmation-of-receipt", "private"], sent_at: 1795779350000, receipt_status: "dispatched", receipts: [{ type: "dispatch", time: "2026-11-27T10:00:00Z", reported_at: 1 }] }] },
+    "/v1/journal": { messages: [{ private_id: "AZ-9", options: ["confirmation-of-dispatch", "confirmation-of-receipt", "private"], sent_at: 1795779350000, receipt_status, receipts }] },
     "/v1/policy": new TypeError("no"),
   });
-  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS } });
+  const { messenger, addin } = await setup({ helper, token: "t0k", managed: { policy: POLICY, ...URL_SETTINGS }, lang });
   messenger.addFolder("sent", ["sent"]);
   const m = messenger.deliver("sent", Buffer.from("From: peter.meier@musterstadt.de\r\nTo: erika.schmidt@buerger.de-mail.de\r\nSubject: Bescheid\r\nMessage-ID: <s1@musterstadt.de>\r\nX-de-mail-private: yes\r\nX-de-mail-confirmation-of-dispatch: yes\r\nX-de-mail-confirmation-of-receipt: yes\r\nX-de-mail-private-id: AZ-9\r\n\r\nText\r\n"));
   m.folder.specialUse = ["sent"];
@@ -520,10 +523,46 @@ test("sent De-Mail banner: the receipt timeline from the helper's journal", asyn
   messenger.messageDisplay._shown.set(3, m.id);
   const b = (await send(addin, MSG.displayInfo, {}, { tab: { id: 3 } })).result;
   assert.ok(helper.calls.some((c) => c.path === "/v1/journal?private_id=AZ-9"));
+  return b;
+}
+
+test("sent De-Mail banner: the receipt timeline from the helper's journal", async () => {
+  const b = await sentBanner([{ type: "dispatch", time: "2026-11-27T10:00:00Z", reported_at: 1, message_id: "<r1@p>", ...MATCHES }], "dispatched");
   assert.equal(b.timeline.status, "dispatched");
   assert.deepEqual(b.labels.timeline.map((s) => [s.type, s.done]), [["sent", true], ["dispatch", true], ["receipt", false]]);
   assert.equal(b.labels.timelineStatus, "Versand bestätigt");
+  assert.deepEqual(b.labels.timeline[1].checks, [{ check: "matches", counts: true, text: "Bestätigung geprüft: passt zur gesendeten Nachricht" }]);
   assert.deepEqual(b.labels.warnings, []);
+});
+
+test("sent De-Mail banner: a receipt that does not count is a warning in words, never a done step", async () => {
+  const mismatch = { check: "mismatch", counts: false, reasons: [{ code: "receipt.body_mismatch", message: "Die Bestätigung gilt einer Nachricht mit anderem Inhalt.", message_en: "The receipt confirms a message with other content." }] };
+  const forged = { check: "invalid-signature", counts: false, reasons: [{ code: "integrity.body_altered", message: "Der Inhalt wurde verändert.", message_en: "The content was altered." }] };
+  const b = await sentBanner([
+    { type: "dispatch", time: "2026-11-27T10:00:00Z", reported_at: 1, message_id: "<r1@p>", ...MATCHES },
+    { type: "receipt", time: "2026-11-27T11:00:00Z", reported_at: 2, message_id: "<r2@p>", ...mismatch },
+    { type: "receipt", time: "2026-11-27T11:01:00Z", reported_at: 3, message_id: "<r3@p>", ...forged },
+  ], "dispatched");
+  assert.equal(b.timeline.status, "dispatched", "the Eingangsbestätigungen do not count");
+  assert.deepEqual(b.labels.timeline.map((s) => [s.type, s.done]), [["sent", true], ["dispatch", true], ["receipt", false]]);
+  const checks = b.labels.timeline[2].checks;
+  assert.deepEqual(checks.map((x) => [x.check, x.counts]), [["mismatch", false], ["invalid-signature", false]]);
+  assert.equal(checks[0].text, "Warnung – Bestätigung passt nicht zur gesendeten Nachricht: Die Bestätigung gilt einer Nachricht mit anderem Inhalt. Sie zählt nicht als Nachweis.");
+  assert.match(checks[1].text, /^Warnung – Signatur der Bestätigung ist nicht gültig \(verändert oder gefälscht\): Der Inhalt wurde verändert\./);
+  // English locale.
+  const en = await sentBanner([{ type: "receipt", reported_at: 2, ...mismatch }], "sent", "en");
+  assert.equal(en.labels.timeline[2].checks[0].text, "Warning – the confirmation does not match the message sent: The receipt confirms a message with other content. It does not count as proof.");
+});
+
+test("sent De-Mail banner: receipts nobody checked (an older helper, fields-only reports) do not count", async () => {
+  // An older helper: no check, and a receipt_status that counted everything.
+  const b = await sentBanner([{ type: "dispatch", time: "2026-11-27T10:00:00Z", reported_at: 1 }], "dispatched");
+  assert.equal(b.timeline.status, "sent");
+  assert.deepEqual(b.labels.timeline.map((s) => [s.type, s.done]), [["sent", true], ["dispatch", false], ["receipt", false]]);
+  assert.deepEqual(b.labels.timeline[1].checks, [{ check: "unchecked", counts: false, text: "Bestätigung nicht geprüft; sie zählt nicht als Nachweis." }]);
+  // counts without the check that earns it is not trusted either.
+  const odd = await sentBanner([{ type: "dispatch", reported_at: 1, check: "unsigned", counts: true }], "dispatched");
+  assert.equal(odd.labels.timeline[1].done, false);
 });
 
 test("gateway seal required: sealed De-Mail marked; forged or unsealed ones not, with a warning banner", async () => {

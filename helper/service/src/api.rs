@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::mime::{self, RawExtras, SubmitRequest};
 use crate::pairing::{self, TokenState};
 use crate::state::AppState;
-use crate::store::{Enqueued, OutboxEntry, Receipt};
+use crate::store::{Enqueued, NewReceipt, OutboxEntry, Receipt};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The protocol version (docs/protocol.md). Bumped when actions are added.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Actions and the protocol version that added them.
 pub const ACTIONS: &[(&str, u32)] = &[
@@ -47,6 +47,8 @@ pub const ACTIONS: &[(&str, u32)] = &[
     ("outbox.cancel", 1),
     ("journal.list", 1),
     ("journal.receipt", 1),
+    // Receipts with `raw` are checked; `check`, `counts`, `reasons` in the journal.
+    ("journal.receipt_check", 2),
 ];
 
 type AppResult<T> = Result<T, ApiError>;
@@ -723,9 +725,10 @@ async fn outbox_cancel(State(state): State<Arc<AppState>>, _a: Authed, Path(id):
     Ok(ok(StatusCode::OK, outbox_json(&e)))
 }
 
-/// The furthest receipt step: sent → dispatched → received → retrieved.
+/// The furthest receipt step: sent → dispatched → received → retrieved. Only receipts
+/// that count (checked, and certifying the message handed over) move it.
 fn receipt_status(receipts: &[Receipt]) -> &'static str {
-    let has = |k: &str| receipts.iter().any(|r| r.kind == k);
+    let has = |k: &str| receipts.iter().any(|r| r.kind == k && r.counts);
     if has("retrieve") {
         "retrieved"
     } else if has("receipt") {
@@ -744,7 +747,7 @@ async fn journal(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query
             let list = s.journal(q.private_id.as_deref(), limit)?;
             let mut out = Vec::with_capacity(list.len());
             for e in list {
-                let r = s.receipts(&e.private_id)?;
+                let r = s.receipts_for(&e.private_id, &e.id)?;
                 out.push((e, r));
             }
             Ok(out)
@@ -766,7 +769,7 @@ async fn journal(State(state): State<Arc<AppState>>, _a: Authed, Query(q): Query
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReceiptReport {
-    /// The received receipt message, base64; classified with the core.
+    /// The received receipt message, base64; classified and checked with the core.
     raw: Option<String>,
     private_id: Option<String>,
     #[serde(rename = "type")]
@@ -784,16 +787,18 @@ async fn journal_receipt(
     need_json(&headers)?;
     let bytes = read_body(max_body(&state), &headers, body).await?;
     let r: ReceiptReport = parse(&bytes)?;
-    let (private_id, kind, time, message_id) = if let Some(raw) = r.raw {
+    let (private_id, kind, time, message_id, raw) = if let Some(raw) = r.raw {
         use base64::Engine;
         let raw = base64::engine::general_purpose::STANDARD
             .decode(raw.trim())
             .map_err(|_| ApiError::invalid("raw", "ist kein gültiges Base64.", "is not valid base64."))?;
         let (policy, _) = state.policy()?;
-        let c = tokio::task::spawn_blocking(move || classify_raw(&raw, &policy)).await.map_err(ApiError::internal)?;
+        let (c, raw) = tokio::task::spawn_blocking(move || (classify_raw(&raw, &policy), raw))
+            .await
+            .map_err(ApiError::internal)?;
         let kind = c.receipt.as_ref().and_then(|x| x.kind);
         match (c.kind, c.private_id, kind) {
-            (Kind::Receipt, Some(p), Some(k)) => (p, k, c.receipt.and_then(|x| x.time), c.message_id),
+            (Kind::Receipt, Some(p), Some(k)) => (p, k, c.receipt.and_then(|x| x.time), c.message_id, Some(raw)),
             _ => {
                 return Err(ApiError::new(
                     code::JOURNAL_NOT_A_RECEIPT,
@@ -804,7 +809,7 @@ async fn journal_receipt(
         }
     } else {
         match (r.private_id, r.kind) {
-            (Some(p), Some(k)) => (p, k, r.time, r.message_id),
+            (Some(p), Some(k)) => (p, k, r.time, r.message_id, None),
             _ => {
                 return Err(ApiError::invalid(
                     "private_id/type",
@@ -830,15 +835,43 @@ async fn journal_receipt(
         ReceiptType::Receipt => "receipt",
         ReceiptType::Retrieve => "retrieve",
     };
+    let checked = match raw {
+        Some(raw) => {
+            let (policy, _) = state.policy()?;
+            let pid = private_id.clone();
+            let sent = state.with_store(move |s| s.sent_mimes(&pid, 20)).await?;
+            let now = crate::store::now_ms().max(0) as u64;
+            tokio::task::spawn_blocking(move || crate::receipt::check(&raw, &sent, &policy, now))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        None => crate::receipt::unchecked(),
+    };
     let pid = private_id.clone();
+    let (verdict, reasons, sent_id) = (checked.verdict, checked.reasons.clone(), checked.message.clone());
     let (new, sent) = state
         .with_store(move |s| {
-            let new = s.add_receipt(&pid, kind_s, time.as_deref(), message_id.as_deref())?;
+            let new = s.add_receipt(&NewReceipt {
+                private_id: &pid,
+                kind: kind_s,
+                time: time.as_deref(),
+                receipt_message_id: message_id.as_deref(),
+                verdict,
+                reasons: &reasons,
+                message: sent_id.as_deref(),
+            })?;
             Ok((new, s.journal(Some(&pid), 1)?))
         })
         .await?;
+    if checked.verdict != crate::receipt::MATCHES {
+        let code = checked.reasons.first().map(|r| r.code.as_str()).unwrap_or_default();
+        tracing::warn!(private_id = %private_id, check = checked.verdict, code, "receipt does not count");
+    }
     Ok(ok(
         if new { StatusCode::CREATED } else { StatusCode::OK },
-        json!({ "private_id": private_id, "type": kind_s, "new": new, "matched": !sent.is_empty() }),
+        json!({
+            "private_id": private_id, "type": kind_s, "new": new, "matched": !sent.is_empty(),
+            "check": checked.verdict, "counts": checked.verdict == crate::receipt::MATCHES, "reasons": checked.reasons,
+        }),
     ))
 }

@@ -188,6 +188,15 @@ pub const ADMIN: &[&str] = &[
     SECRETS_EMPTY,
 ];
 
+// ------------------------------------------------------------------ receipt checks (protocol.md journal.list)
+
+/// The helper's own reasons in a receipt's `reasons`; the others come from the core
+/// (`receipt.*`, `integrity.*`).
+pub const RECEIPT_SENT_UNKNOWN: &str = "journal.sent_unknown";
+pub const RECEIPT_UNCHECKED: &str = "journal.receipt_unchecked";
+
+pub const RECEIPT: &[&str] = &[RECEIPT_SENT_UNKNOWN, RECEIPT_UNCHECKED];
+
 // ------------------------------------------------------------------ core codes the helper looks at
 
 /// The core's reason for a message over `rules.max_size`; the helper answers it with

@@ -7,6 +7,7 @@
 //! - [`config`]: machine + user TOML with IT locks; [`secrets`]: the OS keyring
 //! - [`discovery`]: per-user runtime file and the native-messaging host
 //! - [`admin`]: the `demail` CLI's helper commands (pair, outbox, credentials, doctor)
+//! - [`receipt`]: whether a reported receipt counts (its signature, and the message it certifies)
 //! - [`submission`]: optional local SMTP submission for programs without the add-in
 //! - [`error`]: the error shapes (all carry a core `Reason`); [`code`]: every code the helper gives out
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod kerberos;
 pub mod mime;
 pub mod pairing;
+pub mod receipt;
 /// Windows: IT settings from HKLM (MSI and Group Policy); the pure part is tested everywhere.
 #[cfg(any(windows, test))]
 pub mod registry;

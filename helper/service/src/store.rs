@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS receipts (
     time               TEXT,
     receipt_message_id TEXT NOT NULL DEFAULT '',
     reported_at        INTEGER NOT NULL,
+    -- The helper's check of the receipt (api.rs `ReceiptVerdict`); only `matches` counts.
+    verdict            TEXT NOT NULL DEFAULT 'unchecked',
+    reasons            TEXT NOT NULL DEFAULT '[]',
+    -- The sent message (messages.id) it certifies, when it matches one: a private-id
+    -- (a file number) may be used for several De-Mails.
+    message            TEXT,
     UNIQUE (private_id, type, receipt_message_id)
 );
 
@@ -217,6 +223,20 @@ pub struct OutboxEntry {
     pub sent_at: Option<i64>,
 }
 
+/// A receipt report with the helper's check, for [`Store::add_receipt`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewReceipt<'a> {
+    pub private_id: &'a str,
+    /// `dispatch`, `receipt`, `retrieve`.
+    pub kind: &'a str,
+    pub time: Option<&'a str>,
+    pub receipt_message_id: Option<&'a str>,
+    pub verdict: &'a str,
+    pub reasons: &'a [Reason],
+    /// The sent message it certifies (`matches` only).
+    pub message: Option<&'a str>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Receipt {
     #[serde(rename = "type")]
@@ -224,6 +244,15 @@ pub struct Receipt {
     pub time: Option<String>,
     pub message_id: Option<String>,
     pub reported_at: i64,
+    /// The helper's check: `matches`, `mismatch`, `invalid-signature`, `unsigned`,
+    /// `untrusted`, `unknown-sent`, `unchecked`.
+    pub check: String,
+    /// Only a receipt that `matches` counts as proof (and moves `receipt_status`).
+    pub counts: bool,
+    pub reasons: Vec<Reason>,
+    /// The sent message it certifies (`matches` only).
+    #[serde(skip)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -569,35 +598,66 @@ impl Store {
 
     // ---------------------------------------------------------------- journal
 
-    /// Record a receipt. Returns false when it was known already.
-    pub fn add_receipt(
-        &mut self,
-        private_id: &str,
-        kind: &str,
-        time: Option<&str>,
-        receipt_message_id: Option<&str>,
-    ) -> Result<bool> {
+    /// Record a receipt with the helper's check. Returns false when it was known already
+    /// and nothing changed. The same receipt reported again replaces an unchecked entry
+    /// with a checked one, and any entry that does not count with one that `matches`; an
+    /// entry that counts is never replaced (a forged copy cannot take its place).
+    pub fn add_receipt(&mut self, r: &NewReceipt<'_>) -> Result<bool> {
+        let NewReceipt { private_id, kind, time, receipt_message_id, verdict, reasons, message } = *r;
+        let reasons = serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into());
         let n = self.conn.execute(
-            "INSERT OR IGNORE INTO receipts (private_id, type, time, receipt_message_id, reported_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![private_id, kind, time, receipt_message_id.unwrap_or(""), now_ms()],
+            "INSERT INTO receipts (private_id, type, time, receipt_message_id, reported_at, verdict, reasons, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (private_id, type, receipt_message_id) DO UPDATE
+               SET time = excluded.time, reported_at = excluded.reported_at, verdict = excluded.verdict,
+                   reasons = excluded.reasons, message = excluded.message
+               WHERE receipts.verdict <> 'matches'
+                 AND (excluded.verdict = 'matches' OR (receipts.verdict = 'unchecked' AND excluded.verdict <> 'unchecked'))",
+            params![private_id, kind, time, receipt_message_id.unwrap_or(""), now_ms(), verdict, reasons, message],
         )?;
         Ok(n == 1)
     }
 
+    /// The receipts shown with one sent message: those that certify it, and those that
+    /// certify none (their warning belongs with every message of the private-id).
+    pub fn receipts_for(&self, private_id: &str, message: &str) -> Result<Vec<Receipt>> {
+        let mut r = self.receipts(private_id)?;
+        r.retain(|x| x.message.as_deref().is_none_or(|m| m == message));
+        Ok(r)
+    }
+
     pub fn receipts(&self, private_id: &str) -> Result<Vec<Receipt>> {
         let mut st = self.conn.prepare(
-            "SELECT type, time, receipt_message_id, reported_at FROM receipts WHERE private_id = ?1 ORDER BY reported_at, id",
+            "SELECT type, time, receipt_message_id, reported_at, verdict, reasons, message FROM receipts WHERE private_id = ?1 ORDER BY reported_at, id",
         )?;
         let rows = st.query_map([private_id], |r| {
             let mid: String = r.get(2)?;
+            let check: String = r.get(4)?;
+            let reasons: String = r.get(5)?;
             Ok(Receipt {
                 kind: r.get(0)?,
                 time: r.get(1)?,
                 message_id: (!mid.is_empty()).then_some(mid),
                 reported_at: r.get(3)?,
+                counts: check == "matches",
+                check,
+                reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+                message: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The messages as the helper handed them to the gateway, for the sent De-Mails with
+    /// this private-id, newest first: `(messages.id, MIME)`.
+    pub fn sent_mimes(&self, private_id: &str, limit: u32) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for e in self.journal(Some(private_id), limit)? {
+            if let Some(m) = self.mime(&e.id)? {
+                out.push((e.id, m));
+            }
+        }
+        Ok(out)
     }
 
     /// Sent messages, newest first, optionally one private-id.
@@ -775,8 +835,18 @@ fn insert_pairing(conn: &Connection, p: &NewPairing) -> Result<String> {
 }
 
 /// Older databases: pairings without `addon_id`; messages kept in `messages.mime` before
-/// `message_bodies`.
+/// `message_bodies`; receipts without the helper's check (they stay `unchecked`).
 fn migrate(conn: &Connection) -> Result<()> {
+    let has_verdict: bool =
+        conn.prepare("SELECT 1 FROM pragma_table_info('receipts') WHERE name = 'verdict'")?.exists([])?;
+    if !has_verdict {
+        for col in ["verdict TEXT NOT NULL DEFAULT 'unchecked'", "reasons TEXT NOT NULL DEFAULT '[]'", "message TEXT"] {
+            match conn.execute_batch(&format!("ALTER TABLE receipts ADD COLUMN {col};")) {
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                r => r?,
+            }
+        }
+    }
     let has_addon_id: bool =
         conn.prepare("SELECT 1 FROM pragma_table_info('pairings') WHERE name = 'addon_id'")?.exists([])?;
     if !has_addon_id {
@@ -834,12 +904,18 @@ mod tests {
                  size INTEGER NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,
                  error_code TEXT, error TEXT, error_en TEXT, gateway_reply TEXT, client TEXT, created_at INTEGER NOT NULL,
                  updated_at INTEGER NOT NULL, sent_at INTEGER);
-                 INSERT INTO messages VALUES ('m_1','a@b','P','a@b','[]','s','[]','headers',x'41424344',4,'queued',0,0,NULL,NULL,NULL,NULL,NULL,0,0,NULL);",
+                 INSERT INTO messages VALUES ('m_1','a@b','P','a@b','[]','s','[]','headers',x'41424344',4,'queued',0,0,NULL,NULL,NULL,NULL,NULL,0,0,NULL);
+                 CREATE TABLE receipts (id INTEGER PRIMARY KEY, private_id TEXT NOT NULL, type TEXT NOT NULL, time TEXT,
+                 receipt_message_id TEXT NOT NULL DEFAULT '', reported_at INTEGER NOT NULL, UNIQUE (private_id, type, receipt_message_id));
+                 INSERT INTO receipts (private_id, type, reported_at) VALUES ('P', 'dispatch', 1);",
             )
             .unwrap();
         }
         let mut s = Store::open(&dir).unwrap();
         assert_eq!(s.mime("m_1").unwrap().unwrap(), b"ABCD");
+        // Receipts recorded before the check never count.
+        let r = s.receipts("P").unwrap();
+        assert_eq!((r.len(), r[0].check.as_str(), r[0].counts), (1, "unchecked", false));
         let (e, m) = s.claim_due(1).unwrap().unwrap();
         assert_eq!((e.id.as_str(), m.as_slice()), ("m_1", &b"ABCD"[..]));
         let _ = std::fs::remove_dir_all(dir);

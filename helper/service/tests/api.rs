@@ -33,7 +33,7 @@ fn health_and_version_need_no_token() {
     let r = h.get("/v1/health", None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["result"]["status"], "ok");
-    assert_eq!(r.header("x-demail-protocol"), Some("1"));
+    assert_eq!(r.header("x-demail-protocol"), Some("2"));
     let r = h.get("/v1/version", None);
     assert_eq!(r.status, 200);
     let actions = r.json()["result"]["actions"].as_array().unwrap().clone();

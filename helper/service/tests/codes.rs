@@ -158,6 +158,7 @@ fn outbox_native_and_admin_tables_are_their_groups() {
     assert_eq!(codes(&protocol, "| code | state | meaning |"), set(code::OUTBOX.iter().copied()), "outbox codes");
     assert_eq!(codes(&protocol, "| code | action | meaning |"), set(code::NATIVE.iter().copied()), "native host");
     assert_eq!(codes(&helper, "| code | where | meaning |"), set(code::ADMIN.iter().copied()), "helper.md");
+    assert_eq!(codes(&protocol, "| code | check | meaning |"), set(code::RECEIPT.iter().copied()), "receipt checks");
 }
 
 #[test]
@@ -168,6 +169,7 @@ fn every_code_constant_is_in_a_group_and_in_use() {
         .chain(code::OUTBOX.iter().copied())
         .chain(code::NATIVE.iter().copied())
         .chain(code::ADMIN.iter().copied())
+        .chain(code::RECEIPT.iter().copied())
         .chain([code::CORE_SIZE_EXCEEDED])
         .map(str::to_string)
         .collect();

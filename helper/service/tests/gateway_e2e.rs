@@ -464,3 +464,213 @@ fn kill9_exactly_once_at_the_provider() {
     }
     assert_eq!(got.len(), n);
 }
+
+/// The helper's copy against what the gateway relayed: the body byte for byte but for one
+/// more empty line at the end (lettre writes CRLF before the final dot; the body hash drops
+/// trailing empty lines), and every `X-de-mail-*` header and the Message-ID the helper
+/// wrote, value for value (the gateway maps `From`, may add option headers from subject
+/// tags, but changes none of these).
+fn assert_gateway_kept_what_receipts_certify(ours: &[u8], relayed: &[u8]) {
+    let body = |m: &[u8]| {
+        let at = m.windows(4).position(|w| w == b"\r\n\r\n").expect("header end") + 4;
+        m[at..].to_vec()
+    };
+    let mut extended = body(ours);
+    extended.extend_from_slice(b"\r\n");
+    assert_eq!(extended, body(relayed), "the body, and one empty line more");
+    let bh = |m: &[u8]| demail_core::integrity::message_body_hash(m, demail_core::cert::Hash::Sha256);
+    assert_eq!(bh(ours), bh(relayed), "the same body hash");
+    let relayed_fields = demail_core::seal::header_fields(relayed);
+    for (n, v) in demail_core::seal::header_fields(ours) {
+        let l = n.to_ascii_lowercase();
+        if l.starts_with("x-de-mail-") || l == "message-id" {
+            let got = relayed_fields.iter().find(|(m, _)| m.eq_ignore_ascii_case(&n)).map(|(_, v)| v.trim());
+            assert_eq!(got, Some(v.trim()), "{n} relayed unchanged");
+        }
+    }
+}
+
+/// Sends one De-Mail through the real gateway; returns the helper's copy, the relayed
+/// bytes and the private-id.
+fn send_through(gw: &Gateway, h: &Helper, token: &str, subject: &str) -> (Vec<u8>, Vec<u8>, String) {
+    let (_, ours, relayed, pid) = send_message_through(gw, h, token, &demail_message(subject));
+    (ours, relayed, pid)
+}
+
+/// As [`send_through`] for a given request; also returns the outbox id.
+fn send_message_through(
+    gw: &Gateway,
+    h: &Helper,
+    token: &str,
+    msg: &serde_json::Value,
+) -> (String, Vec<u8>, Vec<u8>, String) {
+    let before = gw.provider.received().len();
+    let r = h.post("/v1/messages", Some(token), msg);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let private_id = r.json()["result"]["private_id"].as_str().unwrap().to_string();
+    let v = h.wait_message(token, &id, Duration::from_secs(30), |v| v["status"] == "sent");
+    assert_eq!(v["status"], "sent", "{v}\nhelper: {}\ngateway: {}", h.log_text(), gw.log());
+    let relayed = gw.provider.wait_received(before + 1, Duration::from_secs(30))[before].message.clone();
+    let ours = h.get(&format!("/v1/outbox/{id}/raw"), Some(token)).body;
+    (id, ours, relayed, private_id)
+}
+
+/// Issue 15: a receipt counts only when its own signature is valid (a provider the policy
+/// trusts) and it certifies what the helper handed over (XML `Hash` bh= and `Metadata`).
+/// Unsigned, forged, untrusted, altered or fields-only receipts are listed with their
+/// warning and never move `receipt_status`; a forged copy cannot replace a counted one.
+#[test]
+fn receipts_count_only_when_signed_and_certifying_what_was_handed_over() {
+    use base64::Engine;
+    use common::provider::{receipt_xml, Provider};
+    let gw = Gateway::start();
+    let provider = Provider::new(gw.dir.path(), "dmda");
+    let h = gw.helper(Some(&provider.policy(POLICY)), "");
+    let token = h.pair();
+    let (ours, relayed, pid) = send_through(&gw, &h, &token, "Bescheid mit Nachweis");
+    assert_ne!(ours, relayed, "the gateway mapped From");
+    assert_gateway_kept_what_receipts_certify(&ours, &relayed);
+
+    let (stamped, hash) = provider.stamp(&relayed);
+    let xml = receipt_xml(&stamped, &hash);
+    let report = |raw: &[u8]| {
+        let r = h.post(
+            "/v1/journal/receipts",
+            Some(&token),
+            &json!({ "raw": base64::engine::general_purpose::STANDARD.encode(raw) }),
+        );
+        assert!(r.status == 201 || r.status == 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["result"].clone()
+    };
+    let outcome = |r: &serde_json::Value| {
+        (r["check"].as_str().unwrap().to_string(), r["counts"].as_bool().unwrap(), r["reasons"][0]["code"].clone())
+    };
+    let journal =
+        || h.get(&format!("/v1/journal?private_id={pid}"), Some(&token)).json()["result"]["messages"][0].clone();
+
+    // Unsigned: no proof of who wrote it.
+    let r = report(&provider.receipt("receipt", &pid, "unsigned", &xml, false));
+    assert_eq!(outcome(&r), ("unsigned".into(), false, json!("integrity.missing")), "{r}");
+    // Forged: signed, then its text changed.
+    let forged = String::from_utf8(provider.receipt("receipt", &pid, "forged", &xml, true))
+        .unwrap()
+        .replace("wurde versandt", "wurde zugestellt");
+    let r = report(forged.as_bytes());
+    assert_eq!((r["check"].as_str(), r["counts"].as_bool()), (Some("invalid-signature"), Some(false)), "{r}");
+    // Correct in every byte, but signed by a provider CA the policy does not trust.
+    let stranger = Provider::new(gw.dir.path(), "fremd");
+    let r = report(&stranger.receipt("receipt", &pid, "stranger", &xml, true));
+    assert_eq!((r["check"].as_str(), r["counts"].as_bool()), (Some("untrusted"), Some(false)), "{r}");
+    // Validly signed, but for other content: the provider's Hash over an altered body.
+    let altered = String::from_utf8(relayed.clone()).unwrap().replace("anbei der Bescheid", "anbei die Mahnung");
+    let (stamped2, hash2) = provider.stamp(altered.as_bytes());
+    let r = report(&provider.receipt("receipt", &pid, "other-body", &receipt_xml(&stamped2, &hash2), true));
+    assert_eq!(outcome(&r), ("mismatch".into(), false, json!("receipt.body_mismatch")), "{r}");
+    // Validly signed, but its Metadata names another Message-ID.
+    let mid = demail_core::seal::header_fields(&ours).into_iter().find(|(n, _)| n.eq_ignore_ascii_case("Message-ID"));
+    let mid = mid.unwrap().1.trim().to_string();
+    let other_meta = xml.replace(&mid.replace('<', "&lt;").replace('>', "&gt;"), "&lt;andere@musterstadt.de&gt;");
+    assert_ne!(other_meta, xml);
+    let r = report(&provider.receipt("retrieve", &pid, "other-meta", &other_meta, true));
+    assert_eq!(outcome(&r), ("mismatch".into(), false, json!("receipt.metadata_mismatch")), "{r}");
+    assert_eq!(r["reasons"][0]["subject"], "Message-ID", "{r}");
+    // Fields only: nobody checked a signature.
+    let r = h.post("/v1/journal/receipts", Some(&token), &json!({ "private_id": pid, "type": "retrieve" })).json();
+    assert_eq!(outcome(&r["result"]), ("unchecked".into(), false, json!("journal.receipt_unchecked")), "{r}");
+    // A valid receipt for a De-Mail this helper never sent.
+    let r = report(&provider.receipt("dispatch", "AZ-NIE-GESENDET", "unknown", &xml, true));
+    assert_eq!(outcome(&r), ("unknown-sent".into(), false, json!("journal.sent_unknown")), "{r}");
+
+    let j = journal();
+    assert_eq!(j["receipt_status"], "sent", "nothing above counts: {j}");
+    assert_eq!(j["receipts"].as_array().unwrap().len(), 6, "each is listed with its warning: {j}");
+    assert!(j["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["counts"] == false && r["reasons"][0]["message"].is_string()));
+
+    // The real one counts.
+    let r = report(&provider.receipt("dispatch", &pid, "real", &xml, true));
+    assert_eq!(outcome(&r), ("matches".into(), true, json!("receipt.matches_sent")), "{r}");
+    assert_eq!(journal()["receipt_status"], "dispatched");
+    // A forged copy with the real one's Message-ID does not take its place.
+    let copy = String::from_utf8(provider.receipt("dispatch", &pid, "real", &xml, true))
+        .unwrap()
+        .replace("wurde versandt", "wurde nie versandt");
+    let r = report(copy.as_bytes());
+    assert_eq!((r["check"].as_str(), r["new"].as_bool()), (Some("invalid-signature"), Some(false)), "{r}");
+    let j = journal();
+    let real: Vec<_> =
+        j["receipts"].as_array().unwrap().iter().filter(|r| r["type"] == "dispatch" && r["counts"] == true).collect();
+    assert_eq!(real.len(), 1, "{j}");
+    assert_eq!(j["receipt_status"], "dispatched", "{j}");
+    // A matching Eingangsbestätigung moves it on.
+    let (s3, h3) = provider.stamp(&relayed);
+    let r = report(&provider.receipt("receipt", &pid, "eingang", &receipt_xml(&s3, &h3), true));
+    assert_eq!(r["check"], "matches", "{r}");
+    assert_eq!(journal()["receipt_status"], "received");
+}
+
+/// In the subject-tags dialect the helper's copy carries tags, not option headers; the
+/// gateway turns them into headers. What the helper wrote (body, private-id, Message-ID)
+/// still matches, so its receipts count.
+#[test]
+fn receipts_match_in_the_subject_tags_dialect() {
+    use base64::Engine;
+    use common::provider::{receipt_xml, Provider};
+    let gw = Gateway::start();
+    let provider = Provider::new(gw.dir.path(), "dmda");
+    let h = gw.helper(Some(&provider.policy(POLICY)), "[gateway]\ndialect = \"subject-tags\"\n");
+    let token = h.pair();
+    let (ours, relayed, pid) = send_through(&gw, &h, &token, "Ihr Antrag");
+    assert_gateway_kept_what_receipts_certify(&ours, &relayed);
+    let (stamped, hash) = provider.stamp(&relayed);
+    let raw = provider.receipt("dispatch", &pid, "tags", &receipt_xml(&stamped, &hash), true);
+    let r = h.post(
+        "/v1/journal/receipts",
+        Some(&token),
+        &json!({ "raw": base64::engine::general_purpose::STANDARD.encode(raw) }),
+    );
+    assert_eq!(r.json()["result"]["check"], "matches", "{}", String::from_utf8_lossy(&r.body));
+    let j = h.get(&format!("/v1/journal?private_id={pid}"), Some(&token)).json()["result"]["messages"][0].clone();
+    assert_eq!(j["receipt_status"], "dispatched", "{j}");
+}
+
+/// One private-id (a file number) for two De-Mails: each receipt is checked against both
+/// copies and counts for the De-Mail it certifies, and only there.
+#[test]
+fn a_private_id_used_twice_each_receipt_counts_for_its_own_de_mail() {
+    use base64::Engine;
+    use common::provider::{receipt_xml, Provider};
+    let gw = Gateway::start();
+    let provider = Provider::new(gw.dir.path(), "dmda");
+    let h = gw.helper(Some(&provider.policy(POLICY)), "");
+    let token = h.pair();
+    let mut first = demail_message("Erster Bescheid");
+    first["private_id"] = json!("AZ-2026-77");
+    let mut second = demail_message("Zweiter Bescheid");
+    second["private_id"] = json!("AZ-2026-77");
+    second["text"] = json!("Sehr geehrte Frau Bürger,\r\n\r\nanbei der zweite Bescheid.\r\n");
+    let (id1, _, relayed1, pid) = send_message_through(&gw, &h, &token, &first);
+    let (id2, _, relayed2, _) = send_message_through(&gw, &h, &token, &second);
+    let report = |relayed: &[u8], rid: &str| {
+        let (stamped, hash) = provider.stamp(relayed);
+        let raw = provider.receipt("dispatch", &pid, rid, &receipt_xml(&stamped, &hash), true);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        h.post("/v1/journal/receipts", Some(&token), &json!({ "raw": b64 })).json()["result"].clone()
+    };
+    let status = |id: &str| {
+        let j = h.get(&format!("/v1/journal?private_id={pid}"), Some(&token)).json()["result"]["messages"].clone();
+        let e = j.as_array().unwrap().iter().find(|e| e["id"] == id).cloned().unwrap();
+        (e["receipt_status"].as_str().unwrap().to_string(), e["receipts"].as_array().unwrap().len())
+    };
+    // The older De-Mail's receipt: not the newest copy, still the one it certifies.
+    assert_eq!(report(&relayed1, "r1")["check"], "matches");
+    assert_eq!(status(&id1), ("dispatched".to_string(), 1));
+    assert_eq!(status(&id2), ("sent".to_string(), 0), "not shown with the other De-Mail");
+    assert_eq!(report(&relayed2, "r2")["check"], "matches");
+    assert_eq!(status(&id2), ("dispatched".to_string(), 1));
+    assert_eq!(status(&id1), ("dispatched".to_string(), 1));
+}

@@ -160,7 +160,7 @@ async fn outbox_list(ui: State<'_, Ui>) -> Result<Reply, ()> {
             let list = s.list(None, 200)?;
             let mut out = Vec::with_capacity(list.len());
             for e in list {
-                let receipts = if e.status == "sent" { s.receipts(&e.private_id)? } else { Vec::new() };
+                let receipts = if e.status == "sent" { s.receipts_for(&e.private_id, &e.id)? } else { Vec::new() };
                 out.push((e, receipts));
             }
             Ok((out, s.counts()?))

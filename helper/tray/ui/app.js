@@ -130,7 +130,8 @@ async function saveSettings(ev) {
 
 function receiptText(m) {
   if (m.status !== "sent") return "";
-  const types = (m.receipts || []).map((r) => RECEIPT[r.type] || r.type);
+  // Only a checked receipt that matches the message sent counts (protocol.md journal.receipt).
+  const types = (m.receipts || []).map((r) => `${RECEIPT[r.type] || r.type} ${r.counts ? "✓" : "⚠ zählt nicht / does not count"}`);
   return types.length ? types.join(" → ") : "—";
 }
 

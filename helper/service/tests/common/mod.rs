@@ -4,6 +4,8 @@
 //! and the real gateway come from demail-testkit.
 #![allow(dead_code)]
 
+pub mod provider;
+
 use demail_testkit::{ChildGuard, Pki, TempDir};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
