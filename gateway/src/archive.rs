@@ -199,37 +199,28 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn entry_hash(e: &Entry) -> String {
     // A tuple serialises as the JSON array a `json!` list would, without building one
     // (held to that form by a test: archived hashes must not change).
-    let canon = match &e.actor {
-        // Appended only when present: entries written before actors existed keep their hash.
-        Some(a) => serde_json::to_string(&(
-            &e.prev_hash,
-            e.seq,
-            e.time,
-            &e.direction,
-            &e.private_id,
-            &e.message_id,
-            &e.sender,
-            &e.recipients,
-            &e.sha256,
-            e.size,
-            e.link,
-            a,
-        )),
-        None => serde_json::to_string(&(
-            &e.prev_hash,
-            e.seq,
-            e.time,
-            &e.direction,
-            &e.private_id,
-            &e.message_id,
-            &e.sender,
-            &e.recipients,
-            &e.sha256,
-            e.size,
-            e.link,
-        )),
-    };
-    sha256_hex(canon.unwrap_or_default().as_bytes())
+    let fields = (
+        &e.prev_hash,
+        e.seq,
+        e.time,
+        &e.direction,
+        &e.private_id,
+        &e.message_id,
+        &e.sender,
+        &e.recipients,
+        &e.sha256,
+        e.size,
+        e.link,
+    );
+    let mut canon = serde_json::to_string(&fields).unwrap_or_default();
+    // Appended only when present: entries written before actors existed keep their hash.
+    if let Some(a) = &e.actor {
+        canon.pop();
+        canon.push(',');
+        canon.push_str(&serde_json::to_string(a).unwrap_or_default());
+        canon.push(']');
+    }
+    sha256_hex(canon.as_bytes())
 }
 
 /// The entry that follows `prev` (the newest entry's seq and hash, none for the first):
