@@ -205,8 +205,9 @@ class ThunderbirdAddinTest(unittest.TestCase):
             ("Zustimmung gegen den Bescheid", "warning", "⚠ Achtung: Die Signatur des De-Mail-Anbieters ist nicht gültig"),
         ]:
             wait_for(lambda: tb.select_message(subject), timeout=30, what=subject)
-            b = wait_for(lambda: (lambda x: x if x and "integrity" in x["fields"] else None)(tb.banner()), timeout=30, what=f"integrity line: {subject}")
-            self.assertIn(text, b["fields"]["integrity"], subject)
+            # Until the pane shows this message, the banner is the previous one's: wait for the
+            # expected words (each case's differ from the message shown before it).
+            b = wait_for(lambda: (lambda x: x if x and text in x["fields"].get("integrity", "") else None)(tb.banner()), timeout=30, what=f"integrity line: {subject}")
             if state == "valid":
                 self.assertIn("Signiert von: CN=DMDA Signatur", b["fields"]["integrity"])
             else:
