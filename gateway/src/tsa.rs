@@ -63,13 +63,16 @@ pub fn request(digest: &[u8; 32], nonce: u64, policy: Option<&str>) -> Result<Ve
     req.to_der().map_err(unusable)
 }
 
+/// The nonce as a minimal positive DER INTEGER: no leading zero bytes, but one zero byte
+/// when the top bit is set (a non-minimal form is refused by the DER decoder).
 fn nonce_bytes(nonce: u64) -> Vec<u8> {
-    // A positive INTEGER: a leading zero when the top bit is set.
-    let mut b = nonce.to_be_bytes().to_vec();
-    if b[0] & 0x80 != 0 {
-        b.insert(0, 0);
+    let b = nonce.to_be_bytes();
+    let start = b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1);
+    let mut v = b[start..].to_vec();
+    if v[0] & 0x80 != 0 {
+        v.insert(0, 0);
     }
-    b
+    v
 }
 
 fn imprint(digest: &[u8; 32]) -> Result<MessageImprint, Error> {
@@ -391,4 +394,18 @@ fn cert_pems(text: &str) -> Vec<Vec<u8>> {
         .filter_map(Result::ok)
         .map(|c| c.to_vec())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nonce_makes_a_request_and_is_found_again() {
+        for nonce in [0u64, 1, 0x7f, 0x80, 0xff, 0x0100, 0x00ff_ffff, 0x0080_0000_0000_0000, u64::MAX >> 1, u64::MAX] {
+            let der = request(&[7; 32], nonce, None).unwrap_or_else(|e| panic!("{nonce:#x}: {e:?}"));
+            let back = TimeStampReq::from_der(&der).unwrap();
+            assert_eq!(back.nonce.unwrap().as_bytes(), Int::new(&nonce_bytes(nonce)).unwrap().as_bytes(), "{nonce:#x}");
+        }
+    }
 }
