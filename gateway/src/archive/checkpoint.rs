@@ -5,7 +5,7 @@
 //! hash, the time, and the key id, signed with the gateway's Ed25519 key ([seal]). A TSA
 //! time-stamps the signed checkpoint (RFC 3161, [`crate::tsa`]).
 
-use super::{hex, Entry, Problem};
+use super::{hex, unhex32, Entry, Problem};
 use base64::Engine;
 use demail_core::cert::Cert;
 use demail_core::seal::SealKey;
@@ -31,17 +31,6 @@ pub struct Checkpoint {
     pub signature: String,
     /// RFC 3161 token (DER) over [`Checkpoint::stamped_digest`].
     pub timestamp: Option<Vec<u8>>,
-}
-
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 impl Checkpoint {

@@ -111,14 +111,7 @@ pub const ACCESS_REFUSED: &str = "refused";
 /// A SHA-256 fingerprint written as hex, with or without colons, in any case.
 pub fn fingerprint(text: &str) -> Option<[u8; 32]> {
     let hex: String = text.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    crate::archive::unhex32(&hex)
 }
 
 impl IdentityConfig {
