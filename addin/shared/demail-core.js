@@ -75,7 +75,8 @@ export class DemailCore {
   classifyHeaders(headers, xml) { return this.call("classify.headers", { headers, xml: xml ?? null }); }
 }
 
-const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+/** Base64 → bytes (WebCrypto's inputs, Outlook's getAsFileAsync). */
+export const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
 /** One public-key check of `integrity.prepare` (WebCrypto's terms, docs/core-api.md). */
 export async function runCheck(c) {

@@ -3,6 +3,7 @@
 // a De-Mail, receipt or notification gets its category; the provider's signature is checked.
 
 import { officeAsync } from "./office-async.js";
+import { fromB64 } from "../../shared/demail-core.js";
 
 /**
  * Outlook categories per kind, named as the gateway's `Keywords` field names them (which
@@ -62,8 +63,7 @@ export async function checkIntegrity(core, office, item) {
   const r = office.context.requirements;
   if (!r.isSetSupported("Mailbox", "1.14") || typeof item.getAsFileAsync !== "function") return null;
   const b64 = await officeAsync(item, "getAsFileAsync");
-  const bytes = Uint8Array.from(atob(String(b64 || "")), (c) => c.charCodeAt(0));
-  const res = await core.verifyIntegrity(bytes);
+  const res = await core.verifyIntegrity(fromB64(String(b64 || "")));
   if (!res.ok) throw Object.assign(new Error(res.error.message_en), { reason: res.error });
   return res.result;
 }

@@ -4,6 +4,7 @@
 // the messenger API and writes tags (IMAP keywords).
 
 import { TAGS, TAG_FOR_KIND } from "./constants.js";
+import { fromB64 } from "../../shared/demail-core.js";
 
 /** Messages above this size are classified from their headers only (no download of the body). */
 export const RAW_LIMIT = 2 * 1024 * 1024;
@@ -43,8 +44,7 @@ export async function classifyMessage(messenger, core, header) {
   let c;
   let bytes = null;
   if ((header.size || 0) <= RAW_LIMIT || (!own && sealRequired(core))) {
-    const raw = await messenger.messages.getRaw(header.id, { data_format: "File" });
-    bytes = typeof raw === "string" ? binaryStringToBytes(raw) : new Uint8Array(await raw.arrayBuffer());
+    bytes = await messageBytes(messenger, header.id);
     c = unwrap((header.size || 0) <= RAW_LIMIT ? core.classifyRaw(bytes) : core.classifyRaw(bytes.subarray(0, headerEnd(bytes))));
   } else {
     const headers = await messenger.messages.getHeaders(header.id);
@@ -60,6 +60,12 @@ export async function classifyMessage(messenger, core, header) {
   return c;
 }
 
+/** A message's raw bytes (a File in current Thunderbird, a binary string in older ones). */
+async function messageBytes(messenger, id) {
+  const raw = await messenger.messages.getRaw(id, { data_format: "File" });
+  return typeof raw === "string" ? binaryStringToBytes(raw) : new Uint8Array(await raw.arrayBuffer());
+}
+
 /** Offset just past the blank line that ends the header block. */
 export function headerEnd(bytes) {
   for (let i = 0; i < bytes.length; i++) {
@@ -70,7 +76,6 @@ export function headerEnd(bytes) {
   return bytes.length;
 }
 
-const fromB64 = (s) => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
 
 /**
  * Verify the gateway seal (`X-Demail-Gateway-Seal`): the core gives the canonical
@@ -272,9 +277,7 @@ export async function findOriginal(messenger, core, banner) {
  */
 export async function integrityOf(messenger, core, header) {
   try {
-    const raw = await messenger.messages.getRaw(header.id, { data_format: "File" });
-    const bytes = typeof raw === "string" ? binaryStringToBytes(raw) : new Uint8Array(await raw.arrayBuffer());
-    const r = await core.verifyIntegrity(bytes);
+    const r = await core.verifyIntegrity(await messageBytes(messenger, header.id));
     return r.ok ? r.result : { status: "invalid", reasons: [r.error] };
   } catch (e) {
     const why = String(e?.message || e);
